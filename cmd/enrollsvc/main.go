@@ -1,0 +1,185 @@
+// Command enrollsvc is the certificate enrollment service: `enrollsvc init` creates a data
+// directory (HSM token, CA key generated inside it, CA certificate, store, admin credential) and
+// `enrollsvc serve` runs the service on it with the local management API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/hsm"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "enrollsvc:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `enrollsvc - HSM-backed certificate enrollment service
+
+Usage:
+  enrollsvc init  --data DIR --ca-name NAME [--key TYPE] [flags]   create a data directory
+  enrollsvc serve --data DIR [--api-listen ADDR]                    run the service
+  enrollsvc version                                                 print the version
+
+Run 'enrollsvc COMMAND -h' for the flags of a command. Manage a running service with aectl.
+`
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "init":
+		return cmdInit(args[1:], stdout, stderr)
+	case "serve":
+		return cmdServe(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "enrollsvc", daemon.Version)
+		return nil
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func cmdInit(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("enrollsvc init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o provisioning.InitOptions
+	var logLevel string
+	fs.StringVar(&o.Dir, "data", "", "data directory to create (must not exist or be empty)")
+	fs.StringVar(&o.CAName, "ca-name", "", "common name of the CA certificate")
+	fs.StringVar(&o.KeyType, "key", "ecdsa-p256", "CA key type: "+keyTypes())
+	fs.DurationVar(&o.CAValidity, "ca-validity", 10*365*24*time.Hour, "validity of the self-signed CA certificate")
+	fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:8443", "address of the local management API")
+	fs.StringVar(&o.Module, "pkcs11-module", "", "PKCS#11 module (default: SoftHSM2, with a token made inside the data directory)")
+	fs.Var((*listFlag)(&o.CRLURLs), "crl-url", "CRL distribution point URL put in every certificate (repeatable)")
+	fs.Var((*listFlag)(&o.OCSPURLs), "ocsp-url", "OCSP responder URL put in every certificate (repeatable)")
+	fs.Var((*listFlag)(&o.CAIssuerURLs), "ca-issuer-url", "URL of the CA certificate put in every certificate (repeatable)")
+	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc init --data DIR --ca-name NAME [flags]
+
+Creates a data directory: a SoftHSM token under DIR/hsm (config DIR/hsm/softhsm2.conf, user PIN
+in DIR/hsm/pin, mode 0600), a CA key generated inside the token (sensitive, never extractable), a
+self-signed CA certificate DIR/ca.pem, the store, DIR/config.json and the admin API token
+DIR/api/admin-token. Refuses a directory that exists and is not empty.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	o.Logger = log
+	res, err := provisioning.Init(context.Background(), o)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	fmt.Fprintf(stdout, "Initialised %s\n  CA:      %s (serial %s)\n  CA key:  %s\n  API:     https://%s (start it with: enrollsvc serve --data %s)\n",
+		res.Dir, res.CASubject, res.CASerial, res.KeyURI, res.APIListen, o.Dir)
+	return nil
+}
+
+func keyTypes() string {
+	var s []string
+	for _, k := range hsm.KeyTypes() {
+		s = append(s, string(k))
+	}
+	return strings.Join(s, ", ")
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("enrollsvc serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var dir, listen, logLevel string
+	fs.StringVar(&dir, "data", "", "data directory made by `enrollsvc init`")
+	fs.StringVar(&listen, "api-listen", "", "address of the local management API (default: from the configuration; port 0 picks a free one)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR]
+
+Runs the enrollment service in the foreground: opens the HSM token and the CA key, the store,
+and serves the local management API over TLS. Logs are JSON on standard error. SIGINT or SIGTERM
+stops it cleanly.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if dir == "" {
+		return fmt.Errorf("%w: --data is required", errUsage)
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rt, err := daemon.Open(ctx, dir, log)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer rt.Close()
+	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, OnListen: func(addr string) {
+		fmt.Fprintf(stdout, "enrollsvc %s: CA %q, key %s\nLocal API listening on https://%s\nTry:  aectl --data %s status\n      aectl --data %s certs\nCtrl-C stops the service.\n",
+			daemon.Version, rt.CACert.Subject.String(), rt.Key.URI(), addr, dir, dir)
+	}}, rt)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	fmt.Fprintln(stdout, "enrollsvc stopped")
+	return nil
+}

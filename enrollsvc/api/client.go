@@ -1,0 +1,261 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+)
+
+// Client talks to the local API.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client for the API at addr (host:port), trusting caPEM for its TLS
+// certificate and sending token as the admin credential.
+func NewClient(addr, token string, caPEM []byte) (*Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("api client: no CA certificate to trust")
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("api client: address %q: %w", addr, err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 16, TLSHandshakeTimeout: 10 * time.Second}
+	return &Client{base: "https://" + addr, token: token, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
+}
+
+// DialDataDir makes a client from what a data directory holds: the address the running service
+// wrote (or the configured one), the admin token and the CA certificate.
+func DialDataDir(dir string) (*Client, error) {
+	cfg, err := config.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	addr := cfg.API.Listen
+	if b, err := os.ReadFile(config.Path(dir, config.APIAddrFile)); err == nil {
+		addr = strings.TrimSpace(string(b))
+	}
+	addr = dialable(addr)
+	token, err := os.ReadFile(config.Path(dir, cfg.API.TokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the admin token: %w", err)
+	}
+	ca, err := os.ReadFile(config.Path(dir, cfg.CACert))
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	return NewClient(addr, strings.TrimSpace(string(token)), ca)
+}
+
+// dialable turns a wildcard listen address into one a client can connect to.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	} else if host == "::" {
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// HTTPError is a non-2xx answer.
+type HTTPError struct {
+	StatusCode int
+	Body       ErrorBody
+}
+
+func (e *HTTPError) Error() string {
+	msg := fmt.Sprintf("%d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Body.Error)
+	if len(e.Body.Reasons) > 0 {
+		msg += " (" + strings.Join(e.Body.Reasons, "; ") + ")"
+	}
+	return msg
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("calling the enrollsvc API (is `enrollsvc serve` running?): %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("reading API answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		he := &HTTPError{StatusCode: resp.StatusCode}
+		if json.Unmarshal(b, &he.Body) != nil || he.Body.Error == "" {
+			he.Body.Error = strings.TrimSpace(string(b))
+		}
+		return he
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = b
+		return nil
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("decoding API answer: %w", err)
+		}
+	}
+	return nil
+}
+
+// Health asks whether the service is healthy (no credential needed).
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/api/v1/health", nil, nil)
+}
+
+// Status returns the service status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/api/v1/status", nil, &s)
+}
+
+// CACertPEM returns the CA certificate.
+func (c *Client) CACertPEM(ctx context.Context) ([]byte, error) {
+	var b []byte
+	return b, c.do(ctx, http.MethodGet, "/api/v1/ca/certificate", nil, &b)
+}
+
+// CertQuery filters Certificates.
+type CertQuery struct {
+	Account, Template, Status string
+	Limit, Offset             int
+}
+
+// Certificates lists issued certificates.
+func (c *Client) Certificates(ctx context.Context, q CertQuery) ([]Certificate, error) {
+	v := url.Values{}
+	set(v, "account", q.Account)
+	set(v, "template", q.Template)
+	set(v, "status", q.Status)
+	setInt(v, "limit", int64(q.Limit))
+	setInt(v, "offset", int64(q.Offset))
+	var out []Certificate
+	return out, c.do(ctx, http.MethodGet, "/api/v1/certificates"+query(v), nil, &out)
+}
+
+// Certificate returns one certificate with its PEM.
+func (c *Client) Certificate(ctx context.Context, serial string) (Certificate, error) {
+	var out Certificate
+	return out, c.do(ctx, http.MethodGet, "/api/v1/certificates/"+url.PathEscape(serial), nil, &out)
+}
+
+// RequestQuery filters Requests.
+type RequestQuery struct {
+	State, Account string
+	After          int64
+	Limit          int
+}
+
+// Requests lists certificate requests.
+func (c *Client) Requests(ctx context.Context, q RequestQuery) ([]Request, error) {
+	v := url.Values{}
+	set(v, "state", q.State)
+	set(v, "account", q.Account)
+	setInt(v, "after", q.After)
+	setInt(v, "limit", int64(q.Limit))
+	var out []Request
+	return out, c.do(ctx, http.MethodGet, "/api/v1/requests"+query(v), nil, &out)
+}
+
+// Request returns one request.
+func (c *Client) Request(ctx context.Context, id int64) (Request, error) {
+	var out Request
+	return out, c.do(ctx, http.MethodGet, "/api/v1/requests/"+strconv.FormatInt(id, 10), nil, &out)
+}
+
+// EventQuery filters Events.
+type EventQuery struct {
+	After    int64
+	ID       int
+	Category string
+	Limit    int
+}
+
+// Events lists audit events.
+func (c *Client) Events(ctx context.Context, q EventQuery) ([]EventView, error) {
+	v := url.Values{}
+	setInt(v, "after", q.After)
+	setInt(v, "id", int64(q.ID))
+	set(v, "category", q.Category)
+	setInt(v, "limit", int64(q.Limit))
+	var out []EventView
+	return out, c.do(ctx, http.MethodGet, "/api/v1/events"+query(v), nil, &out)
+}
+
+// EventView is an audit event as the API returns it.
+type EventView struct {
+	Seq      int64          `json:"seq"`
+	ID       int            `json:"id"`
+	Category string         `json:"category"`
+	Level    string         `json:"level"`
+	Time     time.Time      `json:"time"`
+	Message  string         `json:"message"`
+	Fields   map[string]any `json:"fields,omitempty"`
+}
+
+// Issue has the CA issue a certificate for a CSR as an administrator.
+func (c *Client) Issue(ctx context.Context, in IssueRequest) (IssueResponse, error) {
+	var out IssueResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/certificates", in, &out)
+}
+
+func set(v url.Values, k, s string) {
+	if s != "" {
+		v.Set(k, s)
+	}
+}
+
+func setInt(v url.Values, k string, n int64) {
+	if n != 0 {
+		v.Set(k, strconv.FormatInt(n, 10))
+	}
+}
+
+func query(v url.Values) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return "?" + v.Encode()
+}

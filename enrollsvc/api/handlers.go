@@ -1,0 +1,243 @@
+package api
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+func badRequest(format string, a ...any) error {
+	return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf(format, a...))
+}
+
+// queryInt reads an optional non-negative integer query parameter.
+func queryInt(c echo.Context, name string) (int64, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, badRequest("query parameter %s=%q: want a non-negative integer", name, v)
+	}
+	return n, nil
+}
+
+func certView(sc store.Certificate, now time.Time, withPEM bool) Certificate {
+	v := Certificate{Serial: sc.Serial, Subject: sc.Subject, Account: sc.Account, Template: sc.Template,
+		NotBefore: sc.NotBefore, NotAfter: sc.NotAfter, Status: sc.Status, Expired: !now.Before(sc.NotAfter),
+		RevocationReason: sc.RevocationReason, RequestID: sc.RequestID, IssuedAt: sc.IssuedAt}
+	if !sc.RevokedAt.IsZero() {
+		t := sc.RevokedAt
+		v.RevokedAt = &t
+	}
+	if withPEM {
+		v.PEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sc.DER}))
+	}
+	return v
+}
+
+func requestView(r store.Request, withCSR bool) Request {
+	v := Request{ID: r.ID, State: r.State, Template: r.Template, Requester: r.Requester, Account: r.Account,
+		Submitted: r.Submitted, Updated: r.Updated, Reason: r.Reason, Serial: r.Serial}
+	if withCSR && len(r.CSR) > 0 {
+		v.CSRPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: r.CSR}))
+	}
+	return v
+}
+
+func (s *Server) listCerts(c echo.Context) error {
+	limit, err := queryInt(c, "limit")
+	if err != nil {
+		return err
+	}
+	offset, err := queryInt(c, "offset")
+	if err != nil {
+		return err
+	}
+	st := store.CertStatus(c.QueryParam("status"))
+	if st != "" && st != store.CertValid && st != store.CertRevoked {
+		return badRequest("query parameter status=%q: want valid or revoked", st)
+	}
+	list, err := s.cfg.Store.ListCertificates(c.Request().Context(), store.CertFilter{Account: c.QueryParam("account"),
+		Template: c.QueryParam("template"), Status: st, Limit: int(limit), Offset: int(offset)})
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	out := make([]Certificate, 0, len(list))
+	for _, sc := range list {
+		out = append(out, certView(sc, now, false))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getCert(c echo.Context) error {
+	n, err := issue.ParseSerial(c.Param("serial"))
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	sc, err := s.cfg.Store.GetCertificate(c.Request().Context(), issue.SerialString(n))
+	if errors.Is(err, store.ErrNotFound) {
+		return echo.NewHTTPError(http.StatusNotFound, "no certificate with serial "+issue.SerialString(n))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, certView(sc, s.cfg.Now(), true))
+}
+
+func (s *Server) listRequests(c echo.Context) error {
+	limit, err := queryInt(c, "limit")
+	if err != nil {
+		return err
+	}
+	after, err := queryInt(c, "after")
+	if err != nil {
+		return err
+	}
+	state := store.RequestState(c.QueryParam("state"))
+	if state != "" && !state.Valid() {
+		return badRequest("query parameter state=%q: want pending, issued, denied or failed", state)
+	}
+	list, err := s.cfg.Store.ListRequests(c.Request().Context(), store.RequestFilter{State: state,
+		Account: c.QueryParam("account"), AfterID: after, Limit: int(limit)})
+	if err != nil {
+		return err
+	}
+	out := make([]Request, 0, len(list))
+	for _, r := range list {
+		out = append(out, requestView(r, false))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getRequest(c echo.Context) error {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return badRequest("request id %q: want a positive integer", c.Param("id"))
+	}
+	r, err := s.cfg.Store.GetRequest(c.Request().Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no request %d", id))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, requestView(r, true))
+}
+
+func (s *Server) listEvents(c echo.Context) error {
+	limit, err := queryInt(c, "limit")
+	if err != nil {
+		return err
+	}
+	after, err := queryInt(c, "after")
+	if err != nil {
+		return err
+	}
+	id, err := queryInt(c, "id")
+	if err != nil {
+		return err
+	}
+	cat := c.QueryParam("category")
+	if cat != "" && cat != string(events.Admin) && cat != string(events.Operational) {
+		return badRequest("query parameter category=%q: want Admin or Operational", cat)
+	}
+	list, err := s.cfg.Store.ListEvents(c.Request().Context(), store.EventFilter{AfterSeq: after, ID: int(id),
+		Category: cat, Limit: int(limit)})
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []store.Event{}
+	}
+	return c.JSON(http.StatusOK, list)
+}
+
+// Profiles an administrator can issue from a CSR until directory templates arrive: the
+// extended key usages of each.
+var profiles = map[string][]x509.ExtKeyUsage{
+	"server": {x509.ExtKeyUsageServerAuth},
+	"client": {x509.ExtKeyUsageClientAuth},
+}
+
+// keyUsageFor is the key usage a TLS key of this type needs: RSA keys may also encipher keys
+// (RSA key exchange); ECDSA keys only sign (RFC 5480 forbids keyEncipherment for them).
+func keyUsageFor(pub any) x509.KeyUsage {
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		return x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	}
+	return x509.KeyUsageDigitalSignature
+}
+
+// MaxValidityDays caps what an administrator can ask for (the CA certificate caps it further).
+const MaxValidityDays = 3650
+
+func (s *Server) issue(c echo.Context) error {
+	var in IssueRequest
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return badRequest("request body: %v", err)
+	}
+	ekus, ok := profiles[in.Profile]
+	if !ok {
+		return badRequest("profile %q: want server or client", in.Profile)
+	}
+	if in.ValidityDays == 0 {
+		in.ValidityDays = 365
+	}
+	if in.ValidityDays < 0 || in.ValidityDays > MaxValidityDays {
+		return badRequest("validity_days %d: want 1..%d", in.ValidityDays, MaxValidityDays)
+	}
+	blk, rest := pem.Decode([]byte(in.CSR))
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" && blk.Type != "NEW CERTIFICATE REQUEST" || len(rest) > 0 && len(trimSpace(rest)) > 0 {
+		return badRequest("csr: want exactly one PEM CERTIFICATE REQUEST block")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return badRequest("csr: malformed PKCS#10: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return badRequest("csr: signature does not verify: %v", err)
+	}
+	account := in.Account
+	if account == "" {
+		account = csr.Subject.CommonName
+	}
+	o := issue.Order{Subject: csr.Subject, DNSNames: csr.DNSNames, EmailAddresses: csr.EmailAddresses,
+		IPAddresses: csr.IPAddresses, URIs: csr.URIs, PublicKey: csr.PublicKey,
+		Validity: time.Duration(in.ValidityDays) * 24 * time.Hour, KeyUsage: keyUsageFor(csr.PublicKey), ExtKeyUsage: ekus}
+	ctx := c.Request().Context()
+	res, err := s.cfg.Service.IssueApproved(ctx, o, enrollsvc.Meta{Requester: "admin-api", Account: account,
+		Template: "admin:" + in.Profile, CSR: blk.Bytes})
+	if err != nil {
+		return err
+	}
+	serial := issue.SerialString(res.Certificate.SerialNumber)
+	_ = s.cfg.Recorder.Record(ctx, events.AdminIssued, "", "request_id", res.RequestID, "serial", serial,
+		"profile", in.Profile, "remote", c.RealIP())
+	return c.JSON(http.StatusCreated, IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\r' || b[0] == '\t') {
+		b = b[1:]
+	}
+	return b
+}

@@ -1,0 +1,237 @@
+// Package api is the local management API of the enrollment service (echo, JSON over TLS on
+// 127.0.0.1 by default) and its Go client, used by aectl and the tests. Every endpoint but
+// /api/v1/health and /api/v1/ca/certificate needs the admin bearer token made by `enrollsvc init`.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 64 << 10
+
+// Reader is the read side of the store the API shows.
+type Reader interface {
+	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
+	ListCertificates(ctx context.Context, f store.CertFilter) ([]store.Certificate, error)
+	GetRequest(ctx context.Context, id int64) (store.Request, error)
+	ListRequests(ctx context.Context, f store.RequestFilter) ([]store.Request, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+}
+
+// Issuer is the core call behind POST /api/v1/certificates.
+type Issuer interface {
+	IssueApproved(ctx context.Context, o issue.Order, m enrollsvc.Meta) (*enrollsvc.Issued, error)
+}
+
+// Config wires the API to the service. All fields are required but Logger and Now.
+type Config struct {
+	TokenSHA256 string // hex SHA-256 of the admin token
+	CACert      *x509.Certificate
+	Store       Reader
+	Service     Issuer
+	Recorder    *events.Recorder
+	Status      func(ctx context.Context) Status
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Server is the API's HTTP handler.
+type Server struct {
+	cfg       Config
+	tokenHash []byte
+	e         *echo.Echo
+	failures  *limiter
+}
+
+// New validates cfg and builds the handler.
+func New(cfg Config) (*Server, error) {
+	h, err := hex.DecodeString(cfg.TokenSHA256)
+	if err != nil || len(h) != sha256.Size {
+		return nil, errors.New("api: Config.TokenSHA256 is not a hex SHA-256")
+	}
+	if cfg.CACert == nil || cfg.Store == nil || cfg.Service == nil || cfg.Recorder == nil || cfg.Status == nil {
+		return nil, errors.New("api: Config needs CACert, Store, Service, Recorder and Status")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, tokenHash: h, failures: newLimiter(10, time.Second)}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBody)))
+	e.Use(s.authenticate)
+	g := e.Group("/api/v1")
+	g.GET("/health", s.health)
+	g.GET("/ca/certificate", s.caCert)
+	g.GET("/status", s.status)
+	g.GET("/certificates", s.listCerts)
+	g.GET("/certificates/:serial", s.getCert)
+	g.POST("/certificates", s.issue)
+	g.GET("/requests", s.listRequests)
+	g.GET("/requests/:id", s.getRequest)
+	g.GET("/events", s.listEvents)
+	s.e = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Serve answers on ln with TLS until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
+	hs := &http.Server{Handler: s.e, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 32 << 10, ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(tls.NewListener(ln, tlsCfg)) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: serving: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("api: shutting down: %w", err)
+	}
+	return nil
+}
+
+var public = map[string]bool{"/api/v1/health": true, "/api/v1/ca/certificate": true}
+
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if public[c.Request().URL.Path] {
+			return next(c)
+		}
+		reason := ""
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		switch {
+		case h == "":
+			reason = "no credential"
+		case !ok || token == "":
+			reason = "not a bearer token"
+		default:
+			sum := sha256.Sum256([]byte(token))
+			if subtle.ConstantTimeCompare(sum[:], s.tokenHash) != 1 {
+				reason = "wrong token"
+			}
+		}
+		if reason == "" {
+			return next(c)
+		}
+		if !s.failures.allow(s.cfg.Now()) {
+			return echo.NewHTTPError(http.StatusTooManyRequests, "too many failed authentications; try again later")
+		}
+		_ = s.cfg.Recorder.Record(c.Request().Context(), events.APIAuthFailed, "",
+			"remote", c.RealIP(), "method", c.Request().Method, "path", c.Request().URL.Path, "reason", reason)
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="enrollsvc"`)
+		return echo.NewHTTPError(http.StatusUnauthorized, "authentication required: "+reason+
+			" (send the admin token from the data directory as \"Authorization: Bearer TOKEN\")")
+	}
+}
+
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, body := http.StatusInternalServerError, ErrorBody{Error: err.Error()}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		body.Error = fmt.Sprint(he.Message)
+	} else {
+		var le *issue.LintError
+		if errors.As(err, &le) {
+			body.Reasons = le.Findings
+		}
+		var se *enrollsvc.Error
+		if errors.As(err, &se) {
+			body.RequestID = se.RequestID
+		}
+		switch enrollsvc.KindOf(err) {
+		case enrollsvc.KindBadRequest:
+			code = http.StatusBadRequest
+		case enrollsvc.KindNotFound:
+			code = http.StatusNotFound
+		case enrollsvc.KindConflict:
+			code = http.StatusConflict
+		case enrollsvc.KindRefused:
+			code = http.StatusUnprocessableEntity
+		case enrollsvc.KindUnavailable:
+			code = http.StatusServiceUnavailable
+		}
+	}
+	if code >= 500 {
+		s.cfg.Logger.Error("api request failed", "path", c.Request().URL.Path, "status", code, "error", err)
+	}
+	_ = c.JSON(code, body)
+}
+
+func (s *Server) health(c echo.Context) error {
+	st := s.cfg.Status(c.Request().Context())
+	code := http.StatusOK
+	if !st.Healthy {
+		code = http.StatusServiceUnavailable
+	}
+	return c.JSON(code, map[string]any{"healthy": st.Healthy})
+}
+
+func (s *Server) caCert(c echo.Context) error {
+	return c.Blob(http.StatusOK, "application/x-pem-file",
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cfg.CACert.Raw}))
+}
+
+func (s *Server) status(c echo.Context) error {
+	return c.JSON(http.StatusOK, s.cfg.Status(c.Request().Context()))
+}
+
+// limiter allows n events per window (failed authentications).
+type limiter struct {
+	mu     sync.Mutex
+	n      int
+	window time.Duration
+	start  time.Time
+	count  int
+}
+
+func newLimiter(n int, window time.Duration) *limiter { return &limiter{n: n, window: window} }
+
+func (l *limiter) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= l.window {
+		l.start, l.count = now, 0
+	}
+	l.count++
+	return l.count <= l.n
+}

@@ -1,0 +1,133 @@
+// Package daemon wires a data directory into a running enrollment service: it opens the HSM
+// and finds the CA key, checks the key against the CA certificate, opens the store, builds the
+// issuer and the service, keeps the local API's TLS certificate current and serves the API
+// until its context ends. Both `enrollsvc serve` and the appliance's supervisor use it.
+package daemon
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/hsm"
+)
+
+// Runtime is an opened data directory.
+type Runtime struct {
+	Dir      string
+	Config   *config.Config
+	KeyStore *hsm.KeyStore
+	Key      *hsm.Key
+	CACert   *x509.Certificate
+	Store    *store.SQLite
+	Issuer   *issue.Issuer
+	Service  *enrollsvc.Service
+	Recorder *events.Recorder
+	Log      *slog.Logger
+	Started  time.Time
+}
+
+// Open opens the data directory dir: configuration, HSM and CA key, store. On error nothing
+// stays open.
+func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg, err := config.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	caCert, err := ReadCACert(config.Path(dir, cfg.CACert))
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{Dir: dir, Config: cfg, CACert: caCert, Log: log, Started: time.Now()}
+	defer func() {
+		if err != nil {
+			rt.Close()
+		}
+	}()
+	if cfg.HSM.SoftHSMConf != "" {
+		// SoftHSM takes its configuration only from the environment of the process.
+		if err := os.Setenv("SOFTHSM2_CONF", config.Path(dir, cfg.HSM.SoftHSMConf)); err != nil {
+			return nil, fmt.Errorf("setting SOFTHSM2_CONF: %w", err)
+		}
+	}
+	pin, err := hsm.ReadPIN(config.Path(dir, cfg.HSM.PINFile), cfg.HSM.PINEnv)
+	if err != nil {
+		return nil, fmt.Errorf("reading the HSM PIN: %w", err)
+	}
+	rt.KeyStore, err = hsm.Open(ctx, hsm.Config{ModulePath: cfg.HSM.Module, TokenLabel: cfg.HSM.TokenLabel,
+		TokenSerial: cfg.HSM.TokenSerial, PIN: pin, Sessions: cfg.HSM.Sessions, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("opening the HSM: %w", err)
+	}
+	uri, err := hsm.ParseURI(cfg.HSM.KeyURI)
+	if err != nil {
+		return nil, fmt.Errorf("hsm.key_uri: %w", err)
+	}
+	rt.Key, err = rt.KeyStore.FindKey(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("finding the CA key %s: %w", uri, err)
+	}
+	if pk, ok := caCert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(rt.Key.Public()) {
+		return nil, fmt.Errorf("the CA key %s in the HSM does not match the CA certificate %s", uri, config.Path(dir, cfg.CACert))
+	}
+	rt.Store, err = store.Open(ctx, config.Path(dir, cfg.Store), log)
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	rt.Recorder = events.NewRecorder(rt.Store, log, nil)
+	rt.Issuer, err = issue.New(issue.Config{CACert: caCert, Signer: rt.Key, CRLURLs: cfg.CRLURLs,
+		OCSPURLs: cfg.OCSPURLs, CAIssuerURLs: cfg.CAIssuerURLs})
+	if err != nil {
+		return nil, err
+	}
+	rt.Service = enrollsvc.New(rt.Store, rt.Issuer, rt.Recorder, log)
+	return rt, nil
+}
+
+// Close closes the store and the HSM.
+func (rt *Runtime) Close() {
+	if rt.Store != nil {
+		if err := rt.Store.Close(); err != nil {
+			rt.Log.Error("closing the store", "error", err)
+		}
+	}
+	if rt.KeyStore != nil {
+		if err := rt.KeyStore.Close(); err != nil {
+			rt.Log.Error("closing the HSM", "error", err)
+		}
+	}
+}
+
+// ReadCACert reads a PEM CA certificate file.
+func ReadCACert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: corrupt CA certificate: no PEM CERTIFICATE block", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: corrupt CA certificate: %w", path, err)
+	}
+	if !c.IsCA {
+		return nil, errors.New(path + ": not a CA certificate")
+	}
+	return c, nil
+}

@@ -1,0 +1,221 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+)
+
+// Version is set by the build (-ldflags -X).
+var Version = "dev"
+
+// APICertRenewBefore: the API's TLS certificate is replaced when it has less than this left.
+const APICertRenewBefore = 30 * 24 * time.Hour
+
+// APIHosts are the names the local API's certificate covers for a listen address.
+func APIHosts(listen string) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, _, err := net.SplitHostPort(listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+// EnsureAPICert returns the local API's TLS certificate, issuing a new one from this CA (and
+// storing it like any other certificate) when there is none, it is not from this CA, expires
+// within APICertRenewBefore, or misses one of hosts.
+func (rt *Runtime) EnsureAPICert(ctx context.Context, hosts []string) (tls.Certificate, error) {
+	certPath, keyPath := config.Path(rt.Dir, rt.Config.API.CertFile), config.Path(rt.Dir, rt.Config.API.KeyFile)
+	if kp, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && rt.apiCertGood(kp, hosts) {
+		return kp, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	o := issue.Order{Subject: pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{"enrollsvc local API"}},
+		PublicKey: key.Public(), Validity: 365 * 24 * time.Hour,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			o.IPAddresses = append(o.IPAddresses, ip)
+		} else {
+			o.DNSNames = append(o.DNSNames, h)
+		}
+	}
+	res, err := rt.Service.IssueApproved(ctx, o, enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-api", Template: "api-tls"})
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issuing the API's TLS certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := config.WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return tls.Certificate{}, err
+	}
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rt.CACert.Raw})...)
+	if err := config.WriteFileAtomic(certPath, chain, 0o644); err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+}
+
+func (rt *Runtime) apiCertGood(kp tls.Certificate, hosts []string) bool {
+	leaf, err := x509.ParseCertificate(kp.Certificate[0])
+	if err != nil || leaf.CheckSignatureFrom(rt.CACert) != nil || time.Until(leaf.NotAfter) < APICertRenewBefore {
+		return false
+	}
+	for _, h := range hosts {
+		if leaf.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeOptions adjust Serve.
+type ServeOptions struct {
+	APIListen string            // overrides the configured address; ":0" picks a free port
+	OnListen  func(addr string) // called once the API listens
+	// HealthInterval is how often HSM and store are checked for the audit log (default 30s).
+	HealthInterval time.Duration
+}
+
+// Serve runs the service on the data directory dir until ctx ends.
+func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
+	listen := rt.Config.API.Listen
+	if o.APIListen != "" {
+		listen = o.APIListen
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return fmt.Errorf("API listen address %q: %w", listen, err)
+	}
+	kp, err := rt.EnsureAPICert(ctx, APIHosts(listen))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening for the API: %w", err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	addrFile := config.Path(dir, config.APIAddrFile)
+	if err := config.WriteFileAtomic(addrFile, []byte(addr+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(addrFile)
+	mon := &monitor{rt: rt}
+	srv, err := api.New(api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, Store: rt.Store,
+		Service: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
+		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }})
+	if err != nil {
+		return err
+	}
+	ti := rt.KeyStore.TokenInfo()
+	_ = rt.Recorder.Record(ctx, events.ServiceStarted, "", "api", addr, "version", Version,
+		"ca", rt.CACert.Subject.String(), "token", ti.Label, "key", rt.Key.URI().String())
+	if o.OnListen != nil {
+		o.OnListen(addr)
+	}
+	var wg sync.WaitGroup
+	mctx, stop := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() { defer wg.Done(); mon.run(mctx, o.HealthInterval) }()
+	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12})
+	stop()
+	wg.Wait()
+	_ = rt.Recorder.Record(context.WithoutCancel(ctx), events.ServiceStopping, "", "api", addr)
+	return err
+}
+
+// Status reports on the service's parts.
+func (rt *Runtime) Status(ctx context.Context, addr string) api.Status {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ti := rt.KeyStore.TokenInfo()
+	st := api.Status{Service: "enrollsvc", Version: Version, Started: rt.Started, API: addr,
+		CA: api.CAStatus{Name: rt.Config.CAName, Subject: rt.CACert.Subject.String(),
+			Serial: issue.SerialString(rt.CACert.SerialNumber), NotBefore: rt.CACert.NotBefore,
+			NotAfter: rt.CACert.NotAfter, KeyURI: rt.Key.URI().String(), KeyType: string(rt.Key.Type())},
+		HSM: api.HSMStatus{OK: true, Module: rt.Config.HSM.Module, TokenLabel: ti.Label, TokenSerial: ti.Serial,
+			Manufacturer: ti.Manufacturer, Model: ti.Model},
+		Store: api.StoreStatus{OK: true}}
+	if err := rt.KeyStore.Health(ctx); err != nil {
+		st.HSM.OK, st.HSM.Error = false, err.Error()
+	}
+	if err := rt.Store.Ping(ctx); err != nil {
+		st.Store.OK, st.Store.Error = false, err.Error()
+	} else if n, err := rt.Store.CountCertificates(ctx); err != nil {
+		st.Store.OK, st.Store.Error = false, err.Error()
+	} else {
+		st.Store.Certificates = n
+	}
+	st.Healthy = st.HSM.OK && st.Store.OK && time.Now().Before(rt.CACert.NotAfter)
+	return st
+}
+
+// monitor records health changes of the HSM and the store as audit events.
+type monitor struct {
+	rt     *Runtime
+	hsmBad bool
+	dbBad  bool
+}
+
+func (m *monitor) run(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.check(ctx)
+		}
+	}
+}
+
+func (m *monitor) check(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	herr := m.rt.KeyStore.Health(cctx)
+	switch {
+	case herr != nil && !m.hsmBad:
+		m.hsmBad = true
+		_ = m.rt.Recorder.Record(ctx, events.HSMFailure, "", "error", herr.Error())
+	case herr == nil && m.hsmBad:
+		m.hsmBad = false
+		_ = m.rt.Recorder.Record(ctx, events.HSMRecovered, "")
+	}
+	derr := m.rt.Store.Ping(cctx)
+	switch {
+	case derr != nil && !m.dbBad:
+		m.dbBad = true
+		m.rt.Log.Error("store unhealthy", "error", derr) // the store cannot take the event
+	case derr == nil && m.dbBad:
+		m.dbBad = false
+		_ = m.rt.Recorder.Record(ctx, events.ServiceHealthy, "store answers again")
+	}
+}

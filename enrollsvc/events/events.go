@@ -1,0 +1,219 @@
+// Package events defines the audit events of the enrollment service: stable numeric IDs, each
+// with a category (Admin or Operational) and a level, grouped in ranges by subsystem. A Recorder
+// writes an event to the durable store and then to the structured (JSON) log. IDs are part of the
+// product's interface (monitoring rules match on them): never renumber or reuse one.
+package events
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+// ID is a stable audit event identifier.
+type ID int
+
+// Category separates what administrators did from what the service did on its own.
+type Category string
+
+// Categories.
+const (
+	Admin       Category = "Admin"
+	Operational Category = "Operational"
+)
+
+// Event IDs, by range:
+//
+//	1000-1099 service health     1100-1199 HSM        1200-1299 directory
+//	2000-2099 requests           2100-2199 issuance   2200-2299 revocation
+//	3000-3099 administration and API access
+const (
+	ServiceStarted  ID = 1000
+	ServiceStopping ID = 1001
+	ServiceDegraded ID = 1010
+	ServiceHealthy  ID = 1011
+
+	HSMOpened     ID = 1100
+	HSMKeyCreated ID = 1101
+	HSMKeyLoaded  ID = 1102
+	HSMFailure    ID = 1110
+	HSMRecovered  ID = 1111
+
+	DirectoryConnected   ID = 1200
+	DirectoryUnreachable ID = 1210
+
+	RequestReceived ID = 2000
+	RequestPending  ID = 2001
+	RequestApproved ID = 2002
+	RequestDenied   ID = 2003
+	RequestFailed   ID = 2004
+
+	SigningStarted    ID = 2100
+	CertificateIssued ID = 2101
+	SigningFailed     ID = 2102
+	LintRefused       ID = 2103
+	CACertificateMade ID = 2110
+
+	CertificateRevoked ID = 2200
+	CRLPublished       ID = 2201
+
+	DataDirInitialised ID = 3000
+	APIAuthFailed      ID = 3001
+	AdminIssued        ID = 3002
+)
+
+// Def describes one event ID.
+type Def struct {
+	ID       ID
+	Name     string
+	Category Category
+	Level    slog.Level
+}
+
+var defs = map[ID]Def{}
+
+func def(id ID, name string, c Category, l slog.Level) {
+	defs[id] = Def{ID: id, Name: name, Category: c, Level: l}
+}
+
+func init() {
+	def(ServiceStarted, "service started", Operational, slog.LevelInfo)
+	def(ServiceStopping, "service stopping", Operational, slog.LevelInfo)
+	def(ServiceDegraded, "service degraded", Operational, slog.LevelError)
+	def(ServiceHealthy, "service healthy again", Operational, slog.LevelInfo)
+	def(HSMOpened, "HSM token opened", Operational, slog.LevelInfo)
+	def(HSMKeyCreated, "CA key generated in HSM", Admin, slog.LevelInfo)
+	def(HSMKeyLoaded, "CA key loaded from HSM", Operational, slog.LevelInfo)
+	def(HSMFailure, "HSM failure", Operational, slog.LevelError)
+	def(HSMRecovered, "HSM recovered", Operational, slog.LevelWarn)
+	def(DirectoryConnected, "directory connected", Operational, slog.LevelInfo)
+	def(DirectoryUnreachable, "directory unreachable", Operational, slog.LevelError)
+	def(RequestReceived, "request received", Operational, slog.LevelInfo)
+	def(RequestPending, "request pending approval", Operational, slog.LevelInfo)
+	def(RequestApproved, "request approved", Admin, slog.LevelInfo)
+	def(RequestDenied, "request denied", Admin, slog.LevelWarn)
+	def(RequestFailed, "request failed", Operational, slog.LevelError)
+	def(SigningStarted, "signing certificate", Operational, slog.LevelInfo)
+	def(CertificateIssued, "certificate issued", Operational, slog.LevelInfo)
+	def(SigningFailed, "signing failed", Operational, slog.LevelError)
+	def(LintRefused, "certificate refused by lint", Operational, slog.LevelError)
+	def(CACertificateMade, "CA certificate created", Admin, slog.LevelInfo)
+	def(CertificateRevoked, "certificate revoked", Admin, slog.LevelWarn)
+	def(CRLPublished, "CRL published", Operational, slog.LevelInfo)
+	def(DataDirInitialised, "data directory initialised", Admin, slog.LevelInfo)
+	def(APIAuthFailed, "API authentication failed", Admin, slog.LevelWarn)
+	def(AdminIssued, "certificate issued by administrator", Admin, slog.LevelInfo)
+}
+
+// Lookup returns the definition of id.
+func Lookup(id ID) (Def, bool) {
+	d, ok := defs[id]
+	return d, ok
+}
+
+// All returns every defined event, ordered by ID.
+func All() []Def {
+	out := make([]Def, 0, len(defs))
+	for _, d := range defs {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func levelName(l slog.Level) string {
+	switch {
+	case l >= slog.LevelError:
+		return "error"
+	case l >= slog.LevelWarn:
+		return "warning"
+	}
+	return "info"
+}
+
+// New builds the stored form of an event. msg completes the event's name; kv are alternating
+// key/value pairs as for slog (values must marshal to JSON). It panics on an undefined ID, which
+// is a programming error caught by the tests.
+func New(now time.Time, id ID, msg string, kv ...any) store.Event {
+	d, ok := defs[id]
+	if !ok {
+		panic(fmt.Sprintf("events: undefined event ID %d", id))
+	}
+	var fields map[string]any
+	if len(kv) > 0 {
+		fields = make(map[string]any, len(kv)/2)
+		for i := 0; i+1 < len(kv); i += 2 {
+			fields[fmt.Sprint(kv[i])] = kv[i+1]
+		}
+	}
+	if msg == "" {
+		msg = d.Name
+	}
+	return store.Event{ID: int(id), Category: string(d.Category), Level: levelName(d.Level),
+		Time: now.UTC(), Message: msg, Fields: fields}
+}
+
+// Appender is the part of the store a Recorder writes to.
+type Appender interface {
+	AppendEvent(ctx context.Context, e store.Event) (int64, error)
+}
+
+// Recorder writes audit events to the store and the structured log.
+type Recorder struct {
+	store Appender
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// NewRecorder returns a Recorder. now may be nil (time.Now).
+func NewRecorder(s Appender, log *slog.Logger, now func() time.Time) *Recorder {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Recorder{store: s, log: log, now: now}
+}
+
+// Now is the recorder's clock.
+func (r *Recorder) Now() time.Time { return r.now() }
+
+// Record stores the event and logs it. The log line is written even when the store fails, so
+// the event is never lost silently; the store error is returned.
+func (r *Recorder) Record(ctx context.Context, id ID, msg string, kv ...any) error {
+	e := New(r.now(), id, msg, kv...)
+	seq, err := r.store.AppendEvent(ctx, e)
+	e.Seq = seq
+	r.Log(ctx, e)
+	if err != nil {
+		r.log.ErrorContext(ctx, "audit event not stored", "event_id", e.ID, "error", err)
+		return fmt.Errorf("storing audit event %d: %w", e.ID, err)
+	}
+	return nil
+}
+
+// Log writes an already stored event to the structured log.
+func (r *Recorder) Log(ctx context.Context, e store.Event) {
+	level := slog.LevelInfo
+	if d, ok := defs[ID(e.ID)]; ok {
+		level = d.Level
+	}
+	attrs := []slog.Attr{slog.Int("event_id", e.ID), slog.String("category", e.Category)}
+	if e.Seq != 0 {
+		attrs = append(attrs, slog.Int64("seq", e.Seq))
+	}
+	keys := make([]string, 0, len(e.Fields))
+	for k := range e.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		attrs = append(attrs, slog.Any(k, e.Fields[k]))
+	}
+	r.log.LogAttrs(ctx, level, e.Message, slog.Attr{Key: "audit", Value: slog.GroupValue(attrs...)})
+}

@@ -1,0 +1,167 @@
+// Package enrollsvc is the core of the enrollment service: it orchestrates a certificate request
+// from an approved order to a durably stored certificate. Protocol edges (the local API now;
+// XCEP/WSTEP and SCEP later) call Service; Service calls issue, store and events, and never a
+// protocol.
+//
+// The order of one issuance is fixed: record the request; build and lint the certificate
+// (issue.Prepare); durably reserve its serial together with the "signing" audit event; have the
+// HSM sign; durably store the certificate together with the "issued" audit event; only then
+// return it. A crash at any point leaves either no certificate anywhere or a stored one.
+package enrollsvc
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+// Kind classifies errors so that each protocol edge can choose its wire form (HTTP status,
+// SOAP fault, SCEP failInfo) without knowing the cause.
+type Kind int
+
+// Error kinds.
+const (
+	KindInternal    Kind = iota // our fault: store, HSM
+	KindBadRequest              // malformed or unacceptable input
+	KindNotFound                // no such request or certificate
+	KindConflict                // state does not allow it
+	KindRefused                 // policy or lint refused it
+	KindUnavailable             // a dependency (HSM, directory) is down; try later
+)
+
+// Error is an error with a Kind.
+type Error struct {
+	Kind      Kind
+	Op        string
+	RequestID int64 // the recorded request this is about, or 0
+	Err       error
+}
+
+func (e *Error) Error() string { return e.Op + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns the kind of err (KindInternal if it has none).
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return KindNotFound
+	case errors.Is(err, store.ErrConflict):
+		return KindConflict
+	}
+	return KindInternal
+}
+
+// Store is what the service needs of the durable store.
+type Store interface {
+	CreateRequest(ctx context.Context, r store.Request) (int64, error)
+	SetRequestState(ctx context.Context, id int64, state store.RequestState, reason string) error
+	ReserveSerial(ctx context.Context, serial string, before store.Event) error
+	CommitCertificate(ctx context.Context, c store.Certificate, after store.Event) error
+	AppendEvent(ctx context.Context, e store.Event) (int64, error)
+}
+
+// Issuer is what the service needs of the signing CA.
+type Issuer interface {
+	Prepare(o issue.Order) (*issue.Prepared, error)
+	Sign(ctx context.Context, p *issue.Prepared) (*x509.Certificate, error)
+}
+
+// Service runs certificate requests through issuance.
+type Service struct {
+	store  Store
+	issuer Issuer
+	rec    *events.Recorder
+	log    *slog.Logger
+}
+
+// New returns a Service. rec writes audit events (to the same store).
+func New(s Store, iss Issuer, rec *events.Recorder, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{store: s, issuer: iss, rec: rec, log: log}
+}
+
+// Meta says who asked for an order and for whom.
+type Meta struct {
+	Requester string // authenticated identity that sent the request
+	Account   string // whom the certificate is for
+	Template  string // template or profile name
+	CSR       []byte // the request as received (DER), kept with the request
+}
+
+// Issued is the result of a successful issuance.
+type Issued struct {
+	RequestID   int64
+	Certificate *x509.Certificate
+}
+
+// IssueApproved issues a certificate for an order that policy (or an administrator) approved.
+// The certificate is durable in the store before this returns it.
+func (s *Service) IssueApproved(ctx context.Context, o issue.Order, m Meta) (*Issued, error) {
+	now := s.rec.Now()
+	reqID, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestPending, Template: m.Template,
+		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now})
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Op: "recording request", Err: err}
+	}
+	p, err := s.issuer.Prepare(o)
+	if err != nil {
+		kind, id := KindBadRequest, events.RequestFailed
+		if errors.Is(err, issue.ErrLint) {
+			kind, id = KindRefused, events.LintRefused
+		}
+		s.fail(ctx, reqID, id, err)
+		return nil, &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
+	}
+	serial := p.Serial()
+	fields := []any{"request_id", reqID, "serial", serial, "subject", p.Subject(), "account", m.Account,
+		"template", m.Template, "requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}
+	before := events.New(s.rec.Now(), events.SigningStarted, "", fields...)
+	if err := s.store.ReserveSerial(ctx, serial, before); err != nil {
+		s.fail(ctx, reqID, events.RequestFailed, fmt.Errorf("reserving serial: %w", err))
+		return nil, &Error{Kind: KindInternal, Op: "reserving serial " + serial, RequestID: reqID, Err: err}
+	}
+	s.rec.Log(ctx, before)
+	cert, err := s.issuer.Sign(ctx, p)
+	if err != nil {
+		s.fail(ctx, reqID, events.SigningFailed, err)
+		return nil, &Error{Kind: KindUnavailable, Op: "signing serial " + serial, RequestID: reqID, Err: err}
+	}
+	if len(p.Warnings()) > 0 {
+		fields = append(fields, "lint_warnings", p.Warnings())
+	}
+	after := events.New(s.rec.Now(), events.CertificateIssued, "", fields...)
+	c := store.Certificate{Serial: serial, DER: cert.Raw, Template: m.Template, Account: m.Account,
+		Subject: cert.Subject.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		Status: store.CertValid, RequestID: reqID, IssuedAt: s.rec.Now()}
+	if err := s.store.CommitCertificate(ctx, c, after); err != nil {
+		// The certificate was signed but is not stored: nobody gets it, and its serial stays used.
+		s.fail(ctx, reqID, events.RequestFailed, fmt.Errorf("storing certificate: %w", err))
+		return nil, &Error{Kind: KindInternal, Op: "storing serial " + serial, RequestID: reqID, Err: err}
+	}
+	s.rec.Log(ctx, after)
+	return &Issued{RequestID: reqID, Certificate: cert}, nil
+}
+
+// fail marks a request failed and records why. Errors here are logged: the caller already
+// returns the original error.
+func (s *Service) fail(ctx context.Context, reqID int64, id events.ID, cause error) {
+	// A cancelled caller must not stop us recording the failure.
+	ctx = context.WithoutCancel(ctx)
+	if err := s.store.SetRequestState(ctx, reqID, store.RequestFailed, cause.Error()); err != nil {
+		s.log.ErrorContext(ctx, "marking request failed", "request_id", reqID, "error", err)
+	}
+	_ = s.rec.Record(ctx, id, "", "request_id", reqID, "error", cause.Error())
+}

@@ -1,0 +1,133 @@
+// How values are written to and read from SQLite columns: times, serials, JSON fields,
+// optional values, and the limits of the filters.
+
+package store
+
+import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// timeLayout is the stored form of a time: UTC, fixed width, nanoseconds, so that the text
+// sorts as the times do (for years 0000 to 9999).
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// encTime returns the stored form of t; the zero time is stored as NULL.
+func encTime(t time.Time) (any, error) {
+	if t.IsZero() {
+		return nil, nil
+	}
+	u := t.UTC()
+	if y := u.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("store: time %v is outside the years 0000-9999", t)
+	}
+	return u.Format(timeLayout), nil
+}
+
+// decTime reads a stored time back, as UTC; NULL is the zero time.
+func decTime(v sql.NullString) (time.Time, error) {
+	if !v.Valid {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(timeLayout, v.String)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: stored time %q: %w", v.String, err)
+	}
+	return t.UTC(), nil
+}
+
+// encTimes encodes several times, stopping at the first error.
+func encTimes(ts ...time.Time) ([]any, error) {
+	out := make([]any, len(ts))
+	for i, t := range ts {
+		v, err := encTime(t)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// SerialString is the canonical text of a certificate serial number, as the store keys it:
+// lower-case hexadecimal without leading zeros.
+func SerialString(n *big.Int) string { return n.Text(16) }
+
+// checkSerial accepts only the canonical form of a positive serial of at most 20 octets
+// (RFC 5280 section 4.1.2.2), so that one number cannot be recorded under two spellings.
+func checkSerial(serial string) error {
+	ok := serial != "" && len(serial) <= 40 && serial[0] != '0'
+	for i := 0; ok && i < len(serial); i++ {
+		c := serial[i]
+		ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'f'
+	}
+	if !ok {
+		return fmt.Errorf("store: invalid serial %q: want 1 to 40 lower-case hex digits without leading zeros", serial)
+	}
+	return nil
+}
+
+// encFields stores event fields as JSON text; a nil map is NULL.
+func encFields(m map[string]any) (any, error) {
+	if m == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("store: event fields: %w", err)
+	}
+	return string(b), nil
+}
+
+// decFields reads event fields back. Numbers come back as json.Number, which keeps large
+// integers exact (float64 would not) and writes itself out unchanged.
+func decFields(v sql.NullString) (map[string]any, error) {
+	if !v.Valid {
+		return nil, nil
+	}
+	d := json.NewDecoder(bytes.NewReader([]byte(v.String)))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		return nil, fmt.Errorf("store: stored event fields: %w", err)
+	}
+	return m, nil
+}
+
+// nullString stores "" as NULL.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// nullInt64 stores 0 as NULL.
+func nullInt64(n int64) any {
+	if n == 0 {
+		return nil
+	}
+	return n
+}
+
+// limit applies a filter's documented default (for 0) and maximum; a negative limit is an error.
+func limit(what string, n, def, most int) (int, error) {
+	switch {
+	case n < 0:
+		return 0, fmt.Errorf("store: %s: negative limit %d", what, n)
+	case n == 0:
+		return def, nil
+	case n > most:
+		return most, nil
+	}
+	return n, nil
+}
+
+// scanner is *sql.Row or *sql.Rows.
+type scanner interface {
+	Scan(dest ...any) error
+}

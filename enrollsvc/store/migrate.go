@@ -1,0 +1,169 @@
+// Schema migrations of the SQLite store. Each step is applied in its own transaction together
+// with its row in schema_migrations, so a database is always at exactly one version. Steps are
+// only ever appended: never edit or renumber one that has shipped.
+
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// migration is one step of the schema.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// Times are stored as TEXT in the fixed-width form of timeLayout (UTC, nanoseconds), which
+// sorts like the times themselves. Not unix nanoseconds: an INTEGER of nanoseconds ends in
+// 2262, and a certificate may carry notAfter 9999-12-31 (RFC 5280 section 4.1.2.5).
+var migrations = []migration{
+	{1, "initial schema", `
+CREATE TABLE serials (
+	serial      TEXT PRIMARY KEY,
+	reserved_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The record that a serial was used is what keeps serials unique: it is never removed or changed.
+CREATE TRIGGER serials_no_delete BEFORE DELETE ON serials
+BEGIN SELECT RAISE(ABORT, 'serials are never deleted'); END;
+CREATE TRIGGER serials_no_update BEFORE UPDATE ON serials
+BEGIN SELECT RAISE(ABORT, 'serials are never changed'); END;
+
+CREATE TABLE requests (
+	id        INTEGER PRIMARY KEY AUTOINCREMENT, -- AUTOINCREMENT: an ID is never reused
+	state     TEXT NOT NULL CHECK (state IN ('pending', 'issued', 'denied', 'failed')),
+	template  TEXT NOT NULL,
+	requester TEXT NOT NULL,
+	account   TEXT NOT NULL,
+	csr       BLOB,
+	submitted TEXT NOT NULL,
+	updated   TEXT NOT NULL,
+	reason    TEXT NOT NULL DEFAULT '',
+	serial    TEXT REFERENCES serials (serial)
+);
+CREATE INDEX requests_state ON requests (state, id);
+CREATE INDEX requests_account ON requests (account, id);
+
+CREATE TABLE certificates (
+	serial            TEXT PRIMARY KEY REFERENCES serials (serial),
+	der               BLOB NOT NULL,
+	template          TEXT NOT NULL,
+	account           TEXT NOT NULL,
+	subject           TEXT NOT NULL,
+	not_before        TEXT,
+	not_after         TEXT,
+	status            TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+	revoked_at        TEXT,
+	revocation_reason INTEGER NOT NULL DEFAULT 0,
+	request_id        INTEGER REFERENCES requests (id),
+	issued_at         TEXT NOT NULL
+);
+CREATE INDEX certificates_account ON certificates (account, issued_at, serial);
+CREATE INDEX certificates_template ON certificates (template, issued_at, serial);
+CREATE INDEX certificates_status ON certificates (status, issued_at, serial);
+CREATE INDEX certificates_issued_at ON certificates (issued_at, serial);
+
+CREATE TABLE events (
+	seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+	id       INTEGER NOT NULL,
+	category TEXT NOT NULL,
+	level    TEXT NOT NULL,
+	time     TEXT NOT NULL,
+	message  TEXT NOT NULL,
+	fields   TEXT CHECK (fields IS NULL OR json_valid(fields))
+);
+CREATE INDEX events_id ON events (id, seq);
+`},
+}
+
+// latestVersion is the schema version this code writes.
+func latestVersion() int { return migrations[len(migrations)-1].version }
+
+// checkVersion refuses a database written by newer code: its meaning is unknown here.
+func checkVersion(v int) error {
+	if v > latestVersion() {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d); refusing to open", v, latestVersion())
+	}
+	return nil
+}
+
+// querier is the part of *sql.DB and *sql.Tx that schemaVersion needs.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// schemaVersion returns the highest applied migration, 0 if none.
+func schemaVersion(ctx context.Context, q querier) (int, error) {
+	var v sql.NullInt64
+	if err := q.QueryRowContext(ctx, "SELECT max(version) FROM schema_migrations").Scan(&v); err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
+
+// migrate brings the database to latestVersion. Each step runs in a BEGIN IMMEDIATE
+// transaction that first reads the version again, so two processes opening the same new file
+// do not both apply a step.
+func migrate(ctx context.Context, db *sql.DB, log *slog.Logger, path string) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at TEXT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	for _, m := range migrations {
+		applied, err := applyMigration(ctx, db, m)
+		if err != nil {
+			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+		}
+		if applied {
+			log.Info("store: schema migration applied", "path", path, "version", m.version, "name", m.name)
+		}
+	}
+	return nil
+}
+
+// applyMigration applies m unless the database already has it.
+func applyMigration(ctx context.Context, db *sql.DB, m migration) (applied bool, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if !applied {
+			tx.Rollback()
+		}
+	}()
+	v, err := schemaVersion(ctx, tx)
+	if err != nil {
+		return false, err
+	}
+	if err := checkVersion(v); err != nil {
+		return false, err
+	}
+	if v >= m.version {
+		return false, nil
+	}
+	if v != m.version-1 {
+		return false, fmt.Errorf("database is at version %d, cannot apply %d", v, m.version)
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return false, err
+	}
+	at, _ := encTime(time.Now())
+	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+		m.version, m.name, at); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, err
+	}
+	return true, nil
+}

@@ -1,0 +1,287 @@
+// The embedded SQLite implementation of Store: opening and checking the database file,
+// connection set-up, Ping and Close. Writes go through the group-committing writer in
+// writer.go; the methods themselves are in requests.go, certs.go and events.go.
+
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the pure-Go driver "sqlite"
+)
+
+// busyTimeoutMS is how long a connection waits for a lock held by another connection
+// (another process with the file open, or the checkpointer) before failing.
+const busyTimeoutMS = 5000
+
+// SQLite is the embedded Store: one database file in WAL mode. All writes go through a
+// single writer goroutine that owns the one write connection and commits queued writes in
+// groups (see writer.go); reads use a separate pool of connections, which WAL lets run
+// concurrently with the writer.
+type SQLite struct {
+	path string
+	log  *slog.Logger
+	now  func() time.Time // the clock; tests replace it
+
+	wdb *sql.DB // exactly one connection, used only by the writer goroutine and Open
+	rdb *sql.DB // read-only (query_only) connections
+
+	// mu guards closed and the sending side of ops: senders hold it for reading while they
+	// queue an op, Close holds it for writing while it closes ops. Reads hold it for reading
+	// for their whole query, so Close waits for them before closing the connections.
+	mu         sync.RWMutex
+	closed     bool
+	ops        chan *writeOp
+	writerDone chan struct{}
+
+	batches    atomic.Int64 // transactions committed or attempted by the writer
+	batchedOps atomic.Int64 // ops run in those transactions
+}
+
+var _ Store = (*SQLite)(nil)
+
+// Open opens the store at path, creating the file if it does not exist, and brings its schema
+// up to date. An existing file is checked first, through a read-only connection: a file that
+// is not a SQLite database, fails PRAGMA quick_check, belongs to some other application or
+// has a schema newer than this code is refused with an error naming path, and is not changed.
+// logger may be nil.
+func Open(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if path == "" {
+		return nil, errors.New("store: open: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := precheck(ctx, abs); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+	}
+
+	wdb, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_pragma": {
+			fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS),
+			"foreign_keys(1)",
+			"journal_mode(WAL)",
+			"synchronous(FULL)",
+		},
+		// The writer's transactions take the write lock at BEGIN, so a conflict with another
+		// process shows up there (and waits busy_timeout) instead of in the middle of a batch.
+		"_txlock": {"immediate"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+
+	fail := func(err error, dbs ...*sql.DB) (*SQLite, error) {
+		for _, db := range dbs {
+			db.Close()
+		}
+		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+	}
+	var mode string
+	if err := wdb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fail(err, wdb)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fail(fmt.Errorf("journal mode is %q, want wal (does the file system support shared memory?)", mode), wdb)
+	}
+	if err := migrate(ctx, wdb, logger, abs); err != nil {
+		return fail(err, wdb)
+	}
+
+	rdb, err := sql.Open("sqlite", dsn(abs, url.Values{
+		"_pragma": {
+			fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS),
+			"foreign_keys(1)",
+			"query_only(1)",
+		},
+	}))
+	if err != nil {
+		return fail(err, wdb)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	rdb.SetMaxOpenConns(n)
+	rdb.SetMaxIdleConns(n)
+	if err := rdb.PingContext(ctx); err != nil {
+		return fail(err, rdb, wdb)
+	}
+
+	s := &SQLite{
+		path:       abs,
+		log:        logger,
+		now:        time.Now,
+		wdb:        wdb,
+		rdb:        rdb,
+		ops:        make(chan *writeOp, 4*maxBatch),
+		writerDone: make(chan struct{}),
+	}
+	go s.runWriter()
+	return s, nil
+}
+
+// dsn makes a driver name for path: a file: URI, so that any character in the path is
+// escaped, with params as its query (SQLite's own, like mode, and the driver's, like _pragma).
+func dsn(path string, params url.Values) string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: params.Encode()}
+	return u.String()
+}
+
+// sqliteMagic starts every SQLite 3 database file.
+var sqliteMagic = []byte("SQLite format 3\x00")
+
+// precheck inspects an existing file at path without changing it: its header, PRAGMA
+// quick_check through a read-only connection, that it is this application's database (or an
+// empty one), and that its schema is not newer than this code. A missing file passes.
+func precheck(ctx context.Context, path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file (mode %v)", fi.Mode())
+	}
+	if fi.Size() == 0 {
+		// SQLite treats an empty file as an empty database; that is what an interrupted first
+		// open leaves. But an empty file next to a write-ahead log is a database that lost its
+		// main file, and opening it would throw away what the log holds.
+		if wal, err := os.Stat(path + "-wal"); err == nil && wal.Size() > 0 {
+			return errors.New("database file is empty but its write-ahead log is not; refusing to open")
+		}
+		return nil
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, 100) // the database header
+	_, err = io.ReadFull(f, hdr)
+	f.Close()
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	if err != nil || !bytes.HasPrefix(hdr, sqliteMagic) {
+		return errors.New("not a SQLite database (bad file header)")
+	}
+
+	// mode=ro: nothing on this connection can write to the database file. (It may create or
+	// update the -shm index of a database already in WAL mode, which is not the database.)
+	db, err := sql.Open("sqlite", dsn(path, url.Values{
+		"mode":    {"ro"},
+		"_pragma": {fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS)},
+	}))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+
+	if err := quickCheck(ctx, db); err != nil {
+		return err
+	}
+	var tables, ours int
+	err = db.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE name = 'schema_migrations')
+		FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\'`).Scan(&tables, &ours)
+	if err != nil {
+		return fmt.Errorf("reading schema: %w", err)
+	}
+	if tables > 0 && ours == 0 {
+		return fmt.Errorf("not an enrollment store: the database has %d tables but no schema_migrations", tables)
+	}
+	if ours == 0 {
+		return nil
+	}
+	v, err := schemaVersion(ctx, db)
+	if err != nil {
+		return err
+	}
+	return checkVersion(v)
+}
+
+// quickCheck runs PRAGMA quick_check and turns anything but "ok" into an error.
+func quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var msg string
+		if err := rows.Scan(&msg); err != nil {
+			return fmt.Errorf("integrity check: %w", err)
+		}
+		if msg != "ok" && len(problems) < 5 {
+			problems = append(problems, msg)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("integrity check failed: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Ping checks that the database answers a query.
+func (s *SQLite) Ping(ctx context.Context) error {
+	return s.read(func() error {
+		var one int
+		if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+			return fmt.Errorf("store: ping: %w", err)
+		}
+		return nil
+	})
+}
+
+// read runs f unless the store is closed, holding off Close until f returns.
+func (s *SQLite) read(f func() error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return f()
+}
+
+// Close finishes the writes already queued, stops the writer and closes the database.
+// Later calls of any method return ErrClosed; closing again returns nil.
+func (s *SQLite) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.ops)
+	s.mu.Unlock()
+
+	<-s.writerDone
+	return errors.Join(s.rdb.Close(), s.wdb.Close())
+}

@@ -1,0 +1,599 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testClock is a fake clock: each reading advances it by a millisecond, so stored times are
+// distinct and ordered without sleeping.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Millisecond)
+	return c.t
+}
+
+var epoch = time.Date(2030, 1, 2, 3, 4, 5, 123456789, time.UTC)
+
+// openTest opens a new store in a temporary directory with a fake clock and closes it when
+// the test ends.
+func openTest(t testing.TB) (*SQLite, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "store.db")
+	return openAt(t, path), path
+}
+
+func openAt(t testing.TB, path string) *SQLite {
+	t.Helper()
+	s, err := Open(context.Background(), path, nil)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", path, err)
+	}
+	c := &testClock{t: epoch}
+	s.now = c.now
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newSerial returns a random 128-bit serial in canonical form.
+func newSerial(t testing.TB) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	b[0] |= 0x80
+	return SerialString(new(big.Int).SetBytes(b))
+}
+
+// testDER is a stand-in for certificate bytes, different for every serial.
+func testDER(serial string) []byte {
+	return bytes.Repeat([]byte("der:"+serial+";"), 20)
+}
+
+func ev(id int, msg string) Event {
+	return Event{ID: id, Category: "Operational", Level: "info", Time: epoch, Message: msg}
+}
+
+// issue reserves a serial and commits a certificate for it.
+func issue(t testing.TB, s *SQLite, c Certificate) Certificate {
+	t.Helper()
+	ctx := context.Background()
+	if c.Serial == "" {
+		c.Serial = newSerial(t)
+	}
+	if c.DER == nil {
+		c.DER = testDER(c.Serial)
+	}
+	if err := s.ReserveSerial(ctx, c.Serial, ev(2100, "signing")); err != nil {
+		t.Fatalf("ReserveSerial(%s) = %v", c.Serial, err)
+	}
+	if err := s.CommitCertificate(ctx, c, ev(2101, "issued")); err != nil {
+		t.Fatalf("CommitCertificate(%s) = %v", c.Serial, err)
+	}
+	return c
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	submitted := time.Date(2031, 5, 6, 7, 8, 9, 987654321, time.FixedZone("X", 3600))
+	in := Request{
+		State: RequestPending, Template: "Machine", Requester: "HOST\\pc1$", Account: "pc1$",
+		CSR: []byte{0x30, 0x82, 0x01, 0x00}, Submitted: submitted, Reason: "waiting",
+	}
+	id, err := s.CreateRequest(ctx, in)
+	if err != nil {
+		t.Fatalf("CreateRequest = %v", err)
+	}
+	got, err := s.GetRequest(ctx, id)
+	if err != nil {
+		t.Fatalf("GetRequest(%d) = %v", id, err)
+	}
+	want := in
+	want.ID = id
+	want.Submitted = submitted.UTC()
+	want.Updated = submitted.UTC()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("GetRequest(%d) = %+v, want %+v", id, got, want)
+	}
+	if got.Submitted.Location() != time.UTC {
+		t.Errorf("GetRequest(%d).Submitted location = %v, want UTC", id, got.Submitted.Location())
+	}
+
+	// Defaults: empty state is pending, zero times are now.
+	id2, err := s.CreateRequest(ctx, Request{Template: "User", Account: "alice"})
+	if err != nil {
+		t.Fatalf("CreateRequest = %v", err)
+	}
+	got, err = s.GetRequest(ctx, id2)
+	if err != nil {
+		t.Fatalf("GetRequest(%d) = %v", id2, err)
+	}
+	if got.State != RequestPending || got.Submitted.IsZero() || !got.Updated.Equal(got.Submitted) || got.CSR != nil {
+		t.Errorf("GetRequest(%d) = %+v, want pending, Submitted=Updated=now, nil CSR", id2, got)
+	}
+	if id2 <= id {
+		t.Errorf("second CreateRequest = %d, want > %d", id2, id)
+	}
+
+	if _, err := s.GetRequest(ctx, 999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetRequest(999) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.CreateRequest(ctx, Request{State: "approved"}); err == nil {
+		t.Errorf("CreateRequest(state approved) = nil, want error")
+	}
+}
+
+func TestSetRequestState(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	tests := []struct {
+		from, to RequestState
+		want     error
+	}{
+		{RequestPending, RequestDenied, nil},
+		{RequestPending, RequestFailed, nil},
+		{RequestPending, RequestPending, nil},
+		{RequestDenied, RequestPending, ErrConflict},
+		{RequestDenied, RequestFailed, ErrConflict},
+		{RequestFailed, RequestDenied, ErrConflict},
+		{RequestIssued, RequestDenied, ErrConflict},
+	}
+	for _, tt := range tests {
+		id, err := s.CreateRequest(ctx, Request{State: tt.from, Template: "T", Account: "a"})
+		if err != nil {
+			t.Fatalf("CreateRequest(%s) = %v", tt.from, err)
+		}
+		before, _ := s.GetRequest(ctx, id)
+		err = s.SetRequestState(ctx, id, tt.to, "because")
+		if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+			t.Errorf("SetRequestState(%s→%s) = %v, want %v", tt.from, tt.to, err, tt.want)
+		}
+		got, err := s.GetRequest(ctx, id)
+		if err != nil {
+			t.Fatalf("GetRequest(%d) = %v", id, err)
+		}
+		wantState, wantReason := tt.from, ""
+		if tt.want == nil {
+			wantState, wantReason = tt.to, "because"
+		}
+		if got.State != wantState || got.Reason != wantReason {
+			t.Errorf("after SetRequestState(%s→%s): state %s reason %q, want %s %q", tt.from, tt.to, got.State, got.Reason, wantState, wantReason)
+		}
+		if tt.want == nil && !got.Updated.After(before.Updated) {
+			t.Errorf("after SetRequestState(%s→%s): Updated %v, want after %v", tt.from, tt.to, got.Updated, before.Updated)
+		}
+	}
+	if err := s.SetRequestState(ctx, 12345, RequestDenied, ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetRequestState(missing) = %v, want ErrNotFound", err)
+	}
+	id, _ := s.CreateRequest(ctx, Request{})
+	for _, st := range []RequestState{RequestIssued, "bogus", ""} {
+		if err := s.SetRequestState(ctx, id, st, ""); err == nil {
+			t.Errorf("SetRequestState(%q) = nil, want error", st)
+		}
+	}
+}
+
+func TestCertificateRoundTrip(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	reqID, err := s.CreateRequest(ctx, Request{Template: "Web", Account: "www"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Certificate{
+		Serial: newSerial(t), Template: "Web", Account: "www", Subject: "CN=www",
+		NotBefore: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:  time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), // RFC 5280 "no expiry"
+		Status:    CertValid, RequestID: reqID, IssuedAt: epoch.Add(time.Nanosecond),
+	}
+	in = issue(t, s, in)
+	got, err := s.GetCertificate(ctx, in.Serial)
+	if err != nil {
+		t.Fatalf("GetCertificate(%s) = %v", in.Serial, err)
+	}
+	if !reflect.DeepEqual(got, in) {
+		t.Errorf("GetCertificate(%s) = %+v, want %+v", in.Serial, got, in)
+	}
+	r, err := s.GetRequest(ctx, reqID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != RequestIssued || r.Serial != in.Serial {
+		t.Errorf("request after CommitCertificate = %s serial %q, want issued %q", r.State, r.Serial, in.Serial)
+	}
+
+	// A revoked one with defaults.
+	rev := issue(t, s, Certificate{Status: CertRevoked, RevokedAt: epoch, RevocationReason: 4})
+	got, err = s.GetCertificate(ctx, rev.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != CertRevoked || !got.RevokedAt.Equal(epoch) || got.RevocationReason != 4 || got.IssuedAt.IsZero() || got.RequestID != 0 {
+		t.Errorf("GetCertificate(revoked) = %+v", got)
+	}
+	if _, err := s.GetCertificate(ctx, "abc"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetCertificate(missing) = %v, want ErrNotFound", err)
+	}
+	if n, err := s.CountCertificates(ctx); n != 2 || err != nil {
+		t.Errorf("CountCertificates() = %d, %v, want 2", n, err)
+	}
+}
+
+func TestReserveSerialErrors(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	serial := newSerial(t)
+	if err := s.ReserveSerial(ctx, serial, ev(1, "first")); err != nil {
+		t.Fatalf("ReserveSerial = %v", err)
+	}
+	if err := s.ReserveSerial(ctx, serial, ev(2, "second")); !errors.Is(err, ErrSerialUsed) {
+		t.Errorf("ReserveSerial(again) = %v, want ErrSerialUsed", err)
+	}
+	events, err := s.ListEvents(ctx, EventFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Message != "first" {
+		t.Errorf("events after a refused ReserveSerial = %+v, want only the first", events)
+	}
+	for _, bad := range []string{"", "0", "0a", "AB", "xyz", "-1", "a b", string(make([]byte, 41))} {
+		if err := s.ReserveSerial(ctx, bad, ev(1, "")); err == nil || errors.Is(err, ErrSerialUsed) {
+			t.Errorf("ReserveSerial(%q) = %v, want an invalid-serial error", bad, err)
+		}
+	}
+}
+
+func TestCommitCertificateErrors(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	issuedReq, _ := s.CreateRequest(ctx, Request{})
+	issued := issue(t, s, Certificate{RequestID: issuedReq})
+	deniedReq, _ := s.CreateRequest(ctx, Request{State: RequestDenied})
+
+	tests := []struct {
+		name    string
+		reserve bool
+		c       Certificate
+		want    error // nil: just any error
+	}{
+		{"unreserved serial", false, Certificate{}, ErrConflict},
+		{"stored twice", false, Certificate{Serial: issued.Serial}, ErrSerialUsed},
+		{"missing request", true, Certificate{RequestID: 4242}, ErrNotFound},
+		{"request not pending", true, Certificate{RequestID: deniedReq}, ErrConflict},
+		{"request already issued", true, Certificate{RequestID: issuedReq}, ErrConflict},
+		{"empty DER", true, Certificate{DER: []byte{}}, nil},
+		{"bad status", true, Certificate{Status: "expired"}, nil},
+		{"bad serial", false, Certificate{Serial: "00ff"}, nil},
+	}
+	for _, tt := range tests {
+		c := tt.c
+		if c.Serial == "" {
+			c.Serial = newSerial(t)
+		}
+		if c.DER == nil {
+			c.DER = testDER(c.Serial)
+		}
+		if tt.reserve {
+			if err := s.ReserveSerial(ctx, c.Serial, ev(1, "")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, _ := s.ListEvents(ctx, EventFilter{Limit: 1000})
+		err := s.CommitCertificate(ctx, c, ev(2, tt.name))
+		if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
+			t.Errorf("CommitCertificate(%s) = %v, want %v", tt.name, err, tt.want)
+		}
+		after, _ := s.ListEvents(ctx, EventFilter{Limit: 1000})
+		if len(after) != len(before) {
+			t.Errorf("CommitCertificate(%s) failed but wrote %d events", tt.name, len(after)-len(before))
+		}
+		if c.Serial != issued.Serial {
+			if _, err := s.GetCertificate(ctx, c.Serial); !errors.Is(err, ErrNotFound) {
+				t.Errorf("CommitCertificate(%s) failed but GetCertificate = %v, want ErrNotFound", tt.name, err)
+			}
+		}
+	}
+	for _, id := range []int64{deniedReq, issuedReq} {
+		r, _ := s.GetRequest(ctx, id)
+		if id == deniedReq && (r.State != RequestDenied || r.Serial != "") {
+			t.Errorf("denied request after failed commits = %s %q", r.State, r.Serial)
+		}
+		if id == issuedReq && r.Serial != issued.Serial {
+			t.Errorf("issued request serial = %q, want %q", r.Serial, issued.Serial)
+		}
+	}
+	if n, _ := s.CountCertificates(ctx); n != 1 {
+		t.Errorf("CountCertificates() = %d, want 1", n)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	large := int64(1) << 60
+	in := []Event{
+		{ID: 1000, Category: "Operational", Level: "info", Time: epoch, Message: "started"},
+		{ID: 3001, Category: "Admin", Level: "warning", Time: epoch.Add(time.Second), Message: "auth failed",
+			Fields: map[string]any{"user": "bob", "n": large, "ok": false, "list": []any{"a"}}},
+		{ID: 1000, Category: "Operational", Level: "info", Message: "again", Fields: map[string]any{}},
+	}
+	var seqs []int64
+	for _, e := range in {
+		seq, err := s.AppendEvent(ctx, e)
+		if err != nil {
+			t.Fatalf("AppendEvent(%v) = %v", e, err)
+		}
+		if len(seqs) > 0 && seq <= seqs[len(seqs)-1] {
+			t.Errorf("AppendEvent seq = %d after %d, want increasing", seq, seqs[len(seqs)-1])
+		}
+		seqs = append(seqs, seq)
+	}
+	all, err := s.ListEvents(ctx, EventFilter{})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("ListEvents() = %d events, %v, want 3", len(all), err)
+	}
+	if all[0].Fields != nil {
+		t.Errorf("event without fields: Fields = %#v, want nil", all[0].Fields)
+	}
+	if all[2].Fields == nil || len(all[2].Fields) != 0 {
+		t.Errorf("event with empty fields: Fields = %#v, want empty map", all[2].Fields)
+	}
+	f := all[1].Fields
+	if f["user"] != "bob" || f["ok"] != false || fmt.Sprint(f["n"]) != fmt.Sprint(large) || !reflect.DeepEqual(f["list"], []any{"a"}) {
+		t.Errorf("event fields = %#v, want user bob, ok false, n %d, list [a]", f, large)
+	}
+	if all[1].Seq != seqs[1] || all[1].ID != 3001 || all[1].Category != "Admin" || all[1].Level != "warning" ||
+		!all[1].Time.Equal(epoch.Add(time.Second)) || all[1].Message != "auth failed" {
+		t.Errorf("ListEvents()[1] = %+v, want %+v", all[1], in[1])
+	}
+	if all[2].Time.IsZero() {
+		t.Errorf("event appended with zero Time: stored Time is zero, want now")
+	}
+
+	tests := []struct {
+		f    EventFilter
+		want []int64
+	}{
+		{EventFilter{ID: 1000}, []int64{seqs[0], seqs[2]}},
+		{EventFilter{Category: "Admin"}, []int64{seqs[1]}},
+		{EventFilter{AfterSeq: seqs[0]}, []int64{seqs[1], seqs[2]}},
+		{EventFilter{AfterSeq: seqs[0], ID: 1000}, []int64{seqs[2]}},
+		{EventFilter{Limit: 2}, []int64{seqs[0], seqs[1]}},
+		{EventFilter{ID: 9}, nil},
+	}
+	for _, tt := range tests {
+		got, err := s.ListEvents(ctx, tt.f)
+		if err != nil {
+			t.Errorf("ListEvents(%+v) = %v", tt.f, err)
+			continue
+		}
+		var gotSeqs []int64
+		for _, e := range got {
+			gotSeqs = append(gotSeqs, e.Seq)
+		}
+		if !reflect.DeepEqual(gotSeqs, tt.want) {
+			t.Errorf("ListEvents(%+v) = seqs %v, want %v", tt.f, gotSeqs, tt.want)
+		}
+	}
+	for _, f := range []EventFilter{{Limit: -1}, {AfterSeq: -1}, {ID: -5}} {
+		if _, err := s.ListEvents(ctx, f); err == nil {
+			t.Errorf("ListEvents(%+v) = nil error, want error", f)
+		}
+	}
+	if _, err := s.AppendEvent(ctx, Event{Fields: map[string]any{"f": func() {}}}); err == nil {
+		t.Errorf("AppendEvent(unencodable fields) = nil, want error")
+	}
+}
+
+func TestListRequests(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	var ids []int64
+	for i := range 250 {
+		r := Request{Template: "T", Account: fmt.Sprintf("acct%d", i%3)}
+		if i%5 == 0 {
+			r.State = RequestDenied
+		}
+		id, err := s.CreateRequest(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	count := func(f RequestFilter) (n int, last int64) {
+		got, err := s.ListRequests(ctx, f)
+		if err != nil {
+			t.Fatalf("ListRequests(%+v) = %v", f, err)
+		}
+		for i, r := range got {
+			if i > 0 && r.ID <= got[i-1].ID {
+				t.Errorf("ListRequests(%+v) not ordered by ID", f)
+			}
+			if (f.State != "" && r.State != f.State) || (f.Account != "" && r.Account != f.Account) || r.ID <= f.AfterID {
+				t.Errorf("ListRequests(%+v) returned %+v", f, r)
+			}
+		}
+		if len(got) > 0 {
+			last = got[len(got)-1].ID
+		}
+		return len(got), last
+	}
+	tests := []struct {
+		f    RequestFilter
+		want int
+	}{
+		{RequestFilter{}, 100},
+		{RequestFilter{Limit: 5000}, 250},
+		{RequestFilter{Limit: 7}, 7},
+		{RequestFilter{State: RequestDenied, Limit: 1000}, 50},
+		{RequestFilter{State: RequestPending, Limit: 1000}, 200},
+		{RequestFilter{Account: "acct1", Limit: 1000}, 83},
+		{RequestFilter{Account: "acct1", State: RequestDenied, Limit: 1000}, 16},
+		{RequestFilter{AfterID: ids[239]}, 10},
+		{RequestFilter{State: RequestIssued}, 0},
+	}
+	for _, tt := range tests {
+		if n, _ := count(tt.f); n != tt.want {
+			t.Errorf("ListRequests(%+v) = %d requests, want %d", tt.f, n, tt.want)
+		}
+	}
+	// Paging visits every request once.
+	seen, after := 0, int64(0)
+	for {
+		n, last := count(RequestFilter{AfterID: after, Limit: 30})
+		if n == 0 {
+			break
+		}
+		seen, after = seen+n, last
+	}
+	if seen != 250 {
+		t.Errorf("paging ListRequests by 30 saw %d requests, want 250", seen)
+	}
+	for _, f := range []RequestFilter{{Limit: -1}, {State: "approved"}, {AfterID: -1}} {
+		if _, err := s.ListRequests(ctx, f); err == nil {
+			t.Errorf("ListRequests(%+v) = nil error, want error", f)
+		}
+	}
+}
+
+func TestListCertificates(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	for i := range 120 {
+		c := Certificate{Template: []string{"Web", "User"}[i%2], Account: fmt.Sprintf("a%d", i%4)}
+		if i%10 == 0 {
+			c.Status, c.RevokedAt, c.RevocationReason = CertRevoked, epoch, 1
+		}
+		issue(t, s, c)
+	}
+	tests := []struct {
+		f    CertFilter
+		want int
+	}{
+		{CertFilter{}, 100},
+		{CertFilter{Limit: 200000}, 120},
+		{CertFilter{Offset: 100}, 20},
+		{CertFilter{Offset: 500}, 0},
+		{CertFilter{Template: "Web", Limit: 1000}, 60},
+		{CertFilter{Account: "a1", Limit: 1000}, 30},
+		{CertFilter{Template: "Web", Account: "a1", Limit: 1000}, 0},
+		{CertFilter{Template: "Web", Account: "a2", Limit: 1000}, 30},
+		{CertFilter{Status: CertRevoked}, 12},
+		{CertFilter{Status: CertValid, Limit: 1000}, 108},
+		{CertFilter{Status: CertRevoked, Template: "Web", Limit: 5}, 5},
+	}
+	for _, tt := range tests {
+		got, err := s.ListCertificates(ctx, tt.f)
+		if err != nil {
+			t.Errorf("ListCertificates(%+v) = %v", tt.f, err)
+			continue
+		}
+		if len(got) != tt.want {
+			t.Errorf("ListCertificates(%+v) = %d certificates, want %d", tt.f, len(got), tt.want)
+		}
+		for i, c := range got {
+			if (tt.f.Template != "" && c.Template != tt.f.Template) || (tt.f.Account != "" && c.Account != tt.f.Account) ||
+				(tt.f.Status != "" && c.Status != tt.f.Status) {
+				t.Errorf("ListCertificates(%+v) returned %s %s %s", tt.f, c.Template, c.Account, c.Status)
+			}
+			if i > 0 && !got[i-1].IssuedAt.Before(c.IssuedAt) {
+				t.Errorf("ListCertificates(%+v) not ordered by IssuedAt", tt.f)
+			}
+			if !bytes.Equal(c.DER, testDER(c.Serial)) {
+				t.Errorf("ListCertificates(%+v): DER of %s differs", tt.f, c.Serial)
+			}
+		}
+	}
+	// Paging by offset visits every certificate once.
+	seen := map[string]bool{}
+	for off := 0; ; off += 25 {
+		got, err := s.ListCertificates(ctx, CertFilter{Limit: 25, Offset: off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			break
+		}
+		for _, c := range got {
+			seen[c.Serial] = true
+		}
+	}
+	if len(seen) != 120 {
+		t.Errorf("paging ListCertificates by 25 saw %d certificates, want 120", len(seen))
+	}
+	for _, f := range []CertFilter{{Limit: -1}, {Offset: -1}, {Status: "expired"}} {
+		if _, err := s.ListCertificates(ctx, f); err == nil {
+			t.Errorf("ListCertificates(%+v) = nil error, want error", f)
+		}
+	}
+}
+
+func TestClosed(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping() = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close() again = %v, want nil", err)
+	}
+	calls := map[string]error{
+		"Ping":              s.Ping(ctx),
+		"ReserveSerial":     s.ReserveSerial(ctx, "abc", Event{}),
+		"CommitCertificate": s.CommitCertificate(ctx, Certificate{Serial: "abc", DER: []byte{1}}, Event{}),
+		"SetRequestState":   s.SetRequestState(ctx, 1, RequestDenied, ""),
+	}
+	_, calls["CreateRequest"] = s.CreateRequest(ctx, Request{})
+	_, calls["GetRequest"] = s.GetRequest(ctx, 1)
+	_, calls["ListRequests"] = s.ListRequests(ctx, RequestFilter{})
+	_, calls["GetCertificate"] = s.GetCertificate(ctx, "abc")
+	_, calls["ListCertificates"] = s.ListCertificates(ctx, CertFilter{})
+	_, calls["CountCertificates"] = s.CountCertificates(ctx)
+	_, calls["AppendEvent"] = s.AppendEvent(ctx, Event{})
+	_, calls["ListEvents"] = s.ListEvents(ctx, EventFilter{})
+	for name, err := range calls {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+func TestSerialString(t *testing.T) {
+	tests := []struct {
+		n    *big.Int
+		want string
+	}{
+		{big.NewInt(1), "1"},
+		{big.NewInt(0xabc), "abc"},
+		{new(big.Int).SetBytes([]byte{0x00, 0x0f, 0xff}), "fff"},
+	}
+	for _, tt := range tests {
+		got := SerialString(tt.n)
+		if got != tt.want {
+			t.Errorf("SerialString(%v) = %q, want %q", tt.n, got, tt.want)
+		}
+		if err := checkSerial(got); err != nil {
+			t.Errorf("checkSerial(SerialString(%v)) = %v, want nil", tt.n, err)
+		}
+	}
+}

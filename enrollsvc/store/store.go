@@ -1,0 +1,149 @@
+// Package store keeps the enrollment service's durable state: requests, issued certificates,
+// reserved serial numbers and audit events. Store is the boundary; the embedded SQLite
+// implementation (Open) is the default. Every write method returns only once the change is
+// durable on disk, so a certificate recorded here survives a crash of the process or machine.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors callers can test with errors.Is.
+var (
+	// ErrNotFound: the request, certificate or event asked for does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrSerialUsed: the serial number was reserved or used before; serials are never reused.
+	ErrSerialUsed = errors.New("store: serial number already used")
+	// ErrConflict: the change does not fit the current state (e.g. approving an issued request).
+	ErrConflict = errors.New("store: conflicting state")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// RequestState is the life-cycle state of a certificate request.
+type RequestState string
+
+// Request states.
+const (
+	RequestPending RequestState = "pending"
+	RequestIssued  RequestState = "issued"
+	RequestDenied  RequestState = "denied"
+	RequestFailed  RequestState = "failed"
+)
+
+// Valid reports whether s is one of the defined states.
+func (s RequestState) Valid() bool {
+	switch s {
+	case RequestPending, RequestIssued, RequestDenied, RequestFailed:
+		return true
+	}
+	return false
+}
+
+// Request is one certificate request as received and decided.
+type Request struct {
+	ID        int64        `json:"id"`
+	State     RequestState `json:"state"`
+	Template  string       `json:"template"`
+	Requester string       `json:"requester"` // who sent it (authenticated identity)
+	Account   string       `json:"account"`   // whom the certificate is for
+	CSR       []byte       `json:"csr"`       // DER PKCS#10 (or the raw request body)
+	Submitted time.Time    `json:"submitted"`
+	Updated   time.Time    `json:"updated"`
+	Reason    string       `json:"reason,omitempty"` // why denied/failed/pending
+	Serial    string       `json:"serial,omitempty"` // serial of the issued certificate
+}
+
+// CertStatus is the revocation status of an issued certificate. Expiry is derived from NotAfter.
+type CertStatus string
+
+// Certificate statuses.
+const (
+	CertValid   CertStatus = "valid"
+	CertRevoked CertStatus = "revoked"
+)
+
+// Certificate is an issued certificate.
+type Certificate struct {
+	Serial           string     `json:"serial"` // lower-case hex, no leading zeros, as SerialString makes
+	DER              []byte     `json:"der"`
+	Template         string     `json:"template"`
+	Account          string     `json:"account"`
+	Subject          string     `json:"subject"`
+	NotBefore        time.Time  `json:"not_before"`
+	NotAfter         time.Time  `json:"not_after"`
+	Status           CertStatus `json:"status"`
+	RevokedAt        time.Time  `json:"revoked_at,omitzero"`
+	RevocationReason int        `json:"revocation_reason,omitempty"` // RFC 5280 CRLReason
+	RequestID        int64      `json:"request_id,omitempty"`
+	IssuedAt         time.Time  `json:"issued_at"`
+}
+
+// Event is one audit event as stored. IDs and categories are defined by package events.
+type Event struct {
+	Seq      int64          `json:"seq"` // assigned by the store, increasing
+	ID       int            `json:"id"`
+	Category string         `json:"category"` // "Admin" or "Operational"
+	Level    string         `json:"level"`    // "info", "warning", "error"
+	Time     time.Time      `json:"time"`
+	Message  string         `json:"message"`
+	Fields   map[string]any `json:"fields,omitempty"`
+}
+
+// RequestFilter selects requests; zero values match everything. Results are ordered by ID.
+type RequestFilter struct {
+	State   RequestState
+	Account string
+	AfterID int64 // only IDs greater than this (paging)
+	Limit   int   // 0 means a default of 100; at most 1000
+}
+
+// CertFilter selects certificates; zero values match everything. Results are ordered by IssuedAt then Serial.
+type CertFilter struct {
+	Account  string
+	Template string
+	Status   CertStatus
+	Limit    int // 0 means a default of 100; at most 100000
+	Offset   int
+}
+
+// EventFilter selects events; zero values match everything. Results are ordered by Seq.
+type EventFilter struct {
+	AfterSeq int64
+	ID       int
+	Category string
+	Limit    int // 0 means a default of 100; at most 1000
+}
+
+// Store is the durable state of the enrollment service. Implementations are safe for
+// concurrent use; every write is durable when it returns.
+type Store interface {
+	// CreateRequest records a new request and returns its ID. r.ID is ignored.
+	CreateRequest(ctx context.Context, r Request) (int64, error)
+	// SetRequestState moves a request to state with reason (e.g. pending→denied). ErrNotFound, ErrConflict
+	// if the request is already issued/denied/failed.
+	SetRequestState(ctx context.Context, id int64, state RequestState, reason string) error
+	GetRequest(ctx context.Context, id int64) (Request, error)
+	ListRequests(ctx context.Context, f RequestFilter) ([]Request, error)
+
+	// ReserveSerial durably records serial as used, together with the audit event written before
+	// the CA signs, in one transaction. ErrSerialUsed if the serial was ever reserved before.
+	ReserveSerial(ctx context.Context, serial string, before Event) error
+	// CommitCertificate durably stores an issued certificate (its serial must be reserved), marks
+	// its request (c.RequestID, if non-zero) issued with the serial, and appends the audit event
+	// written after signing, in one transaction.
+	CommitCertificate(ctx context.Context, c Certificate, after Event) error
+	GetCertificate(ctx context.Context, serial string) (Certificate, error)
+	ListCertificates(ctx context.Context, f CertFilter) ([]Certificate, error)
+	CountCertificates(ctx context.Context) (int64, error)
+
+	// AppendEvent stores an audit event and returns its Seq.
+	AppendEvent(ctx context.Context, e Event) (int64, error)
+	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
+
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	Close() error
+}

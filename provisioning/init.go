@@ -1,0 +1,241 @@
+// Package provisioning sets an appliance up: the key ceremony that creates a data directory
+// (HSM token, CA key generated inside it, self-signed CA certificate, store, configuration, admin
+// credential) and, later, first-boot setup, backup and restore.
+package provisioning
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/hsm"
+	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
+)
+
+// InitOptions describe a new data directory (development mode: a SoftHSM token inside it).
+type InitOptions struct {
+	Dir          string
+	CAName       string
+	KeyType      string // one of hsm.KeyTypes(); default ecdsa-p256
+	CAValidity   time.Duration
+	APIListen    string // default config.DefaultAPIListen
+	CRLURLs      []string
+	OCSPURLs     []string
+	CAIssuerURLs []string
+	Module       string // PKCS#11 module; default: SoftHSM's
+	Logger       *slog.Logger
+}
+
+// Result says what Init made.
+type Result struct {
+	Dir       string
+	KeyURI    string
+	CASubject string
+	CASerial  string
+	APIListen string
+}
+
+func (o *InitOptions) validate() error {
+	if o.Dir == "" {
+		return errors.New("--data: a data directory is required")
+	}
+	if strings.TrimSpace(o.CAName) == "" {
+		return errors.New("--ca-name: the CA needs a name")
+	}
+	if o.KeyType == "" {
+		o.KeyType = string(hsm.ECDSAP256)
+	}
+	if _, err := hsm.ParseKeyType(o.KeyType); err != nil {
+		return fmt.Errorf("--key: %w", err)
+	}
+	if o.CAValidity == 0 {
+		o.CAValidity = 10 * 365 * 24 * time.Hour
+	}
+	if o.CAValidity < 24*time.Hour {
+		return errors.New("--ca-validity: at least one day")
+	}
+	if o.APIListen == "" {
+		o.APIListen = config.DefaultAPIListen
+	}
+	if _, _, err := net.SplitHostPort(o.APIListen); err != nil {
+		return fmt.Errorf("--api-listen %q: %w", o.APIListen, err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Init creates a data directory. It refuses a directory that exists and is not empty, and
+// builds everything in a staging directory beside it that is renamed into place only when
+// complete: a failed Init leaves nothing behind.
+func Init(ctx context.Context, o InitOptions) (*Result, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("%s already exists and is not empty; refusing to overwrite it (remove it first to start over)", dir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("checking %s: %w", dir, err)
+	}
+	if o.Module == "" {
+		if o.Module, err = softhsm.ModulePath(); err != nil {
+			return nil, fmt.Errorf("finding SoftHSM (run `make deps`): %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".init-")
+	if err != nil {
+		return nil, fmt.Errorf("creating a staging directory: %w", err)
+	}
+	defer os.RemoveAll(stage) // a no-op once renamed
+	res, err := build(ctx, stage, o)
+	if err != nil {
+		return nil, err
+	}
+	// SoftHSM's configuration names the token directory by absolute path.
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("replacing the empty %s: %w", dir, err)
+	}
+	if err := os.Rename(stage, dir); err != nil {
+		return nil, fmt.Errorf("moving the new data directory into place: %w", err)
+	}
+	if err := softhsm.WriteConfig(filepath.Join(dir, config.SoftHSMConf), filepath.Join(dir, config.SoftHSMTokens)); err != nil {
+		return nil, err
+	}
+	res.Dir = dir
+	return res, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
+	kt, _ := hsm.ParseKeyType(o.KeyType)
+	for _, d := range []string{config.HSMDir, config.APIDir} {
+		if err := os.MkdirAll(filepath.Join(stage, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	conf := filepath.Join(stage, config.SoftHSMConf)
+	if err := softhsm.WriteConfig(conf, filepath.Join(stage, config.SoftHSMTokens)); err != nil {
+		return nil, err
+	}
+	if prev, ok := os.LookupEnv("SOFTHSM2_CONF"); ok {
+		defer os.Setenv("SOFTHSM2_CONF", prev)
+	} else {
+		defer os.Unsetenv("SOFTHSM2_CONF")
+	}
+	os.Setenv("SOFTHSM2_CONF", conf)
+
+	// Development mode keeps the PINs in the data directory (mode 0600); an appliance with a
+	// real HSM gets them from the key ceremony instead.
+	userPIN, soPIN := randomHex(16), randomHex(16)
+	if err := os.WriteFile(filepath.Join(stage, config.PINFile), []byte(userPIN+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(stage, config.HSMDir, "so-pin"), []byte(soPIN+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	label := "enrollsvc-" + randomHex(4)
+	serial, err := hsm.InitToken(ctx, o.Module, label, soPIN, userPIN)
+	if err != nil {
+		return nil, fmt.Errorf("initialising the HSM token: %w", err)
+	}
+	ks, err := hsm.Open(ctx, hsm.Config{ModulePath: o.Module, TokenLabel: label, PIN: userPIN, HealthInterval: -1, Logger: o.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("opening the new HSM token: %w", err)
+	}
+	defer ks.Close()
+	key, err := ks.GenerateKey(ctx, kt, "ca-key", []byte{1})
+	if err != nil {
+		return nil, fmt.Errorf("generating the CA key in the HSM: %w", err)
+	}
+	attrs, err := ks.KeyAttributes(ctx, key.URI())
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA key's attributes: %w", err)
+	}
+	if !attrs.Sensitive || attrs.Extractable || !attrs.NeverExtractable {
+		return nil, fmt.Errorf("the HSM reports the CA key as sensitive=%v extractable=%v; refusing to use it", attrs.Sensitive, attrs.Extractable)
+	}
+	uri := key.URI()
+	uri.Type = "private"
+	caCert, err := issue.SelfSigned(ctx, key, issue.RootOrder{Subject: pkix.Name{CommonName: o.CAName}, Validity: o.CAValidity, MaxPathLen: 0}, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("making the CA certificate: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(stage, config.CACertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}), 0o644); err != nil {
+		return nil, err
+	}
+	tokenBytes := make([]byte, 32)
+	if _, err := rand.Read(tokenBytes); err != nil {
+		return nil, err
+	}
+	token := base64.RawURLEncoding.EncodeToString(tokenBytes)
+	if err := os.WriteFile(filepath.Join(stage, config.APITokenFile), []byte(token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(token))
+	cfg := &config.Config{Version: config.Version, CAName: o.CAName, Store: config.StoreFile, CACert: config.CACertFile,
+		HSM: config.HSM{Module: o.Module, SoftHSMConf: config.SoftHSMConf, TokenLabel: label, TokenSerial: serial,
+			PINFile: config.PINFile, KeyURI: uri.String(), KeyType: string(kt)},
+		API: config.API{Listen: o.APIListen, CertFile: config.APICertFile, KeyFile: config.APIKeyFile,
+			TokenFile: config.APITokenFile, TokenHash: hex.EncodeToString(sum[:])},
+		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, CAIssuerURLs: o.CAIssuerURLs}
+	if err := cfg.Write(stage); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, filepath.Join(stage, config.StoreFile), o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	rec := events.NewRecorder(st, o.Logger, nil)
+	err = errors.Join(
+		rec.Record(ctx, events.DataDirInitialised, "", "ca_name", o.CAName),
+		rec.Record(ctx, events.HSMKeyCreated, "", "key", uri.String(), "key_type", string(kt), "token", label,
+			"sensitive", attrs.Sensitive, "extractable", attrs.Extractable),
+		rec.Record(ctx, events.CACertificateMade, "", "subject", caCert.Subject.String(),
+			"serial", issue.SerialString(caCert.SerialNumber), "not_after", caCert.NotAfter.Format(time.RFC3339)),
+		st.Close())
+	if err != nil {
+		return nil, err
+	}
+	ks.Close()
+	// The first certificate this CA issues is the local API's own.
+	rt, err := daemon.Open(ctx, stage, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer rt.Close()
+	if _, err := rt.EnsureAPICert(ctx, daemon.APIHosts(o.APIListen)); err != nil {
+		return nil, err
+	}
+	return &Result{KeyURI: uri.String(), CASubject: caCert.Subject.String(),
+		CASerial: issue.SerialString(caCert.SerialNumber), APIListen: o.APIListen}, nil
+}
