@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"time"
 )
 
@@ -53,12 +52,9 @@ func encTimes(ts ...time.Time) ([]any, error) {
 	return out, nil
 }
 
-// SerialString is the canonical text of a certificate serial number, as the store keys it:
-// lower-case hexadecimal without leading zeros.
-func SerialString(n *big.Int) string { return n.Text(16) }
-
 // checkSerial accepts only the canonical form of a positive serial of at most 20 octets
-// (RFC 5280 section 4.1.2.2), so that one number cannot be recorded under two spellings.
+// (RFC 5280 section 4.1.2.2), as issue.SerialString makes it (big.Int.Text(16)), so that one
+// number cannot be recorded under two spellings.
 func checkSerial(serial string) error {
 	ok := serial != "" && len(serial) <= 40 && serial[0] != '0'
 	for i := 0; ok && i < len(serial); i++ {

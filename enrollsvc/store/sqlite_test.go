@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func newSerial(t testing.TB) string {
 		t.Fatal(err)
 	}
 	b[0] |= 0x80
-	return SerialString(new(big.Int).SetBytes(b))
+	return new(big.Int).SetBytes(b).Text(16) // as issue.SerialString
 }
 
 // testDER is a stand-in for certificate bytes, different for every serial.
@@ -578,22 +579,26 @@ func TestClosed(t *testing.T) {
 	}
 }
 
-func TestSerialString(t *testing.T) {
+func TestCheckSerial(t *testing.T) {
 	tests := []struct {
-		n    *big.Int
-		want string
+		serial string
+		ok     bool
 	}{
-		{big.NewInt(1), "1"},
-		{big.NewInt(0xabc), "abc"},
-		{new(big.Int).SetBytes([]byte{0x00, 0x0f, 0xff}), "fff"},
+		{"1", true},
+		{"abc", true},
+		{new(big.Int).SetBytes([]byte{0x00, 0x0f, 0xff}).Text(16), true},
+		{strings.Repeat("f", 40), true},
+		{strings.Repeat("f", 41), false},
+		{"", false},
+		{"0", false},
+		{"0abc", false},
+		{"ABC", false},
+		{"ab:cd", false},
+		{" ab", false},
 	}
 	for _, tt := range tests {
-		got := SerialString(tt.n)
-		if got != tt.want {
-			t.Errorf("SerialString(%v) = %q, want %q", tt.n, got, tt.want)
-		}
-		if err := checkSerial(got); err != nil {
-			t.Errorf("checkSerial(SerialString(%v)) = %v, want nil", tt.n, err)
+		if err := checkSerial(tt.serial); (err == nil) != tt.ok {
+			t.Errorf("checkSerial(%q) = %v, want ok %v", tt.serial, err, tt.ok)
 		}
 	}
 }
