@@ -3,10 +3,10 @@
 // XCEP/WSTEP and SCEP later) call Service; Service calls issue, store and events, and never a
 // protocol.
 //
-// The order of one issuance is fixed: record the request; build and lint the certificate
-// (issue.Prepare); durably reserve its serial together with the "signing" audit event; have the
-// HSM sign; durably store the certificate together with the "issued" audit event; only then
-// return it. A crash at any point leaves either no certificate anywhere or a stored one.
+// The order of one issuance is fixed: build and lint the certificate (issue.Prepare); in one
+// durable write, record the request, reserve the serial and write the "signing" audit event;
+// have the HSM sign; in a second durable write, store the certificate, mark the request issued
+// and write the "issued" audit event; only then return it. A crash at any point leaves either no certificate anywhere or a stored one.
 package enrollsvc
 
 import (
@@ -66,7 +66,7 @@ func KindOf(err error) Kind {
 type Store interface {
 	CreateRequest(ctx context.Context, r store.Request) (int64, error)
 	SetRequestState(ctx context.Context, id int64, state store.RequestState, reason string) error
-	ReserveSerial(ctx context.Context, serial string, before store.Event) error
+	BeginIssuance(ctx context.Context, r store.Request, serial string, before store.Event) (int64, error)
 	CommitCertificate(ctx context.Context, c store.Certificate, after store.Event) error
 	AppendEvent(ctx context.Context, e store.Event) (int64, error)
 }
@@ -111,29 +111,34 @@ type Issued struct {
 // The certificate is durable in the store before this returns it.
 func (s *Service) IssueApproved(ctx context.Context, o issue.Order, m Meta) (*Issued, error) {
 	now := s.rec.Now()
-	reqID, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestPending, Template: m.Template,
-		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now})
-	if err != nil {
-		return nil, &Error{Kind: KindInternal, Op: "recording request", Err: err}
-	}
+	req := store.Request{State: store.RequestPending, Template: m.Template, Requester: m.Requester,
+		Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now}
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
 		kind, id := KindBadRequest, events.RequestFailed
 		if errors.Is(err, issue.ErrLint) {
 			kind, id = KindRefused, events.LintRefused
 		}
-		s.fail(ctx, reqID, id, err)
+		req.State, req.Reason = store.RequestFailed, err.Error()
+		reqID, serr := s.store.CreateRequest(ctx, req)
+		if serr != nil {
+			return nil, &Error{Kind: KindInternal, Op: "recording refused request", Err: errors.Join(err, serr)}
+		}
+		_ = s.rec.Record(context.WithoutCancel(ctx), id, "", "request_id", reqID, "error", err.Error())
 		return nil, &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
 	}
 	serial := p.Serial()
-	fields := []any{"request_id", reqID, "serial", serial, "subject", p.Subject(), "account", m.Account,
-		"template", m.Template, "requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}
+	fields := []any{"serial", serial, "subject", p.Subject(), "account", m.Account, "template", m.Template,
+		"requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}
+	// One durable write records the request, reserves the serial and says we are about to sign.
 	before := events.New(s.rec.Now(), events.SigningStarted, "", fields...)
-	if err := s.store.ReserveSerial(ctx, serial, before); err != nil {
-		s.fail(ctx, reqID, events.RequestFailed, fmt.Errorf("reserving serial: %w", err))
-		return nil, &Error{Kind: KindInternal, Op: "reserving serial " + serial, RequestID: reqID, Err: err}
+	reqID, err := s.store.BeginIssuance(ctx, req, serial, before)
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Op: "recording request and reserving serial " + serial, Err: err}
 	}
+	before.Fields["request_id"] = reqID
 	s.rec.Log(ctx, before)
+	fields = append(fields, "request_id", reqID)
 	cert, err := s.issuer.Sign(ctx, p)
 	if err != nil {
 		s.fail(ctx, reqID, events.SigningFailed, err)

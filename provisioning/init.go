@@ -226,7 +226,6 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks.Close()
 	// The first certificate this CA issues is the local API's own.
 	rt, err := daemon.Open(ctx, stage, o.Logger)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,12 +45,24 @@ func run(args []string, out io.Writer) error {
 	keys := fs.String("keys", "ecdsa-p256,rsa-2048", "CA key types to measure")
 	dur := fs.Duration("duration", 3*time.Second, "how long each measurement runs")
 	gs := fs.String("goroutines", "1,2", "goroutine counts")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: enrollbench [flags]\n\nPrints raw HSM signatures/s and complete issuances/s per CA key type.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var counts []int
 	for _, s := range strings.Split(*gs, ",") {

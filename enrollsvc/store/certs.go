@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -29,19 +30,70 @@ func (s *SQLite) ReserveSerial(ctx context.Context, serial string, before Event)
 		return err
 	}
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO serials (serial, reserved_at) VALUES (?, ?)
-			ON CONFLICT (serial) DO NOTHING`, serial, at)
-		if err != nil {
-			return fmt.Errorf("store: reserve serial %s: %w", serial, err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := reserveSerial(ctx, tx, serial, at); err != nil {
 			return err
-		} else if n == 0 {
-			return fmt.Errorf("store: reserve serial %s: %w", serial, ErrSerialUsed)
 		}
 		_, err = event(ctx, tx)
 		return err
 	})
+}
+
+// BeginIssuance records a new pending request, reserves its certificate's serial and appends
+// the audit event written before signing, in one transaction; the event's fields get the new
+// request's ID as "request_id". One durable write instead of two on the issuance path.
+func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, before Event) (int64, error) {
+	if err := checkSerial(serial); err != nil {
+		return 0, err
+	}
+	at, err := encTime(s.now())
+	if err != nil {
+		return 0, err
+	}
+	if r.State != "" && r.State != RequestPending {
+		return 0, fmt.Errorf("store: begin issuance: request state %q, want pending", r.State)
+	}
+	insert, err := s.prepareRequest(r)
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if id, err = insert(ctx, tx); err != nil {
+			return err
+		}
+		if err := reserveSerial(ctx, tx, serial, at); err != nil {
+			return err
+		}
+		before.Fields = maps.Clone(before.Fields)
+		if before.Fields == nil {
+			before.Fields = map[string]any{}
+		}
+		before.Fields["request_id"] = id
+		event, err := s.prepareEvent(before)
+		if err != nil {
+			return err
+		}
+		_, err = event(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+func reserveSerial(ctx context.Context, tx *sql.Tx, serial string, at any) error {
+	res, err := tx.ExecContext(ctx, `INSERT INTO serials (serial, reserved_at) VALUES (?, ?)
+		ON CONFLICT (serial) DO NOTHING`, serial, at)
+	if err != nil {
+		return fmt.Errorf("store: reserve serial %s: %w", serial, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return fmt.Errorf("store: reserve serial %s: %w", serial, ErrSerialUsed)
+	}
+	return nil
 }
 
 // CommitCertificate stores c, whose serial must have been reserved, marks request c.RequestID

@@ -15,11 +15,31 @@ const requestColumns = "id, state, template, requester, account, csr, submitted,
 // CreateRequest records r and returns its new ID. An empty State means pending; a zero
 // Submitted means now and a zero Updated means Submitted. A non-empty Serial must be reserved.
 func (s *SQLite) CreateRequest(ctx context.Context, r Request) (int64, error) {
+	insert, err := s.prepareRequest(r)
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		id, err = insert(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// requestInserter inserts a validated request inside a write transaction and returns its ID.
+type requestInserter func(ctx context.Context, tx *sql.Tx) (int64, error)
+
+// prepareRequest validates r and fills its defaults outside the writer.
+func (s *SQLite) prepareRequest(r Request) (requestInserter, error) {
 	if r.State == "" {
 		r.State = RequestPending
 	}
 	if !r.State.Valid() {
-		return 0, fmt.Errorf("store: create request: invalid state %q", r.State)
+		return nil, fmt.Errorf("store: create request: invalid state %q", r.State)
 	}
 	if r.Submitted.IsZero() {
 		r.Submitted = s.now()
@@ -29,29 +49,23 @@ func (s *SQLite) CreateRequest(ctx context.Context, r Request) (int64, error) {
 	}
 	if r.Serial != "" {
 		if err := checkSerial(r.Serial); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	ts, err := encTimes(r.Submitted, r.Updated)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var id int64
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) (int64, error) {
 		res, err := tx.ExecContext(ctx, `INSERT INTO requests
 			(state, template, requester, account, csr, submitted, updated, reason, serial)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			string(r.State), r.Template, r.Requester, r.Account, r.CSR, ts[0], ts[1], r.Reason, nullString(r.Serial))
 		if err != nil {
-			return fmt.Errorf("store: create request: %w", err)
+			return 0, fmt.Errorf("store: create request: %w", err)
 		}
-		id, err = res.LastInsertId()
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	return id, nil
+		return res.LastInsertId()
+	}, nil
 }
 
 // SetRequestState moves a pending request to state with reason. Only pending requests change

@@ -602,3 +602,43 @@ func TestCheckSerial(t *testing.T) {
 		}
 	}
 }
+
+func TestBeginIssuance(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	serial := newSerial(t)
+	id, err := s.BeginIssuance(ctx, Request{Template: "Machine", Account: "host1$", CSR: []byte{1, 2}}, serial, ev(2100, "signing"))
+	if err != nil || id == 0 {
+		t.Fatalf("BeginIssuance = %d, %v", id, err)
+	}
+	r, err := s.GetRequest(ctx, id)
+	if err != nil || r.State != RequestPending || r.Account != "host1$" {
+		t.Errorf("request = %+v, %v; want a pending request for host1$", r, err)
+	}
+	evs, err := s.ListEvents(ctx, EventFilter{ID: 2100})
+	if err != nil || len(evs) != 1 || fmt.Sprint(evs[0].Fields["request_id"]) != fmt.Sprint(id) {
+		t.Fatalf("events = %+v, %v; want one 2100 with request_id %d", evs, err, id)
+	}
+	// The serial is reserved: committing a certificate under it works, reusing it does not.
+	issueAfterBegin := Certificate{Serial: serial, DER: testDER(serial), Subject: "CN=host1", RequestID: id,
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	if err := s.CommitCertificate(ctx, issueAfterBegin, ev(2101, "issued")); err != nil {
+		t.Fatalf("CommitCertificate after BeginIssuance = %v", err)
+	}
+
+	// A used serial: nothing at all is written, not even the request.
+	before, _ := s.ListRequests(ctx, RequestFilter{})
+	if _, err := s.BeginIssuance(ctx, Request{Account: "other"}, serial, ev(2100, "again")); !errors.Is(err, ErrSerialUsed) {
+		t.Errorf("BeginIssuance(used serial) = %v, want ErrSerialUsed", err)
+	}
+	after, _ := s.ListRequests(ctx, RequestFilter{})
+	if len(after) != len(before) {
+		t.Errorf("requests %d after a refused BeginIssuance, want %d", len(after), len(before))
+	}
+	if evs, _ := s.ListEvents(ctx, EventFilter{ID: 2100}); len(evs) != 1 {
+		t.Errorf("2100 events = %d after a refused BeginIssuance, want 1", len(evs))
+	}
+	if _, err := s.BeginIssuance(ctx, Request{State: RequestIssued}, newSerial(t), ev(2100, "")); err == nil {
+		t.Error("BeginIssuance(state issued) = nil error, want one")
+	}
+}

@@ -67,7 +67,7 @@ const (
 
 // Certificate is an issued certificate.
 type Certificate struct {
-	Serial           string     `json:"serial"` // lower-case hex, no leading zeros, as SerialString makes
+	Serial           string     `json:"serial"` // lower-case hex, no leading zeros, as issue.SerialString makes
 	DER              []byte     `json:"der"`
 	Template         string     `json:"template"`
 	Account          string     `json:"account"`
@@ -131,6 +131,10 @@ type Store interface {
 	// ReserveSerial durably records serial as used, together with the audit event written before
 	// the CA signs, in one transaction. ErrSerialUsed if the serial was ever reserved before.
 	ReserveSerial(ctx context.Context, serial string, before Event) error
+	// BeginIssuance records a new pending request r, reserves serial and appends before (with
+	// the new request's ID added as field "request_id"), in one transaction, and returns the
+	// request's ID. ErrSerialUsed as for ReserveSerial; nothing is written on any error.
+	BeginIssuance(ctx context.Context, r Request, serial string, before Event) (int64, error)
 	// CommitCertificate durably stores an issued certificate (its serial must be reserved), marks
 	// its request (c.RequestID, if non-zero) issued with the serial, and appends the audit event
 	// written after signing, in one transaction.
