@@ -34,7 +34,8 @@ run: build
 
 # The whole suite: unit, SoftHSM integration, real binaries. CI runs exactly this.
 test: deps lint
-	CI=$${CI:-} $(GO) test -count=1 -timeout 25m ./...
+	CI=$${CI:-} $(GO) test -count=1 -timeout 20m ./...
+	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/...
 
 bench: build
 	bin/enrollbench

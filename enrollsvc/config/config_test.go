@@ -1,0 +1,64 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func validConfig() *Config {
+	return &Config{Version: Version, CAName: "CA", Store: StoreFile, CACert: CACertFile,
+		HSM: HSM{Module: "/m.so", TokenLabel: "t", PINFile: PINFile, KeyURI: "pkcs11:object=k;id=%01"},
+		API: API{Listen: DefaultAPIListen, CertFile: APICertFile, KeyFile: APIKeyFile, TokenFile: APITokenFile,
+			TokenHash: strings.Repeat("ab", 32)}}
+}
+
+func TestWriteLoadRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	c := validConfig()
+	if err := c.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, File))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("config file mode = %v, %v; want 0600", fi.Mode(), err)
+	}
+	got, err := Load(dir)
+	if err != nil || got.HSM.KeyURI != c.HSM.KeyURI || got.API.TokenHash != c.API.TokenHash {
+		t.Errorf("Load = %+v, %v; want what was written", got, err)
+	}
+}
+
+func TestValidateNamesTheBadField(t *testing.T) {
+	for _, tc := range []struct {
+		field  string
+		mangle func(c *Config)
+	}{
+		{"version", func(c *Config) { c.Version = 99 }},
+		{"ca_name", func(c *Config) { c.CAName = "" }},
+		{"hsm.module", func(c *Config) { c.HSM.Module = "" }},
+		{"hsm.token_label", func(c *Config) { c.HSM.TokenLabel = "" }},
+		{"hsm.pin_file", func(c *Config) { c.HSM.PINFile = "" }},
+		{"hsm.key_uri", func(c *Config) { c.HSM.KeyURI = "label=x" }},
+		{"api.token_sha256", func(c *Config) { c.API.TokenHash = "abc" }},
+		{"api.listen", func(c *Config) { c.API.Listen = "localhost" }},
+	} {
+		c := validConfig()
+		tc.mangle(c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Validate with bad %s = %v, want an error naming it", tc.field, err)
+		}
+	}
+}
+
+func TestLoadRejectsUnknownAndCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "enrollsvc init") {
+		t.Errorf("Load(empty dir) = %v, want a hint to run enrollsvc init", err)
+	}
+	os.WriteFile(filepath.Join(dir, File), []byte(`{"version":1,"surprise":true}`), 0o600)
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("Load(unknown field) = %v, want a corrupt-configuration error", err)
+	}
+}
