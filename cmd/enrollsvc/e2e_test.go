@@ -27,6 +27,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 )
 
@@ -207,7 +208,7 @@ func TestServeAndAectl(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Errorf("issued requests = %+v, want 2", reqs)
 	}
-	var evs []api.EventView
+	var evs []store.Event
 	aectlJSON(t, dir, &evs, "events", "--id", "2101")
 	if len(evs) != 2 || evs[1].Fields["serial"] != res.Serial || evs[1].Category != "Operational" {
 		t.Errorf("events 2101 = %+v, want two, the last for %s", evs, res.Serial)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -173,13 +174,24 @@ Flags:
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer rt.Close()
+	aectl := aectlPath()
 	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, OnListen: func(addr string) {
-		fmt.Fprintf(stdout, "enrollsvc %s: CA %q, key %s\nLocal API listening on https://%s\nTry:  aectl --data %s status\n      aectl --data %s certs\nCtrl-C stops the service.\n",
-			daemon.Version, rt.CACert.Subject.String(), rt.Key.URI(), addr, dir, dir)
+		fmt.Fprintf(stdout, "enrollsvc %s: CA %q, key %s\nLocal API listening on https://%s\nTry:  %s --data %s status\n      %s --data %s certs\nCtrl-C stops the service.\n",
+			daemon.Version, rt.CACert.Subject.String(), rt.Key.URI(), addr, aectl, dir, aectl, dir)
 	}}, rt)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Fprintln(stdout, "enrollsvc stopped")
 	return nil
+}
+
+// aectlPath is how to call aectl from here: the one beside this binary (bin/aectl after
+// `make build`) if there is one, else from PATH.
+func aectlPath() string {
+	p := filepath.Join(filepath.Dir(os.Args[0]), "aectl")
+	if fi, err := os.Stat(p); err == nil && !fi.IsDir() && strings.ContainsRune(os.Args[0], filepath.Separator) {
+		return p
+	}
+	return "aectl"
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 )
 
 // Client talks to the local API.
@@ -214,25 +215,14 @@ type EventQuery struct {
 }
 
 // Events lists audit events.
-func (c *Client) Events(ctx context.Context, q EventQuery) ([]EventView, error) {
+func (c *Client) Events(ctx context.Context, q EventQuery) ([]store.Event, error) {
 	v := url.Values{}
 	setInt(v, "after", q.After)
 	setInt(v, "id", int64(q.ID))
 	set(v, "category", q.Category)
 	setInt(v, "limit", int64(q.Limit))
-	var out []EventView
+	var out []store.Event
 	return out, c.do(ctx, http.MethodGet, "/api/v1/events"+query(v), nil, &out)
-}
-
-// EventView is an audit event as the API returns it.
-type EventView struct {
-	Seq      int64          `json:"seq"`
-	ID       int            `json:"id"`
-	Category string         `json:"category"`
-	Level    string         `json:"level"`
-	Time     time.Time      `json:"time"`
-	Message  string         `json:"message"`
-	Fields   map[string]any `json:"fields,omitempty"`
 }
 
 // Issue has the CA issue a certificate for a CSR as an administrator.
