@@ -8,7 +8,8 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/enrollment-appliance/aeappliance/enrollsvc/daemon.Version=$(VERSION)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the service and the tests need.
-DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates
+DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
+            samba samba-ad-dc samba-ad-provision winbind krb5-user ldap-utils
 
 .PHONY: all deps build run test bench lint clean
 

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Version is the config file format this code writes and reads.
@@ -31,6 +33,9 @@ const (
 	APIKeyFile    = "api/tls-key.pem"
 	APITokenFile  = "api/admin-token"
 	APIAddrFile   = "api/address" // written by serve once it listens
+	LDAPDir       = "ldap"
+	LDAPPassword  = "ldap/password" // the directory service account's password (mode 0600)
+	LDAPCAFile    = "ldap/ca.pem"   // the CA that issued the domain controllers' certificates
 )
 
 // DefaultAPIListen is where the local API listens unless told otherwise.
@@ -48,6 +53,40 @@ type Config struct {
 	CRLURLs      []string `json:"crl_urls,omitempty"`
 	OCSPURLs     []string `json:"ocsp_urls,omitempty"`
 	CAIssuerURLs []string `json:"ca_issuer_urls,omitempty"`
+	// Directory is the Active Directory the templates, permissions and accounts come from.
+	// Without it the service issues only what an administrator approves through the API.
+	Directory *Directory `json:"directory,omitempty"`
+	// Templates holds per-template settings the template object in AD has no place for.
+	Templates map[string]TemplateSettings `json:"templates,omitempty"`
+}
+
+// Directory says how to reach Active Directory.
+type Directory struct {
+	URL          string `json:"url"`               // ldaps://dc:636 or ldap://dc:389 (StartTLS)
+	CAFile       string `json:"ca_file,omitempty"` // trust for the DC's certificate (default: system roots)
+	BindUser     string `json:"bind_user"`         // UPN or DN of the service account
+	PasswordFile string `json:"password_file"`
+	CACN         string `json:"ca_cn"`               // cn of the pKIEnrollmentService object naming the offered templates
+	CacheTTL     string `json:"cache_ttl,omitempty"` // Go duration; default 5m
+}
+
+// TemplateSettings adds to a directory template.
+type TemplateSettings struct {
+	// ExtraSubject lists directory attributes added to the subject (title, givenName, sn,
+	// dnQualifier, ou, ...), in this order; multi-valued attributes give several RDNs.
+	ExtraSubject []string `json:"extra_subject,omitempty"`
+	// CustomExtensions are private extensions whose values come from directory attributes.
+	CustomExtensions []CustomExtension `json:"custom_extensions,omitempty"`
+}
+
+// CustomExtension is one private extension filled from a directory attribute.
+type CustomExtension struct {
+	OID       string `json:"oid"`
+	Attribute string `json:"attribute"`
+	// Encoding of the attribute's value in the extension: utf8string, ia5string,
+	// printablestring, octetstring-hex or der-base64. There is no default: it must be explicit.
+	Encoding string `json:"encoding"`
+	Critical bool   `json:"critical,omitempty"`
 }
 
 // HSM says how to reach the CA key.
@@ -122,6 +161,44 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
 		return fmt.Errorf("api.listen %q: %w", c.API.Listen, err)
+	}
+	if d := c.Directory; d != nil {
+		if err := d.Validate(); err != nil {
+			return err
+		}
+	}
+	for name, t := range c.Templates {
+		for i, e := range t.CustomExtensions {
+			if e.OID == "" || e.Attribute == "" {
+				return fmt.Errorf("templates.%s.custom_extensions[%d]: oid and attribute are required", name, i)
+			}
+			switch e.Encoding {
+			case "utf8string", "ia5string", "printablestring", "octetstring-hex", "der-base64":
+			default:
+				return fmt.Errorf("templates.%s.custom_extensions[%d].encoding %q: want utf8string, ia5string, printablestring, octetstring-hex or der-base64", name, i, e.Encoding)
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks the directory settings and names the first bad one.
+func (d *Directory) Validate() error {
+	u, err := url.Parse(d.URL)
+	switch {
+	case err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "":
+		return fmt.Errorf("directory.url %q: want ldaps://HOST[:PORT] or ldap://HOST[:PORT] (StartTLS)", d.URL)
+	case d.BindUser == "":
+		return errors.New("directory.bind_user is empty")
+	case d.PasswordFile == "":
+		return errors.New("directory.password_file is empty")
+	case d.CACN == "":
+		return errors.New("directory.ca_cn is empty (the cn of the pKIEnrollmentService object)")
+	}
+	if d.CacheTTL != "" {
+		if _, err := time.ParseDuration(d.CacheTTL); err != nil {
+			return fmt.Errorf("directory.cache_ttl %q: %w", d.CacheTTL, err)
+		}
 	}
 	return nil
 }

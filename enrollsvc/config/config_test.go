@@ -43,6 +43,16 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"hsm.key_uri", func(c *Config) { c.HSM.KeyURI = "label=x" }},
 		{"api.token_sha256", func(c *Config) { c.API.TokenHash = "abc" }},
 		{"api.listen", func(c *Config) { c.API.Listen = "localhost" }},
+		{"directory.url", func(c *Config) {
+			c.Directory = &Directory{URL: "http://dc", BindUser: "u", PasswordFile: "p", CACN: "CA"}
+		}},
+		{"directory.ca_cn", func(c *Config) { c.Directory = &Directory{URL: "ldaps://dc", BindUser: "u", PasswordFile: "p"} }},
+		{"directory.cache_ttl", func(c *Config) {
+			c.Directory = &Directory{URL: "ldap://dc", BindUser: "u", PasswordFile: "p", CACN: "CA", CacheTTL: "soon"}
+		}},
+		{"encoding", func(c *Config) {
+			c.Templates = map[string]TemplateSettings{"T": {CustomExtensions: []CustomExtension{{OID: "1.2.3", Attribute: "a", Encoding: "guess"}}}}
+		}},
 	} {
 		c := validConfig()
 		tc.mangle(c)

@@ -80,6 +80,11 @@ CREATE TABLE events (
 );
 CREATE INDEX events_id ON events (id, seq);
 `},
+	{2, "requests keep the policy decision", `
+-- What policy decided for a request (JSON, opaque to the store): a pending request is issued on
+-- approval exactly as the certificate manager saw it.
+ALTER TABLE requests ADD COLUMN decision BLOB;
+`},
 }
 
 // latestVersion is the schema version this code writes.

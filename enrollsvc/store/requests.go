@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-const requestColumns = "id, state, template, requester, account, csr, submitted, updated, reason, serial"
+const requestColumns = "id, state, template, requester, account, csr, submitted, updated, reason, serial, decision"
 
 // CreateRequest records r and returns its new ID. An empty State means pending; a zero
 // Submitted means now and a zero Updated means Submitted. A non-empty Serial must be reserved.
@@ -58,9 +58,9 @@ func (s *SQLite) prepareRequest(r Request) (requestInserter, error) {
 	}
 	return func(ctx context.Context, tx *sql.Tx) (int64, error) {
 		res, err := tx.ExecContext(ctx, `INSERT INTO requests
-			(state, template, requester, account, csr, submitted, updated, reason, serial)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			string(r.State), r.Template, r.Requester, r.Account, r.CSR, ts[0], ts[1], r.Reason, nullString(r.Serial))
+			(state, template, requester, account, csr, submitted, updated, reason, serial, decision)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			string(r.State), r.Template, r.Requester, r.Account, r.CSR, ts[0], ts[1], r.Reason, nullString(r.Serial), r.Decision)
 		if err != nil {
 			return 0, fmt.Errorf("store: create request: %w", err)
 		}
@@ -182,7 +182,7 @@ func scanRequest(sc scanner) (Request, error) {
 		serial             sql.NullString
 	)
 	err := sc.Scan(&r.ID, &state, &r.Template, &r.Requester, &r.Account, &r.CSR,
-		&submitted, &updated, &r.Reason, &serial)
+		&submitted, &updated, &r.Reason, &serial, &r.Decision)
 	if err != nil {
 		return Request{}, err
 	}

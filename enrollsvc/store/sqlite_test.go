@@ -607,13 +607,13 @@ func TestBeginIssuance(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	serial := newSerial(t)
-	id, err := s.BeginIssuance(ctx, Request{Template: "Machine", Account: "host1$", CSR: []byte{1, 2}}, serial, ev(2100, "signing"))
+	id, err := s.BeginIssuance(ctx, Request{Template: "Machine", Account: "host1$", CSR: []byte{1, 2}, Decision: []byte(`{"subject":"CN=host1"}`)}, serial, ev(2100, "signing"))
 	if err != nil || id == 0 {
 		t.Fatalf("BeginIssuance = %d, %v", id, err)
 	}
 	r, err := s.GetRequest(ctx, id)
-	if err != nil || r.State != RequestPending || r.Account != "host1$" {
-		t.Errorf("request = %+v, %v; want a pending request for host1$", r, err)
+	if err != nil || r.State != RequestPending || r.Account != "host1$" || string(r.Decision) != `{"subject":"CN=host1"}` {
+		t.Errorf("request = %+v, %v; want a pending request for host1$ with its decision", r, err)
 	}
 	evs, err := s.ListEvents(ctx, EventFilter{ID: 2100})
 	if err != nil || len(evs) != 1 || fmt.Sprint(evs[0].Fields["request_id"]) != fmt.Sprint(id) {

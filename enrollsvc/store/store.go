@@ -52,8 +52,9 @@ type Request struct {
 	CSR       []byte       `json:"csr"`       // DER PKCS#10 (or the raw request body)
 	Submitted time.Time    `json:"submitted"`
 	Updated   time.Time    `json:"updated"`
-	Reason    string       `json:"reason,omitempty"` // why denied/failed/pending
-	Serial    string       `json:"serial,omitempty"` // serial of the issued certificate
+	Reason    string       `json:"reason,omitempty"`   // why denied/failed/pending
+	Serial    string       `json:"serial,omitempty"`   // serial of the issued certificate
+	Decision  []byte       `json:"decision,omitempty"` // policy's decision (JSON), kept for approval
 }
 
 // CertStatus is the revocation status of an issued certificate. Expiry is derived from NotAfter.
