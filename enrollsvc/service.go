@@ -67,6 +67,9 @@ type Store interface {
 	CreateRequest(ctx context.Context, r store.Request) (int64, error)
 	SetRequestState(ctx context.Context, id int64, state store.RequestState, reason string) error
 	BeginIssuance(ctx context.Context, r store.Request, serial string, before store.Event) (int64, error)
+	ReserveSerial(ctx context.Context, serial string, before store.Event) error
+	GetRequest(ctx context.Context, id int64) (store.Request, error)
+	ListRequests(ctx context.Context, f store.RequestFilter) ([]store.Request, error)
 	CommitCertificate(ctx context.Context, c store.Certificate, after store.Event) error
 	AppendEvent(ctx context.Context, e store.Event) (int64, error)
 }
@@ -107,34 +110,63 @@ type Issued struct {
 	Certificate *x509.Certificate
 }
 
-// IssueApproved issues a certificate for an order that policy (or an administrator) approved.
-// The certificate is durable in the store before this returns it.
+// IssueApproved issues a certificate for an order that policy (or an administrator) approved,
+// recording a new request for it. The certificate is durable in the store before this returns it.
 func (s *Service) IssueApproved(ctx context.Context, o issue.Order, m Meta) (*Issued, error) {
 	now := s.rec.Now()
 	req := store.Request{State: store.RequestPending, Template: m.Template, Requester: m.Requester,
 		Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now}
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
-		kind, id := KindBadRequest, events.RequestFailed
-		if errors.Is(err, issue.ErrLint) {
-			kind, id = KindRefused, events.LintRefused
-		}
 		req.State, req.Reason = store.RequestFailed, err.Error()
 		reqID, serr := s.store.CreateRequest(ctx, req)
 		if serr != nil {
 			return nil, &Error{Kind: KindInternal, Op: "recording refused request", Err: errors.Join(err, serr)}
 		}
-		_ = s.rec.Record(context.WithoutCancel(ctx), id, "", "request_id", reqID, "error", err.Error())
-		return nil, &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
+		return nil, s.prepareFailed(ctx, reqID, err)
 	}
+	// One durable write records the request, reserves the serial and says we are about to sign.
+	return s.signAndCommit(ctx, p, m, func(before store.Event) (int64, error) {
+		return s.store.BeginIssuance(ctx, req, p.Serial(), before)
+	})
+}
+
+// issueForRequest issues the certificate of an existing pending request (on approval).
+func (s *Service) issueForRequest(ctx context.Context, reqID int64, o issue.Order, m Meta) (*Issued, error) {
+	p, err := s.issuer.Prepare(o)
+	if err != nil {
+		if serr := s.store.SetRequestState(context.WithoutCancel(ctx), reqID, store.RequestFailed, err.Error()); serr != nil {
+			s.log.ErrorContext(ctx, "marking request failed", "request_id", reqID, "error", serr)
+		}
+		return nil, s.prepareFailed(ctx, reqID, err)
+	}
+	return s.signAndCommit(ctx, p, m, func(before store.Event) (int64, error) {
+		before.Fields["request_id"] = reqID
+		return reqID, s.store.ReserveSerial(ctx, p.Serial(), before)
+	})
+}
+
+// prepareFailed records why an order could not be built and returns the error to hand back.
+func (s *Service) prepareFailed(ctx context.Context, reqID int64, err error) error {
+	kind, id := KindBadRequest, events.RequestFailed
+	if errors.Is(err, issue.ErrLint) {
+		kind, id = KindRefused, events.LintRefused
+	}
+	_ = s.rec.Record(context.WithoutCancel(ctx), id, "", "request_id", reqID, "error", err.Error())
+	return &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
+}
+
+// signAndCommit durably begins the issuance (begin reserves the serial and writes the "signing"
+// event, returning the request ID), has the HSM sign, and durably stores the certificate with
+// the "issued" event.
+func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, begin func(before store.Event) (int64, error)) (*Issued, error) {
 	serial := p.Serial()
 	fields := []any{"serial", serial, "subject", p.Subject(), "account", m.Account, "template", m.Template,
 		"requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}
-	// One durable write records the request, reserves the serial and says we are about to sign.
 	before := events.New(s.rec.Now(), events.SigningStarted, "", fields...)
-	reqID, err := s.store.BeginIssuance(ctx, req, serial, before)
+	reqID, err := begin(before)
 	if err != nil {
-		return nil, &Error{Kind: KindInternal, Op: "recording request and reserving serial " + serial, Err: err}
+		return nil, &Error{Kind: KindInternal, Op: "recording request and reserving serial " + serial, RequestID: reqID, Err: err}
 	}
 	before.Fields["request_id"] = reqID
 	s.rec.Log(ctx, before)

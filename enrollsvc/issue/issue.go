@@ -132,7 +132,10 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 
 // Order is what policy approved: who the certificate is for and what it may contain.
 type Order struct {
-	Subject        pkix.Name
+	Subject pkix.Name
+	// RawSubject, when set, is the DER subject Name used as it is (Subject is then ignored): it
+	// keeps exact string types and RDN order from the directory.
+	RawSubject     []byte
 	DNSNames       []string
 	EmailAddresses []string
 	IPAddresses    []net.IP
@@ -274,6 +277,7 @@ func (i *Issuer) Prepare(o Order) (*Prepared, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               o.Subject,
+		RawSubject:            o.RawSubject,
 		DNSNames:              o.DNSNames,
 		EmailAddresses:        o.EmailAddresses,
 		IPAddresses:           o.IPAddresses,

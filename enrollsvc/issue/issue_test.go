@@ -1,6 +1,7 @@
 package issue
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -9,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -258,5 +260,20 @@ func BenchmarkPrepare(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A raw subject is used byte for byte (string types and RDN order as the directory has them).
+func TestRawSubject(t *testing.T) {
+	iss, _ := newTestCA(t, mustECKey(t), 365*24*time.Hour)
+	raw, err := asn1.Marshal(pkix.Name{CommonName: "Alice", Organization: []string{"Corp"}}.ToRDNSequence())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := serverOrder(mustECKey(t).Public())
+	o.RawSubject = raw
+	c := issueOne(t, iss, o)
+	if !bytes.Equal(c.RawSubject, raw) {
+		t.Errorf("RawSubject = %x, want %x", c.RawSubject, raw)
 	}
 }
