@@ -43,7 +43,9 @@ type fixture struct {
 	signer *flakySigner
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureAt(t, nil) }
+
+func newFixtureAt(t *testing.T, now func() time.Time) *fixture {
 	t.Helper()
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), log)
@@ -61,7 +63,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{svc: enrollsvc.New(st, iss, events.NewRecorder(st, log, nil), log), store: st, signer: fs}
+	return &fixture{svc: enrollsvc.New(st, iss, events.NewRecorder(st, log, now), log), store: st, signer: fs}
 }
 
 func order(t *testing.T) issue.Order {
@@ -149,5 +151,108 @@ func TestStoreDownFailsClearly(t *testing.T) {
 	_, err := f.svc.IssueApproved(context.Background(), order(t), enrollsvc.Meta{Account: "a"})
 	if enrollsvc.KindOf(err) != enrollsvc.KindInternal || !errors.Is(err, store.ErrClosed) {
 		t.Errorf("IssueApproved with the store closed = %v, want KindInternal wrapping store.ErrClosed", err)
+	}
+}
+
+// fakePublisher is the directory's userCertificate attribute.
+type fakePublisher struct{ published map[string][][]byte }
+
+func (f *fakePublisher) PublishCertificate(_ context.Context, dn string, der []byte) error {
+	if f.published == nil {
+		f.published = map[string][][]byte{}
+	}
+	f.published[dn] = append(f.published[dn], der)
+	return nil
+}
+
+func TestHoldApproveIssuesExactlyWhatWasHeld(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	o := order(t)
+	sid := pkix.Extension{Id: []int{1, 3, 6, 1, 4, 1, 311, 25, 2}, Value: []byte{0x30, 0x00}}
+	o.ExtraExtensions = []pkix.Extension{sid}
+	id, err := f.svc.Hold(ctx, o, enrollsvc.Held{Subject: "CN=a.example.test", SANs: []string{"DNS:a.example.test"}, Publish: true, AccountDN: "CN=a,DC=corp"},
+		enrollsvc.Meta{Requester: "alice", Account: "alice", Template: "PendUser", CSR: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := f.svc.HeldOf(ctx, id)
+	if err != nil || h.Subject != "CN=a.example.test" || len(h.SANs) != 1 {
+		t.Fatalf("HeldOf = %+v, %v", h, err)
+	}
+	if f.count(t) != 0 {
+		t.Fatal("a held request issued a certificate")
+	}
+	pub := &fakePublisher{}
+	res, err := f.svc.Approve(ctx, id, "admin", pub)
+	if err != nil {
+		t.Fatalf("Approve: %v", err)
+	}
+	c := res.Certificate
+	if res.RequestID != id || c.Subject.CommonName != "a.example.test" || len(c.DNSNames) != 1 {
+		t.Errorf("approved certificate = %v %v (request %d), want the held subject and SANs of request %d", c.Subject, c.DNSNames, res.RequestID, id)
+	}
+	found := false
+	for _, e := range c.Extensions {
+		found = found || e.Id.Equal(sid.Id)
+	}
+	if !found {
+		t.Error("the held extension is missing from the approved certificate")
+	}
+	r, _ := f.store.GetRequest(ctx, id)
+	if r.State != store.RequestIssued || r.Serial != issue.SerialString(c.SerialNumber) {
+		t.Errorf("request after approval = %+v, want issued with the serial", r)
+	}
+	if len(pub.published["CN=a,DC=corp"]) != 1 {
+		t.Error("the approved certificate was not published although the template says so")
+	}
+	if _, err := f.svc.Approve(ctx, id, "admin", pub); enrollsvc.KindOf(err) != enrollsvc.KindConflict {
+		t.Errorf("second Approve = %v, want a conflict", err)
+	}
+	if err := f.svc.Deny(ctx, id, "too late", "admin"); enrollsvc.KindOf(err) != enrollsvc.KindConflict {
+		t.Errorf("Deny of an issued request = %v, want a conflict", err)
+	}
+}
+
+func TestDenyAndExpiry(t *testing.T) {
+	now := time.Now()
+	f := newFixtureAt(t, func() time.Time { return now })
+	ctx := context.Background()
+	hold := func() int64 {
+		id, err := f.svc.Hold(ctx, order(t), enrollsvc.Held{Subject: "CN=x"}, enrollsvc.Meta{Account: "x", Template: "PendUser"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	a, b, c := hold(), hold(), hold()
+	if err := f.svc.Deny(ctx, a, "", "admin"); enrollsvc.KindOf(err) != enrollsvc.KindBadRequest {
+		t.Errorf("Deny without a reason = %v, want a bad request", err)
+	}
+	if err := f.svc.Deny(ctx, a, "not for this device", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := f.store.GetRequest(ctx, a); r.State != store.RequestDenied || r.Reason != "not for this device" {
+		t.Errorf("denied request = %+v", r)
+	}
+	if _, err := f.svc.Approve(ctx, 9999, "admin", nil); enrollsvc.KindOf(err) != enrollsvc.KindNotFound {
+		t.Errorf("Approve(unknown) = %v, want not found", err)
+	}
+
+	now = now.Add(enrollsvc.PendingLifetime + time.Hour)
+	if _, err := f.svc.Approve(ctx, b, "admin", nil); enrollsvc.KindOf(err) != enrollsvc.KindConflict {
+		t.Errorf("Approve after 61 days = %v, want a conflict (expired)", err)
+	}
+	n, err := f.svc.ExpirePending(ctx)
+	if err != nil || n != 1 { // b was expired by the Approve attempt; c by this sweep
+		t.Errorf("ExpirePending = %d, %v; want 1", n, err)
+	}
+	for _, id := range []int64{b, c} {
+		if r, _ := f.store.GetRequest(ctx, id); r.State != store.RequestDenied {
+			t.Errorf("request %d after 61 days = %s, want denied (expired)", id, r.State)
+		}
+	}
+	if f.count(t) != 0 {
+		t.Error("denied or expired requests issued certificates")
 	}
 }

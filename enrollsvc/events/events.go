@@ -51,12 +51,15 @@ const (
 	RequestApproved ID = 2002
 	RequestDenied   ID = 2003
 	RequestFailed   ID = 2004
+	RequestRefused  ID = 2005
 
-	SigningStarted    ID = 2100
-	CertificateIssued ID = 2101
-	SigningFailed     ID = 2102
-	LintRefused       ID = 2103
-	CACertificateMade ID = 2110
+	SigningStarted       ID = 2100
+	CertificateIssued    ID = 2101
+	SigningFailed        ID = 2102
+	LintRefused          ID = 2103
+	CACertificateMade    ID = 2110
+	CertificatePublished ID = 2120
+	PublishFailed        ID = 2121
 
 	CertificateRevoked ID = 2200
 	CRLPublished       ID = 2201
@@ -97,6 +100,9 @@ func init() {
 	def(RequestApproved, "request approved", Admin, slog.LevelInfo)
 	def(RequestDenied, "request denied", Admin, slog.LevelWarn)
 	def(RequestFailed, "request failed", Operational, slog.LevelError)
+	def(RequestRefused, "request refused by policy", Operational, slog.LevelWarn)
+	def(CertificatePublished, "certificate published to the directory", Operational, slog.LevelInfo)
+	def(PublishFailed, "publishing to the directory failed", Operational, slog.LevelError)
 	def(SigningStarted, "signing certificate", Operational, slog.LevelInfo)
 	def(CertificateIssued, "certificate issued", Operational, slog.LevelInfo)
 	def(SigningFailed, "signing failed", Operational, slog.LevelError)
