@@ -36,8 +36,7 @@ type Held struct {
 // heldJSON is the stored form of Held: every field of the order in a lossless encoding.
 type heldJSON struct {
 	Held
-	RawSubject       []byte          `json:"raw_subject,omitempty"`
-	Name             *pkix.Name      `json:"name,omitempty"`
+	RawSubject       []byte          `json:"raw_subject"` // DER: lossless, whatever string types it holds
 	PublicKey        []byte          `json:"public_key"`
 	Validity         time.Duration   `json:"validity"`
 	KeyUsage         x509.KeyUsage   `json:"key_usage"`
@@ -63,12 +62,14 @@ func encodeHeld(h Held) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding the request's public key: %w", err)
 	}
-	j := heldJSON{Held: h, RawSubject: o.RawSubject, PublicKey: pub, Validity: o.Validity, KeyUsage: o.KeyUsage,
-		DNSNames: o.DNSNames, Emails: o.EmailAddresses, NoRevocationInfo: o.NoRevocationInfo}
-	if o.RawSubject == nil {
-		name := o.Subject
-		j.Name = &name
+	raw := o.RawSubject
+	if raw == nil {
+		if raw, err = asn1.Marshal(o.Subject.ToRDNSequence()); err != nil {
+			return nil, fmt.Errorf("encoding the subject: %w", err)
+		}
 	}
+	j := heldJSON{Held: h, RawSubject: raw, PublicKey: pub, Validity: o.Validity, KeyUsage: o.KeyUsage,
+		DNSNames: o.DNSNames, Emails: o.EmailAddresses, NoRevocationInfo: o.NoRevocationInfo}
 	for _, e := range o.ExtKeyUsage {
 		j.EKUs = append(j.EKUs, int(e))
 	}
@@ -98,9 +99,6 @@ func decodeHeld(b []byte) (Held, error) {
 	}
 	o := issue.Order{RawSubject: j.RawSubject, PublicKey: pub, Validity: j.Validity, KeyUsage: j.KeyUsage,
 		DNSNames: j.DNSNames, EmailAddresses: j.Emails, NoRevocationInfo: j.NoRevocationInfo}
-	if j.Name != nil {
-		o.Subject = *j.Name
-	}
 	for _, e := range j.EKUs {
 		o.ExtKeyUsage = append(o.ExtKeyUsage, x509.ExtKeyUsage(e))
 	}

@@ -76,6 +76,7 @@ type Store interface {
 
 // Issuer is what the service needs of the signing CA.
 type Issuer interface {
+	CACert() *x509.Certificate
 	Prepare(o issue.Order) (*issue.Prepared, error)
 	Sign(ctx context.Context, p *issue.Prepared) (*x509.Certificate, error)
 }
@@ -86,6 +87,7 @@ type Service struct {
 	issuer Issuer
 	rec    *events.Recorder
 	log    *slog.Logger
+	dir    *DirectoryConfig // nil without a directory
 }
 
 // New returns a Service. rec writes audit events (to the same store).
@@ -181,7 +183,7 @@ func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, 
 	}
 	after := events.New(s.rec.Now(), events.CertificateIssued, "", fields...)
 	c := store.Certificate{Serial: serial, DER: cert.Raw, Template: m.Template, Account: m.Account,
-		Subject: cert.Subject.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		Subject: issue.FormatName(cert.RawSubject), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
 		Status: store.CertValid, RequestID: reqID, IssuedAt: s.rec.Now()}
 	if err := s.store.CommitCertificate(ctx, c, after); err != nil {
 		// The certificate was signed but is not stored: nobody gets it, and its serial stays used.

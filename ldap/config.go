@@ -33,8 +33,9 @@ type Config struct {
 	BindUser string
 	// Password of BindUser. It is never logged and never part of an error.
 	Password string
-	// Keytab, Principal, Realm, KDC select a Kerberos (GSSAPI) bind instead of a simple bind. Not implemented
-	// yet: setting Keytab makes Dial fail with a clear error.
+	// Keytab selects a Kerberos (SASL GSSAPI) bind instead of a simple bind, as Principal ("name@REALM", or
+	// "name" with Realm). KDC is host[:port] (default: the DC's host, port 88). The service principal is
+	// ldap/<ServerName or URL host>, so a URL with an IP address needs ServerName. The bind runs inside TLS too.
 	Keytab, Principal, Realm, KDC string
 	// Timeout bounds each request, the dial and the bind (default DefaultTimeout).
 	Timeout time.Duration
@@ -49,6 +50,7 @@ type endpoint struct {
 	ldaps    bool
 	hostPort string
 	tls      *tls.Config
+	krb      *kerberos // nil: simple bind
 }
 
 // validate fills defaults and checks the fields; errors name the bad field.
@@ -79,18 +81,21 @@ func (cfg *Config) validate() (endpoint, error) {
 	if u.User != nil {
 		return ep, errors.New("ldap: Config.URL must not carry credentials; use BindUser and Password")
 	}
-	if cfg.Keytab != "" {
-		return ep, errors.New("ldap: Config.Keytab: Kerberos (GSSAPI) bind is not implemented yet; use BindUser and Password")
-	}
-	if cfg.BindUser == "" {
-		return ep, errors.New("ldap: Config.BindUser is required (UPN or DN of the service account)")
-	}
-	if cfg.Password == "" {
-		return ep, errors.New("ldap: Config.Password is required (an empty password would be an unauthenticated bind)")
-	}
 	ep.tls = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName}
 	if ep.tls.ServerName == "" {
 		ep.tls.ServerName = u.Hostname()
+	}
+	switch {
+	case cfg.Keytab != "" && (cfg.BindUser != "" || cfg.Password != ""):
+		return ep, errors.New("ldap: set either Config.BindUser and Password or Config.Keytab and Principal, not both")
+	case cfg.Keytab != "":
+		if ep.krb, err = newKerberos(cfg, ep.tls.ServerName); err != nil {
+			return ep, err
+		}
+	case cfg.BindUser == "":
+		return ep, errors.New("ldap: Config.BindUser is required (UPN or DN of the service account), or Config.Keytab")
+	case cfg.Password == "":
+		return ep, errors.New("ldap: Config.Password is required (an empty password would be an unauthenticated bind)")
 	}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)

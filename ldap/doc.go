@@ -1,9 +1,10 @@
 // Package ldap is the appliance's client for Active Directory, the source of truth for certificate templates,
 // their permissions and the accounts certificates are issued to.
 //
-// A Client holds one authenticated connection to a domain controller (simple bind over LDAPS or StartTLS; a
-// password is never sent in the clear), redials by itself after the connection breaks, bounds every operation
-// with a context and a per-request timeout, and pages every search that can return many entries. It reads:
+// A Client holds one authenticated connection to a domain controller (LDAPS or StartTLS, never plain LDAP;
+// simple bind with the service account's password, or Kerberos with its keytab), shared by concurrent callers.
+// It redials by itself after the connection breaks (once per call, with backoff between failed dials), bounds
+// every call by its context and Config.Timeout, and pages every search that can return many entries. It reads:
 //
 //   - the RootDSE (naming contexts), once per connection;
 //   - the pKIEnrollmentService object of this CA and the pKICertificateTemplate objects it offers, with their

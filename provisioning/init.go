@@ -40,7 +40,17 @@ type InitOptions struct {
 	OCSPURLs     []string
 	CAIssuerURLs []string
 	Module       string // PKCS#11 module; default: SoftHSM's
+	Directory    *DirectoryOptions
 	Logger       *slog.Logger
+}
+
+// DirectoryOptions connect the appliance to Active Directory.
+type DirectoryOptions struct {
+	URL          string // ldaps://dc:636 or ldap://dc:389 (StartTLS)
+	CAFile       string // PEM trusted for the DC's certificate (copied into the data directory)
+	BindUser     string // UPN or DN of the service account
+	PasswordFile string // its password (copied into the data directory, mode 0600)
+	CACN         string // cn of the pKIEnrollmentService object listing the offered templates
 }
 
 // Result says what Init made.
@@ -79,6 +89,29 @@ func (o *InitOptions) validate() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if d := o.Directory; d != nil {
+		switch {
+		case d.URL == "":
+			return errors.New("--ldap-url is required with the other --ldap flags")
+		case d.BindUser == "":
+			return errors.New("--ldap-bind-user is required with --ldap-url")
+		case d.PasswordFile == "":
+			return errors.New("--ldap-password-file is required with --ldap-url")
+		case d.CACN == "":
+			return errors.New("--ca-cn is required with --ldap-url (the cn of the pKIEnrollmentService object)")
+		}
+		if err := (&config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: "x", CACN: d.CACN}).Validate(); err != nil {
+			return fmt.Errorf("--ldap-url: %w", err)
+		}
+		for _, f := range []string{d.PasswordFile, d.CAFile} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("directory settings: %w", err)
+			}
+		}
 	}
 	return nil
 }
@@ -208,6 +241,11 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		API: config.API{Listen: o.APIListen, CertFile: config.APICertFile, KeyFile: config.APIKeyFile,
 			TokenFile: config.APITokenFile, TokenHash: hex.EncodeToString(sum[:])},
 		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, CAIssuerURLs: o.CAIssuerURLs}
+	if d := o.Directory; d != nil {
+		if cfg.Directory, err = stageDirectory(stage, d); err != nil {
+			return nil, err
+		}
+	}
 	if err := cfg.Write(stage); err != nil {
 		return nil, err
 	}
@@ -232,9 +270,44 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		return nil, err
 	}
 	defer rt.Close()
+	if o.Directory != nil {
+		// Catch a wrong URL, password or CA name now rather than at the first request.
+		if _, err := rt.Service.OfferedTemplates(ctx); err != nil {
+			return nil, fmt.Errorf("checking the directory settings: %w", err)
+		}
+	}
 	if _, err := rt.EnsureAPICert(ctx, daemon.APIHosts(o.APIListen)); err != nil {
 		return nil, err
 	}
 	return &Result{KeyURI: uri.String(), CASubject: caCert.Subject.String(),
 		CASerial: issue.SerialString(caCert.SerialNumber), APIListen: o.APIListen}, nil
+}
+
+// stageDirectory copies the directory password (and CA) into the data directory.
+func stageDirectory(stage string, d *DirectoryOptions) (*config.Directory, error) {
+	if err := os.MkdirAll(filepath.Join(stage, config.LDAPDir), 0o700); err != nil {
+		return nil, err
+	}
+	pw, err := os.ReadFile(d.PasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading --ldap-password-file: %w", err)
+	}
+	if len(strings.TrimSpace(string(pw))) == 0 {
+		return nil, errors.New("--ldap-password-file is empty")
+	}
+	if err := os.WriteFile(filepath.Join(stage, config.LDAPPassword), pw, 0o600); err != nil {
+		return nil, err
+	}
+	out := &config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: config.LDAPPassword, CACN: d.CACN}
+	if d.CAFile != "" {
+		ca, err := os.ReadFile(d.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --ldap-ca-file: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(stage, config.LDAPCAFile), ca, 0o644); err != nil {
+			return nil, err
+		}
+		out.CAFile = config.LDAPCAFile
+	}
+	return out, nil
 }

@@ -47,8 +47,16 @@ Commands:
   requests [--state pending|issued|denied|failed] [--account A] [--after ID] [--limit N]
   request ID                  one request
   events  [--after SEQ] [--id N] [--category Admin|Operational] [--limit N]
+  templates                   the directory templates this CA offers, decoded
+  explain ACCOUNT [TEMPLATE]  what policy decides for an account (sAMAccountName, UPN, HOST$
+                              or DN), template by template: permissions, subject, SANs, why
+  issue   --template T --account A --csr FILE
+                              run a CSR through the directory's policy: issued (PEM),
+                              pending (request ID) or denied (every reason)
   issue   --csr FILE --profile server|client [--validity-days N] [--account A]
-                              issue a certificate for a CSR as administrator
+                              without --template: issue as administrator, no directory
+  approve ID                  issue a pending request as it was decided
+  deny    ID --reason TEXT    refuse a pending request
 
 Global flags:
   --data DIR     data directory of the service (default ./var, or $ENROLLSVC_DATA)
@@ -146,6 +154,11 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				fmt.Fprintf(w, "CA key:\t%s (%s)\n", st.CA.KeyURI, st.CA.KeyType)
 				fmt.Fprintf(w, "HSM:\t%s, token %q serial %s (%s %s)\n", okText(st.HSM.OK, st.HSM.Error), st.HSM.TokenLabel, st.HSM.TokenSerial, st.HSM.Manufacturer, st.HSM.Model)
 				fmt.Fprintf(w, "Store:\t%s, %d certificates\n", okText(st.Store.OK, st.Store.Error), st.Store.Certificates)
+				if st.Directory.Configured {
+					fmt.Fprintf(w, "Directory:\t%s, %s (enrollment service %s)\n", okText(st.Directory.OK, st.Directory.Error), st.Directory.URL, st.Directory.CA)
+				} else {
+					fmt.Fprintf(w, "Directory:\tnot configured (administrator issuance only)\n")
+				}
 			})
 		}
 	},
@@ -240,6 +253,13 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 			return e.print(r, func(w io.Writer) {
 				fmt.Fprintf(w, "ID:\t%d\nState:\t%s\nSubmitted:\t%s\nUpdated:\t%s\nTemplate:\t%s\nRequester:\t%s\nAccount:\t%s\nSerial:\t%s\nReason:\t%s\n",
 					r.ID, r.State, r.Submitted.Format(time.RFC3339), r.Updated.Format(time.RFC3339), r.Template, r.Requester, r.Account, r.Serial, r.Reason)
+				if h := r.Held; h != nil {
+					fmt.Fprintf(w, "On approval:\t%s\n", h.Subject)
+					for _, san := range h.SANs {
+						fmt.Fprintf(w, "\t%s\n", san)
+					}
+					fmt.Fprintf(w, "Publish to AD:\t%v\n", h.Publish)
+				}
 				fmt.Fprint(w, r.CSRPEM)
 			})
 		}
@@ -265,11 +285,12 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 	},
 	"issue": func(fs *flag.FlagSet) runner {
 		var in api.IssueRequest
-		var csrFile string
+		var csrFile, template string
 		fs.StringVar(&csrFile, "csr", "", "PEM PKCS#10 request file")
-		fs.StringVar(&in.Profile, "profile", "server", "server or client")
-		fs.IntVar(&in.ValidityDays, "validity-days", 365, "validity in days (capped at the CA certificate's end)")
-		fs.StringVar(&in.Account, "account", "", "account the certificate is for (default: the CSR's common name)")
+		fs.StringVar(&template, "template", "", "directory template; policy decides (without it: administrator issuance by --profile)")
+		fs.StringVar(&in.Profile, "profile", "server", "without --template: server or client")
+		fs.IntVar(&in.ValidityDays, "validity-days", 365, "without --template: validity in days (capped at the CA certificate's end)")
+		fs.StringVar(&in.Account, "account", "", "account the certificate is for (with --template: sAMAccountName, UPN, HOST$ or DN)")
 		return func(ctx context.Context, e *env) error {
 			if csrFile == "" {
 				return fmt.Errorf("%w: --csr FILE is required", errUsage)
@@ -278,8 +299,16 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 			if err != nil {
 				return err
 			}
-			in.CSR = string(b)
-			res, err := e.cl.Issue(ctx, in)
+			var res api.IssueResponse
+			if template != "" {
+				if in.Account == "" {
+					return fmt.Errorf("%w: --account is required with --template", errUsage)
+				}
+				res, err = e.cl.Enroll(ctx, api.EnrollRequest{Template: template, Account: in.Account, CSR: string(b)})
+			} else {
+				in.CSR = string(b)
+				res, err = e.cl.Issue(ctx, in)
+			}
 			if err != nil {
 				var he *api.HTTPError
 				if e.g.json && errors.As(err, &he) {
@@ -291,13 +320,143 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				}
 				return err
 			}
-			if e.g.json {
-				return e.print(res, nil)
-			}
-			_, err = fmt.Fprint(e.out, res.Certificate)
-			return err
+			return e.printResult(res)
 		}
 	},
+	"templates": func(fs *flag.FlagSet) runner {
+		return func(ctx context.Context, e *env) error {
+			list, err := e.cl.Templates(ctx)
+			if err != nil {
+				return err
+			}
+			return e.print(list, func(w io.Writer) {
+				for _, t := range list {
+					if t.Error != "" {
+						fmt.Fprintf(w, "%s\tUNUSABLE: %s\n\n", t.Name, t.Error)
+						continue
+					}
+					fmt.Fprintf(w, "%s\t(%s) schema %d, revision %s, OID %s\n", t.Name, t.DisplayName, t.SchemaVersion, t.Revision, t.OID)
+					fmt.Fprintf(w, "  validity\t%s, renewal period %s\n", t.Validity, t.RenewalPeriod)
+					fmt.Fprintf(w, "  keys\tminimum %d bits %s; usage %s\n", t.MinimalKeySize, t.KeyAlgorithm, strings.Join(t.KeyUsage, ", "))
+					fmt.Fprintf(w, "  EKUs\t%s\n", strings.Join(t.EKUs, ", "))
+					fmt.Fprintf(w, "  name flags\t%s\n", strings.Join(t.NameFlags, ", "))
+					fmt.Fprintf(w, "  enrollment flags\t%s\n", strings.Join(t.EnrollmentFlags, ", "))
+					fmt.Fprintf(w, "  private key flags\t%s\n", strings.Join(t.PrivateKeyFlags, ", "))
+					fmt.Fprintf(w, "  general flags\t%s\n", strings.Join(t.GeneralFlags, ", "))
+					if len(t.Supersedes) > 0 {
+						fmt.Fprintf(w, "  supersedes\t%s\n", strings.Join(t.Supersedes, ", "))
+					}
+					fmt.Fprintln(w)
+				}
+			})
+		}
+	},
+	"explain": func(fs *flag.FlagSet) runner {
+		return func(ctx context.Context, e *env) error {
+			if len(e.args) < 1 || len(e.args) > 2 {
+				return fmt.Errorf("%w: aectl explain ACCOUNT [TEMPLATE]", errUsage)
+			}
+			tmpl := ""
+			if len(e.args) == 2 {
+				tmpl = e.args[1]
+			}
+			ex, err := e.cl.Explain(ctx, e.args[0], tmpl)
+			if err != nil {
+				return err
+			}
+			return e.print(ex, func(w io.Writer) {
+				for _, r := range ex.Reasons {
+					fmt.Fprintf(w, "%s\n", r)
+				}
+				if a := ex.Account; a != nil {
+					kind := "user"
+					if a.Computer {
+						kind = "computer"
+					}
+					fmt.Fprintf(w, "Account %s (%s) %s\n  %s\n  token: %d SIDs (objectSid, groups, Authenticated Users, Everyone)\n\n", a.SAMAccountName, kind, a.SID, a.DN, a.TokenSIDs)
+				}
+				for _, d := range ex.Templates {
+					fmt.Fprintf(w, "%s\n\n", strings.TrimRight(d.Text, "\n"))
+				}
+				for _, m := range ex.Errors {
+					fmt.Fprintf(w, "%s\n", m)
+				}
+			})
+		}
+	},
+	"approve": func(fs *flag.FlagSet) runner {
+		return func(ctx context.Context, e *env) error {
+			id, err := oneID(e.args, "aectl approve ID")
+			if err != nil {
+				return err
+			}
+			res, err := e.cl.Approve(ctx, id)
+			if err != nil {
+				return err
+			}
+			return e.printResult(res)
+		}
+	},
+	"deny": func(fs *flag.FlagSet) runner {
+		var reason string
+		fs.StringVar(&reason, "reason", "", "why (required; the requester sees it)")
+		return func(ctx context.Context, e *env) error {
+			id, err := oneID(e.args, "aectl deny ID --reason TEXT")
+			if err != nil {
+				return err
+			}
+			if reason == "" {
+				return fmt.Errorf("%w: --reason is required", errUsage)
+			}
+			res, err := e.cl.Deny(ctx, id, reason)
+			if err != nil {
+				return err
+			}
+			return e.printResult(res)
+		}
+	},
+}
+
+// printResult prints what became of a request: the PEM when issued, the request ID when
+// pending, every reason when denied (and then fails, so scripts notice).
+func (e *env) printResult(res api.IssueResponse) error {
+	if e.g.json {
+		if err := e.print(res, nil); err != nil {
+			return err
+		}
+	} else {
+		switch res.Status {
+		case "issued":
+			fmt.Fprint(e.out, res.Certificate)
+		case "pending":
+			fmt.Fprintf(e.out, "pending: request %d waits for a certificate manager (aectl approve %d / aectl deny %d --reason ...)\n", res.RequestID, res.RequestID, res.RequestID)
+			for _, r := range res.Reasons {
+				fmt.Fprintf(e.out, "  %s\n", r)
+			}
+		default:
+			fmt.Fprintf(e.out, "%s: request %d\n", res.Status, res.RequestID)
+			for _, r := range res.Reasons {
+				fmt.Fprintf(e.out, "  %s\n", r)
+			}
+		}
+	}
+	if res.Status == "denied" {
+		return errDenied
+	}
+	return nil
+}
+
+var errDenied = errors.New("request denied")
+
+func oneID(args []string, usage string) (int64, error) {
+	if len(args) != 1 {
+		return 0, fmt.Errorf("%w: %s", errUsage, usage)
+	}
+	id, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%w: request ID %q is not a positive number", errUsage, args[0])
+	}
+	return id, nil
 }
 
 func okText(ok bool, errText string) string {

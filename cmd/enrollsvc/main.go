@@ -98,6 +98,12 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.Var((*listFlag)(&o.CRLURLs), "crl-url", "CRL distribution point URL put in every certificate (repeatable)")
 	fs.Var((*listFlag)(&o.OCSPURLs), "ocsp-url", "OCSP responder URL put in every certificate (repeatable)")
 	fs.Var((*listFlag)(&o.CAIssuerURLs), "ca-issuer-url", "URL of the CA certificate put in every certificate (repeatable)")
+	var d provisioning.DirectoryOptions
+	fs.StringVar(&d.URL, "ldap-url", "", "Active Directory: ldaps://DC[:636] or ldap://DC[:389] (StartTLS is then required)")
+	fs.StringVar(&d.CAFile, "ldap-ca-file", "", "PEM file with the CA that issued the domain controllers' certificates")
+	fs.StringVar(&d.BindUser, "ldap-bind-user", "", "UPN or DN of the directory service account")
+	fs.StringVar(&d.PasswordFile, "ldap-password-file", "", "file holding that account's password (copied into DIR, mode 0600)")
+	fs.StringVar(&d.CACN, "ca-cn", "", "cn of the pKIEnrollmentService object whose certificateTemplates this appliance offers")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: enrollsvc init --data DIR --ca-name NAME [flags]
@@ -106,6 +112,9 @@ Creates a data directory: a SoftHSM token under DIR/hsm (config DIR/hsm/softhsm2
 in DIR/hsm/pin, mode 0600), a CA key generated inside the token (sensitive, never extractable), a
 self-signed CA certificate DIR/ca.pem, the store, DIR/config.json and the admin API token
 DIR/api/admin-token. Refuses a directory that exists and is not empty.
+
+With --ldap-url (and --ldap-bind-user, --ldap-password-file, --ca-cn) templates, permissions and
+accounts come from Active Directory; init checks it can bind and find the enrollment service.
 
 Flags:
 `)
@@ -122,6 +131,9 @@ Flags:
 		return err
 	}
 	o.Logger = log
+	if d != (provisioning.DirectoryOptions{}) {
+		o.Directory = &d
+	}
 	res, err := provisioning.Init(context.Background(), o)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)

@@ -249,3 +249,35 @@ func query(v url.Values) string {
 	}
 	return "?" + v.Encode()
 }
+
+// Templates lists the templates this CA offers, decoded.
+func (c *Client) Templates(ctx context.Context) ([]Template, error) {
+	var out []Template
+	return out, c.do(ctx, http.MethodGet, "/api/v1/templates", nil, &out)
+}
+
+// Explain says what policy decides for account (and only template, if given).
+func (c *Client) Explain(ctx context.Context, account, template string) (Explanation, error) {
+	v := url.Values{"account": {account}}
+	set(v, "template", template)
+	var out Explanation
+	return out, c.do(ctx, http.MethodGet, "/api/v1/explain"+query(v), nil, &out)
+}
+
+// Enroll runs a CSR through the directory's policy for an account.
+func (c *Client) Enroll(ctx context.Context, in EnrollRequest) (IssueResponse, error) {
+	var out IssueResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/enroll", in, &out)
+}
+
+// Approve issues a pending request.
+func (c *Client) Approve(ctx context.Context, id int64) (IssueResponse, error) {
+	var out IssueResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/requests/"+strconv.FormatInt(id, 10)+"/approve", struct{}{}, &out)
+}
+
+// Deny refuses a pending request.
+func (c *Client) Deny(ctx context.Context, id int64, reason string) (IssueResponse, error) {
+	var out IssueResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/requests/"+strconv.FormatInt(id, 10)+"/deny", DenyRequest{Reason: reason}, &out)
+}

@@ -137,7 +137,13 @@ func (s *Server) getRequest(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, requestView(r, true))
+	v := requestView(r, true)
+	if r.State == store.RequestPending && s.cfg.Enroller != nil && len(r.Decision) > 0 {
+		if h, err := s.cfg.Enroller.HeldOf(c.Request().Context(), id); err == nil {
+			v.Held = &HeldView{Subject: h.Subject, SANs: h.SANs, Publish: h.Publish, Reasons: h.Reasons}
+		}
+	}
+	return c.JSON(http.StatusOK, v)
 }
 
 func (s *Server) listEvents(c echo.Context) error {
@@ -204,11 +210,11 @@ func (s *Server) issue(c echo.Context) error {
 	if in.ValidityDays < 0 || in.ValidityDays > MaxValidityDays {
 		return badRequest("validity_days %d: want 1..%d", in.ValidityDays, MaxValidityDays)
 	}
-	blk, rest := pem.Decode([]byte(in.CSR))
-	if blk == nil || blk.Type != "CERTIFICATE REQUEST" && blk.Type != "NEW CERTIFICATE REQUEST" || len(rest) > 0 && len(trimSpace(rest)) > 0 {
-		return badRequest("csr: want exactly one PEM CERTIFICATE REQUEST block")
+	der, err := csrDER(in.CSR)
+	if err != nil {
+		return err
 	}
-	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return badRequest("csr: malformed PKCS#10: %v", err)
 	}
@@ -224,7 +230,7 @@ func (s *Server) issue(c echo.Context) error {
 		Validity: time.Duration(in.ValidityDays) * 24 * time.Hour, KeyUsage: keyUsageFor(csr.PublicKey), ExtKeyUsage: ekus}
 	ctx := c.Request().Context()
 	res, err := s.cfg.Service.IssueApproved(ctx, o, enrollsvc.Meta{Requester: "admin-api", Account: account,
-		Template: "admin:" + in.Profile, CSR: blk.Bytes})
+		Template: "admin:" + in.Profile, CSR: der})
 	if err != nil {
 		return err
 	}
@@ -233,11 +239,4 @@ func (s *Server) issue(c echo.Context) error {
 		"profile", in.Profile, "remote", c.RealIP())
 	return c.JSON(http.StatusCreated, IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\r' || b[0] == '\t') {
-		b = b[1:]
-	}
-	return b
 }

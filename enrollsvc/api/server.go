@@ -53,6 +53,7 @@ type Config struct {
 	CACert      *x509.Certificate
 	Store       Reader
 	Service     Issuer
+	Enroller    Enroller // nil without a directory
 	Recorder    *events.Recorder
 	Status      func(ctx context.Context) Status
 	Logger      *slog.Logger
@@ -98,6 +99,11 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/requests", s.listRequests)
 	g.GET("/requests/:id", s.getRequest)
 	g.GET("/events", s.listEvents)
+	g.GET("/templates", s.templates)
+	g.GET("/explain", s.explain)
+	g.POST("/enroll", s.enroll)
+	g.POST("/requests/:id/approve", s.approve)
+	g.POST("/requests/:id/deny", s.deny)
 	s.e = e
 	return s, nil
 }

@@ -16,6 +16,8 @@ type Status struct {
 	CA      CAStatus    `json:"ca"`
 	HSM     HSMStatus   `json:"hsm"`
 	Store   StoreStatus `json:"store"`
+	// Directory is the Active Directory the templates and accounts come from.
+	Directory DirectoryStatus `json:"directory"`
 }
 
 // CAStatus describes the issuing CA.
@@ -76,6 +78,16 @@ type Request struct {
 	Reason    string             `json:"reason,omitempty"`
 	Serial    string             `json:"serial,omitempty"`
 	CSRPEM    string             `json:"csr,omitempty"` // only when one request is asked for
+	// Held is what a pending request becomes on approval (only when one request is asked for).
+	Held *HeldView `json:"held,omitempty"`
+}
+
+// HeldView is the certificate a pending request will get, as the certificate manager reviews it.
+type HeldView struct {
+	Subject string   `json:"subject"`
+	SANs    []string `json:"sans,omitempty"`
+	Publish bool     `json:"publish"`
+	Reasons []string `json:"reasons,omitempty"`
 }
 
 // IssueRequest is POST /api/v1/certificates: an administrator issues a certificate for a CSR.

@@ -35,18 +35,23 @@ var quiet = slog.New(slog.NewJSONHandler(io.Discard, nil))
 // newDataDir runs the real init (SoftHSM token, CA key in it) into a fresh directory.
 func newDataDir(t testing.TB, keyType string) string {
 	t.Helper()
-	if _, err := softhsm.ModulePath(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("SoftHSM2 is required on CI: %v", err)
-		}
-		t.Skipf("SoftHSM2 not installed (make deps installs it): %v", err)
-	}
+	needSoftHSM(t)
 	t.Setenv("SOFTHSM2_CONF", "") // init and Open set it; restore afterwards
 	dir := filepath.Join(t.TempDir(), "var")
 	if _, err := provisioning.Init(context.Background(), provisioning.InitOptions{Dir: dir, CAName: "Test CA " + keyType, KeyType: keyType, Logger: quiet}); err != nil {
 		t.Fatalf("Init(%s): %v", keyType, err)
 	}
 	return dir
+}
+
+func needSoftHSM(t testing.TB) {
+	t.Helper()
+	if _, err := softhsm.ModulePath(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("SoftHSM2 is required on CI: %v", err)
+		}
+		t.Skipf("SoftHSM2 not installed (make deps installs it): %v", err)
+	}
 }
 
 func openRuntime(t testing.TB, dir string) *daemon.Runtime {

@@ -36,6 +36,8 @@ type Runtime struct {
 	Recorder *events.Recorder
 	Log      *slog.Logger
 	Started  time.Time
+
+	directory *lazyDirectory // nil without a directory
 }
 
 // Open opens the data directory dir: configuration, HSM and CA key, store. On error nothing
@@ -95,11 +97,17 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 		return nil, err
 	}
 	rt.Service = enrollsvc.New(rt.Store, rt.Issuer, rt.Recorder, log)
+	if err := rt.openDirectory(); err != nil {
+		return nil, err
+	}
 	return rt, nil
 }
 
 // Close closes the store and the HSM.
 func (rt *Runtime) Close() {
+	if rt.directory != nil {
+		rt.directory.Close()
+	}
 	if rt.Store != nil {
 		if err := rt.Store.Close(); err != nil {
 			rt.Log.Error("closing the store", "error", err)

@@ -125,9 +125,13 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	}
 	defer os.Remove(addrFile)
 	mon := &monitor{rt: rt}
-	srv, err := api.New(api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, Store: rt.Store,
+	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, Store: rt.Store,
 		Service: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
-		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }})
+		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }}
+	if rt.directory != nil {
+		acfg.Enroller = rt.Service
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		return err
 	}
@@ -170,7 +174,8 @@ func (rt *Runtime) Status(ctx context.Context, addr string) api.Status {
 	} else {
 		st.Store.Certificates = n
 	}
-	st.Healthy = st.HSM.OK && st.Store.OK && time.Now().Before(rt.CACert.NotAfter)
+	st.Directory = rt.directoryStatus(ctx)
+	st.Healthy = st.HSM.OK && st.Store.OK && time.Now().Before(rt.CACert.NotAfter) && (!st.Directory.Configured || st.Directory.OK)
 	return st
 }
 
@@ -208,6 +213,11 @@ func (m *monitor) check(ctx context.Context) {
 	case herr == nil && m.hsmBad:
 		m.hsmBad = false
 		_ = m.rt.Recorder.Record(ctx, events.HSMRecovered, "")
+	}
+	if n, err := m.rt.Service.ExpirePending(cctx); err != nil {
+		m.rt.Log.Error("expiring pending requests", "error", err)
+	} else if n > 0 {
+		m.rt.Log.Info("expired pending requests", "count", n)
 	}
 	derr := m.rt.Store.Ping(cctx)
 	switch {

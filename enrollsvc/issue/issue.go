@@ -328,7 +328,7 @@ func (i *Issuer) prepare(tmpl, lintParent *x509.Certificate, pub crypto.PublicKe
 	}
 	return &Prepared{
 		tbs: raw.TBS.FullBytes, sigAlg: raw.SigAlg, hash: h, serial: tmpl.SerialNumber,
-		subject: cert.Subject.String(), notBefore: cert.NotBefore, notAfter: cert.NotAfter, warnings: warnings,
+		subject: FormatName(cert.RawSubject), notBefore: cert.NotBefore, notAfter: cert.NotAfter, warnings: warnings,
 	}, nil
 }
 

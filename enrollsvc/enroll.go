@@ -1,0 +1,325 @@
+package enrollsvc
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ldap"
+)
+
+// Directory is what the core needs of Active Directory.
+type Directory interface {
+	Publisher
+	EnrollmentService(ctx context.Context, caCN string) (ldap.EnrollmentService, error)
+	Templates(ctx context.Context, cns []string) ([]ldap.Entry, error)
+	Account(ctx context.Context, name string, extraAttrs ...string) (*ldap.Account, error)
+}
+
+// TemplateSettings are the appliance's additions to a directory template.
+type TemplateSettings struct {
+	ExtraSubject []string
+	Custom       []policy.CustomExtension
+}
+
+// DirectoryConfig connects the service to the directory.
+type DirectoryConfig struct {
+	Dir      Directory
+	CACN     string // cn of the pKIEnrollmentService object that lists the offered templates
+	Settings map[string]TemplateSettings
+}
+
+// WithDirectory makes the service take templates, permissions and accounts from the directory.
+// Call it once, before the service is used.
+func (s *Service) WithDirectory(dc DirectoryConfig) *Service {
+	s.dir = &dc
+	return s
+}
+
+func (s *Service) directory(op string) (*DirectoryConfig, error) {
+	if s.dir == nil || s.dir.Dir == nil {
+		return nil, &Error{Kind: KindUnavailable, Op: op, Err: errors.New("no directory is configured (enrollsvc init --ldap-url ...)")}
+	}
+	return s.dir, nil
+}
+
+// dirError classifies a directory error.
+func dirError(op string, err error) error {
+	kind := KindInternal
+	switch {
+	case errors.Is(err, ldap.ErrUnavailable), errors.Is(err, ldap.ErrBind):
+		kind = KindUnavailable
+	case errors.Is(err, ldap.ErrNotFound):
+		kind = KindNotFound
+	}
+	return &Error{Kind: kind, Op: op, Err: err}
+}
+
+// OfferedTemplate is a template this CA offers, decoded, or why it could not be.
+type OfferedTemplate struct {
+	Name     string
+	Template *policy.Template
+	Error    string
+}
+
+// OfferedTemplates lists the templates the enrollment-service object names, decoded.
+func (s *Service) OfferedTemplates(ctx context.Context) ([]OfferedTemplate, error) {
+	dc, err := s.directory("listing templates")
+	if err != nil {
+		return nil, err
+	}
+	es, err := dc.Dir.EnrollmentService(ctx, dc.CACN)
+	if err != nil {
+		return nil, dirError("reading the enrollment service "+dc.CACN, err)
+	}
+	entries, err := dc.Dir.Templates(ctx, es.CertificateTemplates)
+	if err != nil {
+		return nil, dirError("reading templates", err)
+	}
+	byName := map[string]ldap.Entry{}
+	for _, e := range entries {
+		byName[strings.ToLower(e.Get("cn"))] = e
+	}
+	out := make([]OfferedTemplate, 0, len(es.CertificateTemplates))
+	for _, name := range es.CertificateTemplates {
+		ot := OfferedTemplate{Name: name}
+		if e, ok := byName[strings.ToLower(name)]; !ok {
+			ot.Error = "listed by the enrollment service but not found in the directory"
+		} else if t, err := policy.ParseTemplate(e.Attrs); err != nil {
+			ot.Error = err.Error()
+		} else {
+			ot.Template = &t
+		}
+		out = append(out, ot)
+	}
+	return out, nil
+}
+
+func (s *Service) template(ctx context.Context, dc *DirectoryConfig, name string) (*policy.Template, []string, error) {
+	list, err := s.OfferedTemplates(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, ot := range list {
+		if strings.EqualFold(ot.Name, name) || ot.Template != nil && templateMatches(ot.Template, name) {
+			if ot.Template == nil {
+				return nil, []string{fmt.Sprintf("template %s cannot be used: %s", name, ot.Error)}, nil
+			}
+			return ot.Template, nil, nil
+		}
+	}
+	return nil, []string{fmt.Sprintf("template %s is not offered by this CA (%s)", name, dc.CACN)}, nil
+}
+
+func (s *Service) account(ctx context.Context, dc *DirectoryConfig, name string, t *policy.Template) (*policy.Account, []string, error) {
+	var extra []string
+	if t != nil {
+		set := dc.Settings[t.Name]
+		extra = append(extra, set.ExtraSubject...)
+		for _, c := range set.Custom {
+			extra = append(extra, c.Attribute)
+		}
+	}
+	a, err := dc.Dir.Account(ctx, name, extra...)
+	if errors.Is(err, ldap.ErrNotFound) || errors.Is(err, ldap.ErrAmbiguous) {
+		return nil, []string{fmt.Sprintf("account %q: %v", name, err)}, nil
+	}
+	if err != nil {
+		return nil, nil, dirError("looking up account "+name, err)
+	}
+	pa, err := policy.ParseAccount(a.DN, a.Attrs, a.Groups)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("account %q cannot be used: %v", name, err)}, nil
+	}
+	return &pa, nil, nil
+}
+
+func (s *Service) input(dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) policy.Input {
+	set := dc.Settings[t.Name]
+	return policy.Input{Template: t, Account: a, Request: r, CACert: s.issuer.CACert(), Now: s.rec.Now(),
+		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject}
+}
+
+// Explanation is what policy would decide for an account, template by template.
+type Explanation struct {
+	Account   *policy.Account
+	Decisions []policy.Decision
+	Errors    []string // templates that could not be evaluated, with why
+	Reasons   []string // why nothing could be evaluated (e.g. no such account)
+}
+
+// Explain evaluates every offered template (or only template) for an account, without a request.
+func (s *Service) Explain(ctx context.Context, account, template string) (*Explanation, error) {
+	dc, err := s.directory("explaining")
+	if err != nil {
+		return nil, err
+	}
+	list, err := s.OfferedTemplates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ex := &Explanation{}
+	found := false
+	for _, ot := range list {
+		if template != "" && !strings.EqualFold(ot.Name, template) {
+			continue
+		}
+		found = true
+		if ot.Template == nil {
+			ex.Errors = append(ex.Errors, fmt.Sprintf("%s: %s", ot.Name, ot.Error))
+			continue
+		}
+		a, reasons, err := s.account(ctx, dc, account, ot.Template)
+		if err != nil {
+			return nil, err
+		}
+		if reasons != nil {
+			ex.Reasons = reasons
+			return ex, nil
+		}
+		ex.Account = a
+		ex.Decisions = append(ex.Decisions, policy.Decide(s.input(dc, *ot.Template, *a, nil, false)))
+	}
+	if !found {
+		if template != "" {
+			ex.Reasons = []string{fmt.Sprintf("template %s is not offered by this CA (%s)", template, dc.CACN)}
+		} else {
+			ex.Reasons = []string{fmt.Sprintf("the enrollment service %s offers no templates", dc.CACN)}
+		}
+	}
+	return ex, nil
+}
+
+// EnrollRequest is a certificate request for a directory account.
+type EnrollRequest struct {
+	Template   string // may be empty when the CSR names its template
+	Account    string // the authenticated account (never what the CSR claims)
+	Requester  string
+	CSR        []byte // DER PKCS#10
+	Autoenroll bool
+}
+
+// Outcomes of Enroll.
+const (
+	StatusIssued  = "issued"
+	StatusPending = "pending"
+	StatusDenied  = "denied"
+)
+
+// EnrollResult is what became of an EnrollRequest.
+type EnrollResult struct {
+	Status      string
+	RequestID   int64
+	Certificate *x509.Certificate
+	Reasons     []string
+	Decision    *policy.Decision
+}
+
+// Enroll runs a request through the directory's policy: issue, hold for approval or refuse.
+// Refusals are results (with every reason), not errors; errors mean the request could not be
+// decided (bad input, directory or HSM down).
+func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, error) {
+	dc, err := s.directory("enrolling")
+	if err != nil {
+		return nil, err
+	}
+	req, err := policy.ParseRequest(er.CSR)
+	if err != nil {
+		return nil, &Error{Kind: KindBadRequest, Op: "reading the request", Err: err}
+	}
+	named := req.TemplateName // what the request itself names, by name or OID
+	if named == "" && len(req.TemplateOID) > 0 {
+		named = req.TemplateOID.String()
+	}
+	name := er.Template
+	if name == "" {
+		name = named
+	}
+	if name == "" {
+		return nil, &Error{Kind: KindBadRequest, Op: "reading the request", Err: errors.New("no template: name one, or put the template extension in the request")}
+	}
+	meta := Meta{Requester: er.Requester, Account: er.Account, Template: name, CSR: er.CSR}
+	t, reasons, err := s.template(ctx, dc, name)
+	if err != nil {
+		return nil, err
+	}
+	if reasons != nil {
+		return s.refuse(ctx, meta, reasons, nil)
+	}
+	if named != "" && !templateMatches(t, named) {
+		return s.refuse(ctx, meta, []string{fmt.Sprintf("the request names template %s, not %s", named, t.Name)}, nil)
+	}
+	a, reasons, err := s.account(ctx, dc, er.Account, t)
+	if err != nil {
+		return nil, err
+	}
+	if reasons != nil {
+		return s.refuse(ctx, meta, reasons, nil)
+	}
+	meta.Account = accountName(a)
+	d := policy.Decide(s.input(dc, *t, *a, &req, er.Autoenroll))
+	switch d.Outcome {
+	case policy.Refuse:
+		return s.refuse(ctx, meta, d.Reasons, &d)
+	case policy.Pend:
+		// Hold only what could be issued: lint it now, not when the manager approves.
+		if _, err := s.issuer.Prepare(d.Order); err != nil {
+			return s.refuse(ctx, meta, append(slices.Clone(d.Reasons), err.Error()), &d)
+		}
+		id, err := s.Hold(ctx, d.Order, Held{Subject: d.Subject, SANs: d.SANs, Publish: d.Publish, AccountDN: a.DN, Reasons: d.Reasons}, meta)
+		if err != nil {
+			return nil, err
+		}
+		return &EnrollResult{Status: StatusPending, RequestID: id, Reasons: d.Reasons, Decision: &d}, nil
+	}
+	res, err := s.IssueApproved(ctx, d.Order, meta)
+	if err != nil {
+		return nil, err
+	}
+	if d.Publish {
+		s.Publish(ctx, dc.Dir, a.DN, res)
+	}
+	return &EnrollResult{Status: StatusIssued, RequestID: res.RequestID, Certificate: res.Certificate, Reasons: d.Reasons, Decision: &d}, nil
+}
+
+// accountName is how requests and certificates name an account: its sAMAccountName.
+func accountName(a *policy.Account) string {
+	if a.SAMAccountName != "" {
+		return a.SAMAccountName
+	}
+	return a.DN
+}
+
+// refuse records a request policy refused and returns the result that says why.
+func (s *Service) refuse(ctx context.Context, m Meta, reasons []string, d *policy.Decision) (*EnrollResult, error) {
+	now := s.rec.Now()
+	id, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestDenied, Template: m.Template,
+		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now,
+		Reason: strings.Join(reasons, "; ")})
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Op: "recording refused request", Err: err}
+	}
+	_ = s.rec.Record(ctx, events.RequestRefused, "", "request_id", id, "account", m.Account, "template", m.Template,
+		"requester", m.Requester, "reasons", slices.Clone(reasons))
+	return &EnrollResult{Status: StatusDenied, RequestID: id, Reasons: reasons, Decision: d}, nil
+}
+
+// ApproveRequest is Approve with the directory as publisher.
+func (s *Service) ApproveRequest(ctx context.Context, id int64, by string) (*Issued, error) {
+	var pub Publisher
+	if s.dir != nil {
+		pub = s.dir.Dir
+	}
+	return s.Approve(ctx, id, by, pub)
+}
+
+// templateMatches reports whether name names t, by cn or by template OID.
+func templateMatches(t *policy.Template, name string) bool {
+	return strings.EqualFold(t.Name, name) || len(t.OID) > 0 && t.OID.String() == name
+}

@@ -1,0 +1,727 @@
+package policy
+
+import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
+)
+
+// Outcome is what a decision says to do. The zero value refuses, so a Decision that was never
+// filled in fails closed.
+type Outcome int
+
+// Outcomes.
+const (
+	Refuse Outcome = iota
+	Issue
+	Pend
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Issue:
+		return "issue"
+	case Pend:
+		return "pend"
+	}
+	return "refuse"
+}
+
+// Input is everything a decision depends on. Time comes in here: policy reads no clock.
+type Input struct {
+	Template   Template
+	Account    Account
+	Request    *Request // nil = explain without a request
+	CACert     *x509.Certificate
+	Now        time.Time
+	Autoenroll bool // the protocol says this is an autoenrollment request
+	Custom     []CustomExtension
+	// ExtraSubject names directory attributes added to the subject (title, givenName, sn,
+	// dnQualifier, ou, ...), configured per template in the appliance. Each value becomes its
+	// own RDN, in the order given; an attribute the account lacks is left out (with a reason).
+	ExtraSubject []string
+}
+
+// Decision is policy's answer, with every reason for it.
+type Decision struct {
+	Outcome  Outcome
+	Reasons  []string // every reason and observation, in the order they were made
+	Refusals []string // the reasons that refuse (a subset of Reasons); empty unless Outcome is Refuse
+	Access   secdesc.Access
+	// Autoenroll says the request is an autoenrollment request; MayAutoenroll whether this
+	// account may autoenroll this template at all (permissions and template flags).
+	Autoenroll    bool
+	MayAutoenroll bool
+	// Order is the exact certificate content when not refused (zero when refused).
+	Order issue.Order
+	// Subject and SANs are display forms of what the certificate gets (or would get, when
+	// refused for another reason): Subject is RFC 4514 text; SANs are "DNS:x", "UPN:x", ...
+	Subject  string
+	SANs     []string
+	Publish  bool
+	Template string
+}
+
+// Decide applies the template's rules to the account and request. It does no I/O and never
+// panics; a zero Input refuses with reasons.
+func Decide(in Input) (d Decision) {
+	x := &decider{in: in, d: &d}
+	defer func() {
+		if r := recover(); r != nil {
+			x.refuse("internal error while deciding: %v", r)
+			d.Outcome, d.Order, d.Publish = Refuse, issue.Order{}, false
+		}
+	}()
+	x.run()
+	return d
+}
+
+type decider struct {
+	in       Input
+	d        *Decision
+	supplies bool // ENROLLEE_SUPPLIES_SUBJECT
+}
+
+func (x *decider) refuse(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	x.d.Reasons = append(x.d.Reasons, msg)
+	x.d.Refusals = append(x.d.Refusals, msg)
+}
+
+func (x *decider) note(format string, args ...any) {
+	x.d.Reasons = append(x.d.Reasons, fmt.Sprintf(format, args...))
+}
+
+func (x *decider) run() {
+	in, t := x.in, x.in.Template
+	x.d.Template = t.Name
+	x.supplies = t.NameFlags&NameEnrolleeSuppliesSubject != 0
+	if t.Name == "" {
+		x.refuse("no template given")
+	}
+	if in.Account.SID.Authority == 0 && len(in.Account.SID.Sub) == 0 {
+		x.refuse("no account given (it has no objectSid)")
+	}
+	if in.CACert == nil {
+		x.refuse("no CA certificate given")
+	}
+	if in.Now.IsZero() {
+		x.refuse("no decision time given")
+	}
+	x.access()
+	x.templateRules()
+	x.requestTemplate()
+	x.names()
+	x.extensions()
+	x.validity()
+	x.keys()
+	x.outcome()
+}
+
+func (x *decider) who() string {
+	a := x.in.Account
+	name := a.SAMAccountName
+	if name == "" {
+		name = a.DN
+	}
+	return fmt.Sprintf("%s %q", a.Kind(), name)
+}
+
+// access decides Read, Enroll and Autoenroll from the template's DACL.
+func (x *decider) access() {
+	t, acc := x.in.Template, x.in.Account
+	if t.SD == nil {
+		v := secdesc.Verdict{ACE: -1, Reason: "the template has no security descriptor"}
+		x.d.Access = secdesc.Access{Read: v, Enroll: v, Autoenroll: v}
+		x.refuse("the template has no security descriptor: nobody may enroll")
+		return
+	}
+	token := acc.Token
+	if len(token) == 0 {
+		token = buildToken(acc.SID, nil)
+	}
+	a := t.SD.Check(token)
+	x.d.Access = a
+	if a.Read.Allowed {
+		x.note("Read: %s", a.Read.Reason)
+	} else {
+		x.refuse("%s may not read the template: %s", x.who(), a.Read.Reason)
+	}
+	if a.Enroll.Allowed {
+		x.note("Enroll: %s", a.Enroll.Reason)
+		if !a.Read.Allowed {
+			x.refuse("Enroll is granted but Read is not, and enrolling needs both")
+		}
+	} else {
+		x.refuse("%s may not enroll: %s", x.who(), a.Enroll.Reason)
+	}
+
+	var why []string
+	if !a.Autoenroll.Allowed {
+		why = append(why, "no Autoenroll permission: "+a.Autoenroll.Reason)
+	} else if !a.Read.Allowed || !a.Enroll.Allowed {
+		why = append(why, "Autoenroll is granted but autoenrollment also needs Read and Enroll")
+	}
+	if t.NameFlags&(NameEnrolleeSuppliesSubject|NameEnrolleeSuppliesSubjectAltName) != 0 {
+		why = append(why, "the enrollee supplies the subject, and such templates are never autoenrolled")
+	}
+	if t.EnrollmentFlags&EnrollUserInteractionRequired != 0 {
+		why = append(why, "the template requires user interaction (USER_INTERACTION_REQUIRED)")
+	}
+	x.d.MayAutoenroll = len(why) == 0
+	x.d.Autoenroll = x.in.Autoenroll || (x.in.Request != nil && x.in.Request.Autoenroll)
+	switch {
+	case x.d.Autoenroll:
+		for _, w := range why {
+			x.refuse("autoenrollment refused: %s", w)
+		}
+		if len(why) == 0 {
+			x.note("Autoenroll: %s", a.Autoenroll.Reason)
+		}
+	case len(why) == 0:
+		x.note("Autoenroll: %s", a.Autoenroll.Reason)
+	default:
+		x.note("Autoenroll: not possible: %s", strings.Join(why, "; "))
+	}
+}
+
+// templateRules refuses templates this CA cannot honour and accounts of the wrong kind.
+func (x *decider) templateRules() {
+	t, acc := x.in.Template, x.in.Account
+	if t.GeneralFlags&(GeneralIsCA|GeneralIsCrossCA) != 0 {
+		x.refuse("the template is for CA certificates (IS_CA/IS_CROSS_CA); this CA issues end-entity certificates only")
+	}
+	if t.Name != "" && acc.DN != "" {
+		if t.IsMachine() && !acc.Computer {
+			x.refuse("the template is for computers (MACHINE_TYPE) and the account is a user")
+		} else if !t.IsMachine() && acc.Computer {
+			x.refuse("the template is for users and the account is a computer")
+		}
+	}
+	if t.RASignatures > 0 {
+		x.refuse("the template needs %d enrollment agent signature(s) (msPKI-RA-Signature); not supported", t.RASignatures)
+	}
+	if t.PrivateKeyFlags&PrivateKeyRequireArchival != 0 {
+		x.refuse("the template requires private key archival, which this CA does not do")
+	}
+	if t.PrivateKeyFlags&PrivateKeyAttestRequired != 0 {
+		x.refuse("the template requires TPM key attestation, which this CA cannot verify")
+	}
+	if t.Name != "" && t.Validity <= 0 {
+		x.refuse("the template has no validity period")
+	}
+}
+
+// requestTemplate checks that the request names the template it is decided against.
+func (x *decider) requestTemplate() {
+	r, t := x.in.Request, x.in.Template
+	if r == nil {
+		x.note("no request given: the key is not checked; subject, SANs and extensions are what a request would get")
+		return
+	}
+	if r.TemplateName != "" && !strings.EqualFold(r.TemplateName, t.Name) {
+		x.refuse("the request names template %q, not %q", r.TemplateName, t.Name)
+	}
+	if len(r.TemplateOID) > 0 {
+		if len(t.OID) > 0 && !r.TemplateOID.Equal(t.OID) {
+			x.refuse("the request names template OID %s, not %s (%s)", r.TemplateOID, t.OID, t.Name)
+		} else if len(t.OID) == 0 {
+			x.note("the request names template OID %s; the template has no OID to compare", r.TemplateOID)
+		}
+	}
+}
+
+// names builds the subject and subjectAltName.
+func (x *decider) names() {
+	t := x.in.Template
+	var subj, tail []subjectAttr
+	var sans []GeneralName
+	if t.NameFlags&NameEnrolleeSuppliesSubjectAltName != 0 && !x.supplies {
+		x.note("ENROLLEE_SUPPLIES_SUBJECT_ALT_NAME is set but, as in AD CS (MS-WCCE 3.2.2.6.2.1.4.5.9), the CA ignores it: subject alternative names come from the directory")
+	}
+	if x.supplies {
+		subj, sans = x.requestNames()
+	} else {
+		subj, tail, sans = x.directoryNames()
+		x.ignoredRequestNames()
+	}
+	for _, name := range x.in.ExtraSubject {
+		vals := x.in.Account.Values(name)
+		if len(vals) == 0 {
+			x.note("extra subject attribute %s: the account has no value; left out", name)
+			continue
+		}
+		for _, v := range vals {
+			a, err := newSubjectAttr(name, v)
+			if err != nil {
+				x.refuse("extra subject attribute: %v", err)
+				continue
+			}
+			subj = append(subj, a)
+		}
+	}
+	subj = append(subj, tail...)
+	if len(subj) == 0 && len(sans) == 0 && (!x.supplies || x.in.Request != nil) {
+		x.refuse("the certificate would have neither a subject nor a subject alternative name (check msPKI-Certificate-Name-Flag)")
+	}
+	x.d.Order.Subject = pkixName(subj)
+	x.d.Subject = formatSubject(subj)
+	if len(sans) > 0 {
+		x.d.Order.ExtraExtensions = append(x.d.Order.ExtraExtensions, sanExtension(sans, len(subj) == 0))
+		for _, s := range sans {
+			x.d.SANs = append(x.d.SANs, s.String())
+		}
+	}
+}
+
+// directoryNames builds subject and SANs from the account per msPKI-Certificate-Name-Flag
+// (MS-WCCE 3.2.2.6.2.1.4.5.9). tail holds attributes that go after any extra attributes (E=).
+func (x *decider) directoryNames() (subj, tail []subjectAttr, sans []GeneralName) {
+	f, acc := x.in.Template.NameFlags, x.in.Account
+	add := func(dst *[]subjectAttr, name, value string) {
+		a, err := newSubjectAttr(name, value)
+		if err != nil {
+			x.refuse("subject: %v", err)
+			return
+		}
+		*dst = append(*dst, a)
+	}
+	switch {
+	case f&NameRequireDirectoryPath != 0:
+		rdns, err := parseDN(acc.DN)
+		if err != nil || len(rdns) == 0 {
+			x.refuse("subject: the account's DN %q does not parse: %v", acc.DN, err)
+			break
+		}
+		for i := len(rdns) - 1; i >= 0; i-- {
+			if len(rdns[i]) != 1 {
+				x.refuse("subject: the account's DN has a multi-valued RDN, which this CA cannot reproduce")
+				continue
+			}
+			add(&subj, rdns[i][0].typ, rdns[i][0].value)
+		}
+	case f&(NameRequireCommonName|NameRequireDNSAsCN) != 0:
+		// AD CS: CN=dNSHostName for computers, CN=cn for users.
+		if acc.Computer {
+			if hosts := splitDNS(acc.DNSHostName); len(hosts) == 0 {
+				x.refuse("subject: the template puts the DNS name in the CN but the computer has no dNSHostName (CERTSRV_E_SUBJECT_DNS_REQUIRED)")
+			} else {
+				add(&subj, "cn", hosts[0])
+			}
+		} else if acc.CN == "" {
+			x.refuse("subject: the template puts the common name in the subject but the account has no cn")
+		} else {
+			add(&subj, "cn", acc.CN)
+		}
+	}
+	if f&NameRequireEmail != 0 {
+		if acc.Mail == "" {
+			x.refuse("subject: the template puts the e-mail address in the subject but the account has no mail (CERTSRV_E_SUBJECT_EMAIL_REQUIRED)")
+		} else {
+			add(&tail, "e", acc.Mail)
+		}
+	}
+
+	seen := map[string]bool{}
+	addSAN := func(g GeneralName) {
+		if k := strings.ToLower(g.String()); !seen[k] {
+			seen[k] = true
+			sans = append(sans, g)
+		}
+	}
+	if f&NameAltRequireDirectoryGUID != 0 {
+		if !acc.HasGUID {
+			x.refuse("subjectAltName: the template requires the directory GUID but the account has no objectGUID")
+		} else {
+			addSAN(guidName(acc.GUIDWire(), acc.GUIDString()))
+		}
+	}
+	if f&NameAltRequireDNS != 0 {
+		hosts := splitDNS(acc.DNSHostName)
+		if len(hosts) == 0 {
+			x.refuse("subjectAltName: the template requires the DNS name but the account has no dNSHostName (CERTSRV_E_SUBJECT_DNS_REQUIRED)")
+		}
+		for _, h := range hosts {
+			if !validDNSName(h, false) {
+				x.refuse("subjectAltName: dNSHostName value %q is not a valid DNS name", h)
+				continue
+			}
+			addSAN(dnsName(h))
+		}
+	}
+	if f&NameAltRequireDomainDNS != 0 {
+		if acc.Domain == "" || !validDNSName(acc.Domain, false) {
+			x.refuse("subjectAltName: the template requires the domain's DNS name but the account's DN has no DC= components")
+		} else {
+			addSAN(dnsName(acc.Domain))
+		}
+	}
+	if f&NameAltRequireUPN != 0 {
+		if acc.UPN == "" {
+			x.refuse("subjectAltName: the template requires the UPN but the account has no userPrincipalName (CERTSRV_E_SUBJECT_UPN_REQUIRED)")
+		} else {
+			addSAN(upnName(acc.UPN))
+		}
+	}
+	if f&NameAltRequireSPN != 0 {
+		if len(acc.SPNs) == 0 {
+			x.refuse("subjectAltName: the template requires service principal names but the account has no servicePrincipalName")
+		} else if acc.Domain == "" {
+			x.refuse("subjectAltName: service principal names need the Kerberos realm, but the account's DN has no DC= components")
+		}
+		for _, spn := range acc.SPNs {
+			addSAN(spnName(spn, strings.ToUpper(acc.Domain)))
+		}
+	}
+	if f&NameAltRequireEmail != 0 {
+		switch {
+		case acc.Mail == "":
+			x.refuse("subjectAltName: the template requires the e-mail address but the account has no mail (CERTSRV_E_SUBJECT_EMAIL_REQUIRED)")
+		case !isIA5(acc.Mail):
+			x.refuse("subjectAltName: mail %q is not ASCII", acc.Mail)
+		default:
+			addSAN(emailName(acc.Mail))
+		}
+	}
+	return subj, tail, sans
+}
+
+// ignoredRequestNames says what the request asked for that a directory-built name ignores.
+func (x *decider) ignoredRequestNames() {
+	r := x.in.Request
+	if r == nil {
+		return
+	}
+	if len(r.Subject) > 0 {
+		x.note("the request asked for subject %q; ignored: the subject comes from the directory", issue.FormatRDNs(r.Subject))
+	}
+	for _, g := range r.SANs {
+		x.note("the request asked for %s; ignored: subject alternative names come from the directory", g)
+	}
+}
+
+// requestNames takes subject and SANs from the request (ENROLLEE_SUPPLIES_SUBJECT), refusing
+// names that claim another account's identity (ESC1).
+func (x *decider) requestNames() (subj []subjectAttr, sans []GeneralName) {
+	r, acc := x.in.Request, x.in.Account
+	x.note("the template lets the enrollee supply subject and subject alternative names (ENROLLEE_SUPPLIES_SUBJECT)")
+	if r == nil {
+		return nil, nil
+	}
+	for _, rdn := range r.Subject {
+		if len(rdn) != 1 {
+			x.refuse("the request's subject has a multi-valued RDN, which this CA does not issue")
+			continue
+		}
+		short := issue.ShortName(rdn[0].Type)
+		s, isStr := rdn[0].Value.(string)
+		if short == rdn[0].Type.String() || !isStr { // a type without a name is not one we issue
+			x.refuse("the request's subject attribute %s is not one this CA issues", rdn[0].Type)
+			continue
+		}
+		a, err := newSubjectAttr(short, s)
+		if err != nil {
+			x.refuse("the request's subject: %v", err)
+			continue
+		}
+		subj = append(subj, a)
+	}
+	own := acc.SID.String()
+	for _, g := range r.SANs {
+		switch g.Kind {
+		case "DNS":
+			if !validDNSName(g.Value, true) {
+				x.refuse("the request asks for DNS name %q, which is not a valid DNS name", g.Value)
+				continue
+			}
+			sans = append(sans, dnsName(g.Value))
+		case "email":
+			sans = append(sans, emailName(g.Value))
+		case "IP":
+			sans = append(sans, ipName(net.ParseIP(g.Value)))
+		case "URI":
+			if strings.HasPrefix(strings.ToLower(g.Value), sidURIPrefix) && g.Value[len(sidURIPrefix):] != own {
+				x.refuse("the request asks for %s, the SID of another account (ESC1): refused", g)
+				continue
+			}
+			sans = append(sans, uriName(g.Value))
+		case "UPN":
+			if acc.UPN == "" || !strings.EqualFold(g.Value, acc.UPN) {
+				x.refuse("the request asks for UPN %q, which is not the account's (%q) (ESC1): refused", g.Value, acc.UPN)
+				continue
+			}
+			sans = append(sans, upnName(acc.UPN))
+		case "SID":
+			if g.Value != own {
+				x.refuse("the request asks for SID %s in the subject alternative name, not the account's %s (ESC1): refused", g.Value, own)
+				continue
+			}
+			sans = append(sans, sidName(own))
+		case "GUID":
+			if !acc.HasGUID || !strings.EqualFold(g.Value, acc.GUIDString()) {
+				x.refuse("the request asks for directory GUID %s, not the account's (ESC1): refused", g.Value)
+				continue
+			}
+			sans = append(sans, guidName(acc.GUIDWire(), acc.GUIDString()))
+		default:
+			x.refuse("the request asks for %s, a kind of subject alternative name this CA does not issue", g)
+		}
+	}
+	return subj, sans
+}
+
+// extensions adds the SID, template, EKU, policy and custom extensions and says what of the
+// request's own extensions is ignored.
+func (x *decider) extensions() {
+	t, acc, r := x.in.Template, x.in.Account, x.in.Request
+	own := acc.SID.String()
+	if r != nil {
+		if r.HasSIDExtension {
+			if x.supplies && r.SID != own {
+				x.refuse("the request carries a SID extension for %s, not the account's %s (ESC1): refused", r.SID, own)
+			} else {
+				x.note("the request asked for a SID extension (%s); ignored: the SID comes from the account's objectSid", r.SID)
+			}
+		}
+		if r.BasicConstraintsCA {
+			x.note("the request asked for basicConstraints CA=true; ignored: this CA issues end-entity certificates only")
+		}
+		if len(r.EKUs) > 0 {
+			x.note("the request asked for EKUs %s; ignored: EKUs come from the template", oidList(r.EKUs))
+		}
+		for _, e := range r.Extensions {
+			switch {
+			case e.Id.Equal(oidExtSAN), e.Id.Equal(oidExtSID), e.Id.Equal(oidExtBasicConstr), e.Id.Equal(oidExtEKU),
+				e.Id.Equal(oidExtTemplateV1), e.Id.Equal(oidExtTemplateV2):
+			default:
+				x.note("the request asked for extension %s; ignored: extensions come from the template", oidName(e.Id))
+			}
+		}
+	}
+	o := &x.d.Order
+	if t.EnrollmentFlags&EnrollNoSecurityExtension != 0 {
+		x.note("no SID extension: the template sets NO_SECURITY_EXTENSION")
+	} else if len(acc.SID.Sub) > 0 {
+		o.ExtraExtensions = append(o.ExtraExtensions, sidExtension(own))
+	}
+	if len(t.OID) > 0 {
+		o.ExtraExtensions = append(o.ExtraExtensions, templateV2Extension(t.OID, t.Major, t.Minor))
+	}
+	if t.SchemaVersion <= 1 && t.Name != "" {
+		o.ExtraExtensions = append(o.ExtraExtensions, templateV1Extension(t.Name))
+	}
+	if len(t.EKUs) > 0 {
+		if containsOID(t.CriticalExtensions, oidExtEKU) {
+			o.ExtraExtensions = append(o.ExtraExtensions, ekuExtension(t.EKUs, true))
+		} else {
+			for _, e := range t.EKUs {
+				if k, ok := knownEKUs[e.String()]; ok {
+					o.ExtKeyUsage = append(o.ExtKeyUsage, k)
+				} else {
+					o.UnknownEKUs = append(o.UnknownEKUs, e)
+				}
+			}
+		}
+		if t.SchemaVersion >= 2 {
+			o.ExtraExtensions = append(o.ExtraExtensions, policiesExtension(oidExtAppPolicies, t.EKUs, false))
+		}
+	}
+	if len(t.CertificatePolicies) > 0 {
+		o.ExtraExtensions = append(o.ExtraExtensions,
+			policiesExtension(oidExtCertPolicies, t.CertificatePolicies, containsOID(t.CriticalExtensions, oidExtCertPolicies)))
+	}
+	o.KeyUsage = t.KeyUsage
+	if ku, dropped := consistentKeyUsage(o.KeyUsage, o.ExtKeyUsage); dropped != 0 {
+		o.KeyUsage = ku
+		x.note("key usage: %s left out: not consistent with the certificate's extended key usages (RFC 5280 4.2.1.12)",
+			strings.Join(KeyUsageNames(dropped), ", "))
+	}
+	if t.EnrollmentFlags&EnrollAddOCSPNoCheck != 0 {
+		o.ExtraExtensions = append(o.ExtraExtensions, ocspNoCheckExtension())
+	}
+	o.NoRevocationInfo = t.EnrollmentFlags&EnrollNoRevocationInfoInIssuedCerts != 0
+	for i, c := range x.in.Custom {
+		ext, err := customExtension(c, acc)
+		if err != nil {
+			x.refuse("%v", err)
+			continue
+		}
+		for _, prev := range x.in.Custom[:i] {
+			if prev.OID.Equal(c.OID) {
+				x.refuse("custom extension %s is configured twice", c.OID)
+			}
+		}
+		o.ExtraExtensions = append(o.ExtraExtensions, ext)
+	}
+}
+
+// validity is the template's period, clipped to the CA certificate.
+func (x *decider) validity() {
+	t, ca, now := x.in.Template, x.in.CACert, x.in.Now
+	v := t.Validity
+	if ca != nil && !now.IsZero() {
+		switch {
+		case !now.Before(ca.NotAfter):
+			x.refuse("the CA certificate expired at %s", ca.NotAfter.UTC().Format(time.RFC3339))
+		case now.Before(ca.NotBefore):
+			x.refuse("the CA certificate is not valid before %s", ca.NotBefore.UTC().Format(time.RFC3339))
+		case v > 0 && now.Add(v).After(ca.NotAfter):
+			v = ca.NotAfter.Sub(now).Truncate(time.Second)
+			x.note("validity clipped from %s to %s: the CA certificate expires at %s", formatPeriod(t.Validity),
+				formatPeriod(v), ca.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	x.d.Order.Validity = v
+}
+
+// keys checks the request's public key.
+func (x *decider) keys() {
+	r := x.in.Request
+	if r == nil {
+		return
+	}
+	pub := r.PublicKey
+	if pub == nil && r.CSR != nil {
+		pub = r.CSR.PublicKey
+	}
+	var caKey any
+	if x.in.CACert != nil {
+		caKey = x.in.CACert.PublicKey
+	}
+	problems := checkKey(pub, x.in.Template, caKey)
+	for _, p := range problems {
+		x.refuse("key: %s", p)
+	}
+	if len(problems) == 0 {
+		x.note("key: %s", describeKey(pub))
+	}
+	if _, ok := pub.(*ecdsa.PublicKey); ok {
+		// RFC 8813: an id-ecPublicKey certificate must not assert key or data encipherment.
+		if ku := x.d.Order.KeyUsage; ku&(x509.KeyUsageKeyEncipherment|x509.KeyUsageDataEncipherment) != 0 {
+			x.d.Order.KeyUsage = ku &^ (x509.KeyUsageKeyEncipherment | x509.KeyUsageDataEncipherment)
+			x.note("key usage: keyEncipherment/dataEncipherment left out for an ECDSA key (RFC 8813)")
+		}
+	}
+	x.d.Order.PublicKey = pub
+}
+
+func (x *decider) outcome() {
+	t := x.in.Template
+	if len(x.d.Refusals) > 0 {
+		x.d.Outcome, x.d.Order, x.d.Publish = Refuse, issue.Order{}, false
+		return
+	}
+	if t.EnrollmentFlags&EnrollPublishToDS != 0 {
+		x.d.Publish = true
+		x.note("the certificate will be published to the account's userCertificate (PUBLISH_TO_DS)")
+	}
+	if t.EnrollmentFlags&EnrollPendAllRequests != 0 {
+		x.d.Outcome = Pend
+		x.note("template requires approval by a certificate manager (PEND_ALL_REQUESTS)")
+		return
+	}
+	x.d.Outcome = Issue
+}
+
+// splitDNS splits a dNSHostName value that holds several comma-separated names.
+func splitDNS(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// validDNSName accepts LDH labels (and '_', which AD allows in host names); wildcard allows a
+// leading "*." (only for names the enrollee supplies).
+func validDNSName(s string, wildcard bool) bool {
+	if wildcard {
+		s = strings.TrimPrefix(s, "*.")
+	}
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// formatPeriod shows a template period the way the template console does ("1 years" is
+// "1 year", "6 weeks", "10 days"), falling back to Go's form.
+func formatPeriod(d time.Duration) string {
+	const day = 24 * time.Hour
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d <= 0 || d%day != 0:
+		return d.String()
+	case d%(365*day) == 0:
+		return plural(int64(d/(365*day)), "year")
+	case d%(7*day) == 0:
+		return plural(int64(d/(7*day)), "week")
+	}
+	return plural(int64(d/day), "day")
+}
+
+// kuAllowedByEKU is RFC 5280 section 4.2.1.12's table of the key usage bits consistent with each
+// extended key usage (zlint's e_key_usage_and_extended_key_usage_inconsistent checks it).
+var kuAllowedByEKU = map[x509.ExtKeyUsage]x509.KeyUsage{
+	x509.ExtKeyUsageServerAuth:      x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
+	x509.ExtKeyUsageClientAuth:      x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement,
+	x509.ExtKeyUsageCodeSigning:     x509.KeyUsageDigitalSignature,
+	x509.ExtKeyUsageEmailProtection: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
+	x509.ExtKeyUsageTimeStamping:    x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+	x509.ExtKeyUsageOCSPSigning:     x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+}
+
+// consistentKeyUsage keeps the bits of ku that one of ekus allows, when every EKU is in the
+// table (other purposes, e.g. smart-card logon, leave the template's key usage alone). Windows
+// templates often pair keyEncipherment with client authentication alone ("Workstation
+// Authentication"); RFC 5280 does not, so the bit is left out rather than the request refused.
+func consistentKeyUsage(ku x509.KeyUsage, ekus []x509.ExtKeyUsage) (kept, dropped x509.KeyUsage) {
+	if ku == 0 || len(ekus) == 0 {
+		return ku, 0
+	}
+	var allowed x509.KeyUsage
+	for _, e := range ekus {
+		a, ok := kuAllowedByEKU[e]
+		if !ok {
+			return ku, 0
+		}
+		allowed |= a
+	}
+	return ku & allowed, ku &^ allowed
+}
+
+// KeyUsageNames lists the RFC 5280 names of the bits set in ku.
+func KeyUsageNames(ku x509.KeyUsage) []string {
+	names := []string{"digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment", "keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly"}
+	var out []string
+	for i, n := range names {
+		if ku&(1<<i) != 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}

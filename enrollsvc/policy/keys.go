@@ -1,0 +1,158 @@
+package policy
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/titanous/rocacheck"
+)
+
+// minRSABits is this CA's floor for RSA keys whatever the template says: AD CS v1 templates
+// still allow 1024-bit keys, which no certificate issued today should have.
+const minRSABits = 2048
+
+// maxRSABits is the largest RSA key accepted (the largest size AD CS templates offer).
+const maxRSABits = 16384
+
+// describeKey is a short description of a public key ("RSA 2048", "ECDSA P-256").
+func describeKey(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k == nil || k.N == nil {
+			return "RSA (empty)"
+		}
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve == nil {
+			return "ECDSA (empty)"
+		}
+		return "ECDSA " + k.Curve.Params().Name
+	case nil:
+		return "none"
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+// checkKey returns every reason the request's key is unacceptable for t (empty if none).
+func checkKey(pub crypto.PublicKey, t Template, caKey crypto.PublicKey) []string {
+	var bad []string
+	alg := strings.ToUpper(t.KeyAlgorithm)
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k == nil || k.N == nil || k.N.Sign() <= 0 {
+			return []string{"the RSA public key is empty"}
+		}
+		if alg != "" && alg != "RSA" {
+			bad = append(bad, fmt.Sprintf("the template requires a %s key, the request has RSA", t.KeyAlgorithm))
+		}
+		bits := k.N.BitLen()
+		if bits < t.MinimalKeySize {
+			bad = append(bad, fmt.Sprintf("RSA key of %d bits is below the template's minimum of %d", bits, t.MinimalKeySize))
+		} else if bits < minRSABits {
+			bad = append(bad, fmt.Sprintf("RSA key of %d bits is below this CA's minimum of %d", bits, minRSABits))
+		} else if bits > maxRSABits {
+			bad = append(bad, fmt.Sprintf("RSA key of %d bits is above this CA's maximum of %d", bits, maxRSABits))
+		}
+		if k.E < 65537 {
+			bad = append(bad, fmt.Sprintf("RSA public exponent %d is below 65537", k.E))
+		}
+		if k.E%2 == 0 {
+			bad = append(bad, fmt.Sprintf("RSA public exponent %d is even", k.E))
+		}
+		if p := smallFactor(k.N); p != 0 {
+			bad = append(bad, fmt.Sprintf("RSA modulus is divisible by %d", p))
+		} else if rocacheck.IsWeak(k) {
+			bad = append(bad, "RSA modulus has the structure of ROCA-vulnerable keys (CVE-2017-15361, Infineon)")
+		}
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve == nil || k.X == nil || k.Y == nil {
+			return []string{"the ECDSA public key is empty"}
+		}
+		name := k.Curve.Params().Name
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+		default:
+			return []string{fmt.Sprintf("ECDSA curve %s is not supported (P-256, P-384, P-521 are)", name)}
+		}
+		if _, err := k.ECDH(); err != nil {
+			bad = append(bad, fmt.Sprintf("the EC public key is not a valid point on %s", name))
+		}
+		bits := k.Curve.Params().BitSize
+		switch {
+		case alg == "" || alg == "ECDSA" || alg == "ECDH":
+		case (strings.HasPrefix(alg, "ECDSA_P") || strings.HasPrefix(alg, "ECDH_P")) && strings.HasSuffix(alg, fmt.Sprintf("_P%d", bits)):
+		default:
+			bad = append(bad, fmt.Sprintf("the template requires a %s key, the request has ECDSA %s", t.KeyAlgorithm, name))
+		}
+		if t.MinimalKeySize >= 256 && bits < t.MinimalKeySize {
+			bad = append(bad, fmt.Sprintf("ECDSA %s key of %d bits is below the template's minimum of %d", name, bits, t.MinimalKeySize))
+		}
+	case nil:
+		return []string{"the request has no public key"}
+	default:
+		return []string{fmt.Sprintf("key type %T is not supported (RSA and ECDSA P-256/P-384/P-521 are)", pub)}
+	}
+	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); ok && caKey != nil && eq.Equal(caKey) {
+		bad = append(bad, "the request's public key is the CA's own key")
+	}
+	return bad
+}
+
+// primeChunks holds the primes below 10,000 grouped so that each group's product fits in 64
+// bits: one big-number reduction per group, then word arithmetic.
+var primeChunks = func() []primeChunk {
+	const limit = 10000
+	sieve := make([]bool, limit)
+	var chunks []primeChunk
+	var cur primeChunk
+	cur.product = 1
+	for i := 2; i < limit; i++ {
+		if sieve[i] {
+			continue
+		}
+		for j := i * i; j < limit; j += i {
+			sieve[j] = true
+		}
+		p := uint64(i)
+		if hi, _ := mul64(cur.product, p); hi != 0 {
+			chunks = append(chunks, cur)
+			cur = primeChunk{product: 1}
+		}
+		cur.product *= p
+		cur.primes = append(cur.primes, p)
+	}
+	return append(chunks, cur)
+}()
+
+type primeChunk struct {
+	product uint64
+	primes  []uint64
+}
+
+func mul64(a, b uint64) (hi, lo uint64) {
+	x := new(big.Int).Mul(new(big.Int).SetUint64(a), new(big.Int).SetUint64(b))
+	if x.BitLen() > 64 {
+		return 1, 0
+	}
+	return 0, x.Uint64()
+}
+
+// smallFactor returns a prime below 10,000 that divides n, or 0.
+func smallFactor(n *big.Int) uint64 {
+	var m, r big.Int
+	for _, c := range primeChunks {
+		m.SetUint64(c.product)
+		rem := r.Mod(n, &m).Uint64()
+		for _, p := range c.primes {
+			if rem%p == 0 && n.Cmp(m.SetUint64(p)) != 0 {
+				return p
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,350 @@
+package ldap
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	goldap "github.com/go-ldap/ldap/v3"
+
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
+)
+
+// Containers under the configuration naming context.
+const (
+	PublicKeyServicesRDN    = "CN=Public Key Services,CN=Services"
+	TemplatesRDN            = "CN=Certificate Templates," + PublicKeyServicesRDN
+	EnrollmentServicesRDN   = "CN=Enrollment Services," + PublicKeyServicesRDN
+	uacAccountDisable       = 0x2
+	objectClassComputerName = "computer"
+)
+
+// AccountAttributes are fetched for every account, in addition to the caller's extra attributes.
+var AccountAttributes = []string{"objectSid", "objectGUID", "objectClass", "sAMAccountName", "userPrincipalName",
+	"mail", "dNSHostName", "servicePrincipalName", "displayName", "cn", "givenName", "sn", "title", "ou",
+	"dnQualifier", "department", "company", "distinguishedName", "userAccountControl"}
+
+// TemplatesDN is the DN of the Certificate Templates container.
+func (c *Client) TemplatesDN() string {
+	return TemplatesRDN + "," + c.RootDSE().ConfigurationNamingContext
+}
+
+// EnrollmentService is a pKIEnrollmentService object: an enterprise CA and the template cn values it offers.
+type EnrollmentService struct {
+	DN, CN, DNSHostName  string
+	CertificateTemplates []string
+	CACertificates       [][]byte // cACertificate values (DER)
+}
+
+// EnrollmentService reads CN=<caCN>,CN=Enrollment Services,CN=Public Key Services,CN=Services,<configNC>.
+// ErrNotFound if there is no such object.
+func (c *Client) EnrollmentService(ctx context.Context, caCN string) (EnrollmentService, error) {
+	key := "es:" + strings.ToLower(caCN)
+	if v, ok := c.cache.get(key); ok {
+		c.hits.Add(1)
+		return v.(EnrollmentService), nil
+	}
+	c.misses.Add(1)
+	dn := "CN=" + escapeRDNValue(caCN) + "," + EnrollmentServicesRDN + "," + c.RootDSE().ConfigurationNamingContext
+	entries, err := c.search(ctx, "read enrollment service", searchSpec{base: dn, scope: goldap.ScopeBaseObject,
+		filter: "(objectClass=pKIEnrollmentService)",
+		attrs:  []string{"cn", "dNSHostName", "certificateTemplates", "cACertificate"}})
+	if notFound(err) || (err == nil && len(entries) == 0) {
+		return EnrollmentService{}, fmt.Errorf("ldap: enrollment service %q (%s): %w", caCN, dn, ErrNotFound)
+	}
+	if err != nil {
+		return EnrollmentService{}, err
+	}
+	e := entries[0]
+	es := EnrollmentService{DN: e.DN, CN: e.Get("cn"), DNSHostName: e.Get("dNSHostName"),
+		CertificateTemplates: e.GetAll("certificateTemplates"), CACertificates: e.Raw("cACertificate")}
+	c.cache.put(key, e.DN, es)
+	return es, nil
+}
+
+// Templates returns the pKICertificateTemplate objects with the given cn values, with all their attributes and
+// nTSecurityDescriptor (owner, group, DACL). Templates that do not exist, or that the bind account may not
+// read, are left out; the order follows cns.
+// A call is a cache hit only if every template (or its absence) is cached; otherwise the missing ones are
+// fetched in one paged search.
+func (c *Client) Templates(ctx context.Context, cns []string) ([]Entry, error) {
+	found := map[string]*Entry{}
+	var missing []string
+	for _, cn := range cns {
+		k := strings.ToLower(cn)
+		if _, done := found[k]; done || slices.Contains(missing, k) {
+			continue
+		}
+		if v, ok := c.cache.get("tmpl:" + k); ok {
+			found[k] = v.(*Entry)
+		} else {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) == 0 {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+		var f strings.Builder
+		f.WriteString("(&(objectClass=pKICertificateTemplate)(|")
+		for _, cn := range missing {
+			f.WriteString("(cn=" + goldap.EscapeFilter(cn) + ")")
+		}
+		f.WriteString("))")
+		entries, err := c.search(ctx, "read templates", searchSpec{base: c.TemplatesDN(),
+			scope: goldap.ScopeSingleLevel, filter: f.String(), attrs: []string{"*", "nTSecurityDescriptor"},
+			controls: []goldap.Control{sdFlagsControl}, paged: true})
+		if err != nil {
+			return nil, err
+		}
+		for i := range entries {
+			e := &entries[i]
+			k := strings.ToLower(e.Get("cn"))
+			if slices.Contains(missing, k) {
+				found[k] = e
+			}
+		}
+		for _, k := range missing {
+			e := found[k] // nil: remember that it does not exist
+			dn := ""
+			if e != nil {
+				dn = e.DN
+			}
+			c.cache.put("tmpl:"+k, dn, e)
+		}
+	}
+	var out []Entry
+	seen := map[string]bool{}
+	for _, cn := range cns {
+		k := strings.ToLower(cn)
+		if e := found[k]; e != nil && !seen[k] {
+			seen[k] = true
+			out = append(out, *e)
+		}
+	}
+	return out, nil
+}
+
+// Account is a user or computer with what policy needs: its SID, GUID and transitive groups.
+type Account struct {
+	Entry
+	SID  secdesc.SID
+	GUID []byte // objectGUID as stored (mixed-endian)
+	// Groups: tokenGroups (transitive memberships, including the primary group) plus Authenticated Users and
+	// Everyone, de-duplicated. It does not contain SID.
+	Groups   []secdesc.SID
+	Computer bool
+}
+
+// SIDs returns the account's SID followed by its groups: what an access check evaluates ACEs against.
+func (a *Account) SIDs() []secdesc.SID { return append([]secdesc.SID{a.SID}, a.Groups...) }
+
+// Disabled reports the ACCOUNTDISABLE bit of userAccountControl.
+func (a *Account) Disabled() bool {
+	var uac int64
+	fmt.Sscan(a.Get("userAccountControl"), &uac)
+	return uac&uacAccountDisable != 0
+}
+
+// Account finds a user or computer by sAMAccountName ("alice", "WS1$"), userPrincipalName
+// ("alice@corp.example.test"; sAMAccountName@<domain DNS> also works for accounts without an explicit UPN)
+// or DN, and reads AccountAttributes plus extraAttrs and its groups. ErrNotFound if nothing matches,
+// ErrAmbiguous if several accounts do.
+func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string) (*Account, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return nil, fmt.Errorf("ldap: empty account name: %w", ErrNotFound)
+	}
+	key := "acct:" + strings.ToLower(name)
+	if len(extraAttrs) > 0 {
+		extra := slices.Clone(extraAttrs)
+		for i := range extra {
+			extra[i] = strings.ToLower(extra[i])
+		}
+		slices.Sort(extra)
+		key += "\x00" + strings.Join(extra, ",")
+	}
+	if v, ok := c.cache.get(key); ok {
+		c.hits.Add(1)
+		return v.(*Account), nil
+	}
+	c.misses.Add(1)
+	attrs := append(slices.Clone(AccountAttributes), extraAttrs...)
+	var e Entry
+	if isDN(name) {
+		// One round trip: a base search can return the constructed tokenGroups with everything else.
+		entries, err := c.search(ctx, "read account", searchSpec{base: name, scope: goldap.ScopeBaseObject,
+			filter: "(objectClass=user)", attrs: append(attrs, "tokenGroups")})
+		if notFound(err) || (err == nil && len(entries) == 0) {
+			return nil, fmt.Errorf("ldap: account %q: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		e = entries[0]
+	} else {
+		entries, err := c.search(ctx, "find account", searchSpec{base: c.RootDSE().DefaultNamingContext,
+			scope: goldap.ScopeWholeSubtree, filter: c.accountFilter(name), attrs: attrs})
+		if err != nil {
+			return nil, err
+		}
+		if e, err = pickAccount(name, entries); err != nil {
+			return nil, err
+		}
+		// tokenGroups is constructed and only returned by a base-scope search.
+		tg, err := c.search(ctx, "read account groups", searchSpec{base: e.DN, scope: goldap.ScopeBaseObject,
+			filter: "(objectClass=*)", attrs: []string{"tokenGroups"}})
+		if err != nil {
+			return nil, err
+		}
+		if len(tg) == 1 {
+			e.Attrs["tokengroups"] = tg[0].Raw("tokenGroups")
+		}
+	}
+	a, err := newAccount(e)
+	if err != nil {
+		return nil, err
+	}
+	c.cache.put(key, e.DN, a)
+	return a, nil
+}
+
+func (c *Client) accountFilter(name string) string {
+	esc := goldap.EscapeFilter(name)
+	if user, domain, ok := strings.Cut(name, "@"); ok {
+		if strings.EqualFold(domain, c.RootDSE().DomainDNS) && user != "" {
+			return "(&(objectClass=user)(|(userPrincipalName=" + esc + ")(sAMAccountName=" +
+				goldap.EscapeFilter(user) + ")))"
+		}
+		return "(&(objectClass=user)(userPrincipalName=" + esc + "))"
+	}
+	return "(&(objectClass=user)(sAMAccountName=" + esc + "))"
+}
+
+// pickAccount chooses among search results: exactly one, or for a UPN the one whose explicit UPN matches.
+func pickAccount(name string, entries []Entry) (Entry, error) {
+	if len(entries) > 1 && strings.Contains(name, "@") {
+		var exact []Entry
+		for _, e := range entries {
+			if strings.EqualFold(e.Get("userPrincipalName"), name) {
+				exact = append(exact, e)
+			}
+		}
+		if len(exact) == 1 {
+			return exact[0], nil
+		}
+	}
+	switch len(entries) {
+	case 0:
+		return Entry{}, fmt.Errorf("ldap: account %q: %w", name, ErrNotFound)
+	case 1:
+		return entries[0], nil
+	}
+	dns := make([]string, len(entries))
+	for i, e := range entries {
+		dns[i] = e.DN
+	}
+	return Entry{}, fmt.Errorf("ldap: account %q matches %s: %w", name, strings.Join(dns, "; "), ErrAmbiguous)
+}
+
+func newAccount(e Entry) (*Account, error) {
+	a := &Account{Entry: e}
+	if g := e.Raw("objectGUID"); len(g) > 0 {
+		a.GUID = g[0]
+	}
+	sid, err := secdesc.DecodeSID([]byte(e.Get("objectSid")))
+	if err != nil {
+		return nil, fmt.Errorf("ldap: account %s: objectSid: %w", e.DN, err)
+	}
+	a.SID = sid
+	seen := map[string]bool{}
+	add := func(s secdesc.SID) {
+		if k := s.String(); !seen[k] {
+			seen[k] = true
+			a.Groups = append(a.Groups, s)
+		}
+	}
+	for _, raw := range e.Raw("tokenGroups") {
+		s, err := secdesc.DecodeSID(raw)
+		if err != nil {
+			return nil, fmt.Errorf("ldap: account %s: tokenGroups: %w", e.DN, err)
+		}
+		add(s)
+	}
+	add(secdesc.AuthenticatedUsers)
+	add(secdesc.Everyone)
+	for _, oc := range e.GetAll("objectClass") {
+		if strings.EqualFold(oc, objectClassComputerName) {
+			a.Computer = true
+		}
+	}
+	return a, nil
+}
+
+// isDN tells a DN from a sAMAccountName or UPN: it parses, and every attribute type is a plain name or OID
+// (go-ldap's parser alone accepts "*)(objectClass=*").
+func isDN(name string) bool {
+	if !strings.Contains(name, "=") {
+		return false
+	}
+	dn, err := goldap.ParseDN(name)
+	if err != nil || len(dn.RDNs) == 0 {
+		return false
+	}
+	for _, rdn := range dn.RDNs {
+		for _, a := range rdn.Attributes {
+			if a.Type == "" || strings.TrimLeft(strings.ToLower(a.Type), "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// notFound: the object does not exist, or the name cannot be one (a DN the server cannot parse).
+func notFound(err error) bool {
+	return goldap.IsErrorAnyOf(err, goldap.LDAPResultNoSuchObject, goldap.LDAPResultInvalidDNSyntax)
+}
+
+// escapeRDNValue escapes a value for use in a DN. Beyond RFC 4514's minimum (go-ldap's EscapeDN) it escapes
+// "=", which Samba's DN parser refuses unescaped.
+func escapeRDNValue(v string) string { return strings.ReplaceAll(goldap.EscapeDN(v), "=", `\=`) }
+
+// PublishCertificate adds der to the userCertificate attribute of the object dn. Publishing a certificate
+// that is already there is not an error.
+func (c *Client) PublishCertificate(ctx context.Context, dn string, der []byte) error {
+	return c.modifyCert(ctx, "publish certificate", dn, der, true)
+}
+
+// UnpublishCertificate removes der from the userCertificate attribute of dn. Removing a certificate that is
+// not there is not an error.
+func (c *Client) UnpublishCertificate(ctx context.Context, dn string, der []byte) error {
+	return c.modifyCert(ctx, "unpublish certificate", dn, der, false)
+}
+
+func (c *Client) modifyCert(ctx context.Context, op, dn string, der []byte, add bool) error {
+	if len(der) == 0 {
+		return fmt.Errorf("ldap: %s: empty certificate", op)
+	}
+	req := goldap.NewModifyRequest(dn, nil)
+	if add {
+		req.Add("userCertificate", []string{string(der)})
+	} else {
+		req.Delete("userCertificate", []string{string(der)})
+	}
+	// Idempotent either way, so the request may be retried after a reconnect.
+	err := c.do(ctx, op+" on "+dn, true, func(conn *goldap.Conn) error { return conn.Modify(req) })
+	c.cache.dropDN(dn)
+	switch {
+	case err == nil:
+		return nil
+	case add && goldap.IsErrorWithCode(err, goldap.LDAPResultAttributeOrValueExists):
+		return nil
+	case !add && goldap.IsErrorWithCode(err, goldap.LDAPResultNoSuchAttribute):
+		return nil
+	case notFound(err):
+		return fmt.Errorf("%w: %w", err, ErrNotFound)
+	}
+	return err
+}

@@ -1,0 +1,315 @@
+package ldaptest
+
+import (
+	"cmp"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf16"
+
+	goldap "github.com/go-ldap/ldap/v3"
+
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
+)
+
+// Admin opens an LDAPS connection bound as Administrator, closed when the test ends.
+func (dc *DC) Admin(t testing.TB) *goldap.Conn {
+	t.Helper()
+	conn, err := dc.dialAdmin()
+	if err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (dc *DC) dialAdmin() (*goldap.Conn, error) {
+	pem, err := os.ReadFile(dc.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	conn, err := goldap.DialURL(dc.LDAPSURL, goldap.DialWithTLSConfig(&tls.Config{RootCAs: pool, ServerName: DCDNSName}))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", dc.LDAPSURL, err)
+	}
+	conn.SetTimeout(30 * time.Second)
+	if err := conn.Bind(dc.AdminUser, dc.AdminPassword); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("bind as %s: %w", dc.AdminUser, err)
+	}
+	return conn, nil
+}
+
+// Seed creates the sample domain (sample.go) over LDAP as Administrator and returns it. Seeding twice
+// returns the first result.
+func (dc *DC) Seed(t testing.TB) *Sample {
+	t.Helper()
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	if dc.sample != nil {
+		return dc.sample
+	}
+	conn, err := dc.dialAdmin()
+	if err != nil {
+		t.Fatalf("ldaptest: seeding: %v", err)
+	}
+	defer conn.Close()
+	s, err := seed(conn)
+	if err != nil {
+		t.Fatalf("ldaptest: seeding the sample domain: %v", err)
+	}
+	dc.sample = s
+	return s
+}
+
+// Password is the sample password of an account.
+func Password(name string) string { return "Passw0rd-" + strings.TrimSuffix(name, "$") + "!" }
+
+func seed(conn *goldap.Conn) (*Sample, error) {
+	s := &Sample{CACN: CACN, EnrollmentServiceDN: EnrollSvcDN, TemplatesDN: TemplatesDN,
+		Templates: map[string]Template{}, byName: map[string]Principal{}}
+	var err error
+	if s.DomainSID, err = readSID(conn, BaseDN); err != nil {
+		return nil, err
+	}
+	rid := func(r uint32) secdesc.SID {
+		return secdesc.SID{Revision: 1, Authority: 5, Sub: append(append([]uint32(nil), s.DomainSID.Sub...), r)}
+	}
+	s.DomainAdmins, s.DomainUsers, s.DomainComputers, s.CertPublishers = rid(512), rid(513), rid(515), rid(517)
+	wellKnown := map[string]Principal{
+		AuthenticatedUsers: {Name: AuthenticatedUsers, SID: secdesc.AuthenticatedUsers},
+		DomainAdmins:       {Name: DomainAdmins, DN: "CN=Domain Admins,CN=Users," + BaseDN, SID: s.DomainAdmins},
+		DomainUsers:        {Name: DomainUsers, DN: "CN=Domain Users,CN=Users," + BaseDN, SID: s.DomainUsers},
+		DomainComputers:    {Name: DomainComputers, DN: "CN=Domain Computers,CN=Users," + BaseDN, SID: s.DomainComputers},
+		CertPublishers:     {Name: CertPublishers, DN: "CN=Cert Publishers,CN=Users," + BaseDN, SID: s.CertPublishers},
+	}
+	for name, p := range wellKnown {
+		s.byName[name] = p
+	}
+
+	for _, ou := range []string{StaffOU, GroupsOU, ComputersOU, ServiceOU} {
+		name, _, _ := strings.Cut(strings.TrimPrefix(ou, "OU="), ",")
+		if err := add(conn, ou, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {name}}); err != nil {
+			return nil, err
+		}
+	}
+	members := map[string][]string{} // group name → member DNs
+	for _, g := range sampleGroups {
+		dn := "CN=" + g.Name + "," + GroupsOU
+		if err := add(conn, dn, map[string][]string{"objectClass": {"group"}, "sAMAccountName": {g.Name}}); err != nil {
+			return nil, err
+		}
+		s.byName[g.Name] = Principal{Name: g.Name, DN: dn}
+		for _, parent := range g.MemberOf {
+			members[parent] = append(members[parent], dn)
+		}
+	}
+	for _, u := range sampleUsers {
+		p, attrs := userEntry(u)
+		if err := add(conn, p.DN, attrs); err != nil {
+			return nil, err
+		}
+		s.byName[p.Name] = p
+		for _, parent := range u.MemberOf {
+			members[parent] = append(members[parent], p.DN)
+		}
+	}
+	for group, dns := range members {
+		req := goldap.NewModifyRequest(s.byName[group].DN, nil)
+		req.Add("member", dns)
+		if err := conn.Modify(req); err != nil {
+			return nil, fmt.Errorf("adding members to %s: %w", group, err)
+		}
+	}
+	for name, p := range s.byName {
+		if _, ok := wellKnown[name]; ok {
+			continue
+		}
+		if p.SID, err = readSID(conn, p.DN); err != nil {
+			return nil, err
+		}
+		s.byName[name] = p
+	}
+
+	for _, ts := range sampleTemplates {
+		tmpl, attrs, err := templateEntry(ts, s.byName)
+		if err != nil {
+			return nil, err
+		}
+		if err := add(conn, tmpl.DN, attrs); err != nil {
+			return nil, err
+		}
+		s.Templates[ts.CN] = tmpl
+		if !ts.NotOffered {
+			s.Offered = append(s.Offered, ts.CN)
+		}
+	}
+	if err := add(conn, EnrollSvcDN, map[string][]string{"objectClass": {"pKIEnrollmentService"},
+		"dNSHostName": {CADNSName}, "certificateTemplates": s.Offered, "flags": {"10"}}); err != nil {
+		return nil, err
+	}
+
+	get := func(n string) Principal { return s.byName[n] }
+	s.Alice, s.Bob, s.Carol, s.Dave, s.Erin = get("alice"), get("bob"), get("carol"), get("dave"), get("erin")
+	s.Deep50, s.SvcEnroll, s.WS1 = get("deep50"), get("svc-enroll"), get("WS1$")
+	s.PKIUsers, s.PKIUsersNested, s.DeniedGroup = get("PKI-Users"), get("PKI-Users-Nested"), get("Denied-Group")
+	for k := 1; k <= NestDepth; k++ {
+		s.Nest = append(s.Nest, get(NestName(k)))
+	}
+	return s, nil
+}
+
+func userEntry(u userSpec) (Principal, map[string][]string) {
+	p := Principal{Name: u.Name, DN: "CN=" + u.Name + "," + u.OU, Password: Password(u.Name)}
+	attrs := map[string][]string{"unicodePwd": {unicodePwd(p.Password)}}
+	if u.Computer {
+		p.Name = strings.ToUpper(u.Name) + "$"
+		attrs["objectClass"] = []string{"computer"}
+		attrs["userAccountControl"] = []string{"4096"} // WORKSTATION_TRUST_ACCOUNT
+	} else {
+		p.UPN = u.Name + "@" + DomainDNS
+		attrs["objectClass"] = []string{"user"}
+		attrs["userAccountControl"] = []string{"66048"} // NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD
+		attrs["userPrincipalName"] = []string{p.UPN}
+		if !u.NoMail {
+			p.Mail = p.UPN
+			attrs["mail"] = []string{p.Mail}
+		}
+	}
+	attrs["sAMAccountName"] = []string{p.Name}
+	for k, v := range u.Attrs {
+		attrs[k] = v
+	}
+	return p, attrs
+}
+
+func templateEntry(ts templateSpec, byName map[string]Principal) (Template, map[string][]string, error) {
+	t := Template{CN: ts.CN, DN: "CN=" + ts.CN + "," + TemplatesDN,
+		OID: fmt.Sprintf("%s.%d.%d", templateOIDv2, ts.OIDArc, ts.OIDArc*7)}
+	t.ACL = []secdesc.ACE{secdesc.AllowAll(byName[DomainAdmins].SID)}
+	for _, a := range ts.ACL {
+		p, ok := byName[a.Who]
+		if !ok {
+			return t, nil, fmt.Errorf("template %s: unknown principal %q", ts.CN, a.Who)
+		}
+		switch a.Kind {
+		case allowRead:
+			t.ACL = append(t.ACL, secdesc.AllowRead(p.SID))
+		case allowEnroll:
+			t.ACL = append(t.ACL, secdesc.AllowEnroll(p.SID))
+		case allowAutoenroll:
+			t.ACL = append(t.ACL, secdesc.AllowAutoenroll(p.SID))
+		case denyEnroll:
+			t.ACL = append(t.ACL, secdesc.DenyEnroll(p.SID))
+		}
+	}
+	// Canonical order, as Windows' ACL editor writes it: explicit deny ACEs before allow ACEs. Then
+	// "deny wins" and Windows' first-match evaluation agree.
+	deny := func(a secdesc.ACE) int {
+		if a.Type == secdesc.AccessDeniedObject || a.Type == secdesc.AccessDenied {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(t.ACL, func(a, b secdesc.ACE) int { return cmp.Compare(deny(a), deny(b)) })
+	da := byName[DomainAdmins].SID
+	sd := &secdesc.SD{Control: secdesc.ControlDACLPresent | secdesc.ControlDACLProtect | secdesc.ControlSelfRelative,
+		Owner: &da, Group: &da, DACL: &secdesc.ACL{ACEs: t.ACL}}
+	sdBytes, err := sd.Marshal()
+	if err != nil {
+		return t, nil, fmt.Errorf("template %s: %w", ts.CN, err)
+	}
+	itoa := func(v int) []string { return []string{strconv.Itoa(v)} }
+	// AD stores these 32-bit flags as signed integers.
+	flag := func(v uint32) []string { return []string{strconv.Itoa(int(int32(v)))} }
+	attrs := map[string][]string{
+		"objectClass":                          {"pKICertificateTemplate"},
+		"displayName":                          {ts.CN},
+		"nTSecurityDescriptor":                 {string(sdBytes)},
+		"flags":                                flag(ts.General),
+		"revision":                             itoa(ts.Major),
+		"msPKI-Template-Minor-Revision":        itoa(ts.Minor),
+		"msPKI-Template-Schema-Version":        itoa(ts.Schema),
+		"msPKI-Cert-Template-OID":              {t.OID},
+		"pKIExpirationPeriod":                  {period(ts.Validity)},
+		"pKIOverlapPeriod":                     {period(ts.Renewal)},
+		"pKIExtendedKeyUsage":                  ts.EKUs,
+		"msPKI-Certificate-Application-Policy": ts.EKUs,
+		"msPKI-Certificate-Name-Flag":          flag(ts.NameFlag),
+		"msPKI-Enrollment-Flag":                flag(ts.EnrollFlag),
+		"msPKI-Private-Key-Flag":               flag(ts.PrivateKeyFlag),
+		"msPKI-Minimal-Key-Size":               itoa(ts.MinKeySize),
+		"msPKI-RA-Signature":                   {"0"},
+		"pKIDefaultKeySpec":                    {"1"},
+		"pKIMaxIssuingDepth":                   {"0"},
+		"pKIKeyUsage":                          {"\xa0\x00"}, // digitalSignature | keyEncipherment
+		"pKICriticalExtensions":                {"2.5.29.15"},
+	}
+	if len(ts.Supersedes) > 0 {
+		attrs["msPKI-Supersede-Templates"] = ts.Supersedes
+	}
+	return t, attrs, nil
+}
+
+// period encodes a duration as pKIExpirationPeriod does: little-endian int64 of negative 100 ns units.
+func period(d time.Duration) string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(-int64(d/100)))
+	return string(b[:])
+}
+
+func unicodePwd(pw string) string {
+	u := utf16.Encode([]rune(`"` + pw + `"`))
+	b := make([]byte, 2*len(u))
+	for i, c := range u {
+		binary.LittleEndian.PutUint16(b[2*i:], c)
+	}
+	return string(b)
+}
+
+func add(conn *goldap.Conn, dn string, attrs map[string][]string) error {
+	req := goldap.NewAddRequest(dn, nil)
+	for k, v := range attrs {
+		req.Attribute(k, v)
+	}
+	if err := conn.Add(req); err != nil {
+		return fmt.Errorf("adding %s: %w", dn, err)
+	}
+	return nil
+}
+
+func readSID(conn *goldap.Conn, dn string) (secdesc.SID, error) {
+	res, err := conn.Search(goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases, 0, 0,
+		false, "(objectClass=*)", []string{"objectSid"}, nil))
+	if err != nil {
+		return secdesc.SID{}, fmt.Errorf("reading objectSid of %s: %w", dn, err)
+	}
+	if len(res.Entries) != 1 {
+		return secdesc.SID{}, fmt.Errorf("reading objectSid of %s: %d entries", dn, len(res.Entries))
+	}
+	return secdesc.DecodeSID(res.Entries[0].GetRawAttributeValue("objectSid"))
+}
+
+// Keytab exports the Kerberos keys of an account (e.g. "svc-enroll") into a keytab file, as an administrator
+// would with `samba-tool domain exportkeytab` (or ktpass on Windows), and returns its path.
+func (dc *DC) Keytab(t testing.TB, account string) string {
+	t.Helper()
+	path := filepath.Join(dc.Dir, "private", account+".keytab")
+	out, err := exec.Command("samba-tool", "domain", "exportkeytab", path, "--principal="+account+"@"+Realm,
+		"-s", filepath.Join(dc.Dir, "etc", "smb.conf")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ldaptest: samba-tool domain exportkeytab %s: %v\n%s", account, err, out)
+	}
+	return path
+}
