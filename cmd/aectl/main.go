@@ -106,8 +106,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(cfs.Output(), "Usage: aectl [--data DIR] %s [flags]\n\nFlags:\n", cmd)
 		cfs.PrintDefaults()
 	}
-	if err := cfs.Parse(cargs); err != nil {
-		return err
+	// Flags may come before or after the positional arguments (aectl deny 7 --reason "...").
+	var positional []string
+	for {
+		if err := cfs.Parse(cargs); err != nil {
+			return err
+		}
+		if cfs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, cfs.Arg(0))
+		cargs = cfs.Args()[1:]
 	}
 	cl, err := api.DialDataDir(g.data)
 	if err != nil {
@@ -115,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	return run(ctx, &env{cl: cl, g: g, out: stdout, args: cfs.Args()})
+	return run(ctx, &env{cl: cl, g: g, out: stdout, args: positional})
 }
 
 type env struct {
@@ -412,7 +421,10 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 			if err != nil {
 				return err
 			}
-			return e.printResult(res)
+			if err := e.printResult(res); !errors.Is(err, errDenied) {
+				return err
+			}
+			return nil // denying is what was asked for
 		}
 	},
 }
