@@ -12,6 +12,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 )
 
 // Directory is what the core needs of Active Directory.
@@ -140,10 +141,33 @@ func (s *Service) account(ctx context.Context, dc *DirectoryConfig, name string,
 	return &pa, nil, nil
 }
 
-func (s *Service) input(dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) policy.Input {
+func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) policy.Input {
 	set := dc.Settings[t.Name]
 	return policy.Input{Template: t, Account: a, Request: r, CACert: s.issuer.CACert(), Now: s.rec.Now(),
-		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject}
+		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject, Names: s.aceNames(ctx, dc, t)}
+}
+
+// SIDNamer is a directory that can name SIDs (optional).
+type SIDNamer interface {
+	SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]string, error)
+}
+
+// aceNames names the trustees of t's ACEs, so that reasons say which group decided. Names are
+// for people: a failure leaves the SIDs as they are.
+func (s *Service) aceNames(ctx context.Context, dc *DirectoryConfig, t policy.Template) map[string]string {
+	namer, ok := dc.Dir.(SIDNamer)
+	if !ok || t.SD == nil || t.SD.DACL == nil {
+		return nil
+	}
+	sids := make([]secdesc.SID, 0, len(t.SD.DACL.ACEs))
+	for _, a := range t.SD.DACL.ACEs {
+		sids = append(sids, a.SID)
+	}
+	names, err := namer.SIDNames(ctx, sids)
+	if err != nil {
+		s.log.DebugContext(ctx, "naming ACE trustees", "template", t.Name, "error", err)
+	}
+	return names
 }
 
 // Explanation is what policy would decide for an account, template by template.
@@ -184,7 +208,7 @@ func (s *Service) Explain(ctx context.Context, account, template string) (*Expla
 			return ex, nil
 		}
 		ex.Account = a
-		ex.Decisions = append(ex.Decisions, policy.Decide(s.input(dc, *ot.Template, *a, nil, false)))
+		ex.Decisions = append(ex.Decisions, policy.Decide(s.input(ctx, dc, *ot.Template, *a, nil, false)))
 	}
 	if !found {
 		if template != "" {
@@ -263,7 +287,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return s.refuse(ctx, meta, reasons, nil)
 	}
 	meta.Account = accountName(a)
-	d := policy.Decide(s.input(dc, *t, *a, &req, er.Autoenroll))
+	d := policy.Decide(s.input(ctx, dc, *t, *a, &req, er.Autoenroll))
 	switch d.Outcome {
 	case policy.Refuse:
 		return s.refuse(ctx, meta, d.Reasons, &d)

@@ -72,13 +72,15 @@ func TestAectlWithDirectory(t *testing.T) {
 		t.Fatalf("explain alice AEUser = %+v", ex)
 	}
 	d := ex.Templates[0]
-	if d.Outcome != "issue" || !d.Read.Allowed || !d.Enroll.Allowed || !d.Autoenroll.Allowed || d.Subject == "" || len(d.SANs) == 0 || d.Text == "" {
+	if d.Outcome != "issue" || !d.Read.Allowed || !d.Enroll.Allowed || !d.Autoenroll.Allowed || d.Subject == "" || len(d.SANs) == 0 || d.Text == "" ||
+		d.Enroll.Trustee != "PKI-Users" || d.Read.Trustee != "Authenticated Users" {
 		t.Errorf("explain alice AEUser = %+v", d)
 	}
 	out, _, err := runBin(t, "aectl", "--data", dir, "explain", "bob")
-	if err != nil || !strings.Contains(out, "AEUser") || !strings.Contains(out, "denied by ACE") {
+	if err != nil || !strings.Contains(out, "AEUser") || !strings.Contains(out, "denied by ACE") || !strings.Contains(out, "Denied-Group") {
 		t.Errorf("aectl explain bob = %v\n%s\nwant every offered template with bob's deny", err, out)
 	}
+	t.Logf("aectl explain bob:\n%s", out)
 
 	csr := filepath.Join(t.TempDir(), "req.csr")
 	os.WriteFile(csr, rsaCSRPEM(t), 0o600)

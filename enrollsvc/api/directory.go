@@ -65,7 +65,8 @@ type Template struct {
 type Verdict struct {
 	Allowed bool   `json:"allowed"`
 	Reason  string `json:"reason"`
-	SID     string `json:"sid,omitempty"` // the deciding ACE's trustee
+	SID     string `json:"sid,omitempty"`     // the deciding ACE's trustee
+	Trustee string `json:"trustee,omitempty"` // its name in the directory
 }
 
 // TemplateDecision is what policy says for one account and template.
@@ -162,17 +163,18 @@ func plural(n int64, unit string) string {
 	return strconv.FormatInt(n, 10) + " " + unit + "s"
 }
 
-func verdictView(v secdesc.Verdict) Verdict {
+func verdictView(v secdesc.Verdict, names map[string]string) Verdict {
 	out := Verdict{Allowed: v.Allowed, Reason: v.Reason}
 	if !v.SID.IsZero() {
 		out.SID = v.SID.String()
+		out.Trustee = names[out.SID]
 	}
 	return out
 }
 
 func decisionView(d policy.Decision) TemplateDecision {
-	return TemplateDecision{Template: d.Template, Outcome: outcomeName(d.Outcome), Read: verdictView(d.Access.Read),
-		Enroll: verdictView(d.Access.Enroll), Autoenroll: verdictView(d.Access.Autoenroll), Subject: d.Subject,
+	return TemplateDecision{Template: d.Template, Outcome: outcomeName(d.Outcome), Read: verdictView(d.Access.Read, d.Names),
+		Enroll: verdictView(d.Access.Enroll, d.Names), Autoenroll: verdictView(d.Access.Autoenroll, d.Names), Subject: d.Subject,
 		SANs: d.SANs, Publish: d.Publish, Reasons: d.Reasons, Text: d.Explain()}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 )
 
 // redialEvery limits how often a down directory is dialled again.
@@ -92,6 +93,14 @@ func (l *lazyDirectory) Account(ctx context.Context, name string, extra ...strin
 		return nil, err
 	}
 	return c.Account(ctx, name, extra...)
+}
+
+func (l *lazyDirectory) SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]string, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.SIDNames(ctx, sids)
 }
 
 func (l *lazyDirectory) PublishCertificate(ctx context.Context, dn string, der []byte) error {

@@ -161,8 +161,9 @@ func TestDirectoryPolicyMustHold(t *testing.T) {
 
 	t.Run("deny on a group wins", func(t *testing.T) {
 		res := f.enroll(t, "bob", "AEUser", rsaCSR(t, pkix.Name{}))
-		if res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, " "), "denied by ACE") {
-			t.Errorf("bob/AEUser = %s %v, want denied by the deny ACE", res.Status, res.Reasons)
+		if res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, " "), "denied by ACE") ||
+			!strings.Contains(strings.Join(res.Reasons, " "), "Denied-Group ("+f.s.DeniedGroup.SID.String()+")") {
+			t.Errorf("bob/AEUser = %s %v, want denied by the deny ACE, naming Denied-Group", res.Status, res.Reasons)
 		}
 	})
 

@@ -46,6 +46,9 @@ type Input struct {
 	// dnQualifier, ou, ...), configured per template in the appliance. Each value becomes its
 	// own RDN, in the order given; an attribute the account lacks is left out (with a reason).
 	ExtraSubject []string
+	// Names are display names of SIDs (string form → name), e.g. the trustees of the template's
+	// ACEs, so that explanations say which group decided.
+	Names map[string]string
 }
 
 // Decision is policy's answer, with every reason for it.
@@ -66,12 +69,14 @@ type Decision struct {
 	SANs     []string
 	Publish  bool
 	Template string
+	Names    map[string]string // Input.Names, for explanations
 }
 
 // Decide applies the template's rules to the account and request. It does no I/O and never
 // panics; a zero Input refuses with reasons.
 func Decide(in Input) (d Decision) {
 	x := &decider{in: in, d: &d}
+	d.Names = in.Names
 	defer func() {
 		if r := recover(); r != nil {
 			x.refuse("internal error while deciding: %v", r)
@@ -149,22 +154,22 @@ func (x *decider) access() {
 	a := t.SD.Check(token)
 	x.d.Access = a
 	if a.Read.Allowed {
-		x.note("Read: %s", a.Read.Reason)
+		x.note("Read: %s", x.d.why(a.Read))
 	} else {
-		x.refuse("%s may not read the template: %s", x.who(), a.Read.Reason)
+		x.refuse("%s may not read the template: %s", x.who(), x.d.why(a.Read))
 	}
 	if a.Enroll.Allowed {
-		x.note("Enroll: %s", a.Enroll.Reason)
+		x.note("Enroll: %s", x.d.why(a.Enroll))
 		if !a.Read.Allowed {
 			x.refuse("Enroll is granted but Read is not, and enrolling needs both")
 		}
 	} else {
-		x.refuse("%s may not enroll: %s", x.who(), a.Enroll.Reason)
+		x.refuse("%s may not enroll: %s", x.who(), x.d.why(a.Enroll))
 	}
 
 	var why []string
 	if !a.Autoenroll.Allowed {
-		why = append(why, "no Autoenroll permission: "+a.Autoenroll.Reason)
+		why = append(why, "no Autoenroll permission: "+x.d.why(a.Autoenroll))
 	} else if !a.Read.Allowed || !a.Enroll.Allowed {
 		why = append(why, "Autoenroll is granted but autoenrollment also needs Read and Enroll")
 	}
@@ -182,10 +187,10 @@ func (x *decider) access() {
 			x.refuse("autoenrollment refused: %s", w)
 		}
 		if len(why) == 0 {
-			x.note("Autoenroll: %s", a.Autoenroll.Reason)
+			x.note("Autoenroll: %s", x.d.why(a.Autoenroll))
 		}
 	case len(why) == 0:
-		x.note("Autoenroll: %s", a.Autoenroll.Reason)
+		x.note("Autoenroll: %s", x.d.why(a.Autoenroll))
 	default:
 		x.note("Autoenroll: not possible: %s", strings.Join(why, "; "))
 	}
@@ -724,4 +729,14 @@ func KeyUsageNames(ku x509.KeyUsage) []string {
 		}
 	}
 	return out
+}
+
+// why is v's reason with the deciding ACE's trustee named, when Names knows it.
+func (d Decision) why(v secdesc.Verdict) string {
+	if !v.SID.IsZero() {
+		if name := d.Names[v.SID.String()]; name != "" {
+			return strings.ReplaceAll(v.Reason, v.SID.String(), name+" ("+v.SID.String()+")")
+		}
+	}
+	return v.Reason
 }

@@ -17,9 +17,9 @@ func (d Decision) Explain() string {
 	}
 	verdict := map[Outcome]string{Issue: "would be ISSUED", Pend: "would PEND for approval", Refuse: "REFUSED"}[d.Outcome]
 	fmt.Fprintf(&b, "Template %s: %s\n", name, verdict)
-	fmt.Fprintf(&b, "  Read:        %s\n", explainVerdict(d.Access.Read))
-	fmt.Fprintf(&b, "  Enroll:      %s\n", explainVerdict(d.Access.Enroll))
-	auto := explainVerdict(d.Access.Autoenroll)
+	fmt.Fprintf(&b, "  Read:        %s\n", d.explainVerdict(d.Access.Read))
+	fmt.Fprintf(&b, "  Enroll:      %s\n", d.explainVerdict(d.Access.Enroll))
+	auto := d.explainVerdict(d.Access.Autoenroll)
 	if d.Access.Autoenroll.Allowed && !d.MayAutoenroll {
 		auto += " (but the template cannot be autoenrolled; see below)"
 	}
@@ -75,7 +75,7 @@ func (d Decision) Explain() string {
 	return b.String()
 }
 
-func explainVerdict(v secdesc.Verdict) string {
+func (d Decision) explainVerdict(v secdesc.Verdict) string {
 	yes := "no"
 	if v.Allowed {
 		yes = "yes"
@@ -83,19 +83,11 @@ func explainVerdict(v secdesc.Verdict) string {
 	if v.Reason == "" {
 		return yes
 	}
-	return yes + ": " + v.Reason
+	return yes + ": " + d.why(v)
 }
 
-var keyUsageNames = []string{"digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment",
-	"keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly"}
-
 func keyUsageString(ku x509.KeyUsage) string {
-	var s []string
-	for i, n := range keyUsageNames {
-		if ku&(1<<i) != 0 {
-			s = append(s, n)
-		}
-	}
+	s := KeyUsageNames(ku)
 	if len(s) == 0 {
 		return "(none)"
 	}
