@@ -38,8 +38,10 @@ test: deps lint
 	CI=$${CI:-} $(GO) test -count=1 -timeout 20m ./...
 	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/... ./ldap/...
 
+# Issuance throughput (one table), then policy decisions against a real Samba DC, warm and cold.
 bench: build
 	bin/enrollbench
+	CI=$${CI:-} $(GO) test -run '^$$' -bench PolicyDecision -benchtime 2s ./enrollsvc/daemon/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

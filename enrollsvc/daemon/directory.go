@@ -182,3 +182,30 @@ func (rt *Runtime) directoryStatus(ctx context.Context) api.DirectoryStatus {
 	}
 	return st
 }
+
+// DirectoryStats are the directory client's cache and round-trip counters (false without a
+// connected directory).
+func (rt *Runtime) DirectoryStats() (ldap.CacheStats, bool) {
+	if rt.directory == nil {
+		return ldap.CacheStats{}, false
+	}
+	rt.directory.mu.Lock()
+	c := rt.directory.c
+	rt.directory.mu.Unlock()
+	if c == nil {
+		return ldap.CacheStats{}, false
+	}
+	return c.Stats(), true
+}
+
+// InvalidateDirectoryCache drops everything the directory client cached.
+func (rt *Runtime) InvalidateDirectoryCache() {
+	if rt.directory == nil {
+		return
+	}
+	rt.directory.mu.Lock()
+	defer rt.directory.mu.Unlock()
+	if rt.directory.c != nil {
+		rt.directory.c.Invalidate()
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/asn1"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ type dirFixture struct {
 }
 
 // newDirFixture starts a DC, seeds it, and runs the real init with the directory settings.
-func newDirFixture(t *testing.T, cacheTTL string) *dirFixture {
+func newDirFixture(t testing.TB, cacheTTL string) *dirFixture {
 	t.Helper()
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
@@ -64,6 +65,10 @@ func newDirFixture(t *testing.T, cacheTTL string) *dirFixture {
 		t.Fatal(err)
 	}
 	c.Directory.CacheTTL = cacheTTL
+	// Appliance-side settings for AEUserV2 (which only erin's test uses): extra subject
+	// attributes and a private extension filled from a directory attribute.
+	c.Templates = map[string]config.TemplateSettings{"AEUserV2": {ExtraSubject: []string{"title", "ou"},
+		CustomExtensions: []config.CustomExtension{{OID: "1.3.6.1.4.1.55555.1.1", Attribute: "department", Encoding: "utf8string"}}}}
 	if err := c.Write(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +259,35 @@ func TestDirectoryPolicyMustHold(t *testing.T) {
 		}
 	})
 
+	t.Run("template settings: extra subject attributes and a custom extension", func(t *testing.T) {
+		res := f.enroll(t, "erin", "AEUserV2", rsaCSR(t, pkix.Name{}))
+		if res.Status != enrollsvc.StatusIssued {
+			t.Fatalf("erin/AEUserV2 = %s %v, want issued", res.Status, res.Reasons)
+		}
+		c := res.Certificate
+		var ous []string
+		for _, n := range c.Subject.Names {
+			if n.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 11}) {
+				ous = append(ous, n.Value.(string))
+			}
+		}
+		subject := issue.FormatName(c.RawSubject)
+		if !strings.Contains(subject, "title=Network Engineer") || !slices.Contains(ous, "Datacenter") || !slices.Contains(ous, "PKI Team") {
+			t.Errorf("erin's subject = %s (OUs %v), want title and both ou values", subject, ous)
+		}
+		var dept string
+		if v := ext(c, asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 55555, 1, 1}); v == nil {
+			t.Error("the custom extension is missing")
+		} else if _, err := asn1.UnmarshalWithParams(v, &dept, "utf8"); err != nil || dept != "Infrastructure" {
+			t.Errorf("custom extension = %x (%q, %v), want UTF8String Infrastructure", v, dept, err)
+		}
+		// alice has no department: the custom extension cannot be filled, so policy refuses.
+		res = f.enroll(t, "alice", "AEUserV2", rsaCSR(t, pkix.Name{}))
+		if res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, " "), "department") {
+			t.Errorf("alice/AEUserV2 = %s %v, want refused naming the missing department", res.Status, res.Reasons)
+		}
+	})
+
 	t.Run("computer gets its DNS name", func(t *testing.T) {
 		res := f.enroll(t, "WS1$", "AEMachine", rsaCSR(t, pkix.Name{}))
 		if res.Status != enrollsvc.StatusIssued {
@@ -331,5 +365,41 @@ func TestDirectoryDownAndBack(t *testing.T) {
 	}
 	if st := f.rt.Status(ctx, ""); !st.Directory.OK {
 		t.Errorf("status after recovery = %+v, want the directory OK", st.Directory)
+	}
+}
+
+// Policy decisions for an account 51 group levels deep, as explain makes them: directory reads
+// (enrollment service, template with its security descriptor, account with tokenGroups, ACE
+// trustee names) plus Decide. Warm: everything from the cache, which must cost no LDAP round
+// trip; cold: the cache is emptied before every decision.
+func BenchmarkPolicyDecision(b *testing.B) {
+	f := newDirFixture(b, "")
+	ctx := context.Background()
+	decide := func(b *testing.B) {
+		ex, err := f.rt.Service.Explain(ctx, "deep50", "AEUser")
+		if err != nil || len(ex.Decisions) != 1 || !ex.Decisions[0].Access.Enroll.Allowed {
+			b.Fatalf("Explain(deep50, AEUser) = %+v, %v; want Enroll allowed", ex, err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		cold bool
+	}{{"warm", false}, {"cold", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			decide(b) // connect and fill the cache
+			before, _ := f.rt.DirectoryStats()
+			for b.Loop() {
+				if tc.cold {
+					f.rt.InvalidateDirectoryCache()
+				}
+				decide(b)
+			}
+			after, _ := f.rt.DirectoryStats()
+			rt := float64(after.RoundTrips-before.RoundTrips) / float64(b.N)
+			b.ReportMetric(rt, "ldap-roundtrips/op")
+			if !tc.cold && rt != 0 {
+				b.Errorf("warm decisions made %.2f LDAP round trips each, want 0", rt)
+			}
+		})
 	}
 }
