@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
@@ -67,6 +68,7 @@ type OfferedTemplate struct {
 	Name     string
 	Template *policy.Template
 	Error    string
+	Changed  time.Time // the template object's whenChanged (zero if absent)
 }
 
 // OfferedTemplates lists the templates the enrollment-service object names, decoded.
@@ -90,7 +92,11 @@ func (s *Service) OfferedTemplates(ctx context.Context) ([]OfferedTemplate, erro
 	out := make([]OfferedTemplate, 0, len(es.CertificateTemplates))
 	for _, name := range es.CertificateTemplates {
 		ot := OfferedTemplate{Name: name}
-		if e, ok := byName[strings.ToLower(name)]; !ok {
+		e, ok := byName[strings.ToLower(name)]
+		if ok {
+			ot.Changed, _ = time.Parse("20060102150405.0Z0700", e.Get("whenChanged"))
+		}
+		if !ok {
 			ot.Error = "listed by the enrollment service but not found in the directory"
 		} else if t, err := policy.ParseTemplate(e.Attrs); err != nil {
 			ot.Error = err.Error()

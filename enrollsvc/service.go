@@ -69,6 +69,7 @@ type Store interface {
 	BeginIssuance(ctx context.Context, r store.Request, serial string, before store.Event) (int64, error)
 	ReserveSerial(ctx context.Context, serial string, before store.Event) error
 	GetRequest(ctx context.Context, id int64) (store.Request, error)
+	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListRequests(ctx context.Context, f store.RequestFilter) ([]store.Request, error)
 	CommitCertificate(ctx context.Context, c store.Certificate, after store.Event) error
 	AppendEvent(ctx context.Context, e store.Event) (int64, error)

@@ -247,6 +247,62 @@ func TestDirectoryPolicyMustHold(t *testing.T) {
 		}
 	})
 
+	t.Run("policies: exactly what the caller may read and enroll", func(t *testing.T) {
+		names := func(account string) map[string]bool {
+			set, err := f.rt.Service.Policies(ctx, account)
+			if err != nil {
+				t.Fatalf("Policies(%s): %v", account, err)
+			}
+			out := map[string]bool{}
+			for _, tp := range set.Templates {
+				out[tp.Template.Name] = tp.Autoenroll
+			}
+			if set.Changed.IsZero() {
+				t.Errorf("Policies(%s).Changed is zero, want the templates' whenChanged", account)
+			}
+			return out
+		}
+		alice := names("alice")
+		for tmpl, auto := range map[string]bool{"AEUser": true, "AEUserV2": true, "PendUser": false, "SuppliesSubject": false} {
+			if got, ok := alice[tmpl]; !ok || got != auto {
+				t.Errorf("alice's policies: %s present=%v autoenroll=%v, want present with autoenroll=%v", tmpl, ok, got, auto)
+			}
+		}
+		for _, tmpl := range []string{"AEMachine", "NoReadTemplate", "NotOffered"} {
+			if _, ok := alice[tmpl]; ok {
+				t.Errorf("alice's policies include %s", tmpl)
+			}
+		}
+		if _, ok := names("dave")["NoReadTemplate"]; ok {
+			t.Error("dave's policies include NoReadTemplate, which he may not read")
+		}
+		if _, ok := names("bob")["AEUser"]; ok {
+			t.Error("bob's policies include AEUser, whose Enroll his group is denied")
+		}
+		if ws1 := names("WS1$"); len(ws1) != 1 || !ws1["AEMachine"] {
+			t.Errorf("WS1$'s policies = %v, want AEMachine with autoenroll", ws1)
+		}
+	})
+
+	t.Run("poll: pending, issued; never another account's", func(t *testing.T) {
+		res := f.enroll(t, "alice", "PendUser", rsaCSR(t, pkix.Name{}))
+		p, err := f.rt.Service.Poll(ctx, res.RequestID, "alice")
+		if err != nil || p.Status != enrollsvc.StatusPending {
+			t.Fatalf("Poll(pending) = %+v, %v", p, err)
+		}
+		if _, err := f.rt.Service.Poll(ctx, res.RequestID, "bob"); enrollsvc.KindOf(err) != enrollsvc.KindNotFound {
+			t.Errorf("bob polling alice's request = %v, want not found", err)
+		}
+		iss, err := f.rt.Service.ApproveRequest(ctx, res.RequestID, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err = f.rt.Service.Poll(ctx, res.RequestID, "ALICE")
+		if err != nil || p.Status != enrollsvc.StatusIssued || !bytes.Equal(p.Certificate.Raw, iss.Certificate.Raw) {
+			t.Errorf("Poll(approved) = %+v, %v; want the issued certificate", p, err)
+		}
+	})
+
 	t.Run("template not offered, unknown account", func(t *testing.T) {
 		for _, tc := range []struct{ account, template, want string }{
 			{"alice", "NotOffered", "not offered"},
