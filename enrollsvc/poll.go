@@ -17,6 +17,16 @@ import (
 // request of another account is reported as not found, so request IDs cannot be probed.
 func (s *Service) Poll(ctx context.Context, id int64, account string) (*EnrollResult, error) {
 	op := fmt.Sprintf("polling request %d", id)
+	if s.dir != nil && s.dir.Dir != nil { // requests record the sAMAccountName; callers may say UPN or DN
+		a, reasons, err := s.account(ctx, s.dir, account, nil)
+		if err != nil {
+			return nil, err
+		}
+		if reasons != nil {
+			return nil, &Error{Kind: KindNotFound, Op: op, RequestID: id, Err: errors.New(strings.Join(reasons, "; "))}
+		}
+		account = accountName(a)
+	}
 	r, err := s.store.GetRequest(ctx, id)
 	if err == nil && !strings.EqualFold(r.Account, account) {
 		err = store.ErrNotFound

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
@@ -93,7 +94,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.CAName, "ca-name", "", "common name of the CA certificate")
 	fs.StringVar(&o.KeyType, "key", "ecdsa-p256", "CA key type: "+keyTypes())
 	fs.DurationVar(&o.CAValidity, "ca-validity", 10*365*24*time.Hour, "validity of the self-signed CA certificate")
-	fs.StringVar(&o.APIListen, "api-listen", "127.0.0.1:8443", "address of the local management API")
+	fs.StringVar(&o.APIListen, "api-listen", config.DefaultAPIListen, "address of the local management API")
 	fs.StringVar(&o.Module, "pkcs11-module", "", "PKCS#11 module (default: SoftHSM2, with a token made inside the data directory)")
 	fs.Var((*listFlag)(&o.CRLURLs), "crl-url", "CRL distribution point URL put in every certificate (repeatable)")
 	fs.Var((*listFlag)(&o.OCSPURLs), "ocsp-url", "OCSP responder URL put in every certificate (repeatable)")

@@ -36,10 +36,17 @@ const (
 	LDAPDir       = "ldap"
 	LDAPPassword  = "ldap/password" // the directory service account's password (mode 0600)
 	LDAPCAFile    = "ldap/ca.pem"   // the CA that issued the domain controllers' certificates
+	EnrollDir     = "enroll"
+	EnrollCert    = "enroll/tls.pem"     // the enrollment web services' server certificate and chain
+	EnrollKey     = "enroll/tls-key.pem" // its key
 )
 
 // DefaultAPIListen is where the local API listens unless told otherwise.
-const DefaultAPIListen = "127.0.0.1:8443"
+const DefaultAPIListen = "127.0.0.1:9443"
+
+// DefaultEnrollListen is where the enrollment web services (CEP/CES) listen in development mode;
+// an appliance listens on :443.
+const DefaultEnrollListen = "127.0.0.1:8443"
 
 // Config is config.json.
 type Config struct {
@@ -56,6 +63,9 @@ type Config struct {
 	// Directory is the Active Directory the templates, permissions and accounts come from.
 	// Without it the service issues only what an administrator approves through the API.
 	Directory *Directory `json:"directory,omitempty"`
+	// Enroll is the enrollment web services (MS-XCEP policy, MS-WSTEP enrollment) for Windows
+	// clients and aeagent; they need the directory.
+	Enroll *Enroll `json:"enroll,omitempty"`
 	// Templates holds per-template settings the template object in AD has no place for.
 	Templates map[string]TemplateSettings `json:"templates,omitempty"`
 }
@@ -68,6 +78,14 @@ type Directory struct {
 	PasswordFile string `json:"password_file"`
 	CACN         string `json:"ca_cn"`               // cn of the pKIEnrollmentService object naming the offered templates
 	CacheTTL     string `json:"cache_ttl,omitempty"` // Go duration; default 5m
+}
+
+// Enroll configures the enrollment web services.
+type Enroll struct {
+	Listen    string   `json:"listen"`
+	Hostnames []string `json:"hostnames"` // names in the server certificate and in every advertised URI
+	CertFile  string   `json:"cert_file"`
+	KeyFile   string   `json:"key_file"`
 }
 
 // TemplateSettings adds to a directory template.
@@ -165,6 +183,17 @@ func (c *Config) Validate() error {
 	if d := c.Directory; d != nil {
 		if err := d.Validate(); err != nil {
 			return err
+		}
+	}
+	if e := c.Enroll; e != nil {
+		if _, _, err := net.SplitHostPort(e.Listen); err != nil {
+			return fmt.Errorf("enroll.listen %q: %w", e.Listen, err)
+		}
+		if len(e.Hostnames) == 0 || e.CertFile == "" || e.KeyFile == "" {
+			return errors.New("enroll: hostnames, cert_file and key_file are required")
+		}
+		if c.Directory == nil {
+			return errors.New("enroll: the enrollment web services need the directory settings")
 		}
 	}
 	for name, t := range c.Templates {

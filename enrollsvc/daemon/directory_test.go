@@ -297,7 +297,7 @@ func TestDirectoryPolicyMustHold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err = f.rt.Service.Poll(ctx, res.RequestID, "ALICE")
+		p, err = f.rt.Service.Poll(ctx, res.RequestID, f.s.Alice.UPN)
 		if err != nil || p.Status != enrollsvc.StatusIssued || !bytes.Equal(p.Certificate.Raw, iss.Certificate.Raw) {
 			t.Errorf("Poll(approved) = %+v, %v; want the issued certificate", p, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -42,15 +43,20 @@ func APIHosts(listen string) []string {
 // storing it like any other certificate) when there is none, it is not from this CA, expires
 // within APICertRenewBefore, or misses one of hosts.
 func (rt *Runtime) EnsureAPICert(ctx context.Context, hosts []string) (tls.Certificate, error) {
-	certPath, keyPath := config.Path(rt.Dir, rt.Config.API.CertFile), config.Path(rt.Dir, rt.Config.API.KeyFile)
-	if kp, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && rt.apiCertGood(kp, hosts) {
+	return rt.ensureTLSCert(ctx, config.Path(rt.Dir, rt.Config.API.CertFile), config.Path(rt.Dir, rt.Config.API.KeyFile),
+		hosts, enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-api", Template: "api-tls"}, "enrollsvc local API")
+}
+
+// ensureTLSCert keeps a server certificate for hosts, issued by this CA, at certPath/keyPath.
+func (rt *Runtime) ensureTLSCert(ctx context.Context, certPath, keyPath string, hosts []string, m enrollsvc.Meta, ou string) (tls.Certificate, error) {
+	if kp, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && rt.tlsCertGood(kp, hosts) {
 		return kp, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	o := issue.Order{Subject: pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{"enrollsvc local API"}},
+	o := issue.Order{Subject: pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{ou}},
 		PublicKey: key.Public(), Validity: 365 * 24 * time.Hour,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	for _, h := range hosts {
@@ -60,12 +66,15 @@ func (rt *Runtime) EnsureAPICert(ctx context.Context, hosts []string) (tls.Certi
 			o.DNSNames = append(o.DNSNames, h)
 		}
 	}
-	res, err := rt.Service.IssueApproved(ctx, o, enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-api", Template: "api-tls"})
+	res, err := rt.Service.IssueApproved(ctx, o, m)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("issuing the API's TLS certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("issuing the %s TLS certificate: %w", ou, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
 		return tls.Certificate{}, err
 	}
 	if err := config.WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
@@ -79,7 +88,7 @@ func (rt *Runtime) EnsureAPICert(ctx context.Context, hosts []string) (tls.Certi
 	return tls.X509KeyPair(chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
 }
 
-func (rt *Runtime) apiCertGood(kp tls.Certificate, hosts []string) bool {
+func (rt *Runtime) tlsCertGood(kp tls.Certificate, hosts []string) bool {
 	leaf, err := x509.ParseCertificate(kp.Certificate[0])
 	if err != nil || leaf.CheckSignatureFrom(rt.CACert) != nil || time.Until(leaf.NotAfter) < APICertRenewBefore {
 		return false
