@@ -41,6 +41,10 @@ type InitOptions struct {
 	CAIssuerURLs []string
 	Module       string // PKCS#11 module; default: SoftHSM's
 	Directory    *DirectoryOptions
+	// EnrollListen and Hostnames configure the enrollment web services (with a directory):
+	// defaults config.DefaultEnrollListen and localhost, 127.0.0.1.
+	EnrollListen string
+	Hostnames    []string
 	Logger       *slog.Logger
 }
 
@@ -89,6 +93,23 @@ func (o *InitOptions) validate() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Directory == nil && (o.EnrollListen != "" || len(o.Hostnames) > 0) {
+		return errors.New("--enroll-listen and --hostname need the directory settings (--ldap-url ...)")
+	}
+	if o.EnrollListen == "" {
+		o.EnrollListen = config.DefaultEnrollListen
+	}
+	if _, _, err := net.SplitHostPort(o.EnrollListen); err != nil {
+		return fmt.Errorf("--enroll-listen %q: %w", o.EnrollListen, err)
+	}
+	if len(o.Hostnames) == 0 {
+		o.Hostnames = []string{"localhost", "127.0.0.1"}
+	}
+	for _, h := range o.Hostnames {
+		if h == "" || strings.ContainsAny(h, "/:@ ") && net.ParseIP(h) == nil {
+			return fmt.Errorf("--hostname %q: want a DNS name or an IP address", h)
+		}
 	}
 	if d := o.Directory; d != nil {
 		switch {
@@ -245,6 +266,8 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		if cfg.Directory, err = stageDirectory(stage, d); err != nil {
 			return nil, err
 		}
+		cfg.Enroll = &config.Enroll{Listen: o.EnrollListen, Hostnames: o.Hostnames,
+			CertFile: config.EnrollCert, KeyFile: config.EnrollKey}
 	}
 	if err := cfg.Write(stage); err != nil {
 		return nil, err

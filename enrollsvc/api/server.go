@@ -113,20 +113,26 @@ func (s *Server) Handler() http.Handler { return s.e }
 
 // Serve answers on ln with TLS until ctx is done, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
-	hs := &http.Server{Handler: s.e, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+	return ServeTLS(ctx, s.e, ln, tlsCfg, s.cfg.Logger)
+}
+
+// ServeTLS serves h over TLS on ln, with the service's timeouts and header limits, until ctx is
+// done, then shuts down gracefully (in-flight requests get 10 s to finish).
+func ServeTLS(ctx context.Context, h http.Handler, ln net.Listener, tlsCfg *tls.Config, log *slog.Logger) error {
+	hs := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 32 << 10, ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn)}
+		MaxHeaderBytes: 32 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(tls.NewListener(ln, tlsCfg)) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("api: serving: %w", err)
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("api: shutting down: %w", err)
+		return fmt.Errorf("shutting down %s: %w", ln.Addr(), err)
 	}
 	return nil
 }
