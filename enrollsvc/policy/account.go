@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -258,25 +259,16 @@ func parseDN(s string) ([][]atv, error) {
 	}
 }
 
+// unhex2 decodes the two hex digits at the start of s (an RFC 4514 "\\hh" escape).
 func unhex2(s string) (byte, bool) {
 	if len(s) < 2 {
 		return 0, false
 	}
-	h, ok1 := unhex(s[0])
-	l, ok2 := unhex(s[1])
-	return h<<4 | l, ok1 && ok2
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
+	b, err := hex.DecodeString(s[:2])
+	if err != nil {
+		return 0, false
 	}
-	return 0, false
+	return b[0], true
 }
 
 func canonicalType(t string) string {
