@@ -19,6 +19,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
@@ -160,12 +161,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	var dir, listen, logLevel string
 	fs.StringVar(&dir, "data", "", "data directory made by `enrollsvc init`")
 	fs.StringVar(&listen, "api-listen", "", "address of the local management API (default: from the configuration; port 0 picks a free one)")
+	var enrollListen string
+	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services (default: from the configuration; port 0 picks a free one)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR]
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR]
 
 Runs the enrollment service in the foreground: opens the HSM token and the CA key, the store,
-and serves the local management API over TLS. Logs are JSON on standard error. SIGINT or SIGTERM
+serves the local management API over TLS and, with a directory, the enrollment web services
+(MS-XCEP policy and MS-WSTEP enrollment, as AD CS's CEP/CES). Logs are JSON on standard error. SIGINT or SIGTERM
 stops it cleanly.
 
 Flags:
@@ -190,7 +194,10 @@ Flags:
 	}
 	defer rt.Close()
 	aectl := aectlPath()
-	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, OnListen: func(addr string) {
+	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, EnrollListen: enrollListen, OnEnrollListen: func(addr string) {
+		fmt.Fprintf(stdout, "Enrollment web services listening on https://%s\n  policy (CEP): https://HOST:PORT%s (username/password)\n",
+			addr, webenroll.CEPPasswordPath)
+	}, OnListen: func(addr string) {
 		fmt.Fprintf(stdout, "enrollsvc %s: CA %q, key %s\nLocal API listening on https://%s\nTry:  %s --data %s status\n      %s --data %s certs\nCtrl-C stops the service.\n",
 			daemon.Version, rt.CACert.Subject.String(), rt.Key.URI(), addr, aectl, dir, aectl, dir)
 	}}, rt)

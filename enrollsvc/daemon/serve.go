@@ -105,6 +105,10 @@ func (rt *Runtime) tlsCertGood(kp tls.Certificate, hosts []string) bool {
 type ServeOptions struct {
 	APIListen string            // overrides the configured address; ":0" picks a free port
 	OnListen  func(addr string) // called once the API listens
+	// EnrollListen overrides the enrollment web services' address; OnEnrollListen is called once
+	// they listen (only when they are configured).
+	EnrollListen   string
+	OnEnrollListen func(addr string)
 	// HealthInterval is how often HSM and store are checked for the audit log (default 30s).
 	HealthInterval time.Duration
 }
@@ -149,6 +153,24 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		"ca", rt.CACert.Subject.String(), "token", ti.Label, "key", rt.Key.URI().String())
 	if o.OnListen != nil {
 		o.OnListen(addr)
+	}
+	ectx, stopEnroll := context.WithCancel(ctx)
+	defer stopEnroll()
+	enrollAddr, enrollDone, err := rt.startEnroll(ectx, o.EnrollListen)
+	if err != nil {
+		return err
+	}
+	if enrollDone != nil {
+		defer func() {
+			stopEnroll()
+			if err := <-enrollDone; err != nil {
+				rt.Log.Error("enrollment web services", "error", err)
+			}
+			os.Remove(config.Path(dir, EnrollAddrFile))
+		}()
+		if o.OnEnrollListen != nil {
+			o.OnEnrollListen(enrollAddr)
+		}
 	}
 	var wg sync.WaitGroup
 	mctx, stop := context.WithCancel(ctx)

@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"net"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
+)
+
+// EnrollAddrFile is written by serve once the enrollment web services listen.
+const EnrollAddrFile = "enroll/address"
+
+// VerifyPassword checks a user's password against the directory (the username/password endpoints).
+func (l *lazyDirectory) VerifyPassword(ctx context.Context, user, password string) error {
+	c, err := l.client(ctx)
+	if err != nil {
+		return err
+	}
+	return c.VerifyPassword(ctx, user, password)
+}
+
+// policyID is this appliance's XCEP policy identifier: stable for its CA, in GUID form.
+func policyID(caDER []byte) string {
+	h := sha256.Sum256(caDER)
+	h[6] = h[6]&0x0f | 0x50 // a name-based GUID
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("{%x-%x-%x-%x-%x}", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// startEnroll starts the enrollment web services when they are configured, returning the
+// address they listen on and a channel that carries their end; "" and nil when they are not.
+func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-chan error, error) {
+	e := rt.Config.Enroll
+	if e == nil || rt.directory == nil {
+		return "", nil, nil
+	}
+	listen := e.Listen
+	if override != "" {
+		listen = override
+	}
+	kp, err := rt.ensureTLSCert(ctx, config.Path(rt.Dir, e.CertFile), config.Path(rt.Dir, e.KeyFile), e.Hostnames,
+		enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-enroll", Template: "enroll-tls"}, "enrollment web services")
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", nil, fmt.Errorf("listening for the enrollment web services: %w", err)
+	}
+	addr := ln.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	var bases []string
+	for _, h := range e.Hostnames {
+		if port == "443" {
+			bases = append(bases, "https://"+h)
+		} else {
+			bases = append(bases, "https://"+net.JoinHostPort(h, port))
+		}
+	}
+	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.directory, CACert: rt.CACert,
+		CAName: rt.Config.CAName, BaseURLs: bases, CMCSigner: rt.Key, Logger: rt.Log, PolicyID: policyID(rt.CACert.Raw)})
+	if err != nil {
+		ln.Close()
+		return "", nil, err
+	}
+	if err := config.WriteFileAtomic(config.Path(rt.Dir, EnrollAddrFile), []byte(addr+"\n"), 0o644); err != nil {
+		ln.Close()
+		return "", nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- api.ServeTLS(ctx, ws, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}, rt.Log)
+	}()
+	return addr, done, nil
+}

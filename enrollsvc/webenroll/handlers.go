@@ -1,0 +1,190 @@
+package webenroll
+
+import (
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/xcep"
+)
+
+// nextUpdateHours is how often clients should ask for policy again (AD CS: 8).
+const nextUpdateHours = 8
+
+// HRESULTs in CertificateEnrollmentWSDetail.ErrorCode, as AD CS returns them.
+const (
+	hrTemplateDenied = -2146877422 // 0x80094012 CERTSRV_E_TEMPLATE_DENIED
+	hrInvalidArg     = -2147024809 // 0x80070057 E_INVALIDARG
+	hrNotFound       = -2147023728 // 0x80070490 ERROR_NOT_FOUND
+	hrUnavailable    = -2147023174 // 0x800706BA RPC_S_SERVER_UNAVAILABLE
+	hrFail           = -2147467259 // 0x80004005 E_FAIL
+)
+
+func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
+	req, err := xcep.ParseRequest(c.env)
+	if err != nil {
+		s.fault(w, http.StatusBadRequest, true, c.env.MessageID, err.Error(), nil)
+		return
+	}
+	set, err := s.cfg.Core.Policies(c.r.Context(), c.account)
+	if err != nil {
+		s.coreFault(w, c, err, nil)
+		return
+	}
+	resp := xcep.Response{PolicyID: s.cfg.PolicyID, PolicyFriendlyName: s.cfg.CAName, NextUpdateHours: nextUpdateHours}
+	if req.LastUpdate != nil && !set.Changed.IsZero() && !set.Changed.After(*req.LastUpdate) {
+		resp.PoliciesNotChanged = true
+		s.reply(w, xcep.GetPoliciesResponseAction, c.env.MessageID, resp.Marshal())
+		return
+	}
+	ca := xcep.CA{Certificate: s.cfg.CACert.Raw, EnrollPermission: true, ReferenceID: 0}
+	for i, base := range s.cfg.BaseURLs {
+		ca.URIs = append(ca.URIs, xcep.CAURI{ClientAuthentication: xcep.AuthUsername,
+			URI: base + CESPath(s.cfg.CAName, "UsernamePassword"), Priority: i + 1})
+	}
+	resp.CAs = []xcep.CA{ca}
+	for _, tp := range set.Templates {
+		t := tp.Template
+		if len(t.OID) == 0 {
+			s.cfg.Logger.WarnContext(c.r.Context(), "template without msPKI-Cert-Template-OID left out of the policy", "template", t.Name)
+			continue
+		}
+		ref := len(resp.OIDs)
+		resp.OIDs = append(resp.OIDs, xcep.OID{Value: t.OID.String(), Group: xcep.GroupEnrollment, ReferenceID: ref, DefaultName: t.Name})
+		p := xcep.Policy{PolicyOIDReference: ref, CAReferences: []int{ca.ReferenceID}, CommonName: t.Name,
+			SchemaVersion: t.SchemaVersion, ValidityPeriodSeconds: int64(t.Validity.Seconds()),
+			RenewalPeriodSeconds: int64(t.Renewal.Seconds()), Enroll: true, AutoEnroll: tp.Autoenroll,
+			MinimalKeyLength: t.MinimalKeySize, KeySpec: t.KeySpec, MajorRevision: t.Major, MinorRevision: t.Minor,
+			SupersededPolicies: t.Supersedes,
+			PrivateKeyFlags:    uint32(t.PrivateKeyFlags) | uint32(t.PrivateKeyClientVersion)<<24 | uint32(t.PrivateKeyServerVersion)<<16,
+			SubjectNameFlags:   uint32(t.NameFlags), EnrollmentFlags: uint32(t.EnrollmentFlags), GeneralFlags: uint32(t.GeneralFlags)}
+		if t.RASignatures > 0 {
+			p.RARequirements = &xcep.RARequirements{Signatures: uint32(t.RASignatures)}
+		}
+		resp.Policies = append(resp.Policies, p)
+	}
+	s.reply(w, xcep.GetPoliciesResponseAction, c.env.MessageID, resp.Marshal())
+}
+
+func (s *Server) enroll(w http.ResponseWriter, c caller) {
+	req, err := wstep.ParseRequest(c.env)
+	if err != nil {
+		s.fault(w, http.StatusBadRequest, true, c.env.MessageID, err.Error(), wstep.FaultDetail(hrInvalidArg, 0, true, nil))
+		return
+	}
+	switch req.RequestType {
+	case wstep.QueryTokenStatus:
+		id, err := strconv.ParseInt(strings.TrimSpace(req.RequestID), 10, 64)
+		if err != nil || id <= 0 {
+			s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "RequestID is not a positive number", wstep.FaultDetail(hrInvalidArg, 0, true, nil))
+			return
+		}
+		res, err := s.cfg.Core.Poll(c.r.Context(), id, c.account)
+		if err != nil {
+			s.coreFault(w, c, err, wstep.FaultDetail(hrOf(err), id, false, nil))
+			return
+		}
+		s.answer(w, c, res, 1, false)
+	case wstep.Issue:
+		cr, err := cmc.ParseRequest(req.Token)
+		if err != nil {
+			bin, _ := cmc.FailureResponse(1, cmc.FailInfoOf(err), err.Error())
+			s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "the request cannot be read: "+err.Error(), wstep.FaultDetail(hrInvalidArg, 0, true, bin))
+			return
+		}
+		switch {
+		case cr.Kind == cmc.Renewal:
+			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, "renewal requests are not served on this endpoint yet; enroll anew",
+				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
+			return
+		case cr.Kind == cmc.CMC && !cr.SignerIsRequestKey:
+			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, "enrollment on behalf of another account is not allowed",
+				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
+			return
+		}
+		template := req.Context["CertificateTemplate"]
+		if v, ok := cr.NameValue("CertificateTemplate"); ok {
+			if template != "" && !strings.EqualFold(template, v) {
+				s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "the request names two different templates", wstep.FaultDetail(hrInvalidArg, 0, true, nil))
+				return
+			}
+			template = v
+		}
+		res, err := s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: c.account,
+			Requester: c.account, CSR: cr.CSR})
+		if err != nil {
+			var se *enrollsvc.Error
+			id := int64(0)
+			if errors.As(err, &se) {
+				id = se.RequestID
+			}
+			s.coreFault(w, c, err, wstep.FaultDetail(hrOf(err), id, enrollsvc.KindOf(err) == enrollsvc.KindBadRequest, nil))
+			return
+		}
+		s.answer(w, c, res, bodyPart(cr), cr.Kind != cmc.PKCS10)
+	default:
+		s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "request type "+req.RequestType+" is not supported",
+			wstep.FaultDetail(hrInvalidArg, 0, true, nil))
+	}
+}
+
+func bodyPart(cr *cmc.Request) int {
+	if cr.BodyPartID > 0 {
+		return cr.BodyPartID
+	}
+	return 1
+}
+
+// answer turns a core result into the WSTEP reply: issued (CMC response + leaf), pending
+// (reference to this endpoint), or a fault carrying every reason.
+func (s *Server) answer(w http.ResponseWriter, c caller, res *enrollsvc.EnrollResult, bodyPartID int, signed bool) {
+	switch res.Status {
+	case enrollsvc.StatusIssued:
+		// A bare PKCS#10 gets the certificates-only PKCS#7 the captured clients accept; CMC requests
+		// get a full PKI response signed by the CA, as AD CS sends.
+		signer, signerCert := s.cfg.CMCSigner, s.cfg.CACert
+		if !signed || signer == nil {
+			signer, signerCert = nil, nil
+		}
+		resp, err := cmc.FullPKIResponse(res.Certificate, []*x509.Certificate{s.cfg.CACert}, bodyPartID, signer, signerCert)
+		if err != nil {
+			s.cfg.Logger.ErrorContext(c.r.Context(), "building the CMC response", "request_id", res.RequestID, "error", err)
+			s.fault(w, http.StatusInternalServerError, false, c.env.MessageID, "the certificate was issued but the response could not be built; ask again with QueryTokenStatus",
+				wstep.FaultDetail(hrFail, res.RequestID, false, nil))
+			return
+		}
+		s.reply(w, wstep.IssueResponseAction, c.env.MessageID, wstep.Issued(res.RequestID, resp, res.Certificate.Raw))
+	case enrollsvc.StatusPending:
+		s.reply(w, wstep.IssueResponseAction, c.env.MessageID, wstep.Pending(res.RequestID, s.cesURL(c)))
+	default:
+		reason := "the request was denied"
+		if len(res.Reasons) > 0 {
+			reason = "the request was denied: " + strings.Join(res.Reasons, "; ")
+		}
+		s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, reason, wstep.FaultDetail(hrTemplateDenied, res.RequestID, false, nil))
+	}
+}
+
+// cesURL is this endpoint's URL as the client reached it (for the pending reference).
+func (s *Server) cesURL(c caller) string {
+	return "https://" + c.r.Host + c.r.URL.Path
+}
+
+func hrOf(err error) int32 {
+	switch enrollsvc.KindOf(err) {
+	case enrollsvc.KindBadRequest:
+		return hrInvalidArg
+	case enrollsvc.KindRefused:
+		return hrTemplateDenied
+	case enrollsvc.KindNotFound:
+		return hrNotFound
+	case enrollsvc.KindUnavailable:
+		return hrUnavailable
+	}
+	return hrFail
+}

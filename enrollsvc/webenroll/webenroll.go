@@ -1,0 +1,177 @@
+// Package webenroll serves the Windows enrollment web services over HTTPS: the certificate
+// enrollment policy service (MS-XCEP, "CEP") and the certificate enrollment service (MS-WSTEP,
+// "CES"), at the paths AD CS uses so that clients which build the URL themselves find them. It
+// authenticates the caller, turns the SOAP message into a core call (Policies, Enroll, Poll) and
+// the answer back into SOAP; the message formats are in soap, xcep, wstep and cmc.
+//
+// The account a request is for is always the authenticated caller, never what the message says.
+// This slice serves the username/password endpoints (WS-Security UsernameToken, checked by an
+// LDAP bind as that user, refused over plain HTTP).
+package webenroll
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
+	"github.com/enrollment-appliance/aeappliance/ldap"
+)
+
+// Core is what the web services need of the enrollment core.
+type Core interface {
+	Policies(ctx context.Context, account string) (*enrollsvc.PolicySet, error)
+	Enroll(ctx context.Context, er enrollsvc.EnrollRequest) (*enrollsvc.EnrollResult, error)
+	Poll(ctx context.Context, id int64, account string) (*enrollsvc.EnrollResult, error)
+}
+
+// PasswordVerifier checks a user's password (an LDAP bind as that user).
+type PasswordVerifier interface {
+	VerifyPassword(ctx context.Context, user, password string) error
+}
+
+// Config wires the web services.
+type Config struct {
+	Core      Core
+	Passwords PasswordVerifier
+	CACert    *x509.Certificate
+	CAName    string   // the CA's name in the CES paths (<CA>_CES_<auth>)
+	BaseURLs  []string // https://host[:port] for each configured host name, in order of preference
+	// CMCSigner signs the CMC responses of issued requests, as AD CS does with the CA key.
+	CMCSigner crypto.Signer
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// PolicyID identifies this policy server (a GUID, stable for the data directory).
+	PolicyID string
+}
+
+// Paths of the endpoints, as AD CS names them.
+const (
+	CEPPasswordPath = "/ADPolicyProvider_CEP_UsernamePassword/service.svc/CEP"
+)
+
+// CESPath is the CES endpoint path for a CA name and authentication mode name.
+func CESPath(caName, auth string) string {
+	return "/" + url.PathEscape(caName) + "_CES_" + auth + "/service.svc/CES"
+}
+
+// Server is the web services' HTTP handler.
+type Server struct {
+	cfg    Config
+	routes map[string]http.HandlerFunc // by unescaped path: CA names may hold spaces
+}
+
+// New validates cfg and builds the handler.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Core == nil || cfg.Passwords == nil || cfg.CACert == nil:
+		return nil, errors.New("webenroll: Config needs Core, Passwords and CACert")
+	case cfg.CAName == "" || len(cfg.BaseURLs) == 0 || cfg.PolicyID == "":
+		return nil, errors.New("webenroll: Config needs CAName, BaseURLs and PolicyID")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, routes: map[string]http.HandlerFunc{}}
+	s.routes[CEPPasswordPath] = s.password(s.getPolicies)
+	s.routes["/"+cfg.CAName+"_CES_UsernamePassword/service.svc/CES"] = s.password(s.enroll)
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, ok := s.routes[r.URL.Path]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "SOAP endpoints take POST", http.StatusMethodNotAllowed)
+		return
+	}
+	h(w, r)
+}
+
+// caller is an authenticated request.
+type caller struct {
+	account string
+	env     *soap.Envelope
+	r       *http.Request
+}
+
+type handler func(w http.ResponseWriter, c caller)
+
+// password authenticates the UsernameToken of the SOAP header with an LDAP bind.
+func (s *Server) password(next handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			s.fault(w, http.StatusForbidden, true, "", "passwords are accepted over TLS only", nil)
+			return
+		}
+		env, err := soap.Parse(http.MaxBytesReader(w, r.Body, soap.MaxBody))
+		if err != nil {
+			s.fault(w, http.StatusBadRequest, true, "", "malformed SOAP message: "+err.Error(), nil)
+			return
+		}
+		tok := env.UsernameToken
+		if tok == nil || tok.Username == "" {
+			s.fault(w, http.StatusUnauthorized, true, env.MessageID, "a WS-Security UsernameToken is required on this endpoint", nil)
+			return
+		}
+		if tok.PasswordType != "" && tok.PasswordType != soap.PasswordText {
+			s.fault(w, http.StatusUnauthorized, true, env.MessageID, "only #PasswordText passwords are accepted (over TLS)", nil)
+			return
+		}
+		if err := s.cfg.Passwords.VerifyPassword(r.Context(), tok.Username, tok.Password); err != nil {
+			code, msg := http.StatusUnauthorized, "authentication failed"
+			if errors.Is(err, ldap.ErrUnavailable) {
+				code, msg = http.StatusServiceUnavailable, "the directory is unavailable; try again later"
+			}
+			s.cfg.Logger.WarnContext(r.Context(), "enrollment web service authentication failed", "user", tok.Username,
+				"remote", r.RemoteAddr, "path", r.URL.Path, "error", err)
+			s.fault(w, code, code != http.StatusServiceUnavailable, env.MessageID, msg, nil)
+			return
+		}
+		next(w, caller{account: tok.Username, env: env, r: r})
+	}
+}
+
+// fault writes a SOAP fault.
+func (s *Server) fault(w http.ResponseWriter, code int, sender bool, relatesTo, reason string, detail []byte) {
+	w.Header().Set("Content-Type", "application/soap+xml; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write(soap.Fault(sender, reason, detail, relatesTo))
+}
+
+// reply writes a SOAP reply.
+func (s *Server) reply(w http.ResponseWriter, action, relatesTo string, body []byte) {
+	w.Header().Set("Content-Type", "application/soap+xml; charset=utf-8")
+	_, _ = w.Write(soap.Reply(action, relatesTo, body, s.cfg.Now(), true))
+}
+
+// coreFault turns a core error into a fault with the right HTTP status.
+func (s *Server) coreFault(w http.ResponseWriter, c caller, err error, detail []byte) {
+	code, sender := http.StatusInternalServerError, false
+	switch enrollsvc.KindOf(err) {
+	case enrollsvc.KindBadRequest, enrollsvc.KindRefused:
+		code, sender = http.StatusInternalServerError, true // AD CS answers refusals with 500 and a fault
+	case enrollsvc.KindNotFound:
+		code, sender = http.StatusInternalServerError, true
+	case enrollsvc.KindUnavailable:
+		code = http.StatusServiceUnavailable
+	}
+	if code == http.StatusInternalServerError && !sender {
+		s.cfg.Logger.ErrorContext(c.r.Context(), "enrollment web service failed", "path", c.r.URL.Path, "error", err)
+	}
+	s.fault(w, code, sender, c.env.MessageID, err.Error(), detail)
+}
