@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,5 +255,40 @@ func TestDenyAndExpiry(t *testing.T) {
 	}
 	if f.count(t) != 0 {
 		t.Error("denied or expired requests issued certificates")
+	}
+}
+
+func TestRenewRefusals(t *testing.T) {
+	now := time.Now()
+	f := newFixtureAt(t, func() time.Time { return now })
+	ctx := context.Background()
+	res, err := f.svc.IssueApproved(ctx, order(t), enrollsvc.Meta{Account: "alice", Template: "AEUser"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := res.Certificate
+	foreign := newFixture(t) // another CA
+	fres, err := foreign.svc.IssueApproved(ctx, order(t), enrollsvc.Meta{Account: "alice", Template: "AEUser"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		rr   enrollsvc.RenewRequest
+		at   time.Time
+		want string
+	}{
+		{"another CA's certificate", enrollsvc.RenewRequest{OldCert: fres.Certificate}, now, "not issued by this CA"},
+		{"another template", enrollsvc.RenewRequest{OldCert: old, Template: "WebServer"}, now, "keeps the template"},
+		{"expired", enrollsvc.RenewRequest{OldCert: old}, old.NotAfter.Add(time.Minute), "expired"},
+	} {
+		now = tc.at
+		r, err := f.svc.Renew(ctx, tc.rr)
+		if err != nil || r.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(r.Reasons, " "), tc.want) {
+			t.Errorf("Renew(%s) = %+v, %v; want denied mentioning %q", tc.name, r, err, tc.want)
+		}
+	}
+	if n := f.count(t); n != 1 {
+		t.Errorf("certificates after refused renewals = %d, want 1", n)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
@@ -123,6 +124,11 @@ func fromBody(nodes []soaptest.Node) []soaptest.Node {
 
 // templateCSR is a PKCS#10 naming its template with the v2 template extension, as Windows sends.
 func templateCSR(t *testing.T, oid string) string {
+	der, _ := templateCSRKey(t, oid)
+	return base64.StdEncoding.EncodeToString(der)
+}
+
+func templateCSRKey(t *testing.T, oid string) ([]byte, *rsa.PrivateKey) {
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +147,7 @@ func templateCSR(t *testing.T, oid string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return base64.StdEncoding.EncodeToString(der)
+	return der, k
 }
 
 var tokenRE = regexp.MustCompile(`(?s)(<ns2:BinarySecurityToken[^>]*>).*?(</ns2:BinarySecurityToken>)`)
@@ -212,8 +218,16 @@ func TestEnrollmentWebServices(t *testing.T) {
 		return tokenRE.ReplaceAllString(body, "${1}"+templateCSR(t, s.Templates[template].OID)+"${2}")
 	}
 
+	withToken := func(t *testing.T, user, password string, token []byte) string {
+		body := capture(t, "002_MockCA_CES_UsernamePassword_service_svc_CES.xml", user, password)
+		return tokenRE.ReplaceAllString(body, "${1}"+base64.StdEncoding.EncodeToString(token)+"${2}")
+	}
+	var aliceLeaf *x509.Certificate
+	var aliceKey *rsa.PrivateKey
+
 	t.Run("Issue for AEUser: issued to alice, reply shaped like the captured one", func(t *testing.T) {
-		code, body := c.post(c.ces, issueBody(t, alice.UPN, alice.Password, "AEUser"))
+		csr, key := templateCSRKey(t, s.Templates["AEUser"].OID)
+		code, body := c.post(c.ces, withToken(t, alice.UPN, alice.Password, csr))
 		var r rstr
 		if err := xml.Unmarshal(body, &r); err != nil || code != 200 || r.Disposition != "Issued" || r.RequestID == "" {
 			t.Fatalf("Issue AEUser = %d %+v\n%s", code, r, body)
@@ -228,6 +242,32 @@ func TestEnrollmentWebServices(t *testing.T) {
 		}
 		if d := shapeDiff(t, body, "004_MockCA_CES_UsernamePassword_service_svc_CES.response.xml"); d != "" {
 			t.Errorf("Issued reply differs in shape from the one the client accepted:\n%s", d)
+		}
+		aliceLeaf, aliceKey = leaf, key
+	})
+
+	t.Run("renewal signed with alice's old key: for alice, whoever sends it", func(t *testing.T) {
+		if aliceLeaf == nil {
+			t.Fatal("the Issue subtest left no certificate to renew")
+		}
+		csr, _ := templateCSRKey(t, s.Templates["AEUser"].OID)
+		token, err := cmc.SignRenewal(csr, aliceLeaf, aliceKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body := c.post(c.ces, withToken(t, bob.UPN, bob.Password, token))
+		var r rstr
+		xml.Unmarshal(body, &r)
+		der, _ := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(r.Leaf), ""))
+		renewed, err := x509.ParseCertificate(der)
+		if code != 200 || err != nil || !bytes.Equal(renewed.RawSubject, aliceLeaf.RawSubject) || renewed.SerialNumber.Cmp(aliceLeaf.SerialNumber) == 0 {
+			t.Fatalf("renewal = %d %+v (%v), want a new certificate for alice", code, r, err)
+		}
+		// The same renewal with its signature broken: a fault, nothing issued.
+		token[len(token)-5] ^= 0xff
+		code, body = c.post(c.ces, withToken(t, bob.UPN, bob.Password, token))
+		if code == 200 || !bytes.Contains(body, []byte("Fault")) {
+			t.Errorf("renewal with a broken signature = %d %.300s, want a fault", code, body)
 		}
 	})
 

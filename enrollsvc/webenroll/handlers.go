@@ -98,10 +98,6 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			return
 		}
 		switch {
-		case cr.Kind == cmc.Renewal:
-			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, "renewal requests are not served on this endpoint yet; enroll anew",
-				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
-			return
 		case cr.Kind == cmc.CMC && !cr.SignerIsRequestKey:
 			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, "enrollment on behalf of another account is not allowed",
 				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
@@ -115,8 +111,15 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			}
 			template = v
 		}
-		res, err := s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: c.account,
-			Requester: c.account, CSR: cr.CSR})
+		var res *enrollsvc.EnrollResult
+		if cr.Kind == cmc.Renewal {
+			// Signed with the old certificate's key: for that certificate's account and template.
+			res, err = s.cfg.Core.Renew(c.r.Context(), enrollsvc.RenewRequest{OldCert: cr.OldCert, CSR: cr.CSR,
+				Template: template, Requester: c.account})
+		} else {
+			res, err = s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: c.account,
+				Requester: c.account, CSR: cr.CSR})
+		}
 		if err != nil {
 			var se *enrollsvc.Error
 			id := int64(0)

@@ -6,7 +6,8 @@
 //
 // The account a request is for is always the authenticated caller, never what the message says.
 // This slice serves the username/password endpoints (WS-Security UsernameToken, checked by an
-// LDAP bind as that user, refused over plain HTTP).
+// LDAP bind as that user, refused over plain HTTP); a renewal request (signed with the key of a
+// certificate this CA issued) is for that certificate's account.
 package webenroll
 
 import (
@@ -29,6 +30,7 @@ type Core interface {
 	Policies(ctx context.Context, account string) (*enrollsvc.PolicySet, error)
 	Enroll(ctx context.Context, er enrollsvc.EnrollRequest) (*enrollsvc.EnrollResult, error)
 	Poll(ctx context.Context, id int64, account string) (*enrollsvc.EnrollResult, error)
+	Renew(ctx context.Context, rr enrollsvc.RenewRequest) (*enrollsvc.EnrollResult, error)
 }
 
 // PasswordVerifier checks a user's password (an LDAP bind as that user).

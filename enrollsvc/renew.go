@@ -1,0 +1,76 @@
+package enrollsvc
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"strings"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+// RenewRequest is a renewal: a new request signed with the key of a certificate this CA issued
+// (the signature has been verified by the protocol edge).
+type RenewRequest struct {
+	OldCert   *x509.Certificate
+	CSR       []byte // DER PKCS#10 for the new certificate
+	Template  string // the template the request names, if any
+	Requester string // the authenticated caller
+}
+
+// Renew issues the renewal of a certificate. It is for the old certificate's account and
+// template, whoever sends it (possession of the old key is what counts), and only for a
+// certificate this CA issued that is in the store, not revoked and not expired. Policy then
+// decides as for any request: the account must still be allowed the template.
+func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, error) {
+	if rr.OldCert == nil {
+		return nil, &Error{Kind: KindBadRequest, Op: "renewing", Err: fmt.Errorf("no certificate to renew")}
+	}
+	serial := issue.SerialString(rr.OldCert.SerialNumber)
+	meta := Meta{Requester: "renewal by " + rr.Requester, Template: rr.Template, CSR: rr.CSR}
+	if err := rr.OldCert.CheckSignatureFrom(s.issuer.CACert()); err != nil {
+		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + ") was not issued by this CA"}, nil)
+	}
+	sc, err := s.store.GetCertificate(ctx, serial)
+	if err != nil && KindOf(err) != KindNotFound {
+		return nil, &Error{Kind: KindInternal, Op: "renewing serial " + serial, Err: err}
+	}
+	if err != nil || !bytes.Equal(sc.DER, rr.OldCert.Raw) {
+		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + ") is not one this CA recorded"}, nil)
+	}
+	meta.Account = sc.Account
+	now := s.rec.Now()
+	var reasons []string
+	switch {
+	case sc.Status == store.CertRevoked:
+		reasons = append(reasons, "the certificate being renewed (serial "+serial+") is revoked")
+	case !now.Before(sc.NotAfter):
+		reasons = append(reasons, "the certificate being renewed (serial "+serial+") expired at "+sc.NotAfter.UTC().Format("2006-01-02 15:04:05Z")+"; enroll anew")
+	case now.Before(sc.NotBefore):
+		reasons = append(reasons, "the certificate being renewed (serial "+serial+") is not valid yet")
+	}
+	if rr.Template != "" && !strings.EqualFold(rr.Template, sc.Template) {
+		reasons = append(reasons, fmt.Sprintf("the request renews a %s certificate for template %s; a renewal keeps the template", sc.Template, rr.Template))
+	}
+	if reasons != nil {
+		meta.Template = sc.Template
+		return s.refuse(ctx, meta, reasons, nil)
+	}
+	if dc, err := s.directory("renewing"); err == nil {
+		if t, _, err := s.template(ctx, dc, sc.Template); err == nil && t != nil && t.PrivateKeyFlags&policy.PrivateKeyRequireSameKeyRenewal != 0 {
+			csr, err := x509.ParseCertificateRequest(rr.CSR)
+			if err != nil {
+				return nil, &Error{Kind: KindBadRequest, Op: "reading the renewal request", Err: err}
+			}
+			if pk, ok := rr.OldCert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(csr.PublicKey) {
+				meta.Template = sc.Template
+				return s.refuse(ctx, meta, []string{"template " + sc.Template + " requires renewal with the same key (REQUIRE_SAME_KEY_RENEWAL)"}, nil)
+			}
+		}
+	}
+	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: sc.Account, Requester: meta.Requester, CSR: rr.CSR})
+}
