@@ -74,3 +74,32 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 	}
 	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: sc.Account, Requester: meta.Requester, CSR: rr.CSR})
 }
+
+// CertificateAccount authenticates a TLS client certificate: it must be one this CA issued and
+// recorded, not revoked and not expired. It returns the account the certificate was issued to.
+func (s *Service) CertificateAccount(ctx context.Context, c *x509.Certificate) (string, error) {
+	op := "authenticating a client certificate"
+	if c == nil {
+		return "", &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf("no certificate")}
+	}
+	serial := issue.SerialString(c.SerialNumber)
+	if err := c.CheckSignatureFrom(s.issuer.CACert()); err != nil {
+		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was not issued by this CA", serial)}
+	}
+	sc, err := s.store.GetCertificate(ctx, serial)
+	if err != nil && KindOf(err) != KindNotFound {
+		return "", &Error{Kind: KindInternal, Op: op, Err: err}
+	}
+	now := s.rec.Now()
+	switch {
+	case err != nil || !bytes.Equal(sc.DER, c.Raw):
+		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is not a certificate this CA recorded", serial)}
+	case sc.Status == store.CertRevoked:
+		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is revoked", serial)}
+	case !now.Before(sc.NotAfter) || now.Before(sc.NotBefore):
+		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is not valid now", serial)}
+	case sc.Account == "":
+		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was issued to no account", serial)}
+	}
+	return sc.Account, nil
+}

@@ -271,6 +271,42 @@ func TestEnrollmentWebServices(t *testing.T) {
 		}
 	})
 
+	t.Run("certificate endpoints: alice's certificate authenticates her; renewals only", func(t *testing.T) {
+		if aliceLeaf == nil {
+			t.Fatal("the Issue subtest left no certificate")
+		}
+		tr := c.hc.Transport.(*http.Transport).Clone()
+		tr.TLSClientConfig.Certificates = []tls.Certificate{{Certificate: [][]byte{aliceLeaf.Raw}, PrivateKey: aliceKey}}
+		cc := &wsClient{t: t, hc: &http.Client{Transport: tr}}
+		cep := c.base + "/ADPolicyProvider_CEP_Certificate/service.svc/CEP"
+		ces := c.base + "/" + url.PathEscape("E2E Root CA") + "_CES_Certificate/service.svc/CES"
+		// The captured message's UsernameToken (of nobody) is ignored: the certificate decides.
+		code, body := cc.post(cep, capture(t, "001_ADPolicyProvider_CEP_UsernamePassword_service_svc_CEP.xml", "nobody", "x"))
+		var p policies
+		xml.Unmarshal(body, &p)
+		if code != 200 || len(p.Policies) != 4 {
+			t.Errorf("GetPolicies with alice's certificate = %d, %d policies, want 200 and alice's 4\n%.300s", code, len(p.Policies), body)
+		}
+		csr, _ := templateCSRKey(t, s.Templates["AEUser"].OID)
+		token, err := cmc.SignRenewal(csr, aliceLeaf, aliceKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body = cc.post(ces, withToken(t, "nobody", "x", token))
+		var r rstr
+		xml.Unmarshal(body, &r)
+		if code != 200 || r.Disposition != "Issued" {
+			t.Errorf("renewal over the certificate endpoint = %d %+v", code, r)
+		}
+		code, body = cc.post(ces, issueBody(t, "nobody", "x", "AEUser"))
+		if code == 200 || !bytes.Contains(body, []byte("renewals only")) {
+			t.Errorf("a new request over the certificate endpoint = %d %.300s, want refused: renewals only", code, body)
+		}
+		if code, _ := c.post(cep, capture(t, "001_ADPolicyProvider_CEP_UsernamePassword_service_svc_CEP.xml", alice.UPN, alice.Password)); code != http.StatusUnauthorized {
+			t.Errorf("certificate endpoint without a client certificate = %d, want 401", code)
+		}
+	})
+
 	t.Run("Issue as bob: denied by his group, fault with the reason", func(t *testing.T) {
 		code, body := c.post(c.ces, issueBody(t, bob.UPN, bob.Password, "AEUser"))
 		var r rstr

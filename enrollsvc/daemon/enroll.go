@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 
@@ -75,7 +76,12 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- api.ServeTLS(ctx, ws, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}, rt.Log)
+		// Client certificates are asked for and, when given, must chain to this CA; the
+		// certificate endpoints then check them against the store (revocation, expiry).
+		pool := x509.NewCertPool()
+		pool.AddCert(rt.CACert)
+		done <- api.ServeTLS(ctx, ws, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, rt.Log)
 	}()
 	return addr, done, nil
 }

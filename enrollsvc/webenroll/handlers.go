@@ -45,7 +45,9 @@ func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
 	ca := xcep.CA{Certificate: s.cfg.CACert.Raw, EnrollPermission: true, ReferenceID: 0}
 	for i, base := range s.cfg.BaseURLs {
 		ca.URIs = append(ca.URIs, xcep.CAURI{ClientAuthentication: xcep.AuthUsername,
-			URI: base + CESPath(s.cfg.CAName, "UsernamePassword"), Priority: i + 1})
+			URI: base + CESPath(s.cfg.CAName, "UsernamePassword"), Priority: i + 1},
+			xcep.CAURI{ClientAuthentication: xcep.AuthCertificate,
+				URI: base + CESPath(s.cfg.CAName, "Certificate"), Priority: i + 1, RenewalOnly: true})
 	}
 	resp.CAs = []xcep.CA{ca}
 	for _, tp := range set.Templates {
@@ -98,6 +100,11 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			return
 		}
 		switch {
+		case c.certificate && cr.Kind != cmc.Renewal:
+			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID,
+				"the certificate endpoint takes renewals only (a request signed with the key of the certificate being renewed)",
+				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
+			return
 		case cr.Kind == cmc.CMC && !cr.SignerIsRequestKey:
 			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, "enrollment on behalf of another account is not allowed",
 				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))

@@ -6,8 +6,9 @@
 //
 // The account a request is for is always the authenticated caller, never what the message says.
 // This slice serves the username/password endpoints (WS-Security UsernameToken, checked by an
-// LDAP bind as that user, refused over plain HTTP); a renewal request (signed with the key of a
-// certificate this CA issued) is for that certificate's account.
+// LDAP bind as that user, refused over plain HTTP) and the client-certificate endpoints (a TLS
+// client certificate this CA issued and has not revoked; their CES takes renewals only). A renewal
+// (signed with the key of a certificate this CA issued) is for that certificate's account.
 package webenroll
 
 import (
@@ -31,6 +32,7 @@ type Core interface {
 	Enroll(ctx context.Context, er enrollsvc.EnrollRequest) (*enrollsvc.EnrollResult, error)
 	Poll(ctx context.Context, id int64, account string) (*enrollsvc.EnrollResult, error)
 	Renew(ctx context.Context, rr enrollsvc.RenewRequest) (*enrollsvc.EnrollResult, error)
+	CertificateAccount(ctx context.Context, c *x509.Certificate) (string, error)
 }
 
 // PasswordVerifier checks a user's password (an LDAP bind as that user).
@@ -53,9 +55,10 @@ type Config struct {
 	PolicyID string
 }
 
-// Paths of the endpoints, as AD CS names them.
+// Paths of the policy endpoints, as AD CS names them.
 const (
-	CEPPasswordPath = "/ADPolicyProvider_CEP_UsernamePassword/service.svc/CEP"
+	CEPPasswordPath    = "/ADPolicyProvider_CEP_UsernamePassword/service.svc/CEP"
+	CEPCertificatePath = "/ADPolicyProvider_CEP_Certificate/service.svc/CEP"
 )
 
 // CESPath is the CES endpoint path for a CA name and authentication mode name.
@@ -86,6 +89,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, routes: map[string]http.HandlerFunc{}}
 	s.routes[CEPPasswordPath] = s.password(s.getPolicies)
 	s.routes["/"+cfg.CAName+"_CES_UsernamePassword/service.svc/CES"] = s.password(s.enroll)
+	s.routes[CEPCertificatePath] = s.certificate(s.getPolicies)
+	s.routes["/"+cfg.CAName+"_CES_Certificate/service.svc/CES"] = s.certificate(s.enroll)
 	return s, nil
 }
 
@@ -109,6 +114,8 @@ type caller struct {
 	account string
 	env     *soap.Envelope
 	r       *http.Request
+	// certificate: authenticated with a client certificate; its CES endpoint takes renewals only.
+	certificate bool
 }
 
 type handler func(w http.ResponseWriter, c caller)
@@ -145,6 +152,34 @@ func (s *Server) password(next handler) http.HandlerFunc {
 			return
 		}
 		next(w, caller{account: tok.Username, env: env, r: r})
+	}
+}
+
+// certificate authenticates the TLS client certificate: one this CA issued and has neither
+// revoked nor seen expire. The caller is the account it was issued to.
+func (s *Server) certificate(next handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			s.fault(w, http.StatusUnauthorized, true, "", "this endpoint needs a TLS client certificate issued by this CA", nil)
+			return
+		}
+		account, err := s.cfg.Core.CertificateAccount(r.Context(), r.TLS.PeerCertificates[0])
+		if err != nil {
+			s.cfg.Logger.WarnContext(r.Context(), "enrollment web service certificate authentication failed",
+				"remote", r.RemoteAddr, "path", r.URL.Path, "error", err)
+			code := http.StatusUnauthorized
+			if enrollsvc.KindOf(err) == enrollsvc.KindInternal {
+				code = http.StatusInternalServerError
+			}
+			s.fault(w, code, code == http.StatusUnauthorized, "", "client certificate refused: "+err.Error(), nil)
+			return
+		}
+		env, err := soap.Parse(http.MaxBytesReader(w, r.Body, soap.MaxBody))
+		if err != nil {
+			s.fault(w, http.StatusBadRequest, true, "", "malformed SOAP message: "+err.Error(), nil)
+			return
+		}
+		next(w, caller{account: account, env: env, r: r, certificate: true})
 	}
 }
 
