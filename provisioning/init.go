@@ -45,7 +45,10 @@ type InitOptions struct {
 	// defaults config.DefaultEnrollListen and localhost, 127.0.0.1.
 	EnrollListen string
 	Hostnames    []string
-	Logger       *slog.Logger
+	// Keytab is the Kerberos service keytab of the enrollment web services (HTTP/<hostname>);
+	// it is checked and copied into the data directory.
+	Keytab string
+	Logger *slog.Logger
 }
 
 // DirectoryOptions connect the appliance to Active Directory.
@@ -94,8 +97,8 @@ func (o *InitOptions) validate() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Directory == nil && (o.EnrollListen != "" || len(o.Hostnames) > 0) {
-		return errors.New("--enroll-listen and --hostname need the directory settings (--ldap-url ...)")
+	if o.Directory == nil && (o.EnrollListen != "" || len(o.Hostnames) > 0 || o.Keytab != "") {
+		return errors.New("--enroll-listen, --hostname and --keytab need the directory settings (--ldap-url ...)")
 	}
 	if o.EnrollListen == "" {
 		o.EnrollListen = config.DefaultEnrollListen
@@ -297,6 +300,15 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		// Catch a wrong URL, password or CA name now rather than at the first request.
 		if _, err := rt.Service.OfferedTemplates(ctx); err != nil {
 			return nil, fmt.Errorf("checking the directory settings: %w", err)
+		}
+	}
+	if o.Keytab != "" {
+		kt, err := os.ReadFile(o.Keytab)
+		if err != nil {
+			return nil, fmt.Errorf("reading --keytab: %w", err)
+		}
+		if err := rt.InstallKeytab(ctx, kt); err != nil {
+			return nil, fmt.Errorf("--keytab: %w", err)
 		}
 	}
 	if _, err := rt.EnsureAPICert(ctx, daemon.APIHosts(o.APIListen)); err != nil {

@@ -107,6 +107,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&d.PasswordFile, "ldap-password-file", "", "file holding that account's password (copied into DIR, mode 0600)")
 	fs.StringVar(&d.CACN, "ca-cn", "", "cn of the pKIEnrollmentService object whose certificateTemplates this appliance offers")
 	fs.StringVar(&o.EnrollListen, "enroll-listen", "", "address of the enrollment web services, CEP/CES over HTTPS (default "+config.DefaultEnrollListen+"; needs the directory)")
+	fs.StringVar(&o.Keytab, "keytab", "", "Kerberos service keytab with HTTP/<hostname> keys for the Kerberos endpoints (checked, copied into DIR)")
 	fs.Var((*listFlag)(&o.Hostnames), "hostname", "host name of the enrollment web services: in their certificate and every advertised URI (repeatable; default localhost and 127.0.0.1)")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.Usage = func() {

@@ -96,7 +96,10 @@ func (e *HTTPError) Error() string {
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
-	if in != nil {
+	contentType := "application/json"
+	if raw, ok := in.([]byte); ok { // a file, sent as it is
+		body, contentType = bytes.NewReader(raw), "application/octet-stream"
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
@@ -108,7 +111,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -280,4 +283,9 @@ func (c *Client) Approve(ctx context.Context, id int64) (IssueResponse, error) {
 func (c *Client) Deny(ctx context.Context, id int64, reason string) (IssueResponse, error) {
 	var out IssueResponse
 	return out, c.do(ctx, http.MethodPost, "/api/v1/requests/"+strconv.FormatInt(id, 10)+"/deny", DenyRequest{Reason: reason}, &out)
+}
+
+// InstallKeytab installs the Kerberos service keytab of the enrollment web services.
+func (c *Client) InstallKeytab(ctx context.Context, keytab []byte) error {
+	return c.do(ctx, http.MethodPut, "/api/v1/enroll/keytab", keytab, nil)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
@@ -313,4 +315,23 @@ func (s *Server) deny(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, IssueResponse{Status: enrollsvc.StatusDenied, RequestID: id, Reasons: []string{in.Reason}})
+}
+
+// installKeytab is PUT /api/v1/enroll/keytab: the body is the keytab file.
+func (s *Server) installKeytab(c echo.Context) error {
+	if s.cfg.Keytabs == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "the enrollment web services are not configured")
+	}
+	b, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return badRequest("reading the keytab: %v", err)
+	}
+	if len(b) == 0 {
+		return badRequest("the body must be the keytab file")
+	}
+	if err := s.cfg.Keytabs.InstallKeytab(c.Request().Context(), b); err != nil {
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, err.Error())
+	}
+	_ = s.cfg.Recorder.Record(c.Request().Context(), events.KeytabInstalled, "", "remote", c.RealIP())
+	return c.JSON(http.StatusOK, map[string]string{"status": "installed"})
 }

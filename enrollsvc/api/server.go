@@ -54,10 +54,14 @@ type Config struct {
 	Store       Reader
 	Service     Issuer
 	Enroller    Enroller // nil without a directory
-	Recorder    *events.Recorder
-	Status      func(ctx context.Context) Status
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Keytabs installs the enrollment web services' Kerberos keytab (nil without them).
+	Keytabs interface {
+		InstallKeytab(ctx context.Context, keytab []byte) error
+	}
+	Recorder *events.Recorder
+	Status   func(ctx context.Context) Status
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Server is the API's HTTP handler.
@@ -104,6 +108,7 @@ func New(cfg Config) (*Server, error) {
 	g.POST("/enroll", s.enroll)
 	g.POST("/requests/:id/approve", s.approve)
 	g.POST("/requests/:id/deny", s.deny)
+	g.PUT("/enroll/keytab", s.installKeytab)
 	s.e = e
 	return s, nil
 }

@@ -39,6 +39,7 @@ const (
 	EnrollDir     = "enroll"
 	EnrollCert    = "enroll/tls.pem"     // the enrollment web services' server certificate and chain
 	EnrollKey     = "enroll/tls-key.pem" // its key
+	EnrollKeytab  = "enroll/http.keytab" // the Kerberos service keytab (HTTP/<hostname>), mode 0600
 )
 
 // DefaultAPIListen is where the local API listens unless told otherwise.

@@ -64,7 +64,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 			bases = append(bases, "https://"+net.JoinHostPort(h, port))
 		}
 	}
-	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.directory, CACert: rt.CACert,
+	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.directory, Kerberos: rt.kerberos, CACert: rt.CACert,
 		CAName: rt.Config.CAName, BaseURLs: bases, CMCSigner: rt.Key, Logger: rt.Log, PolicyID: policyID(rt.CACert.Raw)})
 	if err != nil {
 		ln.Close()

@@ -38,6 +38,7 @@ type Runtime struct {
 	Started  time.Time
 
 	directory *lazyDirectory // nil without a directory
+	kerberos  *kerberosAuth  // nil without the enrollment web services
 }
 
 // Open opens the data directory dir: configuration, HSM and CA key, store. On error nothing
@@ -99,6 +100,9 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	rt.Service = enrollsvc.New(rt.Store, rt.Issuer, rt.Recorder, log)
 	if err := rt.openDirectory(); err != nil {
 		return nil, err
+	}
+	if e := cfg.Enroll; e != nil {
+		rt.kerberos = newKerberosAuth(config.Path(dir, config.EnrollKeytab), e.Hostnames, log)
 	}
 	return rt, nil
 }

@@ -144,6 +144,9 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 	}
+	if rt.kerberos != nil {
+		acfg.Keytabs = rt
+	}
 	srv, err := api.New(acfg)
 	if err != nil {
 		return err

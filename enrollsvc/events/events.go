@@ -67,6 +67,7 @@ const (
 	DataDirInitialised ID = 3000
 	APIAuthFailed      ID = 3001
 	AdminIssued        ID = 3002
+	KeytabInstalled    ID = 3003
 )
 
 // Def describes one event ID.
@@ -113,6 +114,7 @@ func init() {
 	def(DataDirInitialised, "data directory initialised", Admin, slog.LevelInfo)
 	def(APIAuthFailed, "API authentication failed", Admin, slog.LevelWarn)
 	def(AdminIssued, "certificate issued by administrator", Admin, slog.LevelInfo)
+	def(KeytabInstalled, "Kerberos service keytab installed", Admin, slog.LevelInfo)
 }
 
 // Lookup returns the definition of id.

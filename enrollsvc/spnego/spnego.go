@@ -16,6 +16,7 @@ import (
 	"log"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -100,7 +101,8 @@ func New(cfg Config) (*Authenticator, error) {
 	for _, s := range cfg.SPNs {
 		name, realm, _ := strings.Cut(s, "@")
 		parts := strings.Split(name, "/")
-		if len(parts) < 2 || strings.Contains(realm, "@") || strings.ContainsFunc(name, isSpaceOrEmpty(parts)) {
+		if len(parts) < 2 || slices.Contains(parts, "") || strings.Contains(realm, "@") ||
+			strings.ContainsAny(s, " \t\r\n") {
 			return nil, fmt.Errorf("spnego: Config.SPNs: %q is not a service principal like HTTP/host.example.com", s)
 		}
 		if realm == "" {
@@ -112,15 +114,6 @@ func New(cfg Config) (*Authenticator, error) {
 		return nil, err
 	}
 	return a, nil
-}
-
-// isSpaceOrEmpty rejects white space in an SPN and empty components ("HTTP/", "/host").
-func isSpaceOrEmpty(parts []string) func(rune) bool {
-	empty := false
-	for _, p := range parts {
-		empty = empty || p == ""
-	}
-	return func(r rune) bool { return empty || r == ' ' || r == '\t' || r == '\n' || r == '\r' }
 }
 
 // Reload reads the keytab again, e.g. after an administrator installed a new one. On error the keys in use

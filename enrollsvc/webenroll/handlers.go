@@ -44,6 +44,10 @@ func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
 	}
 	ca := xcep.CA{Certificate: s.cfg.CACert.Raw, EnrollPermission: true, ReferenceID: 0}
 	for i, base := range s.cfg.BaseURLs {
+		if s.cfg.Kerberos != nil && s.cfg.Kerberos.Ready() {
+			ca.URIs = append(ca.URIs, xcep.CAURI{ClientAuthentication: xcep.AuthKerberos,
+				URI: base + CESPath(s.cfg.CAName, "Kerberos"), Priority: i + 1})
+		}
 		ca.URIs = append(ca.URIs, xcep.CAURI{ClientAuthentication: xcep.AuthUsername,
 			URI: base + CESPath(s.cfg.CAName, "UsernamePassword"), Priority: i + 1},
 			xcep.CAURI{ClientAuthentication: xcep.AuthCertificate,

@@ -6,7 +6,8 @@
 //
 // The account a request is for is always the authenticated caller, never what the message says.
 // This slice serves the username/password endpoints (WS-Security UsernameToken, checked by an
-// LDAP bind as that user, refused over plain HTTP) and the client-certificate endpoints (a TLS
+// LDAP bind as that user, refused over plain HTTP), the Kerberos endpoints (HTTP Negotiate with the
+// appliance's service keytab) and the client-certificate endpoints (a TLS
 // client certificate this CA issued and has not revoked; their CES takes renewals only). A renewal
 // (signed with the key of a certificate this CA issued) is for that certificate's account.
 package webenroll
@@ -23,6 +24,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/spnego"
 	"github.com/enrollment-appliance/aeappliance/ldap"
 )
 
@@ -35,6 +37,13 @@ type Core interface {
 	CertificateAccount(ctx context.Context, c *x509.Certificate) (string, error)
 }
 
+// Negotiator authenticates HTTP Negotiate (Kerberos/SPNEGO). When it returns false it has
+// written the answer (a 401 challenge, or 503 when no keytab is installed).
+type Negotiator interface {
+	Authenticate(w http.ResponseWriter, r *http.Request) (spnego.Identity, bool)
+	Ready() bool // a keytab is installed: advertise the Kerberos endpoints
+}
+
 // PasswordVerifier checks a user's password (an LDAP bind as that user).
 type PasswordVerifier interface {
 	VerifyPassword(ctx context.Context, user, password string) error
@@ -44,6 +53,7 @@ type PasswordVerifier interface {
 type Config struct {
 	Core      Core
 	Passwords PasswordVerifier
+	Kerberos  Negotiator // nil: no Kerberos endpoints
 	CACert    *x509.Certificate
 	CAName    string   // the CA's name in the CES paths (<CA>_CES_<auth>)
 	BaseURLs  []string // https://host[:port] for each configured host name, in order of preference
@@ -59,6 +69,7 @@ type Config struct {
 const (
 	CEPPasswordPath    = "/ADPolicyProvider_CEP_UsernamePassword/service.svc/CEP"
 	CEPCertificatePath = "/ADPolicyProvider_CEP_Certificate/service.svc/CEP"
+	CEPKerberosPath    = "/ADPolicyProvider_CEP_Kerberos/service.svc/CEP"
 )
 
 // CESPath is the CES endpoint path for a CA name and authentication mode name.
@@ -89,6 +100,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, routes: map[string]http.HandlerFunc{}}
 	s.routes[CEPPasswordPath] = s.password(s.getPolicies)
 	s.routes["/"+cfg.CAName+"_CES_UsernamePassword/service.svc/CES"] = s.password(s.enroll)
+	if cfg.Kerberos != nil {
+		s.routes[CEPKerberosPath] = s.kerberos(s.getPolicies)
+		s.routes["/"+cfg.CAName+"_CES_Kerberos/service.svc/CES"] = s.kerberos(s.enroll)
+	}
 	s.routes[CEPCertificatePath] = s.certificate(s.getPolicies)
 	s.routes["/"+cfg.CAName+"_CES_Certificate/service.svc/CES"] = s.certificate(s.enroll)
 	return s, nil
@@ -152,6 +167,22 @@ func (s *Server) password(next handler) http.HandlerFunc {
 			return
 		}
 		next(w, caller{account: tok.Username, env: env, r: r})
+	}
+}
+
+// kerberos authenticates HTTP Negotiate; the caller is the ticket's client (its sAMAccountName).
+func (s *Server) kerberos(next handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := s.cfg.Kerberos.Authenticate(w, r)
+		if !ok {
+			return
+		}
+		env, err := soap.Parse(http.MaxBytesReader(w, r.Body, soap.MaxBody))
+		if err != nil {
+			s.fault(w, http.StatusBadRequest, true, "", "malformed SOAP message: "+err.Error(), nil)
+			return
+		}
+		next(w, caller{account: id.User, env: env, r: r})
 	}
 }
 
