@@ -291,4 +291,23 @@ func TestRenewRefusals(t *testing.T) {
 	if n := f.count(t); n != 1 {
 		t.Errorf("certificates after refused renewals = %d, want 1", n)
 	}
+
+	// Revoked: neither renewed nor accepted as a client certificate.
+	now = time.Now()
+	if acct, err := f.svc.CertificateAccount(ctx, old); err != nil || acct != "alice" {
+		t.Fatalf("CertificateAccount(valid) = %q, %v; want alice", acct, err)
+	}
+	if err := f.store.RevokeCertificate(ctx, issue.SerialString(old.SerialNumber), 1, now, store.Event{ID: 2200, Category: "Admin", Level: "warning", Message: "revoked"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.Renew(ctx, enrollsvc.RenewRequest{OldCert: old})
+	if err != nil || r.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(r.Reasons, " "), "revoked") {
+		t.Errorf("Renew(revoked) = %+v, %v; want denied: revoked", r, err)
+	}
+	if _, err := f.svc.CertificateAccount(ctx, old); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("CertificateAccount(revoked) = %v, want refused: revoked", err)
+	}
+	if _, err := f.svc.CertificateAccount(ctx, fres.Certificate); err == nil {
+		t.Error("CertificateAccount(another CA's certificate) succeeded")
+	}
 }

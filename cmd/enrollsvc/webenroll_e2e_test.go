@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -25,6 +26,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
@@ -354,17 +356,42 @@ func TestEnrollmentWebServices(t *testing.T) {
 		}
 	})
 
-	t.Run("malformed bodies: faults", func(t *testing.T) {
+	t.Run("malformed bodies: faults, and nothing changes", func(t *testing.T) {
+		cl, err := api.DialDataDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := func() (int64, int) {
+			st, err := cl.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs, err := cl.Requests(context.Background(), api.RequestQuery{Limit: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st.Store.Certificates, len(reqs)
+		}
+		certsBefore, reqsBefore := count()
+		badSig, _ := templateCSRKey(t, s.Templates["AEUser"].OID)
+		badSig[len(badSig)-3] ^= 0xff // inside the signature
 		for name, body := range map[string]string{
-			"not XML":    "hello",
-			"DOCTYPE":    `<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>`,
-			"oversized":  strings.Repeat("<a>", 1<<20),
-			"bad base64": tokenRE.ReplaceAllString(issueBody(t, alice.UPN, alice.Password, "AEUser"), "${1}!!!not base64!!!${2}"),
+			"PKCS#10 signature does not verify": withToken(t, alice.UPN, alice.Password, badSig),
+			"wrong SOAP action": strings.Replace(issueBody(t, alice.UPN, alice.Password, "AEUser"),
+				"enrollment/RST/wstep", "enrollment/RST/other", 1),
+			"deep nesting": strings.Repeat("<a>", 2000) + strings.Repeat("</a>", 2000),
+			"not XML":      "hello",
+			"DOCTYPE":      `<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>`,
+			"oversized":    strings.Repeat("<a>", 1<<20),
+			"bad base64":   tokenRE.ReplaceAllString(issueBody(t, alice.UPN, alice.Password, "AEUser"), "${1}!!!not base64!!!${2}"),
 		} {
 			code, resp := c.post(c.ces, body)
 			if code == 200 || !bytes.Contains(resp, []byte("Fault")) && code != http.StatusRequestEntityTooLarge {
 				t.Errorf("%s: %d %.200s, want a fault", name, code, resp)
 			}
+		}
+		if certs, reqs := count(); certs != certsBefore || reqs != reqsBefore {
+			t.Errorf("bad requests changed the store: certificates %d→%d, requests %d→%d", certsBefore, certs, reqsBefore, reqs)
 		}
 	})
 }

@@ -642,3 +642,32 @@ func TestBeginIssuance(t *testing.T) {
 		t.Error("BeginIssuance(state issued) = nil error, want one")
 	}
 }
+
+func TestRevokeCertificate(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	c := issue(t, s, Certificate{Serial: newSerial(t), Subject: "CN=x", NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)})
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	if err := s.RevokeCertificate(ctx, c.Serial, 1, at, ev(2200, "revoked")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCertificate(ctx, c.Serial)
+	if err != nil || got.Status != CertRevoked || !got.RevokedAt.Equal(at) || got.RevocationReason != 1 {
+		t.Errorf("after RevokeCertificate = %+v, %v; want revoked at %v, reason 1", got, err, at)
+	}
+	if err := s.RevokeCertificate(ctx, c.Serial, 4, at.Add(time.Hour), ev(2200, "again")); !errors.Is(err, ErrConflict) {
+		t.Errorf("second RevokeCertificate = %v, want ErrConflict", err)
+	}
+	if again, _ := s.GetCertificate(ctx, c.Serial); again.RevocationReason != 1 || !again.RevokedAt.Equal(at) {
+		t.Errorf("a refused revocation changed time or reason: %+v", again)
+	}
+	if err := s.RevokeCertificate(ctx, newSerial(t), 0, at, ev(2200, "")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RevokeCertificate(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := s.RevokeCertificate(ctx, c.Serial, 7, at, ev(2200, "")); err == nil {
+		t.Error("RevokeCertificate with reason 7 (unused) succeeded")
+	}
+	if evs, _ := s.ListEvents(ctx, EventFilter{ID: 2200}); len(evs) != 1 {
+		t.Errorf("2200 events = %d, want 1 (refused revocations write none)", len(evs))
+	}
+}

@@ -141,6 +141,9 @@ type Store interface {
 	// written after signing, in one transaction.
 	CommitCertificate(ctx context.Context, c Certificate, after Event) error
 	GetCertificate(ctx context.Context, serial string) (Certificate, error)
+	// RevokeCertificate marks a valid certificate revoked (time, RFC 5280 reason) with its audit
+	// event, in one transaction. ErrNotFound, or ErrConflict if it is already revoked.
+	RevokeCertificate(ctx context.Context, serial string, reason int, at time.Time, e Event) error
 	ListCertificates(ctx context.Context, f CertFilter) ([]Certificate, error)
 	CountCertificates(ctx context.Context) (int64, error)
 
