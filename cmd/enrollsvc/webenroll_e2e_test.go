@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
@@ -199,6 +200,25 @@ func TestEnrollmentWebServices(t *testing.T) {
 		}
 	})
 
+	t.Run("GetPolicies with a current lastUpdate: policiesNotChanged", func(t *testing.T) {
+		withLastUpdate := func(at time.Time) string {
+			body := capture(t, "001_ADPolicyProvider_CEP_UsernamePassword_service_svc_CEP.xml", alice.UPN, alice.Password)
+			return strings.Replace(body, `<ns4:lastUpdate xsi:nil="true" />`, `<ns4:lastUpdate>`+at.UTC().Format(time.RFC3339)+`</ns4:lastUpdate>`, 1)
+		}
+		code, resp := c.post(c.cep, withLastUpdate(time.Now().Add(time.Hour)))
+		var p policies
+		xml.Unmarshal(resp, &p)
+		if code != 200 || p.NotChanged != "true" || len(p.Policies) != 0 {
+			t.Errorf("GetPolicies after the last change = %d notChanged=%q %d policies, want policiesNotChanged\n%.300s", code, p.NotChanged, len(p.Policies), resp)
+		}
+		code, resp = c.post(c.cep, withLastUpdate(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))) // before any change
+		p = policies{}
+		xml.Unmarshal(resp, &p)
+		if code != 200 || len(p.Policies) == 0 {
+			t.Errorf("GetPolicies with an old lastUpdate = %d, %d policies, want the full list", code, len(p.Policies))
+		}
+	})
+
 	t.Run("wrong password: fault, no password echoed", func(t *testing.T) {
 		code, body := c.post(c.cep, capture(t, "001_ADPolicyProvider_CEP_UsernamePassword_service_svc_CEP.xml", alice.UPN, "Wrong-Passw0rd!"))
 		if code != http.StatusUnauthorized || !bytes.Contains(body, []byte("Fault")) || bytes.Contains(body, []byte("Wrong-Passw0rd!")) {
@@ -353,6 +373,15 @@ func TestEnrollmentWebServices(t *testing.T) {
 		}
 		if d := shapeDiff(t, body, "004_MockCA_CES_UsernamePassword_service_svc_CES.response.xml"); d != "" {
 			t.Errorf("retrieved reply differs in shape from the one the client accepted:\n%s", d)
+		}
+
+		// A denied request: QueryTokenStatus answers with a fault carrying the reason.
+		code, body = c.post(c.ces, issueBody(t, alice.UPN, alice.Password, "PendUser"))
+		xml.Unmarshal(body, &r)
+		var dn struct{ Status string }
+		aectlJSON(t, dir, &dn, "deny", r.RequestID, "--reason", "no certificates for this project")
+		if code, p, body := poll(alice.UPN, alice.Password); code != 500 || !strings.Contains(p.Fault, "no certificates for this project") {
+			t.Errorf("QueryTokenStatus after denial = %d %+v\n%.300s", code, p, body)
 		}
 	})
 
