@@ -348,6 +348,10 @@ func TestEnrollmentWebServices(t *testing.T) {
 		if d := shapeDiff(t, body, "002_MockCA_CES_UsernamePassword_service_svc_CES.response.xml"); d != "" {
 			t.Errorf("pending reply differs in shape from the one the client accepted:\n%s", d)
 		}
+		// The reference is this endpoint's URL, escaped (the CA name has spaces).
+		if m := regexp.MustCompile(`URI="([^"]+)"`).FindSubmatch(body); m == nil || string(m[1]) != c.ces {
+			t.Errorf("pending reference = %q, want %s", m, c.ces)
+		}
 		poll := func(user, password string) (int, rstr, []byte) {
 			b := capture(t, "004_MockCA_CES_UsernamePassword_service_svc_CES.xml", user, password)
 			b = strings.Replace(b, ">1002<", ">"+r.RequestID+"<", 1)

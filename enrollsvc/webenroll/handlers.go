@@ -186,7 +186,7 @@ func (s *Server) answer(w http.ResponseWriter, c caller, res *enrollsvc.EnrollRe
 
 // cesURL is this endpoint's URL as the client reached it (for the pending reference).
 func (s *Server) cesURL(c caller) string {
-	return "https://" + c.r.Host + c.r.URL.Path
+	return "https://" + c.r.Host + c.r.URL.EscapedPath()
 }
 
 func hrOf(err error) int32 {

@@ -1,0 +1,289 @@
+package wsclient
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
+)
+
+// Result statuses.
+const (
+	StatusIssued  = "issued"
+	StatusPending = "pending"
+	StatusDenied  = "denied"
+)
+
+// Result is the answer to Issue or QueryTokenStatus.
+type Result struct {
+	Status    string // StatusIssued, StatusPending or StatusDenied
+	RequestID int64  // the CA's request number (0 when a refusal recorded none)
+	// Certificate is the issued certificate; Chain the other certificates of the reply's CMC or
+	// PKCS#7 BinarySecurityToken (the issuing CA and what it chains to). Issued only.
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate
+	// Disposition is the server's DispositionMessage ("Issued", "Taken Under Submission").
+	Disposition string
+	// ReferenceURI, for a pending request, is the endpoint to come back to with QueryTokenStatus.
+	ReferenceURI string
+	// Reason is the fault text of a denial; ErrorCode its HRESULT (CertificateEnrollmentWSDetail),
+	// e.g. -2146877422 (0x80094012, CERTSRV_E_TEMPLATE_DENIED).
+	Reason    string
+	ErrorCode int32
+}
+
+// Issue sends token, a DER PKCS#10, CMC request or renewal (PKCS#7 signed with the old key, see
+// cmc.SignRenewal), to the enrollment service at cesURL. context becomes the request's
+// AdditionalContext (e.g. "CertificateTemplate"); it may be nil. An issued certificate must be
+// for the public key of the token's request, or Issue fails.
+func (c *Client) Issue(ctx context.Context, cesURL string, token []byte, context map[string]string) (*Result, error) {
+	req, err := cmc.ParseRequest(token)
+	if err != nil {
+		return nil, fmt.Errorf("wsclient: the token to send is not a request the service can read: %w", err)
+	}
+	valueType := wstep.ValueTypePKCS7
+	if req.Kind == cmc.PKCS10 {
+		valueType = wstep.ValueTypePKCS10
+	}
+	res, err := c.rst(ctx, cesURL, issueBody(token, valueType, context))
+	if err != nil {
+		return nil, err
+	}
+	if res.Status == StatusIssued && req.CertificateRequest != nil && !samePublicKey(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
+		return nil, fmt.Errorf("wsclient: %s issued certificate %x for another public key than the request's", cesURL, res.Certificate.SerialNumber)
+	}
+	return res, nil
+}
+
+// QueryTokenStatus asks the enrollment service at cesURL about pending request requestID:
+// issued, still pending, or denied.
+func (c *Client) QueryTokenStatus(ctx context.Context, cesURL string, requestID int64) (*Result, error) {
+	if requestID <= 0 {
+		return nil, fmt.Errorf("wsclient: request ID %d is not a positive number", requestID)
+	}
+	return c.rst(ctx, cesURL, queryBody(requestID))
+}
+
+// Namespace of AdditionalContext (WS-Federation authorization, MS-WSTEP 2.2.4.5).
+const nsAuthorization = "http://docs.oasis-open.org/wsfed/authorization/200706"
+
+// issueBody is the RequestSecurityToken of an Issue, as cepces sends it.
+func issueBody(token []byte, valueType string, context map[string]string) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<RequestSecurityToken xmlns="` + wstep.NSTrust + `"><TokenType>` + wstep.TokenTypeX509v3 + `</TokenType>`)
+	b.WriteString(`<RequestType>` + wstep.RequestTypeIssue + `</RequestType>`)
+	b.WriteString(`<BinarySecurityToken xmlns="` + wstep.NSSecExt + `" ValueType="` + valueType + `" EncodingType="` + wstep.EncodingTypeBase64 + `">`)
+	b.WriteString(base64.StdEncoding.EncodeToString(token))
+	b.WriteString(`</BinarySecurityToken>`)
+	if len(context) > 0 {
+		names := make([]string, 0, len(context))
+		for k := range context {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		b.WriteString(`<AdditionalContext xmlns="` + nsAuthorization + `">`)
+		for _, k := range names {
+			b.WriteString(`<ContextItem Name="`)
+			escape(&b, k)
+			b.WriteString(`"><Value>`)
+			escape(&b, context[k])
+			b.WriteString(`</Value></ContextItem>`)
+		}
+		b.WriteString(`</AdditionalContext>`)
+	}
+	b.WriteString(`</RequestSecurityToken>`)
+	return b.Bytes()
+}
+
+// queryBody is the RequestSecurityToken of a QueryTokenStatus.
+func queryBody(requestID int64) []byte {
+	return []byte(`<RequestSecurityToken xmlns="` + wstep.NSTrust + `"><TokenType>` + wstep.TokenTypeX509v3 + `</TokenType>` +
+		`<RequestType>` + wstep.RequestTypeQueryTokenStatus + `</RequestType>` +
+		`<RequestID xmlns="` + wstep.NSEnrollment + `">` + strconv.FormatInt(requestID, 10) + `</RequestID></RequestSecurityToken>`)
+}
+
+// rst sends a RequestSecurityToken and reads the answer.
+func (c *Client) rst(ctx context.Context, cesURL string, body []byte) (*Result, error) {
+	r, err := c.call(ctx, cesURL, wstep.IssueAction, body)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.result()
+	if err != nil {
+		return nil, fmt.Errorf("wsclient: %s: %w", cesURL, err)
+	}
+	return res, nil
+}
+
+// rstrcXML is RequestSecurityTokenResponseCollection, by local names.
+type rstrcXML struct {
+	RSTR []struct {
+		Disposition string `xml:"DispositionMessage"`
+		Token       *bst   `xml:"BinarySecurityToken"`
+		Requested   struct {
+			Token     *bst `xml:"BinarySecurityToken"`
+			Reference struct {
+				URI string `xml:"URI,attr"`
+			} `xml:"SecurityTokenReference>Reference"`
+		} `xml:"RequestedSecurityToken"`
+		RequestID string `xml:"RequestID"`
+	} `xml:"RequestSecurityTokenResponse"`
+}
+
+type bst struct {
+	ValueType string `xml:"ValueType,attr"`
+	Value     string `xml:",chardata"`
+}
+
+func (t *bst) decode() ([]byte, error) {
+	if t == nil {
+		return nil, nil
+	}
+	return base64.StdEncoding.DecodeString(strings.Join(strings.Fields(t.Value), ""))
+}
+
+// result reads a WSTEP reply: a collection with one response, or a refusal fault.
+func (r *response) result() (*Result, error) {
+	if f := r.Body.Fault; f != nil {
+		res := &Result{Status: StatusDenied, Reason: f.reason()}
+		if ws := f.Detail.WS; ws != nil {
+			res.ErrorCode, res.RequestID = ws.errorCode(), ws.requestID()
+		}
+		return res, nil
+	}
+	if r.Body.RSTRC == nil || len(r.Body.RSTRC.RSTR) != 1 {
+		return nil, errors.New("the reply holds no single RequestSecurityTokenResponse")
+	}
+	x := r.Body.RSTRC.RSTR[0]
+	res := &Result{Disposition: strings.TrimSpace(x.Disposition)}
+	if s := strings.TrimSpace(x.RequestID); s != "" {
+		id, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("RequestID %q is not a number", s)
+		}
+		res.RequestID = id
+	}
+	leafDER, err := x.Requested.Token.decode()
+	if err != nil {
+		return nil, fmt.Errorf("RequestedSecurityToken is not base64: %v", err)
+	}
+	p7, err := x.Token.decode()
+	if err != nil {
+		return nil, fmt.Errorf("BinarySecurityToken is not base64: %v", err)
+	}
+	var certs []*x509.Certificate
+	if len(p7) > 0 {
+		if certs, err = pkcs7Certificates(p7); err != nil {
+			return nil, fmt.Errorf("BinarySecurityToken: %v", err)
+		}
+	}
+	switch {
+	case len(leafDER) > 0:
+		if res.Certificate, err = x509.ParseCertificate(leafDER); err != nil {
+			return nil, fmt.Errorf("issued certificate: %v", err)
+		}
+	case len(certs) > 0:
+		res.Certificate = leafOf(certs)
+	default:
+		if res.RequestID <= 0 {
+			return nil, errors.New("the reply holds neither a certificate nor a RequestID")
+		}
+		res.Status, res.ReferenceURI = StatusPending, normalizeURL(x.Requested.Reference.URI)
+		return res, nil
+	}
+	res.Status = StatusIssued
+	for _, c := range certs {
+		if !bytes.Equal(c.Raw, res.Certificate.Raw) {
+			res.Chain = append(res.Chain, c)
+		}
+	}
+	return res, nil
+}
+
+// leafOf picks the end-entity certificate of a reply without a bare leaf: the first that issued
+// none of the others.
+func leafOf(certs []*x509.Certificate) *x509.Certificate {
+	for _, c := range certs {
+		issuer := false
+		for _, o := range certs {
+			if o != c && bytes.Equal(o.RawIssuer, c.RawSubject) {
+				issuer = true
+			}
+		}
+		if !issuer {
+			return c
+		}
+	}
+	return certs[0]
+}
+
+// pkcs7Certificates reads the certificates of a CMS SignedData ContentInfo (a CMC Full or Simple
+// PKI Response). The signature, if any, is not checked: the client trusts the TLS channel and
+// checks the issued certificate itself.
+func pkcs7Certificates(der []byte) ([]*x509.Certificate, error) {
+	var ci struct {
+		ContentType asn1.ObjectIdentifier
+		Content     asn1.RawValue `asn1:"explicit,tag:0"`
+	}
+	if rest, err := asn1.Unmarshal(der, &ci); err != nil || len(rest) > 0 {
+		return nil, fmt.Errorf("not a DER ContentInfo (%v)", err)
+	}
+	if !ci.ContentType.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}) {
+		return nil, fmt.Errorf("content type %v is not SignedData", ci.ContentType)
+	}
+	// SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
+	// certificates [0] IMPLICIT OPTIONAL, crls [1] IMPLICIT OPTIONAL, signerInfos }
+	var sd asn1.RawValue
+	if _, err := asn1.Unmarshal(ci.Content.Bytes, &sd); err != nil || sd.Tag != asn1.TagSequence {
+		return nil, fmt.Errorf("SignedData is not a SEQUENCE (%v)", err)
+	}
+	var set []byte
+	for rest := sd.Bytes; len(rest) > 0; {
+		var v asn1.RawValue
+		var err error
+		if rest, err = asn1.Unmarshal(rest, &v); err != nil {
+			return nil, fmt.Errorf("SignedData: %v", err)
+		}
+		if v.Class == asn1.ClassContextSpecific && v.Tag == 0 {
+			set = v.Bytes
+			break
+		}
+	}
+	if len(set) == 0 {
+		return nil, errors.New("SignedData holds no certificates")
+	}
+	certs, err := x509.ParseCertificates(set)
+	if err != nil {
+		return nil, fmt.Errorf("SignedData certificates: %v", err)
+	}
+	return certs, nil
+}
+
+// samePublicKey compares two public keys of the crypto package.
+func samePublicKey(a, b crypto.PublicKey) bool {
+	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ka.Equal(b)
+}
+
+// normalizeURL writes a URL in its escaped form: servers may write the reference of a pending
+// request with its path unescaped (a CA name with spaces), which is then not the URL the policy
+// advertised. A URL that does not parse is returned trimmed, as sent.
+func normalizeURL(s string) string {
+	s = strings.TrimSpace(s)
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.String()
+}
