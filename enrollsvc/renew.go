@@ -3,7 +3,6 @@ package enrollsvc
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"fmt"
 	"strings"
@@ -66,7 +65,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 			if err != nil {
 				return nil, &Error{Kind: KindBadRequest, Op: "reading the renewal request", Err: err}
 			}
-			if pk, ok := rr.OldCert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(csr.PublicKey) {
+			if !issue.PublicKeysEqual(rr.OldCert.PublicKey, csr.PublicKey) {
 				meta.Template = sc.Template
 				return s.refuse(ctx, meta, []string{"template " + sc.Template + " requires renewal with the same key (REQUIRE_SAME_KEY_RENEWAL)"}, nil)
 			}

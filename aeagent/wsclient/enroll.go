@@ -3,7 +3,6 @@ package wsclient
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -15,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
 )
 
@@ -60,7 +60,7 @@ func (c *Client) Issue(ctx context.Context, cesURL string, token []byte, context
 	if err != nil {
 		return nil, err
 	}
-	if res.Status == StatusIssued && req.CertificateRequest != nil && !samePublicKey(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
+	if res.Status == StatusIssued && req.CertificateRequest != nil && !issue.PublicKeysEqual(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
 		return nil, fmt.Errorf("wsclient: %s issued certificate %x for another public key than the request's", cesURL, res.Certificate.SerialNumber)
 	}
 	return res, nil
@@ -268,12 +268,6 @@ func pkcs7Certificates(der []byte) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("SignedData certificates: %v", err)
 	}
 	return certs, nil
-}
-
-// samePublicKey compares two public keys of the crypto package.
-func samePublicKey(a, b crypto.PublicKey) bool {
-	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && ka.Equal(b)
 }
 
 // normalizeURL writes a URL in its escaped form: servers may write the reference of a pending

@@ -29,6 +29,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
@@ -42,7 +43,7 @@ type wsClient struct {
 }
 
 func newWSClient(t *testing.T, dir, caName string) *wsClient {
-	addr, err := os.ReadFile(filepath.Join(dir, "enroll", "address"))
+	addr, err := os.ReadFile(filepath.Join(dir, config.EnrollAddr))
 	if err != nil {
 		t.Fatalf("the enrollment web services did not start: %v", err)
 	}

@@ -40,6 +40,7 @@ const (
 	EnrollCert    = "enroll/tls.pem"     // the enrollment web services' server certificate and chain
 	EnrollKey     = "enroll/tls-key.pem" // its key
 	EnrollKeytab  = "enroll/http.keytab" // the Kerberos service keytab (HTTP/<hostname>), mode 0600
+	EnrollAddr    = "enroll/address"     // written by serve once the enrollment web services listen
 )
 
 // DefaultAPIListen is where the local API listens unless told otherwise.

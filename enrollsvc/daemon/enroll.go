@@ -14,9 +14,6 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 )
 
-// EnrollAddrFile is written by serve once the enrollment web services listen.
-const EnrollAddrFile = "enroll/address"
-
 // VerifyPassword checks a user's password against the directory (the username/password endpoints).
 func (l *lazyDirectory) VerifyPassword(ctx context.Context, user, password string) error {
 	c, err := l.client(ctx)
@@ -70,7 +67,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		ln.Close()
 		return "", nil, err
 	}
-	if err := config.WriteFileAtomic(config.Path(rt.Dir, EnrollAddrFile), []byte(addr+"\n"), 0o644); err != nil {
+	if err := config.WriteFileAtomic(config.Path(rt.Dir, config.EnrollAddr), []byte(addr+"\n"), 0o644); err != nil {
 		ln.Close()
 		return "", nil, err
 	}

@@ -6,7 +6,6 @@ package daemon
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -84,7 +83,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if err != nil {
 		return nil, fmt.Errorf("finding the CA key %s: %w", uri, err)
 	}
-	if pk, ok := caCert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(rt.Key.Public()) {
+	if !issue.PublicKeysEqual(caCert.PublicKey, rt.Key.Public()) {
 		return nil, fmt.Errorf("the CA key %s in the HSM does not match the CA certificate %s", uri, config.Path(dir, cfg.CACert))
 	}
 	rt.Store, err = store.Open(ctx, config.Path(dir, cfg.Store), log)

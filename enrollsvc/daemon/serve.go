@@ -169,7 +169,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 			if err := <-enrollDone; err != nil {
 				rt.Log.Error("enrollment web services", "error", err)
 			}
-			os.Remove(config.Path(dir, EnrollAddrFile))
+			os.Remove(config.Path(dir, config.EnrollAddr))
 		}()
 		if o.OnEnrollListen != nil {
 			o.OnEnrollListen(enrollAddr)

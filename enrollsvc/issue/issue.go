@@ -56,7 +56,7 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.Signer == nil {
 		return nil, errors.New("issue: Config.Signer is required")
 	}
-	if !publicKeysEqual(cfg.CACert.PublicKey, cfg.Signer.Public()) {
+	if !PublicKeysEqual(cfg.CACert.PublicKey, cfg.Signer.Public()) {
 		return nil, errors.New("issue: Config.Signer does not match the public key of Config.CACert")
 	}
 	if !cfg.CACert.IsCA || cfg.CACert.KeyUsage&x509.KeyUsageCertSign == 0 {
@@ -125,7 +125,8 @@ func newLintKey(caPub crypto.PublicKey) (crypto.Signer, error) {
 	return nil, fmt.Errorf("issue: unsupported CA key type %T (want RSA or ECDSA)", caPub)
 }
 
-func publicKeysEqual(a, b crypto.PublicKey) bool {
+// PublicKeysEqual reports whether a and b are the same public key.
+func PublicKeysEqual(a, b crypto.PublicKey) bool {
 	ae, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ae.Equal(b)
 }

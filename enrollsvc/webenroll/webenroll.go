@@ -231,10 +231,8 @@ func (s *Server) reply(w http.ResponseWriter, action, relatesTo string, body []b
 func (s *Server) coreFault(w http.ResponseWriter, c caller, err error, detail []byte) {
 	code, sender := http.StatusInternalServerError, false
 	switch enrollsvc.KindOf(err) {
-	case enrollsvc.KindBadRequest, enrollsvc.KindRefused:
-		code, sender = http.StatusInternalServerError, true // AD CS answers refusals with 500 and a fault
-	case enrollsvc.KindNotFound:
-		code, sender = http.StatusInternalServerError, true
+	case enrollsvc.KindBadRequest, enrollsvc.KindRefused, enrollsvc.KindNotFound:
+		sender = true // AD CS answers the client's faults with 500 and a Sender fault
 	case enrollsvc.KindUnavailable:
 		code = http.StatusServiceUnavailable
 	}
