@@ -65,22 +65,22 @@ func (t Template) SameKeyRenewal() bool {
 
 // Held is a certificate in the agent's store.
 type Held struct {
-	Template      string // from the certificate's template extension
-	TemplateMajor int    // 0: unknown (a v1 template extension carries no revision)
-	TemplateMinor int
-	NotBefore     time.Time
-	NotAfter      time.Time
-	Serial        string
-	HasKey        bool // the private key is present
-	Revoked       bool // the caller checked CRL or OCSP
-	Archived      bool // already in archive/: ignored
+	Template      string    `json:"template"`                 // from the certificate's template extension
+	TemplateMajor int       `json:"template_major,omitempty"` // 0: unknown (a v1 template extension carries no revision)
+	TemplateMinor int       `json:"template_minor,omitempty"`
+	NotBefore     time.Time `json:"not_before"`
+	NotAfter      time.Time `json:"not_after"`
+	Serial        string    `json:"serial"`
+	HasKey        bool      `json:"has_key"`            // the private key is present
+	Revoked       bool      `json:"revoked,omitempty"`  // the caller checked CRL or OCSP
+	Archived      bool      `json:"archived,omitempty"` // already in archive/: ignored
 }
 
 // Pending is a request waiting for approval.
 type Pending struct {
-	Template  string
-	RequestID string
-	Submitted time.Time
+	Template  string    `json:"template"`
+	RequestID string    `json:"request_id"`
+	Submitted time.Time `json:"submitted"`
 }
 
 // Input is everything one pass looks at. Now is the only clock.
@@ -119,6 +119,17 @@ func (k Kind) String() string {
 // MarshalText makes kinds readable in `--json` output.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText reads what MarshalText wrote.
+func (k *Kind) UnmarshalText(b []byte) error {
+	for i, n := range kindNames {
+		if n == string(b) {
+			*k = Kind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("plan: unknown action kind %q", b)
+}
+
 // Installs reports whether the kind can put a new certificate into the store.
 func (k Kind) Installs() bool {
 	return k == RetrievePending || k == Enroll || k == Reenroll || k == Renew
@@ -126,15 +137,15 @@ func (k Kind) Installs() bool {
 
 // Action is one step of a pass.
 type Action struct {
-	Kind     Kind
-	Template string
-	Cert     *Held    // the certificate concerned, if any (a copy)
-	Request  *Pending // the pending request concerned, if any (a copy)
-	SameKey  bool     // Renew only: sign the new request with the old key and keep it
+	Kind     Kind     `json:"kind"`
+	Template string   `json:"template"`
+	Cert     *Held    `json:"cert,omitempty"`     // the certificate concerned, if any (a copy)
+	Request  *Pending `json:"request,omitempty"`  // the pending request concerned, if any (a copy)
+	SameKey  bool     `json:"same_key,omitempty"` // Renew only: sign the new request with the old key and keep it
 	// After names the template whose install action in this plan must succeed (and install a
 	// certificate) before this action runs; empty: no precondition.
-	After string
-	Why   string
+	After string `json:"after,omitempty"`
+	Why   string `json:"why"`
 }
 
 // String is a short form for logs and test messages; Why is left out.
@@ -160,16 +171,16 @@ func (a Action) String() string {
 
 // Reason is a note about a template as a whole (why it is not requested, for example).
 type Reason struct {
-	Template string
-	Text     string
+	Template string `json:"template"`
+	Text     string `json:"text"`
 }
 
 func (r Reason) String() string { return quoteName(r.Template) + ": " + r.Text }
 
 // Plan is what one pass does, in order, with the notes that explain it.
 type Plan struct {
-	Actions []Action
-	Reasons []Reason
+	Actions []Action `json:"actions"`
+	Reasons []Reason `json:"reasons"`
 }
 
 // String prints the plan for an admin: one line per action with its reason, then the notes.

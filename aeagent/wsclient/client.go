@@ -7,7 +7,9 @@
 // To headers, shaped like those of a real client (cepces; testdata/00N_*.xml), and with a
 // WS-Security UsernameToken (#PasswordText, only ever sent over TLS) when the client uses
 // PasswordAuth. CertificateAuth presents a TLS client certificate instead, for the _Certificate
-// endpoints (whose CES takes renewals only). Kerberos is not implemented here.
+// endpoints (whose CES takes renewals only). KerberosAuth sends a Kerberos ticket in the HTTP
+// Authorization header (Negotiate, SPNEGO) of each request, for the _Kerberos endpoints, from a
+// keytab (the machine's) or a credential cache (a user's), logged in once per Client.
 //
 // Replies are read with encoding/xml by local element names, at most MaxResponse bytes. An issued
 // certificate, a pending request and a policy refusal are results (Result.Status "issued",
@@ -32,6 +34,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +45,7 @@ import (
 // MaxResponse is the largest reply body read, in bytes.
 const MaxResponse = 4 << 20
 
-// Auth is how the client authenticates: PasswordAuth or CertificateAuth.
+// Auth is how the client authenticates: PasswordAuth, CertificateAuth or KerberosAuth.
 type Auth interface {
 	// configure adds what the authentication needs to the TLS configuration.
 	configure(*tls.Config)
@@ -144,6 +147,7 @@ type Client struct {
 	auth      Auth
 	hc        *http.Client
 	now       func() time.Time
+	negotiate *negotiator // KerberosAuth's login, shared by the requests; nil with other Auths
 }
 
 // New returns a client of the policy service at policyURL (the CEP URL, https only), which
@@ -153,13 +157,20 @@ func New(policyURL string, auth Auth, rootCAs *x509.CertPool) (*Client, error) {
 		return nil, fmt.Errorf("wsclient: policy URL: %w", err)
 	}
 	if auth == nil {
-		return nil, errors.New("wsclient: no authentication given (PasswordAuth or CertificateAuth)")
+		return nil, errors.New("wsclient: no authentication given (PasswordAuth, CertificateAuth or KerberosAuth)")
 	}
 	if a, ok := auth.(PasswordAuth); ok && a.Username == "" {
 		return nil, errors.New("wsclient: PasswordAuth without a Username")
 	}
 	if a, ok := auth.(CertificateAuth); ok && (len(a.Certificate.Certificate) == 0 || a.Certificate.PrivateKey == nil) {
 		return nil, errors.New("wsclient: CertificateAuth needs a certificate and its private key")
+	}
+	var neg *negotiator
+	if a, ok := auth.(negotiateAuth); ok {
+		var err error
+		if neg, err = a.negotiator(); err != nil {
+			return nil, err
+		}
 	}
 	tc := &tls.Config{RootCAs: rootCAs, MinVersion: tls.VersionTLS12}
 	auth.configure(tc)
@@ -169,7 +180,11 @@ func New(policyURL string, auth Auth, rootCAs *x509.CertPool) (*Client, error) {
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute,
 		// A redirect could carry the password elsewhere, or downgrade to http: never follow one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	return &Client{policyURL: policyURL, auth: auth, hc: hc, now: time.Now}, nil
+	c := &Client{policyURL: policyURL, auth: auth, hc: hc, now: time.Now, negotiate: neg}
+	if neg != nil {
+		runtime.AddCleanup(c, (*negotiator).close, neg) // gokrb5 renews a keytab login until told to stop
+	}
+	return c, nil
 }
 
 // PolicyURL is the CEP URL the client was made for.
@@ -283,11 +298,19 @@ func (c *Client) call(ctx context.Context, to, action string, body []byte) (*res
 		return nil, fmt.Errorf("wsclient: %w", err)
 	}
 	req.Header.Set("Content-Type", `application/soap+xml; charset=utf-8; action="`+action+`"`)
+	if c.negotiate != nil {
+		if err := c.negotiate.authorize(ctx, req); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("wsclient: %s: %w", to, err)
 	}
 	defer resp.Body.Close()
+	if c.negotiate != nil && resp.StatusCode == http.StatusUnauthorized && strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Negotiate") {
+		c.negotiate.refused()
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponse+1))
 	if err != nil {
 		return nil, fmt.Errorf("wsclient: %s: reading the reply: %w", to, err)

@@ -15,10 +15,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,9 +23,8 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
-	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon/daemontest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
-	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -66,70 +62,19 @@ func templateCSR(t *testing.T, oid string) ([]byte, *rsa.PrivateKey) {
 	return der, k
 }
 
-// startServer provisions a data directory against dc and serves it until the test ends. It
-// returns the runtime (for approving requests), the HTTPS base URL and the CA pool.
-func startServer(t *testing.T, dc *ldaptest.DC, s *ldaptest.Sample) (*daemon.Runtime, string, *x509.CertPool) {
+// startServer serves the real enrollment web services against dc (daemontest) and returns the
+// runtime (for approving requests), the HTTPS base URL and the CA pool.
+func startServer(t *testing.T, dc *ldaptest.DC, s *ldaptest.Sample, o daemontest.Options) (*daemon.Runtime, string, *x509.CertPool) {
 	t.Helper()
-	if _, err := softhsm.ModulePath(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("SoftHSM2 is required on CI: %v", err)
-		}
-		t.Skipf("SoftHSM2 not installed (make deps installs it): %v", err)
-	}
-	t.Setenv("SOFTHSM2_CONF", "") // Init and Open set it; restored afterwards
-	ctx, cancel := context.WithCancel(context.Background())
-	tmp := t.TempDir()
-	pw := filepath.Join(tmp, "svc-password")
-	if err := os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(tmp, "var")
-	if _, err := provisioning.Init(ctx, provisioning.InitOptions{Dir: dir, CAName: caName, Logger: quiet,
-		Directory: &provisioning.DirectoryOptions{URL: dc.URL, CAFile: dc.CAFile, BindUser: s.SvcEnroll.UPN,
-			PasswordFile: pw, CACN: ldaptest.CACN}}); err != nil {
-		t.Fatalf("provisioning.Init: %v", err)
-	}
-	rt, err := daemon.Open(ctx, dir, quiet)
-	if err != nil {
-		t.Fatalf("daemon.Open: %v", err)
-	}
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", EnrollListen: "127.0.0.1:0",
-			OnEnrollListen: func(addr string) { addrc <- addr }}, rt)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("daemon.Serve: %v", err)
-		}
-		rt.Close()
-	})
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-done:
-		t.Fatalf("daemon.Serve ended before listening: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("the enrollment web services did not start")
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatal("ca.pem holds no certificate")
-	}
-	return rt, "https://localhost:" + port, pool // "localhost" is in the server certificate
+	o.CAName = caName
+	srv := daemontest.Start(t, dc, s, o)
+	return srv.Runtime, srv.Base, srv.Roots
 }
 
 func TestAgainstEnrollmentWebServices(t *testing.T) {
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
-	rt, base, roots := startServer(t, dc, s)
+	rt, base, roots := startServer(t, dc, s, daemontest.Options{})
 	ctx := context.Background()
 	cep := base + "/ADPolicyProvider_CEP_UsernamePassword/service.svc/CEP"
 	cesPassword := base + "/" + url.PathEscape(caName) + "_CES_UsernamePassword/service.svc/CES"
