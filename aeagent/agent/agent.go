@@ -151,6 +151,19 @@ type pass struct {
 	input   plan.Input
 }
 
+// readStore reads the current certificates and the pending requests.
+func readStore(st *store.Store) ([]store.Cert, []store.PendingRequest, error) {
+	certs, err := st.Current()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the certificate store: %w", err)
+	}
+	pending, err := st.Pending()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the pending requests: %w", err)
+	}
+	return certs, pending, nil
+}
+
 func heldKey(template, serial string) string { return template + "/" + serial }
 
 func serialOf(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
@@ -159,13 +172,9 @@ func serialOf(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNum
 // held certificates' revocation, and builds the planner's input. Nothing in the store changes
 // but the policy cache.
 func (a *Agent) prepare(ctx context.Context, st *store.Store, now time.Time, save bool) (*pass, error) {
-	certs, err := st.Current()
+	certs, pending, err := readStore(st)
 	if err != nil {
-		return nil, fmt.Errorf("reading the certificate store: %w", err)
-	}
-	pending, err := st.Pending()
-	if err != nil {
-		return nil, fmt.Errorf("reading the pending requests: %w", err)
+		return nil, err
 	}
 	client, err := a.policyClient(certs, now)
 	if err != nil {

@@ -359,6 +359,29 @@ func TestAutoenrollment(t *testing.T) {
 		}
 	})
 
+	t.Run("certificate authentication renews over the certificate endpoints", func(t *testing.T) {
+		old := current(t, aliceDir)["AEUserV2"]
+		a, err := New(Config{Server: w.srv.CEP("Certificate"), Auth: AuthCertificate, CAFile: w.srv.CAFile, Store: aliceDir,
+			Context: ContextUser}, Options{Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.Set(old.Certificate.NotAfter.Add(-7 * 24 * time.Hour))
+		if got := kinds(pulse(t, a)); got["AEUserV2"] != "renew archive " {
+			t.Errorf("renewal with certificate authentication: %v, want renew", got)
+		}
+		checkRenewed(t, w, aliceDir, old)
+
+		empty, err := New(Config{Server: w.srv.CEP("Certificate"), Auth: AuthCertificate, CAFile: w.srv.CAFile,
+			Store: filepath.Join(t.TempDir(), "empty"), Context: ContextUser}, Options{Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := empty.Pulse(ctx); err == nil || !strings.Contains(err.Error(), "enroll first with kerberos or password") {
+			t.Errorf("certificate authentication with an empty store = %v, want a clear refusal", err)
+		}
+	})
+
 	t.Run("failures leave the store untouched and say why", func(t *testing.T) {
 		clk.Set(time.Now())
 		before := snapshot(t, aliceDir)

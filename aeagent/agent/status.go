@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -49,13 +48,9 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	defer st.Close()
-	certs, err := st.Current()
+	certs, pending, err := readStore(st)
 	if err != nil {
-		return nil, fmt.Errorf("reading the certificate store: %w", err)
-	}
-	pending, err := st.Pending()
-	if err != nil {
-		return nil, fmt.Errorf("reading the pending requests: %w", err)
+		return nil, err
 	}
 	cached, err := a.readPolicy(st)
 	if err != nil {
