@@ -9,7 +9,8 @@ LDFLAGS := -X github.com/enrollment-appliance/aeappliance/enrollsvc/daemon.Versi
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the service and the tests need.
 DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
-            samba samba-ad-dc samba-ad-provision winbind krb5-user ldap-utils
+            samba samba-ad-dc samba-ad-provision winbind krb5-user ldap-utils \
+            certmonger scep dbus curl
 
 .PHONY: all deps build run test bench lint clean
 
