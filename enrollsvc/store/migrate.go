@@ -85,6 +85,51 @@ CREATE INDEX events_id ON events (id, seq);
 -- approval exactly as the certificate manager saw it.
 ALTER TABLE requests ADD COLUMN decision BLOB;
 `},
+	{3, "revocation publishing and SCEP", `
+-- CRLs list revoked certificates; deltas those revoked since a time.
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) WHERE status = 'revoked';
+
+-- The last CRL number handed out: CRL numbers only ever grow (RFC 5280 5.2.3).
+CREATE TABLE crl_numbers (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	number INTEGER NOT NULL CHECK (number >= 0)
+);
+INSERT INTO crl_numbers (id, number) VALUES (1, 0);
+CREATE TRIGGER crl_numbers_grow BEFORE UPDATE ON crl_numbers WHEN NEW.number <= OLD.number
+BEGIN SELECT RAISE(ABORT, 'CRL numbers only grow'); END;
+
+-- SCEP profiles bind /scep/<name> to a directory template and say how requests are authorised.
+CREATE TABLE scep_profiles (
+	name             TEXT PRIMARY KEY,
+	template         TEXT NOT NULL,
+	account          TEXT NOT NULL DEFAULT '',
+	mode             TEXT NOT NULL CHECK (mode IN ('static', 'one-time')),
+	challenge_sha256 BLOB, -- static mode: SHA-256 of the challenge password; the password itself is not kept
+	created          TEXT NOT NULL
+);
+
+-- One-time challenges, by the SHA-256 of the challenge (never the challenge itself).
+CREATE TABLE scep_challenges (
+	sha256   BLOB PRIMARY KEY,
+	profile  TEXT NOT NULL REFERENCES scep_profiles (name) ON DELETE CASCADE,
+	subject  TEXT NOT NULL DEFAULT '', -- bound subject or SAN value; '' none
+	account  TEXT NOT NULL DEFAULT '', -- '' the profile's
+	created  TEXT NOT NULL,
+	expires  TEXT NOT NULL,
+	used_at  TEXT
+);
+
+-- SCEP transactions: a transactionID is bound to one request body (a retry with the same body
+-- gets the same request; other content is refused).
+CREATE TABLE scep_transactions (
+	profile        TEXT NOT NULL,
+	transaction_id TEXT NOT NULL,
+	body_sha256    BLOB NOT NULL,
+	request_id     INTEGER REFERENCES requests (id),
+	created        TEXT NOT NULL,
+	PRIMARY KEY (profile, transaction_id)
+) WITHOUT ROWID;
+`},
 }
 
 // latestVersion is the schema version this code writes.

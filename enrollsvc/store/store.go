@@ -147,6 +147,20 @@ type Store interface {
 	ListCertificates(ctx context.Context, f CertFilter) ([]Certificate, error)
 	CountCertificates(ctx context.Context) (int64, error)
 
+	// EachRevoked walks the revoked certificates revoked after since (zero: all); fn must not
+	// call the store. NextCRLNumber hands out ever-growing CRL numbers, durably.
+	EachRevoked(ctx context.Context, since time.Time, fn func(RevokedEntry) error) error
+	NextCRLNumber(ctx context.Context) (int64, error)
+
+	// SCEP profiles, one-time challenges (by hash) and transactions (scep.go).
+	AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error
+	GetSCEPProfile(ctx context.Context, name string) (SCEPProfile, error)
+	ListSCEPProfiles(ctx context.Context) ([]SCEPProfile, error)
+	AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event) error
+	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (SCEPChallenge, error)
+	GetSCEPTransaction(ctx context.Context, profile, id string) (SCEPTransaction, error)
+	AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error
+
 	// AppendEvent stores an audit event and returns its Seq.
 	AppendEvent(ctx context.Context, e Event) (int64, error)
 	ListEvents(ctx context.Context, f EventFilter) ([]Event, error)

@@ -1,0 +1,130 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestEachRevokedAndCRLNumbers(t *testing.T) {
+	s, path := openTest(t)
+	ctx := context.Background()
+	var serials []string
+	for i := range 5 {
+		c := issue(t, s, Certificate{Template: "T", Account: "a", Subject: "CN=a"})
+		serials = append(serials, c.Serial)
+		if i < 3 {
+			if err := s.RevokeCertificate(ctx, c.Serial, i+1, epoch.Add(time.Duration(i)*time.Hour), ev(2200, "revoked")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	walk := func(since time.Time) []RevokedEntry {
+		var out []RevokedEntry
+		if err := s.EachRevoked(ctx, since, func(e RevokedEntry) error { out = append(out, e); return nil }); err != nil {
+			t.Fatalf("EachRevoked: %v", err)
+		}
+		return out
+	}
+	all := walk(time.Time{})
+	if len(all) != 3 {
+		t.Fatalf("EachRevoked(all) = %v, want the 3 revoked", all)
+	}
+	for i, e := range all {
+		if e.Serial != serials[i] || e.Reason != i+1 || !e.RevokedAt.Equal(epoch.Add(time.Duration(i)*time.Hour)) {
+			t.Errorf("entry %d = %+v, want serial %s reason %d", i, e, serials[i], i+1)
+		}
+	}
+	if d := walk(epoch.Add(30 * time.Minute)); len(d) != 2 || d[0].Serial != serials[1] {
+		t.Errorf("EachRevoked(since 30m) = %v, want the last 2", d)
+	}
+	stop := errors.New("stop")
+	if err := s.EachRevoked(ctx, time.Time{}, func(RevokedEntry) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("EachRevoked with fn failing = %v, want its error", err)
+	}
+
+	last := int64(0)
+	for range 3 {
+		n, err := s.NextCRLNumber(ctx)
+		if err != nil || n <= last {
+			t.Fatalf("NextCRLNumber = %d, %v after %d", n, err, last)
+		}
+		last = n
+	}
+	s.Close()
+	s2 := openAt(t, path)
+	if n, err := s2.NextCRLNumber(ctx); err != nil || n != last+1 {
+		t.Errorf("NextCRLNumber after reopening = %d, %v, want %d", n, err, last+1)
+	}
+}
+
+func TestSCEPProfilesAndChallenges(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	h := sha256.Sum256([]byte("static secret"))
+	static := SCEPProfile{Name: "printers", Template: "Printer", Account: "PRN1$", Mode: SCEPStatic, ChallengeSHA256: h[:], Created: epoch}
+	if err := s.AddSCEPProfile(ctx, static, ev(3000, "profile")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSCEPProfile(ctx, static, ev(3000, "profile")); !errors.Is(err, ErrConflict) {
+		t.Errorf("adding a profile twice = %v, want ErrConflict", err)
+	}
+	for _, bad := range []SCEPProfile{
+		{Name: "x", Template: "T", Mode: SCEPStatic, Created: epoch},                         // static without hash
+		{Name: "x", Template: "T", Mode: SCEPOneTime, ChallengeSHA256: h[:], Created: epoch}, // one-time with hash
+		{Name: "x", Template: "T", Mode: "magic", Created: epoch},
+		{Name: "", Template: "T", Mode: SCEPOneTime, Created: epoch},
+	} {
+		if err := s.AddSCEPProfile(ctx, bad, ev(3000, "profile")); err == nil {
+			t.Errorf("AddSCEPProfile(%+v) succeeded", bad)
+		}
+	}
+	if err := s.AddSCEPProfile(ctx, SCEPProfile{Name: "mdm", Template: "Device", Mode: SCEPOneTime, Created: epoch}, ev(3000, "profile")); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.ListSCEPProfiles(ctx)
+	if err != nil || len(ps) != 2 || ps[0].Name != "mdm" || ps[1].Name != "printers" || string(ps[1].ChallengeSHA256) != string(h[:]) {
+		t.Errorf("ListSCEPProfiles = %+v, %v", ps, err)
+	}
+	if _, err := s.GetSCEPProfile(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetSCEPProfile(nope) = %v, want ErrNotFound", err)
+	}
+
+	one := sha256.Sum256([]byte("one-time"))
+	c := SCEPChallenge{SHA256: one[:], Profile: "mdm", Subject: "CN=phone1", Account: "alice", Created: epoch, Expires: epoch.Add(time.Hour)}
+	if err := s.AddSCEPChallenge(ctx, c, ev(3000, "challenge")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSCEPChallenge(ctx, SCEPChallenge{SHA256: h[:], Profile: "printers", Created: epoch, Expires: epoch.Add(time.Hour)}, ev(3000, "c")); !errors.Is(err, ErrConflict) {
+		t.Errorf("a one-time challenge for a static profile = %v, want ErrConflict", err)
+	}
+	if _, err := s.UseSCEPChallenge(ctx, "printers", one[:], epoch); !errors.Is(err, ErrNotFound) {
+		t.Errorf("using a challenge of another profile = %v, want ErrNotFound", err)
+	}
+	if _, err := s.UseSCEPChallenge(ctx, "mdm", one[:], epoch.Add(time.Hour)); !errors.Is(err, ErrConflict) {
+		t.Errorf("using an expired challenge = %v, want ErrConflict", err)
+	}
+	got, err := s.UseSCEPChallenge(ctx, "mdm", one[:], epoch.Add(time.Minute))
+	if err != nil || got.Subject != "CN=phone1" || got.Account != "alice" || !got.UsedAt.Equal(epoch.Add(time.Minute)) {
+		t.Errorf("UseSCEPChallenge = %+v, %v", got, err)
+	}
+	if _, err := s.UseSCEPChallenge(ctx, "mdm", one[:], epoch.Add(2*time.Minute)); !errors.Is(err, ErrConflict) {
+		t.Errorf("using a challenge twice = %v, want ErrConflict", err)
+	}
+
+	tx := SCEPTransaction{Profile: "mdm", TransactionID: "abc", BodySHA256: one[:], Created: epoch}
+	if _, err := s.GetSCEPTransaction(ctx, "mdm", "abc"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetSCEPTransaction before = %v", err)
+	}
+	if err := s.AddSCEPTransaction(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSCEPTransaction(ctx, tx); !errors.Is(err, ErrConflict) {
+		t.Errorf("AddSCEPTransaction twice = %v, want ErrConflict", err)
+	}
+	if got, err := s.GetSCEPTransaction(ctx, "mdm", "abc"); err != nil || string(got.BodySHA256) != string(one[:]) {
+		t.Errorf("GetSCEPTransaction = %+v, %v", got, err)
+	}
+}
