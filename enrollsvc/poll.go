@@ -34,6 +34,13 @@ func (s *Service) Poll(ctx context.Context, id int64, account string) (*EnrollRe
 	if err != nil {
 		return nil, &Error{Kind: KindOf(err), Op: op, RequestID: id, Err: err}
 	}
+	return s.resultOf(ctx, r, op)
+}
+
+// resultOf is a request's outcome: its certificate once issued, pending (expiring it when too
+// old), or denied with the reason.
+func (s *Service) resultOf(ctx context.Context, r store.Request, op string) (*EnrollResult, error) {
+	id := r.ID
 	switch r.State {
 	case store.RequestIssued:
 		c, err := s.store.GetCertificate(ctx, r.Serial)

@@ -89,6 +89,8 @@ type Service struct {
 	rec    *events.Recorder
 	log    *slog.Logger
 	dir    *DirectoryConfig // nil without a directory
+
+	onRevoke func(serial string) // nil: nothing to do after a revocation
 }
 
 // New returns a Service. rec writes audit events (to the same store).

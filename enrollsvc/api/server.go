@@ -58,6 +58,9 @@ type Config struct {
 	Keytabs interface {
 		InstallKeytab(ctx context.Context, keytab []byte) error
 	}
+	Revoker  Revoker      // nil: no revocation
+	CRL      CRLPublisher // nil: no CRL publishing
+	SCEP     SCEPAdmin    // nil without a directory
 	Recorder *events.Recorder
 	Status   func(ctx context.Context) Status
 	Logger   *slog.Logger
@@ -109,6 +112,11 @@ func New(cfg Config) (*Server, error) {
 	g.POST("/requests/:id/approve", s.approve)
 	g.POST("/requests/:id/deny", s.deny)
 	g.PUT("/enroll/keytab", s.installKeytab)
+	g.POST("/certificates/:serial/revoke", s.revoke)
+	g.POST("/crl/publish", s.publishCRL)
+	g.GET("/scep/profiles", s.scepProfiles)
+	g.POST("/scep/profiles", s.addSCEPProfile)
+	g.POST("/scep/challenges", s.scepChallenge)
 	s.e = e
 	return s, nil
 }

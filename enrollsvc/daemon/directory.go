@@ -111,6 +111,14 @@ func (l *lazyDirectory) PublishCertificate(ctx context.Context, dn string, der [
 	return c.PublishCertificate(ctx, dn, der)
 }
 
+func (l *lazyDirectory) UnpublishCertificate(ctx context.Context, dn string, der []byte) error {
+	c, err := l.client(ctx)
+	if err != nil {
+		return err
+	}
+	return c.UnpublishCertificate(ctx, dn, der)
+}
+
 // LDAPConfig turns the data directory's directory settings into the client's configuration,
 // reading the password file.
 func LDAPConfig(dir string, d *config.Directory, log *slog.Logger) (ldap.Config, error) {

@@ -139,10 +139,11 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	defer os.Remove(addrFile)
 	mon := &monitor{rt: rt}
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, Store: rt.Store,
-		Service: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
+		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
 		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
+		acfg.SCEP = rt.Service
 	}
 	if rt.kerberos != nil {
 		acfg.Keytabs = rt

@@ -53,21 +53,24 @@ const (
 	RequestFailed   ID = 2004
 	RequestRefused  ID = 2005
 
-	SigningStarted       ID = 2100
-	CertificateIssued    ID = 2101
-	SigningFailed        ID = 2102
-	LintRefused          ID = 2103
-	CACertificateMade    ID = 2110
-	CertificatePublished ID = 2120
-	PublishFailed        ID = 2121
+	SigningStarted         ID = 2100
+	CertificateIssued      ID = 2101
+	SigningFailed          ID = 2102
+	LintRefused            ID = 2103
+	CACertificateMade      ID = 2110
+	CertificatePublished   ID = 2120
+	PublishFailed          ID = 2121
+	CertificateUnpublished ID = 2122
 
 	CertificateRevoked ID = 2200
 	CRLPublished       ID = 2201
 
-	DataDirInitialised ID = 3000
-	APIAuthFailed      ID = 3001
-	AdminIssued        ID = 3002
-	KeytabInstalled    ID = 3003
+	DataDirInitialised  ID = 3000
+	APIAuthFailed       ID = 3001
+	AdminIssued         ID = 3002
+	KeytabInstalled     ID = 3003
+	SCEPProfileAdded    ID = 3010
+	SCEPChallengeIssued ID = 3011
 )
 
 // Def describes one event ID.
@@ -104,6 +107,7 @@ func init() {
 	def(RequestRefused, "request refused by policy", Operational, slog.LevelWarn)
 	def(CertificatePublished, "certificate published to the directory", Operational, slog.LevelInfo)
 	def(PublishFailed, "publishing to the directory failed", Operational, slog.LevelError)
+	def(CertificateUnpublished, "certificate removed from the directory", Operational, slog.LevelInfo)
 	def(SigningStarted, "signing certificate", Operational, slog.LevelInfo)
 	def(CertificateIssued, "certificate issued", Operational, slog.LevelInfo)
 	def(SigningFailed, "signing failed", Operational, slog.LevelError)
@@ -115,6 +119,8 @@ func init() {
 	def(APIAuthFailed, "API authentication failed", Admin, slog.LevelWarn)
 	def(AdminIssued, "certificate issued by administrator", Admin, slog.LevelInfo)
 	def(KeytabInstalled, "Kerberos service keytab installed", Admin, slog.LevelInfo)
+	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
+	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
 }
 
 // Lookup returns the definition of id.

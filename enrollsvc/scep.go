@@ -1,0 +1,344 @@
+package enrollsvc
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+// SCEPStore is what the SCEP logic needs of the store beyond Store.
+type SCEPStore interface {
+	AddSCEPProfile(ctx context.Context, p store.SCEPProfile, e store.Event) error
+	GetSCEPProfile(ctx context.Context, name string) (store.SCEPProfile, error)
+	ListSCEPProfiles(ctx context.Context) ([]store.SCEPProfile, error)
+	AddSCEPChallenge(ctx context.Context, c store.SCEPChallenge, e store.Event) error
+	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (store.SCEPChallenge, error)
+	GetSCEPTransaction(ctx context.Context, profile, id string) (store.SCEPTransaction, error)
+	AddSCEPTransaction(ctx context.Context, t store.SCEPTransaction) error
+}
+
+// Limits of SCEP profiles and challenges.
+const (
+	MinStaticChallenge  = 12 // characters of a static challenge password
+	DefaultChallengeTTL = time.Hour
+	MaxChallengeTTL     = 30 * 24 * time.Hour
+)
+
+var profileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// SCEPProfileSpec is what an administrator gives to create a SCEP profile.
+type SCEPProfileSpec struct {
+	Name     string `json:"name"`
+	Template string `json:"template"`
+	// Account the certificates are for; empty: each one-time challenge names it.
+	Account         string `json:"account,omitempty"`
+	StaticChallenge string `json:"static_challenge,omitempty"` // static mode
+	OneTime         bool   `json:"one_time,omitempty"`         // one-time challenges instead
+}
+
+func (s *Service) scepStore(op string) (SCEPStore, error) {
+	ss, ok := s.store.(SCEPStore)
+	if !ok {
+		return nil, &Error{Kind: KindInternal, Op: op, Err: errors.New("the store keeps no SCEP state")}
+	}
+	return ss, nil
+}
+
+// AddSCEPProfile creates a SCEP profile: the template must be one the CA offers and the account,
+// when given, must exist in the directory. The static challenge is kept only as its SHA-256.
+func (s *Service) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec, by string) (store.SCEPProfile, error) {
+	op := "adding SCEP profile " + spec.Name
+	ss, err := s.scepStore(op)
+	if err != nil {
+		return store.SCEPProfile{}, err
+	}
+	bad := func(format string, args ...any) (store.SCEPProfile, error) {
+		return store.SCEPProfile{}, &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case !profileName.MatchString(spec.Name):
+		return bad("a profile name is 1 to 64 letters, digits, '.', '_' or '-'")
+	case spec.OneTime == (spec.StaticChallenge != ""):
+		return bad("give either a static challenge or one-time challenges")
+	case !spec.OneTime && len(spec.StaticChallenge) < MinStaticChallenge:
+		return bad("a static challenge needs at least %d characters", MinStaticChallenge)
+	case !spec.OneTime && spec.Account == "":
+		return bad("a static-challenge profile must name the account its certificates are for")
+	}
+	dc, err := s.directory(op)
+	if err != nil {
+		return store.SCEPProfile{}, err
+	}
+	t, reasons, err := s.template(ctx, dc, spec.Template)
+	if err != nil {
+		return store.SCEPProfile{}, err
+	}
+	if reasons != nil {
+		return bad("%s", strings.Join(reasons, "; "))
+	}
+	if spec.Account != "" {
+		a, reasons, err := s.account(ctx, dc, spec.Account, nil)
+		if err != nil {
+			return store.SCEPProfile{}, err
+		}
+		if reasons != nil {
+			return bad("%s", strings.Join(reasons, "; "))
+		}
+		spec.Account = accountName(a)
+	}
+	p := store.SCEPProfile{Name: spec.Name, Template: t.Name, Account: spec.Account, Mode: store.SCEPOneTime, Created: s.rec.Now()}
+	if !spec.OneTime {
+		h := sha256.Sum256([]byte(spec.StaticChallenge))
+		p.Mode, p.ChallengeSHA256 = store.SCEPStatic, h[:]
+	}
+	e := events.New(p.Created, events.SCEPProfileAdded, "", "profile", p.Name, "template", p.Template, "account", p.Account,
+		"mode", p.Mode, "by", by)
+	if err := ss.AddSCEPProfile(ctx, p, e); err != nil {
+		return store.SCEPProfile{}, &Error{Kind: KindOf(err), Op: op, Err: err}
+	}
+	s.rec.Log(ctx, e)
+	return p, nil
+}
+
+// SCEPProfiles lists the SCEP profiles.
+func (s *Service) SCEPProfiles(ctx context.Context) ([]store.SCEPProfile, error) {
+	ss, err := s.scepStore("listing SCEP profiles")
+	if err != nil {
+		return nil, err
+	}
+	return ss.ListSCEPProfiles(ctx)
+}
+
+// SCEPChallengeSpec asks for a one-time challenge.
+type SCEPChallengeSpec struct {
+	Profile string        `json:"profile"`
+	Subject string        `json:"subject,omitempty"` // the request must carry it as subject or SAN value
+	Account string        `json:"account,omitempty"` // default: the profile's
+	TTL     time.Duration `json:"ttl,omitempty"`     // default DefaultChallengeTTL
+}
+
+// NewSCEPChallenge makes a one-time challenge for a one-time profile and returns it with its
+// expiry. Only its SHA-256 is kept: the challenge is shown once.
+func (s *Service) NewSCEPChallenge(ctx context.Context, spec SCEPChallengeSpec, by string) (string, time.Time, error) {
+	op := "making a SCEP challenge for profile " + spec.Profile
+	ss, err := s.scepStore(op)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if spec.TTL == 0 {
+		spec.TTL = DefaultChallengeTTL
+	}
+	if spec.TTL < time.Minute || spec.TTL > MaxChallengeTTL {
+		return "", time.Time{}, &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf("ttl %s: between 1m and %s", spec.TTL, MaxChallengeTTL)}
+	}
+	p, err := ss.GetSCEPProfile(ctx, spec.Profile)
+	if err != nil {
+		return "", time.Time{}, &Error{Kind: KindOf(err), Op: op, Err: err}
+	}
+	if spec.Account == "" && p.Account == "" {
+		return "", time.Time{}, &Error{Kind: KindBadRequest, Op: op, Err: errors.New("the profile names no account: the challenge must")}
+	}
+	if spec.Account != "" {
+		dc, err := s.directory(op)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		a, reasons, err := s.account(ctx, dc, spec.Account, nil)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if reasons != nil {
+			return "", time.Time{}, &Error{Kind: KindBadRequest, Op: op, Err: errors.New(strings.Join(reasons, "; "))}
+		}
+		spec.Account = accountName(a)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", time.Time{}, &Error{Kind: KindInternal, Op: op, Err: err}
+	}
+	challenge := base64.RawURLEncoding.EncodeToString(raw)
+	h := sha256.Sum256([]byte(challenge))
+	now := s.rec.Now()
+	c := store.SCEPChallenge{SHA256: h[:], Profile: p.Name, Subject: spec.Subject, Account: spec.Account, Created: now, Expires: now.Add(spec.TTL)}
+	e := events.New(now, events.SCEPChallengeIssued, "", "profile", p.Name, "subject", spec.Subject, "account", spec.Account,
+		"expires", c.Expires.Format(time.RFC3339), "by", by)
+	if err := ss.AddSCEPChallenge(ctx, c, e); err != nil {
+		return "", time.Time{}, &Error{Kind: KindOf(err), Op: op, Err: err}
+	}
+	s.rec.Log(ctx, e)
+	return challenge, c.Expires, nil
+}
+
+// SCEPRequest is a PKCSReq or RenewalReq whose message signature the protocol edge checked.
+type SCEPRequest struct {
+	Profile, TransactionID string
+	CSR                    []byte // DER PKCS#10
+	Challenge              string // the CSR's challengePassword ("" for renewals)
+	// Renewing is the certificate that signed a RenewalReq (nil for PKCSReq): possession of its
+	// key authorises the request instead of a challenge.
+	Renewing *x509.Certificate
+}
+
+// SCEPProfileExists reports whether name is a SCEP profile.
+func (s *Service) SCEPProfileExists(ctx context.Context, name string) (bool, error) {
+	ss, err := s.scepStore("looking up a SCEP profile")
+	if err != nil {
+		return false, err
+	}
+	_, err = ss.GetSCEPProfile(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// SCEPEnroll decides a SCEP request: the account comes from the profile or the one-time
+// challenge, never from the CSR; then the directory's policy decides as for every protocol. A
+// transaction ID is bound to its CSR: a retry with the same CSR gets the same request's state, a
+// different CSR is refused. Refusals are results (StatusDenied with reasons), recorded.
+func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult, error) {
+	op := "SCEP request " + r.TransactionID + " on profile " + r.Profile
+	ss, err := s.scepStore(op)
+	if err != nil {
+		return nil, err
+	}
+	p, err := ss.GetSCEPProfile(ctx, r.Profile)
+	if err != nil {
+		return nil, &Error{Kind: KindOf(err), Op: op, Err: err}
+	}
+	if strings.TrimSpace(r.TransactionID) == "" {
+		return nil, &Error{Kind: KindBadRequest, Op: op, Err: errors.New("no transaction ID")}
+	}
+	h := sha256.Sum256(r.CSR)
+	tx, err := ss.GetSCEPTransaction(ctx, p.Name, r.TransactionID)
+	switch {
+	case err == nil && subtle.ConstantTimeCompare(tx.BodySHA256, h[:]) != 1:
+		return s.refuse(ctx, Meta{Requester: "scep:" + p.Name, Template: p.Template, CSR: r.CSR},
+			[]string{"transaction ID " + r.TransactionID + " was used before with another request"}, nil)
+	case err == nil:
+		return s.requestState(ctx, tx.RequestID, op) // a retry: the same request's state
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, &Error{Kind: KindInternal, Op: op, Err: err}
+	}
+
+	var res *EnrollResult
+	if r.Renewing != nil {
+		res, err = s.Renew(ctx, RenewRequest{OldCert: r.Renewing, CSR: r.CSR, Template: p.Template, Requester: "scep:" + p.Name})
+	} else {
+		res, err = s.scepNew(ctx, ss, p, r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := ss.AddSCEPTransaction(ctx, store.SCEPTransaction{Profile: p.Name, TransactionID: r.TransactionID,
+		BodySHA256: h[:], RequestID: res.RequestID, Created: s.rec.Now()}); err != nil {
+		s.log.Warn("recording the SCEP transaction", "transaction", r.TransactionID, "err", err)
+	}
+	return res, nil
+}
+
+// scepNew authorises a PKCSReq by its challenge and enrolls it for the profile's or the
+// challenge's account.
+func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile, r SCEPRequest) (*EnrollResult, error) {
+	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template, CSR: r.CSR}
+	account := p.Account
+	h := sha256.Sum256([]byte(r.Challenge))
+	switch p.Mode {
+	case store.SCEPStatic:
+		if r.Challenge == "" || subtle.ConstantTimeCompare(h[:], p.ChallengeSHA256) != 1 {
+			return s.refuse(ctx, meta, []string{"wrong or missing challenge password"}, nil)
+		}
+	default:
+		// The challenge is spent even when the request does not name its bound subject: a
+		// leaked challenge gets one try.
+		csr, err := x509.ParseCertificateRequest(r.CSR)
+		if err != nil {
+			return nil, &Error{Kind: KindBadRequest, Op: "reading the SCEP request", Err: err}
+		}
+		c, err := ss.UseSCEPChallenge(ctx, p.Name, h[:], s.rec.Now())
+		switch {
+		case r.Challenge == "" || errors.Is(err, store.ErrNotFound):
+			return s.refuse(ctx, meta, []string{"wrong or missing challenge password"}, nil)
+		case errors.Is(err, store.ErrConflict):
+			return s.refuse(ctx, meta, []string{"the challenge password was used before or has expired"}, nil)
+		case err != nil:
+			return nil, &Error{Kind: KindInternal, Op: "using a SCEP challenge", Err: err}
+		}
+		if c.Account != "" {
+			account = c.Account
+		}
+		meta.Account = account
+		if c.Subject != "" && !requestNames(csr, c.Subject) {
+			return s.refuse(ctx, meta, []string{"the challenge is bound to " + c.Subject + ", which the request does not name"}, nil)
+		}
+	}
+	if account == "" {
+		return s.refuse(ctx, meta, []string{"neither the profile nor the challenge names an account"}, nil)
+	}
+	return s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR})
+}
+
+// requestNames reports whether csr carries name as its subject (RFC 4514 or just the CN) or as
+// a SAN value (DNS name, e-mail address, IP address, URI), compared case-insensitively.
+func requestNames(csr *x509.CertificateRequest, name string) bool {
+	eq := func(s string) bool { return strings.EqualFold(s, name) }
+	if eq(csr.Subject.String()) || eq("CN="+csr.Subject.CommonName) || eq(csr.Subject.CommonName) || eq(issue.FormatName(csr.RawSubject)) {
+		return true
+	}
+	for _, v := range csr.DNSNames {
+		if eq(v) {
+			return true
+		}
+	}
+	for _, v := range csr.EmailAddresses {
+		if eq(v) {
+			return true
+		}
+	}
+	for _, v := range csr.IPAddresses {
+		if eq(v.String()) {
+			return true
+		}
+	}
+	for _, v := range csr.URIs {
+		if eq(v.String()) {
+			return true
+		}
+	}
+	return false
+}
+
+// SCEPPoll answers a CertPoll: the state of the request the transaction made.
+func (s *Service) SCEPPoll(ctx context.Context, profile, transactionID string) (*EnrollResult, error) {
+	op := "SCEP poll " + transactionID + " on profile " + profile
+	ss, err := s.scepStore(op)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := ss.GetSCEPTransaction(ctx, profile, transactionID)
+	if err != nil {
+		return nil, &Error{Kind: KindOf(err), Op: op, Err: err}
+	}
+	return s.requestState(ctx, tx.RequestID, op)
+}
+
+// requestState is what became of request id (issued with its certificate, pending, denied).
+func (s *Service) requestState(ctx context.Context, id int64, op string) (*EnrollResult, error) {
+	r, err := s.store.GetRequest(ctx, id)
+	if err != nil {
+		return nil, &Error{Kind: KindOf(err), Op: op, RequestID: id, Err: err}
+	}
+	return s.resultOf(ctx, r, op)
+}
