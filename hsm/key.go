@@ -105,6 +105,40 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	return sig, nil
 }
 
+// Decrypt decrypts msg (RSA PKCS #1 v1.5 key transport, as CMS EnvelopedData uses it) in the
+// token, so that Key is a crypto.Decrypter. Only RSA keys generated with GenerateKeyFor and
+// UsageSignDecrypt may decrypt; the token refuses the others. opts must be nil or
+// *rsa.PKCS1v15DecryptOptions without SessionKeyLen (a padding oracle guard belongs to the caller).
+func (k *Key) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	if k.kt.rsaBits() == 0 {
+		return nil, fmt.Errorf("hsm: Decrypt: %s is not an RSA key", k.uri.Object)
+	}
+	if o, ok := opts.(*rsa.PKCS1v15DecryptOptions); opts != nil && (!ok || o.SessionKeyLen != 0) {
+		return nil, errors.New("hsm: Decrypt: only PKCS #1 v1.5 without SessionKeyLen is supported")
+	}
+	var out []byte
+	ctx := context.Background()
+	err := k.ks.do(ctx, func(g *generation) error {
+		s, err := k.signerIn(g)
+		if err != nil {
+			return err
+		}
+		d, ok := s.(crypto.Decrypter)
+		if !ok {
+			return errors.New("the PKCS#11 key cannot decrypt")
+		}
+		return runCtx(ctx, k.ks.cfg.SignTimeout, func() error {
+			var err error
+			out, err = d.Decrypt(nil, msg, nil)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hsm: decrypting with %s: %w", k.uri.Object, err)
+	}
+	return out, nil
+}
+
 // signerIn returns the crypto11 signer of k in generation g, finding it there
 // the first time.
 func (k *Key) signerIn(g *generation) (crypto11.Signer, error) {
@@ -190,6 +224,20 @@ func (k *KeyStore) newKey(g *generation, s crypto11.Signer, id, label []byte) (*
 // half is CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, and may only
 // sign (not decrypt, unwrap or derive). GenerateKey refuses if any object on the token already has that id or label.
 func (k *KeyStore) GenerateKey(ctx context.Context, kt KeyType, label string, id []byte) (*Key, error) {
+	return k.GenerateKeyFor(ctx, kt, label, id, UsageSign)
+}
+
+// Usage says what a generated private key may do.
+type Usage int
+
+// Usages of GenerateKeyFor.
+const (
+	UsageSign        Usage = iota // sign only (CA keys)
+	UsageSignDecrypt              // RSA only: sign and decrypt (a SCEP RA key, which clients encrypt to)
+)
+
+// GenerateKeyFor is GenerateKey with the usage of the private key.
+func (k *KeyStore) GenerateKeyFor(ctx context.Context, kt KeyType, label string, id []byte, usage Usage) (*Key, error) {
 	kt, err := ParseKeyType(string(kt))
 	if err != nil {
 		return nil, err
@@ -213,7 +261,7 @@ func (k *KeyStore) GenerateKey(ctx context.Context, kt KeyType, label string, id
 		if err := k.refuseExisting(g, id, label); err != nil {
 			return err
 		}
-		pub, priv, err := keyTemplates(kt, id, []byte(label))
+		pub, priv, err := keyTemplates(kt, id, []byte(label), usage)
 		if err != nil {
 			return err
 		}
@@ -240,7 +288,10 @@ func (k *KeyStore) GenerateKey(ctx context.Context, kt KeyType, label string, id
 	return key, nil
 }
 
-func keyTemplates(kt KeyType, id, label []byte) (pub, priv crypto11.AttributeSet, err error) {
+func keyTemplates(kt KeyType, id, label []byte, usage Usage) (pub, priv crypto11.AttributeSet, err error) {
+	if usage == UsageSignDecrypt && kt.rsaBits() == 0 {
+		return nil, nil, fmt.Errorf("hsm: a %s key cannot decrypt: use RSA", kt)
+	}
 	pub, err = crypto11.NewAttributeSetWithIDAndLabel(id, label)
 	if err != nil {
 		return nil, nil, err
@@ -259,11 +310,11 @@ func keyTemplates(kt KeyType, id, label []byte) (pub, priv crypto11.AttributeSet
 	set(priv, crypto11.CkaSign, true)
 	set(priv, crypto11.CkaSensitive, true)
 	set(priv, crypto11.CkaExtractable, false)
-	// Sign only: SoftHSM would otherwise also allow decrypt and unwrap (and
-	// derive for EC) with a CA key.
-	set(pub, crypto11.CkaEncrypt, false)
+	// Sign only (or sign and decrypt for UsageSignDecrypt): SoftHSM would otherwise
+	// also allow decrypt and unwrap (and derive for EC) with a CA key.
+	set(pub, crypto11.CkaEncrypt, usage == UsageSignDecrypt)
 	set(pub, crypto11.CkaWrap, false)
-	set(priv, crypto11.CkaDecrypt, false)
+	set(priv, crypto11.CkaDecrypt, usage == UsageSignDecrypt)
 	set(priv, crypto11.CkaUnwrap, false)
 	if kt.rsaBits() == 0 {
 		set(priv, crypto11.CkaDerive, false)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -580,5 +581,40 @@ func TestInitTokenWhileOpen(t *testing.T) {
 	checkSign(t, k2, "two")
 	if _, err := ks2.FindKey(ctx, hsm.URI{Object: "one"}); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Errorf("FindKey on the other token: error = %v, want ErrKeyNotFound", err)
+	}
+}
+
+// An RA key decrypts what clients encrypt to it (SCEP), in the token; a CA key refuses to.
+func TestDecrypt(t *testing.T) {
+	ks, _ := open(t, hsmtest.NewToken(t))
+	ctx := context.Background()
+	ra, err := ks.GenerateKeyFor(ctx, hsm.RSA2048, "scep-ra", nil, hsm.UsageSignDecrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("a 32-byte AES key for the reply!")
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, ra.Public().(*rsa.PublicKey), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d crypto.Decrypter = ra
+	if got, err := d.Decrypt(nil, ct, nil); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("Decrypt = %q, %v; want the secret", got, err)
+	}
+	checkSign(t, ra, "the RA signs its replies too")
+	if attrs, err := ks.KeyAttributes(ctx, ra.URI()); err != nil || !attrs.Sensitive || attrs.Extractable {
+		t.Errorf("RA key attributes = %+v, %v; want sensitive, not extractable", attrs, err)
+	}
+
+	ca, err := ks.GenerateKey(ctx, hsm.RSA2048, "ca", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, _ = rsa.EncryptPKCS1v15(rand.Reader, ca.Public().(*rsa.PublicKey), secret)
+	if _, err := ca.Decrypt(nil, ct, nil); err == nil {
+		t.Error("a sign-only CA key decrypted")
+	}
+	if _, err := ks.GenerateKeyFor(ctx, hsm.ECDSAP256, "ec-ra", nil, hsm.UsageSignDecrypt); err == nil {
+		t.Error("an ECDSA key was generated for decryption")
 	}
 }

@@ -37,6 +37,25 @@ func (k *KeyStore) GenerateKey(ctx context.Context, kt KeyType, label string, id
 }
 
 // FindKey fails: this build has no cgo.
+// Usage says what a generated private key may do.
+type Usage int
+
+// Usages of GenerateKeyFor.
+const (
+	UsageSign Usage = iota
+	UsageSignDecrypt
+)
+
+// GenerateKeyFor fails: this build has no cgo.
+func (k *KeyStore) GenerateKeyFor(ctx context.Context, kt KeyType, label string, id []byte, usage Usage) (*Key, error) {
+	return nil, errNoCgo("GenerateKeyFor")
+}
+
+// Decrypt fails: this build has no cgo.
+func (k *Key) Decrypt(rand io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	return nil, errNoCgo("Decrypt")
+}
+
 func (k *KeyStore) FindKey(ctx context.Context, u URI) (*Key, error) { return nil, errNoCgo("FindKey") }
 
 // KeyAttributes fails: this build has no cgo.

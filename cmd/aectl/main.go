@@ -57,6 +57,14 @@ Commands:
                               without --template: issue as administrator, no directory
   approve ID                  issue a pending request as it was decided
   deny    ID --reason TEXT    refuse a pending request
+  revoke  SERIAL --reason R   revoke (final): keyCompromise, superseded, cessationOfOperation,
+                              affiliationChanged, privilegeWithdrawn, cACompromise, unspecified
+  crl publish                 sign and publish a new full and delta CRL now
+  scep profiles               the SCEP profiles
+  scep profile add NAME --template T [--account A] (--static-challenge-file F | --one-time)
+                              bind /scep/NAME to a directory template
+  scep challenge --profile P [--subject S] [--account A] [--ttl 1h]
+                              a one-time challenge password (printed once)
 
 Global flags:
   --data DIR     data directory of the service (default ./var, or $ENROLLSVC_DATA)
