@@ -101,6 +101,9 @@ func New(s Store, iss Issuer, rec *events.Recorder, log *slog.Logger) *Service {
 	return &Service{store: s, issuer: iss, rec: rec, log: log}
 }
 
+// CACert is the certificate of the CA that signs.
+func (s *Service) CACert() *x509.Certificate { return s.issuer.CACert() }
+
 // Meta says who asked for an order and for whom.
 type Meta struct {
 	Requester string // authenticated identity that sent the request

@@ -24,6 +24,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
@@ -45,6 +46,11 @@ type InitOptions struct {
 	// defaults config.DefaultEnrollListen and localhost, 127.0.0.1.
 	EnrollListen string
 	Hostnames    []string
+	// HTTPURL enables the plain-HTTP listener for CRLs, OCSP, AIA and SCEP (http://HOST[:PORT])
+	// and, unless CRLURLs, OCSPURLs or CAIssuerURLs are given, puts its URLs into every
+	// certificate. HTTPListen is its address (default config.DefaultHTTPListen).
+	HTTPURL    string
+	HTTPListen string
 	// Keytab is the Kerberos service keytab of the enrollment web services (HTTP/<hostname>);
 	// it is checked and copied into the data directory.
 	Keytab string
@@ -96,6 +102,29 @@ func (o *InitOptions) validate() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.HTTPListen != "" && o.HTTPURL == "" {
+		return errors.New("--http-listen needs --http-url (how clients reach it, e.g. http://pki.corp.example.test)")
+	}
+	if o.HTTPURL != "" {
+		if o.HTTPListen == "" {
+			o.HTTPListen = config.DefaultHTTPListen
+		}
+		o.HTTPURL = strings.TrimSuffix(o.HTTPURL, "/")
+		h := config.HTTP{Listen: o.HTTPListen, BaseURL: o.HTTPURL}
+		if err := (&config.Config{HTTP: &h}).ValidateHTTP(); err != nil {
+			return fmt.Errorf("--http-url/--http-listen: %w", err)
+		}
+		name := revoke.FileName(o.CAName)
+		if len(o.CRLURLs) == 0 {
+			o.CRLURLs = []string{o.HTTPURL + "/crl/" + name + ".crl"}
+		}
+		if len(o.OCSPURLs) == 0 {
+			o.OCSPURLs = []string{o.HTTPURL + "/ocsp"}
+		}
+		if len(o.CAIssuerURLs) == 0 {
+			o.CAIssuerURLs = []string{o.HTTPURL + "/aia/" + name + ".crt"}
+		}
 	}
 	if o.Directory == nil && (o.EnrollListen != "" || len(o.Hostnames) > 0 || o.Keytab != "") {
 		return errors.New("--enroll-listen, --hostname and --keytab need the directory settings (--ldap-url ...)")
@@ -265,6 +294,9 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		API: config.API{Listen: o.APIListen, CertFile: config.APICertFile, KeyFile: config.APIKeyFile,
 			TokenFile: config.APITokenFile, TokenHash: hex.EncodeToString(sum[:])},
 		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, CAIssuerURLs: o.CAIssuerURLs}
+	if o.HTTPURL != "" {
+		cfg.HTTP = &config.HTTP{Listen: o.HTTPListen, BaseURL: o.HTTPURL}
+	}
 	if d := o.Directory; d != nil {
 		if cfg.Directory, err = stageDirectory(stage, d); err != nil {
 			return nil, err

@@ -100,6 +100,8 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.Var((*listFlag)(&o.CRLURLs), "crl-url", "CRL distribution point URL put in every certificate (repeatable)")
 	fs.Var((*listFlag)(&o.OCSPURLs), "ocsp-url", "OCSP responder URL put in every certificate (repeatable)")
 	fs.Var((*listFlag)(&o.CAIssuerURLs), "ca-issuer-url", "URL of the CA certificate put in every certificate (repeatable)")
+	fs.StringVar(&o.HTTPURL, "http-url", "", "enable the plain-HTTP listener for CRLs, OCSP, the CA certificate and SCEP: how clients reach it (http://HOST[:PORT]); its URLs go into every certificate unless --crl-url, --ocsp-url or --ca-issuer-url say otherwise")
+	fs.StringVar(&o.HTTPListen, "http-listen", "", "address of the plain-HTTP listener (default "+config.DefaultHTTPListen+"; port 80 on an appliance)")
 	var d provisioning.DirectoryOptions
 	fs.StringVar(&d.URL, "ldap-url", "", "Active Directory: ldaps://DC[:636] or ldap://DC[:389] (StartTLS is then required)")
 	fs.StringVar(&d.CAFile, "ldap-ca-file", "", "PEM file with the CA that issued the domain controllers' certificates")
@@ -162,15 +164,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	var dir, listen, logLevel string
 	fs.StringVar(&dir, "data", "", "data directory made by `enrollsvc init`")
 	fs.StringVar(&listen, "api-listen", "", "address of the local management API (default: from the configuration; port 0 picks a free one)")
-	var enrollListen string
+	var enrollListen, httpListen string
 	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services (default: from the configuration; port 0 picks a free one)")
+	fs.StringVar(&httpListen, "http-listen", "", "address of the plain-HTTP listener for CRLs, OCSP, AIA and SCEP (default: from the configuration)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR]
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR]
 
 Runs the enrollment service in the foreground: opens the HSM token and the CA key, the store,
 serves the local management API over TLS and, with a directory, the enrollment web services
-(MS-XCEP policy and MS-WSTEP enrollment, as AD CS's CEP/CES). Logs are JSON on standard error. SIGINT or SIGTERM
+(MS-XCEP policy and MS-WSTEP enrollment, as AD CS's CEP/CES) and SCEP, and, when configured
+(init --http-url), a plain-HTTP listener for CRLs, OCSP, the CA certificate and SCEP. Logs are JSON on standard error. SIGINT or SIGTERM
 stops it cleanly.
 
 Flags:
@@ -195,7 +199,9 @@ Flags:
 	}
 	defer rt.Close()
 	aectl := aectlPath()
-	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, EnrollListen: enrollListen, OnEnrollListen: func(addr string) {
+	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, EnrollListen: enrollListen, HTTPListen: httpListen, OnHTTPListen: func(addr string) {
+		fmt.Fprintf(stdout, "Revocation and SCEP listening on http://%s (/crl/, /ocsp, /aia/, /scep/PROFILE)\n", addr)
+	}, OnEnrollListen: func(addr string) {
 		fmt.Fprintf(stdout, "Enrollment web services listening on https://%s\n  policy (CEP): https://HOST:PORT%s (username/password)\n",
 			addr, webenroll.CEPPasswordPath)
 	}, OnListen: func(addr string) {

@@ -50,6 +50,10 @@ const DefaultAPIListen = "127.0.0.1:9443"
 // an appliance listens on :443.
 const DefaultEnrollListen = "127.0.0.1:8443"
 
+// DefaultHTTPListen is where the plain-HTTP listener (CRLs, OCSP, AIA, SCEP) listens in
+// development mode; an appliance listens on :80.
+const DefaultHTTPListen = "127.0.0.1:8080"
+
 // Config is config.json.
 type Config struct {
 	Version int    `json:"version"`
@@ -68,6 +72,8 @@ type Config struct {
 	// Enroll is the enrollment web services (MS-XCEP policy, MS-WSTEP enrollment) for Windows
 	// clients and aeagent; they need the directory.
 	Enroll *Enroll `json:"enroll,omitempty"`
+	// HTTP is the plain-HTTP listener for CRLs, OCSP, the CA certificate (AIA) and SCEP; nil: none.
+	HTTP *HTTP `json:"http,omitempty"`
 	// Templates holds per-template settings the template object in AD has no place for.
 	Templates map[string]TemplateSettings `json:"templates,omitempty"`
 }
@@ -88,6 +94,30 @@ type Enroll struct {
 	Hostnames []string `json:"hostnames"` // names in the server certificate and in every advertised URI
 	CertFile  string   `json:"cert_file"`
 	KeyFile   string   `json:"key_file"`
+}
+
+// HTTP configures the plain-HTTP listener. Revocation information and SCEP need no TLS: CRLs,
+// OCSP answers and SCEP messages are signed, and devices often have no trust anchor yet.
+type HTTP struct {
+	Listen string `json:"listen"`
+	// BaseURL is how clients reach it (http://pki.corp.example.test); the CDP, OCSP and CA
+	// issuer URLs written into certificates are under it.
+	BaseURL string `json:"base_url"`
+}
+
+// ValidateHTTP checks the http section, if any.
+func (c *Config) ValidateHTTP() error {
+	h := c.HTTP
+	if h == nil {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
+		return fmt.Errorf("http.listen %q: %w", h.Listen, err)
+	}
+	if u, err := url.Parse(h.BaseURL); err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("http.base_url %q: want http://HOST[:PORT]", h.BaseURL)
+	}
+	return nil
 }
 
 // TemplateSettings adds to a directory template.
@@ -186,6 +216,9 @@ func (c *Config) Validate() error {
 		if err := d.Validate(); err != nil {
 			return err
 		}
+	}
+	if err := c.ValidateHTTP(); err != nil {
+		return err
 	}
 	if e := c.Enroll; e != nil {
 		if _, _, err := net.SplitHostPort(e.Listen); err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
@@ -67,6 +68,13 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		ln.Close()
 		return "", nil, err
 	}
+	var handler http.Handler = ws
+	if rt.revocation != nil && rt.revocation.scep != nil { // SCEP over HTTPS too
+		mux := http.NewServeMux()
+		mux.Handle("/scep/", rt.revocation.scep)
+		mux.Handle("/", ws)
+		handler = mux
+	}
 	if err := config.WriteFileAtomic(config.Path(rt.Dir, config.EnrollAddr), []byte(addr+"\n"), 0o644); err != nil {
 		ln.Close()
 		return "", nil, err
@@ -77,7 +85,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		// certificate endpoints then check them against the store (revocation, expiry).
 		pool := x509.NewCertPool()
 		pool.AddCert(rt.CACert)
-		done <- api.ServeTLS(ctx, ws, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
+		done <- api.ServeTLS(ctx, handler, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
 			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, rt.Log)
 	}()
 	return addr, done, nil

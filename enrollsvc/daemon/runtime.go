@@ -36,8 +36,9 @@ type Runtime struct {
 	Log      *slog.Logger
 	Started  time.Time
 
-	directory *lazyDirectory // nil without a directory
-	kerberos  *kerberosAuth  // nil without the enrollment web services
+	directory  *lazyDirectory // nil without a directory
+	revocation *revocation    // nil without CRL distribution and SCEP
+	kerberos   *kerberosAuth  // nil without the enrollment web services
 }
 
 // Open opens the data directory dir: configuration, HSM and CA key, store. On error nothing

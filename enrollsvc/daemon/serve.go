@@ -109,6 +109,10 @@ type ServeOptions struct {
 	// they listen (only when they are configured).
 	EnrollListen   string
 	OnEnrollListen func(addr string)
+	// HTTPListen overrides the plain-HTTP listener's address (CRLs, OCSP, AIA, SCEP);
+	// OnHTTPListen is called once it listens (only when configured: init --http-url).
+	HTTPListen   string
+	OnHTTPListen func(addr string)
 	// HealthInterval is how often HSM and store are checked for the audit log (default 30s).
 	HealthInterval time.Duration
 }
@@ -138,6 +142,9 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	}
 	defer os.Remove(addrFile)
 	mon := &monitor{rt: rt}
+	if err := rt.startRevocation(ctx); err != nil {
+		return err
+	}
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, Store: rt.Store,
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
 		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }}
@@ -147,6 +154,9 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	}
 	if rt.kerberos != nil {
 		acfg.Keytabs = rt
+	}
+	if rt.revocation != nil && rt.revocation.publisher != nil {
+		acfg.CRL = rt
 	}
 	srv, err := api.New(acfg)
 	if err != nil {
@@ -176,8 +186,24 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 			o.OnEnrollListen(enrollAddr)
 		}
 	}
+	httpAddr, httpDone, err := rt.startHTTP(ectx, o.HTTPListen)
+	if err != nil {
+		return err
+	}
+	if httpDone != nil {
+		defer func() {
+			stopEnroll()
+			if err := <-httpDone; err != nil {
+				rt.Log.Error("plain-HTTP listener", "error", err)
+			}
+		}()
+		if o.OnHTTPListen != nil {
+			o.OnHTTPListen(httpAddr)
+		}
+	}
 	var wg sync.WaitGroup
 	mctx, stop := context.WithCancel(ctx)
+	rt.runRevocation(mctx, &wg)
 	wg.Add(1)
 	go func() { defer wg.Done(); mon.run(mctx, o.HealthInterval) }()
 	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12})

@@ -14,7 +14,7 @@ type RevokedEntry struct {
 	Reason    int // RFC 5280 CRLReason
 }
 
-// EachRevoked calls fn for every revoked certificate whose revocation is later than since (zero:
+// EachRevoked calls fn for every revoked certificate whose revocation is at or after since (zero:
 // all), in order of revocation. It reads row by row, so a CRL of any size is written without
 // holding the list in memory. fn must not call the store; an error from fn stops the walk and
 // is returned.
@@ -28,7 +28,7 @@ func (s *SQLite) EachRevoked(ctx context.Context, since time.Time, fn func(Revok
 	}
 	return s.read(func() error {
 		rows, err := s.rdb.QueryContext(ctx, `SELECT serial, revoked_at, revocation_reason FROM certificates
-			WHERE status = 'revoked' AND revoked_at > ? ORDER BY revoked_at, serial`, from)
+			WHERE status = 'revoked' AND revoked_at >= ? ORDER BY revoked_at, serial`, from)
 		if err != nil {
 			return fmt.Errorf("store: listing revoked certificates: %w", err)
 		}

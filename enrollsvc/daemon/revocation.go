@@ -1,0 +1,306 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/hsm"
+)
+
+// Files and key of SCEP in the data directory and the token.
+const (
+	raKeyLabel   = "scep-ra"
+	raCertFile   = "scep/ra.pem"
+	raValidity   = 2 * 365 * 24 * time.Hour
+	raRenewAhead = 60 * 24 * time.Hour
+)
+
+// revocationSource is the store seen by the CRL publisher and the OCSP responder.
+type revocationSource struct{ st *store.SQLite }
+
+func (s revocationSource) EachRevoked(ctx context.Context, since time.Time, fn func(revoke.Entry) error) error {
+	return s.st.EachRevoked(ctx, since, func(e store.RevokedEntry) error {
+		n, ok := new(big.Int).SetString(e.Serial, 16)
+		if !ok {
+			return fmt.Errorf("stored serial %q is not hex", e.Serial)
+		}
+		return fn(revoke.Entry{Serial: n, RevokedAt: e.RevokedAt, Reason: e.Reason})
+	})
+}
+
+func (s revocationSource) CertStatus(ctx context.Context, serial *big.Int) (revoke.Status, revoke.Entry, error) {
+	e := revoke.Entry{Serial: serial}
+	if serial.Sign() <= 0 {
+		return revoke.Unknown, e, nil
+	}
+	c, err := s.st.GetCertificate(ctx, issue.SerialString(serial))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return revoke.Unknown, e, nil
+	case err != nil:
+		return revoke.Unknown, e, err
+	case c.Status == store.CertRevoked:
+		e.RevokedAt, e.Reason = c.RevokedAt, c.RevocationReason
+		return revoke.Revoked, e, nil
+	}
+	return revoke.Good, e, nil
+}
+
+func (s revocationSource) NextCRLNumber(ctx context.Context) (*big.Int, error) {
+	n, err := s.st.NextCRLNumber(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return big.NewInt(n), nil
+}
+
+// revocation is the CRL publisher, the OCSP responder and the SCEP handler of a running service.
+type revocation struct {
+	publisher *revoke.Publisher
+	responder *revoke.Responder
+	scep      http.Handler // nil without a directory
+	republish chan struct{}
+}
+
+// startRevocation builds the CRL publisher and OCSP responder (with an http section in the
+// configuration) and the SCEP handler (with a directory), and publishes the first CRLs.
+func (rt *Runtime) startRevocation(ctx context.Context) error {
+	if rt.Config.HTTP == nil && rt.directory == nil {
+		return nil
+	}
+	rv := &revocation{republish: make(chan struct{}, 1)}
+	if h := rt.Config.HTTP; h != nil {
+		src := revocationSource{rt.Store}
+		name := revoke.FileName(rt.Config.CAName)
+		var err error
+		rv.publisher, err = revoke.NewPublisher(src, src, revoke.PublisherOptions{CA: rt.CACert, Signer: rt.Key,
+			DeltaURLs: []string{h.BaseURL + "/crl/" + name + "+.crl"},
+			Notify: func(ctx context.Context, delta bool, c *revoke.CRL, err error) {
+				if err != nil {
+					rt.Log.Error("publishing a CRL failed", "delta", delta, "error", err)
+					return
+				}
+				_ = rt.Recorder.Record(ctx, events.CRLPublished, "", "number", c.Number.String(), "delta", delta,
+					"entries", c.Entries, "next_update", c.NextUpdate.Format(time.RFC3339))
+			}}, rt.Log)
+		if err != nil {
+			return fmt.Errorf("CRL publisher: %w", err)
+		}
+		if _, _, err := rv.publisher.Publish(ctx); err != nil {
+			return fmt.Errorf("publishing the first CRLs: %w", err)
+		}
+		if rv.responder, err = revoke.NewResponder(revoke.ResponderOptions{CA: rt.CACert, Signer: rt.Key, Source: src, Log: rt.Log}); err != nil {
+			return fmt.Errorf("OCSP responder: %w", err)
+		}
+		rt.Service.OnRevoke(func(string) {
+			select {
+			case rv.republish <- struct{}{}:
+			default:
+			}
+		})
+	}
+	if rt.directory != nil {
+		raCert, raKey, err := rt.ensureRA(ctx)
+		if err != nil {
+			return err
+		}
+		rv.scep, err = scep.NewHandler(scep.Config{CACert: rt.CACert, RACert: raCert, RAKey: raKey,
+			Backend: scepBackend{rt.Service}, Logger: rt.Log, AllowDES: true})
+		if err != nil {
+			return fmt.Errorf("SCEP: %w", err)
+		}
+	}
+	rt.revocation = rv
+	return nil
+}
+
+// runRevocation republishes CRLs on schedule and after revocations until ctx ends.
+func (rt *Runtime) runRevocation(ctx context.Context, wg *sync.WaitGroup) {
+	rv := rt.revocation
+	if rv == nil || rv.publisher == nil {
+		return
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); rv.publisher.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-rv.republish:
+				if _, _, err := rv.publisher.Publish(ctx); err != nil && ctx.Err() == nil {
+					rt.Log.Error("publishing CRLs after a revocation", "error", err)
+				}
+			}
+		}
+	}()
+}
+
+// PublishCRL publishes a new full and delta CRL now (aectl crl publish).
+func (rt *Runtime) PublishCRL(ctx context.Context) (api.CRLInfo, error) {
+	if rt.revocation == nil || rt.revocation.publisher == nil {
+		return api.CRLInfo{}, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: "publishing CRLs",
+			Err: errors.New("no CRL distribution is configured (enrollsvc init --http-url ...)")}
+	}
+	start := time.Now()
+	full, delta, err := rt.revocation.publisher.Publish(ctx)
+	if err != nil {
+		return api.CRLInfo{}, err
+	}
+	return api.CRLInfo{Number: full.Number.Int64(), ThisUpdate: full.ThisUpdate, NextUpdate: full.NextUpdate,
+		Entries: full.Entries, Bytes: len(full.DER), DeltaNumber: delta.Number.Int64(), DeltaEntries: delta.Entries,
+		URL:  rt.Config.HTTP.BaseURL + "/crl/" + revoke.FileName(rt.Config.CAName) + ".crl",
+		Took: time.Since(start).Round(time.Millisecond).String()}, nil
+}
+
+// httpHandler serves CRLs, OCSP and AIA (with an http section) and SCEP (with a directory).
+func (rt *Runtime) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	if rv := rt.revocation; rv != nil {
+		if rv.publisher != nil {
+			h := revoke.Handler(rv.publisher, rv.responder, rt.Config.CAName)
+			mux.Handle("/crl/", h)
+			mux.Handle("/ocsp", h)
+			mux.Handle("/ocsp/", h)
+			mux.Handle("/aia/", h)
+		}
+		if rv.scep != nil {
+			mux.Handle("/scep/", rv.scep)
+		}
+	}
+	return mux
+}
+
+// startHTTP serves httpHandler over plain HTTP on the configured (or override) address.
+func (rt *Runtime) startHTTP(ctx context.Context, override string) (string, <-chan error, error) {
+	if rt.Config.HTTP == nil {
+		return "", nil, nil
+	}
+	listen := rt.Config.HTTP.Listen
+	if override != "" {
+		listen = override
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", nil, fmt.Errorf("listening for CRLs, OCSP and SCEP: %w", err)
+	}
+	srv := &http.Server{Handler: http.MaxBytesHandler(rt.httpHandler(), 1<<20), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
+	done := make(chan error, 1)
+	go func() {
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		done <- err
+	}()
+	return ln.Addr().String(), done, nil
+}
+
+// ensureRA returns the SCEP RA certificate and its key: an RSA key in the token that may sign
+// and decrypt (clients encrypt their requests to it), and a certificate the CA issued for it,
+// renewed when it nears its end.
+func (rt *Runtime) ensureRA(ctx context.Context) (*x509.Certificate, *hsm.Key, error) {
+	u := rt.Key.URI()
+	u.Object, u.ID, u.Type = raKeyLabel, nil, "private"
+	key, err := rt.KeyStore.FindKey(ctx, u)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		key, err = rt.KeyStore.GenerateKeyFor(ctx, hsm.RSA2048, raKeyLabel, nil, hsm.UsageSignDecrypt)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("the SCEP RA key: %w", err)
+	}
+	path := config.Path(rt.Dir, raCertFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if blk, _ := pem.Decode(b); blk != nil {
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err == nil && c.CheckSignatureFrom(rt.CACert) == nil && issue.PublicKeysEqual(c.PublicKey, key.Public()) &&
+				time.Until(c.NotAfter) > raRenewAhead {
+				return c, key, nil
+			}
+		}
+	}
+	res, err := rt.Service.IssueApproved(ctx, issue.Order{
+		Subject:   pkix.Name{CommonName: rt.Config.CAName + " SCEP RA", OrganizationalUnit: []string{"SCEP"}},
+		PublicKey: key.Public(), Validity: raValidity,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment},
+		enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-scep-ra", Template: "scep-ra"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing the SCEP RA certificate: %w", err)
+	}
+	if err := os.MkdirAll(config.Path(rt.Dir, "scep"), 0o755); err != nil {
+		return nil, nil, err
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw})
+	if err := config.WriteFileAtomic(path, out, 0o644); err != nil {
+		return nil, nil, err
+	}
+	return res.Certificate, key, nil
+}
+
+// scepBackend answers the SCEP edge with the core.
+type scepBackend struct{ s *enrollsvc.Service }
+
+func (b scepBackend) Profile(ctx context.Context, name string) (bool, error) {
+	return b.s.SCEPProfileExists(ctx, name)
+}
+
+func (b scepBackend) Enroll(ctx context.Context, r scep.Request) (scep.Result, error) {
+	req := enrollsvc.SCEPRequest{Profile: r.Profile, TransactionID: r.TransactionID, CSR: r.CSRDER, Challenge: r.Challenge}
+	// A RenewalReq is signed with the certificate being renewed; so is certmonger's PKCSReq when
+	// it renews. A self-signed signer is just the requester's throw-away certificate.
+	if r.Signer != nil && (r.MessageType == scep.RenewalReq || !bytes.Equal(r.Signer.RawIssuer, r.Signer.RawSubject)) {
+		req.Renewing = r.Signer
+	}
+	res, err := b.s.SCEPEnroll(ctx, req)
+	return b.result(res, err)
+}
+
+func (b scepBackend) Poll(ctx context.Context, r scep.PollRequest) (scep.Result, error) {
+	res, err := b.s.SCEPPoll(ctx, r.Profile, r.TransactionID)
+	return b.result(res, err)
+}
+
+func (b scepBackend) result(res *enrollsvc.EnrollResult, err error) (scep.Result, error) {
+	switch {
+	case enrollsvc.KindOf(err) == enrollsvc.KindNotFound:
+		return scep.Result{Status: scep.Failure, FailInfo: scep.BadCertID}, nil
+	case enrollsvc.KindOf(err) == enrollsvc.KindBadRequest || enrollsvc.KindOf(err) == enrollsvc.KindRefused:
+		return scep.Result{Status: scep.Failure, FailInfo: scep.BadRequest}, nil
+	case err != nil:
+		return scep.Result{}, err
+	}
+	switch res.Status {
+	case enrollsvc.StatusIssued:
+		return scep.Result{Status: scep.Success, Cert: res.Certificate, Chain: []*x509.Certificate{b.s.CACert()}}, nil
+	case enrollsvc.StatusPending:
+		return scep.Result{Status: scep.Pending}, nil
+	}
+	return scep.Result{Status: scep.Failure, FailInfo: scep.BadRequest}, nil
+}

@@ -1,0 +1,270 @@
+package revoke
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NumberStore hands out CRL numbers (enrollsvc/store implements it).
+type NumberStore interface {
+	// NextCRLNumber returns a CRL number greater than every number it handed out before, and
+	// keeps it durably, so that numbers keep increasing across restarts. Full and delta CRLs
+	// draw from the same sequence (RFC 5280 5.2.3).
+	NextCRLNumber(ctx context.Context) (*big.Int, error)
+}
+
+// PublisherOptions configure a Publisher. The defaults follow AD CS: a full CRL valid one week,
+// published twice as often (so a fresh one is out half-way through the life of the last, the
+// rest being overlap), and a delta CRL valid one day, published every 12 hours.
+type PublisherOptions struct {
+	CA     *x509.Certificate
+	Signer crypto.Signer // the CA key
+	// FullValidity is nextUpdate - thisUpdate of full CRLs (default 7 days); FullInterval is
+	// how often one is published (default half of FullValidity). Likewise for delta CRLs
+	// (defaults 1 day and 12 hours). Each interval must be shorter than its validity.
+	FullValidity, FullInterval   time.Duration
+	DeltaValidity, DeltaInterval time.Duration
+	// DeltaURLs are where the delta CRL is served, named in every full CRL's FreshestCRL
+	// extension. Empty: no FreshestCRL (clients then do not look for deltas).
+	DeltaURLs []string
+	Now       func() time.Time // default time.Now
+	// Notify, when set, is called after every attempt to publish a CRL, with the CRL or with
+	// the error; the daemon records audit events with it.
+	Notify func(ctx context.Context, delta bool, c *CRL, err error)
+}
+
+// Defaults of PublisherOptions and the delta margin.
+const (
+	DefaultFullValidity  = 7 * 24 * time.Hour
+	DefaultDeltaValidity = 24 * time.Hour
+	// DeltaMargin: a delta CRL lists the revocations recorded since its base's thisUpdate less
+	// this margin, which covers revocations committed while the base was being read and small
+	// clock steps. Listing a revocation in both base and delta is harmless.
+	DeltaMargin = 10 * time.Minute
+	// retryAfter is how long Run waits after a failed publication before trying again.
+	retryAfter = time.Minute
+)
+
+// Publisher builds the CRLs of one CA and holds the latest full and delta CRL in memory for the
+// Handler. It is safe for concurrent use; publications are serialised.
+type Publisher struct {
+	src     Source
+	numbers NumberStore
+	o       PublisherOptions
+	log     *slog.Logger
+	// after is time.After; tests drive Run with a fake clock through it.
+	after func(time.Duration) <-chan time.Time
+	kick  chan struct{} // RequestDelta to Run
+
+	mu   sync.Mutex // held while publishing
+	last *big.Int   // the last CRL number used, to catch a NumberStore going backwards
+	cur  atomic.Pointer[published]
+}
+
+type published struct{ full, delta *CRL }
+
+// NewPublisher checks o and applies the defaults. Nothing is published until Publish or Run.
+func NewPublisher(src Source, numbers NumberStore, o PublisherOptions, log *slog.Logger) (*Publisher, error) {
+	switch {
+	case src == nil || numbers == nil:
+		return nil, errors.New("revoke: NewPublisher needs a Source and a NumberStore")
+	case o.CA == nil || o.Signer == nil:
+		return nil, errors.New("revoke: PublisherOptions.CA and Signer are required")
+	case !publicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
+		return nil, errors.New("revoke: PublisherOptions.Signer does not match the key of PublisherOptions.CA")
+	}
+	if _, err := sigAlgFor(o.Signer.Public()); err != nil {
+		return nil, fmt.Errorf("revoke: CA key: %w", err)
+	}
+	if o.FullValidity == 0 {
+		o.FullValidity = DefaultFullValidity
+	}
+	if o.FullInterval == 0 {
+		o.FullInterval = o.FullValidity / 2
+	}
+	if o.DeltaValidity == 0 {
+		o.DeltaValidity = DefaultDeltaValidity
+	}
+	if o.DeltaInterval == 0 {
+		o.DeltaInterval = o.DeltaValidity / 2
+	}
+	if o.FullInterval <= 0 || o.FullInterval >= o.FullValidity {
+		return nil, errors.New("revoke: PublisherOptions.FullInterval must be positive and shorter than FullValidity")
+	}
+	if o.DeltaInterval <= 0 || o.DeltaInterval >= o.DeltaValidity {
+		return nil, errors.New("revoke: PublisherOptions.DeltaInterval must be positive and shorter than DeltaValidity")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Publisher{src: src, numbers: numbers, o: o, log: log, after: time.After, kick: make(chan struct{}, 1)}, nil
+}
+
+// CA is the certificate of the CA whose CRLs p publishes.
+func (p *Publisher) CA() *x509.Certificate { return p.o.CA }
+
+// Full returns the current full CRL, nil before the first publication. It must not be modified.
+func (p *Publisher) Full() *CRL {
+	if c := p.cur.Load(); c != nil {
+		return c.full
+	}
+	return nil
+}
+
+// Delta returns the current delta CRL, nil before the first publication. It must not be
+// modified.
+func (p *Publisher) Delta() *CRL {
+	if c := p.cur.Load(); c != nil {
+		return c.delta
+	}
+	return nil
+}
+
+// Publish builds and signs a new full CRL and then a delta CRL on it, each with the next CRL
+// number, and serves them from then on. When the full CRL fails the current CRLs stay; when
+// only the delta fails the new full CRL is served with the previous delta until the next try.
+func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if full, err = p.build(ctx, nil); err != nil {
+		return nil, nil, err
+	}
+	old := p.cur.Load()
+	next := &published{full: full}
+	if old != nil {
+		next.delta = old.delta
+	}
+	p.cur.Store(next)
+	if delta, err = p.build(ctx, full); err != nil {
+		return full, nil, err
+	}
+	p.cur.Store(&published{full: full, delta: delta})
+	return full, delta, nil
+}
+
+// PublishDelta builds and signs a new delta CRL on the current full CRL (use it to publish a
+// revocation at once). Before the first full CRL it publishes both and returns the delta.
+func (p *Publisher) PublishDelta(ctx context.Context) (*CRL, error) {
+	if p.Full() == nil {
+		_, d, err := p.Publish(ctx)
+		return d, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur := p.cur.Load()
+	delta, err := p.build(ctx, cur.full)
+	if err != nil {
+		return nil, err
+	}
+	p.cur.Store(&published{full: cur.full, delta: delta})
+	return delta, nil
+}
+
+// build makes a full CRL (base nil) or a delta CRL on base. p.mu is held.
+func (p *Publisher) build(ctx context.Context, base *CRL) (c *CRL, err error) {
+	delta := base != nil
+	kind := "full"
+	if delta {
+		kind = "delta"
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("revoke: publishing the %s CRL: %w", kind, err)
+			p.log.Error("CRL not published", "kind", kind, "error", err)
+		} else {
+			p.log.Info("CRL published", "kind", kind, "number", c.Number.String(), "entries", c.Entries,
+				"bytes", len(c.DER), "took", c.Took, "next_update", c.NextUpdate)
+		}
+		if p.o.Notify != nil {
+			p.o.Notify(ctx, delta, c, err)
+		}
+	}()
+	number, err := p.numbers.NextCRLNumber(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("next CRL number: %w", err)
+	}
+	if number == nil || p.last != nil && number.Cmp(p.last) <= 0 {
+		return nil, fmt.Errorf("the store's next CRL number %v is not above the last one, %v", number, p.last)
+	}
+	p.last = new(big.Int).Set(number)
+	now := p.o.Now().UTC().Truncate(time.Second)
+	o := CRLOptions{CA: p.o.CA, Signer: p.o.Signer, Number: number, ThisUpdate: now,
+		NextUpdate: now.Add(p.o.FullValidity), NextPublish: now.Add(p.o.FullInterval), FreshestCRL: p.o.DeltaURLs}
+	if delta {
+		o.NextUpdate, o.NextPublish, o.FreshestCRL = now.Add(p.o.DeltaValidity), now.Add(p.o.DeltaInterval), nil
+		o.BaseNumber, o.Since = base.Number, base.ThisUpdate.Add(-DeltaMargin)
+	}
+	return BuildCRL(ctx, p.src, o)
+}
+
+// Run publishes at once if nothing is published yet, then again whenever a CRL reaches the
+// end of its interval (a full CRL with a delta on it, or a delta alone) or RequestDelta asks,
+// until ctx ends. A failed publication is logged (and notified) and tried again a minute later;
+// the CRLs already published keep being served meanwhile.
+func (p *Publisher) Run(ctx context.Context) {
+	asked := false
+	for {
+		var err error
+		switch full, delta := p.due(p.o.Now()); {
+		case full:
+			_, _, err = p.Publish(ctx)
+		case delta || asked:
+			_, err = p.PublishDelta(ctx)
+		}
+		wait := p.nextDue().Sub(p.o.Now())
+		if err != nil && wait < retryAfter {
+			wait = retryAfter
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.after(wait):
+			asked = false
+		case <-p.kick:
+			asked = true
+		}
+	}
+}
+
+// RequestDelta asks Run to publish a delta CRL now (for instance after a revocation) and returns
+// at once. Requests made while one is pending are merged.
+func (p *Publisher) RequestDelta() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// due says whether a full CRL or a delta CRL is to be published at now.
+func (p *Publisher) due(now time.Time) (full, delta bool) {
+	c := p.cur.Load()
+	if c == nil || c.full == nil || !now.Before(c.full.ThisUpdate.Add(p.o.FullInterval)) {
+		return true, true
+	}
+	return false, c.delta == nil || c.delta.BaseNumber.Cmp(c.full.Number) != 0 ||
+		!now.Before(c.delta.ThisUpdate.Add(p.o.DeltaInterval))
+}
+
+// nextDue is when the next publication is due (now, if one is due already).
+func (p *Publisher) nextDue() time.Time {
+	c := p.cur.Load()
+	if c == nil || c.full == nil || c.delta == nil || c.delta.BaseNumber.Cmp(c.full.Number) != 0 {
+		return p.o.Now()
+	}
+	t := c.full.ThisUpdate.Add(p.o.FullInterval)
+	if d := c.delta.ThisUpdate.Add(p.o.DeltaInterval); d.Before(t) {
+		return d
+	}
+	return t
+}

@@ -1,0 +1,251 @@
+package revoke
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+	"golang.org/x/crypto/ocsp"
+)
+
+// ResponderOptions configure a Responder.
+type ResponderOptions struct {
+	CA *x509.Certificate
+	// Signer is the CA key, or the key of Cert.
+	Signer crypto.Signer
+	// Cert is a delegated responder certificate issued by CA with the id-kp-OCSPSigning extended
+	// key usage (and, as RFC 6960 4.2.2.2.1 advises, id-pkix-ocsp-nocheck); nil when the CA key
+	// signs. It is sent with every answer.
+	Cert   *x509.Certificate
+	Source Source
+	// Validity is nextUpdate - thisUpdate of every answer and the HTTP cache lifetime (default
+	// one hour): how long a cached "good" may outlive a revocation.
+	Validity time.Duration
+	Now      func() time.Time // default time.Now
+	Log      *slog.Logger     // default slog.Default()
+}
+
+// Responder answers OCSP requests (RFC 6960) about the certificates of one CA, live from the
+// Source, each answer signed when it is asked for. It is safe for concurrent use.
+type Responder struct {
+	o           ResponderOptions
+	alg         sigAlg
+	responderID []byte                    // [2] EXPLICIT KeyHash
+	certs       []byte                    // [0] EXPLICIT SEQUENCE OF Certificate, or nil
+	issuer      map[crypto.Hash][2][]byte // issuerNameHash and issuerKeyHash per CertID hash
+}
+
+// DefaultOCSPValidity is the default ResponderOptions.Validity.
+const DefaultOCSPValidity = time.Hour
+
+// NewResponder checks o and prepares what every answer repeats.
+func NewResponder(o ResponderOptions) (*Responder, error) {
+	switch {
+	case o.CA == nil:
+		return nil, errors.New("revoke: ResponderOptions.CA is required")
+	case o.Signer == nil:
+		return nil, errors.New("revoke: ResponderOptions.Signer is required")
+	case o.Source == nil:
+		return nil, errors.New("revoke: ResponderOptions.Source is required")
+	case o.Validity < 0:
+		return nil, errors.New("revoke: ResponderOptions.Validity must not be negative")
+	}
+	if o.Validity == 0 {
+		o.Validity = DefaultOCSPValidity
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	r := &Responder{o: o, issuer: map[crypto.Hash][2][]byte{}}
+	signerCert := o.CA
+	if o.Cert != nil {
+		if err := checkDelegate(o.Cert, o.CA, o.Now()); err != nil {
+			return nil, fmt.Errorf("revoke: ResponderOptions.Cert: %w", err)
+		}
+		signerCert = o.Cert
+		var b cryptobyte.Builder
+		b.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+			b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddBytes(o.Cert.Raw) })
+		})
+		r.certs = b.BytesOrPanic()
+	}
+	if !publicKeysEqual(signerCert.PublicKey, o.Signer.Public()) {
+		return nil, errors.New("revoke: ResponderOptions.Signer does not match the key of the signing certificate")
+	}
+	var err error
+	if r.alg, err = sigAlgFor(o.Signer.Public()); err != nil {
+		return nil, fmt.Errorf("revoke: responder key: %w", err)
+	}
+	kh, err := keyHash(signerCert.RawSubjectPublicKeyInfo, crypto.SHA1)
+	if err != nil {
+		return nil, fmt.Errorf("revoke: responder key: %w", err)
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.Tag(2).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1OctetString(kh) })
+	r.responderID = b.BytesOrPanic()
+	for _, h := range certIDHashes {
+		name := h.New()
+		name.Write(o.CA.RawSubject)
+		key, err := keyHash(o.CA.RawSubjectPublicKeyInfo, h)
+		if err != nil {
+			return nil, fmt.Errorf("revoke: CA key: %w", err)
+		}
+		r.issuer[h] = [2][]byte{name.Sum(nil), key}
+	}
+	return r, nil
+}
+
+// checkDelegate checks a delegated responder certificate (RFC 6960 4.2.2.2).
+func checkDelegate(c, ca *x509.Certificate, now time.Time) error {
+	if err := c.CheckSignatureFrom(ca); err != nil || !bytes.Equal(c.RawIssuer, ca.RawSubject) {
+		return fmt.Errorf("not issued by the CA: %v", err)
+	}
+	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return errors.New("no id-kp-OCSPSigning extended key usage")
+	}
+	if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+		return fmt.Errorf("not valid at %s", now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// answer is an OCSPResponse and what the HTTP layer needs to know about it.
+type answer struct {
+	der                    []byte
+	status                 ocsp.ResponseStatus
+	thisUpdate, nextUpdate time.Time // successful answers only
+	nonce                  bool      // the answer echoes a nonce: it is for one request only
+}
+
+var oidOCSPBasic = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 1}
+
+// Respond answers a DER OCSPRequest with a DER OCSPResponse. Every CertID of the request (up to
+// 16) is answered in one signed response: good, revoked (time and, unless unspecified, reason)
+// or unknown (a serial the CA never issued). A request that does not parse, has more CertIDs,
+// or a nonce outside 1..32 octets gets malformedRequest; one with a CertID naming another
+// issuer (or hashed with an algorithm other than SHA-1, SHA-256, SHA-384, SHA-512) gets
+// unauthorized. Neither is an error. When the Source or the key fails, the response is
+// internalError and the error says why; the response is always usable.
+func (r *Responder) Respond(ctx context.Context, der []byte) ([]byte, error) {
+	a, err := r.answer(ctx, der)
+	return a.der, err
+}
+
+func (r *Responder) answer(ctx context.Context, der []byte) (answer, error) {
+	req, err := parseRequest(der)
+	if err != nil {
+		return answer{der: ocsp.MalformedRequestErrorResponse, status: ocsp.Malformed}, nil
+	}
+	for _, id := range req.certIDs {
+		h, ok := r.issuer[id.hash]
+		if !ok || !bytes.Equal(id.nameHash, h[0]) || !bytes.Equal(id.keyHash, h[1]) {
+			return answer{der: ocsp.UnauthorizedErrorResponse, status: ocsp.Unauthorized}, nil
+		}
+	}
+	fail := func(err error) (answer, error) {
+		return answer{der: ocsp.InternalErrorErrorResponse, status: ocsp.InternalError}, fmt.Errorf("revoke: OCSP: %w", err)
+	}
+	now := r.o.Now().UTC().Truncate(time.Second)
+	a := answer{status: ocsp.Success, thisUpdate: now, nextUpdate: now.Add(r.o.Validity), nonce: req.nonce != nil}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ResponseData
+		b.AddBytes(r.responderID)
+		b.AddBytes(appendGeneralizedTime(nil, now)) // producedAt
+		b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			for _, id := range req.certIDs {
+				if err := r.single(ctx, b, id, a.thisUpdate, a.nextUpdate); err != nil {
+					b.SetError(err)
+					return
+				}
+			}
+		})
+		if req.nonce != nil {
+			b.AddASN1(casn1.Tag(1).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					addExtension(b, oidNonce, false, func(b *cryptobyte.Builder) { b.AddBytes(req.nonce) })
+				})
+			})
+		}
+	})
+	tbs, err := b.Bytes()
+	if err != nil {
+		return fail(err)
+	}
+	sig, err := sign(ctx, r.o.Signer, r.alg, false, tbs)
+	if err != nil {
+		return fail(fmt.Errorf("signing: %w", err))
+	}
+	b = cryptobyte.Builder{}
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // OCSPResponse
+		b.AddASN1Enum(int64(ocsp.Success))
+		b.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+			b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ResponseBytes
+				b.AddASN1ObjectIdentifier(oidOCSPBasic)
+				b.AddASN1(casn1.OCTET_STRING, func(b *cryptobyte.Builder) {
+					b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // BasicOCSPResponse
+						b.AddBytes(tbs)
+						b.AddBytes(r.alg.algID)
+						b.AddASN1BitString(sig)
+						b.AddBytes(r.certs)
+					})
+				})
+			})
+		})
+	})
+	if a.der, err = b.Bytes(); err != nil {
+		return fail(err)
+	}
+	return a, nil
+}
+
+// single writes the SingleResponse for id.
+func (r *Responder) single(ctx context.Context, b *cryptobyte.Builder, id certID, thisUpdate, nextUpdate time.Time) error {
+	st, e := Unknown, Entry{}
+	if id.serial.Sign() > 0 && len(id.serial.Bytes()) <= maxSerialOctets { // else never ours
+		var err error
+		if st, e, err = r.o.Source.CertStatus(ctx, id.serial); err != nil {
+			return fmt.Errorf("status of serial %x: %w", id.serial, err)
+		}
+	}
+	if st == Revoked {
+		if err := checkTime(e.RevokedAt); err != nil {
+			return fmt.Errorf("serial %x: revocation %w", id.serial, err)
+		}
+		if e.Reason < 0 || e.Reason > 10 || e.Reason == 7 {
+			return fmt.Errorf("serial %x: %d is not an RFC 5280 CRLReason", id.serial, e.Reason)
+		}
+	}
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(id.raw)
+		switch st {
+		case Good:
+			b.AddASN1(casn1.Tag(0).ContextSpecific(), func(*cryptobyte.Builder) {}) // [0] IMPLICIT NULL
+		case Revoked:
+			b.AddASN1(casn1.Tag(1).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { // RevokedInfo
+				b.AddBytes(appendGeneralizedTime(nil, e.RevokedAt))
+				if e.Reason != 0 {
+					b.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1Enum(int64(e.Reason)) })
+				}
+			})
+		default:
+			b.AddASN1(casn1.Tag(2).ContextSpecific(), func(*cryptobyte.Builder) {}) // [2] IMPLICIT UnknownInfo (NULL)
+		}
+		b.AddBytes(appendGeneralizedTime(nil, thisUpdate))
+		b.AddASN1(casn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+			b.AddBytes(appendGeneralizedTime(nil, nextUpdate))
+		})
+	})
+	return nil
+}

@@ -1,0 +1,312 @@
+package scep
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Request is a PKCSReq or RenewalReq whose signatures (the message's and the PKCS#10's) have been checked.
+type Request struct {
+	Profile       string // from the URL: /scep/<profile>
+	MessageType   int    // PKCSReq or RenewalReq
+	TransactionID string
+	CSR           *x509.CertificateRequest // signature checked
+	CSRDER        []byte
+	Challenge     string // challengePassword attribute of the CSR ("" when none)
+	// Signer is the certificate of the key that signed the message, which the CertRep is encrypted to; only its
+	// signature over this message has been checked. For a first PKCSReq it is self-signed with the CSR's key.
+	// certmonger's resubmit and rekey send a PKCSReq signed with the certificate it holds (the rekey's CSR has
+	// a new key), and a RenewalReq is signed with the certificate being renewed: before treating Signer as an
+	// identity, the backend checks that this CA issued it and that it is valid and unrevoked.
+	Signer *x509.Certificate
+}
+
+// PollRequest is a CertPoll (GetCertInitial): the requester asks again about a pending transaction.
+type PollRequest struct {
+	Profile       string
+	TransactionID string
+	// Issuer and Subject are the DER X.501 Names of the IssuerAndSubject, exactly as sent (each checked to be a
+	// Name): compare them with bytes.Equal to the CA certificate's RawSubject and the pending CSR's RawSubject.
+	Issuer, Subject []byte
+	// Signer is the message signer's certificate; it should hold the key of the pending request.
+	Signer *x509.Certificate
+}
+
+// Result is the backend's answer, written as a CertRep.
+type Result struct {
+	Status   int // Success, Failure or Pending
+	FailInfo int // for Failure: BadAlg ... BadCertID
+	Cert     *x509.Certificate
+	Chain    []*x509.Certificate // for Success: the issuing CA (and its issuers), in order
+}
+
+// Backend is what the SCEP edge needs of the enrollment core.
+type Backend interface {
+	// Profile reports whether name is a SCEP profile; an unknown one is answered 404.
+	Profile(ctx context.Context, name string) (bool, error)
+	// Enroll answers a PKCSReq or RenewalReq. Replays are its business (it sees TransactionID). An error is
+	// logged and answered FAILURE badRequest; its text never reaches the client.
+	Enroll(ctx context.Context, r Request) (Result, error)
+	// Poll answers a CertPoll about a pending transaction, like Enroll.
+	Poll(ctx context.Context, r PollRequest) (Result, error)
+}
+
+// RAKey is the RA's RSA key: it signs CertReps and decrypts the requests' envelopes.
+type RAKey interface {
+	crypto.Signer
+	crypto.Decrypter
+}
+
+// Config wires the handler.
+type Config struct {
+	CACert  *x509.Certificate
+	RACert  *x509.Certificate // issued by CACert, RSA, keyUsage digitalSignature and keyEncipherment
+	RAKey   RAKey             // the key of RACert
+	Backend Backend
+	Logger  *slog.Logger // nil: slog.Default()
+	// Caps are the GetCACaps capabilities; nil means DefaultCaps. Only those in DefaultCaps may be listed.
+	Caps []string
+	// AllowDES accepts request envelopes encrypted with single DES-CBC, which Debian's scepclient (micromdm
+	// scep 2.1.0) always uses. DES is broken: an eavesdropper can recover the CSR and the challenge password.
+	// Replies are AES-256-CBC regardless.
+	AllowDES bool
+	Now      func() time.Time // nil: time.Now
+}
+
+// DefaultCaps are the capabilities this package supports. certmonger uses AES and SHA-256 when listed.
+var DefaultCaps = []string{"POSTPKIOperation", "SHA-256", "SHA-512", "AES", "DES3", "SCEPStandard", "Renewal"}
+
+// maxClockSkew bounds the distance between a request's signingTime and ours.
+const maxClockSkew = 24 * time.Hour
+
+// Content types (RFC 8894 4).
+const (
+	contentTypeCAs     = "application/x-x509-ca-ra-cert"
+	contentTypeMessage = "application/x-pki-message"
+)
+
+type handler struct {
+	cfg    Config
+	caps   []byte
+	caCert []byte // GetCACert reply: RA and CA certificates, certs-only
+}
+
+// NewHandler validates cfg and returns the SCEP handler. It serves, for each profile the backend knows,
+// GET /scep/<profile>?operation=GetCACaps, GetCACert, and PKIOperation&message=<base64>, and POST
+// /scep/<profile>?operation=PKIOperation with the DER message as body; the same with /pkiclient.exe appended.
+func NewHandler(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.CACert == nil || cfg.RACert == nil || cfg.RAKey == nil || cfg.Backend == nil:
+		return nil, errors.New("scep: Config needs CACert, RACert, RAKey and Backend")
+	case cfg.RACert.CheckSignatureFrom(cfg.CACert) != nil:
+		return nil, errors.New("scep: Config.RACert is not issued by Config.CACert")
+	case cfg.RACert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment) !=
+		x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment:
+		return nil, errors.New("scep: Config.RACert needs keyUsage digitalSignature and keyEncipherment")
+	}
+	if pub, ok := cfg.RAKey.Public().(*rsa.PublicKey); !ok || !pub.Equal(cfg.RACert.PublicKey) {
+		return nil, errors.New("scep: Config.RAKey is not the RSA key of Config.RACert")
+	}
+	if cfg.Caps == nil {
+		cfg.Caps = DefaultCaps
+	}
+	for _, c := range cfg.Caps {
+		if !slices.Contains(DefaultCaps, c) {
+			return nil, fmt.Errorf("scep: Config.Caps: %q is not supported", c)
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cas, err := buildSignedData(nil, nil, nil, nil, []*x509.Certificate{cfg.RACert, cfg.CACert})
+	if err != nil {
+		return nil, err
+	}
+	return &handler{cfg: cfg, caps: []byte(strings.Join(cfg.Caps, "\n") + "\n"), caCert: cas}, nil
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/scep/")
+	profile := strings.TrimSuffix(rest, "/pkiclient.exe")
+	if !ok || profile == "" || strings.Contains(profile, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	op := r.URL.Query().Get("operation")
+	if r.Method != http.MethodGet && (r.Method != http.MethodPost || op != "PKIOperation") {
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "SCEP takes GET, and POST for PKIOperation", http.StatusMethodNotAllowed)
+		return
+	}
+	known, err := h.cfg.Backend.Profile(r.Context(), profile)
+	if err != nil {
+		h.cfg.Logger.ErrorContext(r.Context(), "scep: profile lookup failed", "profile", profile, "error", err)
+		http.Error(w, "service unavailable; try again later", http.StatusServiceUnavailable)
+		return
+	}
+	if !known {
+		http.NotFound(w, r)
+		return
+	}
+	switch op {
+	case "GetCACaps":
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write(h.caps)
+	case "GetCACert":
+		w.Header().Set("Content-Type", contentTypeCAs)
+		_, _ = w.Write(h.caCert)
+	case "PKIOperation":
+		h.pkiOperation(w, r, profile)
+	default:
+		http.Error(w, "unknown operation: use GetCACaps, GetCACert or PKIOperation", http.StatusBadRequest)
+	}
+}
+
+// pkiOperation answers a PKIOperation with a CertRep, or with an HTTP error when the message is too broken
+// to answer (no readable transactionID and senderNonce).
+func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile string) {
+	der, code, err := readMessage(w, r)
+	if err != nil {
+		h.cfg.Logger.WarnContext(r.Context(), "scep: message refused", "profile", profile, "remote", r.RemoteAddr, "error", err)
+		http.Error(w, err.Error(), code)
+		return
+	}
+	msg, err := ParsePKIMessage(der)
+	var res Result
+	switch {
+	case msg == nil:
+		h.cfg.Logger.WarnContext(r.Context(), "scep: message refused", "profile", profile, "remote", r.RemoteAddr, "error", err)
+		http.Error(w, "malformed SCEP message", http.StatusBadRequest)
+		return
+	case err != nil:
+		res = h.refuse(r, profile, msg, err)
+	default:
+		res = h.answer(r, profile, msg)
+	}
+	rep, err := NewCertRep(msg, res, h.cfg.RACert, h.cfg.RAKey, h.cfg.CACert)
+	if err != nil {
+		h.cfg.Logger.ErrorContext(r.Context(), "scep: writing the CertRep failed", "profile", profile,
+			"transactionID", msg.TransactionID, "error", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h.cfg.Logger.InfoContext(r.Context(), "scep: answered", "profile", profile, "transactionID", msg.TransactionID,
+		"messageType", msg.MessageType, "pkiStatus", res.Status, "failInfo", res.FailInfo)
+	w.Header().Set("Content-Type", contentTypeMessage)
+	_, _ = w.Write(rep)
+}
+
+// answer checks a verified message, decrypts it and asks the backend.
+func (h *handler) answer(r *http.Request, profile string, msg *PKIMessage) Result {
+	ctx := r.Context()
+	if t := msg.SigningTime; !t.IsZero() && (t.Before(h.cfg.Now().Add(-maxClockSkew)) || t.After(h.cfg.Now().Add(maxClockSkew))) {
+		return h.refuse(r, profile, msg, &Error{BadTime, fmt.Sprintf("signingTime %v is more than %v from ours", t, maxClockSkew)})
+	}
+	if msg.MessageType != PKCSReq && msg.MessageType != RenewalReq && msg.MessageType != CertPoll {
+		return h.refuse(r, profile, msg, malformed("messageType %d is not served", msg.MessageType))
+	}
+	content, err := msg.decrypt(h.cfg.RACert, h.cfg.RAKey, h.cfg.AllowDES)
+	if err != nil {
+		return h.refuse(r, profile, msg, err)
+	}
+	var res Result
+	if msg.MessageType == CertPoll {
+		issuer, subject, err := parseIssuerAndSubject(content)
+		if err != nil {
+			return h.refuse(r, profile, msg, err)
+		}
+		res, err = h.cfg.Backend.Poll(ctx, PollRequest{Profile: profile, TransactionID: msg.TransactionID,
+			Issuer: issuer, Subject: subject, Signer: msg.Signer})
+		if err != nil {
+			return h.refuse(r, profile, msg, &Error{BadRequest, "backend: " + err.Error()})
+		}
+	} else {
+		csr, challenge, err := parseCSR(content)
+		if err != nil {
+			return h.refuse(r, profile, msg, err)
+		}
+		res, err = h.cfg.Backend.Enroll(ctx, Request{Profile: profile, MessageType: msg.MessageType,
+			TransactionID: msg.TransactionID, CSR: csr, CSRDER: csr.Raw, Challenge: challenge, Signer: msg.Signer})
+		if err != nil {
+			return h.refuse(r, profile, msg, &Error{BadRequest, "backend: " + err.Error()})
+		}
+	}
+	switch {
+	case res.Status == Success && res.Cert != nil, res.Status == Pending,
+		res.Status == Failure && res.FailInfo >= BadAlg && res.FailInfo <= BadCertID:
+		return res
+	}
+	return h.refuse(r, profile, msg, fmt.Errorf("backend: invalid result (status %d, failInfo %d, certificate %t)",
+		res.Status, res.FailInfo, res.Cert != nil))
+}
+
+// refuse logs why a message is refused and returns the FAILURE to answer it with.
+func (h *handler) refuse(r *http.Request, profile string, msg *PKIMessage, err error) Result {
+	h.cfg.Logger.WarnContext(r.Context(), "scep: request refused", "profile", profile, "remote", r.RemoteAddr,
+		"transactionID", msg.TransactionID, "messageType", msg.MessageType, "error", err)
+	return Result{Status: Failure, FailInfo: FailInfoOf(err)}
+}
+
+// readMessage returns the DER pkiMessage of a PKIOperation: the base64 message parameter of a GET, or the body
+// of a POST (DER, or base64 as some clients send it), with an HTTP status for its errors.
+func readMessage(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	maxEncoded := base64.StdEncoding.EncodedLen(MaxMessageSize) + 4096 // room for line breaks
+	var raw []byte
+	if r.Method == http.MethodGet {
+		m := r.URL.Query().Get("message")
+		if m == "" {
+			return nil, http.StatusBadRequest, errors.New("PKIOperation over GET needs a message parameter")
+		}
+		if len(m) > maxEncoded {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+		}
+		// A '+' that the client did not percent-encode arrives as a space.
+		raw = []byte(strings.ReplaceAll(m, " ", "+"))
+	} else {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(maxEncoded)))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+		}
+		if err != nil {
+			return nil, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
+		}
+		if len(body) > 0 && body[0] == 0x30 { // a DER SEQUENCE
+			if len(body) > MaxMessageSize {
+				return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+			}
+			return body, 0, nil
+		}
+		raw = body
+	}
+	raw = bytes.Map(func(c rune) rune {
+		if c == '\r' || c == '\n' || c == '\t' || c == ' ' {
+			return -1
+		}
+		return c
+	}, raw)
+	der := make([]byte, base64.StdEncoding.DecodedLen(len(raw)))
+	n, err := base64.StdEncoding.Decode(der, raw)
+	if err != nil {
+		return nil, http.StatusBadRequest, errors.New("the message is neither DER nor base64")
+	}
+	if n > MaxMessageSize {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+	}
+	return der[:n], 0, nil
+}
