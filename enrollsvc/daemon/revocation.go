@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,21 +175,24 @@ func (rt *Runtime) PublishCRL(ctx context.Context) (api.CRLInfo, error) {
 }
 
 // httpHandler serves CRLs, OCSP and AIA (with an http section) and SCEP (with a directory).
+// No http.ServeMux in front of the OCSP handler: a GET request's base64 may hold "//", which a
+// ServeMux would redirect to a cleaned path.
 func (rt *Runtime) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	if rv := rt.revocation; rv != nil {
-		if rv.publisher != nil {
-			h := revoke.Handler(rv.publisher, rv.responder, rt.Config.CAName)
-			mux.Handle("/crl/", h)
-			mux.Handle("/ocsp", h)
-			mux.Handle("/ocsp/", h)
-			mux.Handle("/aia/", h)
-		}
-		if rv.scep != nil {
-			mux.Handle("/scep/", rv.scep)
-		}
+	rv := rt.revocation
+	var rev, sc http.Handler = http.NotFoundHandler(), http.NotFoundHandler()
+	if rv != nil && rv.publisher != nil {
+		rev = revoke.Handler(rv.publisher, rv.responder, rt.Config.CAName)
 	}
-	return mux
+	if rv != nil && rv.scep != nil {
+		sc = rv.scep
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/scep/") {
+			sc.ServeHTTP(w, r)
+			return
+		}
+		rev.ServeHTTP(w, r)
+	})
 }
 
 // startHTTP serves httpHandler over plain HTTP on the configured (or override) address.
@@ -274,8 +278,8 @@ func (b scepBackend) Profile(ctx context.Context, name string) (bool, error) {
 func (b scepBackend) Enroll(ctx context.Context, r scep.Request) (scep.Result, error) {
 	req := enrollsvc.SCEPRequest{Profile: r.Profile, TransactionID: r.TransactionID, CSR: r.CSRDER, Challenge: r.Challenge}
 	// A RenewalReq is signed with the certificate being renewed; so is certmonger's PKCSReq when
-	// it renews. A self-signed signer is just the requester's throw-away certificate.
-	if r.Signer != nil && (r.MessageType == scep.RenewalReq || !bytes.Equal(r.Signer.RawIssuer, r.Signer.RawSubject)) {
+	// it renews.
+	if r.MessageType == scep.RenewalReq || !selfSigned(r.Signer) {
 		req.Renewing = r.Signer
 	}
 	res, err := b.s.SCEPEnroll(ctx, req)
@@ -283,8 +287,18 @@ func (b scepBackend) Enroll(ctx context.Context, r scep.Request) (scep.Result, e
 }
 
 func (b scepBackend) Poll(ctx context.Context, r scep.PollRequest) (scep.Result, error) {
-	res, err := b.s.SCEPPoll(ctx, r.Profile, r.TransactionID)
+	var renewing *x509.Certificate
+	if !selfSigned(r.Signer) {
+		renewing = r.Signer
+	}
+	res, err := b.s.SCEPPoll(ctx, r.Profile, r.TransactionID, renewing)
 	return b.result(res, err)
+}
+
+// selfSigned reports whether a message's signer is just the requester's throw-away
+// certificate (or missing).
+func selfSigned(c *x509.Certificate) bool {
+	return c == nil || bytes.Equal(c.RawIssuer, c.RawSubject)
 }
 
 func (b scepBackend) result(res *enrollsvc.EnrollResult, err error) (scep.Result, error) {

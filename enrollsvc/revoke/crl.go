@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
 
 // Entry is one revoked certificate.
@@ -56,7 +58,8 @@ type Source interface {
 	// EachRevoked calls fn for every revoked certificate of this CA whose revocation was
 	// recorded at or after since (the zero time: every one), in any order, and stops at the first
 	// error fn returns, returning it. Delta CRLs rely on since meaning "recorded": a revocation
-	// entered with a RevokedAt in the past must still be found by a later since.
+	// entered with a RevokedAt in the past must still be found by a later since. fn does not
+	// keep the Entry, so one *big.Int may be reused for every call.
 	EachRevoked(ctx context.Context, since time.Time, fn func(Entry) error) error
 	// CertStatus says whether serial was issued by this CA and whether it is revoked; for
 	// Revoked the Entry has the time and reason. A serial never issued is Unknown, not an error.
@@ -119,11 +122,11 @@ func (o *CRLOptions) check() error {
 		return errors.New("CRLOptions.CA is required")
 	case o.Signer == nil:
 		return errors.New("CRLOptions.Signer is required")
-	case !publicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
+	case !issue.PublicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
 		return errors.New("CRLOptions.Signer does not match the key of CRLOptions.CA")
 	case o.CA.KeyUsage != 0 && o.CA.KeyUsage&x509.KeyUsageCRLSign == 0:
 		return errors.New("CRLOptions.CA does not allow cRLSign")
-	case o.Number == nil || o.Number.Sign() < 0 || len(o.Number.Bytes()) > maxSerialOctets:
+	case o.Number == nil || o.Number.Sign() < 0 || o.Number.BitLen() > 8*maxSerialOctets:
 		return errors.New("CRLOptions.Number must be a non-negative integer of at most 20 octets")
 	case o.BaseNumber != nil && (o.BaseNumber.Sign() < 0 || o.BaseNumber.Cmp(o.Number) >= 0):
 		return errors.New("CRLOptions.BaseNumber must be non-negative and below Number")
@@ -151,11 +154,10 @@ func (o *CRLOptions) check() error {
 
 // BuildCRL builds and signs a version 2 CRL (RFC 5280 5) of the revocations src lists.
 //
-// The entries are written as DER while src iterates, straight into the buffer that becomes the
-// CRL, behind room left for the headers whose lengths are only known at the end; nothing holds
-// a parsed list of entries. The TBSCertList is hashed and the CA key signs that one digest; the
-// signature is verified before the CRL is returned. Memory is about the size of the CRL (some 40
-// octets an entry) while it grows.
+// The entries are encoded as DER while src iterates, into chunks of up to 1 MiB; nothing holds a
+// parsed list of entries. The TBSCertList is hashed from its parts, the CA key signs that one
+// digest, and the signature is verified before the parts are copied once into the CRL. Memory
+// is about twice the size of the CRL (some 47 octets an entry).
 func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 	start := time.Now()
 	if err := o.check(); err != nil {
@@ -177,9 +179,7 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 		return nil, fmt.Errorf("revoke: %w", err)
 	}
 
-	// Room for three headers (CertificateList, TBSCertList, revokedCertificates) and the prefix.
-	reserve := 3*6 + len(prefix)
-	buf := make([]byte, reserve, reserve+64*1024)
+	var entries chunks
 	var scratch [maxSerialOctets + 1]byte
 	n := 0
 	err = src.EachRevoked(ctx, o.Since, func(e Entry) error {
@@ -189,45 +189,49 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 			}
 		}
 		if e.Reason == 8 && !delta {
-			return fmt.Errorf("serial %x: removeFromCRL belongs in delta CRLs only", e.Serial)
+			return fmt.Errorf("serial %s: removeFromCRL belongs in delta CRLs only", issue.SerialString(e.Serial))
 		}
 		var err error
-		buf, err = appendEntry(buf, e, scratch[:])
+		cur := entries.room()
+		*cur, err = appendEntry(*cur, e, scratch[:])
 		n++
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke: listing revoked certificates: %w", err)
 	}
-	entries := len(buf) - reserve
 
-	// Lay the headers right-aligned in front of the entries; revokedCertificates is left out
-	// when empty (RFC 5280 5.1.2.6).
+	// revokedCertificates is left out when empty (RFC 5280 5.1.2.6).
 	var revHdr []byte
-	if entries > 0 {
-		revHdr = appendHeader(nil, 0x30, entries)
+	if size := entries.size(); size > 0 {
+		revHdr = appendHeader(nil, 0x30, size)
 	}
-	tbsHdr := appendHeader(nil, 0x30, len(prefix)+len(revHdr)+entries+len(exts))
-	tbsStart := reserve - len(revHdr) - len(prefix) - len(tbsHdr)
-	copy(buf[tbsStart:], tbsHdr)
-	copy(buf[tbsStart+len(tbsHdr):], prefix)
-	copy(buf[reserve-len(revHdr):], revHdr)
-	buf = append(buf, exts...)
-	tbs := buf[tbsStart:]
-
-	sig, err := sign(ctx, o.Signer, alg, true, tbs)
+	tbs := [][]byte{nil, prefix, revHdr}
+	tbs = append(append(tbs, entries.bufs...), exts)
+	tbsLen := 0
+	for _, p := range tbs[1:] {
+		tbsLen += len(p)
+	}
+	tbs[0] = appendHeader(nil, 0x30, tbsLen)
+	h := alg.hash.New()
+	for _, p := range tbs {
+		h.Write(p)
+	}
+	sig, err := signDigest(ctx, o.Signer, alg, true, h.Sum(nil))
 	if err != nil {
 		return nil, fmt.Errorf("revoke: signing the CRL: %w", err)
 	}
-	sigLen := 1 + len(sig)
-	outerHdr := appendHeader(nil, 0x30, len(tbs)+len(alg.algID)+headerLen(sigLen)+sigLen)
-	certStart := tbsStart - len(outerHdr)
-	copy(buf[certStart:], outerHdr)
-	buf = append(buf, alg.algID...)
-	buf = appendHeader(buf, byte(casn1.BIT_STRING), sigLen)
-	buf = append(buf, 0) // no unused bits
-	buf = append(buf, sig...)
-	c := &CRL{DER: buf[certStart:], Number: new(big.Int).Set(o.Number),
+	sigLen := 1 + len(sig) // the BIT STRING's unused-bits octet, then the signature
+	total := len(tbs[0]) + tbsLen + len(alg.algID) + headerLen(sigLen) + sigLen
+	der := appendHeader(make([]byte, 0, headerLen(total)+total), 0x30, total)
+	for _, p := range tbs {
+		der = append(der, p...)
+	}
+	der = append(der, alg.algID...)
+	der = appendHeader(der, byte(casn1.BIT_STRING), sigLen)
+	der = append(append(der, 0), sig...)
+
+	c := &CRL{DER: der, Number: new(big.Int).Set(o.Number),
 		ThisUpdate: o.ThisUpdate.UTC().Truncate(time.Second), NextUpdate: o.NextUpdate.UTC().Truncate(time.Second),
 		Entries: n}
 	if delta {
@@ -240,23 +244,65 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 	return c, nil
 }
 
+// chunks holds the encoded entries: growing one slice would copy them over and over.
+type chunks struct{ bufs [][]byte }
+
+const (
+	maxEntryLen = 2 + 2 + maxSerialOctets + 1 + 17 + 14 // SEQUENCE, INTEGER, GeneralizedTime, reasonCode
+	maxChunk    = 1 << 20
+)
+
+// room returns the chunk to append the next entry to, with room for one.
+func (c *chunks) room() *[]byte {
+	if k := len(c.bufs); k > 0 && cap(c.bufs[k-1])-len(c.bufs[k-1]) >= maxEntryLen {
+		return &c.bufs[k-1]
+	}
+	size := 4096 // small CRLs stay small; chunks double up to maxChunk
+	if k := len(c.bufs); k > 0 {
+		size = min(2*cap(c.bufs[k-1]), maxChunk)
+	}
+	c.bufs = append(c.bufs, make([]byte, 0, size))
+	return &c.bufs[len(c.bufs)-1]
+}
+
+func (c *chunks) size() int {
+	n := 0
+	for _, b := range c.bufs {
+		n += len(b)
+	}
+	return n
+}
+
+// check checks what a CRL entry or an OCSP answer needs of e.
+func (e Entry) check() error {
+	if e.Serial == nil || e.Serial.Sign() <= 0 {
+		return fmt.Errorf("serial %v is not a positive integer", e.Serial)
+	}
+	var err error
+	switch {
+	case e.Serial.BitLen() > 8*maxSerialOctets:
+		err = errors.New("is longer than 20 octets")
+	case e.Reason < 0 || e.Reason > 10 || e.Reason == 7:
+		err = fmt.Errorf("has %d, which is not an RFC 5280 CRLReason", e.Reason)
+	default:
+		if err = checkTime(e.RevokedAt); err != nil {
+			err = fmt.Errorf("has a revocation %w", err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("serial %s %w", issue.SerialString(e.Serial), err)
+	}
+	return nil
+}
+
 // appendEntry appends one revokedCertificates entry: serial, revocationDate and, unless the
 // reason is unspecified (RFC 5280 5.3.1 recommends leaving it out then), a reasonCode extension.
 func appendEntry(b []byte, e Entry, scratch []byte) ([]byte, error) {
-	if e.Serial == nil || e.Serial.Sign() <= 0 {
-		return b, fmt.Errorf("serial %v is not a positive integer", e.Serial)
-	}
-	if len(e.Serial.Bytes()) > maxSerialOctets {
-		return b, fmt.Errorf("serial %x is longer than 20 octets", e.Serial)
-	}
-	if e.Reason < 0 || e.Reason > 10 || e.Reason == 7 {
-		return b, fmt.Errorf("serial %x: %d is not an RFC 5280 CRLReason", e.Serial, e.Reason)
-	}
-	if err := checkTime(e.RevokedAt); err != nil {
-		return b, fmt.Errorf("serial %x: revocation %w", e.Serial, err)
+	if err := e.check(); err != nil {
+		return b, err
 	}
 	serial := intBytes(scratch, e.Serial)
-	content := 2 + len(serial) + timeLen(e.RevokedAt)
+	content := 2 + len(serial) + timeLen(e.RevokedAt) // INTEGER (short: at most 21 octets), Time
 	if e.Reason != 0 {
 		content += len(reasonCodeExtHead) + 1
 	}

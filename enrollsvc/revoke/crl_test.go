@@ -328,10 +328,12 @@ func TestCRLOpenSSLVerify(t *testing.T) {
 type seqSource struct{ n int }
 
 func (s seqSource) EachRevoked(ctx context.Context, since time.Time, fn func(Entry) error) error {
-	serial := new(big.Int)
-	base := new(big.Int).Lsh(big.NewInt(0x5a), 120)
+	serial := new(big.Int).Lsh(big.NewInt(0x5a), 120)
+	step := big.NewInt(7919)
 	for i := 0; i < s.n; i++ {
-		serial.Add(base, big.NewInt(int64(i)*7919))
+		if i > 0 {
+			serial.Add(serial, step)
+		}
 		if err := fn(Entry{Serial: serial, RevokedAt: epoch.Add(-time.Duration(i) * time.Second), Reason: i % 6}); err != nil {
 			return err
 		}

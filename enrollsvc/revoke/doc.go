@@ -19,11 +19,12 @@
 // Expired certificates stay listed as long as the Source lists them. Entries are in the order
 // the Source gives them; RFC 5280 asks for none.
 //
-// A CRL is not built with x509.CreateRevocationList, which holds every entry as a Go value (for
-// a million entries some 2.3 s and 930 MB here). The entries are encoded as the Source yields
-// them into the buffer that becomes the CRL, behind space left for the headers whose lengths are
-// known only at the end; the TBSCertList is hashed and the CA key signs that one digest, so the
-// key type and the HSM hardly matter. 100,000 entries take some 60 ms and 4.7 MB on two cores.
+// A CRL is not built with x509.CreateRevocationList, which holds every entry as a Go value (a
+// million entries: 2.3 to 6.8 s and some 970 MB allocated here). The entries are encoded as the
+// Source yields them, into chunks; the TBSCertList is hashed from its parts and the CA key signs
+// that one digest, so the key type and the HSM hardly matter; then the parts are copied once
+// into the CRL. A million entries (a 47 MB CRL) take some 0.35 s and 90 MB allocated, 100,000
+// some 35 ms, on two cores.
 // The signature algorithm is the one crypto/x509 picks for the key: SHA-256 with RSA PKCS #1
 // v1.5 for RSA keys, ECDSA with SHA-256, SHA-384 or SHA-512 for P-256, P-384 or P-521. Every CRL
 // signature is verified with the CA's key before the CRL is returned.

@@ -168,14 +168,14 @@ func (h *handler) ocspGet(w http.ResponseWriter, req *http.Request, b64 string) 
 		return
 	}
 	b64 = strings.ReplaceAll(b64, " ", "+")
-	var der []byte
+	var der []byte // nil, answered malformedRequest, unless one of the encodings reads it
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		var err error
-		if der, err = enc.DecodeString(b64); err == nil {
+		if d, err := enc.DecodeString(b64); err == nil {
+			der = d
 			break
 		}
 	}
-	h.ocsp(w, req, der) // a nil der is answered malformedRequest
+	h.ocsp(w, req, der)
 }
 
 func (h *handler) ocsp(w http.ResponseWriter, req *http.Request, der []byte) {
@@ -195,7 +195,5 @@ func (h *handler) ocsp(w http.ResponseWriter, req *http.Request, der []byte) {
 		hdr.Set("Cache-Control", "no-store")
 	}
 	w.WriteHeader(http.StatusOK)
-	if req.Method != http.MethodHead {
-		_, _ = w.Write(a.der)
-	}
+	_, _ = w.Write(a.der)
 }

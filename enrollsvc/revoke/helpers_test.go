@@ -34,6 +34,14 @@ var (
 	oidNoChk = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5} // id-pkix-ocsp-nocheck
 )
 
+// later is the later of epoch and now: openssl checks certificates against its own clock.
+func later() time.Time {
+	if now := time.Now(); now.After(epoch) {
+		return now
+	}
+	return epoch
+}
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
@@ -94,7 +102,7 @@ func newCA(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn, Organization: []string{"Example"}},
-		NotBefore: epoch.AddDate(-1, 0, 0), NotAfter: epoch.AddDate(10, 0, 0),
+		NotBefore: epoch.AddDate(-1, 0, 0), NotAfter: later().AddDate(10, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true, IsCA: true, SubjectKeyId: skid(t, key.Public()),
 	}
@@ -111,7 +119,7 @@ func newLeaf(t testing.TB, ca *x509.Certificate, caKey crypto.Signer, serial *bi
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: "leaf " + serial.Text(16)},
-		NotBefore: epoch.AddDate(-1, 0, 0), NotAfter: epoch.AddDate(5, 0, 0),
+		NotBefore: epoch.AddDate(-1, 0, 0), NotAfter: later().AddDate(5, 0, 0),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		AuthorityKeyId: ca.SubjectKeyId,
 	}

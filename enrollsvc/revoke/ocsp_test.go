@@ -328,7 +328,7 @@ func TestNewResponderRefuses(t *testing.T) {
 		{"delegate without OCSPSigning", ResponderOptions{CA: f.ca, Signer: dkey, Cert: noEKU, Source: f.src}},
 		{"delegate of another CA", ResponderOptions{CA: f.ca, Signer: dkey, Cert: foreign, Source: f.src}},
 		{"delegate with the CA key", ResponderOptions{CA: f.ca, Signer: f.key, Cert: good, Source: f.src}},
-		{"delegate expired", ResponderOptions{CA: f.ca, Signer: dkey, Cert: good, Source: f.src, Now: func() time.Time { return epoch.AddDate(6, 0, 0) }}},
+		{"delegate expired", ResponderOptions{CA: f.ca, Signer: dkey, Cert: good, Source: f.src, Now: func() time.Time { return good.NotAfter.Add(time.Hour) }}},
 		{"negative validity", ResponderOptions{CA: f.ca, Signer: f.key, Source: f.src, Validity: -time.Second}},
 	} {
 		if _, err := NewResponder(tc.o); err == nil {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
 
 // NumberStore hands out CRL numbers (enrollsvc/store implements it).
@@ -78,7 +80,7 @@ func NewPublisher(src Source, numbers NumberStore, o PublisherOptions, log *slog
 		return nil, errors.New("revoke: NewPublisher needs a Source and a NumberStore")
 	case o.CA == nil || o.Signer == nil:
 		return nil, errors.New("revoke: PublisherOptions.CA and Signer are required")
-	case !publicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
+	case !issue.PublicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
 		return nil, errors.New("revoke: PublisherOptions.Signer does not match the key of PublisherOptions.CA")
 	}
 	if _, err := sigAlgFor(o.Signer.Public()); err != nil {
@@ -222,15 +224,17 @@ func (p *Publisher) Run(ctx context.Context) {
 		case delta || asked:
 			_, err = p.PublishDelta(ctx)
 		}
+		if err == nil {
+			asked = false // a requested delta that failed is tried again with the retry
+		}
 		wait := p.nextDue().Sub(p.o.Now())
-		if err != nil && wait < retryAfter {
+		if err != nil {
 			wait = retryAfter
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.after(wait):
-			asked = false
 		case <-p.kick:
 			asked = true
 		}

@@ -199,13 +199,22 @@ func TestRunSchedule(t *testing.T) {
 	}
 	clock.Add(time.Hour)
 	p.RequestDelta()
-	step(12*time.Hour, 9, 14, nil)
+	step(12*time.Hour, 9, 14, nil) // then the delta due 12 hours after it is 15
+	// A requested delta that fails is tried again a minute later, due or not.
+	if d := <-waits; d != 12*time.Hour {
+		t.Fatalf("Run waits %v, want 12h", d)
+	}
+	clock.Add(time.Hour)
+	f.src.fail(errStore)
+	p.RequestDelta()
+	step(retryAfter, 9, 15, func() { f.src.fail(nil) }) // the scheduled delta 15 is still served
+	step(12*time.Hour, 9, 17, nil)                      // 16 went to the failed try
 	cancel()
 	<-done
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.errs != 1 {
-		t.Errorf("Notify saw %d failures, want 1", n.errs)
+	if n.errs != 2 {
+		t.Errorf("Notify saw %d failures, want 2", n.errs)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
 
 // ResponderOptions configure a Responder.
@@ -81,7 +83,7 @@ func NewResponder(o ResponderOptions) (*Responder, error) {
 		})
 		r.certs = b.BytesOrPanic()
 	}
-	if !publicKeysEqual(signerCert.PublicKey, o.Signer.Public()) {
+	if !issue.PublicKeysEqual(signerCert.PublicKey, o.Signer.Public()) {
 		return nil, errors.New("revoke: ResponderOptions.Signer does not match the key of the signing certificate")
 	}
 	var err error
@@ -129,6 +131,11 @@ type answer struct {
 	nonce                  bool      // the answer echoes a nonce: it is for one request only
 }
 
+// errorAnswer is an unsigned OCSPResponse with an error status and no responseBytes.
+func errorAnswer(s ocsp.ResponseStatus) answer {
+	return answer{der: []byte{0x30, 0x03, byte(casn1.ENUM), 0x01, byte(s)}, status: s}
+}
+
 var oidOCSPBasic = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 1}
 
 // Respond answers a DER OCSPRequest with a DER OCSPResponse. Every CertID of the request (up to
@@ -146,16 +153,16 @@ func (r *Responder) Respond(ctx context.Context, der []byte) ([]byte, error) {
 func (r *Responder) answer(ctx context.Context, der []byte) (answer, error) {
 	req, err := parseRequest(der)
 	if err != nil {
-		return answer{der: ocsp.MalformedRequestErrorResponse, status: ocsp.Malformed}, nil
+		return errorAnswer(ocsp.Malformed), nil
 	}
 	for _, id := range req.certIDs {
 		h, ok := r.issuer[id.hash]
 		if !ok || !bytes.Equal(id.nameHash, h[0]) || !bytes.Equal(id.keyHash, h[1]) {
-			return answer{der: ocsp.UnauthorizedErrorResponse, status: ocsp.Unauthorized}, nil
+			return errorAnswer(ocsp.Unauthorized), nil
 		}
 	}
 	fail := func(err error) (answer, error) {
-		return answer{der: ocsp.InternalErrorErrorResponse, status: ocsp.InternalError}, fmt.Errorf("revoke: OCSP: %w", err)
+		return errorAnswer(ocsp.InternalError), fmt.Errorf("revoke: OCSP: %w", err)
 	}
 	now := r.o.Now().UTC().Truncate(time.Second)
 	a := answer{status: ocsp.Success, thisUpdate: now, nextUpdate: now.Add(r.o.Validity), nonce: req.nonce != nil}
@@ -213,18 +220,16 @@ func (r *Responder) answer(ctx context.Context, der []byte) (answer, error) {
 // single writes the SingleResponse for id.
 func (r *Responder) single(ctx context.Context, b *cryptobyte.Builder, id certID, thisUpdate, nextUpdate time.Time) error {
 	st, e := Unknown, Entry{}
-	if id.serial.Sign() > 0 && len(id.serial.Bytes()) <= maxSerialOctets { // else never ours
+	if id.serial.Sign() > 0 && id.serial.BitLen() <= 8*maxSerialOctets { // else never ours
 		var err error
 		if st, e, err = r.o.Source.CertStatus(ctx, id.serial); err != nil {
-			return fmt.Errorf("status of serial %x: %w", id.serial, err)
+			return fmt.Errorf("status of serial %s: %w", issue.SerialString(id.serial), err)
 		}
 	}
 	if st == Revoked {
-		if err := checkTime(e.RevokedAt); err != nil {
-			return fmt.Errorf("serial %x: revocation %w", id.serial, err)
-		}
-		if e.Reason < 0 || e.Reason > 10 || e.Reason == 7 {
-			return fmt.Errorf("serial %x: %d is not an RFC 5280 CRLReason", id.serial, e.Reason)
+		e.Serial = id.serial
+		if err := e.check(); err != nil {
+			return err
 		}
 	}
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
