@@ -222,7 +222,8 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 		return nil, &Error{Kind: KindBadRequest, Op: op, Err: errors.New("no transaction ID")}
 	}
 	h := sha256.Sum256(r.CSR)
-	tx, err := ss.GetSCEPTransaction(ctx, p.Name, r.TransactionID)
+	txKey := transactionKey(r.TransactionID, r.Renewing)
+	tx, err := ss.GetSCEPTransaction(ctx, p.Name, txKey)
 	switch {
 	case err == nil && subtle.ConstantTimeCompare(tx.BodySHA256, h[:]) != 1:
 		return s.refuse(ctx, Meta{Requester: "scep:" + p.Name, Template: p.Template, CSR: r.CSR},
@@ -242,11 +243,23 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 	if err != nil {
 		return nil, err
 	}
-	if err := ss.AddSCEPTransaction(ctx, store.SCEPTransaction{Profile: p.Name, TransactionID: r.TransactionID,
+	if err := ss.AddSCEPTransaction(ctx, store.SCEPTransaction{Profile: p.Name, TransactionID: txKey,
 		BodySHA256: h[:], RequestID: res.RequestID, Created: s.rec.Now()}); err != nil {
-		s.log.Warn("recording the SCEP transaction", "transaction", r.TransactionID, "err", err)
+		s.log.Warn("recording the SCEP transaction", "transaction", txKey, "err", err)
 	}
 	return res, nil
+}
+
+// transactionKey is what a transaction is recorded under. Clients that follow the SCEP drafts
+// derive the transaction ID from the public key and keep their CSR (scepclient, certmonger), so
+// the renewal of a certificate sends the ID, and often the very CSR, of the enrollment that
+// got it: recorded under the ID alone, it would be answered as a retry of that enrollment, with
+// the certificate it renews. A renewal is recorded under the ID and the serial it renews.
+func transactionKey(id string, renewing *x509.Certificate) string {
+	if renewing == nil {
+		return id
+	}
+	return id + " renewing " + issue.SerialString(renewing.SerialNumber)
 }
 
 // scepNew authorises a PKCSReq by its challenge and enrolls it for the profile's or the
@@ -320,14 +333,16 @@ func requestNames(csr *x509.CertificateRequest, name string) bool {
 	return false
 }
 
-// SCEPPoll answers a CertPoll: the state of the request the transaction made.
-func (s *Service) SCEPPoll(ctx context.Context, profile, transactionID string) (*EnrollResult, error) {
+// SCEPPoll answers a CertPoll: the state of the request the transaction made. renewing is the
+// certificate that signed the poll when it is one this CA issued (nil otherwise): the poll is
+// then about the renewal of that certificate (see SCEPRequest.Renewing).
+func (s *Service) SCEPPoll(ctx context.Context, profile, transactionID string, renewing *x509.Certificate) (*EnrollResult, error) {
 	op := "SCEP poll " + transactionID + " on profile " + profile
 	ss, err := s.scepStore(op)
 	if err != nil {
 		return nil, err
 	}
-	tx, err := ss.GetSCEPTransaction(ctx, profile, transactionID)
+	tx, err := ss.GetSCEPTransaction(ctx, profile, transactionKey(transactionID, renewing))
 	if err != nil {
 		return nil, &Error{Kind: KindOf(err), Op: op, Err: err}
 	}

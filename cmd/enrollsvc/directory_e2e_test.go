@@ -22,8 +22,6 @@ func TestAectlWithDirectory(t *testing.T) {
 	needSoftHSM(t)
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600)
 
 	// A wrong password is caught by init, which then leaves nothing behind.
 	bad := filepath.Join(t.TempDir(), "bad")
@@ -38,8 +36,7 @@ func TestAectlWithDirectory(t *testing.T) {
 		t.Error("a failed init left its data directory")
 	}
 
-	dir := initDir(t, "--ldap-url", dc.URL, "--ldap-ca-file", dc.CAFile, "--ldap-bind-user", s.SvcEnroll.UPN,
-		"--ldap-password-file", pw, "--ca-cn", ldaptest.CACN)
+	dir := initDir(t, directoryFlags(t, dc, s)...)
 	if fi, err := os.Stat(filepath.Join(dir, "ldap", "password")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("the directory password in the data directory: %v %v, want mode 0600", fi, err)
 	}
@@ -136,6 +133,18 @@ func TestAectlWithDirectory(t *testing.T) {
 	if len(pending) != 0 {
 		t.Errorf("pending after approve and deny = %+v, want none", pending)
 	}
+}
+
+// directoryFlags are the init flags that point enrollsvc at dc, binding as the seeded service
+// account (its password in a file of the test's).
+func directoryFlags(t *testing.T, dc *ldaptest.DC, s *ldaptest.Sample) []string {
+	t.Helper()
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--ldap-url", dc.URL, "--ldap-ca-file", dc.CAFile, "--ldap-bind-user", s.SvcEnroll.UPN,
+		"--ldap-password-file", pw, "--ca-cn", ldaptest.CACN}
 }
 
 func rsaCSRPEM(t *testing.T) []byte {

@@ -31,10 +31,7 @@ func TestEnrollmentWebServicesKerberos(t *testing.T) {
 	keytab := dc.HTTPService(t, "svc-http", "HTTP/localhost")
 	other := dc.HTTPService(t, "svc-other", "HTTP/other.corp.example.test")
 	krb5conf := dc.Krb5Conf(t)
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600)
-	dir := initDir(t, "--ldap-url", dc.URL, "--ldap-ca-file", dc.CAFile, "--ldap-bind-user", s.SvcEnroll.UPN,
-		"--ldap-password-file", pw, "--ca-cn", ldaptest.CACN, "--keytab", keytab)
+	dir := initDir(t, append(directoryFlags(t, dc, s), "--keytab", keytab)...)
 	startServe(t, dir)
 	c := newWSClient(t, dir, "E2E Root CA")
 	cep := c.base + "/ADPolicyProvider_CEP_Kerberos/service.svc/CEP"

@@ -160,10 +160,7 @@ func TestEnrollmentWebServices(t *testing.T) {
 	needSoftHSM(t)
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600)
-	dir := initDir(t, "--ldap-url", dc.URL, "--ldap-ca-file", dc.CAFile, "--ldap-bind-user", s.SvcEnroll.UPN,
-		"--ldap-password-file", pw, "--ca-cn", ldaptest.CACN)
+	dir := initDir(t, directoryFlags(t, dc, s)...)
 	srv := startServe(t, dir)
 	if !strings.Contains(srv.stdout.String(), "Enrollment web services listening on https://") {
 		t.Errorf("serve printed %q, want where the enrollment web services listen", srv.stdout)

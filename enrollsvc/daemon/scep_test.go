@@ -118,6 +118,12 @@ func TestSCEPRules(t *testing.T) {
 	if err != nil || res.Status != enrollsvc.StatusIssued || res.Certificate.Equal(first) {
 		t.Errorf("renewal = %+v, %v, want a new certificate", res, err)
 	}
+	// Clients that derive the transaction ID from the key (scepclient, certmonger) renew under
+	// the ID, and scepclient with the very CSR, of the enrollment: a renewal, not its retry.
+	res, err = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-2", CSR: csrA, Renewing: first})
+	if err != nil || res.Status != enrollsvc.StatusIssued || res.Certificate.Equal(first) {
+		t.Errorf("renewal under the enrollment's tx-2 = %+v, %v, want a new certificate", res, err)
+	}
 	if _, err := svc.Revoke(ctx, fmtSerial(first), 4, "test"); err != nil {
 		t.Fatal(err)
 	}

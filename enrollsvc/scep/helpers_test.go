@@ -22,7 +22,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,6 +30,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
 )
 
 // -capture makes the interop tests use the fixed PKI in testdata (creating it when missing) and save every
@@ -144,7 +145,7 @@ func fixedPKI(t testing.TB) *testPKI {
 			}
 		}
 	}
-	read := func(name string) []byte { return readPEM(t, filepath.Join(dir, name)).Bytes }
+	read := func(name string) []byte { return sceptest.ReadPEM(t, filepath.Join(dir, name)).Bytes }
 	p := &testPKI{}
 	var err error
 	if p.caCert, err = x509.ParseCertificate(read("ca.pem")); err != nil {
@@ -510,64 +511,4 @@ func (p *testPKI) verifies(leaf *x509.Certificate) error {
 	roots.AddCert(p.caCert)
 	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err
-}
-
-// needTool finds a program the test needs: a missing one skips, or fails when CI=true.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required when CI=true (make deps installs it): %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return path
-}
-
-func pemFile(t testing.TB, dir, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// readPEM reads the first PEM block of a file.
-func readPEM(t testing.TB, path string) *pem.Block {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		t.Fatalf("%s holds no PEM", path)
-	}
-	return block
-}
-
-func readPEMCert(t testing.TB, path string) *x509.Certificate {
-	t.Helper()
-	c, err := x509.ParseCertificate(readPEM(t, path).Bytes)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return c
-}
-
-// readPEMKey reads an RSA key in PKCS#1 or PKCS#8.
-func readPEMKey(t testing.TB, path string) *rsa.PrivateKey {
-	t.Helper()
-	der := readPEM(t, path).Bytes
-	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
-		return k
-	}
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	rk, ok := k.(*rsa.PrivateKey)
-	if err != nil || !ok {
-		t.Fatalf("%s: %T %v, want an RSA key", path, k, err)
-	}
-	return rk
 }

@@ -14,6 +14,8 @@ import (
 	"unicode/utf16"
 
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
 )
 
 // readCaptured returns a client message saved by the interop tests with -capture.
@@ -130,15 +132,15 @@ func TestReplayCaptured(t *testing.T) {
 // and decrypts a CertRep, and envelopes OpenSSL writes with 3DES and AES-128/192 are read; RSA-OAEP key
 // transport is refused as badAlg.
 func TestOpenSSLInterop(t *testing.T) {
-	openssl := needTool(t, "openssl")
+	openssl := sceptest.NeedTool(t, "openssl")
 	p := newPKI(t, false)
 	b := newBackend(p)
 	srv := server(t, testConfig(p, b), "")
 	dir := t.TempDir()
 	q := requester{key: rsaKey(t, 3)}
 	q.cert = selfSigned(t, q.key, "openssl-device")
-	raPEM := pemFile(t, dir, "ra.pem", "CERTIFICATE", p.raCert.Raw)
-	caPEM := pemFile(t, dir, "ca.pem", "CERTIFICATE", p.caCert.Raw)
+	raPEM := sceptest.WritePEM(t, dir, "ra.pem", "CERTIFICATE", p.raCert.Raw)
+	caPEM := sceptest.WritePEM(t, dir, "ca.pem", "CERTIFICATE", p.caCert.Raw)
 	csr := newCSR(t, q.key, "openssl-device", testChallenge)
 	csrFile := filepath.Join(dir, "csr.der")
 	if err := os.WriteFile(csrFile, csr, 0o600); err != nil {
@@ -186,8 +188,8 @@ func TestOpenSSLInterop(t *testing.T) {
 			t.Fatal(err)
 		}
 		run("cms", "-verify", "-binary", "-inform", "DER", "-in", repFile, "-CAfile", caPEM, "-purpose", "any", "-out", envOut)
-		run("cms", "-decrypt", "-binary", "-inform", "DER", "-in", envOut, "-recip", pemFile(t, dir, "q.pem", "CERTIFICATE", q.cert.Raw),
-			"-inkey", pemFile(t, dir, "q.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(q.key)), "-out", certsOut)
+		run("cms", "-decrypt", "-binary", "-inform", "DER", "-in", envOut, "-recip", sceptest.WritePEM(t, dir, "q.pem", "CERTIFICATE", q.cert.Raw),
+			"-inkey", sceptest.WritePEM(t, dir, "q.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(q.key)), "-out", certsOut)
 		decrypted, err := os.ReadFile(certsOut)
 		if err != nil {
 			t.Fatal(err)

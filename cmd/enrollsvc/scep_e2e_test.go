@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goldap "github.com/go-ldap/ldap/v3"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+)
+
+// SCEP through the real binaries, a real Samba AD DC and the real clients of ARCHITECTURE §11:
+// Debian's scepclient and an isolated certmonger, over the plain-HTTP listener and the HTTPS
+// enrollment listener; then revocation taking a published certificate out of the directory.
+func TestSCEPWithDirectory(t *testing.T) {
+	needSoftHSM(t)
+	scepclientBin := sceptest.NeedTool(t, "scepclient")
+	cm := sceptest.StartCertmonger(t)
+	dc := ldaptest.StartDC(t)
+	s := dc.Seed(t)
+	port := freePort(t)
+	base := "http://127.0.0.1:" + port
+	dir := initDir(t, append(directoryFlags(t, dc, s), "--http-url", base, "--http-listen", "127.0.0.1:"+port)...)
+	startServe(t, dir)
+	tmp := t.TempDir()
+	caFile := filepath.Join(dir, config.CACertFile)
+	caCert := sceptest.ReadCert(t, caFile)
+	raCert := sceptest.ReadCert(t, filepath.Join(dir, "scep", "ra.pem"))
+	enrollAddr, err := os.ReadFile(filepath.Join(dir, config.EnrollAddr))
+	if err != nil {
+		t.Fatalf("the enrollment listener did not start: %v", err)
+	}
+	_, enrollPort, _ := strings.Cut(strings.TrimSpace(string(enrollAddr)), ":")
+	httpsBase := "https://localhost:" + enrollPort // localhost is a default --hostname
+
+	const static = "static-Challenge-0123"
+	staticFile := filepath.Join(tmp, "challenge")
+	os.WriteFile(staticFile, []byte(static+"\n"), 0o600)
+	addProfile := func(name string, args ...string) {
+		t.Helper()
+		var p store.SCEPProfile
+		aectlJSON(t, dir, &p, append([]string{"scep", "profile", "add", name, "--account", "dave"}, args...)...)
+		if p.Name != name || p.Account != "dave" {
+			t.Fatalf("aectl scep profile add %s = %+v", name, p)
+		}
+	}
+	addProfile("devices", "--template", "SuppliesSubject", "--static-challenge-file", staticFile)
+	addProfile("otp", "--template", "SuppliesSubject", "--one-time")
+	addProfile("pend", "--template", "PendUser", "--static-challenge-file", staticFile)
+	var profiles []store.SCEPProfile
+	aectlJSON(t, dir, &profiles, "scep", "profiles")
+	if len(profiles) != 3 {
+		t.Errorf("aectl scep profiles = %+v, want 3", profiles)
+	}
+
+	countCerts := func() int {
+		var cs []api.Certificate
+		aectlJSON(t, dir, &cs, "certs")
+		return len(cs)
+	}
+	// verified reads a certificate the CA issued for cn, which openssl must accept.
+	verified := func(t *testing.T, path, cn string) string {
+		t.Helper()
+		if out, err := exec.Command("openssl", "verify", "-CAfile", caFile, path).CombinedOutput(); err != nil {
+			t.Fatalf("openssl verify %s: %v\n%s", path, err, out)
+		}
+		c := sceptest.ReadCert(t, path)
+		if c.Subject.CommonName != cn {
+			t.Errorf("%s has subject %v, want CN=%s", path, c.Subject, cn)
+		}
+		return issue.SerialString(c.SerialNumber)
+	}
+	// scepclient runs Debian's scepclient as device cn, in tmp/cn where it keeps its key, its CSR
+	// (which it sends again on every run) and its certificate; with the certificate in place it
+	// renews. The CA key is ECDSA: scepclient must be told which certificate is the RA's.
+	raFP := sha256.Sum256(raCert.Raw)
+	scepclient := func(env []string, url, challenge, cn string) (string, string, error) {
+		device := filepath.Join(tmp, cn)
+		if err := os.MkdirAll(device, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(device, "cert.pem")
+		out, err := sceptest.Run(t, time.Minute, env, scepclientBin, "-server-url="+url, "-challenge="+challenge,
+			"-private-key="+filepath.Join(device, "key.pem"), "-certificate="+path, "-cn="+cn,
+			"-ca-fingerprint="+hex.EncodeToString(raFP[:]))
+		return path, out, err
+	}
+	challenge := func(subject string) string {
+		var c api.Challenge
+		aectlJSON(t, dir, &c, "scep", "challenge", "--profile", "otp", "--subject", subject)
+		if c.Challenge == "" {
+			t.Fatalf("aectl scep challenge = %+v", c)
+		}
+		return c.Challenge
+	}
+
+	t.Run("static challenge with scepclient", func(t *testing.T) {
+		path, out, err := scepclient(nil, base+"/scep/devices", static, "scep-dev-1")
+		if err != nil {
+			t.Fatalf("scepclient: %v\n%s", err, out)
+		}
+		first := verified(t, path, "scep-dev-1")
+		var c api.Certificate
+		aectlJSON(t, dir, &c, "cert", first)
+		if c.Account != "dave" || c.Template != "SuppliesSubject" {
+			t.Errorf("the SCEP certificate is for %q / %q, want dave / SuppliesSubject", c.Account, c.Template)
+		}
+		// Again with the certificate in place: a RenewalReq signed with it, no challenge, but the
+		// transaction ID (a hash of the key) and the CSR of the enrollment.
+		if _, out, err := scepclient(nil, base+"/scep/devices", "", "scep-dev-1"); err != nil {
+			t.Fatalf("scepclient renewal: %v\n%s", err, out)
+		}
+		if renewed := verified(t, path, "scep-dev-1"); renewed == first {
+			t.Errorf("the renewal kept serial %s", first)
+		}
+		before := countCerts()
+		if _, out, err := scepclient(nil, base+"/scep/devices", "wrong-Challenge-0123", "scep-dev-2"); err == nil ||
+			!strings.Contains(out, "failInfo: badRequest") {
+			t.Errorf("scepclient with a wrong challenge: %v\n%s", err, out)
+		}
+		if n := countCerts(); n != before {
+			t.Errorf("%d certificates after a wrong challenge, want %d", n, before)
+		}
+	})
+
+	t.Run("one-time challenges with certmonger", func(t *testing.T) {
+		cm.AddCA(t, "E2E", base+"/scep/otp")
+		ch := challenge("CN=cm-host-1")
+		cm.Request(t, "E2E", "otp1", "cm-host-1", ch)
+		verified(t, cm.CertFile("otp1"), "cm-host-1")
+		before := countCerts()
+		if status := cm.Submit(t, "E2E", "otp2", "cm-host-1", ch); !strings.Contains(status, "CA_REJECTED") {
+			t.Errorf("certmonger reusing a one-time challenge:\n%s", status)
+		}
+		if status := cm.Submit(t, "E2E", "otp3", "cm-host-3", challenge("CN=other-host")); !strings.Contains(status, "CA_REJECTED") {
+			t.Errorf("certmonger with a challenge bound to another subject:\n%s", status)
+		}
+		if n := countCerts(); n != before {
+			t.Errorf("%d certificates after refused challenges, want %d", n, before)
+		}
+	})
+
+	t.Run("pending, approved, polled", func(t *testing.T) {
+		cm.AddCA(t, "E2EPend", base+"/scep/pend")
+		if status := cm.Submit(t, "E2EPend", "pend", "dave-device", static); !strings.Contains(status, "CA_WORKING") {
+			t.Fatalf("certmonger on a pending profile:\n%s", status)
+		}
+		var pending []api.Request
+		aectlJSON(t, dir, &pending, "requests", "--state", "pending")
+		if len(pending) != 1 || pending[0].Account != "dave" || pending[0].Template != "PendUser" {
+			t.Fatalf("pending requests = %+v, want dave's PendUser", pending)
+		}
+		// The GetCertInitial (CertPoll) certmonger prepared, sent with its helper. (certmonger's
+		// `getcert resubmit` makes a new CSR under the same transaction ID, which is refused: a
+		// transaction is bound to its CSR.)
+		gic := cm.RequestField(t, "pend", "scep_gic")
+		gicMsg, err := scep.ParsePKIMessage(gic)
+		if err != nil || gicMsg.MessageType != scep.CertPoll {
+			t.Fatalf("certmonger's scep_gic: %v", err)
+		}
+		poll := func() *scep.PKIMessage {
+			t.Helper()
+			rep, err := scep.ParsePKIMessage(cm.SubmitPoll(t, base+"/scep/pend", raCert, caCert, gic))
+			if err != nil || rep.TransactionID != gicMsg.TransactionID {
+				t.Fatalf("the CertRep to a CertPoll: %v", err)
+			}
+			return rep
+		}
+		if rep := poll(); rep.PKIStatus != scep.Pending {
+			t.Errorf("CertPoll before approval: status %d, want PENDING", rep.PKIStatus)
+		}
+		var ap api.IssueResponse
+		aectlJSON(t, dir, &ap, "approve", strconv.FormatInt(pending[0].ID, 10))
+		if ap.Status != "issued" {
+			t.Fatalf("approve = %+v", ap)
+		}
+		rep := poll()
+		if rep.PKIStatus != scep.Success {
+			t.Fatalf("CertPoll after approval: status %d, want SUCCESS", rep.PKIStatus)
+		}
+		certsOnly, err := rep.Decrypt(gicMsg.Signer, sceptest.ReadRSAKey(t, cm.KeyFile("pend")))
+		if err != nil {
+			t.Fatalf("opening the CertRep with certmonger's key: %v", err)
+		}
+		path := filepath.Join(tmp, "pend.pem")
+		p7 := sceptest.WritePEM(t, tmp, "pend.p7", "PKCS7", certsOnly)
+		if out, err := exec.Command("openssl", "pkcs7", "-in", p7, "-print_certs", "-out", path).CombinedOutput(); err != nil {
+			t.Fatalf("openssl pkcs7: %v\n%s", err, out)
+		}
+		if serial := verified(t, path, "dave"); serial != ap.Serial {
+			t.Errorf("the CertPoll returned serial %s, the approval issued %s", serial, ap.Serial)
+		}
+	})
+
+	t.Run("over the HTTPS enrollment listener", func(t *testing.T) {
+		// scepclient checks the server with Go's system roots, which SSL_CERT_FILE replaces: without
+		// it, our CA is not trusted. (certmonger is not used here: its scep-submit 0.79.17 gives
+		// libcurl the -R CA file for GetCACaps and GetCACert but not for PKIOperation, which then
+		// fails "SSL peer certificate ... was not OK" unless the CA is in the system trust store.)
+		if _, out, err := scepclient(nil, httpsBase+"/scep/devices", static, "scep-https-0"); err == nil || !strings.Contains(out, "certificate") {
+			t.Errorf("scepclient trusted the enrollment listener without our CA: %v\n%s", err, out)
+		}
+		path, out, err := scepclient([]string{"SSL_CERT_FILE=" + caFile}, httpsBase+"/scep/devices", static, "scep-https-1")
+		if err != nil {
+			t.Fatalf("scepclient over HTTPS: %v\n%s", err, out)
+		}
+		verified(t, path, "scep-https-1")
+	})
+
+	t.Run("revocation removes the certificate from the directory", func(t *testing.T) {
+		csr := filepath.Join(tmp, "alice.csr")
+		os.WriteFile(csr, rsaCSRPEM(t), 0o600)
+		var res api.IssueResponse
+		aectlJSON(t, dir, &res, "issue", "--template", "AEUser", "--account", "alice", "--csr", csr)
+		if res.Status != "issued" {
+			t.Fatalf("issue alice AEUser = %+v", res)
+		}
+		block, _ := pem.Decode([]byte(res.Certificate))
+		if block == nil {
+			t.Fatalf("issue printed no certificate: %+v", res)
+		}
+		der := block.Bytes
+		admin := dc.Admin(t)
+		published := func() bool {
+			t.Helper()
+			r, err := admin.Search(goldap.NewSearchRequest(s.Alice.DN, goldap.ScopeBaseObject, goldap.NeverDerefAliases, 0, 0, false,
+				"(objectClass=*)", []string{"userCertificate"}, nil))
+			if err != nil || len(r.Entries) != 1 {
+				t.Fatalf("reading alice's userCertificate: %v", err)
+			}
+			for _, v := range r.Entries[0].GetRawAttributeValues("userCertificate") {
+				if bytes.Equal(v, der) {
+					return true
+				}
+			}
+			return false
+		}
+		if !published() {
+			t.Fatal("the AEUser certificate (PUBLISH_TO_DS) is not in alice's userCertificate")
+		}
+		aectlJSON(t, dir, &api.Certificate{}, "revoke", res.Serial, "--reason", "superseded")
+		if published() {
+			t.Error("the revoked certificate is still in alice's userCertificate")
+		}
+		var evs []store.Event
+		aectlJSON(t, dir, &evs, "events", "--id", "2200")
+		if len(evs) != 1 || evs[0].Fields["serial"] != res.Serial || evs[0].Fields["reason"] != "superseded" {
+			t.Errorf("revocation events = %+v, want one for %s, superseded", evs, res.Serial)
+		}
+	})
+}
