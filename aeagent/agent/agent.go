@@ -270,7 +270,7 @@ func (a *Agent) Plan(ctx context.Context, at time.Time) (plan.Plan, error) {
 	if at.IsZero() {
 		at = a.now()
 	}
-	st, err := store.Open(a.cfg.Store)
+	st, err := a.openStore(ctx)
 	if err != nil {
 		return plan.Plan{}, err
 	}
@@ -280,4 +280,24 @@ func (a *Agent) Plan(ctx context.Context, at time.Time) (plan.Plan, error) {
 		return plan.Plan{}, err
 	}
 	return plan.Decide(p.input), nil
+}
+
+// LockWait is how long a call waits for another aeagent process (a resident `run` in the middle
+// of a pass, say) to let go of the store.
+const LockWait = 2 * time.Minute
+
+// openStore opens the store, waiting up to LockWait while another process holds it.
+func (a *Agent) openStore(ctx context.Context) (*store.Store, error) {
+	deadline := time.Now().Add(LockWait)
+	for {
+		st, err := store.Open(a.cfg.Store)
+		if !errors.Is(err, store.ErrLocked) || time.Now().After(deadline) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the store lock: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -51,7 +51,7 @@ type lastPass struct {
 func (a *Agent) Pulse(ctx context.Context) (*Report, error) {
 	now := a.now()
 	rep := &Report{Started: now}
-	st, err := store.Open(a.cfg.Store)
+	st, err := a.openStore(ctx)
 	if err != nil {
 		return rep, err
 	}

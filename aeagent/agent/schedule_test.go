@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/aeagent/store"
 )
 
 func TestNextPulse(t *testing.T) {
@@ -72,5 +74,34 @@ func TestRun(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Run = %v, want context.Canceled", err)
+	}
+}
+
+// A call waits while another process (here: another open Store) holds the store, instead of
+// failing: `aeagent status` during a resident run's pass.
+func TestWaitsForTheStoreLock(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("x"), 0o600)
+	a, err := New(Config{Server: "https://localhost:1/CEP", Auth: AuthPassword, User: "u@example.test", PasswordFile: pw,
+		Store: filepath.Join(dir, "store"), Context: ContextUser}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := store.Open(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		released <- time.Now()
+		held.Close()
+	}()
+	if _, err := a.Status(context.Background()); err != nil {
+		t.Fatalf("Status while the store was held = %v, want it to wait and succeed", err)
+	}
+	if at := <-released; time.Now().Before(at) {
+		t.Error("Status returned before the lock was released")
 	}
 }

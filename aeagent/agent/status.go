@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/aeagent/plan"
-	"github.com/enrollment-appliance/aeappliance/aeagent/store"
 )
 
 // CertStatus is one managed certificate as `aeagent status` shows it.
@@ -43,7 +42,7 @@ type Status struct {
 
 // Status reads the store, the cached policy and the last pass; it makes no network request.
 func (a *Agent) Status(ctx context.Context) (*Status, error) {
-	st, err := store.Open(a.cfg.Store)
+	st, err := a.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
