@@ -1,0 +1,499 @@
+// Package appliance is the on-device wiring of the appliance image: the boot sequence
+// the init payload (cmd/appinit) runs after u-root's init, and the admin console.
+//
+// Boot: check the basic mounts, load the kernel modules the image lists, configure the
+// network in the background (loopback, DHCP on the management interface), find, check
+// and mount the data disk at /data (formatting it only when it is blank), show the
+// banner, start enrollsvc under supervision when the appliance is provisioned, and run
+// the console for ever. Everything the appliance keeps lives on the data disk; the
+// enrollment service's data directory is /data/var, its log /data/log.
+//
+// The payload owns the serial console like a getty and never exits (u-root issue #3645:
+// a session leader that exits hangs up the console). Children never get the console:
+// their input is /dev/null, their output goes to log files.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/console"
+	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
+	"github.com/enrollment-appliance/aeappliance/appliance/kmod"
+	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
+	"github.com/enrollment-appliance/aeappliance/appliance/release"
+	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
+)
+
+// Options configure Run. The zero values of the paths and ports are the image's.
+type Options struct {
+	// Dev runs the console on a workstation: no mounts, modules, data disk or network
+	// changes; DataDir is an ordinary directory, 127.0.0.1 the management address, and
+	// poweroff or the end of the input ends Run.
+	Dev         bool
+	DataDir     string   // mount point of the data disk (default /data)
+	Devices     []string // data disk candidates (default datadisk.DefaultDevices)
+	ModuleList  string   // default kmod.ListPath
+	ReleaseFile string   // default release.Path
+	Enrollsvc   string   // the service binary (default /bin/enrollsvc)
+	Interface   string   // management interface (default eth0)
+	APIPort     int      // local management API (default 9443)
+	HTTPPort    int      // CRLs, OCSP, AIA and SCEP over plain HTTP (default 80)
+	In          io.Reader
+	Out         io.Writer
+	// ReopenConsole opens the console device again after reading it failed (default
+	// /dev/console); not used in Dev mode.
+	ReopenConsole func() (io.Reader, io.Writer, error)
+}
+
+func (o *Options) defaults() {
+	if o.DataDir == "" {
+		o.DataDir = "/data"
+	}
+	if o.Devices == nil {
+		o.Devices = datadisk.DefaultDevices
+	}
+	if o.ModuleList == "" {
+		o.ModuleList = kmod.ListPath
+	}
+	if o.ReleaseFile == "" {
+		o.ReleaseFile = release.Path
+	}
+	if o.Enrollsvc == "" {
+		o.Enrollsvc = "/bin/enrollsvc"
+	}
+	if o.Interface == "" {
+		o.Interface = "eth0"
+	}
+	if o.APIPort == 0 {
+		o.APIPort = 9443
+	}
+	if o.HTTPPort == 0 {
+		o.HTTPPort = 80
+	}
+	if o.In == nil {
+		o.In = os.Stdin
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.ReopenConsole == nil {
+		o.ReopenConsole = func() (io.Reader, io.Writer, error) {
+			f, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
+			if err != nil {
+				return nil, nil, err
+			}
+			setupTTY(f)
+			return f, f, nil
+		}
+	}
+}
+
+// Prompt is the console prompt.
+const Prompt = "appliance> "
+
+// Appliance is the running appliance.
+type Appliance struct {
+	o       Options
+	rel     release.Release
+	log     *slog.Logger
+	logs    *logSink
+	con     *console.Console
+	start   time.Time
+	serial  string
+	mods    kmod.Result
+	stop    context.CancelFunc // ends Run (Dev mode)
+	netDone chan struct{}      // closed once the network is configured
+
+	mu      sync.Mutex
+	disk    diskState
+	netCfg  *netcfg.Config
+	netErr  error
+	machine string
+	svc     *supervise.Supervisor
+	svcLog  *os.File
+	down    bool // powering off or rebooting: start nothing more
+}
+
+type diskState struct {
+	Dev     string
+	Kind    datadisk.Kind
+	Mounted bool
+	Problem string // why there is no usable data disk
+}
+
+// Run boots the appliance and runs the console. On the image it does not return; in Dev
+// mode it returns when the console input ends or the operator powers off.
+func Run(ctx context.Context, o Options) error {
+	o.defaults()
+	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), netDone: make(chan struct{})}
+	a.log = slog.New(slog.NewTextHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log.SetOutput(a.logs) // u-root's libraries log with the standard logger
+	log.SetFlags(log.LstdFlags)
+	if !o.Dev {
+		if err := checkImage(o.ReleaseFile); err != nil {
+			return err
+		}
+	}
+	rel, err := release.Read(o.ReleaseFile)
+	if err != nil {
+		if !o.Dev {
+			return err
+		}
+		rel = release.Release{Product: release.Product, Version: "dev"}
+	}
+	a.rel = rel
+	ctx, a.stop = context.WithCancel(ctx)
+	defer a.stop()
+	a.con = console.New(o.In, o.Out, Prompt, a.commands())
+	a.con.Log = a.log
+	a.con.Printf("%s %s starting", rel.Product, rel.Version)
+
+	if o.Dev {
+		a.netCfg = &netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}}
+		close(a.netDone)
+	} else {
+		a.bootSystem()
+		go a.network(ctx)
+	}
+	a.prepareData(ctx)
+	if !o.Dev {
+		a.serial = readSerial()
+	}
+	a.banner(a.con.Out())
+	if a.provisioned() {
+		go func() {
+			if err := a.startService(ctx); err != nil {
+				a.con.Printf("enrollsvc: %v", err)
+			}
+		}()
+	}
+	return a.consoleLoop(ctx)
+}
+
+// consoleLoop runs the console; on the image it reopens the console device whenever
+// reading fails, so that it never ends.
+func (a *Appliance) consoleLoop(ctx context.Context) error {
+	for {
+		err := a.con.Run(ctx)
+		if a.o.Dev || ctx.Err() != nil {
+			a.shutdownService()
+			a.closeLogs()
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil // powered off, or the end of the input in Dev mode
+			}
+			return err
+		}
+		a.log.Error("console read failed; reopening the console", "err", err)
+		time.Sleep(time.Second)
+		in, out, rerr := a.o.ReopenConsole()
+		if rerr != nil {
+			a.log.Error("reopening the console", "err", rerr)
+			continue
+		}
+		a.con.SetInput(in)
+		a.con.SetOutput(out)
+	}
+}
+
+// bootSystem does the image-only steps before the data disk: mounts, console line
+// settings and kernel modules.
+func (a *Appliance) bootSystem() {
+	if f, ok := a.o.In.(*os.File); ok {
+		setupTTY(f)
+	}
+	for _, err := range ensureMounts() {
+		a.con.Printf("boot: %v", err)
+	}
+	t := time.Now()
+	res, err := kmod.LoadList(a.o.ModuleList, kmod.Load)
+	if err != nil {
+		a.con.Printf("Kernel modules: %v", err)
+		return
+	}
+	a.mods = res
+	a.log.Info("kernel modules", "result", res.Summary(), "elapsed", time.Since(t))
+}
+
+// network configures loopback and then the management interface by DHCP, retrying with
+// a growing delay until it gets a lease.
+func (a *Appliance) network(ctx context.Context) {
+	if err := netcfg.LoopbackUp(); err != nil {
+		a.log.Error("loopback", "err", err)
+	}
+	if err := netcfg.WaitLink(ctx, a.o.Interface, 15*time.Second); err != nil {
+		a.setNet(nil, err)
+		a.con.Printf("Network: %v", err)
+		return
+	}
+	delay := 2 * time.Second
+	for attempt := 1; ; attempt++ {
+		cfg, err := netcfg.DHCP(ctx, a.o.Interface, 4*time.Second, 3)
+		if err == nil {
+			a.setNet(&cfg, nil)
+			a.log.Info("network configured", "config", cfg.String())
+			close(a.netDone)
+			return
+		}
+		a.setNet(nil, err)
+		a.log.Warn("DHCP failed", "attempt", attempt, "err", err)
+		if attempt == 1 {
+			a.con.Printf("Network: %v; retrying in the background", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Minute)
+	}
+}
+
+func (a *Appliance) setNet(cfg *netcfg.Config, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.netCfg, a.netErr = cfg, err
+}
+
+// address waits up to wait for the management address.
+func (a *Appliance) address(ctx context.Context, wait time.Duration) (net.IP, error) {
+	select {
+	case <-a.netDone:
+	case <-time.After(wait):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.netCfg == nil {
+		why := "not configured yet"
+		if a.netErr != nil {
+			why = a.netErr.Error()
+		}
+		return nil, fmt.Errorf("no network address on %s (%s)", a.o.Interface, why)
+	}
+	return a.netCfg.Addr.IP, nil
+}
+
+// prepareData finds, checks, formats if blank, and mounts the data disk (the image), or
+// uses DataDir as it is (Dev mode). Problems are shown on the console and kept for
+// status; the console works without a data disk.
+func (a *Appliance) prepareData(ctx context.Context) {
+	var st diskState
+	t := time.Now()
+	defer func() {
+		a.log.Info("data disk", "dev", st.Dev, "kind", st.Kind.String(), "mounted", st.Mounted, "problem", st.Problem, "elapsed", time.Since(t))
+		a.mu.Lock()
+		a.disk = st
+		a.mu.Unlock()
+		if st.Problem != "" {
+			a.con.Printf("%s", wrap("Data disk: "+st.Problem, 78))
+			return
+		}
+		if err := a.afterMount(); err != nil {
+			a.con.Printf("Data disk: %v", err)
+		}
+	}()
+	if a.o.Dev {
+		if err := os.MkdirAll(a.o.DataDir, 0o755); err != nil {
+			st.Problem = err.Error()
+			return
+		}
+		st.Dev, st.Kind, st.Mounted = a.o.DataDir+" (development mode)", datadisk.Ext, true
+		return
+	}
+	dev, err := datadisk.Find(ctx, a.o.Devices, 5*time.Second)
+	if err != nil {
+		st.Problem = fmt.Sprintf("none found (looked for %s). The appliance keeps all of its "+
+			"state on a data disk: attach one and reboot.", strings.Join(a.o.Devices, ", "))
+		return
+	}
+	st.Dev = dev
+	if st.Kind, err = datadisk.Probe(dev); err != nil {
+		st.Problem = err.Error()
+		return
+	}
+	switch st.Kind {
+	case datadisk.Unknown:
+		st.Problem = fmt.Sprintf("%s holds data that is not an ext4 file system (a partition table or "+
+			"another file system). It was left untouched. Attach a blank disk, or one this appliance "+
+			"formatted, and reboot.", dev)
+		return
+	case datadisk.Blank:
+		a.con.Printf("Data disk %s is blank: making an ext4 file system (first boot)...", dev)
+		t := time.Now()
+		if err := datadisk.Format(ctx, dev); err != nil {
+			st.Problem = err.Error()
+			return
+		}
+		a.log.Info("formatted the data disk", "dev", dev, "elapsed", time.Since(t))
+	case datadisk.Ext:
+		tc := time.Now()
+		out, err := datadisk.Check(ctx, dev)
+		a.log.Info("e2fsck -p", "dev", dev, "elapsed", time.Since(tc))
+		if err != nil {
+			st.Problem = fmt.Sprintf("the file system on %s has errors e2fsck cannot repair unattended; "+
+				"it was not mounted. %s", dev, lastLine(err.Error()))
+			return
+		}
+		if out != "" {
+			a.log.Warn("e2fsck repaired the data disk", "output", out)
+		}
+	}
+	if err := datadisk.Mount(dev, a.o.DataDir); err != nil {
+		st.Problem = err.Error()
+		return
+	}
+	st.Mounted = true
+}
+
+// afterMount sets up the data disk's directories, the log file and the machine ID.
+func (a *Appliance) afterMount() error {
+	logDir := filepath.Join(a.o.DataDir, "log")
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
+		return fmt.Errorf("creating %s: %w", logDir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(logDir, "appliance.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("opening the log: %w", err)
+	}
+	a.logs.SetFile(f)
+	id, err := machineID(filepath.Join(a.o.DataDir, "machine-id"))
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.machine = id
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Appliance) diskReady() (diskState, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.disk, a.disk.Mounted && a.disk.Problem == ""
+}
+
+// varDir is enrollsvc's data directory.
+func (a *Appliance) varDir() string { return filepath.Join(a.o.DataDir, "var") }
+
+// provisioned reports whether enrollsvc has a configuration on the data disk.
+func (a *Appliance) provisioned() bool {
+	if _, ok := a.diskReady(); !ok {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(a.varDir(), "config.json"))
+	return err == nil
+}
+
+// state is "unprovisioned", "provisioned" or "no data disk".
+func (a *Appliance) state() string {
+	if _, ok := a.diskReady(); !ok {
+		return "no data disk"
+	}
+	if a.provisioned() {
+		return "provisioned"
+	}
+	return "unprovisioned"
+}
+
+func (a *Appliance) closeLogs() {
+	a.mu.Lock()
+	if a.svcLog != nil {
+		a.svcLog.Close()
+		a.svcLog = nil
+	}
+	a.mu.Unlock()
+	a.logs.SetFile(nil)
+}
+
+// checkImage refuses to run the image boot sequence anywhere but in the image: it would
+// load modules and format disks.
+func checkImage(releaseFile string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return fmt.Errorf("appinit: statfs /: %w", err)
+	}
+	if st.Type != unix.RAMFS_MAGIC && st.Type != unix.TMPFS_MAGIC {
+		return errors.New("appinit: the root file system is not an initramfs: this is not the appliance " +
+			"image (use -dev to try the console here)")
+	}
+	if _, err := os.Stat(releaseFile); err != nil {
+		return fmt.Errorf("appinit: not the appliance image: %w", err)
+	}
+	return nil
+}
+
+// ensureMounts mounts /proc, /sys and /dev when u-root's init has not.
+func ensureMounts() []error {
+	var errs []error
+	for _, m := range []struct{ src, dir, fs string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		if datadisk.IsMounted(m.dir) {
+			continue
+		}
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := unix.Mount(m.src, m.dir, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			errs = append(errs, fmt.Errorf("mount %s: %w", m.dir, err))
+		}
+	}
+	return errs
+}
+
+// setupTTY puts the console line in canonical mode with echo, CR to NL on input and NL
+// to CR NL on output, no keyboard signals (^C must not reach the payload or the service)
+// and no end-of-file character (^D must not end the console).
+func setupTTY(f *os.File) {
+	fd := int(f.Fd())
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return // not a terminal
+	}
+	t.Iflag |= unix.ICRNL
+	t.Iflag &^= unix.INLCR | unix.IGNCR
+	t.Oflag |= unix.OPOST | unix.ONLCR
+	t.Lflag |= unix.ICANON | unix.ECHO | unix.ECHOE | unix.ECHOK | unix.IEXTEN
+	t.Lflag &^= unix.ISIG
+	t.Cc[unix.VEOF] = 0
+	_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// wrap breaks s into lines of at most width columns at spaces.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	col := 0
+	for _, w := range strings.Fields(s) {
+		if col > 0 && col+1+len(w) > width {
+			b.WriteString("\n  ")
+			col = 2
+		} else if col > 0 {
+			b.WriteByte(' ')
+			col++
+		}
+		b.WriteString(w)
+		col += len(w)
+	}
+	return b.String()
+}

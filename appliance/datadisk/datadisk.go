@@ -1,0 +1,213 @@
+// Package datadisk prepares the appliance's data disk, where all of its state lives (the
+// image itself keeps nothing across boots): it finds the disk, formats it as ext4 only
+// when it is blank, checks and mounts it, reports its usage and unmounts it cleanly.
+//
+// "Blank" is strict on purpose: only a disk whose first MiB is all zeros is formatted. A
+// disk holding anything else that is not ext4 (a partition table, another file system,
+// an encrypted volume) is refused with a message, never overwritten.
+package datadisk
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kind is what a disk holds.
+type Kind int
+
+const (
+	Blank   Kind = iota // the first MiB is all zeros: safe to format
+	Ext                 // an ext2/3/4 file system
+	Unknown             // something else: never touched
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Blank:
+		return "blank"
+	case Ext:
+		return "ext4"
+	}
+	return "unknown content"
+}
+
+// blankSize is how much of a disk must be zeros for it to count as blank.
+const blankSize = 1 << 20
+
+// ErrNoDisk is returned by Find when none of the candidate devices appears.
+var ErrNoDisk = errors.New("no data disk")
+
+// DefaultDevices are the devices tried in order: virtio, SCSI/SATA, NVMe.
+var DefaultDevices = []string{"/dev/vda", "/dev/sda", "/dev/nvme0n1"}
+
+// Find returns the first of devices that exists, polling for up to wait while the kernel
+// probes its drivers.
+func Find(ctx context.Context, devices []string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		for _, d := range devices {
+			if _, err := os.Stat(d); err == nil {
+				return d, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%w: none of %s appeared within %s", ErrNoDisk, strings.Join(devices, ", "), wait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Probe reads the start of dev (a block device or an image file) and says what it holds.
+func Probe(dev string) (Kind, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return Unknown, fmt.Errorf("datadisk: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, blankSize)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return Unknown, fmt.Errorf("datadisk: reading %s: %w", dev, err)
+	}
+	buf = buf[:n]
+	// ext2/3/4: the superblock starts at 1024, its magic 0xEF53 at offset 56 in it.
+	if len(buf) >= 1024+58 && binary.LittleEndian.Uint16(buf[1024+56:]) == 0xEF53 {
+		return Ext, nil
+	}
+	if len(buf) < 64<<10 {
+		return Unknown, fmt.Errorf("datadisk: %s is too small (%d bytes)", dev, n)
+	}
+	if bytes.Count(buf, []byte{0}) == len(buf) {
+		return Blank, nil
+	}
+	return Unknown, nil
+}
+
+// Label is the file system label the appliance gives its data disk.
+const Label = "aedata"
+
+// Format makes an ext4 file system on dev with the image's mke2fs. Callers check with
+// Probe that dev is Blank first.
+func Format(ctx context.Context, dev string) error {
+	out, err := exec.CommandContext(ctx, "mke2fs", "-t", "ext4", "-q", "-F", "-L", Label, dev).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("datadisk: mke2fs %s: %w: %s", dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Check runs e2fsck -p on the unmounted dev: it replays the journal and repairs what is
+// safe to repair unattended. It returns e2fsck's output when it changed something, and
+// an error when the file system needs a person (exit status 4 and up).
+func Check(ctx context.Context, dev string) (string, error) {
+	out, err := exec.CommandContext(ctx, "e2fsck", "-p", dev).CombinedOutput()
+	msg := strings.TrimSpace(string(out))
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() < 4 {
+		return msg, nil // 1: errors corrected, 2: corrected, reboot advised (not for a data disk)
+	}
+	if err != nil {
+		return msg, fmt.Errorf("datadisk: e2fsck %s: %w: %s", dev, err, msg)
+	}
+	return "", nil
+}
+
+// MountFlags: nothing on the data disk is ever executed or a device.
+const MountFlags = unix.MS_NOATIME | unix.MS_NODEV | unix.MS_NOSUID | unix.MS_NOEXEC
+
+// Mount mounts dev (ext4) at dir, creating dir.
+func Mount(dev, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("datadisk: %w", err)
+	}
+	if err := unix.Mount(dev, dir, "ext4", MountFlags, ""); err != nil {
+		return fmt.Errorf("datadisk: mount %s on %s: %w", dev, dir, err)
+	}
+	return nil
+}
+
+// Unmount syncs and unmounts dir, retrying while it is busy for up to wait; if it stays
+// busy it is remounted read-only, which also leaves the file system clean.
+func Unmount(dir string, wait time.Duration) error {
+	unix.Sync()
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Unmount(dir, 0)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			if rerr := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|MountFlags, ""); rerr == nil {
+				return fmt.Errorf("datadisk: unmount %s: %w (remounted read-only instead)", dir, err)
+			}
+			return fmt.Errorf("datadisk: unmount %s: %w", dir, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Usage is how full a mounted file system is.
+type Usage struct {
+	Total, Used, Avail uint64 // bytes
+}
+
+// UsageOf reports the usage of the file system mounted at dir.
+func UsageOf(dir string) (Usage, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return Usage{}, fmt.Errorf("datadisk: statfs %s: %w", dir, err)
+	}
+	bs := uint64(st.Bsize)
+	return Usage{Total: st.Blocks * bs, Used: (st.Blocks - st.Bfree) * bs, Avail: st.Bavail * bs}, nil
+}
+
+// String is "1.2 MiB used of 243.0 MiB (1%)".
+func (u Usage) String() string {
+	pct := 0.0
+	if u.Total > 0 {
+		pct = 100 * float64(u.Used) / float64(u.Total)
+	}
+	return fmt.Sprintf("%s used of %s (%.0f%%)", HumanBytes(u.Used), HumanBytes(u.Total), pct)
+}
+
+// HumanBytes formats n in binary units with one decimal.
+func HumanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// IsMounted reports whether dir is a mount point (per /proc/self/mountinfo).
+func IsMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}

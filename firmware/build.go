@@ -1,0 +1,447 @@
+// Package firmware composes the appliance image: Debian's kernel (fetched with apt, never
+// installed on the build host) and a u-root initramfs holding u-root's init, the init
+// payload cmd/appinit, enrollsvc built with cgo, the PKCS#11 module, the e2fsprogs tools
+// the data disk needs, the kernel modules to load and the files under rootfs/.
+//
+// Builds are reproducible: the same inputs (sources, version string, source date, Go
+// toolchain, kernel package and the host packages whose files are bundled) give the same
+// bytes. Go binaries are built with -trimpath and no build ID, u-root writes its archive
+// in sorted order with zeroed times and inode numbers, and zstd runs single-threaded at a
+// fixed level. The manifest records every input that is not in the repository.
+package firmware
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/release"
+)
+
+// MaxImageSize is the most kernel and initramfs may weigh together.
+const MaxImageSize = 40 << 20
+
+// Files in the output directory.
+const (
+	KernelFile    = "vmlinuz"
+	InitramfsFile = "initramfs.cpio.zst"
+	ManifestFile  = "manifest.json"
+)
+
+// Options configure Build. Root, OutDir and Version are required.
+type Options struct {
+	Root            string // repository root (holds go.mod)
+	OutDir          string // where vmlinuz, initramfs.cpio.zst and manifest.json are written
+	CacheDir        string // downloaded kernel packages (default OutDir/../cache)
+	Version         string // image version, also enrollsvc's
+	SourceDateEpoch int64  // build date: the commit time of the sources
+	KernelPackage   string // Debian package (default linux-image-amd64: the current one)
+	Modules         []string
+	ZstdLevel       int    // default 19
+	HSMModule       string // PKCS#11 module to bundle (default SoftHSM2's)
+	GoCache         string // GOCACHE for the Go builds (default: the user's)
+	Log             *slog.Logger
+}
+
+// FileMeta describes one output file.
+type FileMeta struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Manifest records what an image was built from and what came out.
+type Manifest struct {
+	Release      release.Release     `json:"release"`
+	Kernel       KernelMeta          `json:"kernel"`
+	Modules      []string            `json:"modules"`       // load order
+	HostPackages map[string]string   `json:"host_packages"` // Debian packages whose files are bundled, with versions
+	Tools        map[string]string   `json:"tools"`         // versions of the Go toolchain and zstd
+	ZstdLevel    int                 `json:"zstd_level"`
+	CPIOSHA256   string              `json:"cpio_sha256"` // of the uncompressed archive
+	Files        map[string]FileMeta `json:"files"`
+}
+
+// Total is the size of kernel and initramfs together.
+func (m Manifest) Total() int64 { return m.Files[KernelFile].Size + m.Files[InitramfsFile].Size }
+
+// Summary is the human-readable report `make image` prints.
+func (m Manifest) Summary() string {
+	mb := func(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
+	return fmt.Sprintf("image %s (kernel %s, built from sources of %s)\n"+
+		"  %-20s %9s  sha256 %s\n  %-20s %9s  sha256 %s\n  %-20s %9s  (limit %s)\n",
+		m.Release.Version, m.Kernel.Release, m.Release.BuildDate().Format(time.RFC3339),
+		KernelFile, mb(m.Files[KernelFile].Size), m.Files[KernelFile].SHA256,
+		InitramfsFile, mb(m.Files[InitramfsFile].Size), m.Files[InitramfsFile].SHA256,
+		"together", mb(m.Total()), mb(MaxImageSize))
+}
+
+// ReadManifest reads dir/manifest.json.
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return m, fmt.Errorf("manifest: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("manifest %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+func (o *Options) defaults() error {
+	if o.Root == "" || o.OutDir == "" || o.Version == "" {
+		return errors.New("firmware: Root, OutDir and Version are required")
+	}
+	if o.CacheDir == "" {
+		o.CacheDir = filepath.Join(filepath.Dir(o.OutDir), "cache")
+	}
+	if o.KernelPackage == "" {
+		o.KernelPackage = "linux-image-amd64"
+	}
+	if o.Modules == nil {
+		o.Modules = DefaultModules
+	}
+	if o.ZstdLevel == 0 {
+		o.ZstdLevel = 19
+	}
+	if o.HSMModule == "" {
+		o.HSMModule = "/usr/lib/softhsm/libsofthsm2.so"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return nil
+}
+
+// Build builds the image into o.OutDir and returns its manifest. Concurrent builds into
+// the same directory wait for each other. When the archive comes out identical to the
+// one already there, the compressed file is kept rather than compressed again.
+func Build(ctx context.Context, o Options) (Manifest, error) {
+	if err := o.defaults(); err != nil {
+		return Manifest{}, err
+	}
+	for _, d := range []string{o.OutDir, o.CacheDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return Manifest{}, fmt.Errorf("firmware: %w", err)
+		}
+		// Build outputs never belong in git.
+		if err := os.WriteFile(filepath.Join(d, ".gitignore"), []byte("*\n"), 0o644); err != nil {
+			return Manifest{}, fmt.Errorf("firmware: %w", err)
+		}
+	}
+	unlock, err := lockDir(o.OutDir)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer unlock()
+	tmp, err := os.MkdirTemp("", "aeimage-")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("firmware: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	m, err := build(ctx, o, tmp)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("firmware: %w", err)
+	}
+	return m, nil
+}
+
+func build(ctx context.Context, o Options, tmp string) (Manifest, error) {
+	start := time.Now()
+	stage := filepath.Join(tmp, "stage")
+	m := Manifest{ZstdLevel: o.ZstdLevel, HostPackages: map[string]string{}, Files: map[string]FileMeta{},
+		Tools: map[string]string{"go": o.toolVersion(ctx, "go", "env", "GOVERSION"), "zstd": o.toolVersion(ctx, "zstd", "--version")}}
+
+	deb, kmeta, err := fetchKernel(ctx, o.KernelPackage, o.CacheDir)
+	if err != nil {
+		return m, err
+	}
+	krel, vmlinuz, modDir, err := extractKernel(ctx, deb)
+	if err != nil {
+		return m, err
+	}
+	kmeta.Release = krel
+	m.Kernel = kmeta
+	if m.Modules, err = stageModules(modDir, stage, krel, o.Modules); err != nil {
+		return m, err
+	}
+	o.Log.Info("kernel", "package", kmeta.Package, "version", kmeta.Version, "modules", len(m.Modules))
+
+	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel}
+	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.Path, "/")), m.Release.Marshal(), 0o644); err != nil {
+		return m, err
+	}
+	if err := copyTree(filepath.Join(o.Root, "rootfs"), stage); err != nil {
+		return m, err
+	}
+
+	enrollsvc := filepath.Join(stage, "bin", "enrollsvc")
+	for _, b := range []struct {
+		pkg, out string
+		cgo      bool
+	}{
+		{"./cmd/enrollsvc", enrollsvc, true},
+		{"github.com/u-root/u-root/cmds/core/init", filepath.Join(stage, "bin", "init"), false},
+		{"./cmd/appinit", filepath.Join(stage, "bin", "appinit"), false},
+	} {
+		if err := o.goBuild(ctx, b.pkg, b.out, b.cgo); err != nil {
+			return m, err
+		}
+	}
+	o.Log.Info("built the Go commands", "elapsed", time.Since(start).Round(time.Millisecond))
+
+	// Host files: the PKCS#11 module (dlopen'ed, so its libraries are listed here) and
+	// e2fsprogs for the data disk. Every library goes where the loader found it here.
+	host := map[string]string{ // image path -> host path
+		"/usr/lib/softhsm/libsofthsm2.so": o.HSMModule,
+		"/sbin/mke2fs":                    "/sbin/mke2fs",
+		"/sbin/e2fsck":                    "/sbin/e2fsck",
+		"/etc/mke2fs.conf":                "/etc/mke2fs.conf",
+	}
+	elfs := []string{enrollsvc, o.HSMModule, "/sbin/mke2fs", "/sbin/e2fsck"}
+	libs, err := sharedLibs(ctx, elfs...)
+	if err != nil {
+		return m, err
+	}
+	for _, l := range libs {
+		host[l] = l
+	}
+	for dst, src := range host {
+		if err := stageHostFile(stage, src, dst); err != nil {
+			return m, err
+		}
+		m.HostPackages[debPackageOf(ctx, src)] = ""
+	}
+	for p := range m.HostPackages {
+		m.HostPackages[p] = debVersion(ctx, p)
+	}
+
+	cpio := filepath.Join(tmp, "initramfs.cpio")
+	if err := o.uroot(ctx, stage, filepath.Join(tmp, "uroot"), cpio); err != nil {
+		return m, err
+	}
+	if m.CPIOSHA256, err = fileSHA256(cpio); err != nil {
+		return m, err
+	}
+	o.Log.Info("built initramfs", "elapsed", time.Since(start).Round(time.Millisecond))
+
+	if err := copyFile(vmlinuz, filepath.Join(o.OutDir, KernelFile+".new"), 0o644); err != nil {
+		return m, err
+	}
+	zst := filepath.Join(o.OutDir, InitramfsFile)
+	if prev, err := ReadManifest(o.OutDir); err == nil && prev.CPIOSHA256 == m.CPIOSHA256 && prev.ZstdLevel == m.ZstdLevel && fileMatches(zst, prev.Files[InitramfsFile]) {
+		o.Log.Info("initramfs unchanged: keeping the compressed archive")
+		if err := copyFile(zst, zst+".new", 0o644); err != nil {
+			return m, err
+		}
+	} else if err := o.compress(ctx, cpio, zst+".new"); err != nil {
+		return m, err
+	}
+	for _, f := range []string{KernelFile, InitramfsFile} {
+		p := filepath.Join(o.OutDir, f)
+		if err := os.Rename(p+".new", p); err != nil {
+			return m, err
+		}
+		sum, err := fileSHA256(p)
+		if err != nil {
+			return m, err
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return m, err
+		}
+		m.Files[f] = FileMeta{Size: fi.Size(), SHA256: sum}
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return m, err
+	}
+	if err := writeFile(filepath.Join(o.OutDir, ManifestFile), append(b, '\n'), 0o644); err != nil {
+		return m, err
+	}
+	o.Log.Info("image done", "elapsed", time.Since(start).Round(time.Millisecond))
+	if m.Total() > MaxImageSize {
+		return m, fmt.Errorf("image is %d bytes, over the %d-byte limit", m.Total(), MaxImageSize)
+	}
+	return m, nil
+}
+
+func fileMatches(path string, want FileMeta) bool {
+	sum, err := fileSHA256(path)
+	return err == nil && sum == want.SHA256
+}
+
+// env is the environment of the build tools: reproducible, and without anything that
+// would make the Go builds depend on the caller's settings.
+func (o Options) env(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "GOFLAGS", "GOOS", "GOARCH", "GOAMD64", "CGO_ENABLED", "CGO_CFLAGS", "CGO_LDFLAGS", "SOURCE_DATE_EPOCH", "GOCACHE", "TZ", "LC_ALL":
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1", "GOFLAGS=-buildvcs=false -mod=readonly",
+		"SOURCE_DATE_EPOCH="+strconv.FormatInt(o.SourceDateEpoch, 10), "TZ=UTC", "LC_ALL=C")
+	if o.GoCache != "" {
+		env = append(env, "GOCACHE="+o.GoCache)
+	}
+	return append(env, extra...)
+}
+
+// goBuild builds a Go command into out, reproducibly (-trimpath, no build ID, stripped).
+// enrollsvc needs cgo (PKCS#11 modules are C libraries) and gets pure-Go DNS and user
+// lookups, so that its only library is libc; everything else is static.
+func (o Options) goBuild(ctx context.Context, pkg, out string, cgo bool) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	ldflags := "-s -w -buildid= -X github.com/enrollment-appliance/aeappliance/enrollsvc/daemon.Version=" + o.Version
+	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", out}
+	env := o.env("CGO_ENABLED=0")
+	if cgo {
+		args = append(args, "-tags", "netgo,osusergo")
+		env = o.env("CGO_ENABLED=1")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+	cmd.Dir = o.Root
+	cmd.Env = env
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s: %w: %s", pkg, err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// uroot runs the u-root tool pinned in go.mod to compose the archive: its base (device
+// nodes, directories), /init -> bin/init (u-root's init), bin/uinit -> appinit (the
+// payload init starts; the command itself is not named uinit, which init would run
+// twice), no shell, and every staged top-level directory added as is.
+//
+// The Go commands are built beforehand with go build (-nocmd here): u-root's builder
+// always rebuilds the standard library (go build -a), a minute per image, where the
+// build cache makes an unchanged command free. Library dependencies were resolved while
+// staging (-skip-ldd), so the archive does not depend on what else the host has.
+func (o Options) uroot(ctx context.Context, stage, tmpDir, out string) error {
+	args := []string{"tool", "u-root", "-nocmd", "-o", out, "-tmp-dir", tmpDir, "-skip-ldd",
+		"-initcmd=/bin/init", "-uinitcmd=/bin/appinit", "-defaultsh="}
+	ents, err := os.ReadDir(stage)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		args = append(args, "-files", filepath.Join(stage, e.Name())+":"+e.Name())
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = o.Root
+	cmd.Env = o.env()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("u-root: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// toolVersion is the first line a tool prints about its version ("unknown" on failure).
+func (o Options) toolVersion(ctx context.Context, name string, args ...string) string {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = o.Root
+	cmd.Env = o.env()
+	out, err := cmd.Output()
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+// compress writes in compressed with zstd at the fixed level, single-threaded (the
+// multi-threaded format differs), without the file name or time.
+func (o Options) compress(ctx context.Context, in, out string) error {
+	cmd := exec.CommandContext(ctx, "zstd", "-q", "-f", "--single-thread", "-"+strconv.Itoa(o.ZstdLevel), "--no-progress", in, "-o", out)
+	cmd.Env = o.env()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("zstd: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return os.Chmod(out, 0o644)
+}
+
+// copyTree copies the regular files under src into dst, keeping their relative paths;
+// modes are normalised (0755 for executables, else 0644) so that a checkout's umask does
+// not change the image.
+func copyTree(src, dst string) error {
+	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+		if !fi.Mode().IsRegular() || filepath.Base(p) == "README.md" && filepath.Dir(p) == src {
+			return nil
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if fi.Mode()&0o111 != 0 {
+			mode = 0o755
+		}
+		return copyFile(p, filepath.Join(dst, rel), mode)
+	})
+}
+
+// debPackageOf names the Debian package that owns a host file ("unknown" when dpkg does
+// not know it).
+func debPackageOf(ctx context.Context, path string) string {
+	cands := []string{path}
+	if real, err := filepath.EvalSymlinks(path); err == nil && real != path {
+		cands = append(cands, real)
+	}
+	if strings.HasPrefix(path, "/usr/") {
+		cands = append(cands, strings.TrimPrefix(path, "/usr"))
+	} else {
+		cands = append(cands, "/usr"+path)
+	}
+	for _, c := range cands {
+		out, err := exec.CommandContext(ctx, "dpkg-query", "-S", c).Output()
+		if err != nil {
+			continue
+		}
+		if pkg, _, ok := strings.Cut(strings.TrimSpace(string(out)), ": "); ok {
+			pkg, _, _ = strings.Cut(pkg, ",")
+			return pkg
+		}
+	}
+	return "unknown"
+}
+
+func debVersion(ctx context.Context, pkg string) string {
+	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", pkg).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// lockDir takes an exclusive lock on dir/.lock, waiting for another build to finish.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("firmware: lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("firmware: lock %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,112 @@
+package firmware
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func names(ms []*kmodule) []string {
+	var n []string
+	for _, m := range ms {
+		n = append(n, m.Name)
+	}
+	return n
+}
+
+func TestResolveModules(t *testing.T) {
+	mods := map[string]*kmodule{
+		"ext4":           {Name: "ext4", Depends: []string{"mbcache", "jbd2", "crc16"}, PreDeps: []string{"crc32c"}},
+		"jbd2":           {Name: "jbd2"},
+		"mbcache":        {Name: "mbcache"},
+		"crc16":          {Name: "crc16"},
+		"crc32c_generic": {Name: "crc32c_generic", Aliases: []string{"crc32c", "crypto-crc32c"}},
+		"crc32c_intel":   {Name: "crc32c_intel", Aliases: []string{"crc32c"}},
+		"virtio_net":     {Name: "virtio_net", Depends: []string{"net_failover", "virtio"}},
+		"net_failover":   {Name: "net_failover", Depends: []string{"failover"}},
+		"failover":       {Name: "failover"},
+		"virtio":         {Name: "virtio"},
+	}
+	got, err := resolveModules(mods, []string{"virtio_net", "ext4", "virtio"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"failover", "net_failover", "virtio", "virtio_net", "mbcache", "jbd2", "crc16", "crc32c_generic", "crc32c_intel", "ext4"}
+	if !reflect.DeepEqual(names(got), want) {
+		t.Errorf("resolveModules = %v, want %v", names(got), want)
+	}
+	if _, err := resolveModules(mods, []string{"nope"}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("resolveModules(missing) = %v", err)
+	}
+	mods["jbd2"].Depends = []string{"ext4"}
+	if _, err := resolveModules(mods, []string{"ext4"}); err == nil || !strings.Contains(err.Error(), "cycle") {
+		t.Errorf("resolveModules(cycle) = %v", err)
+	}
+}
+
+func TestParseSoftdep(t *testing.T) {
+	if got := parseSoftdep("pre: crc32c crc16 post: foo"); !reflect.DeepEqual(got, []string{"crc32c", "crc16"}) {
+		t.Errorf("parseSoftdep = %v", got)
+	}
+}
+
+func TestParseLdList(t *testing.T) {
+	out := "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibcrypto.so.3 => /lib/x86_64-linux-gnu/libcrypto.so.3 (0x00007f)\n" +
+		"\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n"
+	got, err := parseLdList([]byte(out))
+	want := []string{"/lib/x86_64-linux-gnu/libcrypto.so.3", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("parseLdList = %v, %v; want %v", got, err, want)
+	}
+	if _, err := parseLdList([]byte("\tlibfoo.so.1 => not found\n")); err == nil {
+		t.Error("parseLdList(not found) = nil error")
+	}
+}
+
+// TestSharedLibs lists the libraries of a real dynamically linked host binary.
+func TestSharedLibs(t *testing.T) {
+	libs, err := sharedLibs(t.Context(), "/bin/ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(libs, " ")
+	if !strings.Contains(joined, "libc.so.6") || !strings.Contains(joined, "ld-linux-x86-64.so.2") {
+		t.Errorf("sharedLibs(/bin/ls) = %v, want libc and the loader", libs)
+	}
+}
+
+func TestCopyTreeNormalisesModes(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(src, "etc"), 0o700)
+	os.WriteFile(filepath.Join(src, "README.md"), []byte("doc"), 0o600)
+	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o600)
+	os.WriteFile(filepath.Join(src, "etc", "run"), []byte("#!/bin/sh\n"), 0o700)
+	if err := copyTree(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	for p, mode := range map[string]os.FileMode{"etc/hosts": 0o644, "etc/run": 0o755} {
+		fi, err := os.Stat(filepath.Join(dst, p))
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v, %v; want mode %o", p, fi, err, mode)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dst, "README.md")); err == nil {
+		t.Error("the rootfs README was copied into the image")
+	}
+}
+
+func TestManifestSummary(t *testing.T) {
+	m := Manifest{Files: map[string]FileMeta{KernelFile: {Size: 8 << 20}, InitramfsFile: {Size: 15 << 20}}}
+	m.Release.Version, m.Kernel.Release = "v1", "6.1.0-56-amd64"
+	if m.Total() != 23<<20 {
+		t.Errorf("Total = %d", m.Total())
+	}
+	s := m.Summary()
+	for _, want := range []string{"image v1 (kernel 6.1.0-56-amd64", "8.0 MB", "15.0 MB", "23.0 MB  (limit 40.0 MB)"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Summary lacks %q:\n%s", want, s)
+		}
+	}
+}

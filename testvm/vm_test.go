@@ -1,0 +1,336 @@
+package testvm
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	apiPort  = 9443
+	httpPort = 80
+	prompt   = "appliance> "
+)
+
+// needVM fails on CI and skips elsewhere when QEMU is missing.
+func needVM(t *testing.T) {
+	t.Helper()
+	ci := os.Getenv("CI") == "true"
+	for _, tool := range []string{QEMU, "e2fsck", "zstd", "apt-get", "dpkg-deb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if ci {
+				t.Fatalf("%s not found (make deps installs it): %v", tool, err)
+			}
+			t.Skipf("%s not found: %v", tool, err)
+		}
+	}
+	if testing.Short() && !ci {
+		t.Skip("-short: not booting the appliance")
+	}
+}
+
+var (
+	imageOnce sync.Once
+	image     Image
+	imageErr  error
+)
+
+// boot builds the image (once per test binary) and starts a machine with the data disk
+// made by prepare from a blank one.
+func boot(t *testing.T, ctx context.Context, prepare func(disk string)) (*VM, string) {
+	t.Helper()
+	imageOnce.Do(func() {
+		root, err := RepoRoot(".")
+		if err != nil {
+			imageErr = err
+			return
+		}
+		image, imageErr = BuildImage(ctx, root, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if imageErr == nil {
+			t.Logf("image %s: kernel %.1f MB + initramfs %.1f MB = %.1f MB (built in %s)", image.Manifest.Release.Version,
+				mb(image.Manifest.Files["vmlinuz"].Size), mb(image.Manifest.Files["initramfs.cpio.zst"].Size), mb(image.Manifest.Total()),
+				image.BuildTime.Round(100*time.Millisecond))
+		}
+	})
+	if imageErr != nil {
+		t.Fatalf("building the image: %v", imageErr)
+	}
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "data.img")
+	if err := NewDisk(disk, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(disk)
+	}
+	logf, err := os.Create(filepath.Join(dir, "console.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	vm, err := Start(ctx, Options{Image: image, DataDisk: disk, Forward: []int{apiPort, httpPort}, Serial: "AE-TEST-0001", Log: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		if t.Failed() {
+			t.Logf("console transcript:\n%s", vm.Transcript())
+		}
+	})
+	return vm, disk
+}
+
+func mb(n int64) float64 { return float64(n) / (1 << 20) }
+
+// must waits for text or fails the test.
+func must(t *testing.T, vm *VM, text string, timeout time.Duration) string {
+	t.Helper()
+	out, err := vm.WaitFor(text, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// command types line and returns its output up to the next prompt.
+func command(t *testing.T, vm *VM, line string, timeout time.Duration) string {
+	t.Helper()
+	if err := vm.SendLine(line); err != nil {
+		t.Fatal(err)
+	}
+	return must(t, vm, prompt, timeout)
+}
+
+// TestAppliance boots the real image with a blank data disk, uses the console, provisions
+// a self-signed root CA over it, checks the service through the forwarded API port,
+// reboots (still provisioned, same CA, service back), powers off and checks that the
+// data disk's file system is clean.
+func TestAppliance(t *testing.T) {
+	needVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	vm, disk := boot(t, ctx, nil)
+
+	banner := must(t, vm, prompt, 2*time.Minute)
+	bootTime := time.Since(vm.Started())
+	for _, want := range []string{"making an ext4 file system (first boot)", "Serial number:  AE-TEST-0001", "State:          unprovisioned"} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("first boot banner lacks %q:\n%s", want, banner)
+		}
+	}
+	t.Logf("first boot to the console prompt: %s (TCG, includes formatting the data disk)", bootTime.Round(100*time.Millisecond))
+
+	// The network comes up in the background (DHCP): ask until it has.
+	status := command(t, vm, "status", 30*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(status, "Network:        eth0 10.0.2.15/24") && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		status = command(t, vm, "status", 30*time.Second)
+	}
+	for _, want := range []string{"State:          unprovisioned", "Data disk:      /dev/vda on /data", "Network:        eth0 10.0.2.15/24",
+		"Service:        enrollsvc not started (unprovisioned)"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+	if out := command(t, vm, "frobnicate now", 30*time.Second); !strings.Contains(out, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: got %q", out)
+	}
+	if out := command(t, vm, "provision", 30*time.Second); !strings.Contains(out, "provision selfsigned CA-NAME") {
+		t.Errorf("provision without arguments: got %q", out)
+	}
+	if out := command(t, vm, "version", 30*time.Second); !strings.Contains(out, "Kernel:         6.") || !strings.Contains(out, "Service:        enrollsvc ") {
+		t.Errorf("version: got %q", out)
+	}
+
+	start := time.Now()
+	out := command(t, vm, "provision selfsigned VM Test Root CA", 4*time.Minute)
+	m := regexp.MustCompile(`Fingerprint: SHA-256\n\s+([0-9A-F]{64})`).FindStringSubmatch(out)
+	if m == nil || !strings.Contains(out, "Service running: API https://10.0.2.15:9443") {
+		t.Fatalf("provision selfsigned: got\n%s", out)
+	}
+	fingerprint := m[1]
+	t.Logf("provisioning over the console (token, CA key, root, service healthy): %s", time.Since(start).Round(100*time.Millisecond))
+	checkService(t, ctx, vm, fingerprint, 30*time.Second)
+
+	if out := command(t, vm, "provision selfsigned Another CA", 30*time.Second); !strings.Contains(out, "already provisioned") {
+		t.Errorf("second provision: got %q", out)
+	}
+	status = command(t, vm, "status", 30*time.Second)
+	for _, want := range []string{"State:          provisioned (CA CN=VM Test Root CA)", "Service:        enrollsvc running", "healthy"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status after provisioning lacks %q:\n%s", want, status)
+		}
+	}
+
+	// Reboot: the state is on the data disk, the service comes back by itself.
+	if err := vm.SendLine("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Rebooting.", time.Minute)
+	start = time.Now()
+	banner = must(t, vm, prompt, 2*time.Minute)
+	if !strings.Contains(banner, "State:          provisioned (CA CN=VM Test Root CA)") || strings.Contains(banner, "first boot") {
+		t.Errorf("banner after reboot:\n%s", banner)
+	}
+	toPrompt := time.Since(start)
+	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
+	t.Logf("reboot to the console prompt: %s; to serving (API healthy on the forwarded port): %s",
+		toPrompt.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+
+	if err := vm.SendLine("poweroff"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Powering off.", time.Minute)
+	if err := vm.Wait(time.Minute); err != nil {
+		t.Fatalf("QEMU after poweroff: %v", err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on the data disk after poweroff: %v\n%s", err, out)
+	}
+}
+
+// checkService waits for the API on the forwarded port, checks that its certificate
+// chains to the CA whose fingerprint the console printed, and that it reports healthy.
+func checkService(t *testing.T, ctx context.Context, vm *VM, fingerprint string, wait time.Duration) {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", vm.HostPort(apiPort))
+	var lastErr error
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		lastErr = health(ctx, addr, fingerprint)
+		if lastErr == nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		t.Fatalf("the API at https://%s: %v", addr, lastErr)
+	}
+	// The plain-HTTP listener (CRLs, OCSP, SCEP) answers on the other forwarded port.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/aia/", vm.HostPort(httpPort)))
+	if err != nil {
+		t.Errorf("the HTTP listener: %v", err)
+		return
+	}
+	resp.Body.Close()
+}
+
+// health does one TLS health request: the chain's root must be the CA with fingerprint,
+// the server certificate must verify against it for 127.0.0.1, and the answer must be
+// 200 {"healthy":true}.
+func health(ctx context.Context, addr, fingerprint string) error {
+	// A short timeout: before the guest has its address, QEMU's forwarder accepts the
+	// connection and waits for a guest that cannot answer yet.
+	d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}}
+	ctx2, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx2, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	chain := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	conn.Close()
+	ca := chain[len(chain)-1]
+	sum := sha256.Sum256(ca.Raw)
+	if got := strings.ToUpper(hex.EncodeToString(sum[:])); got != fingerprint {
+		return fmt.Errorf("the API's chain ends in %s (SHA-256 %s), not the CA the console printed (%s)", ca.Subject, got, fingerprint)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}}}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/api/v1/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"healthy":true`) {
+		return fmt.Errorf("health: HTTP %d %s", resp.StatusCode, body)
+	}
+	return nil
+}
+
+// TestApplianceRefusesForeignDisk boots with a data disk that holds a partition table:
+// the appliance must leave it untouched, say why, refuse to provision, and keep the
+// console usable.
+func TestApplianceRefusesForeignDisk(t *testing.T) {
+	needVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var before string
+	vm, disk := boot(t, ctx, func(disk string) {
+		f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		// An MBR with one Linux partition entry and the boot signature.
+		mbr := make([]byte, 512)
+		copy(mbr[446:], []byte{0x00, 0x20, 0x21, 0x00, 0x83, 0xfe, 0xff, 0xff, 0x00, 0x08, 0, 0, 0x00, 0xf8, 0x07, 0})
+		mbr[510], mbr[511] = 0x55, 0xaa
+		if _, err := f.WriteAt(mbr, 0); err != nil {
+			t.Fatal(err)
+		}
+		before = fileHash(t, disk)
+	})
+	banner := must(t, vm, prompt, 2*time.Minute)
+	for _, want := range []string{"/dev/vda holds data that is not an ext4 file system", "It was left untouched", "State:          no data disk"} {
+		if !strings.Contains(strings.Join(strings.Fields(banner), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("banner lacks %q:\n%s", want, banner)
+		}
+	}
+	if strings.Contains(banner, "making an ext4 file system") {
+		t.Errorf("the appliance formatted a disk with a partition table:\n%s", banner)
+	}
+	if out := command(t, vm, "status", 30*time.Second); !strings.Contains(out, "Data disk:      unusable: /dev/vda holds data") {
+		t.Errorf("status:\n%s", out)
+	}
+	if out := command(t, vm, "provision selfsigned Nope CA", time.Minute); !strings.Contains(out, "no usable data disk (see status); nothing changed") {
+		t.Errorf("provision without a data disk:\n%s", out)
+	}
+	if out := command(t, vm, "help", 30*time.Second); !strings.Contains(out, "poweroff") {
+		t.Errorf("help after the refusals:\n%s", out)
+	}
+	if err := vm.SendLine("poweroff"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(time.Minute); err != nil {
+		t.Fatalf("QEMU after poweroff: %v", err)
+	}
+	if after := fileHash(t, disk); after != before {
+		t.Error("the data disk with a partition table was changed")
+	}
+}
+
+func fileHash(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
