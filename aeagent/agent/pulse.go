@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/aeagent/store"
 	"github.com/enrollment-appliance/aeappliance/aeagent/wsclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
 
 // lastFile records the last pass for `aeagent status`.
@@ -290,7 +290,11 @@ func (x *executor) archive(ctx context.Context, act plan.Action) (string, error)
 	if act.After != "" && !x.installed[act.After] {
 		return fmt.Sprintf("kept: %s installed no new certificate in this pass", act.After), nil
 	}
-	c, err := x.st.Archive(act.Template, serialNumber(act.Cert.Serial))
+	n, err := issue.ParseSerial(act.Cert.Serial)
+	if err != nil {
+		return "", err
+	}
+	c, err := x.st.Archive(act.Template, n)
 	if errors.Is(err, store.ErrNotFound) {
 		return "already archived", nil
 	}
@@ -303,18 +307,14 @@ func (x *executor) archive(ctx context.Context, act plan.Action) (string, error)
 
 func (x *executor) remove(ctx context.Context, act plan.Action) (string, error) {
 	c := x.held[heldKey(act.Template, act.Cert.Serial)]
-	if err := x.st.Remove(act.Template, serialNumber(act.Cert.Serial)); err != nil {
+	n, err := issue.ParseSerial(act.Cert.Serial)
+	if err != nil {
+		return "", err
+	}
+	if err := x.st.Remove(act.Template, n); err != nil {
 		return "", err
 	}
 	x.changed = true
 	c.Path = ""
 	return "removed", x.hooks(ctx, "removed", act.Template, &c)
-}
-
-func serialNumber(hex string) *big.Int {
-	n, ok := new(big.Int).SetString(hex, 16)
-	if !ok {
-		return new(big.Int)
-	}
-	return n
 }

@@ -98,10 +98,12 @@ func TestWaitsForTheStoreLock(t *testing.T) {
 		released <- time.Now()
 		held.Close()
 	}()
-	if _, err := a.Status(context.Background()); err != nil {
+	_, err = a.Status(context.Background())
+	returned := time.Now()
+	if err != nil {
 		t.Fatalf("Status while the store was held = %v, want it to wait and succeed", err)
 	}
-	if at := <-released; time.Now().Before(at) {
+	if at := <-released; returned.Before(at) {
 		t.Error("Status returned before the lock was released")
 	}
 }

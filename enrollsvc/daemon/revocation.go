@@ -40,9 +40,9 @@ type revocationSource struct{ st *store.SQLite }
 
 func (s revocationSource) EachRevoked(ctx context.Context, since time.Time, fn func(revoke.Entry) error) error {
 	return s.st.EachRevoked(ctx, since, func(e store.RevokedEntry) error {
-		n, ok := new(big.Int).SetString(e.Serial, 16)
-		if !ok {
-			return fmt.Errorf("stored serial %q is not hex", e.Serial)
+		n, err := issue.ParseSerial(e.Serial)
+		if err != nil {
+			return fmt.Errorf("stored serial: %w", err)
 		}
 		return fn(revoke.Entry{Serial: n, RevokedAt: e.RevokedAt, Reason: e.Reason})
 	})
