@@ -6,11 +6,7 @@ package provisioning
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,10 +18,8 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 )
@@ -94,14 +88,46 @@ func (o *InitOptions) validate() error {
 	if o.CAValidity < 24*time.Hour {
 		return errors.New("--ca-validity: at least one day")
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if err := o.validateListeners(); err != nil {
+		return err
+	}
+	if d := o.Directory; d != nil {
+		switch {
+		case d.URL == "":
+			return errors.New("--ldap-url is required with the other --ldap flags")
+		case d.BindUser == "":
+			return errors.New("--ldap-bind-user is required with --ldap-url")
+		case d.PasswordFile == "":
+			return errors.New("--ldap-password-file is required with --ldap-url")
+		case d.CACN == "":
+			return errors.New("--ca-cn is required with --ldap-url (the cn of the pKIEnrollmentService object)")
+		}
+		if err := (&config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: "x", CACN: d.CACN}).Validate(); err != nil {
+			return fmt.Errorf("--ldap-url: %w", err)
+		}
+		for _, f := range []string{d.PasswordFile, d.CAFile} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("directory settings: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// validateListeners checks the listener settings and fills in their defaults and the
+// URLs derived from HTTPURL.
+func (o *InitOptions) validateListeners() error {
 	if o.APIListen == "" {
 		o.APIListen = config.DefaultAPIListen
 	}
 	if _, _, err := net.SplitHostPort(o.APIListen); err != nil {
 		return fmt.Errorf("--api-listen %q: %w", o.APIListen, err)
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
 	}
 	if o.HTTPListen != "" && o.HTTPURL == "" {
 		return errors.New("--http-listen needs --http-url (how clients reach it, e.g. http://pki.corp.example.test)")
@@ -141,29 +167,6 @@ func (o *InitOptions) validate() error {
 	for _, h := range o.Hostnames {
 		if h == "" || strings.ContainsAny(h, "/:@ ") && net.ParseIP(h) == nil {
 			return fmt.Errorf("--hostname %q: want a DNS name or an IP address", h)
-		}
-	}
-	if d := o.Directory; d != nil {
-		switch {
-		case d.URL == "":
-			return errors.New("--ldap-url is required with the other --ldap flags")
-		case d.BindUser == "":
-			return errors.New("--ldap-bind-user is required with --ldap-url")
-		case d.PasswordFile == "":
-			return errors.New("--ldap-password-file is required with --ldap-url")
-		case d.CACN == "":
-			return errors.New("--ca-cn is required with --ldap-url (the cn of the pKIEnrollmentService object)")
-		}
-		if err := (&config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: "x", CACN: d.CACN}).Validate(); err != nil {
-			return fmt.Errorf("--ldap-url: %w", err)
-		}
-		for _, f := range []string{d.PasswordFile, d.CAFile} {
-			if f == "" {
-				continue
-			}
-			if _, err := os.Stat(f); err != nil {
-				return fmt.Errorf("directory settings: %w", err)
-			}
 		}
 	}
 	return nil
@@ -222,116 +225,44 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// build runs the ceremony in the staging directory: a SoftHSM token with random PINs (kept
+// in the directory, development mode), the CA key, the self-signed root, the directory
+// settings and the configuration.
 func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
-	kt, _ := hsm.ParseKeyType(o.KeyType)
-	for _, d := range []string{config.HSMDir, config.APIDir} {
-		if err := os.MkdirAll(filepath.Join(stage, d), 0o700); err != nil {
-			return nil, err
-		}
+	c := &Ceremony{Dir: stage, Logger: o.Logger}
+	if m, _ := softhsm.ModulePath(); o.Module != m {
+		c.Module = o.Module
 	}
-	conf := filepath.Join(stage, config.SoftHSMConf)
-	if err := softhsm.WriteConfig(conf, filepath.Join(stage, config.SoftHSMTokens)); err != nil {
-		return nil, err
-	}
-	if prev, ok := os.LookupEnv("SOFTHSM2_CONF"); ok {
-		defer os.Setenv("SOFTHSM2_CONF", prev)
-	} else {
-		defer os.Unsetenv("SOFTHSM2_CONF")
-	}
-	os.Setenv("SOFTHSM2_CONF", conf)
-
-	// Development mode keeps the PINs in the data directory (mode 0600); an appliance with a
-	// real HSM gets them from the key ceremony instead.
 	userPIN, soPIN := randomHex(16), randomHex(16)
-	if err := os.WriteFile(filepath.Join(stage, config.PINFile), []byte(userPIN+"\n"), 0o600); err != nil {
+	if _, err := c.InitToken(ctx, soPIN, userPIN); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(stage, config.HSMDir, "so-pin"), []byte(soPIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	label := "enrollsvc-" + randomHex(4)
-	serial, err := hsm.InitToken(ctx, o.Module, label, soPIN, userPIN)
-	if err != nil {
-		return nil, fmt.Errorf("initialising the HSM token: %w", err)
-	}
-	ks, err := hsm.Open(ctx, hsm.Config{ModulePath: o.Module, TokenLabel: label, PIN: userPIN, HealthInterval: -1, Logger: o.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("opening the new HSM token: %w", err)
-	}
-	defer ks.Close()
-	key, err := ks.GenerateKey(ctx, kt, "ca-key", []byte{1})
-	if err != nil {
-		return nil, fmt.Errorf("generating the CA key in the HSM: %w", err)
-	}
-	attrs, err := ks.KeyAttributes(ctx, key.URI())
-	if err != nil {
-		return nil, fmt.Errorf("reading the CA key's attributes: %w", err)
-	}
-	if !attrs.Sensitive || attrs.Extractable || !attrs.NeverExtractable {
-		return nil, fmt.Errorf("the HSM reports the CA key as sensitive=%v extractable=%v; refusing to use it", attrs.Sensitive, attrs.Extractable)
-	}
-	uri := key.URI()
-	uri.Type = "private"
-	caCert, err := issue.SelfSigned(ctx, key, issue.RootOrder{Subject: pkix.Name{CommonName: o.CAName}, Validity: o.CAValidity, MaxPathLen: 0}, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("making the CA certificate: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(stage, config.CACertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}), 0o644); err != nil {
+	if _, err := c.GenerateKey(ctx, o.KeyType); err != nil {
 		return nil, err
 	}
-	tokenBytes := make([]byte, 32)
-	if _, err := rand.Read(tokenBytes); err != nil {
+	if _, err := c.SelfSign(ctx, o.CAName, o.CAValidity); err != nil {
 		return nil, err
 	}
-	token := base64.RawURLEncoding.EncodeToString(tokenBytes)
-	if err := os.WriteFile(filepath.Join(stage, config.APITokenFile), []byte(token+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256([]byte(token))
-	cfg := &config.Config{Version: config.Version, CAName: o.CAName, Store: config.StoreFile, CACert: config.CACertFile,
-		HSM: config.HSM{Module: o.Module, SoftHSMConf: config.SoftHSMConf, TokenLabel: label, TokenSerial: serial,
-			PINFile: config.PINFile, KeyURI: uri.String(), KeyType: string(kt)},
-		API: config.API{Listen: o.APIListen, CertFile: config.APICertFile, KeyFile: config.APIKeyFile,
-			TokenFile: config.APITokenFile, TokenHash: hex.EncodeToString(sum[:])},
+	fo := FinishOptions{APIListen: o.APIListen, HTTPURL: o.HTTPURL, HTTPListen: o.HTTPListen,
 		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, CAIssuerURLs: o.CAIssuerURLs}
-	if o.HTTPURL != "" {
-		cfg.HTTP = &config.HTTP{Listen: o.HTTPListen, BaseURL: o.HTTPURL}
-	}
 	if d := o.Directory; d != nil {
-		if cfg.Directory, err = stageDirectory(stage, d); err != nil {
+		fo.EnrollListen, fo.Hostnames = o.EnrollListen, o.Hostnames
+		// The password and CA files are copied as they are; the service checks the
+		// settings when Finish opens the directory.
+		cd, err := stageDirectory(stage, d)
+		if err != nil {
 			return nil, err
 		}
-		cfg.Enroll = &config.Enroll{Listen: o.EnrollListen, Hostnames: o.Hostnames,
-			CertFile: config.EnrollCert, KeyFile: config.EnrollKey}
-	}
-	if err := cfg.Write(stage); err != nil {
-		return nil, err
-	}
-	st, err := store.Open(ctx, filepath.Join(stage, config.StoreFile), o.Logger)
-	if err != nil {
-		return nil, err
-	}
-	rec := events.NewRecorder(st, o.Logger, nil)
-	err = errors.Join(
-		rec.Record(ctx, events.DataDirInitialised, "", "ca_name", o.CAName),
-		rec.Record(ctx, events.HSMKeyCreated, "", "key", uri.String(), "key_type", string(kt), "token", label,
-			"sensitive", attrs.Sensitive, "extractable", attrs.Extractable),
-		rec.Record(ctx, events.CACertificateMade, "", "subject", caCert.Subject.String(),
-			"serial", issue.SerialString(caCert.SerialNumber), "not_after", caCert.NotAfter.Format(time.RFC3339)),
-		st.Close())
-	if err != nil {
-		return nil, err
-	}
-	// The first certificate this CA issues is the local API's own.
-	rt, err := daemon.Open(ctx, stage, o.Logger)
-	if err != nil {
-		return nil, err
-	}
-	defer rt.Close()
-	if o.Directory != nil {
-		// Catch a wrong URL, password or CA name now rather than at the first request.
-		if _, err := rt.Service.OfferedTemplates(ctx); err != nil {
-			return nil, fmt.Errorf("checking the directory settings: %w", err)
+		st, err := c.State()
+		if err != nil {
+			return nil, err
+		}
+		st.Directory = cd
+		if err := c.save(st); err != nil {
+			return nil, err
 		}
 	}
 	if o.Keytab != "" {
@@ -339,15 +270,24 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading --keytab: %w", err)
 		}
-		if err := rt.InstallKeytab(ctx, kt); err != nil {
-			return nil, fmt.Errorf("--keytab: %w", err)
-		}
+		fo.Keytab = kt
 	}
-	if _, err := rt.EnsureAPICert(ctx, daemon.APIHosts(o.APIListen)); err != nil {
+	if _, err := c.Finish(ctx, fo); err != nil {
 		return nil, err
 	}
-	return &Result{KeyURI: uri.String(), CASubject: caCert.Subject.String(),
-		CASerial: issue.SerialString(caCert.SerialNumber), APIListen: o.APIListen}, nil
+	st, err := c.State()
+	if err != nil {
+		return nil, err
+	}
+	return &Result{KeyURI: st.Key.URI, CASubject: st.CA.Subject, CASerial: caSerial(stage), APIListen: o.APIListen}, nil
+}
+
+func caSerial(dir string) string {
+	cert, err := daemon.ReadCACert(filepath.Join(dir, config.CACertFile))
+	if err != nil {
+		return ""
+	}
+	return issue.SerialString(cert.SerialNumber)
 }
 
 // stageDirectory copies the directory password (and CA) into the data directory.

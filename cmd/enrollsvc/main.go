@@ -47,6 +47,8 @@ const usage = `enrollsvc - HSM-backed certificate enrollment service
 Usage:
   enrollsvc init  --data DIR --ca-name NAME [--key TYPE] [flags]   create a data directory
   enrollsvc serve --data DIR [--api-listen ADDR]                    run the service
+  enrollsvc provision STEP --data DIR [flags]                       the provisioning ceremony,
+                                                                    step by step (the appliance's)
   enrollsvc version                                                 print the version
 
 Run 'enrollsvc COMMAND -h' for the flags of a command. Manage a running service with aectl.
@@ -62,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdInit(args[1:], stdout, stderr)
 	case "serve":
 		return cmdServe(args[1:], stdout, stderr)
+	case "provision":
+		return cmdProvision(args[1:], os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollsvc", daemon.Version)
 		return nil

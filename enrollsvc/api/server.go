@@ -51,6 +51,7 @@ type Issuer interface {
 type Config struct {
 	TokenSHA256 string // hex SHA-256 of the admin token
 	CACert      *x509.Certificate
+	CAChain     []*x509.Certificate // above a subordinate CA, up to its root
 	Store       Reader
 	Service     Issuer
 	Enroller    Enroller // nil without a directory
@@ -232,8 +233,11 @@ func (s *Server) health(c echo.Context) error {
 }
 
 func (s *Server) caCert(c echo.Context) error {
-	return c.Blob(http.StatusOK, "application/x-pem-file",
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cfg.CACert.Raw}))
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cfg.CACert.Raw})
+	for _, cc := range s.cfg.CAChain {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cc.Raw})...)
+	}
+	return c.Blob(http.StatusOK, "application/x-pem-file", b)
 }
 
 func (s *Server) status(c echo.Context) error {

@@ -61,6 +61,9 @@ type Config struct {
 	HSM     HSM    `json:"hsm"`
 	Store   string `json:"store"`   // SQLite file
 	CACert  string `json:"ca_cert"` // PEM
+	// CAChain holds the certificates above a subordinate CA, up to its root (PEM); empty for
+	// a self-signed root.
+	CAChain string `json:"ca_chain,omitempty"`
 	API     API    `json:"api"`
 	// URLs written into every certificate.
 	CRLURLs      []string `json:"crl_urls,omitempty"`

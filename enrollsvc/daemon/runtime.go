@@ -29,6 +29,7 @@ type Runtime struct {
 	KeyStore *hsm.KeyStore
 	Key      *hsm.Key
 	CACert   *x509.Certificate
+	CAChain  []*x509.Certificate // above a subordinate CA, up to the root; nil for a root
 	Store    *store.SQLite
 	Issuer   *issue.Issuer
 	Service  *enrollsvc.Service
@@ -56,6 +57,11 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 		return nil, err
 	}
 	rt := &Runtime{Dir: dir, Config: cfg, CACert: caCert, Log: log, Started: time.Now()}
+	if cfg.CAChain != "" {
+		if rt.CAChain, err = ReadCAChain(config.Path(dir, cfg.CAChain), caCert); err != nil {
+			return nil, err
+		}
+	}
 	defer func() {
 		if err != nil {
 			rt.Close()
@@ -122,6 +128,47 @@ func (rt *Runtime) Close() {
 			rt.Log.Error("closing the HSM", "error", err)
 		}
 	}
+}
+
+// ReadCAChain reads the certificates above the CA (PEM) and checks that they chain caCert
+// to a self-signed root.
+func ReadCAChain(path string, caCert *x509.Certificate) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA chain: %w", err)
+	}
+	var chain []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil || blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s: corrupt CA chain: certificate %d", path, len(chain)+1)
+		}
+		chain = append(chain, c)
+	}
+	child := caCert
+	for i, c := range chain {
+		if err := child.CheckSignatureFrom(c); err != nil {
+			return nil, fmt.Errorf("%s: certificate %d (%s) did not sign %s: %w", path, i+1, c.Subject, child.Subject, err)
+		}
+		child = c
+	}
+	if len(chain) == 0 || child.CheckSignatureFrom(child) != nil {
+		return nil, fmt.Errorf("%s: the CA chain does not end in a self-signed root", path)
+	}
+	return chain, nil
+}
+
+// ChainPEM is the CA certificate followed by the certificates above it, in PEM.
+func (rt *Runtime) ChainPEM() []byte {
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rt.CACert.Raw})
+	for _, c := range rt.CAChain {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return b
 }
 
 // ReadCACert reads a PEM CA certificate file.

@@ -80,8 +80,7 @@ func (rt *Runtime) ensureTLSCert(ctx context.Context, certPath, keyPath string, 
 	if err := config.WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return tls.Certificate{}, err
 	}
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rt.CACert.Raw})...)
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}), rt.ChainPEM()...)
 	if err := config.WriteFileAtomic(certPath, chain, 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
@@ -145,7 +144,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if err := rt.startRevocation(ctx); err != nil {
 		return err
 	}
-	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, Store: rt.Store,
+	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, CAChain: rt.CAChain, Store: rt.Store,
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
 		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }}
 	if rt.directory != nil {
