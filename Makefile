@@ -11,9 +11,9 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
             samba samba-ad-dc samba-ad-provision winbind krb5-user ldap-utils \
             certmonger scep dbus curl \
-            qemu-system-x86 zstd e2fsprogs cpio
+            qemu-system-x86 zstd e2fsprogs cpio chrony
 
-.PHONY: all deps build run test bench lint clean image image-check run-vm
+.PHONY: all deps build run run-native test bench lint clean image image-check run-vm
 
 all: build
 
@@ -24,12 +24,20 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	$(GO) mod download
+	cd firmware/debugtools && $(GO) mod download
 
 build: deps
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
-# Creates ./var on first use (SoftHSM token, CA key in it, dev root CA), then serves in the foreground.
-run: build
+# The appliance: builds the image and boots it in QEMU (TCG) on this terminal, with the serial
+# console here and a persistent data disk build/appliance/data.img (created blank on first use);
+# the API is forwarded to https://127.0.0.1:9443 and the HTTP listener to http://127.0.0.1:8080
+# (127.0.0.1 only). Provision it at the console: type "menu" or "help".
+run: run-vm
+
+# Development mode without the VM: creates ./var on first use (SoftHSM token, CA key in it, dev
+# root CA), then serves in the foreground.
+run-native: build
 	@if [ ! -e $(DATA)/config.json ]; then \
 		bin/enrollsvc init --data $(DATA) --ca-name "$(CA_NAME)" --key $(KEY) --http-url http://127.0.0.1:8080; \
 	fi
@@ -54,19 +62,26 @@ bench: build
 # Reproducible: the same sources, VERSION, SOURCE_DATE_EPOCH, Go toolchain, kernel package and
 # host packages give the same bytes (build/appliance/manifest.json records them). The VM test in
 # testvm/ (part of make test) builds the same image the same way.
+#   HSM_MODULE=/path/lib.so  bundles that PKCS#11 module (symlinks followed, with every library it needs) at
+#                            /usr/lib/pkcs11/<name> instead of SoftHSM2's; /etc/appliance/hsm.json names it.
+#   DEBUG=1                  builds a debug image (version suffixed -debug, /bin/gosh as /bin/sh, a few u-root
+#                            tools); a release image has no shell. Only DEBUG on the make command line counts,
+#                            never one from the environment. Give it its own IMAGE_DIR (e.g. build/appliance-debug)
+#                            to keep the release image the VM tests use.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE_DIR ?= build/appliance
 
 image: deps
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/mkfirmware -out $(IMAGE_DIR) -version $(VERSION)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/mkfirmware -out $(IMAGE_DIR) -version $(VERSION) \
+		$(if $(HSM_MODULE),-hsm-module '$(HSM_MODULE)') $(if $(and $(filter command line,$(origin DEBUG)),$(filter-out 0,$(DEBUG))),-debug)
 
 # Builds the image a second time from scratch (empty Go build cache, fresh temporary directories)
 # and fails unless both builds are byte-identical. A few minutes on two cores, so not in make test.
 image-check: deps
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/mkfirmware -out $(IMAGE_DIR) -version $(VERSION) -check
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/mkfirmware -out $(IMAGE_DIR) -version $(VERSION) -check \
+		$(if $(HSM_MODULE),-hsm-module '$(HSM_MODULE)') $(if $(and $(filter command line,$(origin DEBUG)),$(filter-out 0,$(DEBUG))),-debug)
 
-# Boots the image in QEMU (TCG) on this terminal with a persistent data disk build/appliance/data.img;
-# the API is forwarded to https://127.0.0.1:9443, the HTTP listener to http://127.0.0.1:8080.
+# Boots the image in QEMU (make run).
 run-vm: image
 	$(GO) run ./testvm/runvm -image $(IMAGE_DIR) -disk $(IMAGE_DIR)/data.img
 

@@ -31,10 +31,14 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
+	"github.com/enrollment-appliance/aeappliance/appliance/harden"
 	"github.com/enrollment-appliance/aeappliance/appliance/kmod"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
+	"github.com/enrollment-appliance/aeappliance/appliance/timesync"
+	"github.com/enrollment-appliance/aeappliance/firmware/slots"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
 // Options configure Run. The zero values of the paths and ports are the image's.
@@ -51,6 +55,8 @@ type Options struct {
 	Interface   string   // management interface (default eth0)
 	APIPort     int      // local management API (default 9443)
 	HTTPPort    int      // CRLs, OCSP, AIA and SCEP over plain HTTP (default 80)
+	EnrollPort  int      // enrollment web services over HTTPS, with a directory (default 443)
+	HSMFile     string   // which PKCS#11 module the image bundles (default release.HSMPath)
 	In          io.Reader
 	Out         io.Writer
 	// ReopenConsole opens the console device again after reading it failed (default
@@ -83,6 +89,12 @@ func (o *Options) defaults() {
 	if o.HTTPPort == 0 {
 		o.HTTPPort = 80
 	}
+	if o.EnrollPort == 0 {
+		o.EnrollPort = 443
+	}
+	if o.HSMFile == "" {
+		o.HSMFile = release.HSMPath
+	}
 	if o.In == nil {
 		o.In = os.Stdin
 	}
@@ -106,16 +118,18 @@ const Prompt = "appliance> "
 
 // Appliance is the running appliance.
 type Appliance struct {
-	o       Options
-	rel     release.Release
-	log     *slog.Logger
-	logs    *logSink
-	con     *console.Console
-	start   time.Time
-	serial  string
-	mods    kmod.Result
-	stop    context.CancelFunc // ends Run (Dev mode)
-	netDone chan struct{}      // closed once the network is configured
+	o        Options
+	rel      release.Release
+	log      *slog.Logger
+	logs     *logSink
+	con      *console.Console
+	start    time.Time
+	serial   string
+	mods     kmod.Result
+	stop     context.CancelFunc // ends Run (Dev mode)
+	netDone  chan struct{}      // closed once the network is configured
+	diskDone chan struct{}      // closed once the data disk is ready or known to be unusable
+	hsm      release.HSM        // the PKCS#11 module of the image
 
 	mu      sync.Mutex
 	disk    diskState
@@ -125,6 +139,15 @@ type Appliance struct {
 	svc     *supervise.Supervisor
 	svcLog  *os.File
 	down    bool // powering off or rebooting: start nothing more
+
+	loggedIn bool      // the console's admin is logged in
+	lastCmd  time.Time // of the logged-in admin, for IdleLogout
+
+	prov     *provServer      // the provisioning API while unprovisioned
+	running  string           // the firmware slot this boot runs from ("": the factory image)
+	confirm  bool             // this boot is a slot's trial: confirm it once up
+	keeper   *timesync.Keeper // keeps the clock; nil without NTP servers
+	timeStop context.CancelFunc
 }
 
 type diskState struct {
@@ -138,7 +161,7 @@ type diskState struct {
 // mode it returns when the console input ends or the operator powers off.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
-	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), netDone: make(chan struct{})}
+	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), netDone: make(chan struct{}), diskDone: make(chan struct{})}
 	a.log = slog.New(slog.NewTextHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	log.SetOutput(a.logs) // u-root's libraries log with the standard logger
 	log.SetFlags(log.LstdFlags)
@@ -155,10 +178,19 @@ func Run(ctx context.Context, o Options) error {
 		rel = release.Release{Product: release.Product, Version: "dev"}
 	}
 	a.rel = rel
+	if h, err := release.ReadHSM(o.HSMFile); err == nil {
+		a.hsm = h
+	} else {
+		a.hsm = release.HSM{SoftHSM: true}
+	}
 	ctx, a.stop = context.WithCancel(ctx)
 	defer a.stop()
 	a.con = console.New(o.In, o.Out, Prompt, a.commands())
 	a.con.Log = a.log
+	a.con.Allow = a.allow
+	if f, ok := o.In.(*os.File); ok {
+		a.con.Echo = func(on bool) { setEcho(f, on) }
+	}
 	a.con.Printf("%s %s starting", rel.Product, rel.Version)
 
 	if o.Dev {
@@ -168,11 +200,20 @@ func Run(ctx context.Context, o Options) error {
 		a.bootSystem()
 		go a.network(ctx)
 	}
+	if !o.Dev {
+		if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+			a.running = slots.RunningSlot(string(b))
+		}
+	}
 	a.prepareData(ctx)
+	a.chooseFirmware() // may boot another firmware and not return
+	close(a.diskDone)
 	if !o.Dev {
 		a.serial = readSerial()
 	}
 	a.banner(a.con.Out())
+	go a.provisioningAPILoop(ctx)
+	go a.confirmFirmware(ctx)
 	if a.provisioned() {
 		go func() {
 			if err := a.startService(ctx); err != nil {
@@ -225,10 +266,26 @@ func (a *Appliance) bootSystem() {
 	}
 	a.mods = res
 	a.log.Info("kernel modules", "result", res.Summary(), "elapsed", time.Since(t))
+	// Only errors and worse from the kernel on the console: the console is the admin's.
+	if err := os.WriteFile("/proc/sys/kernel/printk", []byte("3 4 1 3"), 0o644); err != nil {
+		a.log.Error("kernel console log level", "err", err)
+	}
+	var early []harden.Setting // kexec stays possible until the firmware is chosen
+	for _, st := range harden.Sysctls {
+		if st.Key != kexecSysctl {
+			early = append(early, st)
+		}
+	}
+	n, errs := harden.Apply("/proc/sys", early)
+	for _, err := range errs {
+		a.log.Error("sysctl hardening", "err", err)
+	}
+	a.log.Info("sysctl hardening", "applied", n, "failed", len(errs))
 }
 
-// network configures loopback and then the management interface by DHCP, retrying with
-// a growing delay until it gets a lease.
+// network configures loopback and then the management interface from the saved
+// settings (on the data disk): a static address, or DHCP retried with a growing delay
+// until it gets a lease; then the resolver, host name and time servers.
 func (a *Appliance) network(ctx context.Context) {
 	if err := netcfg.LoopbackUp(); err != nil {
 		a.log.Error("loopback", "err", err)
@@ -238,17 +295,30 @@ func (a *Appliance) network(ctx context.Context) {
 		a.con.Printf("Network: %v", err)
 		return
 	}
+	select {
+	case <-a.diskDone:
+	case <-ctx.Done():
+		return
+	}
+	n := provisioning.Network{Mode: "dhcp"}
+	if _, ok := a.diskReady(); ok {
+		saved, err := provisioning.LoadNetwork(a.settingsDir())
+		if err != nil {
+			a.con.Printf("Network settings: %v; using DHCP", err)
+		} else {
+			n = saved
+		}
+	}
 	delay := 2 * time.Second
 	for attempt := 1; ; attempt++ {
-		cfg, err := netcfg.DHCP(ctx, a.o.Interface, 4*time.Second, 3)
+		cfg, err := a.configureNetwork(ctx, n)
 		if err == nil {
-			a.setNet(&cfg, nil)
 			a.log.Info("network configured", "config", cfg.String())
 			close(a.netDone)
 			return
 		}
 		a.setNet(nil, err)
-		a.log.Warn("DHCP failed", "attempt", attempt, "err", err)
+		a.log.Warn("network configuration failed", "mode", n.Mode, "attempt", attempt, "err", err)
 		if attempt == 1 {
 			a.con.Printf("Network: %v; retrying in the background", err)
 		}
@@ -383,6 +453,10 @@ func (a *Appliance) afterMount() error {
 func (a *Appliance) diskReady() (diskState, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.diskReadyLocked()
+}
+
+func (a *Appliance) diskReadyLocked() (diskState, bool) {
 	return a.disk, a.disk.Mounted && a.disk.Problem == ""
 }
 
@@ -471,6 +545,21 @@ func setupTTY(f *os.File) {
 	t.Lflag |= unix.ICANON | unix.ECHO | unix.ECHOE | unix.ECHOK | unix.IEXTEN
 	t.Lflag &^= unix.ISIG
 	t.Cc[unix.VEOF] = 0
+	_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
+}
+
+// setEcho turns the terminal's echo on or off (around secrets).
+func setEcho(f *os.File, on bool) {
+	fd := int(f.Fd())
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return
+	}
+	if on {
+		t.Lflag |= unix.ECHO
+	} else {
+		t.Lflag &^= unix.ECHO
+	}
 	_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 

@@ -1,14 +1,11 @@
 package appliance
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,21 +16,66 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
+	"github.com/enrollment-appliance/aeappliance/appliance/harden"
 )
 
 // commands is the console's command set. The words follow aectl's.
 func (a *Appliance) commands() []console.Command {
-	return []console.Command{
-		{Name: "status", Help: "state, data disk, network, service", Menu: "Status", Run: a.cmdStatus},
+	cmds := []console.Command{
+		{Name: "status", Help: "state, data disk, network, time, service", Menu: "Status", Run: a.cmdStatus},
 		{Name: "version", Help: "image, kernel and service versions", Menu: "Version", Run: a.cmdVersion},
-		{Name: "provision selfsigned", Args: "CA-NAME", MinArgs: 1, MaxArgs: -1,
-			Help: "make a self-signed root CA and start", Menu: "Provision with a self-signed root CA",
-			Ask: []string{"Name of the CA (e.g. Corp Root CA)"}, Run: a.cmdProvisionSelfSigned},
-		{Name: "reboot", Help: "stop the service, unmount, reboot", Menu: "Reboot",
-			Confirm: "Reboot the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")},
-		{Name: "poweroff", Help: "stop the service, unmount, power off", Menu: "Power off",
-			Confirm: "Power off the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_POWER_OFF, "Powering off")},
+		{Name: "login", Help: "log in with the admin passphrase", Menu: "Log in", Run: a.cmdLogin},
+		{Name: "logout", Help: "log out of the console", Run: a.cmdLogout},
+		{Name: "provision status", Help: "the provisioning steps: done and next", Menu: "Provisioning: what is done",
+			Run: a.cmdProvisionStatus},
+		{Name: "provision passphrase", Help: "1. set or change the admin passphrase", Menu: "Provisioning 1: admin passphrase",
+			Run: a.cmdPassphrase},
+		{Name: "provision token", Help: "3. initialise the HSM token (SO, user PIN)", Menu: "Provisioning 3: HSM token",
+			Run: a.cmdToken},
+		{Name: "provision key", Args: "[TYPE]", MaxArgs: 1, Help: "4. CA key in the token (ecdsa-p256...)",
+			Menu: "Provisioning 4: CA key", Run: a.cmdKey},
+		{Name: "provision selfsigned", Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5a. a self-signed root CA",
+			Menu: "Provisioning 5a: self-signed root CA", Ask: []string{"Name of the CA (e.g. Corp Root CA)"}, Run: a.cmdSelfSigned},
+		{Name: "provision csr", Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5b. subordinate CA: print its request",
+			Menu: "Provisioning 5b: subordinate CA request", Ask: []string{"Name of the CA (e.g. Corp Issuing CA)"}, Run: a.cmdCSR},
+		{Name: "provision import", Help: "5b. paste the signed CA chain (PEM)", Menu: "Provisioning 5b: import the CA chain",
+			Run: a.cmdImport},
+		{Name: "provision directory", Args: "URL BIND-USER CA-CN", MinArgs: 3, MaxArgs: 3,
+			Help: "6. Active Directory (optional)", Menu: "Provisioning 6: Active Directory",
+			Ask: []string{"LDAP URL (ldaps://dc.example.test)", "Service account (UPN or DN)", "Enrollment service cn"},
+			Run: a.cmdDirectory},
+		{Name: "provision finish", Help: "7. write the configuration, start", Menu: "Provisioning 7: finish and start",
+			Run: a.cmdFinish},
+		{Name: "network", Help: "2. network settings and state", Menu: "Network", Run: a.cmdNetwork("")},
+		{Name: "network dhcp", Help: "address by DHCP", Run: a.cmdNetwork("dhcp")},
+		{Name: "network static", Args: "ADDR/PREFIX [GATEWAY]", MinArgs: 1, MaxArgs: 2, Help: "a static address",
+			Run: a.cmdNetwork("static")},
+		{Name: "network dns", Args: "IP...", MaxArgs: 3, Help: "name servers (none: DHCP's)", Run: a.cmdNetwork("dns")},
+		{Name: "network ntp", Args: "SERVER...", MaxArgs: 4, Help: "time servers (none: DHCP's)", Run: a.cmdNetwork("ntp")},
+		{Name: "network hostname", Args: "NAME", MinArgs: 1, MaxArgs: 1, Help: "the appliance's DNS name",
+			Run: a.cmdNetwork("hostname")},
+		{Name: "requests", Args: "[STATE]", MaxArgs: 1, Help: "certificate requests (pending, issued...)",
+			Menu: "Pending requests", Run: a.cmdRequests},
+		{Name: "approve", Args: "ID", MinArgs: 1, MaxArgs: 1, Help: "issue a pending request", Run: a.cmdApprove},
+		{Name: "deny", Args: "ID REASON...", MinArgs: 2, MaxArgs: -1, Help: "refuse a pending request", Run: a.cmdDeny},
+		{Name: "revoke", Args: "SERIAL REASON", MinArgs: 2, MaxArgs: 2, Help: "revoke a certificate (final)",
+			Confirm: "Revoke the certificate? This cannot be undone.", Run: a.cmdRevoke},
+		{Name: "events", Args: "[N]", MaxArgs: 1, Help: "the latest audit events", Menu: "Events", Run: a.cmdEvents},
+		{Name: "ca", Help: "the CA certificate and its chain (PEM)", Menu: "CA certificate", Run: a.cmdCA},
+		{Name: "api token", Help: "the management API's admin token", Run: a.cmdAPIToken},
+		{Name: "update", Help: "firmware: running version, slots, last update", Menu: "Firmware updates",
+			Run: a.cmdUpdateStatus},
+		{Name: "update rollback", Help: "boot the factory image from now on", Confirm: "Stop booting the installed update?",
+			Run: a.cmdUpdateRollback},
 	}
+	if a.rel.Debug {
+		cmds = append(cmds, console.Command{Name: "shell", Help: "a shell (debug image only)", Run: a.cmdShell})
+	}
+	return append(cmds,
+		console.Command{Name: "reboot", Help: "stop the service, unmount, reboot", Menu: "Reboot",
+			Confirm: "Reboot the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")},
+		console.Command{Name: "poweroff", Help: "stop the service, unmount, power off", Menu: "Power off",
+			Confirm: "Power off the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_POWER_OFF, "Powering off")})
 }
 
 // banner is shown once the data disk is ready (or known to be missing).
@@ -49,6 +91,9 @@ func (a *Appliance) banner(w io.Writer) {
 
 func (a *Appliance) versionLine() string {
 	s := a.rel.Version
+	if a.running != "" {
+		s += " (slot " + a.running + ")"
+	}
 	if a.rel.Kernel != "" {
 		s += " (kernel " + a.rel.Kernel + ")"
 	}
@@ -102,6 +147,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	default:
 		row("Network", "configuring "+a.o.Interface+" (DHCP)")
 	}
+	row("Time", time.Now().UTC().Format("2006-01-02 15:04:05 UTC")+", "+a.timeStatus())
 	si := a.serviceInfo(ctx)
 	row("Service", "enrollsvc "+si.State)
 	if si.API != "" {
@@ -112,6 +158,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 		row("API", si.API+" "+h)
 	}
 	if !a.o.Dev {
+		row("Listening", listening())
 		row("Modules", a.mods.Summary())
 	}
 	return nil
@@ -133,62 +180,6 @@ func (a *Appliance) cmdVersion(ctx context.Context, _ []string, w io.Writer) err
 		return fmt.Errorf("enrollsvc version: %w", err)
 	}
 	fmt.Fprintf(w, "%-16s%s\n", "Service:", strings.TrimSpace(string(out)))
-	return nil
-}
-
-// cmdProvisionSelfSigned creates the service's data directory with a self-signed root
-// CA (the key generated in the SoftHSM token on the data disk) and starts the service.
-// It changes nothing when it fails: enrollsvc init builds the directory aside and
-// renames it into place.
-func (a *Appliance) cmdProvisionSelfSigned(ctx context.Context, args []string, w io.Writer) error {
-	name := strings.Join(args, " ")
-	if _, ok := a.diskReady(); !ok {
-		return errors.New("no usable data disk (see status); nothing changed")
-	}
-	if a.provisioned() {
-		subj, _, _ := caInfo(a.varDir())
-		return fmt.Errorf("already provisioned (CA %s); nothing changed", subj)
-	}
-	ip, err := a.address(ctx, 30*time.Second)
-	if err != nil {
-		return fmt.Errorf("%w; nothing changed, try again once the network is up", err)
-	}
-	host := ip.String()
-	httpURL := "http://" + host
-	if a.o.HTTPPort != 80 {
-		httpURL += ":" + strconv.Itoa(a.o.HTTPPort)
-	}
-	initArgs := []string{"init", "--data", a.varDir(), "--ca-name", name,
-		"--api-listen", net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
-		"--http-url", httpURL, "--http-listen", net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort))}
-	fmt.Fprintf(w, "Creating the HSM token on the data disk, the CA key inside it and a\nself-signed root CA %q...\n", name)
-	t := time.Now()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, a.o.Enrollsvc, initArgs...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	a.log.Info("enrollsvc init", "args", initArgs, "output", out.String(), "err", err, "elapsed", time.Since(t))
-	if err != nil {
-		why := lastLine(out.String())
-		if why == "" {
-			why = err.Error()
-		}
-		return fmt.Errorf("enrollsvc init failed, nothing changed: %s", why)
-	}
-	subj, fp, err := caInfo(a.varDir())
-	if err != nil {
-		return fmt.Errorf("reading the new CA certificate: %w", err)
-	}
-	fmt.Fprintf(w, "Provisioned in %s.\n  CA:          %s\n  Fingerprint: SHA-256\n    %s\n",
-		time.Since(t).Round(100*time.Millisecond), subj, fp)
-	if err := a.startService(ctx); err != nil {
-		return fmt.Errorf("starting enrollsvc: %w", err)
-	}
-	url, err := a.waitHealthy(ctx, 90*time.Second)
-	if err != nil {
-		return fmt.Errorf("enrollsvc started but its API %s does not answer: %w (see status)", url, err)
-	}
-	fmt.Fprintf(w, "Service running: API %s, CRLs and OCSP %s\n", url, httpURL)
 	return nil
 }
 
@@ -276,4 +267,26 @@ func firstSentence(s string) string {
 		return s[:i+1]
 	}
 	return s
+}
+
+// listening lists the sockets that accept connections or datagrams from the network
+// (loopback ones are left out): the hardening says only the service's.
+func listening() string {
+	socks, err := harden.Listening("/proc/net")
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range socks {
+		if s.Addr.Addr().IsLoopback() || seen[s.String()] {
+			continue
+		}
+		seen[s.String()] = true
+		out = append(out, s.String())
+	}
+	if len(out) == 0 {
+		return "nothing"
+	}
+	return strings.Join(out, ", ")
 }

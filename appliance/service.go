@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,9 +24,11 @@ import (
 // startService starts `enrollsvc serve` under supervision once the network is up (the
 // service binds to the management address).
 func (a *Appliance) startService(ctx context.Context) error {
-	if _, err := a.address(ctx, 365*24*time.Hour); err != nil {
+	ip, err := a.address(ctx, 365*24*time.Hour)
+	if err != nil {
 		return fmt.Errorf("not started: %w", err)
 	}
+	host := ip.String()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.down {
@@ -39,10 +42,18 @@ func (a *Appliance) startService(ctx context.Context) error {
 		return fmt.Errorf("opening its log: %w", err)
 	}
 	a.svcLog = f
+	args := []string{"serve", "--data", a.varDir(), "--log-level", "info",
+		// The listeners follow the management address, whatever it was when provisioned.
+		"--api-listen", net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
+		"--http-listen", net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort)),
+		"--enroll-listen", net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort))}
+	if _, err := os.Stat(UpdateKeysPath); err == nil && !a.o.Dev {
+		args = append(args, "--firmware-dir", a.firmwareStore().Dir, "--update-keys", UpdateKeysPath)
+	}
 	a.svc = supervise.New(supervise.Config{
 		Name:   "enrollsvc",
 		Path:   a.o.Enrollsvc,
-		Args:   []string{"serve", "--data", a.varDir(), "--log-level", "info"},
+		Args:   args,
 		Dir:    a.o.DataDir,
 		Output: f,
 		OnEvent: func(msg string) {
@@ -56,12 +67,33 @@ func (a *Appliance) startService(ctx context.Context) error {
 	return nil
 }
 
+// restartService stops the service and starts it again (on a new address).
+func (a *Appliance) restartService(ctx context.Context) {
+	a.mu.Lock()
+	svc := a.svc
+	a.svc = nil
+	if a.svcLog != nil {
+		a.svcLog.Close()
+		a.svcLog = nil
+	}
+	a.mu.Unlock()
+	if svc != nil {
+		if err := svc.Stop(); err != nil {
+			a.log.Error("stopping enrollsvc", "err", err)
+		}
+	}
+	if err := a.startService(ctx); err != nil {
+		a.con.Printf("enrollsvc: %v", err)
+	}
+}
+
 // shutdownService stops the service (SIGTERM, then SIGKILL after 10 s).
 func (a *Appliance) shutdownService() {
 	a.mu.Lock()
 	a.down = true
 	svc := a.svc
 	a.mu.Unlock()
+	a.stopProvisioningAPI()
 	if svc == nil {
 		return
 	}
@@ -116,7 +148,11 @@ func (a *Appliance) health(ctx context.Context) (string, error) {
 	if !pool.AppendCertsFromPEM(pemBytes) {
 		return "", errors.New("no CA certificate")
 	}
-	host, port, err := net.SplitHostPort(cfg.API.Listen)
+	addr := cfg.API.Listen
+	if b, err := os.ReadFile(config.Path(a.varDir(), config.APIAddrFile)); err == nil {
+		addr = strings.TrimSpace(string(b)) // where serve listens now
+	}
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", err
 	}

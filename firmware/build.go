@@ -1,7 +1,12 @@
 // Package firmware composes the appliance image: Debian's kernel (fetched with apt, never
 // installed on the build host) and a u-root initramfs holding u-root's init, the init
-// payload cmd/appinit, enrollsvc built with cgo, the PKCS#11 module, the e2fsprogs tools
-// the data disk needs, the kernel modules to load and the files under rootfs/.
+// payload cmd/appinit, enrollsvc built with cgo, the PKCS#11 module (SoftHSM2 or a
+// vendor's, with the libraries it needs), the e2fsprogs tools the data disk needs, the
+// kernel modules to load and the files under rootfs/.
+//
+// A release image has no shell. A debug image (Options.Debug) adds u-root's gosh as
+// /bin/gosh and /bin/sh and a few u-root tools (DebugTools), all in one busybox binary;
+// its version ends in -debug.
 //
 // Builds are reproducible: the same inputs (sources, version string, source date, Go
 // toolchain, kernel package and the host packages whose files are bundled) give the same
@@ -49,7 +54,8 @@ type Options struct {
 	KernelPackage   string // Debian package (default linux-image-amd64: the current one)
 	Modules         []string
 	ZstdLevel       int    // default 19
-	HSMModule       string // PKCS#11 module to bundle (default SoftHSM2's)
+	HSMModule       string // PKCS#11 module to bundle (default DefaultHSMModule, SoftHSM2)
+	Debug           bool   // a debug image: with a shell and tools, version suffixed -debug
 	GoCache         string // GOCACHE for the Go builds (default: the user's)
 	Log             *slog.Logger
 }
@@ -63,8 +69,10 @@ type FileMeta struct {
 // Manifest records what an image was built from and what came out.
 type Manifest struct {
 	Release      release.Release     `json:"release"`
+	Debug        bool                `json:"debug"` // a debug image (with a shell)
 	Kernel       KernelMeta          `json:"kernel"`
-	Modules      []string            `json:"modules"`       // load order
+	Modules      []string            `json:"modules"` // load order
+	HSM          HSMMeta             `json:"hsm"`
 	HostPackages map[string]string   `json:"host_packages"` // Debian packages whose files are bundled, with versions
 	Tools        map[string]string   `json:"tools"`         // versions of the Go toolchain and zstd
 	ZstdLevel    int                 `json:"zstd_level"`
@@ -78,12 +86,23 @@ func (m Manifest) Total() int64 { return m.Files[KernelFile].Size + m.Files[Init
 // Summary is the human-readable report `make image` prints.
 func (m Manifest) Summary() string {
 	mb := func(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
-	return fmt.Sprintf("image %s (kernel %s, built from sources of %s)\n"+
-		"  %-20s %9s  sha256 %s\n  %-20s %9s  sha256 %s\n  %-20s %9s  (limit %s)\n",
-		m.Release.Version, m.Kernel.Release, m.Release.BuildDate().Format(time.RFC3339),
+	kind := "release image"
+	if m.Debug {
+		kind = "DEBUG image (has a shell: not for production)"
+	}
+	hsm := "vendor module"
+	if m.HSM.SoftHSM {
+		hsm = "SoftHSM2"
+	}
+	return fmt.Sprintf("%s %s (kernel %s, built from sources of %s)\n"+
+		"  %-20s %9s  sha256 %s\n  %-20s %9s  sha256 %s\n  %-20s %9s  (limit %s)\n"+
+		"  %-20s %s  sha256 %s\n  %-20s %s, from %s, with %d libraries\n  %-20s %d\n",
+		kind, m.Release.Version, m.Kernel.Release, m.Release.BuildDate().Format(time.RFC3339),
 		KernelFile, mb(m.Files[KernelFile].Size), m.Files[KernelFile].SHA256,
 		InitramfsFile, mb(m.Files[InitramfsFile].Size), m.Files[InitramfsFile].SHA256,
-		"together", mb(m.Total()), mb(MaxImageSize))
+		"together", mb(m.Total()), mb(MaxImageSize),
+		"PKCS#11 module", m.HSM.Module, m.HSM.SHA256, "", hsm, m.HSM.Source, len(m.HSM.Libraries),
+		"kernel modules", len(m.Modules))
 }
 
 // ReadManifest reads dir/manifest.json.
@@ -116,7 +135,10 @@ func (o *Options) defaults() error {
 		o.ZstdLevel = 19
 	}
 	if o.HSMModule == "" {
-		o.HSMModule = "/usr/lib/softhsm/libsofthsm2.so"
+		o.HSMModule = DefaultHSMModule
+	}
+	if o.Debug && !strings.HasSuffix(o.Version, debugSuffix) {
+		o.Version += debugSuffix
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -124,12 +146,20 @@ func (o *Options) defaults() error {
 	return nil
 }
 
+// debugSuffix ends the version of a debug image.
+const debugSuffix = "-debug"
+
 // Build builds the image into o.OutDir and returns its manifest. Concurrent builds into
 // the same directory wait for each other. When the archive comes out identical to the
-// one already there, the compressed file is kept rather than compressed again.
+// one already there, the compressed file is kept rather than compressed again. A missing
+// or unusable PKCS#11 module fails the build before anything is built.
 func Build(ctx context.Context, o Options) (Manifest, error) {
 	if err := o.defaults(); err != nil {
 		return Manifest{}, err
+	}
+	hsm, err := inspectHSMModule(o.HSMModule)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("firmware: %w", err)
 	}
 	for _, d := range []string{o.OutDir, o.CacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -150,17 +180,17 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("firmware: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	m, err := build(ctx, o, tmp)
+	m, err := build(ctx, o, hsm, tmp)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("firmware: %w", err)
 	}
 	return m, nil
 }
 
-func build(ctx context.Context, o Options, tmp string) (Manifest, error) {
+func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, error) {
 	start := time.Now()
 	stage := filepath.Join(tmp, "stage")
-	m := Manifest{ZstdLevel: o.ZstdLevel, HostPackages: map[string]string{}, Files: map[string]FileMeta{},
+	m := Manifest{Debug: o.Debug, ZstdLevel: o.ZstdLevel, HostPackages: map[string]string{}, Files: map[string]FileMeta{},
 		Tools: map[string]string{"go": o.toolVersion(ctx, "go", "env", "GOVERSION"), "zstd": o.toolVersion(ctx, "zstd", "--version")}}
 
 	deb, kmeta, err := fetchKernel(ctx, o.KernelPackage, o.CacheDir)
@@ -178,44 +208,71 @@ func build(ctx context.Context, o Options, tmp string) (Manifest, error) {
 	}
 	o.Log.Info("kernel", "package", kmeta.Package, "version", kmeta.Version, "modules", len(m.Modules))
 
-	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel}
+	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel, Debug: o.Debug}
 	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.Path, "/")), m.Release.Marshal(), 0o644); err != nil {
+		return m, err
+	}
+	hsmFile := release.HSM{Module: hsm.Module, SoftHSM: hsm.SoftHSM}
+	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.HSMPath, "/")), hsmFile.Marshal(), 0o644); err != nil {
 		return m, err
 	}
 	if err := copyTree(filepath.Join(o.Root, "rootfs"), stage); err != nil {
 		return m, err
 	}
 
-	enrollsvc := filepath.Join(stage, "bin", "enrollsvc")
-	for _, b := range []struct {
-		pkg, out string
-		cgo      bool
-	}{
-		{"./cmd/enrollsvc", enrollsvc, true},
-		{"github.com/u-root/u-root/cmds/core/init", filepath.Join(stage, "bin", "init"), false},
-		{"./cmd/appinit", filepath.Join(stage, "bin", "appinit"), false},
-	} {
-		if err := o.goBuild(ctx, b.pkg, b.out, b.cgo); err != nil {
+	for _, c := range imageCommands() {
+		if err := o.goBuild(ctx, c, filepath.Join(stage, c.Out)); err != nil {
+			return m, err
+		}
+	}
+	if o.Debug {
+		if err := o.buildBusybox(ctx, filepath.Join(stage, debugBusybox)); err != nil {
 			return m, err
 		}
 	}
 	o.Log.Info("built the Go commands", "elapsed", time.Since(start).Round(time.Millisecond))
 
-	// Host files: the PKCS#11 module (dlopen'ed, so its libraries are listed here) and
-	// e2fsprogs for the data disk. Every library goes where the loader found it here.
+	// Host files: the PKCS#11 module under HSMDir with its libraries (hsmFiles), and
+	// e2fsprogs for the data disk. The other libraries go where the loader found them here.
 	host := map[string]string{ // image path -> host path
-		"/usr/lib/softhsm/libsofthsm2.so": o.HSMModule,
-		"/sbin/mke2fs":                    "/sbin/mke2fs",
-		"/sbin/e2fsck":                    "/sbin/e2fsck",
-		"/etc/mke2fs.conf":                "/etc/mke2fs.conf",
+		"/sbin/mke2fs":     "/sbin/mke2fs",
+		"/sbin/e2fsck":     "/sbin/e2fsck",
+		"/etc/mke2fs.conf": "/etc/mke2fs.conf",
 	}
-	elfs := []string{enrollsvc, o.HSMModule, "/sbin/mke2fs", "/sbin/e2fsck"}
-	libs, err := sharedLibs(ctx, elfs...)
+	libs, err := sharedLibs(ctx, filepath.Join(stage, "bin", "enrollsvc"), "/sbin/mke2fs", "/sbin/e2fsck")
 	if err != nil {
 		return m, err
 	}
 	for _, l := range libs {
 		host[l] = l
+	}
+	hsmHost, err := hsmFiles(ctx, &hsm)
+	if err != nil {
+		return m, err
+	}
+	for dst, src := range hsmHost {
+		if prev, ok := host[dst]; ok && prev != src {
+			return m, fmt.Errorf("HSM module: %s would replace %s at %s in the image", src, prev, dst)
+		}
+		host[dst] = src
+	}
+	m.HSM = hsm
+	links := imageSymlinks(o.Debug)
+	if hsm.SoftHSM && hsm.Module != softHSMCompat {
+		rel, err := filepath.Rel(filepath.Dir(softHSMCompat), hsm.Module)
+		if err != nil {
+			return m, err
+		}
+		links[strings.TrimPrefix(softHSMCompat, "/")] = rel
+	}
+	for p, target := range links {
+		dst := filepath.Join(stage, p)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return m, err
+		}
+		if err := os.Symlink(target, dst); err != nil {
+			return m, err
+		}
 	}
 	for dst, src := range host {
 		if err := stageHostFile(stage, src, dst); err != nil {
@@ -229,6 +286,13 @@ func build(ctx context.Context, o Options, tmp string) (Manifest, error) {
 
 	cpio := filepath.Join(tmp, "initramfs.cpio")
 	if err := o.uroot(ctx, stage, filepath.Join(tmp, "uroot"), cpio); err != nil {
+		return m, err
+	}
+	names, err := archiveNames(cpio)
+	if err != nil {
+		return m, err
+	}
+	if err := checkShells(names, o.Debug); err != nil {
 		return m, err
 	}
 	if m.CPIOSHA256, err = fileSHA256(cpio); err != nil {
@@ -305,30 +369,47 @@ func (o Options) env(extra ...string) []string {
 // goBuild builds a Go command into out, reproducibly (-trimpath, no build ID, stripped).
 // enrollsvc needs cgo (PKCS#11 modules are C libraries) and gets pure-Go DNS and user
 // lookups, so that its only library is libc; everything else is static.
-func (o Options) goBuild(ctx context.Context, pkg, out string, cgo bool) error {
+func (o Options) goBuild(ctx context.Context, c goCommand, out string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
 	ldflags := "-s -w -buildid= -X github.com/enrollment-appliance/aeappliance/enrollsvc/daemon.Version=" + o.Version
 	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", out}
 	env := o.env("CGO_ENABLED=0")
-	if cgo {
+	if c.CGO {
 		args = append(args, "-tags", "netgo,osusergo")
 		env = o.env("CGO_ENABLED=1")
 	}
-	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+	cmd := exec.CommandContext(ctx, "go", append(args, c.Pkg)...)
 	cmd.Dir = o.Root
 	cmd.Env = env
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building %s: %w: %s", pkg, err, strings.TrimSpace(string(b)))
+		return fmt.Errorf("building %s: %w: %s", c.Pkg, err, strings.TrimSpace(string(b)))
 	}
 	return nil
+}
+
+// buildBusybox builds the debug image's busybox (gosh and DebugTools) into out with
+// gobusybox's makebb, pinned in DebugToolsModule, and checks that gosh came out small.
+// makebb rebuilds everything (go build -a): about 20 s on two cores.
+func (o Options) buildBusybox(ctx context.Context, out string) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", makebbArgs(out)...)
+	cmd.Dir = filepath.Join(o.Root, filepath.FromSlash(DebugToolsModule))
+	cmd.Env = o.env("CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the debug busybox: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return checkSmallShell(out)
 }
 
 // uroot runs the u-root tool pinned in go.mod to compose the archive: its base (device
 // nodes, directories), /init -> bin/init (u-root's init), bin/uinit -> appinit (the
 // payload init starts; the command itself is not named uinit, which init would run
-// twice), no shell, and every staged top-level directory added as is.
+// twice), no default shell (a debug image stages its own), and every staged top-level
+// directory added as is, symlinks kept.
 //
 // The Go commands are built beforehand with go build (-nocmd here): u-root's builder
 // always rebuilds the standard library (go build -a), a minute per image, where the

@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -98,15 +99,112 @@ func TestCopyTreeNormalisesModes(t *testing.T) {
 }
 
 func TestManifestSummary(t *testing.T) {
-	m := Manifest{Files: map[string]FileMeta{KernelFile: {Size: 8 << 20}, InitramfsFile: {Size: 15 << 20}}}
+	m := Manifest{Files: map[string]FileMeta{KernelFile: {Size: 8 << 20}, InitramfsFile: {Size: 15 << 20}},
+		Modules: []string{"virtio", "ext4"},
+		HSM: HSMMeta{Module: "/usr/lib/pkcs11/libsofthsm2.so", SHA256: "abc", SoftHSM: true,
+			Source: "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", Libraries: []string{"/lib/x86_64-linux-gnu/libc.so.6"}}}
 	m.Release.Version, m.Kernel.Release = "v1", "6.1.0-56-amd64"
 	if m.Total() != 23<<20 {
 		t.Errorf("Total = %d", m.Total())
 	}
 	s := m.Summary()
-	for _, want := range []string{"image v1 (kernel 6.1.0-56-amd64", "8.0 MB", "15.0 MB", "23.0 MB  (limit 40.0 MB)"} {
+	for _, want := range []string{"release image v1 (kernel 6.1.0-56-amd64", "8.0 MB", "15.0 MB", "23.0 MB  (limit 40.0 MB)",
+		"/usr/lib/pkcs11/libsofthsm2.so  sha256 abc", "SoftHSM2, from /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so, with 1 libraries",
+		"kernel modules       2"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Summary lacks %q:\n%s", want, s)
 		}
+	}
+	m.Debug, m.HSM.SoftHSM = true, false
+	s = m.Summary()
+	for _, want := range []string{"DEBUG image (has a shell: not for production) v1", "vendor module, from"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("debug Summary lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestDebugVersion(t *testing.T) {
+	for _, c := range []struct {
+		version string
+		debug   bool
+		want    string
+	}{{"v1", false, "v1"}, {"v1", true, "v1-debug"}, {"v1-debug", true, "v1-debug"}} {
+		o := Options{Root: ".", OutDir: "out", Version: c.version, Debug: c.debug}
+		if err := o.defaults(); err != nil || o.Version != c.want {
+			t.Errorf("defaults(%q, debug %v): version %q, %v; want %q", c.version, c.debug, o.Version, err, c.want)
+		}
+	}
+}
+
+// kernelModulesDir is the lib/modules/RELEASE directory of a kernel package make image
+// already extracted into build/cache, or "" when there is none.
+func kernelModulesDir() string {
+	dirs, _ := filepath.Glob("../build/cache/linux-image-*/lib/modules/*")
+	if len(dirs) == 0 {
+		return ""
+	}
+	return dirs[len(dirs)-1]
+}
+
+// TestDefaultModulesInKernel resolves DefaultModules against the kernel package of the
+// last image build: every module exists, none but the known ones asks for a firmware
+// blob (the image bundles none), and they stay a small part of the image.
+func TestDefaultModulesInKernel(t *testing.T) {
+	dir := kernelModulesDir()
+	if dir == "" {
+		t.Skip("no kernel package extracted in build/cache (make image fetches one)")
+	}
+	mods, err := scanModules(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := resolveModules(mods, DefaultModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Drivers that name firmware files but work without them on most of their chips.
+	firmwareOptional := map[string]bool{"tg3": true, "r8169": true}
+	var size int64
+	for _, m := range order {
+		info, err := readModinfo(filepath.Join(dir, m.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info["firmware"]) > 0 && !firmwareOptional[m.Name] {
+			t.Errorf("module %s needs firmware %v, which the image does not bundle", m.Name, info["firmware"])
+		}
+		fi, err := os.Stat(filepath.Join(dir, m.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		size += fi.Size()
+	}
+	t.Logf("%s: %d modules, %.1f MB uncompressed", filepath.Base(dir), len(order), float64(size)/(1<<20))
+	if len(order) > 80 || size > 24<<20 {
+		t.Errorf("%d modules, %d bytes: more than the image should carry", len(order), size)
+	}
+}
+
+// TestBuiltImageShells lists the archive of the image in build/appliance, when there is
+// one: a release image has no shell, a debug image has gosh as /bin/sh. (Every build
+// checks this too, before writing the image.)
+func TestBuiltImageShells(t *testing.T) {
+	dir := "../build/appliance"
+	m, err := ReadManifest(dir)
+	if err != nil {
+		t.Skipf("no image built in %s: %v", dir, err)
+	}
+	needTool(t, "zstd")
+	cpio := filepath.Join(t.TempDir(), "initramfs.cpio")
+	if out, err := exec.Command("zstd", "-q", "-d", filepath.Join(dir, InitramfsFile), "-o", cpio).CombinedOutput(); err != nil {
+		t.Fatalf("zstd -d: %v: %s", err, out)
+	}
+	names, err := archiveNames(cpio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkShells(names, m.Debug); err != nil {
+		t.Errorf("%s (version %s): %v", dir, m.Release.Version, err)
 	}
 }

@@ -14,10 +14,31 @@ import (
 // DefaultModules are the kernel modules the image loads, in this order after their
 // dependencies. Debian's kernel builds all of them as modules. crc32c_generic is listed
 // explicitly: ext4 only names "crc32c" as a soft dependency, and without it ext4 will
-// not mount. crc32c_intel is the faster variant where the CPU has SSE4.2 (it refuses to
-// load under QEMU's default TCG CPU, which the appliance tolerates).
+// not mount. crc32c_intel (and crct10dif_pclmul, a soft dependency of sd_mod's CRCs) are
+// the faster variants where the CPU has SSE4.2 and PCLMULQDQ; they refuse to load under
+// QEMU's default TCG CPU, which the appliance tolerates.
+//
+// Beyond virtio, the image carries the storage controllers and network cards of common
+// rack servers. A driver for absent hardware loads and binds nothing; all of them are
+// loaded at every boot (60 modules with their dependencies). Measured on 6.1.0-56: the
+// hardware drivers add 3.0 MB to the compressed initramfs and about 2.4 s to a boot
+// under QEMU's TCG emulation, far less on a real CPU. No firmware blobs are bundled: the
+// drivers listed work without one (tg3 wants firmware only for a few old chips, r8169
+// only for optional PHY patches; the other NICs and the storage controllers run from
+// the firmware in their flash). Left out: bnx2x and qede (they need firmware blobs) and
+// ice (Intel E810: without its DDP package file it runs in a reduced "safe mode"; 430 KB
+// compressed). mlx5_core is the heaviest driver kept (840 KB with its dependencies).
 var DefaultModules = []string{
-	"virtio_pci", "virtio_blk", "virtio_net", "virtio_rng",
+	// Virtual machines: virtio (QEMU/KVM), VMware's paravirtual disk controller and NIC.
+	"virtio_pci", "virtio_blk", "virtio_net", "virtio_rng", "virtio_scsi", "vmw_pvscsi", "vmxnet3",
+	// Storage: SATA (AHCI), SCSI/SAS disks, NVMe, Broadcom/LSI SAS HBAs (mpt3sas) and
+	// MegaRAID (Dell PERC, Lenovo), HPE Smart Array (hpsa) and SmartRAID (smartpqi).
+	"ahci", "sd_mod", "nvme", "mpt3sas", "megaraid_sas", "hpsa", "smartpqi",
+	// Ethernet: Intel 1 GbE (e1000 for emulated NICs, e1000e, igb, igc), Intel 10/25/40 GbE
+	// (ixgbe, i40e), Broadcom NetXtreme (tg3) and NetXtreme-C/E (bnxt_en), Mellanox
+	// ConnectX-4 and later (mlx5_core), Realtek (r8169).
+	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "tg3", "bnxt_en", "mlx5_core", "r8169",
+	// The data disk's file system.
 	"crc32c_generic", "crc32c_intel", "crc16", "jbd2", "mbcache", "ext4",
 }
 

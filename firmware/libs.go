@@ -17,9 +17,10 @@ import (
 const defaultInterp = "/lib64/ld-linux-x86-64.so.2"
 
 // sharedLibs returns the shared libraries (with the dynamic loader) that the ELF files
-// need, as the absolute paths the loader finds them at on this host. A file that is not
-// dynamically linked contributes nothing. Libraries a file loads with dlopen are not
-// seen: list such a module among files itself (as the PKCS#11 module is).
+// need, directly or through other libraries, as the absolute paths the loader finds them
+// at on this host. A file that is not dynamically linked contributes nothing. Libraries
+// a file loads with dlopen are not seen: list such a module among files itself (as
+// hsmFiles does for the PKCS#11 module).
 func sharedLibs(ctx context.Context, files ...string) ([]string, error) {
 	seen := map[string]bool{}
 	for _, f := range files {
@@ -34,7 +35,9 @@ func sharedLibs(ctx context.Context, files ...string) ([]string, error) {
 			interp = defaultInterp
 		}
 		seen[interp] = true
-		out, err := exec.CommandContext(ctx, interp, "--list", f).Output()
+		cmd := exec.CommandContext(ctx, interp, "--list", f)
+		cmd.Env = loaderEnv()
+		out, err := cmd.Output()
 		if err != nil {
 			return nil, fmt.Errorf("listing the libraries of %s: %w%s", f, err, stderrOf(err))
 		}
@@ -52,6 +55,18 @@ func sharedLibs(ctx context.Context, files ...string) ([]string, error) {
 	}
 	sort.Strings(libs)
 	return libs, nil
+}
+
+// loaderEnv is the environment without the variables that change where the loader looks
+// (the image has none of them), so that the list depends only on the files.
+func loaderEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !strings.HasPrefix(k, "LD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // elfInterp reports the ELF interpreter of file and whether it is dynamically linked.

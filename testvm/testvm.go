@@ -58,10 +58,30 @@ func RepoRoot(dir string) (string, error) {
 // compressed archive is kept when the archive is identical). With $AE_IMAGE_DIR set it
 // uses the image already in that directory instead.
 func BuildImage(ctx context.Context, root string, log *slog.Logger) (Image, error) {
-	if dir := os.Getenv("AE_IMAGE_DIR"); dir != "" {
+	return BuildImageWith(ctx, root, log, ImageOptions{})
+}
+
+// ImageOptions choose the variant of the image BuildImageWith builds.
+type ImageOptions struct {
+	// Debug builds the debug image (a shell at release.ShellPath, version suffixed
+	// -debug) into root/build/appliance-debug, as `make image DEBUG=1
+	// IMAGE_DIR=build/appliance-debug` does; $AE_DEBUG_IMAGE_DIR names a prebuilt one.
+	Debug bool
+}
+
+// BuildImageWith is BuildImage for the variant o.
+func BuildImageWith(ctx context.Context, root string, log *slog.Logger, o ImageOptions) (Image, error) {
+	env, outName := "AE_IMAGE_DIR", "appliance"
+	if o.Debug {
+		env, outName = "AE_DEBUG_IMAGE_DIR", "appliance-debug"
+	}
+	if dir := os.Getenv(env); dir != "" {
 		m, err := firmware.ReadManifest(dir)
 		if err != nil {
-			return Image{}, fmt.Errorf("testvm: AE_IMAGE_DIR: %w", err)
+			return Image{}, fmt.Errorf("testvm: %s: %w", env, err)
+		}
+		if m.Debug != o.Debug {
+			return Image{}, fmt.Errorf("testvm: %s=%s holds an image with debug=%v, want debug=%v", env, dir, m.Debug, o.Debug)
 		}
 		return Image{Kernel: filepath.Join(dir, firmware.KernelFile), Initrd: filepath.Join(dir, firmware.InitramfsFile), Manifest: m}, nil
 	}
@@ -69,10 +89,10 @@ func BuildImage(ctx context.Context, root string, log *slog.Logger) (Image, erro
 	if err != nil {
 		return Image{}, err
 	}
-	out := filepath.Join(root, "build", "appliance")
+	out := filepath.Join(root, "build", outName)
 	start := time.Now()
 	m, err := firmware.Build(ctx, firmware.Options{Root: root, OutDir: out, CacheDir: filepath.Join(root, "build", "cache"),
-		Version: firmware.GitVersion(ctx, root), SourceDateEpoch: sde, ZstdLevel: 12, Log: log})
+		Version: firmware.GitVersion(ctx, root), SourceDateEpoch: sde, ZstdLevel: 12, Debug: o.Debug, Log: log})
 	if err != nil {
 		return Image{}, err
 	}

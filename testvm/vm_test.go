@@ -51,7 +51,10 @@ var (
 
 // boot builds the image (once per test binary) and starts a machine with the data disk
 // made by prepare from a blank one.
-func boot(t *testing.T, ctx context.Context, prepare func(disk string)) (*VM, string) {
+// withoutDisk boots with no data disk attached.
+const withoutDisk = true
+
+func boot(t *testing.T, ctx context.Context, prepare func(disk string), noDisk ...bool) (*VM, string) {
 	t.Helper()
 	imageOnce.Do(func() {
 		root, err := RepoRoot(".")
@@ -82,6 +85,9 @@ func boot(t *testing.T, ctx context.Context, prepare func(disk string)) (*VM, st
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logf.Close() })
+	if len(noDisk) > 0 && noDisk[0] {
+		disk = ""
+	}
 	vm, err := Start(ctx, Options{Image: image, DataDisk: disk, Forward: []int{apiPort, httpPort}, Serial: "AE-TEST-0001", Log: logf})
 	if err != nil {
 		t.Fatal(err)
@@ -116,14 +122,67 @@ func command(t *testing.T, vm *VM, line string, timeout time.Duration) string {
 	return must(t, vm, prompt, timeout)
 }
 
-// TestAppliance boots the real image with a blank data disk, uses the console, provisions
-// a self-signed root CA over it, checks the service through the forwarded API port,
-// reboots (still provisioned, same CA, service back), powers off and checks that the
-// data disk's file system is clean.
+const (
+	passphrase = "vm test passphrase 1"
+	soPIN      = "so-pin-vm-1"
+	userPIN    = "user-pin-vm-1"
+)
+
+// secretLines types a command and the answers to its questions.
+func secretLines(t *testing.T, vm *VM, timeout time.Duration, lines ...string) string {
+	t.Helper()
+	for _, l := range lines {
+		if err := vm.SendLine(l); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the serial line has no flow control for a paste
+	}
+	return must(t, vm, prompt, timeout)
+}
+
+// ceremonyToKey sets the passphrase, initialises the token and generates the CA key.
+func ceremonyToKey(t *testing.T, vm *VM) {
+	t.Helper()
+	if out := command(t, vm, "provision token", 30*time.Second); !strings.Contains(out, "set the admin passphrase first") {
+		t.Errorf("token before the passphrase: %q", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "provision passphrase", passphrase, passphrase); !strings.Contains(out, "Set the admin passphrase.") {
+		t.Fatalf("provision passphrase: %q", out)
+	}
+	if out := secretLines(t, vm, 2*time.Minute, "provision token", soPIN, soPIN, userPIN, userPIN); !strings.Contains(out, "with the SO and user PINs") {
+		t.Fatalf("provision token: %q", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "provision token", "x", "x", "wrong-pin-0", "wrong-pin-0"); !strings.Contains(out, "this user PIN does not open it: nothing changed") {
+		t.Errorf("provision token with a wrong PIN: %q", out)
+	}
+	if out := command(t, vm, "provision key", 2*time.Minute); !strings.Contains(out, "sensitive, never extractable") {
+		t.Fatalf("provision key: %q", out)
+	}
+}
+
+// finish runs provision finish and returns the CA fingerprint it printed.
+func finish(t *testing.T, vm *VM) string {
+	t.Helper()
+	out := command(t, vm, "provision finish", 4*time.Minute)
+	m := regexp.MustCompile(`Fingerprint: SHA-256\n\s+([0-9A-F]{64})`).FindStringSubmatch(out)
+	if m == nil || !strings.Contains(out, "Service running: API https://10.0.2.15:9443") {
+		t.Fatalf("provision finish: got\n%s", out)
+	}
+	return m[1]
+}
+
+// TestAppliance boots the real image with a blank data disk and runs the provisioning
+// ceremony over the serial console (passphrase, NTP, token with a wrong-PIN retry, key,
+// self-signed root, finish); checks the service through the forwarded API port, has it
+// issue a certificate through aectl over that port, reboots (still provisioned, same
+// CA, service back, console locked), powers off, checks that the data disk's file
+// system is clean, and that the CA key in the token on it is sensitive and not
+// extractable.
 func TestAppliance(t *testing.T) {
 	needVM(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	ntpPort := startChronyd(t)
 	vm, disk := boot(t, ctx, nil)
 
 	banner := must(t, vm, prompt, 2*time.Minute)
@@ -158,13 +217,17 @@ func TestAppliance(t *testing.T) {
 	}
 
 	start := time.Now()
-	out := command(t, vm, "provision selfsigned VM Test Root CA", 4*time.Minute)
-	m := regexp.MustCompile(`Fingerprint: SHA-256\n\s+([0-9A-F]{64})`).FindStringSubmatch(out)
-	if m == nil || !strings.Contains(out, "Service running: API https://10.0.2.15:9443") {
-		t.Fatalf("provision selfsigned: got\n%s", out)
+	ceremonyToKey(t, vm)
+	// Time: QEMU's user network takes the guest's 10.0.2.2 to the host's loopback,
+	// where a real chronyd serves the time.
+	if out := command(t, vm, fmt.Sprintf("network ntp 10.0.2.2:%d", ntpPort), time.Minute); !strings.Contains(out, "Saved the network settings") {
+		t.Errorf("network ntp: %q", out)
 	}
-	fingerprint := m[1]
-	t.Logf("provisioning over the console (token, CA key, root, service healthy): %s", time.Since(start).Round(100*time.Millisecond))
+	if out := command(t, vm, "provision selfsigned VM Test Root CA", 2*time.Minute); !strings.Contains(out, "Made the self-signed root CA CN=VM Test Root CA") {
+		t.Fatalf("provision selfsigned: %q", out)
+	}
+	fingerprint := finish(t, vm)
+	t.Logf("the ceremony over the console (passphrase, token, key, root, service healthy): %s", time.Since(start).Round(100*time.Millisecond))
 	checkService(t, ctx, vm, fingerprint, 30*time.Second)
 
 	if out := command(t, vm, "provision selfsigned Another CA", 30*time.Second); !strings.Contains(out, "already provisioned") {
@@ -176,6 +239,23 @@ func TestAppliance(t *testing.T) {
 			t.Errorf("status after provisioning lacks %q:\n%s", want, status)
 		}
 	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(2 * time.Second) {
+		out := command(t, vm, "network", 30*time.Second)
+		if strings.Contains(out, fmt.Sprintf("synchronised with 10.0.2.2:%d", ntpPort)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the clock is not kept by NTP:\n%s", out)
+			break
+		}
+	}
+	listening := command(t, vm, "status", 30*time.Second)
+	if m := regexp.MustCompile(`Listening:\s+(.*)`).FindStringSubmatch(listening); m == nil ||
+		strings.TrimSpace(m[1]) != "tcp 10.0.2.15:80, tcp 10.0.2.15:9443" {
+		t.Errorf("listening sockets: want only the API and the HTTP listener on the management address:\n%s", listening)
+	}
+
+	issueThroughAectl(t, ctx, vm, nil)
 
 	// Reboot: the state is on the data disk, the service comes back by itself.
 	if err := vm.SendLine("reboot"); err != nil {
@@ -192,6 +272,18 @@ func TestAppliance(t *testing.T) {
 	t.Logf("reboot to the console prompt: %s; to serving (API healthy on the forwarded port): %s",
 		toPrompt.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 
+	if out := command(t, vm, "poweroff", 30*time.Second); !strings.Contains(out, "log in first") {
+		t.Errorf("poweroff without a login after the reboot: %q", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "login", "not the passphrase"); !strings.Contains(out, "wrong passphrase") {
+		t.Errorf("login with a wrong passphrase: %q", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
+		t.Fatalf("login: %q", out)
+	}
+	if strings.Contains(vm.Transcript(), userPIN) || strings.Contains(vm.Transcript(), passphrase) {
+		t.Error("the console echoed a PIN or the passphrase")
+	}
 	if err := vm.SendLine("poweroff"); err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +294,7 @@ func TestAppliance(t *testing.T) {
 	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn on the data disk after poweroff: %v\n%s", err, out)
 	}
+	checkKeyNotExtractable(t, disk)
 }
 
 // checkService waits for the API on the forwarded port, checks that its certificate

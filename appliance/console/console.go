@@ -47,8 +47,14 @@ func (c Command) usage() string {
 
 // Console reads commands from In and writes to Out.
 type Console struct {
-	Prompt   string
-	Log      *slog.Logger // where a panicking command's stack goes
+	Prompt string
+	Log    *slog.Logger // where a panicking command's stack goes
+	// Echo turns the terminal's echo off and on again around secrets (nil: not a
+	// terminal, nothing to do).
+	Echo func(on bool)
+	// Allow, when set, is asked before a command runs; an error is printed instead of
+	// running it (the appliance uses it for its login).
+	Allow    func(cmd Command) error
 	commands []Command
 	in       *bufio.Reader
 	mu       sync.Mutex // guards out and atPrompt
@@ -103,6 +109,54 @@ func (c *Console) Out() io.Writer { return writer{c} }
 // readLine shows prompt and reads one line. Control characters (such as a ^C typed on a
 // line with signals off) make the line count as empty.
 func (c *Console) readLine(prompt string) (string, error) {
+	line, err := c.readRaw(prompt)
+	if err != nil {
+		return "", err
+	}
+	if strings.ContainsFunc(line, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }) {
+		fmt.Fprintln(c.Out(), "(line discarded: it held control characters)")
+		return "", nil
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// Ask shows prompt and reads one line of an answer, for commands that ask questions.
+// With secret the terminal does not echo it and the line break is printed after it.
+func (c *Console) Ask(prompt string, secret bool) (string, error) {
+	if !secret {
+		return c.readLine(prompt)
+	}
+	if c.Echo != nil {
+		c.Echo(false)
+		defer c.Echo(true)
+	}
+	line, err := c.readRaw(prompt)
+	fmt.Fprintln(c.Out())
+	return line, err
+}
+
+// AskLines reads lines until one that is empty (or ".") after at least one line that
+// is not, or until max lines; for pasted PEM blocks.
+func (c *Console) AskLines(prompt string, max int) ([]string, error) {
+	fmt.Fprintln(c.Out(), prompt)
+	var lines []string
+	for len(lines) < max {
+		line, err := c.readLine("")
+		if err != nil {
+			return lines, err
+		}
+		if line == "." || line == "" && len(lines) > 0 {
+			break
+		}
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return lines, nil
+}
+
+// readRaw reads one line without trimming spaces inside it (secrets keep them).
+func (c *Console) readRaw(prompt string) (string, error) {
 	c.mu.Lock()
 	fmt.Fprint(c.out, prompt)
 	c.atPrompt = prompt
@@ -114,12 +168,7 @@ func (c *Console) readLine(prompt string) (string, error) {
 	if err != nil && (line == "" || !errors.Is(err, io.EOF)) {
 		return "", err
 	}
-	line = strings.TrimRight(line, "\r\n")
-	if strings.ContainsFunc(line, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }) {
-		fmt.Fprintln(c.Out(), "(line discarded: it held control characters)")
-		return "", nil
-	}
-	return strings.TrimSpace(line), nil
+	return strings.TrimRight(line, "\r\n"), nil
 }
 
 // Run reads and runs commands until reading fails (end of input, a hung-up line), and
@@ -170,9 +219,24 @@ func (c *Console) Exec(ctx context.Context, line string) {
 	c.run(ctx, cmd, args)
 }
 
+// Allowed says whether cmd may run now (see Allow), printing why not.
+func (c *Console) allowed(cmd Command) bool {
+	if c.Allow == nil {
+		return true
+	}
+	if err := c.Allow(cmd); err != nil {
+		fmt.Fprintf(c.Out(), "%s: %v\n", cmd.Name, err)
+		return false
+	}
+	return true
+}
+
 // run runs cmd, turning an error or a panic into a message.
 func (c *Console) run(ctx context.Context, cmd Command, args []string) {
 	out := c.Out()
+	if !c.allowed(cmd) {
+		return
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Fprintf(out, "internal error in %s: %v\n", cmd.Name, r)

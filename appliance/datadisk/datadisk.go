@@ -47,7 +47,13 @@ const blankSize = 1 << 20
 // ErrNoDisk is returned by Find when none of the candidate devices appears.
 var ErrNoDisk = errors.New("no data disk")
 
-// DefaultDevices are the devices tried in order: virtio, SCSI/SATA, NVMe.
+// DefaultDevices are the devices tried in order, the first whole disk of each kind of
+// controller the image has drivers for (firmware.DefaultModules): virtio-blk (/dev/vda);
+// SCSI disks (/dev/sda), which covers SATA through ahci, SAS HBAs and RAID controllers
+// (mpt3sas, megaraid_sas, hpsa, smartpqi: a RAID volume appears as one disk) and
+// virtio-scsi or VMware's pvscsi; then NVMe (/dev/nvme0n1). On a server with both SCSI
+// and NVMe disks the first SCSI disk wins; a disk that is not blank and not ext4 (a boot
+// stick, another system) is never formatted, so a wrong pick is refused, not erased.
 var DefaultDevices = []string{"/dev/vda", "/dev/sda", "/dev/nvme0n1"}
 
 // Find returns the first of devices that exists, polling for up to wait while the kernel

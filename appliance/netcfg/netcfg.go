@@ -1,6 +1,6 @@
 // Package netcfg configures the appliance's network: the loopback interface, and the
-// management interface by DHCPv4 (u-root's DHCP client library). Static addresses, DNS
-// and NTP settings from the provisioning ceremony come later.
+// management interface by DHCPv4 (u-root's DHCP client library) or with a static address
+// and default route; the resolver configuration and the host name.
 package netcfg
 
 import (
@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
@@ -22,6 +25,7 @@ type Config struct {
 	Addr      *net.IPNet
 	Gateway   net.IP
 	DNS       []net.IP
+	NTP       []net.IP // time servers the DHCP server offered
 	LeaseTime time.Duration
 	At        time.Time
 }
@@ -104,6 +108,7 @@ func DHCP(ctx context.Context, ifname string, attempt time.Duration, retries int
 			cfg.Gateway = gw[0]
 		}
 		cfg.DNS = msg.DNS()
+		cfg.NTP = msg.NTPServers()
 		cfg.LeaseTime = msg.IPAddressLeaseTime(0)
 		return cfg, nil
 	}
@@ -111,4 +116,66 @@ func DHCP(ctx context.Context, ifname string, attempt time.Duration, retries int
 		errs = append(errs, errors.New("no answer"))
 	}
 	return Config{}, fmt.Errorf("netcfg: DHCP on %s: %w", ifname, errors.Join(errs...))
+}
+
+// Static brings ifname up with the address addr only (others are removed) and, when gw
+// is not nil, a default route through it.
+func Static(ifname string, addr *net.IPNet, gw net.IP) (Config, error) {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return Config{}, fmt.Errorf("netcfg: %s: %w", ifname, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return Config{}, fmt.Errorf("netcfg: %s up: %w", ifname, err)
+	}
+	old, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return Config{}, fmt.Errorf("netcfg: listing the addresses of %s: %w", ifname, err)
+	}
+	have := false
+	for _, a := range old {
+		if a.IPNet.String() == addr.String() {
+			have = true
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return Config{}, fmt.Errorf("netcfg: removing %s from %s: %w", a.IPNet, ifname, err)
+		}
+	}
+	if !have {
+		if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: addr}); err != nil {
+			return Config{}, fmt.Errorf("netcfg: adding %s to %s: %w", addr, ifname, err)
+		}
+	}
+	if gw != nil {
+		def := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, Gw: gw}
+		if err := netlink.RouteReplace(def); err != nil {
+			return Config{}, fmt.Errorf("netcfg: default route via %s: %w", gw, err)
+		}
+	}
+	return Config{Interface: ifname, Method: "static", Addr: addr, Gateway: gw, At: time.Now()}, nil
+}
+
+// WriteResolvConf writes path (/etc/resolv.conf) naming servers; with none it leaves
+// the file as it is.
+func WriteResolvConf(path string, servers []net.IP) error {
+	if len(servers) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, s := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("netcfg: %w", err)
+	}
+	return nil
+}
+
+// SetHostname sets the kernel's host name.
+func SetHostname(name string) error {
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		return fmt.Errorf("netcfg: setting the host name %q: %w", name, err)
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 // Package release describes an appliance image: the product, its version and the kernel
 // it was built with. The image builder (firmware) writes it into the image at Path; the
-// init payload reads it for the banner, `version` and `status`.
+// init payload reads it for the banner, `version` and `status`. The builder also writes
+// HSMPath, naming the PKCS#11 module the image bundles, and ShellPath exists only in
+// debug images.
 package release
 
 import (
@@ -45,4 +47,39 @@ func Read(path string) (Release, error) {
 		return Release{}, fmt.Errorf("release %s: %w", path, err)
 	}
 	return r, nil
+}
+
+// ShellPath is the debug image's shell (u-root's gosh, built small: no line editor, so
+// that it sends no terminal queries). Release images have no shell at all.
+const ShellPath = "/bin/gosh"
+
+// HSMPath is where the image says which PKCS#11 module it bundles.
+const HSMPath = "/etc/appliance/hsm.json"
+
+// HSM is the content of the HSM file: the PKCS#11 module the image was built with.
+type HSM struct {
+	Module  string `json:"module"`  // absolute path of the module in the image, e.g. /usr/lib/pkcs11/libsofthsm2.so
+	SoftHSM bool   `json:"softhsm"` // the module is SoftHSM2 (tokens are files on the data disk, set up by the appliance)
+}
+
+// Marshal encodes h as the HSM file's bytes (stable: indented, one trailing newline).
+func (h HSM) Marshal() []byte {
+	b, _ := json.MarshalIndent(h, "", "  ") // a string and a bool cannot fail
+	return append(b, '\n')
+}
+
+// ReadHSM reads the HSM file at path. A file without a module is an error.
+func ReadHSM(path string) (HSM, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return HSM{}, fmt.Errorf("release: %w", err)
+	}
+	var h HSM
+	if err := json.Unmarshal(b, &h); err != nil {
+		return HSM{}, fmt.Errorf("release: %s: %w", path, err)
+	}
+	if h.Module == "" {
+		return HSM{}, fmt.Errorf("release: %s names no PKCS#11 module", path)
+	}
+	return h, nil
 }

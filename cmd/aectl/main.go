@@ -65,9 +65,14 @@ Commands:
                               bind /scep/NAME to a directory template
   scep challenge --profile P [--subject S] [--account A] [--ttl 1h]
                               a one-time challenge password (printed once)
+  firmware [status]           the appliance's firmware: running, slots a and b, last update
+  firmware upload FILE.aeu    install a signed update bundle in the free slot; it is tried at
+                              the next boot and kept only if it comes up
 
 Global flags:
   --data DIR     data directory of the service (default ./var, or $ENROLLSVC_DATA)
+  --api HOST:PORT --token-file FILE --ca-file FILE
+                 a service elsewhere (an appliance: its console's "api token" and "ca")
   --json         machine-readable output
 Run 'aectl COMMAND -h' for a command's flags.
 `
@@ -75,6 +80,9 @@ Run 'aectl COMMAND -h' for a command's flags.
 type globals struct {
 	data string
 	json bool
+	// Remote mode: the API's address, the admin token and the CA to trust, instead of
+	// what the data directory holds (an appliance's API from another machine).
+	api, tokenFile, caFile string
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -87,6 +95,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	fs.StringVar(&g.data, "data", def, "data directory")
 	fs.BoolVar(&g.json, "json", false, "JSON output")
+	fs.StringVar(&g.api, "api", "", "HOST:PORT of the API (with --token-file and --ca-file; instead of --data)")
+	fs.StringVar(&g.tokenFile, "token-file", "", "file holding the API's admin token")
+	fs.StringVar(&g.caFile, "ca-file", "", "PEM file: the CA that issued the API's certificate")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage) }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -126,13 +137,32 @@ func run(args []string, stdout, stderr io.Writer) error {
 		positional = append(positional, cfs.Arg(0))
 		cargs = cfs.Args()[1:]
 	}
-	cl, err := api.DialDataDir(g.data)
+	cl, err := dial(g)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return run(ctx, &env{cl: cl, g: g, out: stdout, args: positional})
+}
+
+// dial connects to the API named by the remote flags, or else by the data directory.
+func dial(g globals) (*api.Client, error) {
+	if g.api == "" && g.tokenFile == "" && g.caFile == "" {
+		return api.DialDataDir(g.data)
+	}
+	if g.api == "" || g.tokenFile == "" || g.caFile == "" {
+		return nil, fmt.Errorf("%w: --api, --token-file and --ca-file go together", errUsage)
+	}
+	token, err := os.ReadFile(g.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the admin token: %w", err)
+	}
+	ca, err := os.ReadFile(g.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	return api.NewClient(g.api, strings.TrimSpace(string(token)), ca)
 }
 
 type env struct {

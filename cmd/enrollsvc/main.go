@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
@@ -171,6 +172,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	var enrollListen, httpListen string
 	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services (default: from the configuration; port 0 picks a free one)")
 	fs.StringVar(&httpListen, "http-listen", "", "address of the plain-HTTP listener for CRLs, OCSP, AIA and SCEP (default: from the configuration)")
+	var firmwareDir, updateKeys string
+	fs.StringVar(&firmwareDir, "firmware-dir", "", "on the appliance: its firmware slots, for PUT /api/v1/firmware (with --update-keys)")
+	fs.StringVar(&updateKeys, "update-keys", "", "on the appliance: PEM public keys update bundles must be signed by")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR]
@@ -202,8 +206,17 @@ Flags:
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer rt.Close()
+	var firmware api.FirmwareAdmin
+	if firmwareDir != "" || updateKeys != "" {
+		if firmwareDir == "" || updateKeys == "" {
+			return fmt.Errorf("%w: --firmware-dir and --update-keys go together", errUsage)
+		}
+		if firmware, err = daemon.NewFirmwareAdmin(firmwareDir, updateKeys, "/proc/cmdline"); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	aectl := aectlPath()
-	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, EnrollListen: enrollListen, HTTPListen: httpListen, OnHTTPListen: func(addr string) {
+	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, Firmware: firmware, EnrollListen: enrollListen, HTTPListen: httpListen, OnHTTPListen: func(addr string) {
 		fmt.Fprintf(stdout, "Revocation and SCEP listening on http://%s (/crl/, /ocsp, /aia/, /scep/PROFILE)\n", addr)
 	}, OnEnrollListen: func(addr string) {
 		fmt.Fprintf(stdout, "Enrollment web services listening on https://%s\n  policy (CEP): https://HOST:PORT%s (username/password)\n",

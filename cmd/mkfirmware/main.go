@@ -1,8 +1,10 @@
 // Command mkfirmware builds the appliance image (`make image`): build/appliance/vmlinuz
-// and build/appliance/initramfs.cpio.zst, with manifest.json, and prints the version and
-// sizes. With -check it builds a second time from scratch (fresh Go build cache, fresh
-// temporary directories) and fails unless both builds are byte-identical
-// (`make image-check`).
+// and build/appliance/initramfs.cpio.zst, with manifest.json, and prints the version,
+// sizes and PKCS#11 module. -hsm-module bundles a vendor's PKCS#11 module instead of
+// SoftHSM2 (`make image HSM_MODULE=...`); -debug builds a debug image with a shell
+// (`make image DEBUG=1`). With -check it builds a second time from scratch (fresh Go
+// build cache, fresh temporary directories) and fails unless both builds are
+// byte-identical (`make image-check`).
 //
 // It belongs at cmd/mkfirmware (ARCHITECTURE.md §3) and moves there with the update
 // bundles.
@@ -44,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&sde, "source-date-epoch", -1, "build date (default: $SOURCE_DATE_EPOCH, else the last commit's time)")
 	fs.StringVar(&o.KernelPackage, "kernel-package", "linux-image-amd64", "Debian kernel package")
 	fs.IntVar(&o.ZstdLevel, "zstd-level", 12, "zstd compression level of the initramfs")
+	fs.StringVar(&o.HSMModule, "hsm-module", firmware.DefaultHSMModule, "PKCS#11 module to bundle (symlinks are followed; its libraries come along)")
+	fs.BoolVar(&o.Debug, "debug", false, "build a debug image: with a shell (/bin/gosh, /bin/sh) and tools, version suffixed -debug; not for production")
 	fs.BoolVar(&check, "check", false, "build twice from scratch and fail unless the outputs are identical")
 	fs.BoolVar(&verbose, "v", false, "log the build steps")
 	fs.Usage = func() {

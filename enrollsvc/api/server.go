@@ -59,9 +59,10 @@ type Config struct {
 	Keytabs interface {
 		InstallKeytab(ctx context.Context, keytab []byte) error
 	}
-	Revoker  Revoker      // nil: no revocation
-	CRL      CRLPublisher // nil: no CRL publishing
-	SCEP     SCEPAdmin    // nil without a directory
+	Revoker  Revoker       // nil: no revocation
+	CRL      CRLPublisher  // nil: no CRL publishing
+	SCEP     SCEPAdmin     // nil without a directory
+	Firmware FirmwareAdmin // nil outside the appliance
 	Recorder *events.Recorder
 	Status   func(ctx context.Context) Status
 	Logger   *slog.Logger
@@ -95,7 +96,8 @@ func New(cfg Config) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(middleware.BodyLimit(strconv.Itoa(MaxBody)))
+	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.Itoa(MaxBody),
+		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == FirmwarePath }})) // its own limit
 	e.Use(s.authenticate)
 	g := e.Group("/api/v1")
 	g.GET("/health", s.health)
@@ -118,6 +120,8 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/scep/profiles", s.scepProfiles)
 	g.POST("/scep/profiles", s.addSCEPProfile)
 	g.POST("/scep/challenges", s.scepChallenge)
+	g.GET("/firmware", s.firmwareStatus)
+	g.PUT("/firmware", s.installFirmware)
 	s.e = e
 	return s, nil
 }

@@ -114,6 +114,8 @@ type ServeOptions struct {
 	OnHTTPListen func(addr string)
 	// HealthInterval is how often HSM and store are checked for the audit log (default 30s).
 	HealthInterval time.Duration
+	// Firmware is the appliance's firmware slots (nil elsewhere).
+	Firmware api.FirmwareAdmin
 }
 
 // Serve runs the service on the data directory dir until ctx ends.
@@ -145,7 +147,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		return err
 	}
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, CAChain: rt.CAChain, Store: rt.Store,
-		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log,
+		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service

@@ -71,6 +71,7 @@ const (
 	KeytabInstalled     ID = 3003
 	SCEPProfileAdded    ID = 3010
 	SCEPChallengeIssued ID = 3011
+	FirmwareInstalled   ID = 3020
 )
 
 // Def describes one event ID.
@@ -119,6 +120,7 @@ func init() {
 	def(APIAuthFailed, "API authentication failed", Admin, slog.LevelWarn)
 	def(AdminIssued, "certificate issued by administrator", Admin, slog.LevelInfo)
 	def(KeytabInstalled, "Kerberos service keytab installed", Admin, slog.LevelInfo)
+	def(FirmwareInstalled, "firmware update installed for the next boot", Admin, slog.LevelInfo)
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
 }

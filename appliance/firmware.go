@@ -1,0 +1,202 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/u-root/u-root/pkg/boot/kexec"
+	"golang.org/x/sys/unix"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
+	"github.com/enrollment-appliance/aeappliance/appliance/harden"
+	"github.com/enrollment-appliance/aeappliance/firmware/slots"
+)
+
+// UpdateKeysPath is where the image keeps the public keys its updates must be signed by.
+const UpdateKeysPath = "/etc/appliance/update-keys.pem"
+
+// kexecSysctl is applied only once the boot has chosen its firmware: it forbids loading
+// another kernel for the rest of the boot.
+const kexecSysctl = "kernel.kexec_load_disabled"
+
+// firmwareStore is the slots on the data disk.
+func (a *Appliance) firmwareStore() slots.Store {
+	return slots.Store{Dir: filepath.Join(a.o.DataDir, "firmware")}
+}
+
+// chooseFirmware runs once the data disk is mounted: the factory image boots the
+// confirmed or pending slot (kexec, not returning when it works); a slot on trial is
+// noted for confirmation. It then forbids kexec for the rest of the boot.
+func (a *Appliance) chooseFirmware() {
+	defer a.disableKexec()
+	if a.o.Dev {
+		return
+	}
+	if _, ok := a.diskReady(); !ok {
+		return
+	}
+	st := a.firmwareStore()
+	d, err := st.Decide(a.running)
+	if err != nil {
+		a.con.Printf("Firmware: %v (staying on this image)", err)
+		return
+	}
+	if d.Message != "" {
+		a.con.Printf("%s", d.Message)
+	}
+	a.confirm = d.Commit
+	if d.Boot == "" || d.Boot == a.running {
+		return
+	}
+	h, err := st.VerifySlot(d.Boot)
+	if err != nil {
+		a.con.Printf("Firmware: %v; staying on this image", err)
+		return
+	}
+	a.con.Printf("Starting %s from slot %s...", h.Version, d.Boot)
+	if err := a.kexecSlot(st, d.Boot); err != nil {
+		a.con.Printf("Firmware: starting slot %s failed: %v; staying on this image", d.Boot, err)
+		if !datadisk.IsMounted(a.o.DataDir) {
+			a.remount()
+		}
+	}
+}
+
+// kexecSlot loads slot name's kernel and initramfs and boots into them, after unmounting
+// the data disk cleanly. It returns only on failure.
+func (a *Appliance) kexecSlot(st slots.Store, name string) error {
+	dir := st.SlotDir(name)
+	kernel, err := os.Open(filepath.Join(dir, slots.Kernel))
+	if err != nil {
+		return err
+	}
+	defer kernel.Close()
+	initrd, err := os.Open(filepath.Join(dir, slots.Initramfs))
+	if err != nil {
+		return err
+	}
+	defer initrd.Close()
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	if err := kexec.FileLoad(kernel, initrd, slots.Cmdline(strings.TrimSpace(string(cmdline)), name)); err != nil {
+		return fmt.Errorf("kexec_file_load: %w", err)
+	}
+	a.closeLogs()
+	if err := datadisk.Unmount(a.o.DataDir, 5*time.Second); err != nil {
+		return err
+	}
+	unix.Sync()
+	return kexec.Reboot()
+}
+
+// remount mounts the data disk again after a failed kexec.
+func (a *Appliance) remount() {
+	disk, _ := a.diskReady()
+	if err := datadisk.Mount(disk.Dev, a.o.DataDir); err != nil {
+		a.mu.Lock()
+		a.disk.Mounted, a.disk.Problem = false, err.Error()
+		a.mu.Unlock()
+		return
+	}
+	if err := a.afterMount(); err != nil {
+		a.con.Printf("Data disk: %v", err)
+	}
+}
+
+func (a *Appliance) disableKexec() {
+	if a.o.Dev {
+		return
+	}
+	for _, s := range harden.Sysctls {
+		if s.Key == kexecSysctl {
+			if _, errs := harden.Apply("/proc/sys", []harden.Setting{s}); len(errs) > 0 {
+				a.log.Error("sysctl hardening", "err", errors.Join(errs...))
+			}
+		}
+	}
+}
+
+// confirmFirmware confirms a slot on trial once the appliance is up: the console works
+// and, when provisioned, the service answers.
+func (a *Appliance) confirmFirmware(ctx context.Context) {
+	if !a.confirm {
+		return
+	}
+	if a.provisioned() {
+		if _, err := a.waitHealthy(ctx, 5*time.Minute); err != nil {
+			a.con.Printf("Firmware: the service did not come up on this update (%v); it is not confirmed, "+
+				"the next boot returns to the previous firmware", err)
+			return
+		}
+	}
+	msg, err := a.firmwareStore().Confirm(a.running)
+	if err != nil {
+		a.con.Printf("Firmware: confirming: %v", err)
+		return
+	}
+	if msg != "" {
+		a.con.Printf("Firmware: %s.", msg)
+	}
+}
+
+func (a *Appliance) cmdUpdateStatus(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	st := a.firmwareStore()
+	s, err := st.Load()
+	if err != nil {
+		return err
+	}
+	running := "the factory image"
+	if a.running != "" {
+		running = "slot " + a.running
+	}
+	fmt.Fprintf(w, "%-12s%s from %s\n", "Running:", a.rel.Version, running)
+	for _, n := range slots.Names {
+		info, err := st.Slot(n)
+		line := "empty"
+		switch {
+		case err != nil:
+			line = err.Error()
+		case info.Header != nil:
+			line = info.Header.String()
+		}
+		var tags []string
+		if s.Active == n {
+			tags = append(tags, "active")
+		}
+		if s.Pending == n {
+			tags = append(tags, "pending: tried at the next boot")
+		}
+		if len(tags) > 0 {
+			line += " [" + strings.Join(tags, ", ") + "]"
+		}
+		fmt.Fprintf(w, "%-12s%s\n", "Slot "+n+":", line)
+	}
+	if s.Last != "" {
+		fmt.Fprintf(w, "%-12s%s (%s)\n", "Last:", s.Last, s.At.Format(time.RFC3339))
+	}
+	fmt.Fprintln(w, "Updates are uploaded over the API (aectl firmware upload FILE.aeu), then reboot.")
+	return nil
+}
+
+func (a *Appliance) cmdUpdateRollback(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	msg, err := a.firmwareStore().Rollback()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: the next boot runs it (reboot).\n", msg)
+	return nil
+}

@@ -1,0 +1,165 @@
+package slots
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/enrollment-appliance/aeappliance/firmware/update"
+)
+
+const product = "aeappliance - test"
+
+// bundle builds a signed update bundle of a small fake image of version v.
+func bundle(t *testing.T, key ed25519.PrivateKey, v string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]any{}
+	for name, content := range map[string]string{"vmlinuz": "kernel " + v, "initramfs.cpio.zst": "initramfs " + v} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(content))
+		files[name] = map[string]any{"size": len(content), "sha256": hex.EncodeToString(sum[:])}
+	}
+	m := map[string]any{"release": map[string]any{"product": product, "version": v, "source_date_epoch": 1795448802, "kernel": "6.1.0-test"},
+		"kernel": map[string]any{"release": "6.1.0-test"}, "files": files}
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "b.aeu")
+	if _, err := update.Build(dir, out, key); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func keys(t *testing.T) (ed25519.PrivateKey, []ed25519.PublicKey) {
+	t.Helper()
+	pub, priv, err := update.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, []ed25519.PublicKey{pub}
+}
+
+// TestUpdateLifecycle: install → pending; the factory boot tries it once; the slot's own
+// boot confirms it; the next install goes to the other slot; a trial that never
+// confirms is rolled back at the next factory boot, to the confirmed slot.
+func TestUpdateLifecycle(t *testing.T) {
+	priv, pubs := keys(t)
+	s := Store{Dir: filepath.Join(t.TempDir(), "firmware")}
+
+	if d, err := s.Decide(""); err != nil || d.Boot != "" || d.Commit {
+		t.Fatalf("nothing installed: %+v %v", d, err)
+	}
+	h, slot, err := s.Install(bytes.NewReader(bundle(t, priv, "v2")), pubs, product, "")
+	if err != nil || slot != "a" || h.Version != "v2" {
+		t.Fatalf("install: %v %s %+v", err, slot, h)
+	}
+	if _, err := s.VerifySlot("a"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Decide("")
+	if err != nil || d.Boot != "a" {
+		t.Fatalf("first factory boot after the install: %+v %v", d, err)
+	}
+	if d, _ := s.Decide("a"); !d.Commit || d.Boot != "" {
+		t.Fatalf("the trial boot in slot a: %+v", d)
+	}
+	if msg, err := s.Confirm("a"); err != nil || !strings.Contains(msg, "v2 in slot a confirmed") {
+		t.Fatalf("confirm: %q %v", msg, err)
+	}
+	if d, _ := s.Decide(""); d.Boot != "a" || d.Message != "" {
+		t.Errorf("a factory boot after the confirmation: %+v", d)
+	}
+
+	// Running v2 from slot a: v3 goes to slot b; it never confirms.
+	if _, slot, err := s.Install(bytes.NewReader(bundle(t, priv, "v3")), pubs, product, "a"); err != nil || slot != "b" {
+		t.Fatalf("second install: %v %s", err, slot)
+	}
+	if d, _ := s.Decide(""); d.Boot != "b" {
+		t.Fatalf("trying v3: %+v", d)
+	}
+	// The trial crashed: the machine comes back to the factory image.
+	d, err = s.Decide("")
+	if err != nil || d.Boot != "a" || !strings.Contains(d.Message, "v3 in slot b did not come up; rolled back to slot a") {
+		t.Fatalf("after a failed trial: %+v %v", d, err)
+	}
+	st, _ := s.Load()
+	if st.Active != "a" || st.Pending != "" {
+		t.Errorf("state after the rollback: %+v", st)
+	}
+	if msg, err := s.Rollback(); err != nil || !strings.Contains(msg, "factory") {
+		t.Errorf("rollback: %q %v", msg, err)
+	}
+	if d, _ := s.Decide(""); d.Boot != "" {
+		t.Errorf("after the rollback to the factory image: %+v", d)
+	}
+}
+
+// TestInstallRefusals: a bundle signed by another key, or altered, changes nothing; a
+// corrupted slot file is caught before boot.
+func TestInstallRefusals(t *testing.T) {
+	priv, pubs := keys(t)
+	other, _ := keys(t)
+	s := Store{Dir: filepath.Join(t.TempDir(), "firmware")}
+	good := bundle(t, priv, "v2")
+	if _, _, err := s.Install(bytes.NewReader(good), pubs, product, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Confirm(""); err != nil { // nothing to confirm on the factory image
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(s.Dir, StateFile))
+	for name, b := range map[string][]byte{
+		"untrusted key": bundle(t, other, "v9"),
+		"altered":       append(append([]byte{}, good[:len(good)-600]...), bytes.Repeat([]byte{1}, 600)...),
+		"not a bundle":  []byte("hello"),
+	} {
+		if _, _, err := s.Install(bytes.NewReader(b), pubs, product, ""); err == nil {
+			t.Errorf("%s: installed", name)
+		}
+	}
+	if _, _, err := s.Install(bytes.NewReader(good), pubs, "another product", ""); err == nil {
+		t.Error("a bundle for another product was installed")
+	}
+	after, _ := os.ReadFile(filepath.Join(s.Dir, StateFile))
+	if !bytes.Equal(before, after) {
+		t.Errorf("refused bundles changed the state:\n%s\n%s", before, after)
+	}
+	entries, _ := os.ReadDir(s.Dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".install-") {
+			t.Errorf("a refused install left %s", e.Name())
+		}
+	}
+	if err := os.WriteFile(filepath.Join(s.SlotDir("a"), Kernel), []byte("tampered"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifySlot("a"); err == nil || !strings.Contains(err.Error(), "does not match its signed header") {
+		t.Errorf("a tampered slot: %v", err)
+	}
+}
+
+func TestCmdline(t *testing.T) {
+	if got := Cmdline("console=ttyS0 aeappliance.slot=a quiet", "b"); got != "console=ttyS0 quiet aeappliance.slot=b" {
+		t.Errorf("Cmdline = %q", got)
+	}
+	for in, want := range map[string]string{"console=ttyS0": "", "aeappliance.slot=b panic=1": "b", "aeappliance.slot=../x": ""} {
+		if got := RunningSlot(in); got != want {
+			t.Errorf("RunningSlot(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
