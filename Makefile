@@ -13,7 +13,7 @@ DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
             certmonger scep dbus curl \
             qemu-system-x86 zstd e2fsprogs cpio chrony
 
-.PHONY: all deps build run run-native test bench lint clean image image-check run-vm
+.PHONY: all deps build run run-native test bench lint clean image image-check update-bundle run-vm
 
 all: build
 
@@ -80,6 +80,14 @@ image: deps
 image-check: deps
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/mkfirmware -out $(IMAGE_DIR) -version $(VERSION) -check \
 		$(if $(HSM_MODULE),-hsm-module '$(HSM_MODULE)') $(if $(and $(filter command line,$(origin DEBUG)),$(filter-out 0,$(DEBUG))),-debug)
+
+# A signed update bundle of the image: build/appliance/update-VERSION.aeu (signed with
+# SIGNING_KEY, default the development key build/keys/update-signing.key, which the image built
+# here trusts). Install it with: aectl --api ... firmware upload FILE, then reboot the appliance.
+update-bundle: deps
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/mkfirmware -out $(IMAGE_DIR) -version $(VERSION) -bundle \
+		$(if $(SIGNING_KEY),-signing-key '$(SIGNING_KEY)') $(if $(UPDATE_KEYS),-update-keys '$(UPDATE_KEYS)') \
+		$(if $(HSM_MODULE),-hsm-module '$(HSM_MODULE)')
 
 # Boots the image in QEMU (make run).
 run-vm: image

@@ -16,9 +16,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
@@ -313,11 +311,11 @@ func (a *Appliance) serveAfterFinish(ctx context.Context) (string, error) {
 }
 
 // client dials the running service's API with the admin token on the data disk.
-func (a *Appliance) client() (*api.Client, error) {
+func (a *Appliance) client() (*serviceClient, error) {
 	if !a.provisioned() {
 		return nil, errors.New("the appliance is not provisioned (see provision status)")
 	}
-	return api.DialDataDir(a.varDir())
+	return dialService(a.varDir())
 }
 
 func (a *Appliance) cmdRequests(ctx context.Context, args []string, w io.Writer) error {
@@ -325,11 +323,11 @@ func (a *Appliance) cmdRequests(ctx context.Context, args []string, w io.Writer)
 	if err != nil {
 		return err
 	}
-	q := api.RequestQuery{Limit: 20}
+	state := ""
 	if len(args) > 0 {
-		q.State = args[0]
+		state = args[0]
 	}
-	reqs, err := cl.Requests(ctx, q)
+	reqs, err := cl.requests(ctx, state, 20)
 	if err != nil {
 		return err
 	}
@@ -354,7 +352,7 @@ func (a *Appliance) cmdApprove(ctx context.Context, args []string, w io.Writer) 
 	if err != nil {
 		return err
 	}
-	res, err := cl.Approve(ctx, id)
+	res, err := cl.approve(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -371,7 +369,7 @@ func (a *Appliance) cmdDeny(ctx context.Context, args []string, w io.Writer) err
 	if err != nil {
 		return err
 	}
-	res, err := cl.Deny(ctx, id, strings.Join(args[1:], " "))
+	res, err := cl.deny(ctx, id, strings.Join(args[1:], " "))
 	if err != nil {
 		return err
 	}
@@ -384,7 +382,7 @@ func (a *Appliance) cmdRevoke(ctx context.Context, args []string, w io.Writer) e
 	if err != nil {
 		return err
 	}
-	c, err := cl.Revoke(ctx, args[0], args[1])
+	c, err := cl.revoke(ctx, args[0], args[1])
 	if err != nil {
 		return err
 	}
@@ -406,10 +404,10 @@ func (a *Appliance) cmdEvents(ctx context.Context, args []string, w io.Writer) e
 		return err
 	}
 	// The newest n: page through from the start (events are few on a console's scale).
-	var all []store.Event
+	var all []svcEvent
 	var after int64
 	for {
-		evs, err := cl.Events(ctx, api.EventQuery{After: after, Limit: 500})
+		evs, err := cl.events(ctx, after, 500)
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
+	"github.com/enrollment-appliance/aeappliance/provisioning/provtest"
 )
 
 // buildEnrollsvc builds the real enrollsvc (with cgo, for PKCS#11) once per test binary.
@@ -198,26 +199,8 @@ func TestWrap(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the console's writer and the test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor waits until the console output holds text.
-func waitFor(t *testing.T, out *syncBuffer, text string, timeout time.Duration) string {
+func waitFor(t *testing.T, out *provtest.SyncBuffer, text string, timeout time.Duration) string {
 	t.Helper()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if s := out.String(); strings.Contains(s, text) {
@@ -237,7 +220,7 @@ func TestDevProvisioningAPI(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	port := freePort(t)
 	in, feed := io.Pipe()
-	out := &syncBuffer{}
+	out := &provtest.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	done := make(chan error, 1)

@@ -18,9 +18,6 @@ import (
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 )
 
-// UpdateKeysPath is where the image keeps the public keys its updates must be signed by.
-const UpdateKeysPath = "/etc/appliance/update-keys.pem"
-
 // kexecSysctl is applied only once the boot has chosen its firmware: it forbids loading
 // another kernel for the rest of the boot.
 const kexecSysctl = "kernel.kexec_load_disabled"

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 )
@@ -47,8 +48,8 @@ func (a *Appliance) startService(ctx context.Context) error {
 		"--api-listen", net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
 		"--http-listen", net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort)),
 		"--enroll-listen", net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort))}
-	if _, err := os.Stat(UpdateKeysPath); err == nil && !a.o.Dev {
-		args = append(args, "--firmware-dir", a.firmwareStore().Dir, "--update-keys", UpdateKeysPath)
+	if _, err := os.Stat(release.UpdateKeysPath); err == nil && !a.o.Dev {
+		args = append(args, "--firmware-dir", a.firmwareStore().Dir, "--update-keys", release.UpdateKeysPath)
 	}
 	a.svc = supervise.New(supervise.Config{
 		Name:   "enrollsvc",

@@ -167,7 +167,7 @@ func (s steps) Finish(ctx context.Context) (provisioning.Report, error) {
 	host := ip.String()
 	args := []string{"--api-listen", net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
 		"--http-url", a.httpURL(ctx), "--http-listen", net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort))}
-	if st, err := (&provisioning.Ceremony{Dir: a.varDir()}).State(); err == nil && st.Directory != nil {
+	if st, err := provisioning.LoadState(a.varDir()); err == nil && st.Directory != nil {
 		args = append(args, "--enroll-listen", net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort)), "--hostname", host)
 		if n, _ := provisioning.LoadNetwork(a.settingsDir()); n.Hostname != "" {
 			args = append(args, "--hostname", n.Hostname)

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
+	"github.com/enrollment-appliance/aeappliance/firmware/update"
 )
 
 // MaxImageSize is the most kernel and initramfs may weigh together.
@@ -56,8 +57,11 @@ type Options struct {
 	ZstdLevel       int    // default 19
 	HSMModule       string // PKCS#11 module to bundle (default DefaultHSMModule, SoftHSM2)
 	Debug           bool   // a debug image: with a shell and tools, version suffixed -debug
-	GoCache         string // GOCACHE for the Go builds (default: the user's)
-	Log             *slog.Logger
+	// UpdateKeys is a PEM file of the Ed25519 public keys the image accepts updates signed
+	// by (default: the development key, DevKeys, made on first use).
+	UpdateKeys string
+	GoCache    string // GOCACHE for the Go builds (default: the user's)
+	Log        *slog.Logger
 }
 
 // FileMeta describes one output file.
@@ -73,6 +77,7 @@ type Manifest struct {
 	Kernel       KernelMeta          `json:"kernel"`
 	Modules      []string            `json:"modules"` // load order
 	HSM          HSMMeta             `json:"hsm"`
+	UpdateKeys   []string            `json:"update_keys"`   // IDs of the keys updates must be signed by
 	HostPackages map[string]string   `json:"host_packages"` // Debian packages whose files are bundled, with versions
 	Tools        map[string]string   `json:"tools"`         // versions of the Go toolchain and zstd
 	ZstdLevel    int                 `json:"zstd_level"`
@@ -96,13 +101,13 @@ func (m Manifest) Summary() string {
 	}
 	return fmt.Sprintf("%s %s (kernel %s, built from sources of %s)\n"+
 		"  %-20s %9s  sha256 %s\n  %-20s %9s  sha256 %s\n  %-20s %9s  (limit %s)\n"+
-		"  %-20s %s  sha256 %s\n  %-20s %s, from %s, with %d libraries\n  %-20s %d\n",
+		"  %-20s %s  sha256 %s\n  %-20s %s, from %s, with %d libraries\n  %-20s %d\n  %-20s %s\n",
 		kind, m.Release.Version, m.Kernel.Release, m.Release.BuildDate().Format(time.RFC3339),
 		KernelFile, mb(m.Files[KernelFile].Size), m.Files[KernelFile].SHA256,
 		InitramfsFile, mb(m.Files[InitramfsFile].Size), m.Files[InitramfsFile].SHA256,
 		"together", mb(m.Total()), mb(MaxImageSize),
 		"PKCS#11 module", m.HSM.Module, m.HSM.SHA256, "", hsm, m.HSM.Source, len(m.HSM.Libraries),
-		"kernel modules", len(m.Modules))
+		"kernel modules", len(m.Modules), "update keys", strings.Join(m.UpdateKeys, " "))
 }
 
 // ReadManifest reads dir/manifest.json.
@@ -136,6 +141,13 @@ func (o *Options) defaults() error {
 	}
 	if o.HSMModule == "" {
 		o.HSMModule = DefaultHSMModule
+	}
+	if o.UpdateKeys == "" {
+		pub, _, err := EnsureDevKeys(o.Root)
+		if err != nil {
+			return err
+		}
+		o.UpdateKeys = pub
 	}
 	if o.Debug && !strings.HasSuffix(o.Version, debugSuffix) {
 		o.Version += debugSuffix
@@ -210,6 +222,20 @@ func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, e
 
 	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel, Debug: o.Debug}
 	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.Path, "/")), m.Release.Marshal(), 0o644); err != nil {
+		return m, err
+	}
+	keysPEM, err := os.ReadFile(o.UpdateKeys)
+	if err != nil {
+		return m, fmt.Errorf("the update signing keys: %w", err)
+	}
+	keys, err := update.ParsePublicKeys(keysPEM)
+	if err != nil {
+		return m, fmt.Errorf("the update signing keys %s: %w", o.UpdateKeys, err)
+	}
+	for _, k := range keys {
+		m.UpdateKeys = append(m.UpdateKeys, update.KeyID(k))
+	}
+	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.UpdateKeysPath, "/")), keysPEM, 0o644); err != nil {
 		return m, err
 	}
 	hsmFile := release.HSM{Module: hsm.Module, SoftHSM: hsm.SoftHSM}

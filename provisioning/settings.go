@@ -1,3 +1,7 @@
+// Package provisioning holds what the provisioning ceremony's parts share without the
+// PKCS#11 code: the appliance's own settings (admin passphrase, network), the steps' names,
+// reports and progress, and the ceremony's saved state. The ceremony itself is package
+// provisioning/ceremony; the HTTP API over it, provisioning/provapi.
 package provisioning
 
 import (
@@ -117,7 +121,7 @@ func SetPassphrase(settings, current, next string) (Report, error) {
 			return r, err
 		}
 		if current == next {
-			r.say("The admin passphrase is already set to this one: nothing changed.")
+			r.Say("The admin passphrase is already set to this one: nothing changed.")
 			return r, nil
 		}
 	}
@@ -140,9 +144,9 @@ func SetPassphrase(settings, current, next string) (Report, error) {
 	}
 	r.Changed = true
 	if had {
-		r.say("Changed the admin passphrase.")
+		r.Say("Changed the admin passphrase.")
 	} else {
-		r.say("Set the admin passphrase. The console asks for it from now on (login).")
+		r.Say("Set the admin passphrase. The console asks for it from now on (login).")
 	}
 	return r, nil
 }
@@ -267,7 +271,7 @@ func UpdateNetwork(settings string, change func(*Network)) (Network, Report, err
 		return old, r, fmt.Errorf("%w: nothing changed", err)
 	}
 	if reflect.DeepEqual(n, old) && fileExists(filepath.Join(settings, NetworkFile)) {
-		r.say("The network settings are already these: nothing changed.")
+		r.Say("The network settings are already these: nothing changed.")
 		return n, r, nil
 	}
 	b, _ := json.MarshalIndent(n, "", "  ")
@@ -278,7 +282,7 @@ func UpdateNetwork(settings string, change func(*Network)) (Network, Report, err
 		return old, r, fmt.Errorf("saving the network settings: %w", err)
 	}
 	r.Changed = true
-	r.say("Saved the network settings: %s.", n)
+	r.Say("Saved the network settings: %s.", n)
 	return n, r, nil
 }
 

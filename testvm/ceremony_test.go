@@ -3,7 +3,6 @@ package testvm
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,7 +15,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -32,6 +30,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
+	"github.com/enrollment-appliance/aeappliance/provisioning/provtest"
 )
 
 // startChronyd runs a real NTP server (chronyd serving its local clock, -x: it never
@@ -115,6 +114,31 @@ func aectl(t *testing.T) string {
 	return aectlBin
 }
 
+// apiCredentials writes the API token and the CA certificate the console shows into dir.
+func apiCredentials(t *testing.T, vm *VM, dir string) (tokenFile, caFile string) {
+	t.Helper()
+	out := command(t, vm, "api token", 30*time.Second)
+	m := regexp.MustCompile(`(?m)^([A-Za-z0-9_-]{43})\r?$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("api token: %q", out)
+	}
+	caOut := command(t, vm, "ca", 30*time.Second)
+	chain := pemCerts(t, caOut)
+	if len(chain) == 0 {
+		t.Fatalf("ca: no certificate in %q", caOut)
+	}
+	tokenFile, caFile = filepath.Join(dir, "token"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(tokenFile, []byte(m[1]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tokenFile, caFile
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
+
 // pemCerts are the certificates in console output.
 func pemCerts(t *testing.T, out string) []*x509.Certificate {
 	t.Helper()
@@ -145,20 +169,10 @@ func pemCerts(t *testing.T, out string) []*x509.Certificate {
 // verifies it up to root (the CA itself when root is nil).
 func issueThroughAectl(t *testing.T, ctx context.Context, vm *VM, root *x509.Certificate) {
 	t.Helper()
-	out := command(t, vm, "api token", 30*time.Second)
-	m := regexp.MustCompile(`(?m)^([A-Za-z0-9_-]{43})\r?$`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("api token: %q", out)
-	}
-	caOut := command(t, vm, "ca", 30*time.Second)
-	chain := pemCerts(t, caOut)
-	if len(chain) == 0 {
-		t.Fatalf("ca: no certificate in %q", caOut)
-	}
 	dir := t.TempDir()
-	tokenFile, caFile, csrFile := filepath.Join(dir, "token"), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "req.pem")
-	os.WriteFile(tokenFile, []byte(m[1]+"\n"), 0o600)
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: chain[0].Raw}), 0o644)
+	tokenFile, caFile := apiCredentials(t, vm, dir)
+	chain := pemCerts(t, command(t, vm, "ca", 30*time.Second))
+	csrFile := filepath.Join(dir, "req.pem")
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "web.vm.example.test"},
 		DNSNames: []string{"web.vm.example.test"}}, key)
@@ -282,41 +296,6 @@ func checkKeyNotExtractable(t *testing.T, disk string) {
 	}
 }
 
-// externalRoot is a root CA outside the appliance (the parent of its subordinate CA).
-type externalRoot struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newExternalRoot(t *testing.T, name string) externalRoot {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(20 * 365 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return externalRoot{cert, key}
-}
-
-// signCA signs the public key of csr as a CA certificate.
-func (r externalRoot) signCA(t *testing.T, csr *x509.CertificateRequest) *x509.Certificate {
-	t.Helper()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: csr.Subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour),
-		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, r.cert, csr.PublicKey, r.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert
-}
-
 // paste sends PEM to provision import, line by line, and an empty line.
 func paste(t *testing.T, vm *VM, certs ...*x509.Certificate) string {
 	t.Helper()
@@ -368,13 +347,13 @@ func TestApplianceSubordinate(t *testing.T) {
 	if err != nil || csr.CheckSignature() != nil || csr.Subject.CommonName != "VM Issuing CA" {
 		t.Fatalf("the request: %v, subject %s", err, csr.Subject)
 	}
-	root := newExternalRoot(t, "External Test Root")
-	sub := root.signCA(t, csr)
+	root := provtest.NewRoot(t, "External Test Root")
+	sub := root.Sign(t, csr.PublicKey, csr.Subject, true, time.Now().Add(5*365*24*time.Hour))
 
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	foreign := root.signCA(t, &x509.CertificateRequest{Subject: csr.Subject, PublicKey: otherKey.Public()})
+	foreign := root.Sign(t, otherKey.Public(), csr.Subject, true, time.Now().Add(5*365*24*time.Hour))
 	before := command(t, vm, "provision status", time.Minute)
-	if out := paste(t, vm, foreign, root.cert); !strings.Contains(out, "does not match the request: nothing changed") {
+	if out := paste(t, vm, foreign, root.Cert); !strings.Contains(out, "does not match the request: nothing changed") {
 		t.Errorf("import of a certificate for another key: %q", out)
 	}
 	if out := paste(t, vm, sub); !strings.Contains(out, "no self-signed root certificate") {
@@ -401,11 +380,7 @@ func TestApplianceSubordinate(t *testing.T) {
 	if _, err := provapi.NewClient(fmt.Sprintf("https://127.0.0.1:%d", vm.HostPort(apiPort)), "not the passphrase", pinned).Status(ctx); !errors.As(err, &herr) || herr.StatusCode != 401 {
 		t.Errorf("the provisioning API with a wrong passphrase: %v", err)
 	}
-	var bundle []byte
-	for _, c := range []*x509.Certificate{sub, root.cert} {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	if r, err := cl.Import(ctx, bundle); err != nil || !strings.Contains(r.String(), "verifies up to the root CN=External Test Root") {
+	if r, err := cl.Import(ctx, provtest.PEM(sub, root.Cert)); err != nil || !strings.Contains(r.String(), "verifies up to the root CN=External Test Root") {
 		t.Fatalf("import over the provisioning API: %v %s", err, r)
 	}
 	if _, err := cl.Finish(ctx); err != nil {
@@ -413,7 +388,7 @@ func TestApplianceSubordinate(t *testing.T) {
 	}
 	must(t, vm, "Provisioned over the API. Service running: API https://10.0.2.15:9443", 2*time.Minute)
 	must(t, vm, prompt, 10*time.Second) // shown again after the notice
-	issueThroughAectl(t, ctx, vm, root.cert)
+	issueThroughAectl(t, ctx, vm, root.Cert)
 	if out := command(t, vm, "ca", 30*time.Second); len(pemCerts(t, out)) != 2 {
 		t.Errorf("ca: want the subordinate CA and the root:\n%s", out)
 	}

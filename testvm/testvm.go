@@ -67,6 +67,9 @@ type ImageOptions struct {
 	// -debug) into root/build/appliance-debug, as `make image DEBUG=1
 	// IMAGE_DIR=build/appliance-debug` does; $AE_DEBUG_IMAGE_DIR names a prebuilt one.
 	Debug bool
+	// VersionSuffix builds a second release image into root/build/appliance<suffix> with
+	// the version suffixed (an update to install over the first).
+	VersionSuffix string
 }
 
 // BuildImageWith is BuildImage for the variant o.
@@ -75,7 +78,10 @@ func BuildImageWith(ctx context.Context, root string, log *slog.Logger, o ImageO
 	if o.Debug {
 		env, outName = "AE_DEBUG_IMAGE_DIR", "appliance-debug"
 	}
-	if dir := os.Getenv(env); dir != "" {
+	if o.VersionSuffix != "" {
+		env, outName = "", "appliance"+o.VersionSuffix
+	}
+	if dir := os.Getenv(env); env != "" && dir != "" {
 		m, err := firmware.ReadManifest(dir)
 		if err != nil {
 			return Image{}, fmt.Errorf("testvm: %s: %w", env, err)
@@ -92,7 +98,7 @@ func BuildImageWith(ctx context.Context, root string, log *slog.Logger, o ImageO
 	out := filepath.Join(root, "build", outName)
 	start := time.Now()
 	m, err := firmware.Build(ctx, firmware.Options{Root: root, OutDir: out, CacheDir: filepath.Join(root, "build", "cache"),
-		Version: firmware.GitVersion(ctx, root), SourceDateEpoch: sde, ZstdLevel: 12, Debug: o.Debug, Log: log})
+		Version: firmware.GitVersion(ctx, root) + o.VersionSuffix, SourceDateEpoch: sde, ZstdLevel: 12, Debug: o.Debug, Log: log})
 	if err != nil {
 		return Image{}, err
 	}

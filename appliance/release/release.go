@@ -53,6 +53,10 @@ func Read(path string) (Release, error) {
 // that it sends no terminal queries). Release images have no shell at all.
 const ShellPath = "/bin/gosh"
 
+// UpdateKeysPath holds the public keys (PEM, Ed25519) that the image's firmware updates
+// must be signed by.
+const UpdateKeysPath = "/etc/appliance/update-keys.pem"
+
 // HSMPath is where the image says which PKCS#11 module it bundles.
 const HSMPath = "/etc/appliance/hsm.json"
 

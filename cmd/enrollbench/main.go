@@ -30,7 +30,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
-	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
 func main() {
@@ -84,7 +84,7 @@ func run(args []string, out io.Writer) error {
 	fmt.Fprintln(tw, "CA key\tgoroutines\traw HSM signatures/s\tissuances/s\tissuance/raw\t")
 	for _, kt := range strings.Split(*keys, ",") {
 		dir := filepath.Join(tmp, kt)
-		if _, err := provisioning.Init(ctx, provisioning.InitOptions{Dir: dir, CAName: "Bench CA " + kt, KeyType: kt, Logger: log}); err != nil {
+		if _, err := ceremony.Init(ctx, ceremony.InitOptions{Dir: dir, CAName: "Bench CA " + kt, KeyType: kt, Logger: log}); err != nil {
 			return err
 		}
 		rt, err := daemon.Open(ctx, dir, log)

@@ -22,7 +22,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/hsm"
-	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
 func main() {
@@ -94,7 +94,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("enrollsvc init", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var o provisioning.InitOptions
+	var o ceremony.InitOptions
 	var logLevel string
 	fs.StringVar(&o.Dir, "data", "", "data directory to create (must not exist or be empty)")
 	fs.StringVar(&o.CAName, "ca-name", "", "common name of the CA certificate")
@@ -107,7 +107,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.Var((*listFlag)(&o.CAIssuerURLs), "ca-issuer-url", "URL of the CA certificate put in every certificate (repeatable)")
 	fs.StringVar(&o.HTTPURL, "http-url", "", "enable the plain-HTTP listener for CRLs, OCSP, the CA certificate and SCEP: how clients reach it (http://HOST[:PORT]); its URLs go into every certificate unless --crl-url, --ocsp-url or --ca-issuer-url say otherwise")
 	fs.StringVar(&o.HTTPListen, "http-listen", "", "address of the plain-HTTP listener (default "+config.DefaultHTTPListen+"; port 80 on an appliance)")
-	var d provisioning.DirectoryOptions
+	var d ceremony.DirectoryOptions
 	fs.StringVar(&d.URL, "ldap-url", "", "Active Directory: ldaps://DC[:636] or ldap://DC[:389] (StartTLS is then required)")
 	fs.StringVar(&d.CAFile, "ldap-ca-file", "", "PEM file with the CA that issued the domain controllers' certificates")
 	fs.StringVar(&d.BindUser, "ldap-bind-user", "", "UPN or DN of the directory service account")
@@ -143,10 +143,10 @@ Flags:
 		return err
 	}
 	o.Logger = log
-	if d != (provisioning.DirectoryOptions{}) {
+	if d != (ceremony.DirectoryOptions{}) {
 		o.Directory = &d
 	}
-	res, err := provisioning.Init(context.Background(), o)
+	res, err := ceremony.Init(context.Background(), o)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}

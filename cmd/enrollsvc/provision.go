@@ -13,6 +13,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
 const provisionUsage = `Usage: enrollsvc provision STEP --data DIR [flags]
@@ -53,13 +54,13 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("enrollsvc provision "+step, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), provisionUsage) }
-	var c provisioning.Ceremony
+	var c ceremony.Ceremony
 	var jsonOut bool
 	var keyType, caName, in, logLevel string
 	var validity time.Duration
 	var d provisioning.Directory
 	var caFile, keytab string
-	var fo provisioning.FinishOptions
+	var fo ceremony.FinishOptions
 	fs.StringVar(&c.Dir, "data", "", "the service's data directory")
 	fs.StringVar(&c.Module, "pkcs11-module", "", "PKCS#11 module (default SoftHSM2)")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level")

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/firmware"
+	"github.com/enrollment-appliance/aeappliance/firmware/update"
 )
 
 func main() {
@@ -49,6 +50,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.HSMModule, "hsm-module", firmware.DefaultHSMModule, "PKCS#11 module to bundle (symlinks are followed; its libraries come along)")
 	fs.BoolVar(&o.Debug, "debug", false, "build a debug image: with a shell (/bin/gosh, /bin/sh) and tools, version suffixed -debug; not for production")
 	fs.BoolVar(&check, "check", false, "build twice from scratch and fail unless the outputs are identical")
+	var bundle bool
+	var signingKey string
+	fs.StringVar(&o.UpdateKeys, "update-keys", "", "PEM file: the Ed25519 public keys the image accepts updates signed by (default: the development key build/keys/update-signing.pub, made on first use)")
+	fs.BoolVar(&bundle, "bundle", false, "also write the signed update bundle OUT/update-VERSION.aeu")
+	fs.StringVar(&signingKey, "signing-key", "", "private key that signs the bundle (default: the development key build/keys/update-signing.key)")
 	fs.BoolVar(&verbose, "v", false, "log the build steps")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: mkfirmware [flags]\n\nBuilds the appliance image (kernel + u-root initramfs), reproducibly.\n\nFlags:\n")
@@ -85,6 +91,23 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stdout, m.Summary())
 	fmt.Fprintf(stdout, "  built in %s into %s\n", time.Since(start).Round(100*time.Millisecond), o.OutDir)
+	if bundle {
+		if signingKey == "" {
+			if _, signingKey, err = firmware.EnsureDevKeys(root); err != nil {
+				return err
+			}
+		}
+		key, err := update.ReadPrivateKey(signingKey)
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(o.OutDir, update.FileName(m.Release.Version))
+		h, err := update.Build(o.OutDir, out, key)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "update bundle %s\n  %s, signed by key %s\n", out, h, h.KeyID)
+	}
 	if !check {
 		return nil
 	}

@@ -27,7 +27,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
-	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
 var quiet = slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -38,7 +38,7 @@ func newDataDir(t testing.TB, keyType string) string {
 	needSoftHSM(t)
 	t.Setenv("SOFTHSM2_CONF", "") // init and Open set it; restore afterwards
 	dir := filepath.Join(t.TempDir(), "var")
-	if _, err := provisioning.Init(context.Background(), provisioning.InitOptions{Dir: dir, CAName: "Test CA " + keyType, KeyType: keyType, Logger: quiet}); err != nil {
+	if _, err := ceremony.Init(context.Background(), ceremony.InitOptions{Dir: dir, CAName: "Test CA " + keyType, KeyType: keyType, Logger: quiet}); err != nil {
 		t.Fatalf("Init(%s): %v", keyType, err)
 	}
 	return dir
@@ -240,7 +240,7 @@ func treeDigest(t *testing.T, dir string) string {
 func TestInitRefusesAndChangesNothing(t *testing.T) {
 	dir := newDataDir(t, "ecdsa-p256")
 	orig := treeDigest(t, dir)
-	_, err := provisioning.Init(context.Background(), provisioning.InitOptions{Dir: dir, CAName: "Again", Logger: quiet})
+	_, err := ceremony.Init(context.Background(), ceremony.InitOptions{Dir: dir, CAName: "Again", Logger: quiet})
 	if err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
 		t.Errorf("second Init = %v, want a refusal to overwrite", err)
 	}
@@ -251,18 +251,18 @@ func TestInitRefusesAndChangesNothing(t *testing.T) {
 	parent := t.TempDir()
 	for _, tc := range []struct {
 		name string
-		o    provisioning.InitOptions
+		o    ceremony.InitOptions
 		want string
 	}{
-		{"unknown key type", provisioning.InitOptions{CAName: "X", KeyType: "dsa-1024"}, "dsa-1024"},
-		{"no CA name", provisioning.InitOptions{KeyType: "ecdsa-p256"}, "--ca-name"},
-		{"bad listen address", provisioning.InitOptions{CAName: "X", APIListen: "nowhere"}, "--api-listen"},
-		{"missing PKCS#11 module", provisioning.InitOptions{CAName: "X", Module: "/nonexistent/libpkcs11.so"}, "/nonexistent/libpkcs11.so"},
+		{"unknown key type", ceremony.InitOptions{CAName: "X", KeyType: "dsa-1024"}, "dsa-1024"},
+		{"no CA name", ceremony.InitOptions{KeyType: "ecdsa-p256"}, "--ca-name"},
+		{"bad listen address", ceremony.InitOptions{CAName: "X", APIListen: "nowhere"}, "--api-listen"},
+		{"missing PKCS#11 module", ceremony.InitOptions{CAName: "X", Module: "/nonexistent/libpkcs11.so"}, "/nonexistent/libpkcs11.so"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.o.Dir = filepath.Join(parent, strings.ReplaceAll(tc.name, " ", "-"))
 			tc.o.Logger = quiet
-			_, err := provisioning.Init(context.Background(), tc.o)
+			_, err := ceremony.Init(context.Background(), tc.o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Init = %v, want an error mentioning %q", err, tc.want)
 			}

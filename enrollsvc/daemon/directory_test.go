@@ -25,7 +25,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/ldap"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
-	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
 var (
@@ -54,8 +54,8 @@ func newDirFixture(t testing.TB, cacheTTL string) *dirFixture {
 	needSoftHSM(t)
 	t.Setenv("SOFTHSM2_CONF", "")
 	dir := filepath.Join(t.TempDir(), "var")
-	_, err := provisioning.Init(context.Background(), provisioning.InitOptions{Dir: dir, CAName: "Appliance Test CA",
-		KeyType: "ecdsa-p256", Logger: quiet, Directory: &provisioning.DirectoryOptions{URL: dc.URL, CAFile: dc.CAFile,
+	_, err := ceremony.Init(context.Background(), ceremony.InitOptions{Dir: dir, CAName: "Appliance Test CA",
+		KeyType: "ecdsa-p256", Logger: quiet, Directory: &ceremony.DirectoryOptions{URL: dc.URL, CAFile: dc.CAFile,
 			BindUser: s.SvcEnroll.UPN, PasswordFile: pw, CACN: ldaptest.CACN}})
 	if err != nil {
 		t.Fatalf("Init with a directory: %v", err)

@@ -3,22 +3,15 @@ package provapi_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,7 +26,9 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
+	"github.com/enrollment-appliance/aeappliance/provisioning/provtest"
 )
 
 // The secrets of the tests: none may appear in the log.
@@ -54,24 +49,6 @@ func needSoftHSM(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-}
-
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // fakeClock is the limiter's clock.
@@ -97,10 +74,10 @@ type fixture struct {
 	t        *testing.T
 	dir      string // the service's data directory
 	settings string // the appliance's settings directory
-	log      *syncBuffer
+	log      *provtest.SyncBuffer
 	clock    *fakeClock
 	srv      *httptest.Server
-	ceremony *provisioning.Ceremony
+	ceremony *ceremony.Ceremony
 
 	finishWritten atomic.Bool   // the answer to the latest /finish request has been written
 	finishCalls   chan struct{} // one value per OnFinish call
@@ -111,15 +88,15 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	root := t.TempDir()
-	f := &fixture{t: t, dir: filepath.Join(root, "var"), settings: filepath.Join(root, "settings"), log: &syncBuffer{},
+	f := &fixture{t: t, dir: filepath.Join(root, "var"), settings: filepath.Join(root, "settings"), log: &provtest.SyncBuffer{},
 		clock: &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}, finishCalls: make(chan struct{}, 10),
 		release: make(chan struct{}), served: make(chan string, 100)}
 	logger := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.ceremony = &provisioning.Ceremony{Dir: f.dir, Logger: logger}
+	f.ceremony = &ceremony.Ceremony{Dir: f.dir, Logger: logger}
 	h, err := provapi.NewHandler(provapi.Config{
 		Settings: f.settings,
-		Steps: &provapi.Local{Ceremony: f.ceremony, Settings: f.settings,
-			FinishOptions: provisioning.FinishOptions{APIListen: "127.0.0.1:0"}},
+		Steps: &ceremony.Local{Ceremony: f.ceremony, Settings: f.settings,
+			FinishOptions: ceremony.FinishOptions{APIListen: "127.0.0.1:0"}},
 		Logger:   logger,
 		OnFinish: f.onFinish,
 		Now:      f.clock.Now,
@@ -311,60 +288,6 @@ func doneSteps(steps []provisioning.Step) string {
 	return strings.Join(done, ",")
 }
 
-// testRoot is an external root CA of the test (the parent of the subordinate CA).
-type testRoot struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newRoot(t *testing.T, name string) testRoot {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(20 * 365 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return testRoot{cert, key}
-}
-
-// signCA signs csrPEM as a CA certificate.
-func (r testRoot) signCA(t *testing.T, csrPEM []byte) *x509.Certificate {
-	t.Helper()
-	blk, _ := pem.Decode(csrPEM)
-	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
-		t.Fatalf("not a PEM request: %q", csrPEM)
-	}
-	csr, err := x509.ParseCertificateRequest(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		t.Fatalf("the request's signature: %v", err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: csr.Subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
-		BasicConstraintsValid: true, IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, r.cert, csr.PublicKey, r.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert
-}
-
-func bundle(certs ...*x509.Certificate) []byte {
-	var b []byte
-	for _, c := range certs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return b
-}
-
 func ptr[T any](v T) *T { return &v }
 
 // TestSubordinateCeremony runs the whole ceremony of a subordinate CA over HTTPS, after
@@ -469,11 +392,11 @@ func TestSubordinateCeremony(t *testing.T) {
 	// Finish before the chain: refused, and OnFinish is not called.
 	f.refused(http.StatusConflict, "no CA certificate yet", func() error { _, err := cl.Finish(ctx); return err })
 
-	root, other := newRoot(t, "External Test Root"), newRoot(t, "Another Root")
-	sub := root.signCA(t, csrPEM)
-	f.refused(http.StatusConflict, "does not verify", func() error { _, err := cl.Import(ctx, bundle(sub, other.cert)); return err })
+	root, other := provtest.NewRoot(t, "External Test Root"), provtest.NewRoot(t, "Another Root")
+	sub := root.SignCSR(t, csrPEM, true, time.Now().Add(365*24*time.Hour))
+	f.refused(http.StatusConflict, "does not verify", func() error { _, err := cl.Import(ctx, provtest.PEM(sub, other.Cert)); return err })
 	f.refused(http.StatusConflict, "no PEM certificate", func() error { _, err := cl.Import(ctx, nil); return err })
-	r, err = cl.Import(ctx, bundle(root.cert, sub))
+	r, err = cl.Import(ctx, provtest.PEM(root.Cert, sub))
 	if err != nil || !r.Changed || !strings.Contains(r.String(), "verifies up to the root CN=External Test Root") {
 		t.Fatalf("import: %v %+v", err, r)
 	}

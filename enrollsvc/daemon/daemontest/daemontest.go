@@ -21,7 +21,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
-	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
 // Options adjust the service.
@@ -83,9 +83,9 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 		t.Fatal(err)
 	}
 	dir := filepath.Join(tmp, "var")
-	if _, err := provisioning.Init(ctx, provisioning.InitOptions{Dir: dir, CAName: o.CAName, Logger: o.Logger, Keytab: o.Keytab,
+	if _, err := ceremony.Init(ctx, ceremony.InitOptions{Dir: dir, CAName: o.CAName, Logger: o.Logger, Keytab: o.Keytab,
 		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs,
-		Directory: &provisioning.DirectoryOptions{URL: dc.URL, CAFile: dc.CAFile, BindUser: s.SvcEnroll.UPN,
+		Directory: &ceremony.DirectoryOptions{URL: dc.URL, CAFile: dc.CAFile, BindUser: s.SvcEnroll.UPN,
 			PasswordFile: pw, CACN: ldaptest.CACN}}); err != nil {
 		cancel()
 		t.Fatalf("provisioning.Init: %v", err)

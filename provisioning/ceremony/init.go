@@ -1,7 +1,10 @@
-// Package provisioning sets an appliance up: the key ceremony that creates a data directory
-// (HSM token, CA key generated inside it, self-signed CA certificate, store, configuration, admin
-// credential) and, later, first-boot setup, backup and restore.
-package provisioning
+// Package ceremony runs the provisioning ceremony on a service data directory: the HSM
+// token, the CA key generated inside it, a self-signed root or a subordinate CA, the
+// directory settings and the service's configuration (Ceremony, step by step), and Init,
+// the one-shot development form of the same steps (enrollsvc init). It needs PKCS#11, so
+// cgo; the appliance's init payload runs it in `enrollsvc provision` child processes and
+// uses only the light types of package provisioning.
+package ceremony
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package provisioning
+package ceremony
 
 import (
 	"bytes"
@@ -26,38 +26,35 @@ import (
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
-// The steps of the ceremony, in order.
+// The ceremony's types are package provisioning's, which the appliance shares without
+// the PKCS#11 code.
+type (
+	Report     = provisioning.Report
+	State      = provisioning.State
+	TokenState = provisioning.TokenState
+	KeyState   = provisioning.KeyState
+	CAState    = provisioning.CAState
+	Directory  = provisioning.Directory
+	Step       = provisioning.Step
+)
+
+// Names the ceremony shares with package provisioning.
 const (
-	StepPassphrase = "passphrase"
-	StepNetwork    = "network"
-	StepToken      = "token"
-	StepKey        = "key"
-	StepCA         = "ca"
-	StepDirectory  = "directory"
-	StepFinish     = "finish"
+	StateFile   = provisioning.StateFile
+	CSRFile     = provisioning.CSRFile
+	CAChainFile = provisioning.CAChainFile
+
+	StepToken     = provisioning.StepToken
+	StepKey       = provisioning.StepKey
+	StepCA        = provisioning.StepCA
+	StepDirectory = provisioning.StepDirectory
+	StepFinish    = provisioning.StepFinish
+
+	caKeyLabel = "ca-key"
 )
-
-// Files the ceremony keeps in the service's data directory besides enrollsvc's own.
-const (
-	StateFile   = "ceremony.json" // what the ceremony has done so far
-	CSRFile     = "ca.csr"        // the subordinate CA's request, until its chain is imported
-	CAChainFile = "ca-chain.pem"  // the certificates above a subordinate CA, up to the root
-	caKeyLabel  = "ca-key"
-)
-
-// Report says what a step did; Changed is false when it found the work already done.
-type Report struct {
-	Step    string   `json:"step"`
-	Changed bool     `json:"changed"`
-	Lines   []string `json:"lines"`
-}
-
-func (r *Report) say(format string, a ...any) { r.Lines = append(r.Lines, fmt.Sprintf(format, a...)) }
-
-// String is the report's lines.
-func (r Report) String() string { return strings.Join(r.Lines, "\n") }
 
 // Ceremony provisions the service's data directory step by step: the HSM token, the CA
 // key generated inside it, a self-signed root or a subordinate CA (request out, chain
@@ -73,41 +70,6 @@ type Ceremony struct {
 	Module string
 	Logger *slog.Logger
 	Now    func() time.Time // default time.Now
-}
-
-// State is ceremony.json.
-type State struct {
-	Token     *TokenState       `json:"token,omitempty"`
-	Key       *KeyState         `json:"key,omitempty"`
-	CA        *CAState          `json:"ca,omitempty"`
-	Directory *config.Directory `json:"directory,omitempty"`
-}
-
-// TokenState is the initialised token.
-type TokenState struct {
-	Module  string    `json:"module"`
-	SoftHSM bool      `json:"softhsm"`
-	Label   string    `json:"label"`
-	Serial  string    `json:"serial"`
-	At      time.Time `json:"at"`
-}
-
-// KeyState is the CA key in the token.
-type KeyState struct {
-	URI  string    `json:"uri"`
-	Type string    `json:"type"`
-	At   time.Time `json:"at"`
-}
-
-// CAState is the CA certificate, or the request waiting for it.
-type CAState struct {
-	Mode      string    `json:"mode"` // "selfsigned" or "subordinate"
-	Name      string    `json:"name"` // common name asked for
-	Certified bool      `json:"certified"`
-	Subject   string    `json:"subject,omitempty"`
-	Issuer    string    `json:"issuer,omitempty"`
-	NotAfter  time.Time `json:"not_after,omitzero"`
-	SHA256    string    `json:"sha256,omitempty"`
 }
 
 func (c *Ceremony) log() *slog.Logger {
@@ -128,20 +90,7 @@ func (c *Ceremony) now() time.Time {
 func (c *Ceremony) Provisioned() bool { return fileExists(filepath.Join(c.Dir, config.File)) }
 
 // State reads ceremony.json (empty before the first step).
-func (c *Ceremony) State() (State, error) {
-	var st State
-	b, err := os.ReadFile(filepath.Join(c.Dir, StateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("reading the ceremony state: %w", err)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s is corrupt: %w", filepath.Join(c.Dir, StateFile), err)
-	}
-	return st, nil
-}
+func (c *Ceremony) State() (State, error) { return provisioning.LoadState(c.Dir) }
 
 func (c *Ceremony) save(st State) error {
 	b, _ := json.MarshalIndent(st, "", "  ")
@@ -226,7 +175,7 @@ func (c *Ceremony) InitToken(ctx context.Context, soPIN, userPIN string) (Report
 			return r, fmt.Errorf("opening token %q: %w", t.Label, err)
 		}
 		ks.Close()
-		r.say("Token %q (serial %s) is already initialised and the user PIN opens it: nothing changed.", t.Label, t.Serial)
+		r.Say("Token %q (serial %s) is already initialised and the user PIN opens it: nothing changed.", t.Label, t.Serial)
 		return r, nil
 	}
 	if err := ValidatePIN("SO", soPIN); err != nil {
@@ -260,8 +209,8 @@ func (c *Ceremony) InitToken(ctx context.Context, soPIN, userPIN string) (Report
 	if soft {
 		where = "SoftHSM on the data disk"
 	}
-	r.say("Initialised token %q (serial %s, %s) with the SO and user PINs.", label, serial, where)
-	r.say("The user PIN is kept on the data disk for the service; the SO PIN is not kept.")
+	r.Say("Initialised token %q (serial %s, %s) with the SO and user PINs.", label, serial, where)
+	r.Say("The user PIN is kept on the data disk for the service; the SO PIN is not kept.")
 	return r, nil
 }
 
@@ -329,7 +278,7 @@ func (c *Ceremony) GenerateKey(ctx context.Context, keyType string) (Report, err
 		}
 	} else if found, err := ks.FindKey(ctx, label); err == nil {
 		key = found // generated by a run that stopped before saving its state
-		r.say("Found the CA key an interrupted run generated.")
+		r.Say("Found the CA key an interrupted run generated.")
 	}
 	if key != nil && key.Type() != kt {
 		return r, fmt.Errorf("the token already holds the CA key, of type %s; a CA key is never replaced "+
@@ -341,9 +290,9 @@ func (c *Ceremony) GenerateKey(ctx context.Context, keyType string) (Report, err
 			return r, fmt.Errorf("generating the CA key in the token: %w", err)
 		}
 		r.Changed = true
-		r.say("Generated a %s CA key in the token in %s.", kt, time.Since(t).Round(10*time.Millisecond))
+		r.Say("Generated a %s CA key in the token in %s.", kt, time.Since(t).Round(10*time.Millisecond))
 	} else if len(r.Lines) == 0 {
-		r.say("The CA key is already in the token: nothing changed.")
+		r.Say("The CA key is already in the token: nothing changed.")
 	}
 	uri := key.URI()
 	uri.Type = "private"
@@ -355,7 +304,7 @@ func (c *Ceremony) GenerateKey(ctx context.Context, keyType string) (Report, err
 		return r, fmt.Errorf("the token reports the CA key as sensitive=%v extractable=%v never-extractable=%v; "+
 			"refusing to use it", attrs.Sensitive, attrs.Extractable, attrs.NeverExtractable)
 	}
-	r.say("Key %s: sensitive, never extractable.", uri)
+	r.Say("Key %s: sensitive, never extractable.", uri)
 	if st.Key == nil {
 		st.Key = &KeyState{URI: uri.String(), Type: string(kt), At: c.now().UTC()}
 		if err := c.save(st); err != nil {
@@ -405,7 +354,7 @@ func (c *Ceremony) SelfSign(ctx context.Context, name string, validity time.Dura
 	if ca := st.CA; ca != nil {
 		switch {
 		case ca.Certified && ca.Mode == "selfsigned" && ca.Name == name:
-			r.say("The self-signed root CA %s exists already: nothing changed.", ca.Subject)
+			r.Say("The self-signed root CA %s exists already: nothing changed.", ca.Subject)
 			return r, nil
 		case ca.Certified:
 			return r, fmt.Errorf("the CA certificate %s exists already; it is not replaced: nothing changed", ca.Subject)
@@ -432,8 +381,8 @@ func (c *Ceremony) SelfSign(ctx context.Context, name string, validity time.Dura
 		return r, err
 	}
 	r.Changed = true
-	r.say("Made the self-signed root CA %s, valid until %s.", cert.Subject, cert.NotAfter.Format(time.DateOnly))
-	r.say("SHA-256 fingerprint: %s", st.CA.SHA256)
+	r.Say("Made the self-signed root CA %s, valid until %s.", cert.Subject, cert.NotAfter.Format(time.DateOnly))
+	r.Say("SHA-256 fingerprint: %s", st.CA.SHA256)
 	return r, nil
 }
 
@@ -470,7 +419,7 @@ func (c *Ceremony) RequestCSR(ctx context.Context, name string) ([]byte, Report,
 			return nil, r, fmt.Errorf("the CA certificate %s exists already: nothing changed", ca.Subject)
 		}
 		if b, err := os.ReadFile(csrPath); err == nil && ca.Name == name {
-			r.say("The request for the subordinate CA %q was made already (the same one again):", name)
+			r.Say("The request for the subordinate CA %q was made already (the same one again):", name)
 			return b, r, nil
 		}
 	}
@@ -494,11 +443,11 @@ func (c *Ceremony) RequestCSR(ctx context.Context, name string) ([]byte, Report,
 	}
 	r.Changed = true
 	if replaced {
-		r.say("Replaced the earlier request with one for the subordinate CA %q.", name)
+		r.Say("Replaced the earlier request with one for the subordinate CA %q.", name)
 	}
-	r.say("Made the request for the subordinate CA %q (PKCS#10, signed by the CA key in the token).", name)
-	r.say("Have the parent CA sign it as a CA certificate, then import the chain (CA certificate, any")
-	r.say("intermediates and the root).")
+	r.Say("Made the request for the subordinate CA %q (PKCS#10, signed by the CA key in the token).", name)
+	r.Say("Have the parent CA sign it as a CA certificate, then import the chain (CA certificate, any")
+	r.Say("intermediates and the root).")
 	return b, r, nil
 }
 
@@ -539,7 +488,7 @@ func (c *Ceremony) ImportChain(ctx context.Context, bundle []byte) (Report, erro
 	}
 	if st.CA.Certified {
 		if st.CA.SHA256 == Fingerprint(leaf) {
-			r.say("The CA certificate %s is imported already: nothing changed.", leaf.Subject)
+			r.Say("The CA certificate %s is imported already: nothing changed.", leaf.Subject)
 			return r, nil
 		}
 		return r, fmt.Errorf("the CA certificate %s exists already; it is not replaced: nothing changed", st.CA.Subject)
@@ -598,9 +547,9 @@ func (c *Ceremony) ImportChain(ctx context.Context, bundle []byte) (Report, erro
 	}
 	os.Remove(filepath.Join(c.Dir, CSRFile))
 	r.Changed = true
-	r.say("Imported the subordinate CA certificate %s, valid until %s,", leaf.Subject, leaf.NotAfter.Format(time.DateOnly))
-	r.say("issued by %s; the chain verifies up to the root %s.", leaf.Issuer, chain[len(chain)-1].Subject)
-	r.say("SHA-256 fingerprint: %s", st.CA.SHA256)
+	r.Say("Imported the subordinate CA certificate %s, valid until %s,", leaf.Subject, leaf.NotAfter.Format(time.DateOnly))
+	r.Say("issued by %s; the chain verifies up to the root %s.", leaf.Issuer, chain[len(chain)-1].Subject)
+	r.Say("SHA-256 fingerprint: %s", st.CA.SHA256)
 	return r, nil
 }
 
@@ -629,15 +578,6 @@ func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("more than 10 certificates: not a CA chain")
 	}
 	return certs, nil
-}
-
-// Directory is the directory step's input.
-type Directory struct {
-	URL      string // ldaps://dc:636 or ldap://dc:389 (StartTLS)
-	BindUser string // UPN or DN of the service account
-	Password string
-	CACN     string // cn of the pKIEnrollmentService object
-	CAPEM    []byte // trust for the DC's certificate; nil: the system roots
 }
 
 // SetDirectory saves the Active Directory settings after checking them: a bind as the
@@ -715,7 +655,7 @@ func (c *Ceremony) SetDirectory(ctx context.Context, d Directory) (Report, error
 	if err := c.save(st); err != nil {
 		return r, err
 	}
-	r.say("Checked and saved the directory settings: %s as %s; the enrollment service %q offers %d templates.",
+	r.Say("Checked and saved the directory settings: %s as %s; the enrollment service %q offers %d templates.",
 		d.URL, d.BindUser, d.CACN, len(es.CertificateTemplates))
 	return r, nil
 }
@@ -739,7 +679,7 @@ type FinishOptions struct {
 func (c *Ceremony) Finish(ctx context.Context, o FinishOptions) (Report, error) {
 	r := Report{Step: StepFinish}
 	if c.Provisioned() {
-		r.say("The appliance is provisioned already: nothing changed.")
+		r.Say("The appliance is provisioned already: nothing changed.")
 		return r, nil
 	}
 	st, err := c.State()
@@ -804,12 +744,12 @@ func (c *Ceremony) Finish(ctx context.Context, o FinishOptions) (Report, error) 
 		return r, fmt.Errorf("%w: nothing changed", err)
 	}
 	r.Changed = true
-	r.say("Wrote the service configuration: CA %s, API on %s.", st.CA.Subject, cfg.API.Listen)
+	r.Say("Wrote the service configuration: CA %s, API on %s.", st.CA.Subject, cfg.API.Listen)
 	if cfg.HTTP != nil {
-		r.say("CRLs, OCSP and the CA certificate are published at %s.", cfg.HTTP.BaseURL)
+		r.Say("CRLs, OCSP and the CA certificate are published at %s.", cfg.HTTP.BaseURL)
 	}
 	if cfg.Directory != nil {
-		r.say("Enrollment web services on %s for %s.", cfg.Enroll.Listen, strings.Join(cfg.Enroll.Hostnames, ", "))
+		r.Say("Enrollment web services on %s for %s.", cfg.Enroll.Listen, strings.Join(cfg.Enroll.Hostnames, ", "))
 	}
 	return r, nil
 }
@@ -844,13 +784,6 @@ func (c *Ceremony) finishService(ctx context.Context, st State, cfg *config.Conf
 			"mode", st.CA.Mode, "sha256", st.CA.SHA256, "not_after", st.CA.NotAfter.Format(time.RFC3339)))
 }
 
-// Step is one line of Progress.
-type Step struct {
-	Name   string `json:"name"`
-	Done   bool   `json:"done"`
-	Detail string `json:"detail"`
-}
-
 // Progress lists the service's steps (token to finish) with what each found.
 func (c *Ceremony) Progress() ([]Step, error) {
 	st, err := c.State()
@@ -861,23 +794,28 @@ func (c *Ceremony) Progress() ([]Step, error) {
 		{Name: StepCA, Detail: "no CA certificate"}, {Name: StepDirectory, Detail: "not configured (optional)"},
 		{Name: StepFinish, Detail: "not provisioned"}}
 	if t := st.Token; t != nil {
-		steps[0] = Step{StepToken, true, fmt.Sprintf("token %q serial %s", t.Label, t.Serial)}
+		steps[0] = Step{Name: StepToken, Done: true, Detail: fmt.Sprintf("token %q serial %s", t.Label, t.Serial)}
 	}
 	if k := st.Key; k != nil {
-		steps[1] = Step{StepKey, true, k.Type + " " + k.URI}
+		steps[1] = Step{Name: StepKey, Done: true, Detail: k.Type + " " + k.URI}
 	}
 	if ca := st.CA; ca != nil {
 		if ca.Certified {
-			steps[2] = Step{StepCA, true, fmt.Sprintf("%s %s, until %s", ca.Mode, ca.Subject, ca.NotAfter.Format(time.DateOnly))}
+			steps[2] = Step{Name: StepCA, Done: true, Detail: fmt.Sprintf("%s %s, until %s", ca.Mode, ca.Subject, ca.NotAfter.Format(time.DateOnly))}
 		} else {
 			steps[2].Detail = fmt.Sprintf("request for the subordinate CA %q made; waiting for its chain", ca.Name)
 		}
 	}
 	if d := st.Directory; d != nil {
-		steps[3] = Step{StepDirectory, true, d.URL + " (" + d.CACN + ")"}
+		steps[3] = Step{Name: StepDirectory, Done: true, Detail: d.URL + " (" + d.CACN + ")"}
 	}
 	if c.Provisioned() {
-		steps[4] = Step{StepFinish, true, "provisioned"}
+		steps[4] = Step{Name: StepFinish, Done: true, Detail: "provisioned"}
 	}
 	return steps, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -1,0 +1,111 @@
+package provisioning
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+)
+
+// The steps of the ceremony, in order.
+const (
+	StepPassphrase = "passphrase"
+	StepNetwork    = "network"
+	StepToken      = "token"
+	StepKey        = "key"
+	StepCA         = "ca"
+	StepDirectory  = "directory"
+	StepFinish     = "finish"
+)
+
+// Files the ceremony keeps in the service's data directory besides enrollsvc's own.
+const (
+	StateFile   = "ceremony.json" // what the ceremony has done so far
+	CSRFile     = "ca.csr"        // the subordinate CA's request, until its chain is imported
+	CAChainFile = "ca-chain.pem"  // the certificates above a subordinate CA, up to the root
+)
+
+// Report says what a step did; Changed is false when it found the work already done.
+type Report struct {
+	Step    string   `json:"step"`
+	Changed bool     `json:"changed"`
+	Lines   []string `json:"lines"`
+}
+
+// Say adds a line.
+func (r *Report) Say(format string, a ...any) { r.Lines = append(r.Lines, fmt.Sprintf(format, a...)) }
+
+// String is the report's lines.
+func (r Report) String() string { return strings.Join(r.Lines, "\n") }
+
+// State is ceremony.json.
+type State struct {
+	Token     *TokenState       `json:"token,omitempty"`
+	Key       *KeyState         `json:"key,omitempty"`
+	CA        *CAState          `json:"ca,omitempty"`
+	Directory *config.Directory `json:"directory,omitempty"`
+}
+
+// TokenState is the initialised token.
+type TokenState struct {
+	Module  string    `json:"module"`
+	SoftHSM bool      `json:"softhsm"`
+	Label   string    `json:"label"`
+	Serial  string    `json:"serial"`
+	At      time.Time `json:"at"`
+}
+
+// KeyState is the CA key in the token.
+type KeyState struct {
+	URI  string    `json:"uri"`
+	Type string    `json:"type"`
+	At   time.Time `json:"at"`
+}
+
+// CAState is the CA certificate, or the request waiting for it.
+type CAState struct {
+	Mode      string    `json:"mode"` // "selfsigned" or "subordinate"
+	Name      string    `json:"name"` // common name asked for
+	Certified bool      `json:"certified"`
+	Subject   string    `json:"subject,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	SHA256    string    `json:"sha256,omitempty"`
+}
+
+// Directory is the directory step's input.
+type Directory struct {
+	URL      string // ldaps://dc:636 or ldap://dc:389 (StartTLS)
+	BindUser string // UPN or DN of the service account
+	Password string
+	CACN     string // cn of the pKIEnrollmentService object
+	CAPEM    []byte // trust for the DC's certificate; nil: the system roots
+}
+
+// Step is one line of Progress.
+type Step struct {
+	Name   string `json:"name"`
+	Done   bool   `json:"done"`
+	Detail string `json:"detail"`
+}
+
+// LoadState reads dir/ceremony.json (empty before the first step).
+func LoadState(dir string) (State, error) {
+	var st State
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading the ceremony state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%s is corrupt: %w", filepath.Join(dir, StateFile), err)
+	}
+	return st, nil
+}

@@ -1,0 +1,112 @@
+package testvm
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/firmware"
+	"github.com/enrollment-appliance/aeappliance/firmware/update"
+)
+
+// TestApplianceUpdate: a provisioned appliance takes a signed update over the API
+// (aectl firmware upload through the forwarded port), refuses one signed by another
+// key, boots the update from slot a at the next reboot (the factory image kexecs into
+// it), confirms it once the service answers with the same CA, and goes back to the
+// factory image after update rollback.
+func TestApplianceUpdate(t *testing.T) {
+	needVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	vm, _ := boot(t, ctx, nil)
+	must(t, vm, prompt, 2*time.Minute)
+
+	// The update: the same sources as a second version, bundled and signed with the
+	// development key the first image trusts.
+	root, err := RepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := BuildImageWith(ctx, root, slog.New(slog.NewTextHandler(io.Discard, nil)), ImageOptions{VersionSuffix: "-v2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, privPath, err := firmware.EnsureDevKeys(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := update.ReadPrivateKey(privPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.aeu")
+	h, err := update.Build(filepath.Dir(v2.Kernel), good, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherKey, _ := update.GenerateKey()
+	foreign := filepath.Join(dir, "foreign.aeu")
+	if _, err := update.Build(filepath.Dir(v2.Kernel), foreign, otherKey); err != nil {
+		t.Fatal(err)
+	}
+
+	ceremonyToKey(t, vm)
+	command(t, vm, "provision selfsigned Update Test CA", 2*time.Minute)
+	fingerprint := finish(t, vm)
+	tokenFile, caFile := apiCredentials(t, vm, dir)
+	aectlArgs := func(args ...string) ([]byte, error) {
+		full := append([]string{"--api", "127.0.0.1:" + itoa(vm.HostPort(apiPort)), "--token-file", tokenFile, "--ca-file", caFile}, args...)
+		return exec.CommandContext(ctx, aectl(t), full...).CombinedOutput()
+	}
+	if out, err := aectlArgs("firmware", "upload", foreign); err == nil || !strings.Contains(string(out), "422") {
+		t.Errorf("a bundle signed by another key: %v\n%s", err, out)
+	}
+	out, err := aectlArgs("firmware", "upload", good)
+	if err != nil || !strings.Contains(string(out), "installed "+h.Version+" in slot a") {
+		t.Fatalf("aectl firmware upload: %v\n%s", err, out)
+	}
+	if out := command(t, vm, "update", 30*time.Second); !strings.Contains(out, "pending: tried at the next boot") {
+		t.Errorf("update status after the upload:\n%s", out)
+	}
+
+	if err := vm.SendLine("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	must(t, vm, "Trying the update in slot a.", 2*time.Minute)
+	must(t, vm, "Starting "+h.Version+" from slot a", time.Minute)
+	banner := must(t, vm, prompt, 3*time.Minute)
+	if !strings.Contains(banner, "Version:        "+h.Version+" (slot a)") {
+		t.Errorf("the banner after the update:\n%s", banner)
+	}
+	must(t, vm, "Firmware: "+h.Version+" in slot a confirmed.", 3*time.Minute)
+	checkService(t, ctx, vm, fingerprint, time.Minute)
+	t.Logf("reboot into the update (factory image, kexec, update) to serving: %s", time.Since(start).Round(100*time.Millisecond))
+	out, err = aectlArgs("firmware")
+	if err != nil || !strings.Contains(string(out), "Running:  a") || !strings.Contains(string(out), "[active]") {
+		t.Errorf("aectl firmware after the update: %v\n%s", err, out)
+	}
+
+	// Back to the factory image.
+	secretLines(t, vm, time.Minute, "login", passphrase)
+	if out := secretLines(t, vm, time.Minute, "update rollback", "y"); !strings.Contains(out, "rolled back to the factory image") {
+		t.Errorf("update rollback: %q", out)
+	}
+	if err := vm.SendLine("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Rebooting.", time.Minute)
+	banner = must(t, vm, prompt, 3*time.Minute)
+	if strings.Contains(banner, "(slot a)") || strings.Contains(banner, "-v2") {
+		t.Errorf("after the rollback the update still runs:\n%s", banner)
+	}
+	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
+	_ = os.Remove(good)
+}
