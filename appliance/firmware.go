@@ -69,26 +69,32 @@ func (a *Appliance) chooseFirmware() {
 // the data disk cleanly. It returns only on failure.
 func (a *Appliance) kexecSlot(st slots.Store, name string) error {
 	dir := st.SlotDir(name)
-	kernel, err := os.Open(filepath.Join(dir, slots.Kernel))
-	if err != nil {
-		return err
-	}
-	defer kernel.Close()
-	initrd, err := os.Open(filepath.Join(dir, slots.Initramfs))
-	if err != nil {
-		return err
-	}
-	defer initrd.Close()
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return err
 	}
-	if err := kexec.FileLoad(kernel, initrd, slots.Cmdline(strings.TrimSpace(string(cmdline)), name)); err != nil {
+	kernel, err := os.Open(filepath.Join(dir, slots.Kernel))
+	if err != nil {
+		return err
+	}
+	initrd, err := os.Open(filepath.Join(dir, slots.Initramfs))
+	if err != nil {
+		kernel.Close()
+		return err
+	}
+	err = kexec.FileLoad(kernel, initrd, slots.Cmdline(strings.TrimSpace(string(cmdline)), name))
+	kernel.Close() // the kernel holds its own copy; the data disk must not stay busy
+	initrd.Close()
+	if err != nil {
 		return fmt.Errorf("kexec_file_load: %w", err)
 	}
 	a.closeLogs()
 	if err := datadisk.Unmount(a.o.DataDir, 5*time.Second); err != nil {
-		return err
+		// Read-only is as safe to leave as unmounted; anything else is not.
+		if !strings.Contains(err.Error(), "remounted read-only") {
+			return err
+		}
+		a.log.Warn("kexec with the data disk read-only", "err", err)
 	}
 	unix.Sync()
 	return kexec.Reboot()

@@ -87,6 +87,7 @@ func TestApplianceUpdate(t *testing.T) {
 		t.Errorf("the banner after the update:\n%s", banner)
 	}
 	must(t, vm, "Firmware: "+h.Version+" in slot a confirmed.", 3*time.Minute)
+	must(t, vm, prompt, 10*time.Second) // shown again after the notice
 	checkService(t, ctx, vm, fingerprint, time.Minute)
 	t.Logf("reboot into the update (factory image, kexec, update) to serving: %s", time.Since(start).Round(100*time.Millisecond))
 	out, err = aectlArgs("firmware")
@@ -95,8 +96,10 @@ func TestApplianceUpdate(t *testing.T) {
 	}
 
 	// Back to the factory image.
-	secretLines(t, vm, time.Minute, "login", passphrase)
-	if out := secretLines(t, vm, time.Minute, "update rollback", "y"); !strings.Contains(out, "rolled back to the factory image") {
+	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
+		t.Fatalf("login: %q", out)
+	}
+	if out := command(t, vm, "update rollback", time.Minute); !strings.Contains(out, "rolled back to the factory image") {
 		t.Errorf("update rollback: %q", out)
 	}
 	if err := vm.SendLine("reboot"); err != nil {
