@@ -31,8 +31,9 @@ build: deps
 
 # The appliance: builds the image and boots it in QEMU (TCG) on this terminal, with the serial
 # console here and a persistent data disk build/appliance/data.img (created blank on first use);
-# the API is forwarded to https://127.0.0.1:9443 and the HTTP listener to http://127.0.0.1:8080
-# (127.0.0.1 only). Provision it at the console: type "menu" or "help".
+# the API is forwarded to https://127.0.0.1:9443, the HTTP listener to http://127.0.0.1:8080 and
+# the enrollment web services to https://127.0.0.1:8443 (127.0.0.1 only). Provision it at the
+# console: type "menu" or "help".
 run: run-vm
 
 # Development mode without the VM: creates ./var on first use (SoftHSM token, CA key in it, dev

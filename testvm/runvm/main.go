@@ -31,6 +31,7 @@ func run(args []string) error {
 	size := fs.Int64("disk-size", 1<<30, "size of a new data disk in bytes")
 	apiPort := fs.Int("api-port", 9443, "host port on 127.0.0.1 forwarded to the API (guest 9443)")
 	httpPort := fs.Int("http-port", 8080, "host port on 127.0.0.1 forwarded to the HTTP listener (guest 80)")
+	enrollPort := fs.Int("enroll-port", 8443, "host port on 127.0.0.1 forwarded to the enrollment web services (guest 443)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,14 +47,14 @@ func run(args []string) error {
 	}
 	o := testvm.Options{
 		Image:    testvm.Image{Kernel: filepath.Join(*image, firmware.KernelFile), Initrd: filepath.Join(*image, firmware.InitramfsFile)},
-		DataDisk: *disk, Forward: []int{9443, 80}, Serial: "AE-DEV-0001", CPUs: 2,
+		DataDisk: *disk, Forward: []int{9443, 80, 443}, Serial: "AE-DEV-0001", CPUs: 2,
 	}
-	qargs := append(testvm.Args(o, map[int]int{9443: *apiPort, 80: *httpPort}),
+	qargs := append(testvm.Args(o, map[int]int{9443: *apiPort, 80: *httpPort, 443: *enrollPort}),
 		"-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con", "-mon", "chardev=con,mode=readline")
 	fmt.Printf("Booting %s %s under QEMU (TCG). The serial console is this terminal;\n"+
 		"Ctrl-A X quits QEMU at once (prefer the poweroff command).\n"+
-		"API: https://127.0.0.1:%d   HTTP: http://127.0.0.1:%d   data disk: %s\n\n",
-		m.Release.Product, m.Release.Version, *apiPort, *httpPort, *disk)
+		"API: https://127.0.0.1:%d   HTTP: http://127.0.0.1:%d   enrollment: https://127.0.0.1:%d\ndata disk: %s\n\n",
+		m.Release.Product, m.Release.Version, *apiPort, *httpPort, *enrollPort, *disk)
 	cmd := exec.Command(testvm.QEMU, qargs...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
