@@ -315,6 +315,9 @@ func (a *Appliance) network(ctx context.Context) {
 		if err == nil {
 			a.log.Info("network configured", "config", cfg.String())
 			close(a.netDone)
+			if n.Mode == "dhcp" {
+				a.renewLease(ctx, n, cfg)
+			}
 			return
 		}
 		a.setNet(nil, err)
@@ -328,6 +331,39 @@ func (a *Appliance) network(ctx context.Context) {
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, time.Minute)
+	}
+}
+
+// renewLease asks the DHCP server again at half of each lease, for as long as the
+// settings say DHCP; when the address changes, the service moves to the new one.
+func (a *Appliance) renewLease(ctx context.Context, n provisioning.Network, cfg netcfg.Config) {
+	for {
+		wait := max(cfg.LeaseTime/2, time.Minute)
+		if cfg.LeaseTime == 0 {
+			wait = time.Hour
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if cur, err := provisioning.LoadNetwork(a.settingsDir()); err != nil || cur.Mode != "dhcp" {
+			return // changed at the console, which applied it
+		}
+		before := cfg.Addr.IP
+		next, err := a.configureNetwork(ctx, n)
+		if err != nil {
+			a.log.Warn("DHCP renewal failed; keeping the address", "err", err)
+			cfg.LeaseTime = 2 * time.Minute // try again soon
+			continue
+		}
+		cfg = next
+		if !before.Equal(cfg.Addr.IP) {
+			a.con.Printf("Network: the DHCP server gave a new address %s", cfg.Addr)
+			if a.provisioned() {
+				a.restartService(ctx)
+			}
+		}
 	}
 }
 
