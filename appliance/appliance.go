@@ -258,14 +258,15 @@ func (a *Appliance) bootSystem() {
 	for _, err := range ensureMounts() {
 		a.con.Printf("boot: %v", err)
 	}
+	// The drivers of the devices present, and the modules marked to load always.
 	t := time.Now()
-	res, err := kmod.LoadList(a.o.ModuleList, kmod.Load)
+	res, err := kmod.LoadPresent(a.o.ModuleList, kmod.AliasPathFor(a.o.ModuleList), "/sys", kmod.Load)
 	if err != nil {
 		a.con.Printf("Kernel modules: %v", err)
 		return
 	}
 	a.mods = res
-	a.log.Info("kernel modules", "result", res.Summary(), "elapsed", time.Since(t))
+	a.log.Info("kernel modules", "result", res.Summary(), "rounds", res.Rounds, "elapsed", time.Since(t))
 	// Only errors and worse from the kernel on the console: the console is the admin's.
 	if err := os.WriteFile("/proc/sys/kernel/printk", []byte("3 4 1 3"), 0o644); err != nil {
 		a.log.Error("kernel console log level", "err", err)

@@ -75,7 +75,8 @@ type Manifest struct {
 	Release      release.Release     `json:"release"`
 	Debug        bool                `json:"debug"` // a debug image (with a shell)
 	Kernel       KernelMeta          `json:"kernel"`
-	Modules      []string            `json:"modules"` // load order
+	Modules      []string            `json:"modules"`        // load order
+	AlwaysLoad   []string            `json:"modules_always"` // loaded at every boot; the others for the devices present
 	HSM          HSMMeta             `json:"hsm"`
 	UpdateKeys   []string            `json:"update_keys"`   // IDs of the keys updates must be signed by
 	HostPackages map[string]string   `json:"host_packages"` // Debian packages whose files are bundled, with versions
@@ -101,13 +102,13 @@ func (m Manifest) Summary() string {
 	}
 	return fmt.Sprintf("%s %s (kernel %s, built from sources of %s)\n"+
 		"  %-20s %9s  sha256 %s\n  %-20s %9s  sha256 %s\n  %-20s %9s  (limit %s)\n"+
-		"  %-20s %s  sha256 %s\n  %-20s %s, from %s, with %d libraries\n  %-20s %d\n  %-20s %s\n",
+		"  %-20s %s  sha256 %s\n  %-20s %s, from %s, with %d libraries\n  %-20s %d (%d at every boot, the others for the devices present)\n  %-20s %s\n",
 		kind, m.Release.Version, m.Kernel.Release, m.Release.BuildDate().Format(time.RFC3339),
 		KernelFile, mb(m.Files[KernelFile].Size), m.Files[KernelFile].SHA256,
 		InitramfsFile, mb(m.Files[InitramfsFile].Size), m.Files[InitramfsFile].SHA256,
 		"together", mb(m.Total()), mb(MaxImageSize),
 		"PKCS#11 module", m.HSM.Module, m.HSM.SHA256, "", hsm, m.HSM.Source, len(m.HSM.Libraries),
-		"kernel modules", len(m.Modules), "update keys", strings.Join(m.UpdateKeys, " "))
+		"kernel modules", len(m.Modules), len(m.AlwaysLoad), "update keys", strings.Join(m.UpdateKeys, " "))
 }
 
 // ReadManifest reads dir/manifest.json.
@@ -215,10 +216,10 @@ func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, e
 	}
 	kmeta.Release = krel
 	m.Kernel = kmeta
-	if m.Modules, err = stageModules(modDir, stage, krel, o.Modules); err != nil {
+	if m.Modules, m.AlwaysLoad, err = stageModules(modDir, stage, krel, o.Modules); err != nil {
 		return m, err
 	}
-	o.Log.Info("kernel", "package", kmeta.Package, "version", kmeta.Version, "modules", len(m.Modules))
+	o.Log.Info("kernel", "package", kmeta.Package, "version", kmeta.Version, "modules", len(m.Modules), "always", len(m.AlwaysLoad))
 
 	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel, Debug: o.Debug}
 	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.Path, "/")), m.Release.Marshal(), 0o644); err != nil {

@@ -100,7 +100,7 @@ func TestCopyTreeNormalisesModes(t *testing.T) {
 
 func TestManifestSummary(t *testing.T) {
 	m := Manifest{Files: map[string]FileMeta{KernelFile: {Size: 8 << 20}, InitramfsFile: {Size: 15 << 20}},
-		Modules: []string{"virtio", "ext4"},
+		Modules: []string{"virtio", "ext4"}, AlwaysLoad: []string{"ext4"},
 		HSM: HSMMeta{Module: "/usr/lib/pkcs11/libsofthsm2.so", SHA256: "abc", SoftHSM: true,
 			Source: "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", Libraries: []string{"/lib/x86_64-linux-gnu/libc.so.6"}}}
 	m.Release.Version, m.Kernel.Release = "v1", "6.1.0-56-amd64"
@@ -110,7 +110,7 @@ func TestManifestSummary(t *testing.T) {
 	s := m.Summary()
 	for _, want := range []string{"release image v1 (kernel 6.1.0-56-amd64", "8.0 MB", "15.0 MB", "23.0 MB  (limit 40.0 MB)",
 		"/usr/lib/pkcs11/libsofthsm2.so  sha256 abc", "SoftHSM2, from /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so, with 1 libraries",
-		"kernel modules       2"} {
+		"kernel modules       2 (1 at every boot, the others for the devices present)"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Summary lacks %q:\n%s", want, s)
 		}

@@ -1,7 +1,9 @@
 // Package kmod loads the kernel modules an appliance image needs. The image builder
 // (firmware) resolves their dependencies from the kernel package and writes the load
-// order to a list file; this package reads the list and loads each module with
-// finit_module(2), so the image needs neither modprobe nor modules.dep.
+// order to a list file, and the modules' device aliases and dependencies to an alias
+// file next to it; this package reads both, matches the devices in sysfs as udev's
+// coldplug would, and loads the modules those devices need with finit_module(2), so the
+// image needs neither modprobe, modules.dep nor udev.
 package kmod
 
 import (
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -18,21 +21,33 @@ import (
 // ListPath is where the image keeps the ordered module list.
 const ListPath = "/etc/appliance/modules"
 
-// Result says what LoadList did.
+// Result says what LoadList or LoadPresent did.
 type Result struct {
-	Loaded []string          // module names, in load order (including ones already loaded)
-	Failed map[string]string // module name -> reason it could not be loaded
+	Loaded    []string          // module names, in load order (including ones already loaded)
+	Failed    map[string]string // module name -> reason it could not be loaded
+	NotNeeded []string          // listed modules no present device needed, in list order
+	Rounds    int               // LoadPresent: how often it looked at the devices
+	// Fallback says why LoadPresent loaded every listed module instead of choosing
+	// ("" when it chose, or for LoadList).
+	Fallback string
 }
 
 // Summary is a one-line description for the console.
 func (r Result) Summary() string {
 	s := fmt.Sprintf("%d loaded", len(r.Loaded))
+	if len(r.NotNeeded) > 0 {
+		s += fmt.Sprintf(", %d not needed", len(r.NotNeeded))
+	}
 	if len(r.Failed) > 0 {
 		var f []string
 		for n, why := range r.Failed {
 			f = append(f, n+": "+why)
 		}
+		sort.Strings(f)
 		s += fmt.Sprintf(", %d unavailable (%s)", len(r.Failed), strings.Join(f, "; "))
+	}
+	if r.Fallback != "" {
+		s += "; loaded every listed module: " + r.Fallback
 	}
 	return s
 }
@@ -76,13 +91,18 @@ func LoadList(path string, load Loader) (Result, error) {
 	}
 	res := Result{Failed: map[string]string{}}
 	for _, m := range mods {
-		if err := load(m); err != nil {
-			res.Failed[Name(m)] = reason(err)
-			continue
-		}
-		res.Loaded = append(res.Loaded, Name(m))
+		res.record(m, load)
 	}
 	return res, nil
+}
+
+// record loads the module file at path with load and notes the outcome.
+func (r *Result) record(path string, load Loader) {
+	if err := load(path); err != nil {
+		r.Failed[Name(path)] = reason(err)
+		return
+	}
+	r.Loaded = append(r.Loaded, Name(path))
 }
 
 // Load loads the module file at path; a module that is already loaded is not an error.
