@@ -268,6 +268,9 @@ func (a *Appliance) cmdDirectory(ctx context.Context, args []string, w io.Writer
 		return err
 	}
 	d := provisioning.Directory{URL: args[0], BindUser: args[1], Password: pw, CACN: args[2]}
+	if len(args) > 3 {
+		d.ServerName = args[3]
+	}
 	if len(lines) > 0 {
 		d.CAPEM = []byte(strings.Join(lines, "\n") + "\n")
 	}

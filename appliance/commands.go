@@ -40,7 +40,7 @@ func (a *Appliance) commands() []console.Command {
 			Menu: "Provisioning 5b: subordinate CA request", Ask: []string{"Name of the CA (e.g. Corp Issuing CA)"}, Run: a.cmdCSR},
 		{Name: "provision import", Help: "5b. paste the signed CA chain (PEM)", Menu: "Provisioning 5b: import the CA chain",
 			Run: a.cmdImport},
-		{Name: "provision directory", Args: "URL BIND-USER CA-CN", MinArgs: 3, MaxArgs: 3,
+		{Name: "provision directory", Args: "URL BIND-USER CA-CN [DC-NAME]", MinArgs: 3, MaxArgs: 4,
 			Help: "6. Active Directory (optional)", Menu: "Provisioning 6: Active Directory",
 			Ask: []string{"LDAP URL (ldaps://dc.example.test)", "Service account (UPN or DN)", "Enrollment service cn"},
 			Run: a.cmdDirectory},

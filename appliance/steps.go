@@ -137,6 +137,9 @@ func (s steps) Directory(ctx context.Context, d provisioning.Directory) (provisi
 		return provisioning.Report{}, errors.New("the password holds a line break: nothing changed")
 	}
 	args := []string{"--ldap-url", d.URL, "--ldap-bind-user", d.BindUser, "--ca-cn", d.CACN}
+	if d.ServerName != "" {
+		args = append(args, "--ldap-server-name", d.ServerName)
+	}
 	if len(d.CAPEM) > 0 {
 		f, err := os.CreateTemp("", "dc-ca-*.pem")
 		if err != nil {

@@ -85,6 +85,9 @@ type Directory struct {
 	Password string
 	CACN     string // cn of the pKIEnrollmentService object
 	CAPEM    []byte // trust for the DC's certificate; nil: the system roots
+	// ServerName is the DC's name in its certificate when the URL names it otherwise
+	// (an IP address); "": the URL's host.
+	ServerName string
 }
 
 // Step is one line of Progress.

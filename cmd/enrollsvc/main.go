@@ -113,6 +113,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&d.BindUser, "ldap-bind-user", "", "UPN or DN of the directory service account")
 	fs.StringVar(&d.PasswordFile, "ldap-password-file", "", "file holding that account's password (copied into DIR, mode 0600)")
 	fs.StringVar(&d.CACN, "ca-cn", "", "cn of the pKIEnrollmentService object whose certificateTemplates this appliance offers")
+	fs.StringVar(&d.ServerName, "ldap-server-name", "", "the DC's name in its certificate, when --ldap-url has an IP address")
 	fs.StringVar(&o.EnrollListen, "enroll-listen", "", "address of the enrollment web services, CEP/CES over HTTPS (default "+config.DefaultEnrollListen+"; needs the directory)")
 	fs.StringVar(&o.Keytab, "keytab", "", "Kerberos service keytab with HTTP/<hostname> keys for the Kerberos endpoints (checked, copied into DIR)")
 	fs.Var((*listFlag)(&o.Hostnames), "hostname", "host name of the enrollment web services: in their certificate and every advertised URI (repeatable; default localhost and 127.0.0.1)")

@@ -32,7 +32,7 @@ Steps:
   csr --ca-name NAME              a subordinate CA: the PKCS#10 request (PEM on stdout)
   import [--in FILE]              the subordinate CA's certificate and the chain up to the root
                                   (PEM, stdin by default); checked against the key and verified
-  directory --ldap-url U --ldap-bind-user B --ca-cn CN [--ldap-ca-file F]
+  directory --ldap-url U --ldap-bind-user B --ca-cn CN [--ldap-ca-file F] [--ldap-server-name DC]
                                   Active Directory settings, checked by a bind; stdin: password
   finish [--api-listen A] [--http-url U --http-listen A] [--enroll-listen A --hostname H...]
                                   write the service configuration: the service can start
@@ -79,6 +79,7 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		fs.StringVar(&d.BindUser, "ldap-bind-user", "", "UPN or DN of the service account")
 		fs.StringVar(&d.CACN, "ca-cn", "", "cn of the pKIEnrollmentService object")
 		fs.StringVar(&caFile, "ldap-ca-file", "", "PEM file: the CA of the domain controllers' certificates")
+		fs.StringVar(&d.ServerName, "ldap-server-name", "", "the DC's name in its certificate, when the URL has an IP address")
 	case "finish":
 		fs.StringVar(&fo.APIListen, "api-listen", config.DefaultAPIListen, "address of the management API")
 		fs.StringVar(&fo.HTTPURL, "http-url", "", "how clients reach the plain-HTTP listener (CRLs, OCSP, AIA, SCEP)")

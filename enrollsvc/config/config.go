@@ -89,6 +89,9 @@ type Directory struct {
 	PasswordFile string `json:"password_file"`
 	CACN         string `json:"ca_cn"`               // cn of the pKIEnrollmentService object naming the offered templates
 	CacheTTL     string `json:"cache_ttl,omitempty"` // Go duration; default 5m
+	// ServerName is the DC's name to check in its certificate when the URL names it
+	// otherwise (an IP address, a forwarded port); default: the URL's host.
+	ServerName string `json:"server_name,omitempty"`
 }
 
 // Enroll configures the enrollment web services.
@@ -261,6 +264,9 @@ func (d *Directory) Validate() error {
 		return errors.New("directory.password_file is empty")
 	case d.CACN == "":
 		return errors.New("directory.ca_cn is empty (the cn of the pKIEnrollmentService object)")
+	}
+	if d.ServerName != "" && (strings.ContainsAny(d.ServerName, "/:@ ") || len(d.ServerName) > 253) {
+		return fmt.Errorf("directory.server_name %q: want the DC's DNS name", d.ServerName)
 	}
 	if d.CacheTTL != "" {
 		if _, err := time.ParseDuration(d.CacheTTL); err != nil {

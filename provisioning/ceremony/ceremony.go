@@ -598,7 +598,8 @@ func (c *Ceremony) SetDirectory(ctx context.Context, d Directory) (Report, error
 	case strings.TrimSpace(d.Password) == "":
 		return r, errors.New("the service account's password is empty: nothing changed")
 	}
-	cd := &config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: config.LDAPPassword, CACN: d.CACN}
+	cd := &config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: config.LDAPPassword, CACN: d.CACN,
+		ServerName: d.ServerName}
 	if err := cd.Validate(); err != nil {
 		return r, fmt.Errorf("%w: nothing changed", err)
 	}

@@ -61,6 +61,7 @@ type DirectoryOptions struct {
 	BindUser     string // UPN or DN of the service account
 	PasswordFile string // its password (copied into the data directory, mode 0600)
 	CACN         string // cn of the pKIEnrollmentService object listing the offered templates
+	ServerName   string // the DC's name in its certificate when URL has an IP address
 }
 
 // Result says what Init made.
@@ -308,7 +309,8 @@ func stageDirectory(stage string, d *DirectoryOptions) (*config.Directory, error
 	if err := os.WriteFile(filepath.Join(stage, config.LDAPPassword), pw, 0o600); err != nil {
 		return nil, err
 	}
-	out := &config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: config.LDAPPassword, CACN: d.CACN}
+	out := &config.Directory{URL: d.URL, BindUser: d.BindUser, PasswordFile: config.LDAPPassword, CACN: d.CACN,
+		ServerName: d.ServerName}
 	if d.CAFile != "" {
 		ca, err := os.ReadFile(d.CAFile)
 		if err != nil {

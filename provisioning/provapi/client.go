@@ -139,7 +139,7 @@ func (c *Client) Import(ctx context.Context, bundle []byte) (provisioning.Report
 // Directory is POST /directory: check and save the Active Directory settings.
 func (c *Client) Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error) {
 	return c.step(ctx, "/directory", DirectoryRequest{URL: d.URL, BindUser: d.BindUser, Password: d.Password,
-		CACN: d.CACN, CAPEM: string(d.CAPEM)})
+		CACN: d.CACN, CAPEM: string(d.CAPEM), ServerName: d.ServerName})
 }
 
 // Finish is POST /finish: write the service's configuration; the appliance then starts it.

@@ -89,10 +89,12 @@ type DirectoryRequest struct {
 	Password string `json:"password"`
 	CACN     string `json:"ca_cn"`
 	CAPEM    string `json:"ca_pem"`
+	// ServerName is the DC's name in its certificate when the URL has an address.
+	ServerName string `json:"server_name,omitempty"`
 }
 
 func (d DirectoryRequest) directory() provisioning.Directory {
-	pd := provisioning.Directory{URL: d.URL, BindUser: d.BindUser, Password: d.Password, CACN: d.CACN}
+	pd := provisioning.Directory{URL: d.URL, BindUser: d.BindUser, Password: d.Password, CACN: d.CACN, ServerName: d.ServerName}
 	if d.CAPEM != "" {
 		pd.CAPEM = []byte(d.CAPEM)
 	}
