@@ -47,7 +47,8 @@ run-native: build
 # The whole suite: unit, SoftHSM integration, real binaries. CI runs exactly this.
 test: deps lint
 	CI=$${CI:-} $(GO) test -count=1 -timeout 20m ./...
-	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/...
+	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
+		./appliance/... ./provisioning/... ./firmware/slots/ ./firmware/update/
 
 # Issuance throughput (one table), policy decisions against a real Samba DC (warm and cold),
 # then a 100,000-entry CRL and OCSP answers per second.

@@ -87,8 +87,7 @@ func (a *Appliance) startProvisioningAPI(ctx context.Context) error {
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 5 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ErrorLog:  nil}
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 	ps := &provServer{srv: srv, url: "https://" + addr, fp: fp}
 	a.mu.Lock()
 	if a.prov != nil || a.down {
