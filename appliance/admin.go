@@ -406,22 +406,9 @@ func (a *Appliance) cmdEvents(ctx context.Context, args []string, w io.Writer) e
 	if err != nil {
 		return err
 	}
-	// The newest n: page through from the start (events are few on a console's scale).
-	var all []svcEvent
-	var after int64
-	for {
-		evs, err := cl.events(ctx, after, 500)
-		if err != nil {
-			return err
-		}
-		all = append(all, evs...)
-		if len(evs) < 500 {
-			break
-		}
-		after = evs[len(evs)-1].Seq
-	}
-	if len(all) > n {
-		all = all[len(all)-n:]
+	all, err := cl.events(ctx, n)
+	if err != nil {
+		return err
 	}
 	for _, ev := range all {
 		fmt.Fprintf(w, "%5d %s %4d %s\n", ev.Seq, ev.Time.UTC().Format("01-02 15:04:05"), ev.ID, clip(ev.Message, 52))

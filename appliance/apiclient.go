@@ -155,8 +155,9 @@ func (c *serviceClient) revoke(ctx context.Context, serial, reason string) (svcC
 		map[string]string{"reason": reason}, &out)
 }
 
-func (c *serviceClient) events(ctx context.Context, after int64, limit int) ([]svcEvent, error) {
-	v := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(limit)}}
+// events are the newest limit events, oldest first.
+func (c *serviceClient) events(ctx context.Context, limit int) ([]svcEvent, error) {
+	v := url.Values{"limit": {strconv.Itoa(limit)}, "newest": {"true"}}
 	var out []svcEvent
 	return out, c.do(ctx, http.MethodGet, "/api/v1/events?"+v.Encode(), nil, &out)
 }

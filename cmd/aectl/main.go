@@ -46,7 +46,7 @@ Commands:
   cert    SERIAL              one certificate, with its PEM
   requests [--state pending|issued|denied|failed] [--account A] [--after ID] [--limit N]
   request ID                  one request
-  events  [--after SEQ] [--id N] [--category Admin|Operational] [--limit N]
+  events  [--after SEQ] [--id N] [--category Admin|Operational] [--limit N] [--newest]
   templates                   the directory templates this CA offers, decoded
   explain ACCOUNT [TEMPLATE]  what policy decides for an account (sAMAccountName, UPN, HOST$
                               or DN), template by template: permissions, subject, SANs, why
@@ -317,6 +317,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		fs.IntVar(&q.ID, "id", 0, "only this event ID")
 		fs.StringVar(&q.Category, "category", "", "Admin or Operational")
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
+		fs.BoolVar(&q.Newest, "newest", false, "the last --limit events instead of the first")
 		return func(ctx context.Context, e *env) error {
 			list, err := e.cl.Events(ctx, q)
 			if err != nil {

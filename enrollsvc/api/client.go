@@ -215,6 +215,7 @@ type EventQuery struct {
 	ID       int
 	Category string
 	Limit    int
+	Newest   bool // the last Limit events instead of the first
 }
 
 // Events lists audit events.
@@ -224,6 +225,9 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]store.Event, error
 	setInt(v, "id", int64(q.ID))
 	set(v, "category", q.Category)
 	setInt(v, "limit", int64(q.Limit))
+	if q.Newest {
+		v.Set("newest", "true")
+	}
 	var out []store.Event
 	return out, c.do(ctx, http.MethodGet, "/api/v1/events"+query(v), nil, &out)
 }

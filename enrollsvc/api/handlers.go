@@ -163,8 +163,16 @@ func (s *Server) listEvents(c echo.Context) error {
 	if cat != "" && cat != string(events.Admin) && cat != string(events.Operational) {
 		return badRequest("query parameter category=%q: want Admin or Operational", cat)
 	}
+	newest := false
+	switch v := c.QueryParam("newest"); v {
+	case "", "false":
+	case "true":
+		newest = true
+	default:
+		return badRequest("query parameter newest=%q: want true or false", v)
+	}
 	list, err := s.cfg.Store.ListEvents(c.Request().Context(), store.EventFilter{AfterSeq: after, ID: int(id),
-		Category: cat, Limit: int(limit)})
+		Category: cat, Limit: int(limit), Newest: newest})
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,10 @@ func (s *SQLite) ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
 	}
 	q := `SELECT seq, id, category, level, time, message, fields FROM events WHERE ` +
 		strings.Join(where, " AND ") + " ORDER BY seq LIMIT ?"
+	if f.Newest {
+		q = `SELECT * FROM (SELECT seq, id, category, level, time, message, fields FROM events WHERE ` +
+			strings.Join(where, " AND ") + " ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+	}
 	args = append(args, n)
 
 	var out []Event

@@ -671,3 +671,26 @@ func TestRevokeCertificate(t *testing.T) {
 		t.Errorf("2200 events = %d, want 1 (refused revocations write none)", len(evs))
 	}
 }
+
+// TestNewestEvents: Newest gives the last events that match, oldest first.
+func TestNewestEvents(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		e := ev(i%2+1, fmt.Sprintf("event %d", i))
+		if _, err := s.AppendEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.ListEvents(ctx, EventFilter{Limit: 3, Newest: true})
+	if err != nil || len(got) != 3 || got[0].Message != "event 8" || got[2].Message != "event 10" {
+		t.Errorf("newest 3 = %+v, %v; want events 8, 9, 10", got, err)
+	}
+	got, err = s.ListEvents(ctx, EventFilter{Limit: 2, Newest: true, ID: 2})
+	if err != nil || len(got) != 2 || got[0].Message != "event 7" || got[1].Message != "event 9" {
+		t.Errorf("newest 2 with id 2 = %+v, %v; want events 7 and 9", got, err)
+	}
+	if got, _ := s.ListEvents(ctx, EventFilter{Limit: 2}); len(got) != 2 || got[0].Message != "event 1" {
+		t.Errorf("first 2 = %+v", got)
+	}
+}

@@ -116,6 +116,9 @@ type EventFilter struct {
 	ID       int
 	Category string
 	Limit    int // 0 means a default of 100; at most 1000
+	// Newest selects the last Limit events that match instead of the first (still in
+	// ascending order).
+	Newest bool
 }
 
 // Store is the durable state of the enrollment service. Implementations are safe for
