@@ -3,10 +3,8 @@ package appliance
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -252,17 +249,7 @@ func TestDevProvisioningAPI(t *testing.T) {
 	}
 	const pass = "api passphrase 12345"
 	send("provision passphrase", pass, pass, "provision status")
-	status := waitFor(t, out, "certificate SHA-256", 30*time.Second)
-	m := regexp.MustCompile(`certificate SHA-256\n\s+([0-9A-F]{64})\)`).FindStringSubmatch(status)
-	if m == nil {
-		t.Fatalf("provision status shows no provisioning API fingerprint:\n%s", status)
-	}
-	pinned := &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if sum := sha256.Sum256(raw[0]); strings.ToUpper(hex.EncodeToString(sum[:])) != m[1] {
-			return errors.New("not the certificate the console showed")
-		}
-		return nil
-	}}
+	pinned := provtest.PinnedByConsole(t, waitFor(t, out, "certificate SHA-256", 30*time.Second))
 	if _, err := provapi.NewClient(base, "wrong passphrase 1", pinned).Status(ctx); !errors.As(err, &herr) || herr.StatusCode != 401 {
 		t.Errorf("a wrong passphrase: %v, want 401", err)
 	}

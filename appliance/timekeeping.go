@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"slices"
 
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/timesync"
@@ -21,7 +22,7 @@ func (a *Appliance) setTimeServers(n provisioning.Network, cfg netcfg.Config) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.timeStop != nil {
-		if equalStrings(a.keeper.Servers, servers) {
+		if slices.Equal(a.keeper.Servers, servers) {
 			return
 		}
 		a.timeStop()
@@ -45,16 +46,4 @@ func (a *Appliance) timeStatus() string {
 		return "no NTP servers (network ntp SERVER... sets them)"
 	}
 	return k.Status().String()
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -6,11 +6,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -137,7 +134,17 @@ func apiCredentials(t *testing.T, vm *VM, dir string) (tokenFile, caFile string)
 	return tokenFile, caFile
 }
 
-func itoa(n int) string { return fmt.Sprint(n) }
+// powerOff powers the machine off at the console and waits for QEMU to exit.
+func powerOff(t *testing.T, vm *VM) {
+	t.Helper()
+	if err := vm.SendLine("poweroff"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Powering off.", time.Minute)
+	if err := vm.Wait(time.Minute); err != nil {
+		t.Fatalf("QEMU after poweroff: %v", err)
+	}
+}
 
 // pemCerts are the certificates in console output.
 func pemCerts(t *testing.T, out string) []*x509.Certificate {
@@ -364,17 +371,7 @@ func TestApplianceSubordinate(t *testing.T) {
 	}
 	// The rest over the provisioning API, through the forwarded port, its certificate
 	// pinned by the fingerprint the console shows.
-	status := strings.ReplaceAll(command(t, vm, "provision status", time.Minute), "\r", "")
-	m := regexp.MustCompile(`certificate SHA-256\n\s+([0-9A-F]{64})\)`).FindStringSubmatch(status)
-	if m == nil {
-		t.Fatalf("provision status shows no provisioning API:\n%s", status)
-	}
-	pinned := &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if sum := sha256.Sum256(raw[0]); strings.ToUpper(hex.EncodeToString(sum[:])) != m[1] {
-			return errors.New("not the certificate the console showed")
-		}
-		return nil
-	}}
+	pinned := provtest.PinnedByConsole(t, command(t, vm, "provision status", time.Minute))
 	cl := provapi.NewClient(fmt.Sprintf("https://127.0.0.1:%d", vm.HostPort(apiPort)), passphrase, pinned)
 	var herr *provapi.HTTPError
 	if _, err := provapi.NewClient(fmt.Sprintf("https://127.0.0.1:%d", vm.HostPort(apiPort)), "not the passphrase", pinned).Status(ctx); !errors.As(err, &herr) || herr.StatusCode != 401 {
@@ -467,12 +464,7 @@ func TestApplianceFullDisk(t *testing.T) {
 	if out := command(t, vm, "help", 30*time.Second); !strings.Contains(out, "poweroff") {
 		t.Errorf("help: %q", out)
 	}
-	if err := vm.SendLine("poweroff"); err != nil {
-		t.Fatal(err)
-	}
-	if err := vm.Wait(time.Minute); err != nil {
-		t.Fatalf("QEMU after poweroff: %v", err)
-	}
+	powerOff(t, vm)
 	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn: %v\n%s", err, out)
 	}
@@ -497,10 +489,5 @@ func TestApplianceWithoutDisk(t *testing.T) {
 	if out := command(t, vm, "status", 30*time.Second); !strings.Contains(out, "Data disk:      unusable: none found") {
 		t.Errorf("status: %q", out)
 	}
-	if err := vm.SendLine("poweroff"); err != nil {
-		t.Fatal(err)
-	}
-	if err := vm.Wait(time.Minute); err != nil {
-		t.Fatalf("QEMU after poweroff: %v", err)
-	}
+	powerOff(t, vm)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func TestApplianceUpdate(t *testing.T) {
 	fingerprint := finish(t, vm)
 	tokenFile, caFile := apiCredentials(t, vm, dir)
 	aectlArgs := func(args ...string) ([]byte, error) {
-		full := append([]string{"--api", "127.0.0.1:" + itoa(vm.HostPort(apiPort)), "--token-file", tokenFile, "--ca-file", caFile}, args...)
+		full := append([]string{"--api", "127.0.0.1:" + strconv.Itoa(vm.HostPort(apiPort)), "--token-file", tokenFile, "--ca-file", caFile}, args...)
 		return exec.CommandContext(ctx, aectl(t), full...).CombinedOutput()
 	}
 	if out, err := aectlArgs("firmware", "upload", foreign); err == nil || !strings.Contains(string(out), "422") {

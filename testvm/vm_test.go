@@ -284,13 +284,7 @@ func TestAppliance(t *testing.T) {
 	if strings.Contains(vm.Transcript(), userPIN) || strings.Contains(vm.Transcript(), passphrase) {
 		t.Error("the console echoed a PIN or the passphrase")
 	}
-	if err := vm.SendLine("poweroff"); err != nil {
-		t.Fatal(err)
-	}
-	must(t, vm, "Powering off.", time.Minute)
-	if err := vm.Wait(time.Minute); err != nil {
-		t.Fatalf("QEMU after poweroff: %v", err)
-	}
+	powerOff(t, vm)
 	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn on the data disk after poweroff: %v\n%s", err, out)
 	}
@@ -403,12 +397,7 @@ func TestApplianceRefusesForeignDisk(t *testing.T) {
 	if out := command(t, vm, "help", 30*time.Second); !strings.Contains(out, "poweroff") {
 		t.Errorf("help after the refusals:\n%s", out)
 	}
-	if err := vm.SendLine("poweroff"); err != nil {
-		t.Fatal(err)
-	}
-	if err := vm.Wait(time.Minute); err != nil {
-		t.Fatalf("QEMU after poweroff: %v", err)
-	}
+	powerOff(t, vm)
 	if after := fileHash(t, disk); after != before {
 		t.Error("the data disk with a partition table was changed")
 	}

@@ -219,7 +219,7 @@ func (c *Console) Exec(ctx context.Context, line string) {
 	c.run(ctx, cmd, args)
 }
 
-// Allowed says whether cmd may run now (see Allow), printing why not.
+// allowed says whether cmd may run now (see Allow), printing why not.
 func (c *Console) allowed(cmd Command) bool {
 	if c.Allow == nil {
 		return true

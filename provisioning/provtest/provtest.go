@@ -1,6 +1,7 @@
 // Package provtest helps the provisioning tests (the ceremony, its API, the appliance in
-// QEMU): an external test root CA that signs subordinate CA requests, and a snapshot of
-// data directories to show that a refused step changed nothing.
+// QEMU): an external test root CA that signs subordinate CA requests, a snapshot of data
+// directories to show that a refused step changed nothing, and the provisioning API's
+// certificate pinned by the fingerprint the console shows.
 package provtest
 
 import (
@@ -10,14 +11,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -137,6 +141,23 @@ func Refused(t testing.TB, want string, step func() error, dirs ...string) {
 	if after := Snapshot(t, dirs...); after != before {
 		t.Errorf("a refused step (%v) changed the files:\nbefore:\n%s\nafter:\n%s", err, before, after)
 	}
+}
+
+// PinnedByConsole reads the provisioning API's certificate fingerprint from the output of
+// the console's `provision status` and returns a TLS configuration that accepts only that
+// certificate.
+func PinnedByConsole(t testing.TB, status string) *tls.Config {
+	t.Helper()
+	m := regexp.MustCompile(`certificate SHA-256\n\s+([0-9A-F]{64})\)`).FindStringSubmatch(strings.ReplaceAll(status, "\r", ""))
+	if m == nil {
+		t.Fatalf("provision status shows no provisioning API fingerprint:\n%s", status)
+	}
+	return &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if sum := sha256.Sum256(raw[0]); strings.ToUpper(hex.EncodeToString(sum[:])) != m[1] {
+			return errors.New("not the certificate the console showed")
+		}
+		return nil
+	}}
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers and readers (logs, consoles).
