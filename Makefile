@@ -46,15 +46,15 @@ run-native: build
 
 # The whole suite: unit, SoftHSM integration, real binaries. CI runs exactly this.
 test: deps lint
-	CI=$${CI:-} $(GO) test -count=1 -timeout 20m ./...
-	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
+	CI=true $(GO) test -count=1 -timeout 20m ./...
+	CI=true $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
 		./appliance/... ./provisioning/... ./firmware/slots/ ./firmware/update/
 
 # Issuance throughput (one table), policy decisions against a real Samba DC (warm and cold),
 # then a 100,000-entry CRL and OCSP answers per second.
 bench: build
 	bin/enrollbench
-	CI=$${CI:-} $(GO) test -run '^$$' -bench PolicyDecision -benchtime 2s ./enrollsvc/daemon/
+	CI=true $(GO) test -run '^$$' -bench PolicyDecision -benchtime 2s ./enrollsvc/daemon/
 	$(GO) test -run '^$$' -bench 'BuildCRL100k' -benchtime 3x ./enrollsvc/revoke/
 	$(GO) test -run '^$$' -bench 'OCSP' -benchtime 2s ./enrollsvc/revoke/
 
