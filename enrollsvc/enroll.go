@@ -308,14 +308,17 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		}
 		return &EnrollResult{Status: StatusPending, RequestID: id, Reasons: d.Reasons, Decision: &d}, nil
 	}
-	res, err := s.IssueApproved(ctx, d.Order, meta)
+	res, err := s.issueOrder(ctx, d.Order, meta)
 	if err != nil {
 		return nil, err
 	}
+	reasons = d.Reasons
 	if d.Publish {
-		s.Publish(ctx, dc.Dir, a.DN, res)
+		if err := s.Publish(ctx, dc.Dir, a.DN, res); err != nil {
+			reasons = append(slices.Clone(reasons), err.Error())
+		}
 	}
-	return &EnrollResult{Status: StatusIssued, RequestID: res.RequestID, Certificate: res.Certificate, Reasons: d.Reasons, Decision: &d}, nil
+	return &EnrollResult{Status: StatusIssued, RequestID: res.RequestID, Certificate: res.Certificate, Reasons: reasons, Decision: &d}, nil
 }
 
 // accountName is how requests and certificates name an account: its sAMAccountName.
@@ -329,14 +332,16 @@ func accountName(a *policy.Account) string {
 // refuse records a request policy refused and returns the result that says why.
 func (s *Service) refuse(ctx context.Context, m Meta, reasons []string, d *policy.Decision) (*EnrollResult, error) {
 	now := s.rec.Now()
+	ev := events.New(now, events.RequestRefused, "", "account", m.Account, "template", m.Template,
+		"requester", m.Requester, "reasons", slices.Clone(reasons))
 	id, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestDenied, Template: m.Template,
 		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now,
-		Reason: strings.Join(reasons, "; ")})
+		Reason: strings.Join(reasons, "; ")}, ev)
 	if err != nil {
 		return nil, &Error{Kind: KindInternal, Op: "recording refused request", Err: err}
 	}
-	_ = s.rec.Record(ctx, events.RequestRefused, "", "request_id", id, "account", m.Account, "template", m.Template,
-		"requester", m.Requester, "reasons", slices.Clone(reasons))
+	ev.Fields["request_id"] = id
+	s.rec.Log(ctx, ev)
 	return &EnrollResult{Status: StatusDenied, RequestID: id, Reasons: reasons, Decision: d}, nil
 }
 

@@ -159,14 +159,16 @@ func (s *Service) Hold(ctx context.Context, o issue.Order, h Held, m Meta) (int6
 		return 0, &Error{Kind: KindBadRequest, Op: "holding request", Err: err}
 	}
 	now := s.rec.Now()
+	ev := events.New(now, events.RequestPending, "", "account", m.Account, "template", m.Template,
+		"subject", h.Subject, "sans", h.SANs)
 	id, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestPending, Template: m.Template,
 		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now,
-		Reason: "waiting for approval by a certificate manager", Decision: b})
+		Reason: "waiting for approval by a certificate manager", Decision: b}, ev)
 	if err != nil {
 		return 0, &Error{Kind: KindInternal, Op: "recording pending request", Err: err}
 	}
-	_ = s.rec.Record(ctx, events.RequestPending, "", "request_id", id, "account", m.Account, "template", m.Template,
-		"subject", h.Subject, "sans", h.SANs)
+	ev.Fields["request_id"] = id
+	s.rec.Log(ctx, ev)
 	return id, nil
 }
 
@@ -198,15 +200,15 @@ func (s *Service) Approve(ctx context.Context, id int64, by string, pub Publishe
 	if err != nil {
 		return nil, &Error{Kind: KindInternal, Op: op, RequestID: id, Err: err}
 	}
-	if err := s.rec.Record(ctx, events.RequestApproved, "", "request_id", id, "by", by, "subject", h.Subject); err != nil {
-		return nil, &Error{Kind: KindInternal, Op: op, RequestID: id, Err: err}
-	}
-	res, err := s.issueForRequest(ctx, id, h.order, Meta{Requester: r.Requester, Account: r.Account, Template: r.Template})
+	approved := events.New(s.rec.Now(), events.RequestApproved, "", "request_id", id, "by", by, "subject", h.Subject)
+	res, err := s.issueForRequest(ctx, id, h.order, Meta{Requester: r.Requester, Account: r.Account, Template: r.Template}, approved)
 	if err != nil {
 		return nil, err
 	}
 	if h.Publish {
-		s.Publish(ctx, pub, h.AccountDN, res)
+		if err := s.Publish(ctx, pub, h.AccountDN, res); err != nil {
+			s.log.ErrorContext(ctx, "approved request issued, publication not recorded", "request_id", id, "error", err)
+		}
 	}
 	return res, nil
 }
@@ -220,10 +222,12 @@ func (s *Service) Deny(ctx context.Context, id int64, reason, by string) error {
 	if _, err := s.pendingRequest(ctx, id, op); err != nil {
 		return err
 	}
-	if err := s.store.SetRequestState(ctx, id, store.RequestDenied, reason); err != nil {
+	ev := events.New(s.rec.Now(), events.RequestDenied, "", "by", by, "reason", reason)
+	if err := s.store.SetRequestState(ctx, id, store.RequestDenied, reason, ev); err != nil {
 		return &Error{Kind: KindOf(err), Op: op, RequestID: id, Err: err}
 	}
-	_ = s.rec.Record(ctx, events.RequestDenied, "", "request_id", id, "by", by, "reason", reason)
+	ev.Fields["request_id"] = id
+	s.rec.Log(ctx, ev)
 	return nil
 }
 
@@ -237,9 +241,9 @@ func (s *Service) pendingRequest(ctx context.Context, id int64, op string) (stor
 		return store.Request{}, &Error{Kind: KindConflict, Op: op, RequestID: id, Err: fmt.Errorf("the request is %s, not pending", r.State)}
 	}
 	if s.rec.Now().Sub(r.Submitted) > PendingLifetime {
-		s.expire(ctx, r)
 		return store.Request{}, &Error{Kind: KindConflict, Op: op, RequestID: id,
-			Err: fmt.Errorf("the request expired: pending since %s, longer than %d days", r.Submitted.Format(time.RFC3339), PendingLifetime/(24*time.Hour))}
+			Err: errors.Join(fmt.Errorf("the request expired: pending since %s, longer than %d days", r.Submitted.Format(time.RFC3339), PendingLifetime/(24*time.Hour)),
+				s.expire(ctx, r))}
 	}
 	if len(r.Decision) == 0 {
 		return store.Request{}, &Error{Kind: KindConflict, Op: op, RequestID: id, Err: errors.New("the request has no held decision to issue")}
@@ -247,13 +251,15 @@ func (s *Service) pendingRequest(ctx context.Context, id int64, op string) (stor
 	return r, nil
 }
 
-func (s *Service) expire(ctx context.Context, r store.Request) {
+func (s *Service) expire(ctx context.Context, r store.Request) error {
 	reason := fmt.Sprintf("expired: pending for more than %d days", PendingLifetime/(24*time.Hour))
-	if err := s.store.SetRequestState(context.WithoutCancel(ctx), r.ID, store.RequestDenied, reason); err != nil {
-		s.log.ErrorContext(ctx, "expiring pending request", "request_id", r.ID, "error", err)
-		return
+	ev := events.New(s.rec.Now(), events.RequestDenied, reason, "by", "enrollsvc")
+	if err := s.store.SetRequestState(context.WithoutCancel(ctx), r.ID, store.RequestDenied, reason, ev); err != nil {
+		return fmt.Errorf("expiring request %d: %w", r.ID, err)
 	}
-	_ = s.rec.Record(context.WithoutCancel(ctx), events.RequestDenied, reason, "request_id", r.ID, "by", "enrollsvc")
+	ev.Fields["request_id"] = r.ID
+	s.rec.Log(ctx, ev)
+	return nil
 }
 
 // ExpirePending denies every request pending longer than PendingLifetime and returns how many.
@@ -269,7 +275,9 @@ func (s *Service) ExpirePending(ctx context.Context) (int, error) {
 		for _, r := range list {
 			after = r.ID
 			if r.Submitted.Before(cutoff) {
-				s.expire(ctx, r)
+				if err := s.expire(ctx, r); err != nil {
+					return n, err
+				}
 				n++
 			}
 		}
@@ -279,17 +287,21 @@ func (s *Service) ExpirePending(ctx context.Context) (int, error) {
 	}
 }
 
-// Publish adds an issued certificate to the account's userCertificate. A failure does not undo
-// the issuance: it is recorded for the administrator.
-func (s *Service) Publish(ctx context.Context, pub Publisher, dn string, res *Issued) {
+// Publish adds an issued certificate to the account's userCertificate. A failure to publish
+// does not undo the issuance: it is recorded for the administrator. The error is that of the
+// publication or of its audit event, for the caller to report.
+func (s *Service) Publish(ctx context.Context, pub Publisher, dn string, res *Issued) error {
 	serial := issue.SerialString(res.Certificate.SerialNumber)
-	if pub == nil || dn == "" {
-		_ = s.rec.Record(ctx, events.PublishFailed, "", "serial", serial, "dn", dn, "error", "no directory configured")
-		return
+	var perr error
+	switch {
+	case pub == nil || dn == "":
+		perr = errors.New("no directory configured")
+	default:
+		perr = pub.PublishCertificate(ctx, dn, res.Certificate.Raw)
 	}
-	if err := pub.PublishCertificate(ctx, dn, res.Certificate.Raw); err != nil {
-		_ = s.rec.Record(ctx, events.PublishFailed, "", "serial", serial, "dn", dn, "error", err.Error())
-		return
+	if perr != nil {
+		perr = fmt.Errorf("publishing serial %s to %s: %w", serial, dn, perr)
+		return errors.Join(perr, s.rec.Record(ctx, events.PublishFailed, "", "serial", serial, "dn", dn, "error", perr.Error()))
 	}
-	_ = s.rec.Record(ctx, events.CertificatePublished, "", "serial", serial, "dn", dn)
+	return s.rec.Record(ctx, events.CertificatePublished, "", "serial", serial, "dn", dn)
 }

@@ -3,6 +3,11 @@
 // XCEP/WSTEP and SCEP later) call Service; Service calls issue, store and events, and never a
 // protocol.
 //
+// Every path that ends in a CA signature (the directory's Enroll, Renew and SCEP, approvals of
+// held requests, IssueAdmin, IssueProfile for the appliance's own certificates) goes through
+// issueOrder or issueForRequest, and so through issue.Prepare, the one issuance gate: the
+// subject key's checks and lint. issue.Sign accepts nothing else (docs/architecture.md).
+//
 // The order of one issuance is fixed: build and lint the certificate (issue.Prepare); in one
 // durable write, record the request, reserve the serial and write the "signing" audit event;
 // have the HSM sign; in a second durable write, store the certificate, mark the request issued
@@ -15,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
@@ -64,14 +70,14 @@ func KindOf(err error) Kind {
 
 // Store is what the service needs of the durable store.
 type Store interface {
-	CreateRequest(ctx context.Context, r store.Request) (int64, error)
-	SetRequestState(ctx context.Context, id int64, state store.RequestState, reason string) error
-	BeginIssuance(ctx context.Context, r store.Request, serial string, before store.Event) (int64, error)
-	ReserveSerial(ctx context.Context, serial string, before store.Event) error
+	CreateRequest(ctx context.Context, r store.Request, evs ...store.Event) (int64, error)
+	SetRequestState(ctx context.Context, id int64, state store.RequestState, reason string, evs ...store.Event) error
+	BeginIssuance(ctx context.Context, r store.Request, serial string, before ...store.Event) (int64, error)
+	ReserveSerial(ctx context.Context, serial string, before ...store.Event) error
 	GetRequest(ctx context.Context, id int64) (store.Request, error)
 	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListRequests(ctx context.Context, f store.RequestFilter) ([]store.Request, error)
-	CommitCertificate(ctx context.Context, c store.Certificate, after store.Event) error
+	CommitCertificate(ctx context.Context, c store.Certificate, after ...store.Event) error
 	AppendEvent(ctx context.Context, e store.Event) (int64, error)
 }
 
@@ -118,56 +124,68 @@ type Issued struct {
 	Certificate *x509.Certificate
 }
 
-// IssueApproved issues a certificate for an order that policy (or an administrator) approved,
-// recording a new request for it. The certificate is durable in the store before this returns it.
-func (s *Service) IssueApproved(ctx context.Context, o issue.Order, m Meta) (*Issued, error) {
+// issueOrder issues a certificate for an order that policy or a profile made, recording a new
+// request for it. The order passes the issuance gate (issue.Prepare: key checks and lint)
+// before anything reaches the CA key. The certificate is durable in the store before this
+// returns it; extra audit events are written with it.
+func (s *Service) issueOrder(ctx context.Context, o issue.Order, m Meta, extra ...store.Event) (*Issued, error) {
 	now := s.rec.Now()
 	req := store.Request{State: store.RequestPending, Template: m.Template, Requester: m.Requester,
 		Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now}
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
+		kind, ev := s.gateRefusal(err)
 		req.State, req.Reason = store.RequestFailed, err.Error()
-		reqID, serr := s.store.CreateRequest(ctx, req)
+		reqID, serr := s.store.CreateRequest(context.WithoutCancel(ctx), req, ev)
 		if serr != nil {
 			return nil, &Error{Kind: KindInternal, Op: "recording refused request", Err: errors.Join(err, serr)}
 		}
-		return nil, s.prepareFailed(ctx, reqID, err)
+		s.rec.Log(ctx, ev)
+		return nil, &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
 	}
 	// One durable write records the request, reserves the serial and says we are about to sign.
-	return s.signAndCommit(ctx, p, m, func(before store.Event) (int64, error) {
-		return s.store.BeginIssuance(ctx, req, p.Serial(), before)
-	})
+	return s.signAndCommit(ctx, p, m, func(before ...store.Event) (int64, error) {
+		return s.store.BeginIssuance(ctx, req, p.Serial(), before...)
+	}, extra)
 }
 
-// issueForRequest issues the certificate of an existing pending request (on approval).
-func (s *Service) issueForRequest(ctx context.Context, reqID int64, o issue.Order, m Meta) (*Issued, error) {
+// issueForRequest issues the certificate of an existing pending request (on approval); the
+// approval's audit event is written with the request's next state change.
+func (s *Service) issueForRequest(ctx context.Context, reqID int64, o issue.Order, m Meta, approved store.Event) (*Issued, error) {
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
-		if serr := s.store.SetRequestState(context.WithoutCancel(ctx), reqID, store.RequestFailed, err.Error()); serr != nil {
-			s.log.ErrorContext(ctx, "marking request failed", "request_id", reqID, "error", serr)
+		kind, ev := s.gateRefusal(err)
+		if serr := s.store.SetRequestState(context.WithoutCancel(ctx), reqID, store.RequestFailed, err.Error(), approved, ev); serr != nil {
+			return nil, &Error{Kind: KindInternal, Op: fmt.Sprintf("recording the failure of request %d", reqID), RequestID: reqID, Err: errors.Join(err, serr)}
 		}
-		return nil, s.prepareFailed(ctx, reqID, err)
+		s.rec.Log(ctx, approved)
+		s.rec.Log(ctx, ev)
+		return nil, &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
 	}
-	return s.signAndCommit(ctx, p, m, func(before store.Event) (int64, error) {
-		before.Fields["request_id"] = reqID
-		return reqID, s.store.ReserveSerial(ctx, p.Serial(), before)
-	})
+	return s.signAndCommit(ctx, p, m, func(before ...store.Event) (int64, error) {
+		for i := range before {
+			before[i].Fields["request_id"] = reqID
+		}
+		return reqID, s.store.ReserveSerial(ctx, p.Serial(), append([]store.Event{approved}, before...)...)
+	}, nil)
 }
 
-// prepareFailed records why an order could not be built and returns the error to hand back.
-func (s *Service) prepareFailed(ctx context.Context, reqID int64, err error) error {
+// gateRefusal is the error kind and audit event for an order the gate refused.
+func (s *Service) gateRefusal(err error) (Kind, store.Event) {
 	kind, id := KindBadRequest, events.RequestFailed
-	if errors.Is(err, issue.ErrLint) {
+	switch {
+	case errors.Is(err, issue.ErrKeyRefused):
+		kind, id = KindRefused, events.KeyRefused
+	case errors.Is(err, issue.ErrLint):
 		kind, id = KindRefused, events.LintRefused
 	}
-	_ = s.rec.Record(context.WithoutCancel(ctx), id, "", "request_id", reqID, "error", err.Error())
-	return &Error{Kind: kind, Op: fmt.Sprintf("request %d", reqID), RequestID: reqID, Err: err}
+	return kind, events.New(s.rec.Now(), id, "", "error", err.Error())
 }
 
 // signAndCommit durably begins the issuance (begin reserves the serial and writes the "signing"
 // event, returning the request ID), has the HSM sign, and durably stores the certificate with
-// the "issued" event.
-func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, begin func(before store.Event) (int64, error)) (*Issued, error) {
+// the "issued" event and extra (which get the serial and request ID).
+func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, begin func(before ...store.Event) (int64, error), extra []store.Event) (*Issued, error) {
 	serial := p.Serial()
 	fields := []any{"serial", serial, "subject", p.Subject(), "account", m.Account, "template", m.Template,
 		"requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}
@@ -181,32 +199,46 @@ func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, 
 	fields = append(fields, "request_id", reqID)
 	cert, err := s.issuer.Sign(ctx, p)
 	if err != nil {
-		s.fail(ctx, reqID, events.SigningFailed, err)
-		return nil, &Error{Kind: KindUnavailable, Op: "signing serial " + serial, RequestID: reqID, Err: err}
+		return nil, &Error{Kind: KindUnavailable, Op: "signing serial " + serial, RequestID: reqID,
+			Err: errors.Join(err, s.fail(ctx, reqID, events.SigningFailed, err))}
 	}
 	if len(p.Warnings()) > 0 {
 		fields = append(fields, "lint_warnings", p.Warnings())
 	}
-	after := events.New(s.rec.Now(), events.CertificateIssued, "", fields...)
+	after := []store.Event{events.New(s.rec.Now(), events.CertificateIssued, "", fields...)}
+	for _, e := range extra {
+		e.Fields = maps.Clone(e.Fields)
+		if e.Fields == nil {
+			e.Fields = map[string]any{}
+		}
+		e.Fields["serial"], e.Fields["request_id"] = serial, reqID
+		after = append(after, e)
+	}
 	c := store.Certificate{Serial: serial, DER: cert.Raw, Template: m.Template, Account: m.Account,
 		Subject: issue.FormatName(cert.RawSubject), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
 		Status: store.CertValid, RequestID: reqID, IssuedAt: s.rec.Now()}
-	if err := s.store.CommitCertificate(ctx, c, after); err != nil {
+	if err := s.store.CommitCertificate(ctx, c, after...); err != nil {
 		// The certificate was signed but is not stored: nobody gets it, and its serial stays used.
-		s.fail(ctx, reqID, events.RequestFailed, fmt.Errorf("storing certificate: %w", err))
-		return nil, &Error{Kind: KindInternal, Op: "storing serial " + serial, RequestID: reqID, Err: err}
+		return nil, &Error{Kind: KindInternal, Op: "storing serial " + serial, RequestID: reqID,
+			Err: errors.Join(err, s.fail(ctx, reqID, events.RequestFailed, fmt.Errorf("storing certificate: %w", err)))}
 	}
-	s.rec.Log(ctx, after)
+	for _, e := range after {
+		s.rec.Log(ctx, e)
+	}
 	return &Issued{RequestID: reqID, Certificate: cert}, nil
 }
 
-// fail marks a request failed and records why. Errors here are logged: the caller already
-// returns the original error.
-func (s *Service) fail(ctx context.Context, reqID int64, id events.ID, cause error) {
+// fail marks a request failed and records why, in one transaction. The caller already returns
+// the original error; fail's own error, if any, is joined to it.
+func (s *Service) fail(ctx context.Context, reqID int64, id events.ID, cause error) error {
 	// A cancelled caller must not stop us recording the failure.
 	ctx = context.WithoutCancel(ctx)
-	if err := s.store.SetRequestState(ctx, reqID, store.RequestFailed, cause.Error()); err != nil {
+	ev := events.New(s.rec.Now(), id, "", "error", cause.Error())
+	if err := s.store.SetRequestState(ctx, reqID, store.RequestFailed, cause.Error(), ev); err != nil {
 		s.log.ErrorContext(ctx, "marking request failed", "request_id", reqID, "error", err)
+		return fmt.Errorf("marking request %d failed: %w", reqID, err)
 	}
-	_ = s.rec.Record(ctx, id, "", "request_id", reqID, "error", cause.Error())
+	ev.Fields["request_id"] = reqID
+	s.rec.Log(ctx, ev)
+	return nil
 }

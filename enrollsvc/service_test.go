@@ -92,7 +92,7 @@ func (f *fixture) eventCount(t *testing.T, id events.ID) int {
 
 func TestIssueRecordsRequestCertificateAndEvents(t *testing.T) {
 	f := newFixture(t)
-	res, err := f.svc.IssueApproved(context.Background(), order(t), enrollsvc.Meta{Requester: "r", Account: "a", Template: "T"})
+	res, err := f.svc.IssueOrder(context.Background(), order(t), enrollsvc.Meta{Requester: "r", Account: "a", Template: "T"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +109,10 @@ func TestLintRefusalIsRecordedAndSignsNothing(t *testing.T) {
 	f := newFixture(t)
 	o := order(t)
 	o.KeyUsage |= x509.KeyUsageCertSign // an end entity may not sign certificates
-	_, err := f.svc.IssueApproved(context.Background(), o, enrollsvc.Meta{Account: "a"})
+	_, err := f.svc.IssueOrder(context.Background(), o, enrollsvc.Meta{Account: "a"})
 	var se *enrollsvc.Error
 	if !errors.As(err, &se) || se.Kind != enrollsvc.KindRefused || se.RequestID == 0 || !errors.Is(err, issue.ErrLint) {
-		t.Fatalf("IssueApproved = %v, want a refusal naming its request", err)
+		t.Fatalf("IssueOrder = %v, want a refusal naming its request", err)
 	}
 	r, _ := f.store.GetRequest(context.Background(), se.RequestID)
 	if r.State != store.RequestFailed || r.Reason == "" {
@@ -126,9 +126,9 @@ func TestLintRefusalIsRecordedAndSignsNothing(t *testing.T) {
 func TestHSMDownFailsClearlyAndStoresNothing(t *testing.T) {
 	f := newFixture(t)
 	f.signer.down.Store(true)
-	_, err := f.svc.IssueApproved(context.Background(), order(t), enrollsvc.Meta{Account: "a"})
+	_, err := f.svc.IssueOrder(context.Background(), order(t), enrollsvc.Meta{Account: "a"})
 	if enrollsvc.KindOf(err) != enrollsvc.KindUnavailable || !errors.Is(err, errHSMDown) {
-		t.Fatalf("IssueApproved with the HSM down = %v, want KindUnavailable wrapping the HSM error", err)
+		t.Fatalf("IssueOrder with the HSM down = %v, want KindUnavailable wrapping the HSM error", err)
 	}
 	var se *enrollsvc.Error
 	errors.As(err, &se)
@@ -141,17 +141,17 @@ func TestHSMDownFailsClearlyAndStoresNothing(t *testing.T) {
 	}
 	// The HSM comes back: issuance works again without a restart.
 	f.signer.down.Store(false)
-	if _, err := f.svc.IssueApproved(context.Background(), order(t), enrollsvc.Meta{Account: "a"}); err != nil {
-		t.Errorf("IssueApproved after the HSM came back = %v", err)
+	if _, err := f.svc.IssueOrder(context.Background(), order(t), enrollsvc.Meta{Account: "a"}); err != nil {
+		t.Errorf("IssueOrder after the HSM came back = %v", err)
 	}
 }
 
 func TestStoreDownFailsClearly(t *testing.T) {
 	f := newFixture(t)
 	f.store.Close()
-	_, err := f.svc.IssueApproved(context.Background(), order(t), enrollsvc.Meta{Account: "a"})
+	_, err := f.svc.IssueOrder(context.Background(), order(t), enrollsvc.Meta{Account: "a"})
 	if enrollsvc.KindOf(err) != enrollsvc.KindInternal || !errors.Is(err, store.ErrClosed) {
-		t.Errorf("IssueApproved with the store closed = %v, want KindInternal wrapping store.ErrClosed", err)
+		t.Errorf("IssueOrder with the store closed = %v, want KindInternal wrapping store.ErrClosed", err)
 	}
 }
 
@@ -262,13 +262,13 @@ func TestRenewRefusals(t *testing.T) {
 	now := time.Now()
 	f := newFixtureAt(t, func() time.Time { return now })
 	ctx := context.Background()
-	res, err := f.svc.IssueApproved(ctx, order(t), enrollsvc.Meta{Account: "alice", Template: "AEUser"})
+	res, err := f.svc.IssueOrder(ctx, order(t), enrollsvc.Meta{Account: "alice", Template: "AEUser"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	old := res.Certificate
 	foreign := newFixture(t) // another CA
-	fres, err := foreign.svc.IssueApproved(ctx, order(t), enrollsvc.Meta{Account: "alice", Template: "AEUser"})
+	fres, err := foreign.svc.IssueOrder(ctx, order(t), enrollsvc.Meta{Account: "alice", Template: "AEUser"})
 	if err != nil {
 		t.Fatal(err)
 	}

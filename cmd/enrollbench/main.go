@@ -12,7 +12,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"flag"
 	"fmt"
@@ -29,7 +28,6 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
@@ -93,10 +91,9 @@ func run(args []string, out io.Writer) error {
 		}
 		leaf, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		digest := sha256.Sum256([]byte("enrollbench"))
-		order := issue.Order{Subject: pkix.Name{CommonName: "bench.example.test"}, DNSNames: []string{"bench.example.test"},
-			PublicKey: leaf.Public(), Validity: 30 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-		meta := enrollsvc.Meta{Requester: "enrollbench", Account: "bench", Template: "bench"}
+		order := enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileServer, Subject: pkix.Name{CommonName: "bench.example.test"},
+			DNSNames: []string{"bench.example.test"}, PublicKey: leaf.Public(), Validity: 30 * 24 * time.Hour,
+			Meta: enrollsvc.Meta{Requester: "enrollbench", Account: "bench", Template: "bench"}}
 		for _, g := range counts {
 			raw, err := measure(*dur, g, func() error {
 				_, err := rt.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
@@ -107,7 +104,7 @@ func run(args []string, out io.Writer) error {
 				return fmt.Errorf("%s raw signatures: %w", kt, err)
 			}
 			iss, err := measure(*dur, g, func() error {
-				_, err := rt.Service.IssueApproved(ctx, order, meta)
+				_, err := rt.Service.IssueProfile(ctx, order)
 				return err
 			})
 			if err != nil {

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -182,23 +180,8 @@ func (s *Server) listEvents(c echo.Context) error {
 	return c.JSON(http.StatusOK, list)
 }
 
-// Profiles an administrator can issue from a CSR until directory templates arrive: the
-// extended key usages of each.
-var profiles = map[string][]x509.ExtKeyUsage{
-	"server": {x509.ExtKeyUsageServerAuth},
-	"client": {x509.ExtKeyUsageClientAuth},
-}
-
-// keyUsageFor is the key usage a TLS key of this type needs: RSA keys may also encipher keys
-// (RSA key exchange); ECDSA keys only sign (RFC 5480 forbids keyEncipherment for them).
-func keyUsageFor(pub any) x509.KeyUsage {
-	if _, ok := pub.(*rsa.PublicKey); ok {
-		return x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
-	}
-	return x509.KeyUsageDigitalSignature
-}
-
-// MaxValidityDays caps what an administrator can ask for (the CA certificate caps it further).
+// MaxValidityDays caps what an administrator can ask for (the profile and the CA certificate
+// cap it further).
 const MaxValidityDays = 3650
 
 func (s *Server) issue(c echo.Context) error {
@@ -207,10 +190,6 @@ func (s *Server) issue(c echo.Context) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
 		return badRequest("request body: %v", err)
-	}
-	ekus, ok := profiles[in.Profile]
-	if !ok {
-		return badRequest("profile %q: want server or client", in.Profile)
 	}
 	if in.ValidityDays == 0 {
 		in.ValidityDays = 365
@@ -222,29 +201,12 @@ func (s *Server) issue(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		return badRequest("csr: malformed PKCS#10: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return badRequest("csr: signature does not verify: %v", err)
-	}
-	account := in.Account
-	if account == "" {
-		account = csr.Subject.CommonName
-	}
-	o := issue.Order{Subject: csr.Subject, DNSNames: csr.DNSNames, EmailAddresses: csr.EmailAddresses,
-		IPAddresses: csr.IPAddresses, URIs: csr.URIs, PublicKey: csr.PublicKey,
-		Validity: time.Duration(in.ValidityDays) * 24 * time.Hour, KeyUsage: keyUsageFor(csr.PublicKey), ExtKeyUsage: ekus}
-	ctx := c.Request().Context()
-	res, err := s.cfg.Service.IssueApproved(ctx, o, enrollsvc.Meta{Requester: "admin-api", Account: account,
-		Template: "admin:" + in.Profile, CSR: der})
+	res, err := s.cfg.Service.IssueAdmin(c.Request().Context(), enrollsvc.AdminIssue{Profile: in.Profile, CSR: der,
+		Account: in.Account, Validity: time.Duration(in.ValidityDays) * 24 * time.Hour, By: "admin-api", Remote: c.RealIP()})
 	if err != nil {
 		return err
 	}
 	serial := issue.SerialString(res.Certificate.SerialNumber)
-	_ = s.cfg.Recorder.Record(ctx, events.AdminIssued, "", "request_id", res.RequestID, "serial", serial,
-		"profile", in.Profile, "remote", c.RealIP())
 	return c.JSON(http.StatusCreated, IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
 }

@@ -44,7 +44,7 @@ type Reader interface {
 
 // Issuer is the core call behind POST /api/v1/certificates.
 type Issuer interface {
-	IssueApproved(ctx context.Context, o issue.Order, m enrollsvc.Meta) (*enrollsvc.Issued, error)
+	IssueAdmin(ctx context.Context, a enrollsvc.AdminIssue) (*enrollsvc.Issued, error)
 }
 
 // Config wires the API to the service. All fields are required but Logger and Now.

@@ -64,14 +64,14 @@ func openRuntime(t testing.TB, dir string) *daemon.Runtime {
 	return rt
 }
 
-func leafOrder(t testing.TB, cn string) issue.Order {
+// leafOrder asks for a TLS server certificate for cn under the core's server profile.
+func leafOrder(t testing.TB, cn string, m enrollsvc.Meta) enrollsvc.ProfileRequest {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return issue.Order{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn}, PublicKey: k.Public(),
-		Validity: 90 * 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	return enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileServer, Subject: pkix.Name{CommonName: cn},
+		DNSNames: []string{cn}, PublicKey: k.Public(), Validity: 90 * 24 * time.Hour, Meta: m}
 }
 
 func TestIssueWithCAKeyInSoftHSM(t *testing.T) {
@@ -93,9 +93,9 @@ func TestIssueWithCAKeyInSoftHSM(t *testing.T) {
 				t.Errorf("key type = %s, want %s", rt.Key.Type(), kt)
 			}
 
-			res, err := rt.Service.IssueApproved(ctx, leafOrder(t, "host1.example.test"), enrollsvc.Meta{Requester: "test", Account: "host1$", Template: "Machine"})
+			res, err := rt.Service.IssueProfile(ctx, leafOrder(t, "host1.example.test", enrollsvc.Meta{Requester: "test", Account: "host1$", Template: "Machine"}))
 			if err != nil {
-				t.Fatalf("IssueApproved: %v", err)
+				t.Fatalf("IssueProfile: %v", err)
 			}
 			roots := x509.NewCertPool()
 			roots.AddCert(rt.CACert)
@@ -153,7 +153,7 @@ func TestTenThousandIssuancesDistinctAndStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	const workers, each = 8, 1250
-	order := leafOrder(t, "load.example.test")
+	order := leafOrder(t, "load.example.test", enrollsvc.Meta{Requester: "test", Account: "load", Template: "Load"})
 	serials := make([][]string, workers)
 	errc := make(chan error, workers)
 	var wg sync.WaitGroup
@@ -162,7 +162,7 @@ func TestTenThousandIssuancesDistinctAndStored(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range each {
-				res, err := rt.Service.IssueApproved(ctx, order, enrollsvc.Meta{Requester: "test", Account: "load", Template: "Load"})
+				res, err := rt.Service.IssueProfile(ctx, order)
 				if err != nil {
 					errc <- err
 					return
@@ -174,7 +174,7 @@ func TestTenThousandIssuancesDistinctAndStored(t *testing.T) {
 	wg.Wait()
 	close(errc)
 	for err := range errc {
-		t.Fatalf("IssueApproved: %v", err)
+		t.Fatalf("IssueProfile: %v", err)
 	}
 	seen := make(map[string]bool, workers*each)
 	for _, list := range serials {

@@ -250,11 +250,10 @@ func (rt *Runtime) ensureRA(ctx context.Context) (*x509.Certificate, *hsm.Key, e
 			}
 		}
 	}
-	res, err := rt.Service.IssueApproved(ctx, issue.Order{
+	res, err := rt.Service.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileSCEPRA,
 		Subject:   pkix.Name{CommonName: rt.Config.CAName + " SCEP RA", OrganizationalUnit: []string{"SCEP"}},
 		PublicKey: key.Public(), Validity: raValidity,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment},
-		enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-scep-ra", Template: "scep-ra"})
+		Meta: enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-scep-ra"}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("issuing the SCEP RA certificate: %w", err)
 	}

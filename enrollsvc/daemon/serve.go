@@ -56,17 +56,17 @@ func (rt *Runtime) ensureTLSCert(ctx context.Context, certPath, keyPath string, 
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	o := issue.Order{Subject: pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{ou}},
-		PublicKey: key.Public(), Validity: 365 * 24 * time.Hour,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	r := enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileServer,
+		Subject:   pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{ou}},
+		PublicKey: key.Public(), Validity: 365 * 24 * time.Hour, Meta: m}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
-			o.IPAddresses = append(o.IPAddresses, ip)
+			r.IPAddresses = append(r.IPAddresses, ip)
 		} else {
-			o.DNSNames = append(o.DNSNames, h)
+			r.DNSNames = append(r.DNSNames, h)
 		}
 	}
-	res, err := rt.Service.IssueApproved(ctx, o, m)
+	res, err := rt.Service.IssueProfile(ctx, r)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issuing the %s TLS certificate: %w", ou, err)
 	}

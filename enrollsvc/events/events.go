@@ -57,6 +57,7 @@ const (
 	CertificateIssued      ID = 2101
 	SigningFailed          ID = 2102
 	LintRefused            ID = 2103
+	KeyRefused             ID = 2104
 	CACertificateMade      ID = 2110
 	CertificatePublished   ID = 2120
 	PublishFailed          ID = 2121
@@ -113,6 +114,7 @@ func init() {
 	def(CertificateIssued, "certificate issued", Operational, slog.LevelInfo)
 	def(SigningFailed, "signing failed", Operational, slog.LevelError)
 	def(LintRefused, "certificate refused by lint", Operational, slog.LevelError)
+	def(KeyRefused, "subject key refused by the issuance gate", Operational, slog.LevelWarn)
 	def(CACertificateMade, "CA certificate created", Admin, slog.LevelInfo)
 	def(CertificateRevoked, "certificate revoked", Admin, slog.LevelWarn)
 	def(CRLPublished, "CRL published", Operational, slog.LevelInfo)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -142,10 +141,13 @@ type Order struct {
 	IPAddresses    []net.IP
 	URIs           []*url.URL
 	PublicKey      crypto.PublicKey
-	Validity       time.Duration
-	KeyUsage       x509.KeyUsage
-	ExtKeyUsage    []x509.ExtKeyUsage
-	UnknownEKUs    []asn1.ObjectIdentifier
+	// Key is what the template or profile asks of PublicKey; Prepare refuses a key that fails
+	// it or this CA's floor (KeyProblems).
+	Key         KeyRules
+	Validity    time.Duration
+	KeyUsage    x509.KeyUsage
+	ExtKeyUsage []x509.ExtKeyUsage
+	UnknownEKUs []asn1.ObjectIdentifier
 	// ExtraExtensions are added as they are (template, SID, UPN SAN, application policies).
 	ExtraExtensions []pkix.Extension
 	// NoRevocationInfo leaves CDP and OCSP out (template flag NOREVOCATIONINFOINISSUEDCERTS).
@@ -250,18 +252,14 @@ func (i *Issuer) validity(d time.Duration) (time.Time, time.Time, error) {
 	return nb, na, nil
 }
 
-// Prepare builds the certificate for o and lints it. The result can be signed once with Sign.
+// Prepare is the issuance gate: it checks the subject's key (KeyProblems under o.Key: type and
+// size, exponent, small factors, ROCA, points off the curve, the CA's own key), builds the
+// certificate for o and lints it. Only Prepare makes a *Prepared, and Sign signs nothing else,
+// so no certificate reaches the CA key without passing both checks. A refused key is a
+// *KeyError (errors.Is ErrKeyRefused); a lint failure wraps ErrLint.
 func (i *Issuer) Prepare(o Order) (*Prepared, error) {
-	if o.PublicKey == nil {
-		return nil, errors.New("issue: order has no public key")
-	}
-	switch k := o.PublicKey.(type) {
-	case *rsa.PublicKey, *ecdsa.PublicKey:
-		if e, ok := k.(*ecdsa.PublicKey); ok && e.Curve != elliptic.P256() && e.Curve != elliptic.P384() && e.Curve != elliptic.P521() {
-			return nil, errors.New("issue: unsupported ECDSA curve")
-		}
-	default:
-		return nil, fmt.Errorf("issue: unsupported public key type %T", o.PublicKey)
+	if problems := KeyProblems(o.PublicKey, o.Key, i.cfg.CACert.PublicKey); len(problems) > 0 {
+		return nil, &KeyError{Problems: problems}
 	}
 	nb, na, err := i.validity(o.Validity)
 	if err != nil {

@@ -599,12 +599,13 @@ func (x *decider) keys() {
 	if x.in.CACert != nil {
 		caKey = x.in.CACert.PublicKey
 	}
-	problems := checkKey(pub, x.in.Template, caKey)
+	rules := issue.KeyRules{Algorithm: x.in.Template.KeyAlgorithm, MinBits: x.in.Template.MinimalKeySize}
+	problems := issue.KeyProblems(pub, rules, caKey)
 	for _, p := range problems {
 		x.refuse("key: %s", p)
 	}
 	if len(problems) == 0 {
-		x.note("key: %s", describeKey(pub))
+		x.note("key: %s", issue.DescribeKey(pub))
 	}
 	if _, ok := pub.(*ecdsa.PublicKey); ok {
 		// RFC 8813: an id-ecPublicKey certificate must not assert key or data encipherment.
@@ -614,6 +615,7 @@ func (x *decider) keys() {
 		}
 	}
 	x.d.Order.PublicKey = pub
+	x.d.Order.Key = rules
 }
 
 func (x *decider) outcome() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 )
 
@@ -56,7 +57,7 @@ func (d Decision) Explain() string {
 			fmt.Fprintf(&b, "  Extension:   %s%s\n", oidName(e.Id), crit)
 		}
 		if o.PublicKey != nil {
-			fmt.Fprintf(&b, "  Key:         %s\n", describeKey(o.PublicKey))
+			fmt.Fprintf(&b, "  Key:         %s\n", issue.DescribeKey(o.PublicKey))
 		}
 		if d.Publish {
 			fmt.Fprintf(&b, "  Publish:     to the account's userCertificate\n")

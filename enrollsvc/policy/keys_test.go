@@ -62,8 +62,8 @@ func TestDecideKeys(t *testing.T) {
 	}
 	cases := []decideCase{
 		{name: "good RSA", input: key(rsaKey.Public()), want: Issue, wantReason: "key: RSA 2048"},
-		{name: "exponent 3", input: key(&rsa.PublicKey{N: rsaKey.N, E: 3}), want: Refuse, wantReason: "exponent 3 is below 65537"},
-		{name: "even exponent", input: key(&rsa.PublicKey{N: rsaKey.N, E: 65538}), want: Refuse, wantReason: "exponent 65538 is even"},
+		{name: "exponent 3", input: key(&rsa.PublicKey{N: rsaKey.N, E: 3}), want: Refuse, wantReason: "exponent 3 is not 65537"},
+		{name: "even exponent", input: key(&rsa.PublicKey{N: rsaKey.N, E: 65538}), want: Refuse, wantReason: "exponent 65538 is not 65537"},
 		{name: "small prime factor", input: key(&rsa.PublicKey{N: timesPrime, E: 65537}), want: Refuse, wantReason: "divisible by 7919"},
 		{name: "ROCA", input: key(parsePEMKey(t, rocaKey)), want: Refuse, wantReason: "ROCA"},
 		{name: "1024-bit RSA", tmpl: func(m attrs) { set(m, "mspki-minimal-key-size", "1024") }, input: key(small.Public()), want: Refuse, wantReason: "below this CA's minimum of 2048"},
@@ -88,24 +88,5 @@ func TestDecideKeys(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, tc.run)
-	}
-}
-
-func TestSmallFactor(t *testing.T) {
-	tests := []struct {
-		n    int64
-		want uint64
-	}{{2 * 3, 2}, {9973 * 10007, 9973}, {10007 * 10009, 0}, {7, 0}, {1, 0}}
-	for _, tc := range tests {
-		if got := smallFactor(big.NewInt(tc.n)); got != tc.want {
-			t.Errorf("smallFactor(%d) = %d, want %d", tc.n, got, tc.want)
-		}
-	}
-	n := 0
-	for _, c := range primeChunks {
-		n += len(c.primes)
-	}
-	if n != 1229 {
-		t.Errorf("primes below 10,000 = %d, want 1229", n)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"time"
 )
@@ -15,9 +14,9 @@ import (
 const certColumns = `serial, der, template, account, subject, not_before, not_after, status,
 	revoked_at, revocation_reason, request_id, issued_at`
 
-// ReserveSerial records serial as used and appends before, in one transaction. If serial was
-// ever reserved before it fails with ErrSerialUsed and writes nothing.
-func (s *SQLite) ReserveSerial(ctx context.Context, serial string, before Event) error {
+// ReserveSerial records serial as used and appends the events written before signing, in one
+// transaction. If serial was ever reserved before it fails with ErrSerialUsed and writes nothing.
+func (s *SQLite) ReserveSerial(ctx context.Context, serial string, before ...Event) error {
 	if err := checkSerial(serial); err != nil {
 		return err
 	}
@@ -25,23 +24,18 @@ func (s *SQLite) ReserveSerial(ctx context.Context, serial string, before Event)
 	if err != nil {
 		return err
 	}
-	event, err := s.prepareEvent(before)
-	if err != nil {
-		return err
-	}
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if err := reserveSerial(ctx, tx, serial, at); err != nil {
 			return err
 		}
-		_, err = event(ctx, tx)
-		return err
+		return s.insertEvents(ctx, tx, 0, before)
 	})
 }
 
 // BeginIssuance records a new pending request, reserves its certificate's serial and appends
-// the audit event written before signing, in one transaction; the event's fields get the new
+// the audit events written before signing, in one transaction; the events' fields get the new
 // request's ID as "request_id". One durable write instead of two on the issuance path.
-func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, before Event) (int64, error) {
+func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, before ...Event) (int64, error) {
 	if err := checkSerial(serial); err != nil {
 		return 0, err
 	}
@@ -64,17 +58,7 @@ func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, be
 		if err := reserveSerial(ctx, tx, serial, at); err != nil {
 			return err
 		}
-		before.Fields = maps.Clone(before.Fields)
-		if before.Fields == nil {
-			before.Fields = map[string]any{}
-		}
-		before.Fields["request_id"] = id
-		event, err := s.prepareEvent(before)
-		if err != nil {
-			return err
-		}
-		_, err = event(ctx, tx)
-		return err
+		return s.insertEvents(ctx, tx, id, before)
 	})
 	if err != nil {
 		return 0, err
@@ -100,8 +84,9 @@ func reserveSerial(ctx context.Context, tx *sql.Tx, serial string, at any) error
 // (if not 0) issued with the serial, and appends after, in one transaction. A zero IssuedAt
 // means now and an empty Status means valid. Errors: ErrConflict if the serial was not
 // reserved or the request is not pending, ErrSerialUsed if a certificate with the serial is
-// already stored, ErrNotFound if the request does not exist; nothing is written then.
-func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after Event) error {
+// already stored, ErrNotFound if the request does not exist, or the error of an event that
+// cannot be written; nothing is written then.
+func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after ...Event) error {
 	if err := checkSerial(c.Serial); err != nil {
 		return err
 	}
@@ -122,10 +107,6 @@ func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after Eve
 		c.IssuedAt = now
 	}
 	ts, err := encTimes(c.NotBefore, c.NotAfter, c.RevokedAt, c.IssuedAt, now)
-	if err != nil {
-		return err
-	}
-	event, err := s.prepareEvent(after)
 	if err != nil {
 		return err
 	}
@@ -161,8 +142,7 @@ func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after Eve
 		} else if n == 0 {
 			return fmt.Errorf("store: commit certificate %s: certificate already stored: %w", c.Serial, ErrSerialUsed)
 		}
-		_, err = event(ctx, tx)
-		return err
+		return s.insertEvents(ctx, tx, 0, after)
 	})
 }
 

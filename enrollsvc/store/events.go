@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"strings"
 )
 
@@ -25,6 +26,28 @@ func (s *SQLite) AppendEvent(ctx context.Context, e Event) (int64, error) {
 		return 0, err
 	}
 	return seq, nil
+}
+
+// insertEvents appends evs inside a write transaction, each with requestID as its
+// "request_id" field when requestID is not 0.
+func (s *SQLite) insertEvents(ctx context.Context, tx *sql.Tx, requestID int64, evs []Event) error {
+	for _, e := range evs {
+		if requestID != 0 {
+			e.Fields = maps.Clone(e.Fields)
+			if e.Fields == nil {
+				e.Fields = map[string]any{}
+			}
+			e.Fields["request_id"] = requestID
+		}
+		ins, err := s.prepareEvent(e)
+		if err != nil {
+			return err
+		}
+		if _, err := ins(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // eventInserter inserts a prepared event inside a write and returns its Seq.

@@ -12,17 +12,21 @@ import (
 
 const requestColumns = "id, state, template, requester, account, csr, submitted, updated, reason, serial, decision"
 
-// CreateRequest records r and returns its new ID. An empty State means pending; a zero
-// Submitted means now and a zero Updated means Submitted. A non-empty Serial must be reserved.
-func (s *SQLite) CreateRequest(ctx context.Context, r Request) (int64, error) {
+// CreateRequest records r and its audit events evs in one transaction and returns the new
+// request's ID, which each event gets as its "request_id" field. An empty State means pending;
+// a zero Submitted means now and a zero Updated means Submitted. A non-empty Serial must be
+// reserved. If an event cannot be written, neither is the request.
+func (s *SQLite) CreateRequest(ctx context.Context, r Request, evs ...Event) (int64, error) {
 	insert, err := s.prepareRequest(r)
 	if err != nil {
 		return 0, err
 	}
 	var id int64
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		id, err = insert(ctx, tx)
-		return err
+		if id, err = insert(ctx, tx); err != nil {
+			return err
+		}
+		return s.insertEvents(ctx, tx, id, evs)
 	})
 	if err != nil {
 		return 0, err
@@ -68,9 +72,10 @@ func (s *SQLite) prepareRequest(r Request) (requestInserter, error) {
 	}, nil
 }
 
-// SetRequestState moves a pending request to state with reason. Only pending requests change
-// state; issued is reached only through CommitCertificate, which records the serial.
-func (s *SQLite) SetRequestState(ctx context.Context, id int64, state RequestState, reason string) error {
+// SetRequestState moves a pending request to state with reason and appends its audit events
+// evs, in one transaction. Only pending requests change state; issued is reached only through
+// CommitCertificate, which records the serial.
+func (s *SQLite) SetRequestState(ctx context.Context, id int64, state RequestState, reason string, evs ...Event) error {
 	if !state.Valid() {
 		return fmt.Errorf("store: set request %d state: invalid state %q", id, state)
 	}
@@ -87,7 +92,10 @@ func (s *SQLite) SetRequestState(ctx context.Context, id int64, state RequestSta
 		if err != nil {
 			return fmt.Errorf("store: set request %d state: %w", id, err)
 		}
-		return checkPendingUpdate(ctx, tx, res, id, state)
+		if err := checkPendingUpdate(ctx, tx, res, id, state); err != nil {
+			return err
+		}
+		return s.insertEvents(ctx, tx, id, evs)
 	})
 }
 

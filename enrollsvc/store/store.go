@@ -124,25 +124,26 @@ type EventFilter struct {
 // Store is the durable state of the enrollment service. Implementations are safe for
 // concurrent use; every write is durable when it returns.
 type Store interface {
-	// CreateRequest records a new request and returns its ID. r.ID is ignored.
-	CreateRequest(ctx context.Context, r Request) (int64, error)
+	// CreateRequest records a new request with its audit events (each given the new ID as
+	// "request_id") in one transaction and returns its ID. r.ID is ignored.
+	CreateRequest(ctx context.Context, r Request, evs ...Event) (int64, error)
 	// SetRequestState moves a request to state with reason (e.g. pending→denied). ErrNotFound, ErrConflict
 	// if the request is already issued/denied/failed.
-	SetRequestState(ctx context.Context, id int64, state RequestState, reason string) error
+	SetRequestState(ctx context.Context, id int64, state RequestState, reason string, evs ...Event) error
 	GetRequest(ctx context.Context, id int64) (Request, error)
 	ListRequests(ctx context.Context, f RequestFilter) ([]Request, error)
 
 	// ReserveSerial durably records serial as used, together with the audit event written before
 	// the CA signs, in one transaction. ErrSerialUsed if the serial was ever reserved before.
-	ReserveSerial(ctx context.Context, serial string, before Event) error
+	ReserveSerial(ctx context.Context, serial string, before ...Event) error
 	// BeginIssuance records a new pending request r, reserves serial and appends before (with
 	// the new request's ID added as field "request_id"), in one transaction, and returns the
 	// request's ID. ErrSerialUsed as for ReserveSerial; nothing is written on any error.
-	BeginIssuance(ctx context.Context, r Request, serial string, before Event) (int64, error)
+	BeginIssuance(ctx context.Context, r Request, serial string, before ...Event) (int64, error)
 	// CommitCertificate durably stores an issued certificate (its serial must be reserved), marks
 	// its request (c.RequestID, if non-zero) issued with the serial, and appends the audit event
 	// written after signing, in one transaction.
-	CommitCertificate(ctx context.Context, c Certificate, after Event) error
+	CommitCertificate(ctx context.Context, c Certificate, after ...Event) error
 	GetCertificate(ctx context.Context, serial string) (Certificate, error)
 	// RevokeCertificate marks a valid certificate revoked (time, RFC 5280 reason) with its audit
 	// event, in one transaction. ErrNotFound, or ErrConflict if it is already revoked.

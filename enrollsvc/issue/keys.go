@@ -1,10 +1,11 @@
-package policy
+package issue
 
 import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -19,8 +20,32 @@ const minRSABits = 2048
 // maxRSABits is the largest RSA key accepted (the largest size AD CS templates offer).
 const maxRSABits = 16384
 
-// describeKey is a short description of a public key ("RSA 2048", "ECDSA P-256").
-func describeKey(pub crypto.PublicKey) string {
+// KeyRules are what a template or profile asks of the subject's key, on top of this CA's own
+// floor (RSA 2048..16384 bits with exponent 65537 or another odd exponent above it, ECDSA on
+// P-256, P-384 or P-521, never a weak or the CA's own key).
+type KeyRules struct {
+	// Algorithm is the template's msPKI-Asymmetric-Algorithm ("RSA", "ECDSA_P256", "ECDH_P384",
+	// ...) or empty for any.
+	Algorithm string
+	// MinBits is the template's msPKI-Minimal-Key-Size (0: the CA's floor only).
+	MinBits int
+}
+
+// ErrKeyRefused is wrapped by the error Prepare returns for an unacceptable subject key.
+var ErrKeyRefused = errors.New("the subject's public key is refused")
+
+// KeyError lists every reason a subject key was refused.
+type KeyError struct{ Problems []string }
+
+func (e *KeyError) Error() string {
+	return "key refused: " + strings.Join(e.Problems, "; ")
+}
+
+// Unwrap makes errors.Is(err, ErrKeyRefused) hold.
+func (e *KeyError) Unwrap() error { return ErrKeyRefused }
+
+// DescribeKey is a short description of a public key ("RSA 2048", "ECDSA P-256").
+func DescribeKey(pub crypto.PublicKey) string {
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
 		if k == nil || k.N == nil {
@@ -38,31 +63,30 @@ func describeKey(pub crypto.PublicKey) string {
 	return fmt.Sprintf("%T", pub)
 }
 
-// checkKey returns every reason the request's key is unacceptable for t (empty if none).
-func checkKey(pub crypto.PublicKey, t Template, caKey crypto.PublicKey) []string {
+// KeyProblems returns every reason pub is unacceptable under rules for a certificate of the CA
+// whose key is caKey (empty if none). It is the one key-quality check: policy uses it to
+// explain, Prepare to refuse.
+func KeyProblems(pub crypto.PublicKey, rules KeyRules, caKey crypto.PublicKey) []string {
 	var bad []string
-	alg := strings.ToUpper(t.KeyAlgorithm)
+	alg := strings.ToUpper(rules.Algorithm)
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
 		if k == nil || k.N == nil || k.N.Sign() <= 0 {
 			return []string{"the RSA public key is empty"}
 		}
 		if alg != "" && alg != "RSA" {
-			bad = append(bad, fmt.Sprintf("the template requires a %s key, the request has RSA", t.KeyAlgorithm))
+			bad = append(bad, fmt.Sprintf("the template requires a %s key, the request has RSA", rules.Algorithm))
 		}
 		bits := k.N.BitLen()
-		if bits < t.MinimalKeySize {
-			bad = append(bad, fmt.Sprintf("RSA key of %d bits is below the template's minimum of %d", bits, t.MinimalKeySize))
+		if bits < rules.MinBits {
+			bad = append(bad, fmt.Sprintf("RSA key of %d bits is below the template's minimum of %d", bits, rules.MinBits))
 		} else if bits < minRSABits {
 			bad = append(bad, fmt.Sprintf("RSA key of %d bits is below this CA's minimum of %d", bits, minRSABits))
 		} else if bits > maxRSABits {
 			bad = append(bad, fmt.Sprintf("RSA key of %d bits is above this CA's maximum of %d", bits, maxRSABits))
 		}
-		if k.E < 65537 {
-			bad = append(bad, fmt.Sprintf("RSA public exponent %d is below 65537", k.E))
-		}
-		if k.E%2 == 0 {
-			bad = append(bad, fmt.Sprintf("RSA public exponent %d is even", k.E))
+		if k.E != 65537 { // as boulder's goodkey: 3 invites broadcast attacks, others are unusual
+			bad = append(bad, fmt.Sprintf("RSA public exponent %d is not 65537, the only one this CA accepts", k.E))
 		}
 		if p := smallFactor(k.N); p != 0 {
 			bad = append(bad, fmt.Sprintf("RSA modulus is divisible by %d", p))
@@ -87,10 +111,10 @@ func checkKey(pub crypto.PublicKey, t Template, caKey crypto.PublicKey) []string
 		case alg == "" || alg == "ECDSA" || alg == "ECDH":
 		case (strings.HasPrefix(alg, "ECDSA_P") || strings.HasPrefix(alg, "ECDH_P")) && strings.HasSuffix(alg, fmt.Sprintf("_P%d", bits)):
 		default:
-			bad = append(bad, fmt.Sprintf("the template requires a %s key, the request has ECDSA %s", t.KeyAlgorithm, name))
+			bad = append(bad, fmt.Sprintf("the template requires a %s key, the request has ECDSA %s", rules.Algorithm, name))
 		}
-		if t.MinimalKeySize >= 256 && bits < t.MinimalKeySize {
-			bad = append(bad, fmt.Sprintf("ECDSA %s key of %d bits is below the template's minimum of %d", name, bits, t.MinimalKeySize))
+		if rules.MinBits >= 256 && bits < rules.MinBits {
+			bad = append(bad, fmt.Sprintf("ECDSA %s key of %d bits is below the template's minimum of %d", name, bits, rules.MinBits))
 		}
 	case nil:
 		return []string{"the request has no public key"}
