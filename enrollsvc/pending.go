@@ -48,6 +48,9 @@ type heldJSON struct {
 	URIs             []string        `json:"uris,omitempty"`
 	Extensions       []heldExtension `json:"extensions,omitempty"`
 	NoRevocationInfo bool            `json:"no_revocation_info,omitempty"`
+	// The template's key rules, checked again by the gate on approval.
+	KeyAlgorithm string `json:"key_algorithm,omitempty"`
+	MinKeyBits   int    `json:"min_key_bits,omitempty"`
 }
 
 type heldExtension struct {
@@ -69,7 +72,8 @@ func encodeHeld(h Held) ([]byte, error) {
 		}
 	}
 	j := heldJSON{Held: h, RawSubject: raw, PublicKey: pub, Validity: o.Validity, KeyUsage: o.KeyUsage,
-		DNSNames: o.DNSNames, Emails: o.EmailAddresses, NoRevocationInfo: o.NoRevocationInfo}
+		DNSNames: o.DNSNames, Emails: o.EmailAddresses, NoRevocationInfo: o.NoRevocationInfo,
+		KeyAlgorithm: o.Key.Algorithm, MinKeyBits: o.Key.MinBits}
 	for _, e := range o.ExtKeyUsage {
 		j.EKUs = append(j.EKUs, int(e))
 	}
@@ -98,7 +102,8 @@ func decodeHeld(b []byte) (Held, error) {
 		return Held{}, fmt.Errorf("decoding the held public key: %w", err)
 	}
 	o := issue.Order{RawSubject: j.RawSubject, PublicKey: pub, Validity: j.Validity, KeyUsage: j.KeyUsage,
-		DNSNames: j.DNSNames, EmailAddresses: j.Emails, NoRevocationInfo: j.NoRevocationInfo}
+		DNSNames: j.DNSNames, EmailAddresses: j.Emails, NoRevocationInfo: j.NoRevocationInfo,
+		Key: issue.KeyRules{Algorithm: j.KeyAlgorithm, MinBits: j.MinKeyBits}}
 	for _, e := range j.EKUs {
 		o.ExtKeyUsage = append(o.ExtKeyUsage, x509.ExtKeyUsage(e))
 	}

@@ -311,3 +311,29 @@ func TestRenewRefusals(t *testing.T) {
 		t.Error("CertificateAccount(another CA's certificate) succeeded")
 	}
 }
+
+// Approval passes the gate again: a held order whose key the gate refuses (here one that
+// breaks the template's key rules) is not signed; the request fails with the approval and the
+// refusal recorded in the same transaction.
+func TestApproveRechecksTheKey(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	o := order(t) // a P-256 key
+	o.Key = issue.KeyRules{Algorithm: "ECDSA_P384", MinBits: 384}
+	id, err := f.svc.Hold(ctx, o, enrollsvc.Held{Subject: "CN=a.example.test"}, enrollsvc.Meta{Account: "a", Template: "PendUser"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.svc.Approve(ctx, id, "admin", nil)
+	if enrollsvc.KindOf(err) != enrollsvc.KindRefused || !errors.Is(err, issue.ErrKeyRefused) || !strings.Contains(err.Error(), "ECDSA_P384") {
+		t.Fatalf("Approve = %v, want the key refused for the template's ECDSA_P384 rule", err)
+	}
+	r, _ := f.store.GetRequest(ctx, id)
+	if r.State != store.RequestFailed || !strings.Contains(r.Reason, "key refused") {
+		t.Errorf("request = %+v, want failed with the key's reason", r)
+	}
+	if f.count(t) != 0 || f.eventCount(t, events.SigningStarted) != 0 || f.eventCount(t, events.KeyRefused) != 1 ||
+		f.eventCount(t, events.RequestApproved) != 1 {
+		t.Error("want no certificate, no 2100 event, one 2104 and one 2002 event")
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/ThalesIgnite/crypto11"
 	"github.com/miekg/pkcs11"
@@ -31,9 +32,16 @@ type Key struct {
 	pub   crypto.PublicKey
 	uri   URI
 	ident string
+	// signatures counts the signatures this Key made (Signatures).
+	signatures atomic.Uint64
 }
 
 var _ crypto.Signer = (*Key)(nil)
+
+// Signatures is how many signatures this Key has made in the token since it was found or
+// generated: the number of times the key was used, for monitoring and for tests that must show
+// the key signed nothing.
+func (k *Key) Signatures() uint64 { return k.signatures.Load() }
 
 // Public returns the public half.
 func (k *Key) Public() crypto.PublicKey { return k.pub }
@@ -102,6 +110,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	if err != nil {
 		return nil, fmt.Errorf("hsm: signing with %s: %w", k.uri.Object, err)
 	}
+	k.signatures.Add(1)
 	return sig, nil
 }
 

@@ -15,9 +15,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
@@ -35,7 +37,9 @@ type Options struct {
 	CacheTTL string
 	// CRLURLs and OCSPURLs go into every issued certificate (CDP and AIA).
 	CRLURLs, OCSPURLs []string
-	Logger            *slog.Logger // default: discard
+	// HTTP serves the plain-HTTP listener (CRLs, OCSP, SCEP) on a free loopback port.
+	HTTP   bool
+	Logger *slog.Logger // default: discard
 }
 
 // Server is a running enrollment service.
@@ -46,6 +50,10 @@ type Server struct {
 	Roots   *x509.CertPool // the CA certificate, which also issued the TLS certificate
 	CAFile  string         // the CA certificate, PEM
 	CAName  string
+	API     string // https://127.0.0.1:PORT, the local management API (Bearer APIToken)
+	// APIToken is the admin token of the API.
+	APIToken string
+	HTTPBase string // http://127.0.0.1:PORT with Options.HTTP, else empty
 }
 
 // CEP is the policy service URL for an authentication mode: "UsernamePassword", "Kerberos" or
@@ -83,8 +91,18 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 		t.Fatal(err)
 	}
 	dir := filepath.Join(tmp, "var")
+	var httpBase, httpListen string
+	if o.HTTP {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		httpListen = l.Addr().String()
+		l.Close()
+		httpBase = "http://" + httpListen
+	}
 	if _, err := ceremony.Init(ctx, ceremony.InitOptions{Dir: dir, CAName: o.CAName, Logger: o.Logger, Keytab: o.Keytab,
-		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs,
+		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, HTTPURL: httpBase, HTTPListen: httpListen,
 		Directory: &ceremony.DirectoryOptions{URL: dc.URL, CAFile: dc.CAFile, BindUser: s.SvcEnroll.UPN,
 			PasswordFile: pw, CACN: ldaptest.CACN}}); err != nil {
 		cancel()
@@ -102,7 +120,7 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 	done := make(chan error, 1)
 	go func() {
 		done <- daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", EnrollListen: "127.0.0.1:0",
-			OnEnrollListen: func(addr string) { addrc <- addr }}, rt)
+			HTTPListen: httpListen, OnEnrollListen: func(addr string) { addrc <- addr }}, rt)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -129,8 +147,17 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 	if !pool.AppendCertsFromPEM(caPEM) {
 		t.Fatal("ca.pem holds no certificate")
 	}
+	apiAddr, err := os.ReadFile(config.Path(dir, config.APIAddrFile)) // written before the enrollment listener starts
+	if err != nil {
+		t.Fatalf("the API's address: %v", err)
+	}
+	token, err := os.ReadFile(config.Path(dir, rt.Config.API.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	// "localhost" is in the server certificate.
-	return &Server{Runtime: rt, Dir: dir, Base: "https://localhost:" + port, Roots: pool, CAFile: caFile, CAName: o.CAName}
+	return &Server{Runtime: rt, Dir: dir, Base: "https://localhost:" + port, Roots: pool, CAFile: caFile, CAName: o.CAName,
+		API: "https://" + strings.TrimSpace(string(apiAddr)), APIToken: strings.TrimSpace(string(token)), HTTPBase: httpBase}
 }
 
 // setCacheTTL sets directory.cache_ttl in config.json, keeping every other setting as it is.
