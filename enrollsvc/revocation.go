@@ -96,7 +96,10 @@ func (s *Service) Revoke(ctx context.Context, serial string, reason int, by stri
 	}
 	s.rec.Log(ctx, e)
 	c.Status, c.RevokedAt, c.RevocationReason = store.CertRevoked, now, reason
-	s.unpublish(ctx, c)
+	if err := s.unpublish(ctx, c); err != nil {
+		// The revocation stands (it is final and stored); the directory clean-up is reported.
+		s.log.ErrorContext(ctx, "revoked certificate not removed from the directory", "serial", serial, "error", err)
+	}
 	if s.onRevoke != nil {
 		s.onRevoke(serial)
 	}
@@ -104,27 +107,27 @@ func (s *Service) Revoke(ctx context.Context, serial string, reason int, by stri
 }
 
 // unpublish removes a revoked certificate from its account's userCertificate, if a directory is
-// configured and the account is found there.
-func (s *Service) unpublish(ctx context.Context, c store.Certificate) {
+// configured and the account is found there. A failure is recorded as an event; the error is
+// that of the removal or of its event.
+func (s *Service) unpublish(ctx context.Context, c store.Certificate) error {
 	if s.dir == nil || s.dir.Dir == nil || c.Account == "" {
-		return
+		return nil
 	}
 	u, ok := s.dir.Dir.(Unpublisher)
 	if !ok {
-		return
+		return nil
 	}
 	cert, err := x509.ParseCertificate(c.DER)
 	if err != nil {
-		return
+		return fmt.Errorf("stored certificate %s: %w", c.Serial, err)
 	}
 	a, err := s.dir.Dir.Account(ctx, c.Account)
 	if err == nil {
 		err = u.UnpublishCertificate(ctx, a.DN, cert.Raw)
 	}
 	if err != nil {
-		_ = s.rec.Record(ctx, events.PublishFailed, "removing a revoked certificate from the directory failed",
-			"serial", c.Serial, "account", c.Account, "error", err.Error())
-		return
+		return errors.Join(err, s.rec.Record(ctx, events.PublishFailed, "removing a revoked certificate from the directory failed",
+			"serial", c.Serial, "account", c.Account, "error", err.Error()))
 	}
-	_ = s.rec.Record(ctx, events.CertificateUnpublished, "", "serial", c.Serial, "dn", a.DN)
+	return s.rec.Record(ctx, events.CertificateUnpublished, "", "serial", c.Serial, "dn", a.DN)
 }

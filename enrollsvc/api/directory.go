@@ -332,6 +332,8 @@ func (s *Server) installKeytab(c echo.Context) error {
 	if err := s.cfg.Keytabs.InstallKeytab(c.Request().Context(), b); err != nil {
 		return echo.NewHTTPError(http.StatusUnprocessableEntity, err.Error())
 	}
-	_ = s.cfg.Recorder.Record(c.Request().Context(), events.KeytabInstalled, "", "remote", c.RealIP())
+	if err := s.cfg.Recorder.Record(c.Request().Context(), events.KeytabInstalled, "", "remote", c.RealIP()); err != nil {
+		return fmt.Errorf("the keytab is installed, but its audit event was not stored: %w", err)
+	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "installed"})
 }
