@@ -2,7 +2,6 @@ package firmware
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -183,28 +182,5 @@ func TestDefaultModulesInKernel(t *testing.T) {
 	t.Logf("%s: %d modules, %.1f MB uncompressed", filepath.Base(dir), len(order), float64(size)/(1<<20))
 	if len(order) > 80 || size > 24<<20 {
 		t.Errorf("%d modules, %d bytes: more than the image should carry", len(order), size)
-	}
-}
-
-// TestBuiltImageShells lists the archive of the image in build/appliance, when there is
-// one: a release image has no shell, a debug image has gosh as /bin/sh. (Every build
-// checks this too, before writing the image.)
-func TestBuiltImageShells(t *testing.T) {
-	dir := "../build/appliance"
-	m, err := ReadManifest(dir)
-	if err != nil {
-		t.Skipf("no image built in %s: %v", dir, err)
-	}
-	needTool(t, "zstd")
-	cpio := filepath.Join(t.TempDir(), "initramfs.cpio")
-	if out, err := exec.Command("zstd", "-q", "-d", filepath.Join(dir, InitramfsFile), "-o", cpio).CombinedOutput(); err != nil {
-		t.Fatalf("zstd -d: %v: %s", err, out)
-	}
-	names, err := archiveNames(cpio)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkShells(names, m.Debug); err != nil {
-		t.Errorf("%s (version %s): %v", dir, m.Release.Version, err)
 	}
 }
