@@ -83,6 +83,7 @@ type globals struct {
 	// Remote mode: the API's address, the admin token and the CA to trust, instead of
 	// what the data directory holds (an appliance's API from another machine).
 	api, tokenFile, caFile string
+	dataSet                bool // --data was given (not only $ENROLLSVC_DATA or the default)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -102,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	g.dataSet = given(fs)["data"]
 	rest := fs.Args()
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -137,6 +139,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		positional = append(positional, cfs.Arg(0))
 		cargs = cfs.Args()[1:]
 	}
+	if noArgs[cmd] && len(positional) > 0 {
+		return fmt.Errorf("%w: aectl %s takes no arguments, got %q", errUsage, cmd, positional)
+	}
 	cl, err := dial(g)
 	if err != nil {
 		return err
@@ -146,6 +151,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return run(ctx, &env{cl: cl, g: g, out: stdout, args: positional})
 }
 
+// noArgs are the commands that take flags only.
+var noArgs = map[string]bool{"status": true, "certs": true, "requests": true, "events": true, "templates": true}
+
+// given is the set of flags given on the command line.
+func given(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// refuseFlags fails when one of names was given: it does not apply to what was asked (it would
+// be ignored otherwise).
+func refuseFlags(fs *flag.FlagSet, what string, names ...string) error {
+	set := given(fs)
+	for _, n := range names {
+		if set[n] {
+			return fmt.Errorf("%w: --%s does not apply to %s", errUsage, n, what)
+		}
+	}
+	return nil
+}
+
 // dial connects to the API named by the remote flags, or else by the data directory.
 func dial(g globals) (*apiclient.Client, error) {
 	if g.api == "" && g.tokenFile == "" && g.caFile == "" {
@@ -153,6 +180,9 @@ func dial(g globals) (*apiclient.Client, error) {
 	}
 	if g.api == "" || g.tokenFile == "" || g.caFile == "" {
 		return nil, fmt.Errorf("%w: --api, --token-file and --ca-file go together", errUsage)
+	}
+	if g.dataSet {
+		return nil, fmt.Errorf("%w: --data or --api/--token-file/--ca-file, not both", errUsage)
 	}
 	return apiclient.DialFiles(g.api, g.tokenFile, g.caFile)
 }
@@ -334,6 +364,11 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		return func(ctx context.Context, e *env) error {
 			if csrFile == "" {
 				return fmt.Errorf("%w: --csr FILE is required", errUsage)
+			}
+			if template != "" {
+				if err := refuseFlags(fs, "issue --template (the template decides)", "profile", "validity-days"); err != nil {
+					return err
+				}
 			}
 			b, err := os.ReadFile(csrFile)
 			if err != nil {

@@ -76,6 +76,9 @@ func scepCommand(fs *flag.FlagSet) runner {
 	return func(ctx context.Context, e *env) error {
 		switch {
 		case len(e.args) == 1 && e.args[0] == "profiles":
+			if err := refuseFlags(fs, "scep profiles", "template", "account", "static-challenge-file", "one-time", "profile", "subject", "ttl"); err != nil {
+				return err
+			}
 			ps, err := e.cl.SCEPProfiles(ctx)
 			if err != nil {
 				return err
@@ -87,6 +90,9 @@ func scepCommand(fs *flag.FlagSet) runner {
 				}
 			})
 		case len(e.args) == 3 && e.args[0] == "profile" && e.args[1] == "add":
+			if err := refuseFlags(fs, "scep profile add", "profile", "subject", "ttl"); err != nil {
+				return err
+			}
 			spec.Name = e.args[2]
 			if challengeFile != "" {
 				b, err := os.ReadFile(challengeFile)
@@ -103,6 +109,9 @@ func scepCommand(fs *flag.FlagSet) runner {
 		case len(e.args) == 1 && e.args[0] == "challenge":
 			if profile == "" {
 				return fmt.Errorf("%w: --profile is required\n%s", errUsage, scepUsage)
+			}
+			if err := refuseFlags(fs, "scep challenge", "template", "static-challenge-file", "one-time"); err != nil {
+				return err
 			}
 			c, err := e.cl.SCEPChallenge(ctx, apiclient.ChallengeRequest{Profile: profile, Subject: subject, Account: spec.Account, TTL: ttl})
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -120,8 +121,23 @@ type ServeOptions struct {
 	Firmware api.FirmwareAdmin
 }
 
-// Serve runs the service on the data directory dir until ctx ends.
+// Check refuses options that cannot take effect with the configuration cfg: an address for a
+// listener the configuration does not have would otherwise be ignored without a word.
+// EnrollListen is not refused: the appliance passes it whether or not it has a directory, and
+// without one it stays unused, as its flag says.
+func (o ServeOptions) Check(cfg *config.Config) error {
+	if o.HTTPListen != "" && cfg.HTTP == nil {
+		return errors.New("--http-listen: the plain-HTTP listener is not configured (enrollsvc init --http-url, or provision finish --http-url)")
+	}
+	return nil
+}
+
+// Serve runs the service on the data directory dir until ctx ends. It changes nothing when o
+// does not pass Check.
 func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
+	if err := o.Check(rt.Config); err != nil {
+		return err
+	}
 	if o.Version == "" {
 		o.Version = "dev"
 	}
