@@ -3,9 +3,6 @@ package fwapi
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -18,42 +15,21 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/firmware/update"
+	"github.com/enrollment-appliance/aeappliance/firmware/update/updatetest"
 )
 
-// bundleFor builds a signed update bundle of a small image of version v for product.
+// bundleFor builds a signed update bundle of version v for product, and the file of its key.
 func bundleFor(t *testing.T, product, v string) (bundle []byte, keysFile string) {
 	t.Helper()
 	pub, priv, err := update.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	files := map[string]any{}
-	for name, content := range map[string]string{"vmlinuz": "kernel " + v, "initramfs.cpio.zst": "initramfs " + v} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256([]byte(content))
-		files[name] = map[string]any{"size": len(content), "sha256": hex.EncodeToString(sum[:])}
-	}
-	m, _ := json.Marshal(map[string]any{"release": map[string]any{"product": product, "version": v, "source_date_epoch": 1795448802,
-		"kernel": "6.1.0-test"}, "kernel": map[string]any{"release": "6.1.0-test"}, "files": files})
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "b.aeu")
-	if _, err := update.Build(dir, out, priv); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keysFile = filepath.Join(dir, "keys.pem")
+	keysFile = filepath.Join(t.TempDir(), "keys.pem")
 	if err := os.WriteFile(keysFile, update.MarshalPublicKey(pub), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return b, keysFile
+	return updatetest.Bundle(t, priv, product, v), keysFile
 }
 
 // TestInstallAndStatus: a bundle signed for this product goes to slot a and is pending; one for
