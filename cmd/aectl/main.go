@@ -18,7 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 )
 
 func main() {
@@ -83,6 +83,7 @@ type globals struct {
 	// Remote mode: the API's address, the admin token and the CA to trust, instead of
 	// what the data directory holds (an appliance's API from another machine).
 	api, tokenFile, caFile string
+	dataSet                bool // --data was given (not only $ENROLLSVC_DATA or the default)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -102,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	g.dataSet = given(fs)["data"]
 	rest := fs.Args()
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -137,6 +139,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		positional = append(positional, cfs.Arg(0))
 		cargs = cfs.Args()[1:]
 	}
+	if noArgs[cmd] && len(positional) > 0 {
+		return fmt.Errorf("%w: aectl %s takes no arguments, got %q", errUsage, cmd, positional)
+	}
 	cl, err := dial(g)
 	if err != nil {
 		return err
@@ -146,27 +151,44 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return run(ctx, &env{cl: cl, g: g, out: stdout, args: positional})
 }
 
+// noArgs are the commands that take flags only.
+var noArgs = map[string]bool{"status": true, "certs": true, "requests": true, "events": true, "templates": true}
+
+// given is the set of flags given on the command line.
+func given(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// refuseFlags fails when one of names was given: it does not apply to what was asked (it would
+// be ignored otherwise).
+func refuseFlags(fs *flag.FlagSet, what string, names ...string) error {
+	set := given(fs)
+	for _, n := range names {
+		if set[n] {
+			return fmt.Errorf("%w: --%s does not apply to %s", errUsage, n, what)
+		}
+	}
+	return nil
+}
+
 // dial connects to the API named by the remote flags, or else by the data directory.
-func dial(g globals) (*api.Client, error) {
+func dial(g globals) (*apiclient.Client, error) {
 	if g.api == "" && g.tokenFile == "" && g.caFile == "" {
-		return api.DialDataDir(g.data)
+		return apiclient.DialDataDir(g.data)
 	}
 	if g.api == "" || g.tokenFile == "" || g.caFile == "" {
 		return nil, fmt.Errorf("%w: --api, --token-file and --ca-file go together", errUsage)
 	}
-	token, err := os.ReadFile(g.tokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading the admin token: %w", err)
+	if g.dataSet {
+		return nil, fmt.Errorf("%w: --data or --api/--token-file/--ca-file, not both", errUsage)
 	}
-	ca, err := os.ReadFile(g.caFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading the CA certificate: %w", err)
-	}
-	return api.NewClient(g.api, strings.TrimSpace(string(token)), ca)
+	return apiclient.DialFiles(g.api, g.tokenFile, g.caFile)
 }
 
 type env struct {
-	cl   *api.Client
+	cl   *apiclient.Client
 	g    globals
 	out  io.Writer
 	args []string
@@ -226,10 +248,10 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"certs": func(fs *flag.FlagSet) runner {
-		var q api.CertQuery
+		var q apiclient.CertQuery
 		fs.StringVar(&q.Account, "account", "", "only certificates for this account")
 		fs.StringVar(&q.Template, "template", "", "only certificates of this template")
-		fs.StringVar(&q.Status, "status", "", "valid or revoked")
+		fs.StringVar((*string)(&q.Status), "status", "", "valid or revoked")
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
 		fs.IntVar(&q.Offset, "offset", 0, "skip this many")
 		return func(ctx context.Context, e *env) error {
@@ -241,7 +263,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				fmt.Fprintln(w, "SERIAL\tSTATUS\tNOT AFTER\tTEMPLATE\tACCOUNT\tSUBJECT")
 				for _, c := range list {
 					st := string(c.Status)
-					if c.Expired && c.Status == "valid" {
+					if c.Expired && c.Status == apiclient.CertValid {
 						st = "expired"
 					}
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Serial, st, c.NotAfter.Format("2006-01-02"), c.Template, c.Account, c.Subject)
@@ -266,8 +288,8 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"requests": func(fs *flag.FlagSet) runner {
-		var q api.RequestQuery
-		fs.StringVar(&q.State, "state", "", "pending, issued, denied or failed")
+		var q apiclient.RequestQuery
+		fs.StringVar((*string)(&q.State), "state", "", "pending, issued, denied or failed")
 		fs.StringVar(&q.Account, "account", "", "only requests for this account")
 		fs.Int64Var(&q.After, "after", 0, "only requests with a larger ID")
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
@@ -312,7 +334,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"events": func(fs *flag.FlagSet) runner {
-		var q api.EventQuery
+		var q apiclient.EventQuery
 		fs.Int64Var(&q.After, "after", 0, "only events after this sequence number")
 		fs.IntVar(&q.ID, "id", 0, "only this event ID")
 		fs.StringVar(&q.Category, "category", "", "Admin or Operational")
@@ -332,7 +354,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"issue": func(fs *flag.FlagSet) runner {
-		var in api.IssueRequest
+		var in apiclient.IssueRequest
 		var csrFile, template string
 		fs.StringVar(&csrFile, "csr", "", "PEM PKCS#10 request file")
 		fs.StringVar(&template, "template", "", "directory template; policy decides (without it: administrator issuance by --profile)")
@@ -343,28 +365,33 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 			if csrFile == "" {
 				return fmt.Errorf("%w: --csr FILE is required", errUsage)
 			}
+			if template != "" {
+				if err := refuseFlags(fs, "issue --template (the template decides)", "profile", "validity-days"); err != nil {
+					return err
+				}
+			}
 			b, err := os.ReadFile(csrFile)
 			if err != nil {
 				return err
 			}
-			var res api.IssueResponse
+			var res apiclient.IssueResponse
 			if template != "" {
 				if in.Account == "" {
 					return fmt.Errorf("%w: --account is required with --template", errUsage)
 				}
-				res, err = e.cl.Enroll(ctx, api.EnrollRequest{Template: template, Account: in.Account, CSR: string(b)})
+				res, err = e.cl.Enroll(ctx, apiclient.EnrollRequest{Template: template, Account: in.Account, CSR: string(b)})
 			} else {
 				in.CSR = string(b)
 				res, err = e.cl.Issue(ctx, in)
 			}
 			if err != nil {
-				var he *api.HTTPError
+				var he *apiclient.HTTPError
 				if e.g.json && errors.As(err, &he) {
 					reasons := he.Body.Reasons
 					if len(reasons) == 0 {
 						reasons = []string{he.Body.Error}
 					}
-					_ = e.print(api.IssueResponse{Status: "denied", RequestID: he.Body.RequestID, Reasons: reasons}, nil)
+					_ = e.print(apiclient.IssueResponse{Status: apiclient.StatusDenied, RequestID: he.Body.RequestID, Reasons: reasons}, nil)
 				}
 				return err
 			}
@@ -470,16 +497,16 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 
 // printResult prints what became of a request: the PEM when issued, the request ID when
 // pending, every reason when denied (and then fails, so scripts notice).
-func (e *env) printResult(res api.IssueResponse) error {
+func (e *env) printResult(res apiclient.IssueResponse) error {
 	if e.g.json {
 		if err := e.print(res, nil); err != nil {
 			return err
 		}
 	} else {
 		switch res.Status {
-		case "issued":
+		case apiclient.StatusIssued:
 			fmt.Fprint(e.out, res.Certificate)
-		case "pending":
+		case apiclient.StatusPending:
 			fmt.Fprintf(e.out, "pending: request %d waits for a certificate manager (aectl approve %d / aectl deny %d --reason ...)\n", res.RequestID, res.RequestID, res.RequestID)
 			for _, r := range res.Reasons {
 				fmt.Fprintf(e.out, "  %s\n", r)
@@ -491,7 +518,7 @@ func (e *env) printResult(res api.IssueResponse) error {
 			}
 		}
 	}
-	if res.Status == "denied" {
+	if res.Status == apiclient.StatusDenied {
 		return errDenied
 	}
 	return nil

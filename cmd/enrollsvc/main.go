@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
+	"github.com/enrollment-appliance/aeappliance/firmware/fwapi"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
@@ -42,6 +42,9 @@ func exitCode(err error) int {
 }
 
 var errUsage = errors.New("usage")
+
+// version is set by the build (-ldflags -X main.version=...) and handed to the service.
+var version = "dev"
 
 const usage = `enrollsvc - HSM-backed certificate enrollment service
 
@@ -68,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "provision":
 		return cmdProvision(args[1:], os.Stdin, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "enrollsvc", daemon.Version)
+		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -171,7 +174,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&dir, "data", "", "data directory made by `enrollsvc init`")
 	fs.StringVar(&listen, "api-listen", "", "address of the local management API (default: from the configuration; port 0 picks a free one)")
 	var enrollListen, httpListen string
-	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services (default: from the configuration; port 0 picks a free one)")
+	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services when the directory configures them (default: from the configuration; port 0 picks a free one)")
 	fs.StringVar(&httpListen, "http-listen", "", "address of the plain-HTTP listener for CRLs, OCSP, AIA and SCEP (default: from the configuration)")
 	var firmwareDir, updateKeys string
 	fs.StringVar(&firmwareDir, "firmware-dir", "", "on the appliance: its firmware slots, for PUT /api/v1/firmware (with --update-keys)")
@@ -196,9 +199,29 @@ Flags:
 	if dir == "" {
 		return fmt.Errorf("%w: --data is required", errUsage)
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if (firmwareDir == "") != (updateKeys == "") {
+		return fmt.Errorf("%w: --firmware-dir and --update-keys go together", errUsage)
+	}
 	log, err := newLogger(stderr, logLevel)
 	if err != nil {
 		return err
+	}
+	// Refuse what cannot take effect before opening anything, so that nothing changes.
+	cfg, err := config.Load(dir)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	so := daemon.ServeOptions{APIListen: listen, Version: version, EnrollListen: enrollListen, HTTPListen: httpListen}
+	if err := so.Check(cfg); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if firmwareDir != "" {
+		if so.Firmware, err = fwapi.New(firmwareDir, updateKeys, "/proc/cmdline"); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -207,26 +230,19 @@ Flags:
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer rt.Close()
-	var firmware api.FirmwareAdmin
-	if firmwareDir != "" || updateKeys != "" {
-		if firmwareDir == "" || updateKeys == "" {
-			return fmt.Errorf("%w: --firmware-dir and --update-keys go together", errUsage)
-		}
-		if firmware, err = daemon.NewFirmwareAdmin(firmwareDir, updateKeys, "/proc/cmdline"); err != nil {
-			return fmt.Errorf("serve: %w", err)
-		}
-	}
 	aectl := aectlPath()
-	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, Firmware: firmware, EnrollListen: enrollListen, HTTPListen: httpListen, OnHTTPListen: func(addr string) {
+	so.OnHTTPListen = func(addr string) {
 		fmt.Fprintf(stdout, "Revocation and SCEP listening on http://%s (/crl/, /ocsp, /aia/, /scep/PROFILE)\n", addr)
-	}, OnEnrollListen: func(addr string) {
+	}
+	so.OnEnrollListen = func(addr string) {
 		fmt.Fprintf(stdout, "Enrollment web services listening on https://%s\n  policy (CEP): https://HOST:PORT%s (username/password)\n",
 			addr, webenroll.CEPPasswordPath)
-	}, OnListen: func(addr string) {
+	}
+	so.OnListen = func(addr string) {
 		fmt.Fprintf(stdout, "enrollsvc %s: CA %q, key %s\nLocal API listening on https://%s\nTry:  %s --data %s status\n      %s --data %s certs\nCtrl-C stops the service.\n",
-			daemon.Version, rt.CACert.Subject.String(), rt.Key.URI(), addr, aectl, dir, aectl, dir)
-	}}, rt)
-	if err != nil {
+			version, rt.CACert.Subject.String(), rt.Key.URI(), addr, aectl, dir, aectl, dir)
+	}
+	if err := daemon.Serve(ctx, dir, so, rt); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Fprintln(stdout, "enrollsvc stopped")

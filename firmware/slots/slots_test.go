@@ -3,46 +3,20 @@ package slots
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/enrollment-appliance/aeappliance/firmware/update"
+	"github.com/enrollment-appliance/aeappliance/firmware/update/updatetest"
 )
 
 const product = "aeappliance - test"
 
 // bundle builds a signed update bundle of a small fake image of version v.
 func bundle(t *testing.T, key ed25519.PrivateKey, v string) []byte {
-	t.Helper()
-	dir := t.TempDir()
-	files := map[string]any{}
-	for name, content := range map[string]string{"vmlinuz": "kernel " + v, "initramfs.cpio.zst": "initramfs " + v} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256([]byte(content))
-		files[name] = map[string]any{"size": len(content), "sha256": hex.EncodeToString(sum[:])}
-	}
-	m := map[string]any{"release": map[string]any{"product": product, "version": v, "source_date_epoch": 1795448802, "kernel": "6.1.0-test"},
-		"kernel": map[string]any{"release": "6.1.0-test"}, "files": files}
-	b, _ := json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "b.aeu")
-	if _, err := update.Build(dir, out, key); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return updatetest.Bundle(t, key, product, v)
 }
 
 func keys(t *testing.T) (ed25519.PrivateKey, []ed25519.PublicKey) {
