@@ -17,6 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // PendingLifetime is how long a request waits for a certificate manager before it expires.
@@ -282,7 +283,7 @@ func (s *Service) ExpirePending(ctx context.Context) (int, error) {
 // Publish adds an issued certificate to the account's userCertificate. A failure does not undo
 // the issuance: it is recorded for the administrator.
 func (s *Service) Publish(ctx context.Context, pub Publisher, dn string, res *Issued) {
-	serial := issue.SerialString(res.Certificate.SerialNumber)
+	serial := certutil.SerialString(res.Certificate.SerialNumber)
 	if pub == nil || dn == "" {
 		_ = s.rec.Record(ctx, events.PublishFailed, "", "serial", serial, "dn", dn, "error", "no directory configured")
 		return

@@ -13,9 +13,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
+	"github.com/enrollment-appliance/aeappliance/proto/wstep"
 )
 
 // Result statuses.
@@ -60,7 +60,7 @@ func (c *Client) Issue(ctx context.Context, cesURL string, token []byte, context
 	if err != nil {
 		return nil, err
 	}
-	if res.Status == StatusIssued && req.CertificateRequest != nil && !issue.PublicKeysEqual(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
+	if res.Status == StatusIssued && req.CertificateRequest != nil && !certutil.PublicKeysEqual(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
 		return nil, fmt.Errorf("wsclient: %s issued certificate %x for another public key than the request's", cesURL, res.Certificate.SerialNumber)
 	}
 	return res, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 func badRequest(format string, a ...any) error {
@@ -86,13 +87,13 @@ func (s *Server) listCerts(c echo.Context) error {
 }
 
 func (s *Server) getCert(c echo.Context) error {
-	n, err := issue.ParseSerial(c.Param("serial"))
+	n, err := certutil.ParseSerial(c.Param("serial"))
 	if err != nil {
 		return badRequest("%v", err)
 	}
-	sc, err := s.cfg.Store.GetCertificate(c.Request().Context(), issue.SerialString(n))
+	sc, err := s.cfg.Store.GetCertificate(c.Request().Context(), certutil.SerialString(n))
 	if errors.Is(err, store.ErrNotFound) {
-		return echo.NewHTTPError(http.StatusNotFound, "no certificate with serial "+issue.SerialString(n))
+		return echo.NewHTTPError(http.StatusNotFound, "no certificate with serial "+certutil.SerialString(n))
 	}
 	if err != nil {
 		return err
@@ -242,7 +243,7 @@ func (s *Server) issue(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	serial := issue.SerialString(res.Certificate.SerialNumber)
+	serial := certutil.SerialString(res.Certificate.SerialNumber)
 	_ = s.cfg.Recorder.Record(ctx, events.AdminIssued, "", "request_id", res.RequestID, "serial", serial,
 		"profile", in.Profile, "remote", c.RealIP())
 	return c.JSON(http.StatusCreated, IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,

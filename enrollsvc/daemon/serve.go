@@ -22,6 +22,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Version is set by the build (-ldflags -X).
@@ -221,7 +222,7 @@ func (rt *Runtime) Status(ctx context.Context, addr string) api.Status {
 	ti := rt.KeyStore.TokenInfo()
 	st := api.Status{Service: "enrollsvc", Version: Version, Started: rt.Started, API: addr,
 		CA: api.CAStatus{Name: rt.Config.CAName, Subject: rt.CACert.Subject.String(),
-			Serial: issue.SerialString(rt.CACert.SerialNumber), NotBefore: rt.CACert.NotBefore,
+			Serial: certutil.SerialString(rt.CACert.SerialNumber), NotBefore: rt.CACert.NotBefore,
 			NotAfter: rt.CACert.NotAfter, KeyURI: rt.Key.URI().String(), KeyType: string(rt.Key.Type())},
 		HSM: api.HSMStatus{OK: true, Module: rt.Config.HSM.Module, TokenLabel: ti.Label, TokenSerial: ti.Serial,
 			Manufacturer: ti.Manufacturer, Model: ti.Model},
