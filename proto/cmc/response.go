@@ -1,21 +1,15 @@
 package cmc
 
 import (
-	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"strings"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // CMCStatus values (RFC 5272 section 6.1.1).
@@ -58,17 +52,17 @@ func FullPKIResponse(issued *x509.Certificate, chain []*x509.Certificate, bodyPa
 	if err != nil {
 		return nil, err
 	}
-	certs := [][]byte{issued.Raw}
+	certs := []*x509.Certificate{issued}
 	add := func(c *x509.Certificate) {
-		if c != nil && !slices.ContainsFunc(certs, func(b []byte) bool { return bytes.Equal(b, c.Raw) }) {
-			certs = append(certs, c.Raw)
+		if c != nil && !slices.ContainsFunc(certs, c.Equal) {
+			certs = append(certs, c)
 		}
 	}
 	for _, c := range chain {
 		add(c)
 	}
 	if signer == nil {
-		return buildSignedData(oidData, []byte{}, certs, nil, nil)
+		return cms.NewSignedData(cms.SignOptions{Content: []byte{}, Certificates: certs})
 	}
 	if signerCert == nil {
 		return nil, errors.New("cmc: a signer needs its certificate")
@@ -82,7 +76,8 @@ func FullPKIResponse(issued *x509.Certificate, chain []*x509.Certificate, bodyPa
 	if err != nil {
 		return nil, err
 	}
-	return buildSignedData(oidPKIResponse, content, certs, signer, signerCert)
+	return cms.NewSignedData(cms.SignOptions{ContentType: oidPKIResponse, Content: content, Certificates: certs,
+		Signer: signer, SignerCert: signerCert})
 }
 
 // FailureResponse builds a PKIResponse whose CMCStatusInfo says failed, with failInfo (a CMCFailInfo, e.g.
@@ -115,7 +110,7 @@ func FailureResponse(bodyPartID int, failInfo int, text string) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	return buildSignedData(oidPKIResponse, content, nil, nil, nil)
+	return cms.NewSignedData(cms.SignOptions{ContentType: oidPKIResponse, Content: content})
 }
 
 const maxStatusText = 1024
@@ -140,154 +135,4 @@ func pkiResponseWithStatus(status []byte) ([]byte, error) {
 		return nil, err
 	}
 	return asn1.Marshal(pkiResponse{Controls: []asn1.RawValue{{FullBytes: ctrl}}, CMS: []asn1.RawValue{}, OtherMsgs: []asn1.RawValue{}})
-}
-
-// outSignedData is SignedData for encoding; tagged fields are RawValues carrying their own tags.
-type outSignedData struct {
-	Version          int
-	DigestAlgorithms asn1.RawValue
-	EncapContentInfo struct {
-		EContentType asn1.ObjectIdentifier
-		EContent     asn1.RawValue `asn1:"optional"`
-	}
-	Certificates asn1.RawValue `asn1:"optional"`
-	SignerInfos  asn1.RawValue
-}
-
-type outSignerInfo struct {
-	Version            int
-	SID                issuerAndSerial
-	DigestAlgorithm    pkix.AlgorithmIdentifier
-	SignedAttrs        asn1.RawValue
-	SignatureAlgorithm pkix.AlgorithmIdentifier
-	Signature          []byte
-}
-
-func set(content []byte) asn1.RawValue {
-	return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: content}
-}
-
-func tagged(tag int, content []byte) asn1.RawValue {
-	return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: tag, IsCompound: true, Bytes: content}
-}
-
-// buildSignedData encodes ContentInfo{signedData} around eContent, with certs and, when signer is set, one
-// SignerInfo by signer.
-func buildSignedData(eContentType asn1.ObjectIdentifier, eContent []byte, certs [][]byte, signer crypto.Signer, signerCert *x509.Certificate) ([]byte, error) {
-	var sd outSignedData
-	sd.Version = 1
-	if !eContentType.Equal(oidData) {
-		sd.Version = 3 // RFC 5652 5.1
-	}
-	sd.EncapContentInfo.EContentType = eContentType
-	octets, err := asn1.Marshal(eContent)
-	if err != nil {
-		return nil, err
-	}
-	sd.EncapContentInfo.EContent = tagged(0, octets)
-	if len(certs) > 0 {
-		sd.Certificates = tagged(0, bytes.Join(certs, nil))
-	}
-	sd.DigestAlgorithms, sd.SignerInfos = set(nil), set(nil)
-	if signer != nil {
-		si, digestAlg, err := sign(eContentType, eContent, signer, signerCert)
-		if err != nil {
-			return nil, err
-		}
-		da, err := asn1.Marshal(digestAlg)
-		if err != nil {
-			return nil, err
-		}
-		sd.DigestAlgorithms, sd.SignerInfos = set(da), set(si)
-	}
-	inner, err := asn1.Marshal(sd)
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(contentInfo{ContentType: oidSignedData, Content: tagged(0, inner)})
-}
-
-// sign builds a SignerInfo over eContent with signed contentType and messageDigest.
-func sign(eContentType asn1.ObjectIdentifier, eContent []byte, signer crypto.Signer, cert *x509.Certificate) ([]byte, pkix.AlgorithmIdentifier, error) {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if pub, ok := signer.Public().(equaler); !ok || !pub.Equal(cert.PublicKey) {
-		return nil, pkix.AlgorithmIdentifier{}, errors.New("cmc: signer key does not match the signer certificate")
-	}
-	var hash crypto.Hash
-	var sigAlg asn1.ObjectIdentifier
-	switch k := signer.Public().(type) {
-	case *rsa.PublicKey:
-		hash, sigAlg = crypto.SHA256, oidRSAEncryption // what AD CS and OpenSSL write; RFC 5754 allows it
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P384():
-			hash, sigAlg = crypto.SHA384, oidECDSAWithSHA384
-		case elliptic.P521():
-			hash, sigAlg = crypto.SHA512, oidECDSAWithSHA512
-		default:
-			hash, sigAlg = crypto.SHA256, oidECDSAWithSHA256
-		}
-	case ed25519.PublicKey:
-		hash, sigAlg = crypto.SHA512, oidEd25519
-	default:
-		return nil, pkix.AlgorithmIdentifier{}, fmt.Errorf("cmc: unsupported signer key %T", k)
-	}
-	digestAlg := pkix.AlgorithmIdentifier{Algorithm: map[crypto.Hash]asn1.ObjectIdentifier{
-		crypto.SHA256: oidSHA256, crypto.SHA384: oidSHA384, crypto.SHA512: oidSHA512}[hash]}
-	h := hash.New()
-	h.Write(eContent)
-	attrs, err := signedAttributes(eContentType, h.Sum(nil))
-	if err != nil {
-		return nil, pkix.AlgorithmIdentifier{}, err
-	}
-	toSign, err := asn1.Marshal(set(attrs))
-	if err != nil {
-		return nil, pkix.AlgorithmIdentifier{}, err
-	}
-	var sig []byte
-	if sigAlg.Equal(oidEd25519) {
-		sig, err = signer.Sign(rand.Reader, toSign, crypto.Hash(0))
-	} else {
-		h := hash.New()
-		h.Write(toSign)
-		sig, err = signer.Sign(rand.Reader, h.Sum(nil), hash)
-	}
-	if err != nil {
-		return nil, pkix.AlgorithmIdentifier{}, fmt.Errorf("cmc: signing the response: %w", err)
-	}
-	si, err := asn1.Marshal(outSignerInfo{
-		Version:            1,
-		SID:                issuerAndSerial{Issuer: asn1.RawValue{FullBytes: cert.RawIssuer}, Serial: new(big.Int).Set(cert.SerialNumber)},
-		DigestAlgorithm:    digestAlg,
-		SignedAttrs:        tagged(0, attrs),
-		SignatureAlgorithm: pkix.AlgorithmIdentifier{Algorithm: sigAlg},
-		Signature:          sig,
-	})
-	return si, digestAlg, err
-}
-
-// signedAttributes returns the contents of the DER SET OF Attribute holding contentType and messageDigest,
-// sorted as DER requires.
-func signedAttributes(eContentType asn1.ObjectIdentifier, digest []byte) ([]byte, error) {
-	var encoded [][]byte
-	for _, a := range []struct {
-		oid   asn1.ObjectIdentifier
-		value any
-	}{{oidContentType, eContentType}, {oidMessageDigest, digest}} {
-		v, err := asn1.Marshal(a.value)
-		if err != nil {
-			return nil, err
-		}
-		values, err := asn1.Marshal(set(v))
-		if err != nil {
-			return nil, err
-		}
-		enc, err := asn1.Marshal(attribute{Type: a.oid, Values: asn1.RawValue{FullBytes: values}})
-		if err != nil {
-			return nil, err
-		}
-		encoded = append(encoded, enc)
-	}
-	slices.SortFunc(encoded, bytes.Compare)
-	return bytes.Join(encoded, nil), nil
 }

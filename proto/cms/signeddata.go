@@ -171,6 +171,12 @@ func parseSignerInfo(si cryptobyte.String) (SignerInfo, error) {
 		if err != nil {
 			return out, err
 		}
+		for i, a := range attrs {
+			if _, dup := FindAttribute(attrs[:i], a.Type); dup {
+				// RFC 5652 section 5.3: a signed attribute type appears once (11.1-11.3 for the three defined).
+				return out, malformed("signed attribute %v appears twice", a.Type)
+			}
+		}
 		out.SignedAttrs, out.rawSignedAttrs = attrs, signedAttrs
 		if out.SignedAttrs == nil {
 			out.SignedAttrs = []Attribute{}
@@ -201,7 +207,8 @@ func readIdentifier(id cryptobyte.String, tag cbasn1.Tag) (Identifier, bool) {
 }
 
 // ParseAttributes reads the contents of a DER SET OF Attribute (signed attributes, PKCS#10 attributes): at
-// most 32, each with at least one value, no type twice.
+// most 32, each with at least one value. A type may appear more than once (PKCS#10 allows it; signed
+// attributes do not, which ParseSignedData checks).
 func ParseAttributes(s []byte) ([]Attribute, error) {
 	in := cryptobyte.String(s)
 	var out []Attribute
@@ -211,9 +218,6 @@ func ParseAttributes(s []byte) ([]Attribute, error) {
 		if !in.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&oid) ||
 			!attr.ReadASN1(&values, cbasn1.SET) || !attr.Empty() || values.Empty() {
 			return nil, malformed("an attribute is malformed or has no value")
-		}
-		if _, dup := FindAttribute(out, oid); dup {
-			return nil, malformed("attribute %v appears twice", oid)
 		}
 		if len(out) == maxAttributes {
 			return nil, malformed("more than %d attributes", maxAttributes)

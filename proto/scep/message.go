@@ -323,13 +323,18 @@ func ParseCSR(der []byte) (*x509.CertificateRequest, string, error) {
 	if err != nil {
 		return nil, "", malformed("the PKCS#10 attributes: %v", err)
 	}
-	a, ok := cms.FindAttribute(parsed, oidChallengePassword)
-	if !ok {
+	var challenges []cms.Attribute
+	for _, a := range parsed {
+		if a.Type.Equal(oidChallengePassword) {
+			challenges = append(challenges, a)
+		}
+	}
+	if len(challenges) == 0 {
 		return csr, "", nil
 	}
-	value := cryptobyte.String(a.Values[0])
+	value := cryptobyte.String(challenges[0].Values[0])
 	var tag cbasn1.Tag
-	if len(a.Values) != 1 || !value.ReadAnyASN1(&value, &tag) {
+	if len(challenges) != 1 || len(challenges[0].Values) != 1 || !value.ReadAnyASN1(&value, &tag) {
 		return nil, "", malformed("the PKCS#10 must have at most one challengePassword, with one value")
 	}
 	challenge, err := directoryString(tag, value)
