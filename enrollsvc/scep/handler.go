@@ -36,7 +36,7 @@ type Request struct {
 	Signer *x509.Certificate
 }
 
-// PollRequest is a scepmsg.CertPoll (GetCertInitial): the requester asks again about a pending transaction.
+// PollRequest is a CertPoll (GetCertInitial): the requester asks again about a pending transaction.
 type PollRequest struct {
 	Profile       string
 	TransactionID string
@@ -73,7 +73,7 @@ type Backend interface {
 	// Enroll answers a PKCSReq or RenewalReq. Replays are its business (it sees TransactionID). An error is
 	// logged and answered FAILURE badRequest; its text never reaches the client.
 	Enroll(ctx context.Context, r Request) (Result, error)
-	// Poll answers a scepmsg.CertPoll about a pending transaction, like Enroll.
+	// Poll answers a CertPoll about a pending transaction, like Enroll.
 	Poll(ctx context.Context, r PollRequest) (Result, error)
 }
 

@@ -143,7 +143,7 @@ func mustCSR(t *testing.T, der []byte) *x509.CertificateRequest {
 	return c
 }
 
-// TestRefusals sends broken requests: each gets a clean HTTP error or a FAILURE scepmsg.CertRep, and the backend is
+// TestRefusals sends broken requests: each gets a clean HTTP error or a FAILURE CertRep, and the backend is
 // never asked.
 func TestRefusals(t *testing.T) {
 	p := sceptest.NewPKI(t, false)

@@ -129,7 +129,7 @@ func (b *testBackend) Enroll(_ context.Context, r Request) (Result, error) {
 		return Result{Status: Failure, FailInfo: BadRequest}, nil
 	case r.Profile == "pending" && !b.approved[r.TransactionID]:
 		// A PKCSReq sent again with the same transactionID (scepclient and certmonger poll this way) is
-		// answered like a scepmsg.CertPoll.
+		// answered like a CertPoll.
 		b.pending[r.TransactionID] = r.CSR
 		return Result{Status: Pending}, nil
 	}
@@ -246,7 +246,7 @@ func pkiOperation(t testing.TB, base, profile string, der []byte, get bool) (int
 	return resp.StatusCode, body
 }
 
-// exchange sends a pkiMessage of type typ with content encrypted to the RA, and returns the scepmsg.CertRep (checked
+// exchange sends a pkiMessage of type typ with content encrypted to the RA, and returns the CertRep (checked
 // by certRep) with the certificates of a SUCCESS.
 func exchange(t testing.TB, q sceptest.Requester, p *testPKI, base, profile string, typ int, txID string, content []byte, get bool) (*scepmsg.PKIMessage, []*x509.Certificate) {
 	t.Helper()
@@ -258,7 +258,7 @@ func exchange(t testing.TB, q sceptest.Requester, p *testPKI, base, profile stri
 	return certRep(t, q, p, req, body)
 }
 
-// certRep checks a scepmsg.CertRep answering req (signed by the RA, CA included, nonces and transactionID) and
+// certRep checks a CertRep answering req (signed by the RA, CA included, nonces and transactionID) and
 // returns it with the certificates of a SUCCESS, decrypted with q's key.
 func certRep(t testing.TB, q sceptest.Requester, p *testPKI, req *scepmsg.PKIMessage, der []byte) (*scepmsg.PKIMessage, []*x509.Certificate) {
 	t.Helper()

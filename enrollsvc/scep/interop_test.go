@@ -136,7 +136,7 @@ func TestCertmonger(t *testing.T) {
 			t.Fatalf("certmonger on a pending profile:\n%s", status)
 		}
 		// certmonger itself polls days later (it waits 604800 s) by sending its PKCSReq again; its helper
-		// sends the GetCertInitial (scepmsg.CertPoll) message certmonger prepared.
+		// sends the GetCertInitial (CertPoll) message certmonger prepared.
 		gic := cm.RequestField(t, "pend", "scep_gic")
 		key := sceptest.ReadRSAKey(t, cm.KeyFile("pend"))
 		gicMsg, err := scepmsg.ParsePKIMessage(gic)

@@ -40,7 +40,7 @@ func TestReplayCaptured(t *testing.T) {
 		if err != nil || rep.TransactionID != m.TransactionID || !bytes.Equal(rep.RecipientNonce, m.SenderNonce) {
 			t.Fatalf("%s: CertRep %v", f, err)
 		}
-		// The backend decides: a known challenge or one of our certificates issues; an unknown scepmsg.CertPoll fails.
+		// The backend decides: a known challenge or one of our certificates issues; an unknown CertPoll fails.
 		if rep.PKIStatus != Success && (rep.PKIStatus != Failure || rep.FailInfo != BadRequest && rep.FailInfo != BadCertID) {
 			t.Errorf("%s: CertRep %d/%d", f, rep.PKIStatus, rep.FailInfo)
 		}
@@ -48,7 +48,7 @@ func TestReplayCaptured(t *testing.T) {
 }
 
 // TestOpenSSLInterop checks the CMS both ways with OpenSSL, what certmonger is built on: OpenSSL verifies
-// and decrypts a scepmsg.CertRep, and envelopes OpenSSL writes with 3DES and AES-128/192 are read; RSA-OAEP key
+// and decrypts a CertRep, and envelopes OpenSSL writes with 3DES and AES-128/192 are read; RSA-OAEP key
 // transport is refused as badAlg.
 func TestOpenSSLInterop(t *testing.T) {
 	openssl := sceptest.NeedTool(t, "openssl")
@@ -100,7 +100,7 @@ func TestOpenSSLInterop(t *testing.T) {
 			t.Fatalf("%s: CertRep %d/%d", c.cipher, rep.PKIStatus, rep.FailInfo)
 		}
 
-		// OpenSSL reads our scepmsg.CertRep: the RA's signature chains to the CA, and the envelope opens with the
+		// OpenSSL reads our CertRep: the RA's signature chains to the CA, and the envelope opens with the
 		// requester's key.
 		repFile, envOut, certsOut := filepath.Join(dir, "rep.der"), filepath.Join(dir, "envout.der"), filepath.Join(dir, "certs.der")
 		if err := os.WriteFile(repFile, body, 0o600); err != nil {

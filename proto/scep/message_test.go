@@ -40,8 +40,8 @@ func capturedFiles(t testing.TB) []string {
 }
 
 // TestCapturedRequests reads every message the real clients sent (testdata/captured, encrypted to the RA of
-// testdata/pki): scepclient's scep.PKCSReq and scep.RenewalReq (SHA-1, single DES, a constructed encryptedContent),
-// certmonger's scep.PKCSReq and scep.CertPoll (SHA-256, AES-256).
+// testdata/pki): scepclient's PKCSReq and RenewalReq (SHA-1, single DES, a constructed encryptedContent),
+// certmonger's PKCSReq and CertPoll (SHA-256, AES-256).
 func TestCapturedRequests(t *testing.T) {
 	p := fixedPKI(t)
 	seen := map[string]map[int]bool{"scepclient": {}, "certmonger": {}}
@@ -74,7 +74,7 @@ func TestCapturedRequests(t *testing.T) {
 				t.Errorf("%s: %v", f, err)
 				continue
 			}
-			// scepclient's scep.RenewalReq reuses its first CSR, challenge included.
+			// scepclient's RenewalReq reuses its first CSR, challenge included.
 			if challenge != sceptest.Challenge && challenge != "wrong" {
 				t.Errorf("%s: challenge %q", f, challenge)
 			}
