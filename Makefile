@@ -47,7 +47,7 @@ run-native: build
 # The whole suite: unit, SoftHSM integration, real binaries. CI runs exactly this.
 test: deps lint
 	CI=true $(GO) test -count=1 -timeout 20m ./...
-	CI=true $(GO) test -race -count=1 -timeout 20m ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
+	CI=true $(GO) test -race -count=1 -timeout 20m ./proto/... ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
 		./appliance/... ./provisioning/... ./firmware/slots/ ./firmware/update/
 
 # Issuance throughput (one table), policy decisions against a real Samba DC (warm and cold),

@@ -17,6 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // PendingLifetime is how long a request waits for a certificate manager before it expires.
@@ -296,7 +297,7 @@ func (s *Service) ExpirePending(ctx context.Context) (int, error) {
 // does not undo the issuance: it is recorded for the administrator. The error is that of the
 // publication or of its audit event, for the caller to report.
 func (s *Service) Publish(ctx context.Context, pub Publisher, dn string, res *Issued) error {
-	serial := issue.SerialString(res.Certificate.SerialNumber)
+	serial := certutil.SerialString(res.Certificate.SerialNumber)
 	var perr error
 	switch {
 	case pub == nil || dn == "":

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // RenewRequest is a renewal: a new request signed with the key of a certificate this CA issued
@@ -29,7 +29,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 	if rr.OldCert == nil {
 		return nil, &Error{Kind: KindBadRequest, Op: "renewing", Err: fmt.Errorf("no certificate to renew")}
 	}
-	serial := issue.SerialString(rr.OldCert.SerialNumber)
+	serial := certutil.SerialString(rr.OldCert.SerialNumber)
 	meta := Meta{Requester: "renewal by " + rr.Requester, Template: rr.Template, CSR: rr.CSR}
 	if err := rr.OldCert.CheckSignatureFrom(s.issuer.CACert()); err != nil {
 		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + ") was not issued by this CA"}, nil)
@@ -65,7 +65,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 			if err != nil {
 				return nil, &Error{Kind: KindBadRequest, Op: "reading the renewal request", Err: err}
 			}
-			if !issue.PublicKeysEqual(rr.OldCert.PublicKey, csr.PublicKey) {
+			if !certutil.PublicKeysEqual(rr.OldCert.PublicKey, csr.PublicKey) {
 				meta.Template = sc.Template
 				return s.refuse(ctx, meta, []string{"template " + sc.Template + " requires renewal with the same key (REQUIRE_SAME_KEY_RENEWAL)"}, nil)
 			}
@@ -81,7 +81,7 @@ func (s *Service) CertificateAccount(ctx context.Context, c *x509.Certificate) (
 	if c == nil {
 		return "", &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf("no certificate")}
 	}
-	serial := issue.SerialString(c.SerialNumber)
+	serial := certutil.SerialString(c.SerialNumber)
 	if err := c.CheckSignatureFrom(s.issuer.CACert()); err != nil {
 		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was not issued by this CA", serial)}
 	}

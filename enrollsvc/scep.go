@@ -16,6 +16,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // SCEPStore is what the SCEP logic needs of the store beyond Store.
@@ -259,7 +260,7 @@ func transactionKey(id string, renewing *x509.Certificate) string {
 	if renewing == nil {
 		return id
 	}
-	return id + " renewing " + issue.SerialString(renewing.SerialNumber)
+	return id + " renewing " + certutil.SerialString(renewing.SerialNumber)
 }
 
 // scepNew authorises a PKCSReq by its challenge and enrolls it for the profile's or the

@@ -21,6 +21,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // flakySigner is a CA key whose HSM can be switched off.
@@ -97,7 +98,7 @@ func TestIssueRecordsRequestCertificateAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := f.store.GetRequest(context.Background(), res.RequestID)
-	if err != nil || r.State != store.RequestIssued || r.Serial != issue.SerialString(res.Certificate.SerialNumber) {
+	if err != nil || r.State != store.RequestIssued || r.Serial != certutil.SerialString(res.Certificate.SerialNumber) {
 		t.Errorf("request = %+v, %v; want issued with the certificate's serial", r, err)
 	}
 	if f.count(t) != 1 || f.eventCount(t, events.SigningStarted) != 1 || f.eventCount(t, events.CertificateIssued) != 1 {
@@ -201,7 +202,7 @@ func TestHoldApproveIssuesExactlyWhatWasHeld(t *testing.T) {
 		t.Error("the held extension is missing from the approved certificate")
 	}
 	r, _ := f.store.GetRequest(ctx, id)
-	if r.State != store.RequestIssued || r.Serial != issue.SerialString(c.SerialNumber) {
+	if r.State != store.RequestIssued || r.Serial != certutil.SerialString(c.SerialNumber) {
 		t.Errorf("request after approval = %+v, want issued with the serial", r)
 	}
 	if len(pub.published["CN=a,DC=corp"]) != 1 {
@@ -297,7 +298,7 @@ func TestRenewRefusals(t *testing.T) {
 	if acct, err := f.svc.CertificateAccount(ctx, old); err != nil || acct != "alice" {
 		t.Fatalf("CertificateAccount(valid) = %q, %v; want alice", acct, err)
 	}
-	if err := f.store.RevokeCertificate(ctx, issue.SerialString(old.SerialNumber), 1, now, store.Event{ID: 2200, Category: "Admin", Level: "warning", Message: "revoked"}); err != nil {
+	if err := f.store.RevokeCertificate(ctx, certutil.SerialString(old.SerialNumber), 1, now, store.Event{ID: 2200, Category: "Admin", Level: "warning", Message: "revoked"}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := f.svc.Renew(ctx, enrollsvc.RenewRequest{OldCert: old})

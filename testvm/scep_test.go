@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 )
 
 // proxy forwards connections to 127.0.0.1:port (which QEMU's user network gives the

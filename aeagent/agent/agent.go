@@ -17,7 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/aeagent/revocation"
 	"github.com/enrollment-appliance/aeappliance/aeagent/store"
 	"github.com/enrollment-appliance/aeappliance/aeagent/wsclient"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Options are what a caller may inject; every field is optional.
@@ -167,8 +167,8 @@ func readStore(st *store.Store) ([]store.Cert, []store.PendingRequest, error) {
 
 func heldKey(template, serial string) string { return template + "/" + serial }
 
-// serialOf spells a serial number as the CA does (issue.SerialString), so the two can be compared.
-func serialOf(c *x509.Certificate) string { return issue.SerialString(c.SerialNumber) }
+// serialOf spells a serial number as the CA does (certutil.SerialString), so the two can be compared.
+func serialOf(c *x509.Certificate) string { return certutil.SerialString(c.SerialNumber) }
 
 // prepare reads the store, fetches the policy (saving it only with save), checks the CAs and the
 // held certificates' revocation, and builds the planner's input. Nothing in the store changes

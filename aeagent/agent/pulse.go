@@ -12,8 +12,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/aeagent/plan"
 	"github.com/enrollment-appliance/aeappliance/aeagent/store"
 	"github.com/enrollment-appliance/aeappliance/aeagent/wsclient"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
 )
 
 // lastFile records the last pass for `aeagent status`.
@@ -290,7 +290,7 @@ func (x *executor) archive(ctx context.Context, act plan.Action) (string, error)
 	if act.After != "" && !x.installed[act.After] {
 		return fmt.Sprintf("kept: %s installed no new certificate in this pass", act.After), nil
 	}
-	n, err := issue.ParseSerial(act.Cert.Serial)
+	n, err := certutil.ParseSerial(act.Cert.Serial)
 	if err != nil {
 		return "", err
 	}
@@ -307,7 +307,7 @@ func (x *executor) archive(ctx context.Context, act plan.Action) (string, error)
 
 func (x *executor) remove(ctx context.Context, act plan.Action) (string, error) {
 	c := x.held[heldKey(act.Template, act.Cert.Serial)]
-	n, err := issue.ParseSerial(act.Cert.Serial)
+	n, err := certutil.ParseSerial(act.Cert.Serial)
 	if err != nil {
 		return "", err
 	}

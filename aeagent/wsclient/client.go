@@ -39,7 +39,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
+	"github.com/enrollment-appliance/aeappliance/proto/soap"
 )
 
 // MaxResponse is the largest reply body read, in bytes.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -13,9 +12,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
+	"github.com/enrollment-appliance/aeappliance/proto/wstep"
 )
 
 // Result statuses.
@@ -60,7 +60,7 @@ func (c *Client) Issue(ctx context.Context, cesURL string, token []byte, context
 	if err != nil {
 		return nil, err
 	}
-	if res.Status == StatusIssued && req.CertificateRequest != nil && !issue.PublicKeysEqual(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
+	if res.Status == StatusIssued && req.CertificateRequest != nil && !certutil.PublicKeysEqual(res.Certificate.PublicKey, req.CertificateRequest.PublicKey) {
 		return nil, fmt.Errorf("wsclient: %s issued certificate %x for another public key than the request's", cesURL, res.Certificate.SerialNumber)
 	}
 	return res, nil
@@ -229,45 +229,17 @@ func leafOf(certs []*x509.Certificate) *x509.Certificate {
 }
 
 // pkcs7Certificates reads the certificates of a CMS SignedData ContentInfo (a CMC Full or Simple
-// PKI Response). The signature, if any, is not checked: the client trusts the TLS channel and
-// checks the issued certificate itself.
+// PKI Response) with package cms. The signature, if any, is not checked: the client trusts the TLS
+// channel and checks the issued certificate itself.
 func pkcs7Certificates(der []byte) ([]*x509.Certificate, error) {
-	var ci struct {
-		ContentType asn1.ObjectIdentifier
-		Content     asn1.RawValue `asn1:"explicit,tag:0"`
+	sd, err := cms.ParseSignedData(der)
+	if err != nil {
+		return nil, err
 	}
-	if rest, err := asn1.Unmarshal(der, &ci); err != nil || len(rest) > 0 {
-		return nil, fmt.Errorf("not a DER ContentInfo (%v)", err)
-	}
-	if !ci.ContentType.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}) {
-		return nil, fmt.Errorf("content type %v is not SignedData", ci.ContentType)
-	}
-	// SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
-	// certificates [0] IMPLICIT OPTIONAL, crls [1] IMPLICIT OPTIONAL, signerInfos }
-	var sd asn1.RawValue
-	if _, err := asn1.Unmarshal(ci.Content.Bytes, &sd); err != nil || sd.Tag != asn1.TagSequence {
-		return nil, fmt.Errorf("SignedData is not a SEQUENCE (%v)", err)
-	}
-	var set []byte
-	for rest := sd.Bytes; len(rest) > 0; {
-		var v asn1.RawValue
-		var err error
-		if rest, err = asn1.Unmarshal(rest, &v); err != nil {
-			return nil, fmt.Errorf("SignedData: %v", err)
-		}
-		if v.Class == asn1.ClassContextSpecific && v.Tag == 0 {
-			set = v.Bytes
-			break
-		}
-	}
-	if len(set) == 0 {
+	if len(sd.Certificates) == 0 {
 		return nil, errors.New("SignedData holds no certificates")
 	}
-	certs, err := x509.ParseCertificates(set)
-	if err != nil {
-		return nil, fmt.Errorf("SignedData certificates: %v", err)
-	}
-	return certs, nil
+	return sd.Certificates, nil
 }
 
 // normalizeURL writes a URL in its escaped form: servers may write the reference of a pending

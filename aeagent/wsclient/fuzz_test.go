@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
 // FuzzReply feeds reply bodies to the reply parsers: they return values or errors, never panic.

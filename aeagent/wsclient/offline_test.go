@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/xcep"
+	"github.com/enrollment-appliance/aeappliance/proto/soap"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/wstep"
+	"github.com/enrollment-appliance/aeappliance/proto/xcep"
 )
 
 func readReply(t *testing.T, name string) *response {

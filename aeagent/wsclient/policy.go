@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/xcep"
+	"github.com/enrollment-appliance/aeappliance/proto/xcep"
 )
 
 // Client authentication modes of a CAURI (MS-XCEP 3.1.4.1.3.5).

@@ -21,10 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon/daemontest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

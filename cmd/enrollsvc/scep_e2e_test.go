@@ -17,10 +17,10 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/scep"
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 )
 
 // SCEP through the real binaries, a real Samba AD DC and the real clients of ARCHITECTURE §11:
@@ -82,7 +82,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 		if c.Subject.CommonName != cn {
 			t.Errorf("%s has subject %v, want CN=%s", path, c.Subject, cn)
 		}
-		return issue.SerialString(c.SerialNumber)
+		return certutil.SerialString(c.SerialNumber)
 	}
 	// scepclient runs Debian's scepclient as device cn, in tmp/cn where it keeps its key, its CSR
 	// (which it sends again on every run) and its certificate; with the certificate in place it

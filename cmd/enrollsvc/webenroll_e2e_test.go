@@ -28,10 +28,10 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
 type wsClient struct {

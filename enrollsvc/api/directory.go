@@ -16,9 +16,9 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Enroller is the directory-driven part of the core the API exposes.
@@ -173,7 +173,7 @@ func (s *Server) enroll(c echo.Context) error {
 	}
 	out := apiclient.IssueResponse{Status: res.Status, RequestID: res.RequestID, Reasons: res.Reasons}
 	if res.Certificate != nil {
-		out.Serial = issue.SerialString(res.Certificate.SerialNumber)
+		out.Serial = certutil.SerialString(res.Certificate.SerialNumber)
 		out.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))
 	}
 	return c.JSON(http.StatusOK, out)
@@ -209,7 +209,7 @@ func (s *Server) approve(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, apiclient.IssueResponse{Status: enrollsvc.StatusIssued, RequestID: id,
-		Serial:      issue.SerialString(res.Certificate.SerialNumber),
+		Serial:      certutil.SerialString(res.Certificate.SerialNumber),
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
 }
 

@@ -14,8 +14,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 func badRequest(format string, a ...any) error {
@@ -85,13 +85,13 @@ func (s *Server) listCerts(c echo.Context) error {
 }
 
 func (s *Server) getCert(c echo.Context) error {
-	n, err := issue.ParseSerial(c.Param("serial"))
+	n, err := certutil.ParseSerial(c.Param("serial"))
 	if err != nil {
 		return badRequest("%v", err)
 	}
-	sc, err := s.cfg.Store.GetCertificate(c.Request().Context(), issue.SerialString(n))
+	sc, err := s.cfg.Store.GetCertificate(c.Request().Context(), certutil.SerialString(n))
 	if errors.Is(err, store.ErrNotFound) {
-		return echo.NewHTTPError(http.StatusNotFound, "no certificate with serial "+issue.SerialString(n))
+		return echo.NewHTTPError(http.StatusNotFound, "no certificate with serial "+certutil.SerialString(n))
 	}
 	if err != nil {
 		return err
@@ -209,7 +209,7 @@ func (s *Server) issue(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	serial := issue.SerialString(res.Certificate.SerialNumber)
+	serial := certutil.SerialString(res.Certificate.SerialNumber)
 	return c.JSON(http.StatusCreated, apiclient.IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Revoker is the core call behind POST /api/v1/certificates/{serial}/revoke.
@@ -35,7 +35,7 @@ func (s *Server) revoke(c echo.Context) error {
 	if s.cfg.Revoker == nil {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "revocation is not configured")
 	}
-	n, err := issue.ParseSerial(c.Param("serial"))
+	n, err := certutil.ParseSerial(c.Param("serial"))
 	if err != nil {
 		return badRequest("%v", err)
 	}
@@ -47,7 +47,7 @@ func (s *Server) revoke(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sc, err := s.cfg.Revoker.Revoke(c.Request().Context(), issue.SerialString(n), reason, "admin-api")
+	sc, err := s.cfg.Revoker.Revoke(c.Request().Context(), certutil.SerialString(n), reason, "admin-api")
 	if err != nil {
 		return err
 	}

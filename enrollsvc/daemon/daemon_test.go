@@ -24,9 +24,9 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
@@ -104,7 +104,7 @@ func TestIssueWithCAKeyInSoftHSM(t *testing.T) {
 			}
 			opensslVerify(t, filepath.Join(dir, config.CACertFile), res.Certificate)
 
-			serial := issue.SerialString(res.Certificate.SerialNumber)
+			serial := certutil.SerialString(res.Certificate.SerialNumber)
 			sc, err := rt.Store.GetCertificate(ctx, serial)
 			if err != nil || !bytes.Equal(sc.DER, res.Certificate.Raw) || sc.Account != "host1$" || sc.RequestID != res.RequestID {
 				t.Errorf("stored certificate = %+v, %v; want the issued one for host1$", sc, err)
@@ -167,7 +167,7 @@ func TestTenThousandIssuancesDistinctAndStored(t *testing.T) {
 					errc <- err
 					return
 				}
-				serials[w] = append(serials[w], issue.SerialString(res.Certificate.SerialNumber))
+				serials[w] = append(serials[w], certutil.SerialString(res.Certificate.SerialNumber))
 			}
 		}()
 	}

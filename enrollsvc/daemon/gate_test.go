@@ -27,9 +27,9 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon/daemontest"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 )
 
 // The one issuance gate seen from outside: an RSA-1024 key, an RSA key with exponent 3, a

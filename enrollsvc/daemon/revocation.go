@@ -20,11 +20,11 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Files and key of SCEP in the data directory and the token.
@@ -40,7 +40,7 @@ type revocationSource struct{ st *store.SQLite }
 
 func (s revocationSource) EachRevoked(ctx context.Context, since time.Time, fn func(revoke.Entry) error) error {
 	return s.st.EachRevoked(ctx, since, func(e store.RevokedEntry) error {
-		n, err := issue.ParseSerial(e.Serial)
+		n, err := certutil.ParseSerial(e.Serial)
 		if err != nil {
 			return fmt.Errorf("stored serial: %w", err)
 		}
@@ -53,7 +53,7 @@ func (s revocationSource) CertStatus(ctx context.Context, serial *big.Int) (revo
 	if serial.Sign() <= 0 {
 		return revoke.Unknown, e, nil
 	}
-	c, err := s.st.GetCertificate(ctx, issue.SerialString(serial))
+	c, err := s.st.GetCertificate(ctx, certutil.SerialString(serial))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return revoke.Unknown, e, nil
@@ -244,7 +244,7 @@ func (rt *Runtime) ensureRA(ctx context.Context) (*x509.Certificate, *hsm.Key, e
 	if b, err := os.ReadFile(path); err == nil {
 		if blk, _ := pem.Decode(b); blk != nil {
 			c, err := x509.ParseCertificate(blk.Bytes)
-			if err == nil && c.CheckSignatureFrom(rt.CACert) == nil && issue.PublicKeysEqual(c.PublicKey, key.Public()) &&
+			if err == nil && c.CheckSignatureFrom(rt.CACert) == nil && certutil.PublicKeysEqual(c.PublicKey, key.Public()) &&
 				time.Until(c.NotAfter) > raRenewAhead {
 				return c, key, nil
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Runtime is an opened data directory.
@@ -90,7 +91,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if err != nil {
 		return nil, fmt.Errorf("finding the CA key %s: %w", uri, err)
 	}
-	if !issue.PublicKeysEqual(caCert.PublicKey, rt.Key.Public()) {
+	if !certutil.PublicKeysEqual(caCert.PublicKey, rt.Key.Public()) {
 		return nil, fmt.Errorf("the CA key %s in the HSM does not match the CA certificate %s", uri, config.Path(dir, cfg.CACert))
 	}
 	rt.Store, err = store.Open(ctx, config.Path(dir, cfg.Store), log)

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // The core's SCEP rules against the real directory and store: who a certificate is for comes
@@ -134,4 +134,4 @@ func TestSCEPRules(t *testing.T) {
 	}
 }
 
-func fmtSerial(c *x509.Certificate) string { return issue.SerialString(c.SerialNumber) }
+func fmtSerial(c *x509.Certificate) string { return certutil.SerialString(c.SerialNumber) }

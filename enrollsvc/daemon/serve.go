@@ -23,7 +23,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // APICertRenewBefore: the API's TLS certificate is replaced when it has less than this left.
@@ -242,7 +242,7 @@ func (rt *Runtime) Status(ctx context.Context, addr, version string) apiclient.S
 	ti := rt.KeyStore.TokenInfo()
 	st := apiclient.Status{Service: "enrollsvc", Version: version, Started: rt.Started, API: addr,
 		CA: apiclient.CAStatus{Name: rt.Config.CAName, Subject: rt.CACert.Subject.String(),
-			Serial: issue.SerialString(rt.CACert.SerialNumber), NotBefore: rt.CACert.NotBefore,
+			Serial: certutil.SerialString(rt.CACert.SerialNumber), NotBefore: rt.CACert.NotBefore,
 			NotAfter: rt.CACert.NotAfter, KeyURI: rt.Key.URI().String(), KeyType: string(rt.Key.Type())},
 		HSM: apiclient.HSMStatus{OK: true, Module: rt.Config.HSM.Module, TokenLabel: ti.Label, TokenSerial: ti.Serial,
 			Manufacturer: ti.Manufacturer, Model: ti.Model},

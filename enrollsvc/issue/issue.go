@@ -17,8 +17,9 @@ import (
 	"math/big"
 	"net"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Config is the issuing CA: its certificate, the signer of its key (in the HSM) and the URLs
@@ -55,7 +56,7 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.Signer == nil {
 		return nil, errors.New("issue: Config.Signer is required")
 	}
-	if !PublicKeysEqual(cfg.CACert.PublicKey, cfg.Signer.Public()) {
+	if !certutil.PublicKeysEqual(cfg.CACert.PublicKey, cfg.Signer.Public()) {
 		return nil, errors.New("issue: Config.Signer does not match the public key of Config.CACert")
 	}
 	if !cfg.CACert.IsCA || cfg.CACert.KeyUsage&x509.KeyUsageCertSign == 0 {
@@ -124,12 +125,6 @@ func newLintKey(caPub crypto.PublicKey) (crypto.Signer, error) {
 	return nil, fmt.Errorf("issue: unsupported CA key type %T (want RSA or ECDSA)", caPub)
 }
 
-// PublicKeysEqual reports whether a and b are the same public key.
-func PublicKeysEqual(a, b crypto.PublicKey) bool {
-	ae, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && ae.Equal(b)
-}
-
 // Order is what policy approved: who the certificate is for and what it may contain.
 type Order struct {
 	Subject pkix.Name
@@ -167,7 +162,7 @@ type Prepared struct {
 }
 
 // Serial is the certificate's serial number as lower-case hex (SerialString).
-func (p *Prepared) Serial() string { return SerialString(p.serial) }
+func (p *Prepared) Serial() string { return certutil.SerialString(p.serial) }
 
 // Subject is the certificate's subject in RFC 2253 form.
 func (p *Prepared) Subject() string { return p.subject }
@@ -180,19 +175,6 @@ func (p *Prepared) NotAfter() time.Time { return p.notAfter }
 
 // Warnings are lint findings below error level (for the audit log).
 func (p *Prepared) Warnings() []string { return p.warnings }
-
-// SerialString formats a serial number the way the store and the API name certificates.
-func SerialString(n *big.Int) string { return n.Text(16) }
-
-// ParseSerial parses what SerialString makes (also accepting upper case and colons).
-func ParseSerial(s string) (*big.Int, error) {
-	s = strings.ReplaceAll(strings.TrimSpace(s), ":", "")
-	n, ok := new(big.Int).SetString(s, 16)
-	if !ok || n.Sign() <= 0 {
-		return nil, fmt.Errorf("bad serial number %q: want positive hex", s)
-	}
-	return n, nil
-}
 
 // newSerial returns a positive serial with 128 random bits (RFC 5280: at most 20 octets; CA/B
 // Forum: at least 64 bits of entropy). The top bit of the first octet is clear, so the DER

@@ -11,10 +11,9 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
-
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
 
 // Entry is one revoked certificate.
@@ -122,7 +121,7 @@ func (o *CRLOptions) check() error {
 		return errors.New("CRLOptions.CA is required")
 	case o.Signer == nil:
 		return errors.New("CRLOptions.Signer is required")
-	case !issue.PublicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
+	case !certutil.PublicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
 		return errors.New("CRLOptions.Signer does not match the key of CRLOptions.CA")
 	case o.CA.KeyUsage != 0 && o.CA.KeyUsage&x509.KeyUsageCRLSign == 0:
 		return errors.New("CRLOptions.CA does not allow cRLSign")
@@ -189,7 +188,7 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 			}
 		}
 		if e.Reason == 8 && !delta {
-			return fmt.Errorf("serial %s: removeFromCRL belongs in delta CRLs only", issue.SerialString(e.Serial))
+			return fmt.Errorf("serial %s: removeFromCRL belongs in delta CRLs only", certutil.SerialString(e.Serial))
 		}
 		var err error
 		cur := entries.room()
@@ -290,7 +289,7 @@ func (e Entry) check() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("serial %s %w", issue.SerialString(e.Serial), err)
+		return fmt.Errorf("serial %s %w", certutil.SerialString(e.Serial), err)
 	}
 	return nil
 }

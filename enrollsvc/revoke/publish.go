@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // NumberStore hands out CRL numbers (enrollsvc/store implements it).
@@ -80,7 +80,7 @@ func NewPublisher(src Source, numbers NumberStore, o PublisherOptions, log *slog
 		return nil, errors.New("revoke: NewPublisher needs a Source and a NumberStore")
 	case o.CA == nil || o.Signer == nil:
 		return nil, errors.New("revoke: PublisherOptions.CA and Signer are required")
-	case !issue.PublicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
+	case !certutil.PublicKeysEqual(o.CA.PublicKey, o.Signer.Public()):
 		return nil, errors.New("revoke: PublisherOptions.Signer does not match the key of PublisherOptions.CA")
 	}
 	if _, err := sigAlgFor(o.Signer.Public()); err != nil {

@@ -12,11 +12,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ocsp"
-
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
 
 // ResponderOptions configure a Responder.
@@ -83,7 +82,7 @@ func NewResponder(o ResponderOptions) (*Responder, error) {
 		})
 		r.certs = b.BytesOrPanic()
 	}
-	if !issue.PublicKeysEqual(signerCert.PublicKey, o.Signer.Public()) {
+	if !certutil.PublicKeysEqual(signerCert.PublicKey, o.Signer.Public()) {
 		return nil, errors.New("revoke: ResponderOptions.Signer does not match the key of the signing certificate")
 	}
 	var err error
@@ -223,7 +222,7 @@ func (r *Responder) single(ctx context.Context, b *cryptobyte.Builder, id certID
 	if id.serial.Sign() > 0 && id.serial.BitLen() <= 8*maxSerialOctets { // else never ours
 		var err error
 		if st, e, err = r.o.Source.CertStatus(ctx, id.serial); err != nil {
-			return fmt.Errorf("status of serial %s: %w", issue.SerialString(id.serial), err)
+			return fmt.Errorf("status of serial %s: %w", certutil.SerialString(id.serial), err)
 		}
 	}
 	if st == Revoked {

@@ -4,13 +4,12 @@
 //
 // Operations: GetCACaps; GetCACert, which returns the RA certificate and the CA certificate as a certs-only
 // PKCS#7 (application/x-x509-ca-ra-cert); and PKIOperation over GET or POST carrying a pkiMessage of type
-// PKCSReq, RenewalReq or CertPoll, answered by a CertRep signed by the RA key (ARCHITECTURE §11 lists what
-// certmonger and scepclient need).
+// PKCSReq, RenewalReq or CertPoll, answered by a CertRep signed by the RA key (docs/architecture.md section 11
+// lists what certmonger and scepclient need).
 //
-// The message layer (ParsePKIMessage, PKIMessage.Decrypt, NewCertRep) writes and reads its CMS with
-// cryptobyte, DER only: SignedData with exactly one signer, verified with the certificate the message
-// includes for it; EnvelopedData with RSA PKCS#1 v1.5 key transport and AES-CBC or DES-EDE3-CBC (single DES
-// only when Config.AllowDES says so), decrypted with a crypto.Decrypter so that the RA key may stay in an HSM.
-// Replies are always AES-256-CBC. Every refusal is an *Error carrying the failInfo of the FAILURE CertRep
-// that answers it; a message too broken to answer (no readable transactionID and senderNonce) gets HTTP 400.
+// The messages themselves are read and written by the codec in proto/scep (and its CMS by proto/cms):
+// envelopes encrypted with single DES are accepted only when Config.AllowDES says so, replies are always
+// AES-256-CBC, and the RA key is used through crypto.Signer and crypto.Decrypter so that it may stay in an
+// HSM. Every refusal is answered by a FAILURE CertRep carrying the failInfo of its error; a message too broken
+// to answer (no readable transactionID and senderNonce) gets HTTP 400.
 package scep

@@ -15,6 +15,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
+	scepmsg "github.com/enrollment-appliance/aeappliance/proto/scep"
 )
 
 // Request is a PKCSReq or RenewalReq whose signatures (the message's and the PKCS#10's) have been checked.
@@ -45,12 +48,23 @@ type PollRequest struct {
 }
 
 // Result is the backend's answer, written as a CertRep.
-type Result struct {
-	Status   int // Success, Failure or Pending
-	FailInfo int // for Failure: BadAlg ... BadCertID
-	Cert     *x509.Certificate
-	Chain    []*x509.Certificate // for Success: the issuing CA (and its issuers), in order
-}
+type Result = scepmsg.Result
+
+// The message types, pkiStatus and failInfo values (RFC 8894 section 3.2.1) that a Backend sees and answers.
+const (
+	RenewalReq = scepmsg.RenewalReq
+	PKCSReq    = scepmsg.PKCSReq
+
+	Success = scepmsg.Success
+	Failure = scepmsg.Failure
+	Pending = scepmsg.Pending
+
+	BadAlg          = scepmsg.BadAlg
+	BadMessageCheck = scepmsg.BadMessageCheck
+	BadRequest      = scepmsg.BadRequest
+	BadTime         = scepmsg.BadTime
+	BadCertID       = scepmsg.BadCertID
+)
 
 // Backend is what the SCEP edge needs of the enrollment core.
 type Backend interface {
@@ -133,7 +147,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cas, err := buildSignedData(nil, nil, nil, nil, []*x509.Certificate{cfg.RACert, cfg.CACert})
+	cas, err := scepmsg.CertsOnly(cfg.RACert, cfg.CACert)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +200,7 @@ func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile s
 		http.Error(w, err.Error(), code)
 		return
 	}
-	msg, err := ParsePKIMessage(der)
+	msg, err := scepmsg.ParsePKIMessage(der)
 	var res Result
 	switch {
 	case msg == nil:
@@ -198,7 +212,7 @@ func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile s
 	default:
 		res = h.answer(r, profile, msg)
 	}
-	rep, err := NewCertRep(msg, res, h.cfg.RACert, h.cfg.RAKey, h.cfg.CACert)
+	rep, err := scepmsg.NewCertRep(msg, res, h.cfg.RACert, h.cfg.RAKey, h.cfg.CACert)
 	if err != nil {
 		h.cfg.Logger.ErrorContext(r.Context(), "scep: writing the CertRep failed", "profile", profile,
 			"transactionID", msg.TransactionID, "error", err)
@@ -212,38 +226,38 @@ func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile s
 }
 
 // answer checks a verified message, decrypts it and asks the backend.
-func (h *handler) answer(r *http.Request, profile string, msg *PKIMessage) Result {
+func (h *handler) answer(r *http.Request, profile string, msg *scepmsg.PKIMessage) Result {
 	ctx := r.Context()
 	if t := msg.SigningTime; !t.IsZero() && (t.Before(h.cfg.Now().Add(-maxClockSkew)) || t.After(h.cfg.Now().Add(maxClockSkew))) {
-		return h.refuse(r, profile, msg, &Error{BadTime, fmt.Sprintf("signingTime %v is more than %v from ours", t, maxClockSkew)})
+		return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadTime, Msg: fmt.Sprintf("signingTime %v is more than %v from ours", t, maxClockSkew)})
 	}
-	if msg.MessageType != PKCSReq && msg.MessageType != RenewalReq && msg.MessageType != CertPoll {
-		return h.refuse(r, profile, msg, malformed("messageType %d is not served", msg.MessageType))
+	if msg.MessageType != PKCSReq && msg.MessageType != RenewalReq && msg.MessageType != scepmsg.CertPoll {
+		return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadRequest, Msg: fmt.Sprintf("messageType %d is not served", msg.MessageType)})
 	}
-	content, err := msg.decrypt(h.cfg.RACert, h.cfg.RAKey, h.cfg.AllowDES)
+	content, err := msg.DecryptWith(h.cfg.RACert, h.cfg.RAKey, cms.DecryptOptions{AllowDES: h.cfg.AllowDES})
 	if err != nil {
 		return h.refuse(r, profile, msg, err)
 	}
 	var res Result
-	if msg.MessageType == CertPoll {
-		issuer, subject, err := parseIssuerAndSubject(content)
+	if msg.MessageType == scepmsg.CertPoll {
+		issuer, subject, err := scepmsg.ParseIssuerAndSubject(content)
 		if err != nil {
 			return h.refuse(r, profile, msg, err)
 		}
 		res, err = h.cfg.Backend.Poll(ctx, PollRequest{Profile: profile, TransactionID: msg.TransactionID,
 			Issuer: issuer, Subject: subject, Signer: msg.Signer})
 		if err != nil {
-			return h.refuse(r, profile, msg, &Error{BadRequest, "backend: " + err.Error()})
+			return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadRequest, Msg: "backend: " + err.Error()})
 		}
 	} else {
-		csr, challenge, err := parseCSR(content)
+		csr, challenge, err := scepmsg.ParseCSR(content)
 		if err != nil {
 			return h.refuse(r, profile, msg, err)
 		}
 		res, err = h.cfg.Backend.Enroll(ctx, Request{Profile: profile, MessageType: msg.MessageType,
 			TransactionID: msg.TransactionID, CSR: csr, CSRDER: csr.Raw, Challenge: challenge, Signer: msg.Signer})
 		if err != nil {
-			return h.refuse(r, profile, msg, &Error{BadRequest, "backend: " + err.Error()})
+			return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadRequest, Msg: "backend: " + err.Error()})
 		}
 	}
 	switch {
@@ -256,16 +270,16 @@ func (h *handler) answer(r *http.Request, profile string, msg *PKIMessage) Resul
 }
 
 // refuse logs why a message is refused and returns the FAILURE to answer it with.
-func (h *handler) refuse(r *http.Request, profile string, msg *PKIMessage, err error) Result {
+func (h *handler) refuse(r *http.Request, profile string, msg *scepmsg.PKIMessage, err error) Result {
 	h.cfg.Logger.WarnContext(r.Context(), "scep: request refused", "profile", profile, "remote", r.RemoteAddr,
 		"transactionID", msg.TransactionID, "messageType", msg.MessageType, "error", err)
-	return Result{Status: Failure, FailInfo: FailInfoOf(err)}
+	return Result{Status: Failure, FailInfo: scepmsg.FailInfoOf(err)}
 }
 
 // readMessage returns the DER pkiMessage of a PKIOperation: the base64 message parameter of a GET, or the body
 // of a POST (DER, or base64 as some clients send it), with an HTTP status for its errors.
 func readMessage(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	maxEncoded := base64.StdEncoding.EncodedLen(MaxMessageSize) + 4096 // room for line breaks
+	maxEncoded := base64.StdEncoding.EncodedLen(scepmsg.MaxMessageSize) + 4096 // room for line breaks
 	var raw []byte
 	if r.Method == http.MethodGet {
 		m := r.URL.Query().Get("message")
@@ -273,7 +287,7 @@ func readMessage(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 			return nil, http.StatusBadRequest, errors.New("PKIOperation over GET needs a message parameter")
 		}
 		if len(m) > maxEncoded {
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", scepmsg.MaxMessageSize)
 		}
 		// A '+' that the client did not percent-encode arrives as a space.
 		raw = []byte(strings.ReplaceAll(m, " ", "+"))
@@ -281,14 +295,14 @@ func readMessage(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(maxEncoded)))
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", scepmsg.MaxMessageSize)
 		}
 		if err != nil {
 			return nil, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
 		}
 		if len(body) > 0 && body[0] == 0x30 { // a DER SEQUENCE
-			if len(body) > MaxMessageSize {
-				return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+			if len(body) > scepmsg.MaxMessageSize {
+				return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", scepmsg.MaxMessageSize)
 			}
 			return body, 0, nil
 		}
@@ -305,8 +319,8 @@ func readMessage(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 	if err != nil {
 		return nil, http.StatusBadRequest, errors.New("the message is neither DER nor base64")
 	}
-	if n > MaxMessageSize {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", MaxMessageSize)
+	if n > scepmsg.MaxMessageSize {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("message over %d bytes", scepmsg.MaxMessageSize)
 	}
 	return der[:n], 0, nil
 }

@@ -1,7 +1,13 @@
 package scep
 
 import (
+	"crypto"
+
+	scepmsg "github.com/enrollment-appliance/aeappliance/proto/scep"
+
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"net/http"
@@ -9,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 func TestGetCACapsAndCACert(t *testing.T) {
-	p := newPKI(t, true)
+	p := sceptest.NewPKI(t, true)
 	srv := server(t, testConfig(p, newBackend(p)), "")
 	for _, path := range []string{"/scep/devices", "/scep/devices/pkiclient.exe"} {
 		resp, body := httpDo(t, "GET", srv.URL+path+"?operation=GetCACaps", nil)
@@ -25,23 +32,23 @@ func TestGetCACapsAndCACert(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/x-x509-ca-ra-cert" {
 			t.Fatalf("GetCACert %s = %d %q", path, resp.StatusCode, ct)
 		}
-		certs := certsOnly(t, body)
-		if len(certs) != 2 || !certs[0].Equal(p.raCert) || !certs[1].Equal(p.caCert) {
+		certs := sceptest.CertsOnly(t, body)
+		if len(certs) != 2 || !certs[0].Equal(p.RACert) || !certs[1].Equal(p.CACert) {
 			t.Errorf("GetCACert %s returned %d certificates, want the RA's then the CA's", path, len(certs))
 		}
 	}
 }
 
 func TestNewHandlerRefusesBadConfig(t *testing.T) {
-	p := newPKI(t, false)
-	other := newPKI(t, true)
+	p := sceptest.NewPKI(t, false)
+	other := sceptest.NewPKI(t, true)
 	b := newBackend(p)
 	for name, cfg := range map[string]Config{
-		"no backend":        {CACert: p.caCert, RACert: p.raCert, RAKey: p.raKey},
-		"RA of another CA":  {CACert: other.caCert, RACert: p.raCert, RAKey: p.raKey, Backend: b},
-		"key of another RA": {CACert: p.caCert, RACert: p.raCert, RAKey: rsaKey(t, 2), Backend: b},
-		"RA is the CA":      {CACert: p.caCert, RACert: p.caCert, RAKey: p.raKey, Backend: b},
-		"unknown cap":       {CACert: p.caCert, RACert: p.raCert, RAKey: p.raKey, Backend: b, Caps: []string{"DES"}},
+		"no backend":        {CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey},
+		"RA of another CA":  {CACert: other.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b},
+		"key of another RA": {CACert: p.CACert, RACert: p.RACert, RAKey: sceptest.RSAKey(t, 2), Backend: b},
+		"RA is the CA":      {CACert: p.CACert, RACert: p.CACert, RAKey: p.RAKey, Backend: b},
+		"unknown cap":       {CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b, Caps: []string{"DES"}},
 	} {
 		if _, err := NewHandler(cfg); err == nil {
 			t.Errorf("NewHandler(%s) = nil error", name)
@@ -50,20 +57,20 @@ func TestNewHandlerRefusesBadConfig(t *testing.T) {
 }
 
 func TestEnrollOwnClient(t *testing.T) {
-	p := newPKI(t, true) // an ECDSA CA: only the RA needs RSA
+	p := sceptest.NewPKI(t, true) // an ECDSA CA: only the RA needs RSA
 	srv := server(t, testConfig(p, newBackend(p)), "")
-	q := newRequester(t, 3, "device-1")
+	q := sceptest.NewRequester(t, 3, "device-1")
 	for _, get := range []bool{false, true} {
-		rep, certs := q.exchange(t, p, srv.URL, "devices", PKCSReq, "tx-enroll+/=", newCSR(t, q.key, "device-1", testChallenge), get)
+		rep, certs := exchange(t, q, p, srv.URL, "devices", PKCSReq, "tx-enroll+/=", sceptest.NewCSR(t, q.Key, "device-1", sceptest.Challenge), get)
 		if rep.PKIStatus != Success || len(certs) != 2 {
 			t.Fatalf("GET %t: CertRep status %d with %d certificates, want SUCCESS with 2", get, rep.PKIStatus, len(certs))
 		}
-		if err := p.verifies(certs[0]); err != nil || certs[0].Subject.CommonName != "device-1" || !certs[1].Equal(p.caCert) {
+		if err := p.Verifies(certs[0]); err != nil || certs[0].Subject.CommonName != "device-1" || !certs[1].Equal(p.CACert) {
 			t.Errorf("issued %v (verify: %v), then %v", certs[0].Subject, err, certs[1].Subject)
 		}
 	}
 	for _, challenge := range []string{"wrong", ""} {
-		rep, _ := q.exchange(t, p, srv.URL, "devices", PKCSReq, "tx-1", newCSR(t, q.key, "device-1", challenge), false)
+		rep, _ := exchange(t, q, p, srv.URL, "devices", PKCSReq, "tx-1", sceptest.NewCSR(t, q.Key, "device-1", challenge), false)
 		if rep.PKIStatus != Failure || rep.FailInfo != BadRequest {
 			t.Errorf("challenge %q: CertRep %d/%d, want FAILURE badRequest", challenge, rep.PKIStatus, rep.FailInfo)
 		}
@@ -71,29 +78,29 @@ func TestEnrollOwnClient(t *testing.T) {
 }
 
 func TestPendingThenCertPoll(t *testing.T) {
-	p := newPKI(t, false)
+	p := sceptest.NewPKI(t, false)
 	b := newBackend(p)
 	srv := server(t, testConfig(p, b), "")
-	q := newRequester(t, 3, "device-2")
-	csr := newCSR(t, q.key, "device-2", testChallenge)
-	if rep, _ := q.exchange(t, p, srv.URL, "pending", PKCSReq, "tx-pending", csr, false); rep.PKIStatus != Pending {
+	q := sceptest.NewRequester(t, 3, "device-2")
+	csr := sceptest.NewCSR(t, q.Key, "device-2", sceptest.Challenge)
+	if rep, _ := exchange(t, q, p, srv.URL, "pending", PKCSReq, "tx-pending", csr, false); rep.PKIStatus != Pending {
 		t.Fatalf("PKCSReq on the pending profile: status %d, want PENDING", rep.PKIStatus)
 	}
-	ias := derOf(func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddBytes(p.caCert.RawSubject)
-			b.AddBytes(mustCSR(t, csr).RawSubject)
-		})
+	var iasB cryptobyte.Builder
+	iasB.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(p.CACert.RawSubject)
+		b.AddBytes(mustCSR(t, csr).RawSubject)
 	})
-	if rep, _ := q.exchange(t, p, srv.URL, "pending", CertPoll, "tx-pending", ias, true); rep.PKIStatus != Pending {
+	ias := iasB.BytesOrPanic()
+	if rep, _ := exchange(t, q, p, srv.URL, "pending", scepmsg.CertPoll, "tx-pending", ias, true); rep.PKIStatus != Pending {
 		t.Errorf("CertPoll before approval: status %d, want PENDING", rep.PKIStatus)
 	}
 	b.approve("tx-pending")
-	if rep, _ := q.exchange(t, p, srv.URL, "pending", CertPoll, "tx-other", ias, true); rep.PKIStatus != Failure || rep.FailInfo != BadCertID {
+	if rep, _ := exchange(t, q, p, srv.URL, "pending", scepmsg.CertPoll, "tx-other", ias, true); rep.PKIStatus != Failure || rep.FailInfo != BadCertID {
 		t.Errorf("CertPoll of an unknown transaction: %d/%d, want FAILURE badCertId", rep.PKIStatus, rep.FailInfo)
 	}
-	rep, certs := q.exchange(t, p, srv.URL, "pending", CertPoll, "tx-pending", ias, true)
-	if rep.PKIStatus != Success || len(certs) == 0 || p.verifies(certs[0]) != nil || !q.key.PublicKey.Equal(certs[0].PublicKey) {
+	rep, certs := exchange(t, q, p, srv.URL, "pending", scepmsg.CertPoll, "tx-pending", ias, true)
+	if rep.PKIStatus != Success || len(certs) == 0 || p.Verifies(certs[0]) != nil || !q.Key.PublicKey.Equal(certs[0].PublicKey) {
 		t.Fatalf("CertPoll after approval: status %d, %d certificates", rep.PKIStatus, len(certs))
 	}
 	if _, polls := b.calls(); polls != 3 {
@@ -102,27 +109,27 @@ func TestPendingThenCertPoll(t *testing.T) {
 }
 
 func TestRenewalOwnClient(t *testing.T) {
-	p := newPKI(t, false)
+	p := sceptest.NewPKI(t, false)
 	b := newBackend(p)
 	srv := server(t, testConfig(p, b), "")
-	q := newRequester(t, 3, "device-3")
-	old := b.issue(mustCSR(t, newCSR(t, q.key, "device-3", ""))).Cert
-	renewer := requester{key: q.key, cert: old}
-	newKey := rsaKey(t, 4)
+	q := sceptest.NewRequester(t, 3, "device-3")
+	old := b.issue(mustCSR(t, sceptest.NewCSR(t, q.Key, "device-3", ""))).Cert
+	renewer := sceptest.Requester{Key: q.Key, Cert: old}
+	newKey := sceptest.RSAKey(t, 4)
 	for _, c := range []struct {
 		typ       int
 		challenge string
 	}{
-		{RenewalReq, ""},         // a RenewalReq needs no challenge
-		{PKCSReq, testChallenge}, // certmonger's rekey: a PKCSReq signed with the certificate it holds
+		{RenewalReq, ""},              // a RenewalReq needs no challenge
+		{PKCSReq, sceptest.Challenge}, // certmonger's rekey: a PKCSReq signed with the certificate it holds
 	} {
-		rep, certs := renewer.exchange(t, p, srv.URL, "devices", c.typ, "tx-renew", newCSR(t, newKey, "device-3", c.challenge), false)
+		rep, certs := exchange(t, renewer, p, srv.URL, "devices", c.typ, "tx-renew", sceptest.NewCSR(t, newKey, "device-3", c.challenge), false)
 		if rep.PKIStatus != Success || len(certs) == 0 || !newKey.PublicKey.Equal(certs[0].PublicKey) || !b.lastSignerCert().Equal(old) {
 			t.Fatalf("type %d signed by the old certificate: status %d/%d, %d certificates", c.typ, rep.PKIStatus, rep.FailInfo, len(certs))
 		}
 	}
 	// A self-signed "old certificate" is not one of ours: the backend refuses.
-	if rep, _ := q.exchange(t, p, srv.URL, "devices", RenewalReq, "tx-renew-2", newCSR(t, newKey, "device-3", ""), false); rep.PKIStatus != Failure {
+	if rep, _ := exchange(t, q, p, srv.URL, "devices", RenewalReq, "tx-renew-2", sceptest.NewCSR(t, newKey, "device-3", ""), false); rep.PKIStatus != Failure {
 		t.Errorf("RenewalReq signed with a foreign certificate: status %d, want FAILURE", rep.PKIStatus)
 	}
 }
@@ -139,25 +146,31 @@ func mustCSR(t *testing.T, der []byte) *x509.CertificateRequest {
 // TestRefusals sends broken requests: each gets a clean HTTP error or a FAILURE CertRep, and the backend is
 // never asked.
 func TestRefusals(t *testing.T) {
-	p := newPKI(t, false)
-	other := newPKI(t, false)
+	p := sceptest.NewPKI(t, false)
+	other := sceptest.NewPKI(t, false)
 	b := newBackend(p)
 	cfg := testConfig(p, b)
 	cfg.Now = func() time.Time { return time.Now().AddDate(1, 0, 0) } // our own messages carry no signingTime
 	srv := server(t, cfg, "")
 
-	q := newRequester(t, 3, "device-4")
-	goodCSR := newCSR(t, q.key, "device-4", testChallenge)
-	_, good := q.message(t, PKCSReq, "tx-x", goodCSR, p.raCert)
+	q := sceptest.NewRequester(t, 3, "device-4")
+	goodCSR := sceptest.NewCSR(t, q.Key, "device-4", sceptest.Challenge)
+	_, good := q.Message(t, PKCSReq, "tx-x", goodCSR, p.RACert)
 
 	badCSR := bytes.Clone(goodCSR)
 	badCSR[len(badCSR)-1] ^= 1
-	wrongKey := requester{key: rsaKey(t, 4), cert: q.cert} // signs with a key that is not its certificate's
-
-	msg := func(q requester, typ int, content []byte, ra *x509.Certificate) []byte {
-		_, der := q.message(t, typ, "tx-x", content, ra)
+	msg := func(q sceptest.Requester, typ int, content []byte, ra *x509.Certificate) []byte {
+		_, der := q.Message(t, typ, "tx-x", content, ra)
 		return der
 	}
+	// wrongKey is signed with a key that is not its certificate's: its SignerInfo signature, the last bytes of
+	// the message, is replaced by another key's (package cms refuses to write such a message).
+	wrongKey := msg(q, PKCSReq, goodCSR, p.RACert)
+	wrongSig, err := rsa.SignPKCS1v15(rand.Reader, sceptest.RSAKey(t, 4), crypto.SHA256, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(wrongKey[len(wrongKey)-len(wrongSig):], wrongSig)
 	type want struct {
 		code     int
 		failInfo int // when code is 200
@@ -173,7 +186,7 @@ func TestRefusals(t *testing.T) {
 		"not base64":              {"POST", "/scep/devices", "PKIOperation", []byte("!!!"), want{400, 0}},
 		"empty body":              {"POST", "/scep/devices", "PKIOperation", nil, want{400, 0}},
 		"oversized body":          {"POST", "/scep/devices", "PKIOperation", bytes.Repeat([]byte{0x30}, 200<<10), want{413, 0}},
-		"oversized DER":           {"POST", "/scep/devices", "PKIOperation", append([]byte{0x30}, make([]byte, MaxMessageSize)...), want{413, 0}},
+		"oversized DER":           {"POST", "/scep/devices", "PKIOperation", append([]byte{0x30}, make([]byte, scepmsg.MaxMessageSize)...), want{413, 0}},
 		"oversized GET":           {"GET", "/scep/devices", "PKIOperation&message=" + strings.Repeat("A", 100<<10), nil, want{413, 0}},
 		"GET without message":     {"GET", "/scep/devices", "PKIOperation", nil, want{400, 0}},
 		"unknown operation":       {"GET", "/scep/devices", "GetNextCACert", nil, want{400, 0}},
@@ -184,16 +197,16 @@ func TestRefusals(t *testing.T) {
 		"other path":              {"GET", "/cgi-bin/pkiclient.exe", "GetCACaps", nil, want{404, 0}},
 		"PUT":                     {"PUT", "/scep/devices", "PKIOperation", good, want{405, 0}},
 		"POST GetCACert":          {"POST", "/scep/devices", "GetCACert", nil, want{405, 0}},
-		"CSR signature":           {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, badCSR, p.raCert), want{200, BadMessageCheck}},
-		"CSR is not a CSR":        {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, []byte{0x30, 0}, p.raCert), want{200, BadRequest}},
-		"signer key mismatch":     {"POST", "/scep/devices", "PKIOperation", msg(wrongKey, PKCSReq, goodCSR, p.raCert), want{200, BadMessageCheck}},
-		"envelope for another RA": {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, goodCSR, other.raCert), want{200, BadMessageCheck}},
-		"no envelope":             {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, nil, p.raCert), want{200, BadRequest}},
-		"GetCRL":                  {"POST", "/scep/devices", "PKIOperation", msg(q, GetCRL, goodCSR, p.raCert), want{200, BadRequest}},
-		"CertRep from a client":   {"POST", "/scep/devices", "PKIOperation", msg(q, CertRep, goodCSR, p.raCert), want{200, BadRequest}},
-		"CertPoll of garbage":     {"POST", "/scep/devices", "PKIOperation", msg(q, CertPoll, []byte{0x30, 0}, p.raCert), want{200, BadRequest}},
-		"CertPoll of a CSR":       {"POST", "/scep/devices", "PKIOperation", msg(q, CertPoll, goodCSR, p.raCert), want{200, BadRequest}},
-		"RenewalReq not a CSR":    {"POST", "/scep/devices", "PKIOperation", msg(q, RenewalReq, []byte("x"), p.raCert), want{200, BadRequest}},
+		"CSR signature":           {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, badCSR, p.RACert), want{200, BadMessageCheck}},
+		"CSR is not a CSR":        {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, []byte{0x30, 0}, p.RACert), want{200, BadRequest}},
+		"signer key mismatch":     {"POST", "/scep/devices", "PKIOperation", wrongKey, want{200, BadMessageCheck}},
+		"envelope for another RA": {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, goodCSR, other.RACert), want{200, BadMessageCheck}},
+		"no envelope":             {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, nil, p.RACert), want{200, BadRequest}},
+		"GetCRL":                  {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.GetCRL, goodCSR, p.RACert), want{200, BadRequest}},
+		"CertRep from a client":   {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertRep, goodCSR, p.RACert), want{200, BadRequest}},
+		"CertPoll of garbage":     {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, []byte{0x30, 0}, p.RACert), want{200, BadRequest}},
+		"CertPoll of a CSR":       {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, goodCSR, p.RACert), want{200, BadRequest}},
+		"RenewalReq not a CSR":    {"POST", "/scep/devices", "PKIOperation", msg(q, RenewalReq, []byte("x"), p.RACert), want{200, BadRequest}},
 		"signingTime a year ago":  {"POST", "/scep/devices", "PKIOperation", readCaptured(t, "certmonger-01.der"), want{200, BadTime}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -202,7 +215,7 @@ func TestRefusals(t *testing.T) {
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, c.want.code)
 			}
 			if c.want.code == http.StatusOK {
-				rep, err := ParsePKIMessage(body)
+				rep, err := scepmsg.ParsePKIMessage(body)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -218,10 +231,10 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestBackendErrorsAreFailures(t *testing.T) {
-	p := newPKI(t, false)
+	p := sceptest.NewPKI(t, false)
 	b := newBackend(p)
 	srv := server(t, testConfig(p, b), "")
-	q := newRequester(t, 3, "device-5")
+	q := sceptest.NewRequester(t, 3, "device-5")
 	for _, c := range []struct {
 		name   string
 		fail   error
@@ -235,9 +248,9 @@ func TestBackendErrorsAreFailures(t *testing.T) {
 		b.mu.Lock()
 		b.fail, b.result = c.fail, c.result
 		b.mu.Unlock()
-		req, der := q.message(t, PKCSReq, "tx-5", newCSR(t, q.key, "device-5", testChallenge), p.raCert)
+		req, der := q.Message(t, PKCSReq, "tx-5", sceptest.NewCSR(t, q.Key, "device-5", sceptest.Challenge), p.RACert)
 		_, body := pkiOperation(t, srv.URL, "devices", der, false)
-		if rep, _ := q.certRep(t, p, req, body); rep.PKIStatus != Failure || rep.FailInfo != BadRequest {
+		if rep, _ := certRep(t, q, p, req, body); rep.PKIStatus != Failure || rep.FailInfo != BadRequest {
 			t.Errorf("%s: CertRep %d/%d, want FAILURE badRequest", c.name, rep.PKIStatus, rep.FailInfo)
 		}
 		if bytes.Contains(body, []byte("10.1.2.3")) {

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
+	scepmsg "github.com/enrollment-appliance/aeappliance/proto/scep"
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 )
 
 // The real clients of ARCHITECTURE §11 against the handler on loopback: Debian's scepclient (micromdm scep
@@ -30,12 +31,12 @@ func TestScepclient(t *testing.T) {
 			"-private-key=" + key, "-certificate=" + cert, "-cn=scep-device-1"}, extra...)...)
 	}
 
-	out, err := scepclient(srv.URL+"/scep/devices", testChallenge, key, cert)
+	out, err := scepclient(srv.URL+"/scep/devices", sceptest.Challenge, key, cert)
 	if err != nil {
 		t.Fatalf("scepclient: %v\n%s", err, out)
 	}
 	first := sceptest.ReadCert(t, cert)
-	if err := p.verifies(first); err != nil || first.Subject.CommonName != "scep-device-1" {
+	if err := p.Verifies(first); err != nil || first.Subject.CommonName != "scep-device-1" {
 		t.Fatalf("scepclient obtained %v: %v", first.Subject, err)
 	}
 
@@ -46,7 +47,7 @@ func TestScepclient(t *testing.T) {
 		t.Fatalf("scepclient renewal: %v\n%s", err, out)
 	}
 	renewed := sceptest.ReadCert(t, cert)
-	if err := p.verifies(renewed); err != nil || renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
+	if err := p.Verifies(renewed); err != nil || renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Fatalf("renewal gave serial %v (first %v): %v", renewed.SerialNumber, first.SerialNumber, err)
 	}
 	if enrolls, _ := b.calls(); enrolls != 2 {
@@ -64,7 +65,7 @@ func TestScepclient(t *testing.T) {
 		cfg := testConfig(p, b)
 		srv := server(t, cfg, "")
 		dir := t.TempDir()
-		out, err := scepclient(srv.URL+"/scep/devices", testChallenge, filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"))
+		out, err := scepclient(srv.URL+"/scep/devices", sceptest.Challenge, filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"))
 		if err == nil || !strings.Contains(out, "failInfo: badAlg") {
 			t.Errorf("scepclient (DES) without AllowDES: %v\n%s", err, out)
 		}
@@ -72,18 +73,18 @@ func TestScepclient(t *testing.T) {
 	t.Run("P-256 CA", func(t *testing.T) {
 		// scepclient encrypts to every certificate GetCACert returns unless told the RA's fingerprint, and
 		// panics on an ECDSA key.
-		p := newPKI(t, true)
+		p := sceptest.NewPKI(t, true)
 		cfg := testConfig(p, newBackend(p))
 		cfg.AllowDES = true
 		srv := server(t, cfg, "")
 		dir := t.TempDir()
-		fp := sha256.Sum256(p.raCert.Raw)
+		fp := sha256.Sum256(p.RACert.Raw)
 		cert := filepath.Join(dir, "cert.pem")
-		out, err := scepclient(srv.URL+"/scep/devices", testChallenge, filepath.Join(dir, "key.pem"), cert, "-ca-fingerprint="+hex.EncodeToString(fp[:]))
+		out, err := scepclient(srv.URL+"/scep/devices", sceptest.Challenge, filepath.Join(dir, "key.pem"), cert, "-ca-fingerprint="+hex.EncodeToString(fp[:]))
 		if err != nil {
 			t.Fatalf("scepclient: %v\n%s", err, out)
 		}
-		if err := p.verifies(sceptest.ReadCert(t, cert)); err != nil {
+		if err := p.Verifies(sceptest.ReadCert(t, cert)); err != nil {
 			t.Error(err)
 		}
 	})
@@ -97,8 +98,8 @@ func TestCertmonger(t *testing.T) {
 	srv := server(t, testConfig(p, b), "certmonger")
 	cm.AddCA(t, "TestSCEP", srv.URL+"/scep/devices")
 	cm.AddCA(t, "TestSCEPPending", srv.URL+"/scep/pending")
-	first := cm.Request(t, "TestSCEP", "good", "certmonger-host", testChallenge)
-	if err := p.verifies(first); err != nil || first.Subject.CommonName != "certmonger-host" {
+	first := cm.Request(t, "TestSCEP", "good", "certmonger-host", sceptest.Challenge)
+	if err := p.Verifies(first); err != nil || first.Subject.CommonName != "certmonger-host" {
 		t.Fatalf("certmonger obtained %v: %v", first.Subject, err)
 	}
 
@@ -119,7 +120,7 @@ func TestCertmonger(t *testing.T) {
 			}
 			renewed := sceptest.ReadCert(t, cm.CertFile("good"))
 			sameKey := bytes.Equal(renewed.RawSubjectPublicKeyInfo, prev.RawSubjectPublicKeyInfo)
-			if err := p.verifies(renewed); err != nil || renewed.SerialNumber.Cmp(prev.SerialNumber) == 0 || sameKey != (command == "resubmit") {
+			if err := p.Verifies(renewed); err != nil || renewed.SerialNumber.Cmp(prev.SerialNumber) == 0 || sameKey != (command == "resubmit") {
 				list, _ := cm.Getcert(t, "list", "-i", "good")
 				t.Fatalf("%s gave serial %v (before %v), same key %t: %v\n%s", command, renewed.SerialNumber, prev.SerialNumber, sameKey, err, list)
 			}
@@ -131,32 +132,32 @@ func TestCertmonger(t *testing.T) {
 	})
 
 	t.Run("pending then CertPoll", func(t *testing.T) {
-		if status := cm.Submit(t, "TestSCEPPending", "pend", "certmonger-pending", testChallenge); !strings.Contains(status, "CA_WORKING") {
+		if status := cm.Submit(t, "TestSCEPPending", "pend", "certmonger-pending", sceptest.Challenge); !strings.Contains(status, "CA_WORKING") {
 			t.Fatalf("certmonger on a pending profile:\n%s", status)
 		}
 		// certmonger itself polls days later (it waits 604800 s) by sending its PKCSReq again; its helper
 		// sends the GetCertInitial (CertPoll) message certmonger prepared.
 		gic := cm.RequestField(t, "pend", "scep_gic")
 		key := sceptest.ReadRSAKey(t, cm.KeyFile("pend"))
-		gicMsg, err := ParsePKIMessage(gic)
-		if err != nil || gicMsg.MessageType != CertPoll {
+		gicMsg, err := scepmsg.ParsePKIMessage(gic)
+		if err != nil || gicMsg.MessageType != scepmsg.CertPoll {
 			t.Fatalf("certmonger's scep_gic: %v", err)
 		}
-		q := requester{key: key, cert: gicMsg.Signer}
-		rep, _ := q.certRep(t, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.raCert, p.caCert, gic))
+		q := sceptest.Requester{Key: key, Cert: gicMsg.Signer}
+		rep, _ := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RACert, p.CACert, gic))
 		if rep.PKIStatus != Pending {
 			t.Fatalf("CertPoll before approval: status %d", rep.PKIStatus)
 		}
 		b.approve(gicMsg.TransactionID)
-		rep, certs := q.certRep(t, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.raCert, p.caCert, gic))
-		if rep.PKIStatus != Success || len(certs) == 0 || p.verifies(certs[0]) != nil || !key.PublicKey.Equal(certs[0].PublicKey) {
+		rep, certs := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RACert, p.CACert, gic))
+		if rep.PKIStatus != Success || len(certs) == 0 || p.Verifies(certs[0]) != nil || !key.PublicKey.Equal(certs[0].PublicKey) {
 			t.Fatalf("CertPoll after approval: status %d, %d certificates", rep.PKIStatus, len(certs))
 		}
 		// And certmonger's own way: the same PKCSReq again.
 		if out, err := cm.Getcert(t, "resubmit", "-i", "pend", "-w", "--wait-timeout", "60"); err != nil {
 			t.Fatalf("getcert resubmit: %v\n%s", err, out)
 		}
-		if err := p.verifies(sceptest.ReadCert(t, cm.CertFile("pend"))); err != nil {
+		if err := p.Verifies(sceptest.ReadCert(t, cm.CertFile("pend"))); err != nil {
 			t.Error(err)
 		}
 	})

@@ -53,7 +53,7 @@ func encTimes(ts ...time.Time) ([]any, error) {
 }
 
 // checkSerial accepts only the canonical form of a positive serial of at most 20 octets
-// (RFC 5280 section 4.1.2.2), as issue.SerialString makes it (big.Int.Text(16)), so that one
+// (RFC 5280 section 4.1.2.2), as certutil.SerialString makes it (big.Int.Text(16)), so that one
 // number cannot be recorded under two spellings.
 func checkSerial(serial string) error {
 	ok := serial != "" && len(serial) <= 40 && serial[0] != '0'

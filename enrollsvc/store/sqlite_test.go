@@ -58,7 +58,7 @@ func newSerial(t testing.TB) string {
 		t.Fatal(err)
 	}
 	b[0] |= 0x80
-	return new(big.Int).SetBytes(b).Text(16) // as issue.SerialString
+	return new(big.Int).SetBytes(b).Text(16) // as certutil.SerialString
 }
 
 // testDER is a stand-in for certificate bytes, different for every serial.

@@ -68,7 +68,7 @@ const (
 
 // Certificate is an issued certificate.
 type Certificate struct {
-	Serial           string     `json:"serial"` // lower-case hex, no leading zeros, as issue.SerialString makes
+	Serial           string     `json:"serial"` // lower-case hex, no leading zeros, as certutil.SerialString makes
 	DER              []byte     `json:"der"`
 	Template         string     `json:"template"`
 	Account          string     `json:"account"`

@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/wstep"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/xcep"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
+	"github.com/enrollment-appliance/aeappliance/proto/wstep"
+	"github.com/enrollment-appliance/aeappliance/proto/xcep"
 )
 
 // nextUpdateHours is how often clients should ask for policy again (AD CS: 8).

@@ -23,9 +23,9 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/spnego"
 	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/proto/soap"
 )
 
 // Core is what the web services need of the enrollment core.

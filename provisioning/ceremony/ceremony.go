@@ -26,6 +26,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
@@ -476,7 +477,7 @@ func (c *Ceremony) ImportChain(ctx context.Context, bundle []byte) (Report, erro
 	var leaf *x509.Certificate
 	var others []*x509.Certificate
 	for _, cert := range certs {
-		if leaf == nil && issue.PublicKeysEqual(cert.PublicKey, key.Public()) {
+		if leaf == nil && certutil.PublicKeysEqual(cert.PublicKey, key.Public()) {
 			leaf = cert
 			continue
 		}

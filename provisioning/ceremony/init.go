@@ -21,10 +21,10 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // InitOptions describe a new data directory (development mode: a SoftHSM token inside it).
@@ -291,7 +291,7 @@ func caSerial(dir string) string {
 	if err != nil {
 		return ""
 	}
-	return issue.SerialString(cert.SerialNumber)
+	return certutil.SerialString(cert.SerialNumber)
 }
 
 // stageDirectory copies the directory password (and CA) into the data directory.

@@ -4,6 +4,8 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // SignRenewal builds a renewal request as Windows and aeagent send it: a CMS SignedData around
@@ -16,5 +18,5 @@ func SignRenewal(csr []byte, oldCert *x509.Certificate, oldKey crypto.Signer) ([
 	if _, err := x509.ParseCertificateRequest(csr); err != nil {
 		return nil, badRequest("renewal: the new request is not a PKCS#10: %v", err)
 	}
-	return buildSignedData(oidData, csr, [][]byte{oldCert.Raw}, oldKey, oldCert)
+	return cms.NewSignedData(cms.SignOptions{Content: csr, Certificates: []*x509.Certificate{oldCert}, Signer: oldKey, SignerCert: oldCert})
 }

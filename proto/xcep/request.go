@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
+	"github.com/enrollment-appliance/aeappliance/proto/soap"
 )
 
 // Namespace and SOAP actions (MS-XCEP 3.1.4.1: the IPolicy GetPolicies operation).

@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
+	"github.com/enrollment-appliance/aeappliance/proto/soap"
 )
 
 // Namespaces.

@@ -3,11 +3,13 @@ package scep
 import (
 	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf16"
@@ -15,6 +17,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // messageType values (RFC 8894 3.2.1.2).
@@ -58,7 +62,8 @@ var (
 )
 
 const (
-	nonceSize            = 16
+	// NonceSize is the length of a senderNonce or recipientNonce.
+	NonceSize            = 16
 	maxTransactionID     = 128
 	maxChallengePassword = 255 // ub-challengePassword, RFC 2985
 )
@@ -75,13 +80,27 @@ func malformed(format string, args ...any) error {
 	return &Error{BadRequest, fmt.Sprintf(format, args...)}
 }
 
-// FailInfoOf returns the failInfo an error of this package carries, or BadRequest.
+// FailInfoOf returns the failInfo an error of this package (or of package cms, whose kinds are failInfo
+// values) carries, or BadRequest.
 func FailInfoOf(err error) int {
 	var e *Error
-	if errors.As(err, &e) {
+	var c *cms.Error
+	switch {
+	case errors.As(err, &e):
 		return e.FailInfo
+	case errors.As(err, &c):
+		return int(c.Kind)
 	}
 	return BadRequest
+}
+
+// Result is what a CertRep says (RFC 8894 section 3.3.2): the pkiStatus, with the failInfo of a Failure or the
+// issued certificate and its chain of a Success.
+type Result struct {
+	Status   int // Success, Failure or Pending
+	FailInfo int // for Failure: BadAlg ... BadCertID
+	Cert     *x509.Certificate
+	Chain    []*x509.Certificate // for Success: the issuing CA (and its issuers), in order
 }
 
 // PKIMessage is a SCEP pkiMessage: a SignedData whose signed attributes say what it is.
@@ -114,25 +133,63 @@ func ParsePKIMessage(der []byte) (*PKIMessage, error) {
 	if len(der) > MaxMessageSize {
 		return nil, malformed("message of %d bytes is over the %d-byte limit", len(der), MaxMessageSize)
 	}
-	sd, verifyErr := parseSignedData(der)
-	if sd == nil || sd.attrs == nil {
-		return nil, verifyErr
-	}
-	m, err := readHeader(sd.attrs)
+	sd, err := cms.ParseSignedData(der)
 	if err != nil {
 		return nil, err
 	}
-	if verifyErr != nil {
-		return m, verifyErr
+	if len(sd.SignerInfos) != 1 {
+		return nil, malformed("SignedData must have exactly one SignerInfo")
 	}
-	m.Signer, m.Certificates = sd.signer, sd.certs
-	if !sd.contentType.Equal(oidData) {
-		return m, malformed("content type %v is not id-data", sd.contentType)
+	si := &sd.SignerInfos[0]
+	if si.SignedAttrs == nil {
+		return nil, malformed("SignerInfo has no signed attributes")
 	}
-	if len(sd.content) > 0 {
-		m.Envelope = sd.content
+	attrs := attributes{}
+	for _, a := range si.SignedAttrs {
+		if len(a.Values) != 1 {
+			return nil, malformed("signed attribute %v has other than one value", a.Type)
+		}
+		attrs[a.Type.String()] = a.Values[0]
+	}
+	m, err := readHeader(attrs)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := verify(sd, si)
+	if err != nil {
+		return m, err
+	}
+	m.Signer, m.Certificates = signer, sd.Certificates
+	if !sd.ContentType.Equal(cms.OIDData) {
+		return m, malformed("content type %v is not id-data", sd.ContentType)
+	}
+	if len(sd.Content) > 0 {
+		m.Envelope = sd.Content
 	}
 	return m, nil
+}
+
+// verify checks the one SignerInfo and returns its certificate: an RSA certificate the message includes (SCEP
+// encrypts the reply to it), signing attributes that carry contentType and a matching messageDigest.
+func verify(sd *cms.SignedData, si *cms.SignerInfo) (*x509.Certificate, error) {
+	i := slices.IndexFunc(sd.Certificates, si.SID.Matches)
+	if i < 0 {
+		return nil, &Error{BadMessageCheck, "the signer's certificate is not in the message"}
+	}
+	pub, ok := sd.Certificates[i].PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, &Error{BadAlg, "the signer's key is not RSA (SCEP encrypts replies to it)"}
+	}
+	return sd.Certificates[i], si.Verify(pub, sd.ContentType, sd.Content)
+}
+
+// attributes are signed attributes with one value each, by OID; take removes the one it returns.
+type attributes map[string]cryptobyte.String
+
+func (a attributes) take(oid asn1.ObjectIdentifier) (cryptobyte.String, bool) {
+	v, ok := a[oid.String()]
+	delete(a, oid.String())
+	return v, ok
 }
 
 // readHeader reads the SCEP signed attributes; senderNonce is required, and the CertRep ones when the type
@@ -158,7 +215,7 @@ func readHeader(attrs attributes) (*PKIMessage, error) {
 	if m.RecipientNonce, err = nonceAttribute(attrs, oidRecipientNonce, "recipientNonce"); err != nil {
 		return nil, err
 	}
-	if v, ok := attrs.take(oidSigningTime); ok {
+	if v, ok := attrs.take(cms.OIDSigningTime); ok {
 		var t time.Time
 		ok := v.PeekASN1Tag(cbasn1.UTCTime) && v.ReadASN1UTCTime(&t) ||
 			v.PeekASN1Tag(cbasn1.GeneralizedTime) && v.ReadASN1GeneralizedTime(&t)
@@ -220,8 +277,8 @@ func nonceAttribute(attrs attributes, oid asn1.ObjectIdentifier, name string) ([
 		return nil, nil
 	}
 	var nonce []byte
-	if !v.ReadASN1Bytes(&nonce, cbasn1.OCTET_STRING) || !v.Empty() || len(nonce) != nonceSize {
-		return nil, malformed("%s is not an OCTET STRING of %d bytes", name, nonceSize)
+	if !v.ReadASN1Bytes(&nonce, cbasn1.OCTET_STRING) || !v.Empty() || len(nonce) != NonceSize {
+		return nil, malformed("%s is not an OCTET STRING of %d bytes", name, NonceSize)
 	}
 	return nonce, nil
 }
@@ -230,19 +287,24 @@ func nonceAttribute(attrs attributes, oid asn1.ObjectIdentifier, name string) ([
 // returns its content: the DER PKCS#10 of a PKCSReq or RenewalReq, the IssuerAndSubject of a CertPoll, the
 // degenerate certs-only SignedData of a SUCCESS CertRep. It accepts AES-CBC and DES-EDE3-CBC, never single DES.
 func (m *PKIMessage) Decrypt(recipient *x509.Certificate, key crypto.Decrypter) ([]byte, error) {
-	return m.decrypt(recipient, key, false)
+	return m.DecryptWith(recipient, key, cms.DecryptOptions{})
 }
 
-func (m *PKIMessage) decrypt(recipient *x509.Certificate, key crypto.Decrypter, allowDES bool) ([]byte, error) {
+// DecryptWith is Decrypt with options (single DES for old clients).
+func (m *PKIMessage) DecryptWith(recipient *x509.Certificate, key crypto.Decrypter, opts cms.DecryptOptions) ([]byte, error) {
 	if m.Envelope == nil {
 		return nil, malformed("the message has no pkcsPKIEnvelope")
 	}
-	return decryptEnvelope(m.Envelope, recipient, key, allowDES)
+	env, err := cms.ParseEnvelopedData(m.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	return env.Decrypt(recipient, key, opts)
 }
 
-// parseCSR reads the PKCS#10 of a PKCSReq or RenewalReq, checks its signature, and returns its
+// ParseCSR reads the PKCS#10 of a PKCSReq or RenewalReq, checks its signature, and returns its
 // challengePassword attribute ("" when it has none).
-func parseCSR(der []byte) (*x509.CertificateRequest, string, error) {
+func ParseCSR(der []byte) (*x509.CertificateRequest, string, error) {
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, "", malformed("the content is not a PKCS#10 request: %v", err)
@@ -254,27 +316,30 @@ func parseCSR(der []byte) (*x509.CertificateRequest, string, error) {
 	var attrs cryptobyte.String
 	var version int64
 	if !tbs.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Integer(&version) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
-		!tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.ReadASN1(&attrs, tagExplicit0) || !tbs.Empty() {
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.ReadASN1(&attrs, cbasn1.Tag(0).ContextSpecific().Constructed()) || !tbs.Empty() {
 		return nil, "", malformed("the PKCS#10 attributes are malformed")
 	}
-	challenge := ""
-	for n := 0; !attrs.Empty(); n++ {
-		var attr, values, value cryptobyte.String
-		var oid asn1.ObjectIdentifier
-		var tag cbasn1.Tag
-		if n == maxAttributes || !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&oid) ||
-			!attr.ReadASN1(&values, cbasn1.SET) || !attr.Empty() {
-			return nil, "", malformed("the PKCS#10 attributes are malformed or too many")
+	parsed, err := cms.ParseAttributes(attrs)
+	if err != nil {
+		return nil, "", malformed("the PKCS#10 attributes: %v", err)
+	}
+	var challenges []cms.Attribute
+	for _, a := range parsed {
+		if a.Type.Equal(oidChallengePassword) {
+			challenges = append(challenges, a)
 		}
-		if !oid.Equal(oidChallengePassword) {
-			continue
-		}
-		if challenge != "" || !values.ReadAnyASN1(&value, &tag) || !values.Empty() {
-			return nil, "", malformed("the PKCS#10 must have at most one challengePassword, with one value")
-		}
-		if challenge, err = directoryString(tag, value); err != nil || challenge == "" || utf8.RuneCountInString(challenge) > maxChallengePassword {
-			return nil, "", malformed("the challengePassword is not a string of 1 to %d characters", maxChallengePassword)
-		}
+	}
+	if len(challenges) == 0 {
+		return csr, "", nil
+	}
+	value := cryptobyte.String(challenges[0].Values[0])
+	var tag cbasn1.Tag
+	if len(challenges) != 1 || len(challenges[0].Values) != 1 || !value.ReadAnyASN1(&value, &tag) {
+		return nil, "", malformed("the PKCS#10 must have at most one challengePassword, with one value")
+	}
+	challenge, err := directoryString(tag, value)
+	if err != nil || challenge == "" || utf8.RuneCountInString(challenge) > maxChallengePassword {
+		return nil, "", malformed("the challengePassword is not a string of 1 to %d characters", maxChallengePassword)
 	}
 	return csr, challenge, nil
 }
@@ -300,8 +365,8 @@ func directoryString(tag cbasn1.Tag, b []byte) (string, error) {
 	return "", fmt.Errorf("unsupported string type %d", tag)
 }
 
-// parseIssuerAndSubject reads the content of a CertPoll: SEQUENCE { issuer Name, subject Name }.
-func parseIssuerAndSubject(der []byte) (issuer, subject []byte, err error) {
+// ParseIssuerAndSubject reads the content of a CertPoll: SEQUENCE { issuer Name, subject Name }.
+func ParseIssuerAndSubject(der []byte) (issuer, subject []byte, err error) {
 	s := cryptobyte.String(der)
 	var ias, is, sub cryptobyte.String
 	if !s.ReadASN1(&ias, cbasn1.SEQUENCE) || !s.Empty() || !ias.ReadASN1Element(&is, cbasn1.SEQUENCE) ||
@@ -317,38 +382,43 @@ func parseIssuerAndSubject(der []byte) (issuer, subject []byte, err error) {
 	return is, sub, nil
 }
 
-// sign writes m as a DER pkiMessage: its header as signed attributes (the CertRep ones when m.MessageType is
+// Sign writes m as a DER pkiMessage: its header as signed attributes (the CertRep ones when m.MessageType is
 // CertRep), content (an EnvelopedData, or empty) as the id-data eContent, signed by key, the key of m.Signer,
 // with m.Signer and certs included.
-func (m *PKIMessage) sign(content []byte, key crypto.Signer, certs []*x509.Certificate) ([]byte, error) {
-	printable := func(s string) []byte {
-		return derOf(func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.PrintableString, func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) })
-		})
+func (m *PKIMessage) Sign(content []byte, key crypto.Signer, certs ...*x509.Certificate) ([]byte, error) {
+	der := func(tag cbasn1.Tag, v []byte) [][]byte {
+		var b cryptobyte.Builder
+		b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes(v) })
+		return [][]byte{b.BytesOrPanic()}
 	}
-	octets := func(o []byte) []byte {
-		return derOf(func(b *cryptobyte.Builder) { b.AddASN1OctetString(o) })
-	}
-	attrs := []attribute{
-		{oidMessageType, printable(strconv.Itoa(m.MessageType))},
-		{oidTransactionID, printable(m.TransactionID)},
-		{oidSenderNonce, octets(m.SenderNonce)},
+	printable := func(s string) [][]byte { return der(cbasn1.PrintableString, []byte(s)) }
+	attrs := []cms.Attribute{
+		{Type: oidMessageType, Values: printable(strconv.Itoa(m.MessageType))},
+		{Type: oidTransactionID, Values: printable(m.TransactionID)},
+		{Type: oidSenderNonce, Values: der(cbasn1.OCTET_STRING, m.SenderNonce)},
 	}
 	if m.RecipientNonce != nil {
-		attrs = append(attrs, attribute{oidRecipientNonce, octets(m.RecipientNonce)})
+		attrs = append(attrs, cms.Attribute{Type: oidRecipientNonce, Values: der(cbasn1.OCTET_STRING, m.RecipientNonce)})
 	}
 	if m.MessageType == CertRep {
-		attrs = append(attrs, attribute{oidPKIStatus, printable(strconv.Itoa(m.PKIStatus))})
+		attrs = append(attrs, cms.Attribute{Type: oidPKIStatus, Values: printable(strconv.Itoa(m.PKIStatus))})
 		if m.PKIStatus == Failure {
-			attrs = append(attrs, attribute{oidFailInfo, printable(strconv.Itoa(m.FailInfo))})
+			attrs = append(attrs, cms.Attribute{Type: oidFailInfo, Values: printable(strconv.Itoa(m.FailInfo))})
 		}
 	}
-	return buildSignedData(content, attrs, key, m.Signer, append([]*x509.Certificate{m.Signer}, certs...))
+	return cms.NewSignedData(cms.SignOptions{Content: content, Certificates: append([]*x509.Certificate{m.Signer}, certs...),
+		Signer: key, SignerCert: m.Signer, Attributes: attrs})
 }
 
-// newNonce returns a fresh senderNonce.
-func newNonce() ([]byte, error) {
-	n := make([]byte, nonceSize)
+// CertsOnly writes the degenerate certs-only SignedData of RFC 8894 section 3.4 (no signer, no content): the
+// GetCACert reply and the content of a SUCCESS CertRep.
+func CertsOnly(certs ...*x509.Certificate) ([]byte, error) {
+	return cms.NewSignedData(cms.SignOptions{OmitContent: true, Certificates: certs})
+}
+
+// NewNonce returns a fresh senderNonce.
+func NewNonce() ([]byte, error) {
+	n := make([]byte, NonceSize)
 	_, err := rand.Read(n)
 	return n, err
 }
@@ -359,7 +429,7 @@ func newNonce() ([]byte, error) {
 // an EnvelopedData (AES-256-CBC) for req.Signer holding a certs-only SignedData of res.Cert then res.Chain;
 // otherwise it is present and empty (ARCHITECTURE §11: certmonger refuses a detached content).
 func NewCertRep(req *PKIMessage, res Result, raCert *x509.Certificate, raKey crypto.Signer, extra ...*x509.Certificate) ([]byte, error) {
-	nonce, err := newNonce()
+	nonce, err := NewNonce()
 	if err != nil {
 		return nil, err
 	}
@@ -371,11 +441,11 @@ func NewCertRep(req *PKIMessage, res Result, raCert *x509.Certificate, raKey cry
 		if res.Cert == nil || req.Signer == nil {
 			return nil, errors.New("scep: a SUCCESS CertRep needs the issued certificate and the requester's")
 		}
-		certsOnly, err := buildSignedData(nil, nil, nil, nil, append([]*x509.Certificate{res.Cert}, res.Chain...))
+		certsOnly, err := CertsOnly(append([]*x509.Certificate{res.Cert}, res.Chain...)...)
 		if err != nil {
 			return nil, err
 		}
-		if content, err = encryptEnvelope(certsOnly, req.Signer); err != nil {
+		if content, err = cms.Encrypt(certsOnly, req.Signer, cms.AES256CBC); err != nil {
 			return nil, err
 		}
 	case Failure:
@@ -386,5 +456,5 @@ func NewCertRep(req *PKIMessage, res Result, raCert *x509.Certificate, raKey cry
 	default:
 		return nil, fmt.Errorf("scep: pkiStatus %d is not one of RFC 8894", res.Status)
 	}
-	return rep.sign(content, raKey, extra)
+	return rep.Sign(content, raKey, extra...)
 }

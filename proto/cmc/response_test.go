@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // decodedResponse is what a client sees in a response token.
@@ -111,22 +113,22 @@ func checkSigned(t *testing.T, d decodedResponse, signerCert *x509.Certificate, 
 	if _, err := asn1.Unmarshal(si.SID.FullBytes, &ias); err != nil || !bytes.Equal(ias.Issuer.FullBytes, signerCert.RawIssuer) || ias.Serial.Cmp(signerCert.SerialNumber) != 0 {
 		t.Errorf("sid does not name the signer certificate")
 	}
-	attrs, values, err := parseAttributes(si.SignedAttrs.Bytes, "")
+	attrs, err := cms.ParseAttributes(si.SignedAttrs.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := hash.New()
 	h.Write(d.eContent)
 	var sawType, sawDigest bool
-	for i, a := range attrs {
+	for _, a := range attrs {
 		switch {
 		case a.Type.Equal(oidContentType):
 			var ct asn1.ObjectIdentifier
-			asn1.Unmarshal(values[i][0].FullBytes, &ct)
+			asn1.Unmarshal(a.Values[0], &ct)
 			sawType = ct.Equal(d.eContentType)
 		case a.Type.Equal(oidMessageDigest):
 			var md []byte
-			asn1.Unmarshal(values[i][0].FullBytes, &md)
+			asn1.Unmarshal(a.Values[0], &md)
 			sawDigest = bytes.Equal(md, h.Sum(nil))
 		}
 	}
@@ -164,7 +166,7 @@ func TestFullPKIResponseSigned(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parseSignedData(own output) = %v", err)
 	}
-	if _, err := verifySigner(psd.signers[0], psd.eContentType, psd.eContent, []candidate{certCandidate(ca.cert)}); err != nil {
+	if _, err := verifySigner(&psd.SignerInfos[0], psd.ContentType, psd.Content, []candidate{certCandidate(ca.cert)}); err != nil {
 		t.Errorf("verifySigner(own output) = %v", err)
 	}
 	opensslVerify(t, der, ca.cert)

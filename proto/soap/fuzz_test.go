@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
 // FuzzParse feeds client bytes to Parse, seeded with the captured messages. It may refuse them

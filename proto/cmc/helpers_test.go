@@ -162,10 +162,7 @@ func signedDataT(t testing.TB, eContentType asn1.ObjectIdentifier, content []byt
 		if s.digest != nil {
 			d = s.digest
 		}
-		attrs, err := signedAttributes(ct, d)
-		if err != nil {
-			t.Fatal(err)
-		}
+		attrs := signedAttributes(t, ct, d)
 		h = hash.New()
 		h.Write(mustMarshal(t, set(attrs)))
 		sig, err := s.key.Sign(rand.Reader, h.Sum(nil), hash)

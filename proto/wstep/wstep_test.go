@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/soap"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
 const (

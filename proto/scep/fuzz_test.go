@@ -1,8 +1,12 @@
-package scep
+package scep_test
 
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
+	"github.com/enrollment-appliance/aeappliance/proto/scep"
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 )
 
 // FuzzParsePKIMessage feeds client bytes to the parser, seeded with what scepclient and certmonger sent
@@ -14,17 +18,17 @@ func FuzzParsePKIMessage(f *testing.F) {
 		f.Add(readCaptured(f, filepath.Base(file)))
 	}
 	f.Fuzz(func(t *testing.T, der []byte) {
-		m, err := ParsePKIMessage(der)
+		m, err := scep.ParsePKIMessage(der)
 		if m == nil {
 			if err == nil {
 				t.Fatal("ParsePKIMessage = nil, nil")
 			}
 			return
 		}
-		if m.TransactionID == "" || len(m.SenderNonce) != nonceSize {
+		if m.TransactionID == "" || len(m.SenderNonce) != scep.NonceSize {
 			t.Fatalf("ParsePKIMessage returned an unanswerable message %+v (error %v)", m, err)
 		}
-		if _, err := NewCertRep(m, Result{Status: Failure, FailInfo: FailInfoOf(err)}, p.raCert, p.raKey, p.caCert); err != nil {
+		if _, err := scep.NewCertRep(m, scep.Result{Status: scep.Failure, FailInfo: scep.FailInfoOf(err)}, p.RACert, p.RAKey, p.CACert); err != nil {
 			t.Fatalf("NewCertRep(FAILURE) = %v", err)
 		}
 		if err != nil {
@@ -42,29 +46,29 @@ func FuzzParsePKIMessage(f *testing.F) {
 func FuzzDecryptEnvelope(f *testing.F) {
 	p := fixedPKI(f)
 	for _, file := range capturedFiles(f) {
-		if m, err := ParsePKIMessage(readCaptured(f, filepath.Base(file))); err == nil {
+		if m, err := scep.ParsePKIMessage(readCaptured(f, filepath.Base(file))); err == nil {
 			f.Add(m.Envelope)
 		}
 	}
 	f.Fuzz(func(t *testing.T, env []byte) {
-		checkContent(t, &PKIMessage{MessageType: PKCSReq, Envelope: env}, p)
-		checkContent(t, &PKIMessage{MessageType: CertPoll, Envelope: env}, p)
+		checkContent(t, &scep.PKIMessage{MessageType: scep.PKCSReq, Envelope: env}, p)
+		checkContent(t, &scep.PKIMessage{MessageType: scep.CertPoll, Envelope: env}, p)
 	})
 }
 
-func checkContent(t *testing.T, m *PKIMessage, p *testPKI) {
-	content, err := m.decrypt(p.raCert, p.raKey, true)
+func checkContent(t *testing.T, m *scep.PKIMessage, p *sceptest.PKI) {
+	content, err := m.DecryptWith(p.RACert, p.RAKey, cms.DecryptOptions{AllowDES: true})
 	if err != nil {
-		if fi := FailInfoOf(err); fi < BadAlg || fi > BadCertID {
+		if fi := scep.FailInfoOf(err); fi < scep.BadAlg || fi > scep.BadCertID {
 			t.Fatalf("failInfo %d", fi)
 		}
 		return
 	}
-	if m.MessageType == CertPoll {
-		_, _, _ = parseIssuerAndSubject(content)
+	if m.MessageType == scep.CertPoll {
+		_, _, _ = scep.ParseIssuerAndSubject(content)
 		return
 	}
-	if csr, _, err := parseCSR(content); err == nil && csr.CheckSignature() != nil {
+	if csr, _, err := scep.ParseCSR(content); err == nil && csr.CheckSignature() != nil {
 		t.Fatal("parseCSR accepted a bad signature")
 	}
 }

@@ -1,7 +1,8 @@
-// Package sceptest runs the real SCEP clients of ARCHITECTURE §11 for tests: certmonger 0.79.17 as
-// certmonger-session on a private D-Bus session bus, isolated in a temp dir (StartCertmonger), and the
-// small helpers the tests of the SCEP edge and the end-to-end tests share to find and run tools and to
-// read and write PEM files.
+// Package sceptest is the test kit for SCEP (RFC 8894) servers and clients: it runs the real SCEP clients of
+// docs/architecture.md section 11 (certmonger 0.79.17 as certmonger-session on a private D-Bus session bus,
+// isolated in a temp dir: StartCertmonger), makes a software test PKI (a CA and an RA certificate) and
+// pkiMessages as our own Requester builds them with proto/scep, and holds the small helpers the codec's, the
+// edge's and the end-to-end tests share to find and run tools and to read and write PEM files.
 //
 // It is a normal package used only by tests. A missing tool skips the test, or fails it when CI=true
 // (make deps installs them all).

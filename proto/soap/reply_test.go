@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
 var testNow = time.Date(2026, 11, 23, 8, 16, 42, 123e6, time.UTC)

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
 const (

@@ -8,16 +8,14 @@ import (
 	"reflect"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // Object identifiers used by this package.
 var (
-	oidData          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
-	oidSignedData    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}
-	oidContentType   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 3}
-	oidMessageDigest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 4}
-	oidPKIData       = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 12, 2}
-	oidPKIResponse   = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 12, 3}
+	oidPKIData     = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 12, 2}
+	oidPKIResponse = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 12, 3}
 
 	// CMC controls (RFC 5272 section 6, id-cmc = 1.3.6.1.5.5.7.7).
 	oidCMCStatusInfo     = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 7, 1}
@@ -31,23 +29,6 @@ var (
 	// Request attributes (MS-WCCE 2.2.2.7).
 	oidRenewalCertificate = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 13, 1}
 	oidNameValuePair      = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 13, 2, 1}
-
-	oidSHA1   = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
-	oidSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
-	oidSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
-	oidSHA512 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
-
-	oidRSAEncryption   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
-	oidSHA1WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
-	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
-	oidSHA384WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 12}
-	oidSHA512WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 13}
-	oidECPublicKey     = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
-	oidECDSAWithSHA1   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
-	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidECDSAWithSHA384 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
-	oidECDSAWithSHA512 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
-	oidEd25519         = asn1.ObjectIdentifier{1, 3, 101, 112}
 )
 
 // CMCFailInfo values (RFC 5272 section 6.1.4) used in errors and failure responses.
@@ -80,11 +61,16 @@ func errf(failInfo int, format string, args ...any) error {
 
 func badRequest(format string, args ...any) error { return errf(FailBadRequest, format, args...) }
 
-// FailInfoOf returns the CMCFailInfo carried by err, or FailBadRequest when err is not an *Error.
+// FailInfoOf returns the CMCFailInfo carried by err (an *Error, or a *cms.Error, whose kinds are CMCFailInfo
+// values), or FailBadRequest.
 func FailInfoOf(err error) int {
 	var e *Error
-	if errors.As(err, &e) {
+	var c *cms.Error
+	switch {
+	case errors.As(err, &e):
 		return e.FailInfo
+	case errors.As(err, &c):
+		return int(c.Kind)
 	}
 	return FailBadRequest
 }
@@ -126,38 +112,6 @@ func elements(content []byte, what string) ([]asn1.RawValue, error) {
 // isUniversal reports whether v is a universal-class value with the given tag and constructedness.
 func isUniversal(v asn1.RawValue, tag int, compound bool) bool {
 	return v.Class == asn1.ClassUniversal && v.Tag == tag && v.IsCompound == compound
-}
-
-// attribute is an X.501 Attribute: SEQUENCE { type OID, values SET OF ANY }.
-type attribute struct {
-	Type   asn1.ObjectIdentifier
-	Values asn1.RawValue
-}
-
-// parseAttributes parses the contents of a SET OF Attribute.
-func parseAttributes(content []byte, what string) ([]attribute, [][]asn1.RawValue, error) {
-	elems, err := elements(content, what)
-	if err != nil {
-		return nil, nil, err
-	}
-	attrs := make([]attribute, 0, len(elems))
-	values := make([][]asn1.RawValue, 0, len(elems))
-	for _, e := range elems {
-		var a attribute
-		if err := derUnmarshal(e.FullBytes, &a, what); err != nil {
-			return nil, nil, err
-		}
-		if !isUniversal(a.Values, asn1.TagSet, true) {
-			return nil, nil, badRequest("%s: attribute %v values are not a SET", what, a.Type)
-		}
-		vs, err := elements(a.Values.Bytes, what)
-		if err != nil {
-			return nil, nil, err
-		}
-		attrs = append(attrs, a)
-		values = append(values, vs)
-	}
-	return attrs, values, nil
 }
 
 // decodeString decodes the string types Windows and other clients use in name-value pairs.

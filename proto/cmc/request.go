@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/asn1"
-	"errors"
+	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // Kind is the shape of a request.
@@ -138,23 +139,23 @@ func parseCSR(der []byte) (*csrInfo, error) {
 	if err := derUnmarshal(req.RawTBSCertificateRequest, &tbs, "PKCS#10 request info"); err != nil {
 		return nil, err
 	}
-	attrs, values, err := parseAttributes(tbs.Attributes.Bytes, "PKCS#10 attributes")
+	attrs, err := cms.ParseAttributes(tbs.Attributes.Bytes)
 	if err != nil {
 		return nil, err
 	}
-	for i, a := range attrs {
+	for _, a := range attrs {
 		switch {
 		case a.Type.Equal(oidNameValuePair):
-			for _, v := range values[i] {
-				if err := addNameValuePair(out.nameValues, v.FullBytes); err != nil {
+			for _, v := range a.Values {
+				if err := addNameValuePair(out.nameValues, v); err != nil {
 					return nil, err
 				}
 			}
 		case a.Type.Equal(oidRenewalCertificate):
-			if len(values[i]) != 1 || out.renewal != nil {
+			if len(a.Values) != 1 || out.renewal != nil {
 				return nil, badRequest("renewal certificate attribute must hold exactly one certificate")
 			}
-			c, err := x509.ParseCertificate(values[i][0].FullBytes)
+			c, err := x509.ParseCertificate(a.Values[0])
 			if err != nil {
 				return nil, badRequest("renewal certificate attribute: %v", err)
 			}
@@ -205,26 +206,26 @@ func parseSigned(der []byte) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sd.eContent == nil {
+	if sd.Content == nil {
 		return nil, badRequest("SignedData carries no content")
 	}
 	r := &Request{}
 	var c *csrInfo
 	switch {
-	case sd.eContentType.Equal(oidPKIData):
-		if c, err = parsePKIData(sd.eContent, r); err != nil {
+	case sd.ContentType.Equal(oidPKIData):
+		if c, err = parsePKIData(sd.Content, r); err != nil {
 			return nil, err
 		}
-	case sd.eContentType.Equal(oidData):
+	case sd.ContentType.Equal(cms.OIDData):
 		// MS-WCCE puts a PKCS#10 here; accept a PKIData too (decided by content: PKIData has four elements).
-		if c, err = parseCSR(sd.eContent); err != nil {
+		if c, err = parseCSR(sd.Content); err != nil {
 			var err2 error
-			if c, err2 = parsePKIData(sd.eContent, r); err2 != nil {
+			if c, err2 = parsePKIData(sd.Content, r); err2 != nil {
 				return nil, badRequest("id-data content is neither a valid PKCS#10 (%v) nor a CMC PKIData (%v)", err, err2)
 			}
 		}
 	default:
-		return nil, badRequest("unsupported eContentType %v", sd.eContentType)
+		return nil, badRequest("unsupported eContentType %v", sd.ContentType)
 	}
 	r.CertificateRequest = c.req
 	r.CSR = c.req.Raw
@@ -239,21 +240,17 @@ func parseSigned(der []byte) (*Request, error) {
 
 	reqKey := requestCandidate(c.req)
 	cands := []candidate{reqKey}
-	for _, cert := range sd.certs {
+	for _, cert := range sd.Certificates {
 		cands = append(cands, certCandidate(cert))
 	}
 	if c.renewal != nil {
 		cands = append(cands, certCandidate(c.renewal))
 	}
 	var signers []candidate
-	for i, si := range sd.signers {
-		s, err := verifySigner(si, sd.eContentType, sd.eContent, cands)
+	for i := range sd.SignerInfos {
+		s, err := verifySigner(&sd.SignerInfos[i], sd.ContentType, sd.Content, cands)
 		if err != nil {
-			var e *Error
-			if errors.As(err, &e) {
-				e.Msg = "signer " + strconv.Itoa(i+1) + ": " + e.Msg
-			}
-			return nil, err
+			return nil, fmt.Errorf("signer %d: %w", i+1, err)
 		}
 		signers = append(signers, s)
 	}
@@ -464,11 +461,11 @@ func parseAddAttributes(v asn1.RawValue, requestID int, m map[string]string) err
 	if !isUniversal(aa.Attributes, asn1.TagSet, true) {
 		return badRequest("CmcAddAttributes attributes are not a SET")
 	}
-	attrs, values, err := parseAttributes(aa.Attributes.Bytes, "CmcAddAttributes")
+	attrs, err := cms.ParseAttributes(aa.Attributes.Bytes)
 	if err != nil {
 		return err
 	}
-	for i, a := range attrs {
+	for _, a := range attrs {
 		if a.Type.Equal(oidRenewalCertificate) {
 			// Only the signed PKCS#10 may name the certificate being renewed.
 			return badRequest("renewal certificate given in a CMC control")
@@ -476,8 +473,8 @@ func parseAddAttributes(v asn1.RawValue, requestID int, m map[string]string) err
 		if !a.Type.Equal(oidNameValuePair) {
 			continue // client information, OS version, CSP: informational
 		}
-		for _, v := range values[i] {
-			if err := addNameValuePair(m, v.FullBytes); err != nil {
+		for _, v := range a.Values {
+			if err := addNameValuePair(m, v); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,255 @@
+package cms
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/des"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"fmt"
+	"io"
+	"slices"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// EnvelopedData is a parsed RFC 5652 EnvelopedData (section 6.1): its key-transport recipients and its
+// encrypted content, not yet decrypted.
+type EnvelopedData struct {
+	Recipients []KeyTransRecipient // other RecipientInfo choices are skipped
+	// ContentType, ContentEncryption (with its parameters' DER) and the ciphertext of encryptedContentInfo.
+	ContentType       asn1.ObjectIdentifier
+	ContentEncryption asn1.ObjectIdentifier
+	params            []byte
+	ciphertext        []byte
+}
+
+// KeyTransRecipient is a KeyTransRecipientInfo (RFC 5652 section 6.2.1).
+type KeyTransRecipient struct {
+	RID                    Identifier
+	KeyEncryptionAlgorithm asn1.ObjectIdentifier
+	EncryptedKey           []byte
+}
+
+// ParseEnvelopedData reads a DER ContentInfo holding an EnvelopedData with at most 8 recipients. The
+// encryptedContent may be primitive (DER, as OpenSSL and certmonger write it) or constructed from OCTET STRINGs
+// (as micromdm's scepclient writes it).
+func ParseEnvelopedData(der []byte) (*EnvelopedData, error) {
+	body, err := readContentInfo(der, OIDEnvelopedData)
+	if err != nil {
+		return nil, err
+	}
+	var ed, ris, eci cryptobyte.String
+	var version int64
+	if !body.ReadASN1(&ed, cbasn1.SEQUENCE) || !body.Empty() || !ed.ReadASN1Integer(&version) ||
+		!ed.SkipOptionalASN1(tagExplicit0) || !ed.ReadASN1(&ris, cbasn1.SET) ||
+		!ed.ReadASN1(&eci, cbasn1.SEQUENCE) || !ed.SkipOptionalASN1(tagExplicit1) || !ed.Empty() {
+		return nil, malformed("EnvelopedData is malformed")
+	}
+	out := &EnvelopedData{}
+	for n := 0; !ris.Empty(); n++ {
+		var ri, rid cryptobyte.String
+		var tag, ridTag cbasn1.Tag
+		var riVersion int64
+		if n == maxRecipientInfos || !ris.ReadAnyASN1(&ri, &tag) {
+			return nil, malformed("EnvelopedData recipientInfos are malformed or too many")
+		}
+		if tag != cbasn1.SEQUENCE {
+			continue // not a KeyTransRecipientInfo
+		}
+		var r KeyTransRecipient
+		var ok bool
+		if !ri.ReadASN1Integer(&riVersion) || !ri.ReadAnyASN1Element(&rid, &ridTag) {
+			return nil, malformed("KeyTransRecipientInfo is malformed")
+		}
+		if r.RID, ok = readIdentifier(rid, ridTag); !ok {
+			return nil, malformed("KeyTransRecipientInfo rid is malformed")
+		}
+		if r.KeyEncryptionAlgorithm, _, ok = readAlgorithm(&ri); !ok || !ri.ReadASN1Bytes(&r.EncryptedKey, cbasn1.OCTET_STRING) || !ri.Empty() {
+			return nil, malformed("KeyTransRecipientInfo is malformed")
+		}
+		out.Recipients = append(out.Recipients, r)
+	}
+	var params cryptobyte.String
+	var ok bool
+	if !eci.ReadASN1ObjectIdentifier(&out.ContentType) {
+		return nil, malformed("the envelope's content type is malformed")
+	}
+	if out.ContentEncryption, params, ok = readAlgorithm(&eci); !ok {
+		return nil, malformed("the envelope's content encryption algorithm is malformed")
+	}
+	out.params = params
+	if out.ciphertext, err = readEncryptedContent(eci); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readEncryptedContent reads the [0] IMPLICIT OCTET STRING encryptedContent, primitive or constructed.
+func readEncryptedContent(eci cryptobyte.String) ([]byte, error) {
+	var content cryptobyte.String
+	if eci.PeekASN1Tag(tagImplicit0) {
+		if !eci.ReadASN1(&content, tagImplicit0) || !eci.Empty() {
+			return nil, malformed("encryptedContent is malformed")
+		}
+		return content, nil
+	}
+	if !eci.ReadASN1(&content, tagExplicit0) || !eci.Empty() {
+		return nil, malformed("the envelope has no encryptedContent")
+	}
+	out := []byte{}
+	for !content.Empty() {
+		var part []byte
+		if !content.ReadASN1Bytes(&part, cbasn1.OCTET_STRING) {
+			return nil, malformed("constructed encryptedContent holds other than OCTET STRINGs")
+		}
+		out = append(out, part...)
+	}
+	return out, nil
+}
+
+// ContentCipher is a content-encryption algorithm.
+type ContentCipher struct {
+	oid    asn1.ObjectIdentifier
+	keyLen int
+	newCBC func(key []byte) (cipher.Block, error)
+}
+
+// The content ciphers. Encrypt takes AES128CBC or AES256CBC; Decrypt accepts every AES-CBC and DES-EDE3-CBC,
+// and single DES-CBC only with DecryptOptions.AllowDES.
+var (
+	AES128CBC = ContentCipher{oidAES128CBC, 16, aes.NewCipher}
+	AES256CBC = ContentCipher{oidAES256CBC, 32, aes.NewCipher}
+	aes192CBC = ContentCipher{oidAES192CBC, 24, aes.NewCipher}
+	des3CBC   = ContentCipher{oidDESEDE3CBC, 24, des.NewTripleDESCipher}
+	desCBC    = ContentCipher{oidDESCBC, 8, des.NewCipher}
+)
+
+var contentCiphers = []ContentCipher{AES128CBC, aes192CBC, AES256CBC, des3CBC, desCBC}
+
+// DecryptOptions change what Decrypt accepts.
+type DecryptOptions struct {
+	// AllowDES accepts single DES-CBC content (Debian's scepclient, micromdm scep 2.1.0, always uses it).
+	// DES is broken: an eavesdropper can read the content.
+	AllowDES bool
+}
+
+// errDecrypt is every failure to open an envelope after its structure was read: one answer, so that a sender
+// learns nothing about which step failed (no padding oracle).
+var errDecrypt = &Error{BadMessageCheck, "the envelope does not decrypt with the recipient's key"}
+
+// Decrypt opens the envelope for recipient (named by issuer and serial number or subject key identifier),
+// whose RSA key is key (a crypto.Decrypter, such as an HSM's), and returns its id-data content. Key transport
+// must be RSA PKCS#1 v1.5 (RFC 3370 section 4.2.1).
+func (e *EnvelopedData) Decrypt(recipient *x509.Certificate, key crypto.Decrypter, opts DecryptOptions) ([]byte, error) {
+	var encryptedKey []byte
+	for _, r := range e.Recipients {
+		if r.RID.Matches(recipient) {
+			if !r.KeyEncryptionAlgorithm.Equal(oidRSAEncryption) {
+				return nil, errf(BadAlg, "key transport %v is not RSA PKCS#1 v1.5", r.KeyEncryptionAlgorithm)
+			}
+			encryptedKey = r.EncryptedKey
+		}
+	}
+	if encryptedKey == nil {
+		return nil, errf(BadMessageCheck, "the envelope is not addressed to the recipient certificate")
+	}
+	if !e.ContentType.Equal(OIDData) {
+		return nil, malformed("the envelope's content is not id-data")
+	}
+	var iv []byte
+	if params := cryptobyte.String(e.params); !params.ReadASN1Bytes(&iv, cbasn1.OCTET_STRING) || !params.Empty() {
+		return nil, malformed("the envelope's content encryption parameters are not an IV")
+	}
+	i := slices.IndexFunc(contentCiphers, func(c ContentCipher) bool { return c.oid.Equal(e.ContentEncryption) })
+	if i < 0 || (e.ContentEncryption.Equal(oidDESCBC) && !opts.AllowDES) {
+		return nil, errf(BadAlg, "content encryption %v is not accepted (AES-CBC or DES-EDE3-CBC)", e.ContentEncryption)
+	}
+	c := contentCiphers[i]
+
+	// Implicit rejection: a key that does not decrypt, or has the wrong length, is replaced by a random one, so
+	// that a bad PKCS#1 padding and a bad content padding look the same (an HSM cannot do this for us: crypto11
+	// does not support rsa.PKCS1v15DecryptOptions.SessionKeyLen).
+	cek, err := key.Decrypt(rand.Reader, encryptedKey, nil)
+	if err != nil || len(cek) != c.keyLen {
+		cek = make([]byte, c.keyLen)
+		_, _ = io.ReadFull(rand.Reader, cek)
+	}
+	block, err := c.newCBC(cek)
+	if err != nil {
+		return nil, errDecrypt
+	}
+	bs := block.BlockSize()
+	if len(iv) != bs || len(e.ciphertext) == 0 || len(e.ciphertext)%bs != 0 {
+		return nil, malformed("the envelope's IV or ciphertext length does not fit the cipher")
+	}
+	plain := make([]byte, len(e.ciphertext))
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plain, e.ciphertext)
+	pad := int(plain[len(plain)-1])
+	if pad == 0 || pad > bs {
+		return nil, errDecrypt
+	}
+	for _, p := range plain[len(plain)-pad:] {
+		if int(p) != pad {
+			return nil, errDecrypt
+		}
+	}
+	return plain[:len(plain)-pad], nil
+}
+
+// Encrypt writes a DER ContentInfo EnvelopedData holding content (id-data), encrypted with c (AES128CBC or
+// AES256CBC) under a fresh key transported to recipient's RSA key with PKCS#1 v1.5, the recipient named by
+// issuer and serial number. Never DES: OpenSSL 3 (certmonger) cannot decrypt it (docs/architecture.md
+// section 11).
+func Encrypt(content []byte, recipient *x509.Certificate, c ContentCipher) ([]byte, error) {
+	if !c.oid.Equal(oidAES128CBC) && !c.oid.Equal(oidAES256CBC) {
+		return nil, fmt.Errorf("cms: content encryption %v: only AES-128-CBC and AES-256-CBC are written", c.oid)
+	}
+	pub, ok := recipient.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, errf(BadAlg, "the recipient's key is not RSA")
+	}
+	cek, iv := make([]byte, c.keyLen), make([]byte, aes.BlockSize)
+	if _, err := io.ReadFull(rand.Reader, cek); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(rand.Reader, iv); err != nil {
+		return nil, err
+	}
+	block, err := c.newCBC(cek)
+	if err != nil {
+		return nil, err
+	}
+	pad := aes.BlockSize - len(content)%aes.BlockSize
+	ciphertext := append(bytes.Clone(content), bytes.Repeat([]byte{byte(pad)}, pad)...)
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ciphertext, ciphertext)
+	encryptedKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, cek)
+	if err != nil {
+		return nil, fmt.Errorf("cms: encrypting the content key: %w", err)
+	}
+	var b cryptobyte.Builder
+	addContentInfo(&b, OIDEnvelopedData, func(b *cryptobyte.Builder) {
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1Int64(0)
+			b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1Int64(0)
+					addIssuerAndSerial(b, recipient)
+					addAlgorithm(b, oidRSAEncryption, addNULL)
+					b.AddASN1OctetString(encryptedKey)
+				})
+			})
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(OIDData)
+				addAlgorithm(b, c.oid, func(b *cryptobyte.Builder) { b.AddASN1OctetString(iv) })
+				b.AddASN1(tagImplicit0, func(b *cryptobyte.Builder) { b.AddBytes(ciphertext) })
+			})
+		})
+	})
+	return b.Bytes()
+}
