@@ -206,6 +206,10 @@ func (a *Appliance) power(how int, what string) func(context.Context, []string, 
 		}
 		unix.Sync()
 		fmt.Fprintf(w, "%s.\n", what)
+		// Every message out of the serial port before the machine goes down.
+		if err := a.con.Drain(); err != nil {
+			a.log.Error("draining the console", "err", err)
+		}
 		if err := unix.Reboot(how); err != nil {
 			return fmt.Errorf("%s: %w", strings.ToLower(what), err)
 		}

@@ -97,6 +97,9 @@ func (a *Appliance) kexecSlot(st slots.Store, name string) error {
 		a.log.Warn("kexec with the data disk read-only", "err", err)
 	}
 	unix.Sync()
+	if err := a.con.Drain(); err != nil {
+		a.log.Error("draining the console", "err", err)
+	}
 	return kexec.Reboot()
 }
 
