@@ -169,6 +169,14 @@ func Run(ctx context.Context, o Options) error {
 		if err := checkImage(o.ReleaseFile); err != nil {
 			return err
 		}
+		// u-root's init gives the payload a pipe as standard output and copies it to the
+		// console itself: what is still in that pipe when the machine powers down is
+		// lost, and a pipe cannot be drained. The console writes to the device instead.
+		if _, out, err := o.ReopenConsole(); err == nil {
+			o.Out = out
+		} else {
+			fmt.Fprintf(o.Out, "opening the console: %v\n", err)
+		}
 	}
 	rel, err := release.Read(o.ReleaseFile)
 	if err != nil {
