@@ -25,7 +25,7 @@ const IdleLogout = 15 * time.Minute
 
 // openCommands run without a login.
 var openCommands = map[string]bool{"help": true, "menu": true, "status": true, "version": true,
-	"login": true, "logout": true, "provision status": true}
+	"login": true, "logout": true, provisionCmd + provisioning.Status: true}
 
 // settingsDir holds the appliance's own settings (admin passphrase, network).
 func (a *Appliance) settingsDir() string { return filepath.Join(a.o.DataDir, "appliance") }
@@ -43,7 +43,7 @@ func (a *Appliance) allow(cmd console.Command) error {
 	}
 	if !provisioning.HasPassphrase(a.settingsDir()) {
 		switch cmd.Name {
-		case "provision passphrase", "reboot", "poweroff":
+		case provisionCmd + provisioning.StepPassphrase, "reboot", "poweroff":
 			return nil
 		}
 		return errors.New("set the admin passphrase first: provision passphrase")

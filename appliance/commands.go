@@ -17,6 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
 // commands is the console's command set. The words follow aectl's.
@@ -26,25 +27,25 @@ func (a *Appliance) commands() []console.Command {
 		{Name: "version", Help: "image, kernel and service versions", Menu: "Version", Run: a.cmdVersion},
 		{Name: "login", Help: "log in with the admin passphrase", Menu: "Log in", Run: a.cmdLogin},
 		{Name: "logout", Help: "log out of the console", Run: a.cmdLogout},
-		{Name: "provision status", Help: "the provisioning steps: done and next", Menu: "Provisioning: what is done",
+		{Name: provisionCmd + provisioning.Status, Help: "the provisioning steps: done and next", Menu: "Provisioning: what is done",
 			Run: a.cmdProvisionStatus},
-		{Name: "provision passphrase", Help: "1. set or change the admin passphrase", Menu: "Provisioning 1: admin passphrase",
+		{Name: provisionCmd + provisioning.StepPassphrase, Help: "1. set or change the admin passphrase", Menu: "Provisioning 1: admin passphrase",
 			Run: a.cmdPassphrase},
-		{Name: "provision token", Help: "3. initialise the HSM token (SO, user PIN)", Menu: "Provisioning 3: HSM token",
+		{Name: provisionCmd + provisioning.StepToken, Help: "3. initialise the HSM token (SO, user PIN)", Menu: "Provisioning 3: HSM token",
 			Run: a.cmdToken},
-		{Name: "provision key", Args: "[TYPE]", MaxArgs: 1, Help: "4. CA key in the token (ecdsa-p256...)",
+		{Name: provisionCmd + provisioning.StepKey, Args: "[TYPE]", MaxArgs: 1, Help: "4. CA key in the token (ecdsa-p256...)",
 			Menu: "Provisioning 4: CA key", Run: a.cmdKey},
-		{Name: "provision selfsigned", Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5a. a self-signed root CA",
+		{Name: provisionCmd + provisioning.CASelfSigned, Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5a. a self-signed root CA",
 			Menu: "Provisioning 5a: self-signed root CA", Ask: []string{"Name of the CA (e.g. Corp Root CA)"}, Run: a.cmdSelfSigned},
-		{Name: "provision csr", Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5b. subordinate CA: print its request",
+		{Name: provisionCmd + provisioning.CACSR, Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5b. subordinate CA: print its request",
 			Menu: "Provisioning 5b: subordinate CA request", Ask: []string{"Name of the CA (e.g. Corp Issuing CA)"}, Run: a.cmdCSR},
-		{Name: "provision import", Help: "5b. paste the signed CA chain (PEM)", Menu: "Provisioning 5b: import the CA chain",
+		{Name: provisionCmd + provisioning.CAImport, Help: "5b. paste the signed CA chain (PEM)", Menu: "Provisioning 5b: import the CA chain",
 			Run: a.cmdImport},
-		{Name: "provision directory", Args: "URL BIND-USER CA-CN [DC-NAME]", MinArgs: 3, MaxArgs: 4,
+		{Name: provisionCmd + provisioning.StepDirectory, Args: "URL BIND-USER CA-CN [DC-NAME]", MinArgs: 3, MaxArgs: 4,
 			Help: "6. Active Directory (optional)", Menu: "Provisioning 6: Active Directory",
 			Ask: []string{"LDAP URL (ldaps://dc.example.test)", "Service account (UPN or DN)", "Enrollment service cn"},
 			Run: a.cmdDirectory},
-		{Name: "provision finish", Help: "7. write the configuration, start", Menu: "Provisioning 7: finish and start",
+		{Name: provisionCmd + provisioning.StepFinish, Help: "7. write the configuration, start", Menu: "Provisioning 7: finish and start",
 			Run: a.cmdFinish},
 		{Name: "network", Help: "2. network settings and state", Menu: "Network", Run: a.cmdNetwork("")},
 		{Name: "network dhcp", Help: "address by DHCP", Run: a.cmdNetwork("dhcp")},
@@ -294,3 +295,7 @@ func listening() string {
 	}
 	return strings.Join(out, ", ")
 }
+
+// provisionCmd is the first word of the console's provisioning commands: `provision`
+// and a step's name (provisioning.StepToken...).
+const provisionCmd = "provision "
