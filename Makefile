@@ -5,7 +5,7 @@ DATA    ?= var
 CA_NAME ?= Development Root CA
 KEY     ?= ecdsa-p256
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/enrollment-appliance/aeappliance/enrollsvc/daemon.Version=$(VERSION)
+LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the service and the tests need.
 DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \

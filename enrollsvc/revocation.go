@@ -5,56 +5,22 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 )
 
-// Revocation reasons (RFC 5280 CRLReason) an administrator may give. certificateHold and
-// removeFromCRL are not offered: revocation here is final.
-var reasonCodes = map[string]int{
-	"unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3, "superseded": 4,
-	"cessationOfOperation": 5, "privilegeWithdrawn": 9, "aACompromise": 10,
-}
-
-// ReasonNames lists the reasons ParseReason accepts.
-func ReasonNames() []string {
-	var out []string
-	for n := range reasonCodes {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// ParseReason reads a reason name (case-insensitive) or its number.
+// ParseReason reads a revocation reason (RFC 5280 §5.3.1) by name (case-insensitive, one of
+// apiclient.ReasonNames) or number. certificateHold is not offered: revocation here is final.
 func ParseReason(s string) (int, error) {
-	for n, c := range reasonCodes {
-		if strings.EqualFold(n, s) || fmt.Sprint(c) == s {
-			return c, nil
-		}
+	if c, ok := apiclient.ReasonCode(s); ok {
+		return c, nil
 	}
 	return 0, &Error{Kind: KindBadRequest, Op: "reading the revocation reason",
-		Err: fmt.Errorf("%q is not one of %s (revocation is final: certificateHold is not offered)", s, strings.Join(ReasonNames(), ", "))}
-}
-
-// ReasonName is the name of an RFC 5280 reason code.
-func ReasonName(code int) string {
-	for n, c := range reasonCodes {
-		if c == code {
-			return n
-		}
-	}
-	switch code {
-	case 6:
-		return "certificateHold"
-	case 8:
-		return "removeFromCRL"
-	}
-	return fmt.Sprintf("reason %d", code)
+		Err: fmt.Errorf("%q is not one of %s (revocation is final: certificateHold is not offered)", s, strings.Join(apiclient.ReasonNames(), ", "))}
 }
 
 // Unpublisher removes a certificate from an account's userCertificate.
@@ -81,7 +47,7 @@ func (s *Service) Revoke(ctx context.Context, serial string, reason int, by stri
 	if !ok {
 		return nil, &Error{Kind: KindInternal, Op: op, Err: errors.New("the store cannot revoke")}
 	}
-	if _, known := reasonCodes[ReasonName(reason)]; !known {
+	if _, known := apiclient.ReasonCode(apiclient.ReasonName(reason)); !known {
 		return nil, &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf("reason %d is not offered", reason)}
 	}
 	now := s.rec.Now()
@@ -89,7 +55,7 @@ func (s *Service) Revoke(ctx context.Context, serial string, reason int, by stri
 	if err != nil {
 		return nil, &Error{Kind: KindOf(err), Op: op, Err: err}
 	}
-	e := events.New(now, events.CertificateRevoked, "", "serial", serial, "reason", ReasonName(reason), "by", by,
+	e := events.New(now, events.CertificateRevoked, "", "serial", serial, "reason", apiclient.ReasonName(reason), "by", by,
 		"account", c.Account, "template", c.Template, "subject", c.Subject)
 	if err := rs.RevokeCertificate(ctx, serial, reason, now, e); err != nil {
 		return nil, &Error{Kind: KindOf(err), Op: op, Err: err}

@@ -395,12 +395,13 @@ func (o Options) env(extra ...string) []string {
 
 // goBuild builds a Go command into out, reproducibly (-trimpath, no build ID, stripped).
 // enrollsvc needs cgo (PKCS#11 modules are C libraries) and gets pure-Go DNS and user
-// lookups, so that its only library is libc; everything else is static.
+// lookups, so that its only library is libc; everything else is static. The version goes into
+// main.version, which cmd/enrollsvc hands to the service.
 func (o Options) goBuild(ctx context.Context, c goCommand, out string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	ldflags := "-s -w -buildid= -X github.com/enrollment-appliance/aeappliance/enrollsvc/daemon.Version=" + o.Version
+	ldflags := "-s -w -buildid= -X main.version=" + o.Version
 	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", out}
 	env := o.env("CGO_ENABLED=0")
 	if c.CGO {

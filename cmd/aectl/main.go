@@ -18,7 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 )
 
 func main() {
@@ -147,26 +147,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // dial connects to the API named by the remote flags, or else by the data directory.
-func dial(g globals) (*api.Client, error) {
+func dial(g globals) (*apiclient.Client, error) {
 	if g.api == "" && g.tokenFile == "" && g.caFile == "" {
-		return api.DialDataDir(g.data)
+		return apiclient.DialDataDir(g.data)
 	}
 	if g.api == "" || g.tokenFile == "" || g.caFile == "" {
 		return nil, fmt.Errorf("%w: --api, --token-file and --ca-file go together", errUsage)
 	}
-	token, err := os.ReadFile(g.tokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading the admin token: %w", err)
-	}
-	ca, err := os.ReadFile(g.caFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading the CA certificate: %w", err)
-	}
-	return api.NewClient(g.api, strings.TrimSpace(string(token)), ca)
+	return apiclient.DialFiles(g.api, g.tokenFile, g.caFile)
 }
 
 type env struct {
-	cl   *api.Client
+	cl   *apiclient.Client
 	g    globals
 	out  io.Writer
 	args []string
@@ -226,10 +218,10 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"certs": func(fs *flag.FlagSet) runner {
-		var q api.CertQuery
+		var q apiclient.CertQuery
 		fs.StringVar(&q.Account, "account", "", "only certificates for this account")
 		fs.StringVar(&q.Template, "template", "", "only certificates of this template")
-		fs.StringVar(&q.Status, "status", "", "valid or revoked")
+		fs.StringVar((*string)(&q.Status), "status", "", "valid or revoked")
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
 		fs.IntVar(&q.Offset, "offset", 0, "skip this many")
 		return func(ctx context.Context, e *env) error {
@@ -241,7 +233,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				fmt.Fprintln(w, "SERIAL\tSTATUS\tNOT AFTER\tTEMPLATE\tACCOUNT\tSUBJECT")
 				for _, c := range list {
 					st := string(c.Status)
-					if c.Expired && c.Status == "valid" {
+					if c.Expired && c.Status == apiclient.CertValid {
 						st = "expired"
 					}
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Serial, st, c.NotAfter.Format("2006-01-02"), c.Template, c.Account, c.Subject)
@@ -266,8 +258,8 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"requests": func(fs *flag.FlagSet) runner {
-		var q api.RequestQuery
-		fs.StringVar(&q.State, "state", "", "pending, issued, denied or failed")
+		var q apiclient.RequestQuery
+		fs.StringVar((*string)(&q.State), "state", "", "pending, issued, denied or failed")
 		fs.StringVar(&q.Account, "account", "", "only requests for this account")
 		fs.Int64Var(&q.After, "after", 0, "only requests with a larger ID")
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
@@ -312,7 +304,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"events": func(fs *flag.FlagSet) runner {
-		var q api.EventQuery
+		var q apiclient.EventQuery
 		fs.Int64Var(&q.After, "after", 0, "only events after this sequence number")
 		fs.IntVar(&q.ID, "id", 0, "only this event ID")
 		fs.StringVar(&q.Category, "category", "", "Admin or Operational")
@@ -332,7 +324,7 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		}
 	},
 	"issue": func(fs *flag.FlagSet) runner {
-		var in api.IssueRequest
+		var in apiclient.IssueRequest
 		var csrFile, template string
 		fs.StringVar(&csrFile, "csr", "", "PEM PKCS#10 request file")
 		fs.StringVar(&template, "template", "", "directory template; policy decides (without it: administrator issuance by --profile)")
@@ -347,24 +339,24 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 			if err != nil {
 				return err
 			}
-			var res api.IssueResponse
+			var res apiclient.IssueResponse
 			if template != "" {
 				if in.Account == "" {
 					return fmt.Errorf("%w: --account is required with --template", errUsage)
 				}
-				res, err = e.cl.Enroll(ctx, api.EnrollRequest{Template: template, Account: in.Account, CSR: string(b)})
+				res, err = e.cl.Enroll(ctx, apiclient.EnrollRequest{Template: template, Account: in.Account, CSR: string(b)})
 			} else {
 				in.CSR = string(b)
 				res, err = e.cl.Issue(ctx, in)
 			}
 			if err != nil {
-				var he *api.HTTPError
+				var he *apiclient.HTTPError
 				if e.g.json && errors.As(err, &he) {
 					reasons := he.Body.Reasons
 					if len(reasons) == 0 {
 						reasons = []string{he.Body.Error}
 					}
-					_ = e.print(api.IssueResponse{Status: "denied", RequestID: he.Body.RequestID, Reasons: reasons}, nil)
+					_ = e.print(apiclient.IssueResponse{Status: apiclient.StatusDenied, RequestID: he.Body.RequestID, Reasons: reasons}, nil)
 				}
 				return err
 			}
@@ -470,16 +462,16 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 
 // printResult prints what became of a request: the PEM when issued, the request ID when
 // pending, every reason when denied (and then fails, so scripts notice).
-func (e *env) printResult(res api.IssueResponse) error {
+func (e *env) printResult(res apiclient.IssueResponse) error {
 	if e.g.json {
 		if err := e.print(res, nil); err != nil {
 			return err
 		}
 	} else {
 		switch res.Status {
-		case "issued":
+		case apiclient.StatusIssued:
 			fmt.Fprint(e.out, res.Certificate)
-		case "pending":
+		case apiclient.StatusPending:
 			fmt.Fprintf(e.out, "pending: request %d waits for a certificate manager (aectl approve %d / aectl deny %d --reason ...)\n", res.RequestID, res.RequestID, res.RequestID)
 			for _, r := range res.Reasons {
 				fmt.Fprintf(e.out, "  %s\n", r)
@@ -491,7 +483,7 @@ func (e *env) printResult(res api.IssueResponse) error {
 			}
 		}
 	}
-	if res.Status == "denied" {
+	if res.Status == apiclient.StatusDenied {
 		return errDenied
 	}
 	return nil

@@ -9,9 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 )
 
 func init() {
@@ -22,7 +20,7 @@ func init() {
 
 func revokeCommand(fs *flag.FlagSet) runner {
 	var reason string
-	fs.StringVar(&reason, "reason", "", "why: "+strings.Join(enrollsvc.ReasonNames(), ", ")+" (required)")
+	fs.StringVar(&reason, "reason", "", "why: "+strings.Join(apiclient.ReasonNames(), ", ")+" (required)")
 	return func(ctx context.Context, e *env) error {
 		if len(e.args) != 1 || reason == "" {
 			return fmt.Errorf("%w: aectl revoke SERIAL --reason REASON", errUsage)
@@ -36,7 +34,7 @@ func revokeCommand(fs *flag.FlagSet) runner {
 			if c.RevokedAt != nil {
 				at = c.RevokedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(w, "Revoked:\t%s (%s) at %s\nSubject:\t%s\nAccount:\t%s\n", c.Serial, enrollsvc.ReasonName(c.RevocationReason), at, c.Subject, c.Account)
+			fmt.Fprintf(w, "Revoked:\t%s (%s) at %s\nSubject:\t%s\nAccount:\t%s\n", c.Serial, apiclient.ReasonName(c.RevocationReason), at, c.Subject, c.Account)
 		})
 	}
 }
@@ -66,7 +64,7 @@ aectl scep profile add NAME --template T [--account A] (--static-challenge-file 
 aectl scep challenge --profile P [--subject S] [--account A] [--ttl 1h]`
 
 func scepCommand(fs *flag.FlagSet) runner {
-	var spec enrollsvc.SCEPProfileSpec
+	var spec apiclient.SCEPProfileSpec
 	var challengeFile, profile, subject, ttl string
 	fs.StringVar(&spec.Template, "template", "", "profile add: the directory template")
 	fs.StringVar(&spec.Account, "account", "", "the account certificates are for")
@@ -106,7 +104,7 @@ func scepCommand(fs *flag.FlagSet) runner {
 			if profile == "" {
 				return fmt.Errorf("%w: --profile is required\n%s", errUsage, scepUsage)
 			}
-			c, err := e.cl.SCEPChallenge(ctx, api.ChallengeRequest{Profile: profile, Subject: subject, Account: spec.Account, TTL: ttl})
+			c, err := e.cl.SCEPChallenge(ctx, apiclient.ChallengeRequest{Profile: profile, Subject: subject, Account: spec.Account, TTL: ttl})
 			if err != nil {
 				return err
 			}
@@ -116,6 +114,6 @@ func scepCommand(fs *flag.FlagSet) runner {
 	}
 }
 
-func printProfile(w io.Writer, p store.SCEPProfile) {
+func printProfile(w io.Writer, p apiclient.SCEPProfile) {
 	fmt.Fprintf(w, "Profile:\t%s\nTemplate:\t%s\nAccount:\t%s\nChallenge:\t%s\n", p.Name, p.Template, p.Account, p.Mode)
 }

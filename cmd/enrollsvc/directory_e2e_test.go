@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
 
@@ -42,15 +42,15 @@ func TestAectlWithDirectory(t *testing.T) {
 	}
 	startServe(t, dir)
 
-	var st api.Status
+	var st apiclient.Status
 	aectlJSON(t, dir, &st, "status")
 	if !st.Directory.Configured || !st.Directory.OK || st.Directory.CA != ldaptest.CACN {
 		t.Errorf("status directory = %+v, want configured and reachable", st.Directory)
 	}
 
-	var tmpls []api.Template
+	var tmpls []apiclient.Template
 	aectlJSON(t, dir, &tmpls, "templates")
-	byName := map[string]api.Template{}
+	byName := map[string]apiclient.Template{}
 	for _, tm := range tmpls {
 		byName[tm.Name] = tm
 	}
@@ -63,7 +63,7 @@ func TestAectlWithDirectory(t *testing.T) {
 		t.Errorf("AEUserV2 supersedes %v, want AEUser", byName["AEUserV2"].Supersedes)
 	}
 
-	var ex api.Explanation
+	var ex apiclient.Explanation
 	aectlJSON(t, dir, &ex, "explain", "alice@corp.example.test", "AEUser")
 	if ex.Account == nil || ex.Account.SAMAccountName != "alice" || len(ex.Templates) != 1 {
 		t.Fatalf("explain alice AEUser = %+v", ex)
@@ -81,7 +81,7 @@ func TestAectlWithDirectory(t *testing.T) {
 
 	csr := filepath.Join(t.TempDir(), "req.csr")
 	os.WriteFile(csr, rsaCSRPEM(t), 0o600)
-	var res api.IssueResponse
+	var res apiclient.IssueResponse
 	aectlJSON(t, dir, &res, "issue", "--template", "AEUser", "--account", "alice", "--csr", csr)
 	if res.Status != "issued" || res.Serial == "" || !strings.Contains(res.Certificate, "BEGIN CERTIFICATE") {
 		t.Fatalf("issue alice AEUser = %+v", res)
@@ -94,29 +94,29 @@ func TestAectlWithDirectory(t *testing.T) {
 
 	// Denied: status denied, every reason, non-zero exit.
 	out, _, err = runBin(t, "aectl", "--data", dir, "--json", "issue", "--template", "AEUser", "--account", "bob", "--csr", csr)
-	var denied api.IssueResponse
+	var denied apiclient.IssueResponse
 	if err == nil || json.Unmarshal([]byte(out), &denied) != nil || denied.Status != "denied" || len(denied.Reasons) == 0 || denied.RequestID == 0 {
 		t.Errorf("issue bob AEUser = %v %q, want denied with reasons and a request id", err, out)
 	}
 
 	// Pending, listed, approved; another pending, denied with a reason.
-	var p1, p2 api.IssueResponse
+	var p1, p2 apiclient.IssueResponse
 	aectlJSON(t, dir, &p1, "issue", "--template", "PendUser", "--account", "alice", "--csr", csr)
 	aectlJSON(t, dir, &p2, "issue", "--template", "PendUser", "--account", "erin", "--csr", csr)
 	if p1.Status != "pending" || p2.Status != "pending" {
 		t.Fatalf("PendUser = %+v / %+v, want pending", p1, p2)
 	}
-	var pending []api.Request
+	var pending []apiclient.Request
 	aectlJSON(t, dir, &pending, "requests", "--state", "pending")
 	if len(pending) != 2 {
 		t.Errorf("pending requests = %+v, want 2", pending)
 	}
-	var one api.Request
+	var one apiclient.Request
 	aectlJSON(t, dir, &one, "request", strconv.FormatInt(p1.RequestID, 10))
 	if one.Held == nil || !strings.Contains(one.Held.Subject, "CN=alice") {
 		t.Errorf("request %d held = %+v, want the subject alice will get", p1.RequestID, one.Held)
 	}
-	var ap api.IssueResponse
+	var ap apiclient.IssueResponse
 	aectlJSON(t, dir, &ap, "approve", strconv.FormatInt(p1.RequestID, 10))
 	if ap.Status != "issued" || ap.Serial == "" {
 		t.Errorf("approve = %+v, want issued", ap)
@@ -124,7 +124,7 @@ func TestAectlWithDirectory(t *testing.T) {
 	if _, errOut, err := runBin(t, "aectl", "--data", dir, "deny", strconv.FormatInt(p2.RequestID, 10)); err == nil || !strings.Contains(errOut, "--reason") {
 		t.Errorf("deny without --reason: %v %q, want a usage error", err, errOut)
 	}
-	var dn api.IssueResponse
+	var dn apiclient.IssueResponse
 	aectlJSON(t, dir, &dn, "deny", strconv.FormatInt(p2.RequestID, 10), "--reason", "not approved for this user")
 	if dn.Status != "denied" {
 		t.Errorf("deny = %+v", dn)

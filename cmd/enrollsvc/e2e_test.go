@@ -25,9 +25,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 )
 
@@ -118,7 +118,7 @@ func startServe(t *testing.T, dir string) *server {
 			t.Fatalf("enrollsvc serve exited: %v\n%s\n%s", err, s.stdout, s.stderr)
 		default:
 		}
-		if cl, err := api.DialDataDir(dir); err == nil {
+		if cl, err := apiclient.DialDataDir(dir); err == nil {
 			if err := cl.Health(context.Background()); err == nil {
 				return s
 			}
@@ -160,7 +160,7 @@ func TestServeAndAectl(t *testing.T) {
 		t.Errorf("serve printed %q, want where the API listens and how to use aectl", s.stdout)
 	}
 
-	var st api.Status
+	var st apiclient.Status
 	aectlJSON(t, dir, &st, "status")
 	if !st.Healthy || !st.HSM.OK || !st.Store.OK || st.CA.KeyType != "rsa-2048" || !strings.HasPrefix(st.CA.KeyURI, "pkcs11:") {
 		t.Errorf("status = %+v, want healthy with an rsa-2048 key in the HSM", st)
@@ -178,7 +178,7 @@ func TestServeAndAectl(t *testing.T) {
 
 	csrFile := filepath.Join(t.TempDir(), "req.csr")
 	os.WriteFile(csrFile, []byte(newCSR(t, "web.example.test")), 0o600)
-	var res api.IssueResponse
+	var res apiclient.IssueResponse
 	aectlJSON(t, dir, &res, "issue", "--csr", csrFile, "--profile", "server")
 	if res.Status != "issued" || res.Serial == "" || res.RequestID == 0 {
 		t.Fatalf("issue = %+v, want issued with serial and request id", res)
@@ -189,7 +189,7 @@ func TestServeAndAectl(t *testing.T) {
 		t.Errorf("openssl verify: %v %s", err, out)
 	}
 
-	var certs []api.Certificate
+	var certs []apiclient.Certificate
 	aectlJSON(t, dir, &certs, "certs")
 	found := false
 	for _, c := range certs {
@@ -198,17 +198,17 @@ func TestServeAndAectl(t *testing.T) {
 	if !found || len(certs) != 2 { // the API's own certificate and this one
 		t.Errorf("certs = %+v, want the API certificate and %s", certs, res.Serial)
 	}
-	var one api.Certificate
+	var one apiclient.Certificate
 	aectlJSON(t, dir, &one, "cert", res.Serial)
 	if strings.TrimSpace(one.PEM) != strings.TrimSpace(res.Certificate) {
 		t.Errorf("cert %s PEM differs from what issue returned", res.Serial)
 	}
-	var reqs []api.Request
+	var reqs []apiclient.Request
 	aectlJSON(t, dir, &reqs, "requests", "--state", "issued")
 	if len(reqs) != 2 {
 		t.Errorf("issued requests = %+v, want 2", reqs)
 	}
-	var evs []store.Event
+	var evs []apiclient.Event
 	aectlJSON(t, dir, &evs, "events", "--id", "2101")
 	if len(evs) != 2 || evs[1].Fields["serial"] != res.Serial || evs[1].Category != "Operational" {
 		t.Errorf("events 2101 = %+v, want two, the last for %s", evs, res.Serial)
@@ -218,7 +218,7 @@ func TestServeAndAectl(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.csr")
 	os.WriteFile(bad, []byte("-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"), 0o600)
 	out, _, err := runBin(t, "aectl", "--data", dir, "--json", "issue", "--csr", bad)
-	var denied api.IssueResponse
+	var denied apiclient.IssueResponse
 	if err == nil || json.Unmarshal([]byte(out), &denied) != nil || denied.Status != "denied" || len(denied.Reasons) == 0 {
 		t.Errorf("issue of a malformed CSR = %q, %v; want status denied with reasons and an error exit", out, err)
 	}
@@ -245,7 +245,7 @@ func TestAPIRefusesBadCredentialsAndInput(t *testing.T) {
 	dir := initDir(t)
 	startServe(t, dir)
 	ctx := context.Background()
-	good, err := api.DialDataDir(dir)
+	good, err := apiclient.DialDataDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,26 +261,26 @@ func TestAPIRefusesBadCredentialsAndInput(t *testing.T) {
 	}
 	before := countCerts()
 	for _, tok := range []string{"", "not-the-token"} {
-		cl, err := api.NewClient(addr, tok, caPEM)
+		cl, err := apiclient.NewClient(addr, tok, caPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = cl.Issue(ctx, api.IssueRequest{CSR: newCSR(t, "x.example.test"), Profile: "server"})
-		var he *api.HTTPError
+		_, err = cl.Issue(ctx, apiclient.IssueRequest{CSR: newCSR(t, "x.example.test"), Profile: "server"})
+		var he *apiclient.HTTPError
 		if !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized || !strings.Contains(he.Body.Error, "authentication required") {
 			t.Errorf("issue with token %q = %v, want 401 with a clear message", tok, err)
 		}
 		if _, err := cl.Status(ctx); !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
 			t.Errorf("status with token %q = %v, want 401", tok, err)
 		}
-		if _, err := cl.Events(ctx, api.EventQuery{}); !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
+		if _, err := cl.Events(ctx, apiclient.EventQuery{}); !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
 			t.Errorf("events with token %q = %v, want 401", tok, err)
 		}
 	}
 	if n := countCerts(); n != before {
 		t.Errorf("certificates %d after refused calls, want %d", n, before)
 	}
-	evs, err := good.Events(ctx, api.EventQuery{ID: 3001})
+	evs, err := good.Events(ctx, apiclient.EventQuery{ID: 3001})
 	if err != nil || len(evs) != 6 {
 		t.Errorf("API auth failure events = %d (%v), want 6", len(evs), err)
 	}
@@ -293,17 +293,17 @@ func TestAPIRefusesBadCredentialsAndInput(t *testing.T) {
 	// Bad input: each a clear 4xx, none changes anything.
 	for _, tc := range []struct {
 		name string
-		in   api.IssueRequest
+		in   apiclient.IssueRequest
 		code int
 	}{
-		{"malformed CSR", api.IssueRequest{CSR: "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\n-----END CERTIFICATE REQUEST-----\n", Profile: "server"}, 400},
-		{"not PEM", api.IssueRequest{CSR: "hello", Profile: "server"}, 400},
-		{"unknown profile", api.IssueRequest{CSR: newCSR(t, "y.example.test"), Profile: "codesigning"}, 400},
-		{"validity out of range", api.IssueRequest{CSR: newCSR(t, "y.example.test"), Profile: "server", ValidityDays: 100000}, 400},
-		{"oversized body", api.IssueRequest{CSR: strings.Repeat("A", api.MaxBody+1), Profile: "server"}, 413},
+		{"malformed CSR", apiclient.IssueRequest{CSR: "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\n-----END CERTIFICATE REQUEST-----\n", Profile: "server"}, 400},
+		{"not PEM", apiclient.IssueRequest{CSR: "hello", Profile: "server"}, 400},
+		{"unknown profile", apiclient.IssueRequest{CSR: newCSR(t, "y.example.test"), Profile: "codesigning"}, 400},
+		{"validity out of range", apiclient.IssueRequest{CSR: newCSR(t, "y.example.test"), Profile: "server", ValidityDays: 100000}, 400},
+		{"oversized body", apiclient.IssueRequest{CSR: strings.Repeat("A", api.MaxBody+1), Profile: "server"}, 413},
 	} {
 		_, err := good.Issue(ctx, tc.in)
-		var he *api.HTTPError
+		var he *apiclient.HTTPError
 		if !errors.As(err, &he) || he.StatusCode != tc.code || he.Body.Error == "" {
 			t.Errorf("%s: issue = %v, want %d with a message", tc.name, err, tc.code)
 		}
@@ -311,11 +311,11 @@ func TestAPIRefusesBadCredentialsAndInput(t *testing.T) {
 	if _, err := good.Certificate(ctx, "zz-not-hex"); err == nil {
 		t.Error("certificate zz-not-hex: want 400")
 	}
-	var he *api.HTTPError
+	var he *apiclient.HTTPError
 	if _, err := good.Certificate(ctx, "1234abcd"); !errors.As(err, &he) || he.StatusCode != 404 {
 		t.Errorf("unknown serial = %v, want 404", err)
 	}
-	if _, err := good.Requests(ctx, api.RequestQuery{State: "approved-ish"}); !errors.As(err, &he) || he.StatusCode != 400 {
+	if _, err := good.Requests(ctx, apiclient.RequestQuery{State: "approved-ish"}); !errors.As(err, &he) || he.StatusCode != 400 {
 		t.Errorf("requests with a bad state = %v, want 400", err)
 	}
 	if n := countCerts(); n != before {
@@ -328,7 +328,7 @@ func TestAPIRefusesBadCredentialsAndInput(t *testing.T) {
 func TestSIGKILLMidBurstLosesNothing(t *testing.T) {
 	dir := initDir(t)
 	s := startServe(t, dir)
-	cl, err := api.DialDataDir(dir)
+	cl, err := apiclient.DialDataDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestSIGKILLMidBurstLosesNothing(t *testing.T) {
 			defer wg.Done()
 			csr := newCSR(t, fmt.Sprintf("burst%d.example.test", w))
 			for {
-				res, err := cl.Issue(context.Background(), api.IssueRequest{CSR: csr, Profile: "server"})
+				res, err := cl.Issue(context.Background(), apiclient.IssueRequest{CSR: csr, Profile: "server"})
 				if err != nil {
 					return // the service is gone
 				}
@@ -373,7 +373,7 @@ func TestSIGKILLMidBurstLosesNothing(t *testing.T) {
 	}
 
 	startServe(t, dir)
-	cl2, err := api.DialDataDir(dir)
+	cl2, err := apiclient.DialDataDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestSIGKILLMidBurstLosesNothing(t *testing.T) {
 		}
 	}
 	// No request is left half-done as issued without its certificate.
-	reqs, err := cl2.Requests(context.Background(), api.RequestQuery{State: "issued", Limit: 1000})
+	reqs, err := cl2.Requests(context.Background(), apiclient.RequestQuery{State: "issued", Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
 
@@ -95,7 +95,7 @@ func TestEnrollmentWebServicesKerberos(t *testing.T) {
 	}
 
 	// A keytab without a key for HTTP/localhost is refused by the API and changes nothing.
-	cl, err := api.DialDataDir(dir)
+	cl, err := apiclient.DialDataDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
+	"github.com/enrollment-appliance/aeappliance/firmware/fwapi"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
@@ -42,6 +43,9 @@ func exitCode(err error) int {
 }
 
 var errUsage = errors.New("usage")
+
+// version is set by the build (-ldflags -X main.version=...) and handed to the service.
+var version = "dev"
 
 const usage = `enrollsvc - HSM-backed certificate enrollment service
 
@@ -68,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "provision":
 		return cmdProvision(args[1:], os.Stdin, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "enrollsvc", daemon.Version)
+		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -212,19 +216,19 @@ Flags:
 		if firmwareDir == "" || updateKeys == "" {
 			return fmt.Errorf("%w: --firmware-dir and --update-keys go together", errUsage)
 		}
-		if firmware, err = daemon.NewFirmwareAdmin(firmwareDir, updateKeys, "/proc/cmdline"); err != nil {
+		if firmware, err = fwapi.New(firmwareDir, updateKeys, "/proc/cmdline"); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
 	aectl := aectlPath()
-	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, Firmware: firmware, EnrollListen: enrollListen, HTTPListen: httpListen, OnHTTPListen: func(addr string) {
+	err = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: listen, Version: version, Firmware: firmware, EnrollListen: enrollListen, HTTPListen: httpListen, OnHTTPListen: func(addr string) {
 		fmt.Fprintf(stdout, "Revocation and SCEP listening on http://%s (/crl/, /ocsp, /aia/, /scep/PROFILE)\n", addr)
 	}, OnEnrollListen: func(addr string) {
 		fmt.Fprintf(stdout, "Enrollment web services listening on https://%s\n  policy (CEP): https://HOST:PORT%s (username/password)\n",
 			addr, webenroll.CEPPasswordPath)
 	}, OnListen: func(addr string) {
 		fmt.Fprintf(stdout, "enrollsvc %s: CA %q, key %s\nLocal API listening on https://%s\nTry:  %s --data %s status\n      %s --data %s certs\nCtrl-C stops the service.\n",
-			daemon.Version, rt.CACert.Subject.String(), rt.Key.URI(), addr, aectl, dir, aectl, dir)
+			version, rt.CACert.Subject.String(), rt.Key.URI(), addr, aectl, dir, aectl, dir)
 	}}, rt)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

@@ -12,8 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 )
 
 // freePort returns a loopback port nobody listens on (for addresses that must be known before
@@ -58,7 +57,7 @@ func TestRevocationOCSPAndCRL(t *testing.T) {
 	issueTo := func(name string) (serial, path string) {
 		csr := filepath.Join(tmp, name+".csr")
 		os.WriteFile(csr, []byte(newCSR(t, name+".example.test")), 0o600)
-		var res api.IssueResponse
+		var res apiclient.IssueResponse
 		aectlJSON(t, dir, &res, "issue", "--csr", csr, "--profile", "server")
 		path = filepath.Join(tmp, name+".pem")
 		os.WriteFile(path, []byte(res.Certificate), 0o600)
@@ -72,7 +71,7 @@ func TestRevocationOCSPAndCRL(t *testing.T) {
 		t.Fatalf("issued certificate lacks the CDP/AIA URLs of %s: %v\n%s", base, err, text)
 	}
 
-	var revoked api.Certificate
+	var revoked apiclient.Certificate
 	aectlJSON(t, dir, &revoked, "revoke", badSerial, "--reason", "keyCompromise")
 	if revoked.Status != "revoked" || revoked.RevocationReason != 1 {
 		t.Errorf("aectl revoke = %+v, want revoked for keyCompromise", revoked)
@@ -103,12 +102,12 @@ func TestRevocationOCSPAndCRL(t *testing.T) {
 		t.Errorf("openssl ocsp of the good certificate:\n%s", out)
 	}
 
-	var info api.CRLInfo
+	var info apiclient.CRLInfo
 	aectlJSON(t, dir, &info, "crl", "publish")
 	if info.Entries != 1 || info.Number <= 0 || info.DeltaNumber <= info.Number {
 		t.Errorf("aectl crl publish = %+v, want one entry and growing numbers", info)
 	}
-	var again api.CRLInfo
+	var again apiclient.CRLInfo
 	aectlJSON(t, dir, &again, "crl", "publish")
 	if again.Number <= info.DeltaNumber {
 		t.Errorf("CRL number %d after %d: numbers must grow", again.Number, info.DeltaNumber)
@@ -133,12 +132,12 @@ func TestRevocationOCSPAndCRL(t *testing.T) {
 		t.Error("no CA certificate at the AIA URL")
 	}
 
-	var evs []store.Event
+	var evs []apiclient.Event
 	aectlJSON(t, dir, &evs, "events", "--id", "2200")
 	if len(evs) != 1 || evs[0].Fields["serial"] != badSerial || evs[0].Fields["reason"] != "keyCompromise" {
 		t.Errorf("revocation events = %+v, want one naming %s and keyCompromise", evs, badSerial)
 	}
-	cl, err := api.DialDataDir(dir)
+	cl, err := apiclient.DialDataDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

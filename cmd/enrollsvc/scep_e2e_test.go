@@ -15,12 +15,11 @@ import (
 
 	goldap "github.com/go-ldap/ldap/v3"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep/sceptest"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
 
@@ -53,7 +52,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 	os.WriteFile(staticFile, []byte(static+"\n"), 0o600)
 	addProfile := func(name string, args ...string) {
 		t.Helper()
-		var p store.SCEPProfile
+		var p apiclient.SCEPProfile
 		aectlJSON(t, dir, &p, append([]string{"scep", "profile", "add", name, "--account", "dave"}, args...)...)
 		if p.Name != name || p.Account != "dave" {
 			t.Fatalf("aectl scep profile add %s = %+v", name, p)
@@ -62,14 +61,14 @@ func TestSCEPWithDirectory(t *testing.T) {
 	addProfile("devices", "--template", "SuppliesSubject", "--static-challenge-file", staticFile)
 	addProfile("otp", "--template", "SuppliesSubject", "--one-time")
 	addProfile("pend", "--template", "PendUser", "--static-challenge-file", staticFile)
-	var profiles []store.SCEPProfile
+	var profiles []apiclient.SCEPProfile
 	aectlJSON(t, dir, &profiles, "scep", "profiles")
 	if len(profiles) != 3 {
 		t.Errorf("aectl scep profiles = %+v, want 3", profiles)
 	}
 
 	countCerts := func() int {
-		var cs []api.Certificate
+		var cs []apiclient.Certificate
 		aectlJSON(t, dir, &cs, "certs")
 		return len(cs)
 	}
@@ -101,7 +100,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 		return path, out, err
 	}
 	challenge := func(subject string) string {
-		var c api.Challenge
+		var c apiclient.Challenge
 		aectlJSON(t, dir, &c, "scep", "challenge", "--profile", "otp", "--subject", subject)
 		if c.Challenge == "" {
 			t.Fatalf("aectl scep challenge = %+v", c)
@@ -115,7 +114,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 			t.Fatalf("scepclient: %v\n%s", err, out)
 		}
 		first := verified(t, path, "scep-dev-1")
-		var c api.Certificate
+		var c apiclient.Certificate
 		aectlJSON(t, dir, &c, "cert", first)
 		if c.Account != "dave" || c.Template != "SuppliesSubject" {
 			t.Errorf("the SCEP certificate is for %q / %q, want dave / SuppliesSubject", c.Account, c.Template)
@@ -160,7 +159,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 		if status := cm.Submit(t, "E2EPend", "pend", "dave-device", static); !strings.Contains(status, "CA_WORKING") {
 			t.Fatalf("certmonger on a pending profile:\n%s", status)
 		}
-		var pending []api.Request
+		var pending []apiclient.Request
 		aectlJSON(t, dir, &pending, "requests", "--state", "pending")
 		if len(pending) != 1 || pending[0].Account != "dave" || pending[0].Template != "PendUser" {
 			t.Fatalf("pending requests = %+v, want dave's PendUser", pending)
@@ -184,7 +183,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 		if rep := poll(); rep.PKIStatus != scep.Pending {
 			t.Errorf("CertPoll before approval: status %d, want PENDING", rep.PKIStatus)
 		}
-		var ap api.IssueResponse
+		var ap apiclient.IssueResponse
 		aectlJSON(t, dir, &ap, "approve", strconv.FormatInt(pending[0].ID, 10))
 		if ap.Status != "issued" {
 			t.Fatalf("approve = %+v", ap)
@@ -225,7 +224,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 	t.Run("revocation removes the certificate from the directory", func(t *testing.T) {
 		csr := filepath.Join(tmp, "alice.csr")
 		os.WriteFile(csr, rsaCSRPEM(t), 0o600)
-		var res api.IssueResponse
+		var res apiclient.IssueResponse
 		aectlJSON(t, dir, &res, "issue", "--template", "AEUser", "--account", "alice", "--csr", csr)
 		if res.Status != "issued" {
 			t.Fatalf("issue alice AEUser = %+v", res)
@@ -253,11 +252,11 @@ func TestSCEPWithDirectory(t *testing.T) {
 		if !published() {
 			t.Fatal("the AEUser certificate (PUBLISH_TO_DS) is not in alice's userCertificate")
 		}
-		aectlJSON(t, dir, &api.Certificate{}, "revoke", res.Serial, "--reason", "superseded")
+		aectlJSON(t, dir, &apiclient.Certificate{}, "revoke", res.Serial, "--reason", "superseded")
 		if published() {
 			t.Error("the revoked certificate is still in alice's userCertificate")
 		}
-		var evs []store.Event
+		var evs []apiclient.Event
 		aectlJSON(t, dir, &evs, "events", "--id", "2200")
 		if len(evs) != 1 || evs[0].Fields["serial"] != res.Serial || evs[0].Fields["reason"] != "superseded" {
 			t.Errorf("revocation events = %+v, want one for %s, superseded", evs, res.Serial)

@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/cmc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/soap/soaptest"
@@ -388,7 +388,7 @@ func TestEnrollmentWebServices(t *testing.T) {
 	})
 
 	t.Run("malformed bodies: faults, and nothing changes", func(t *testing.T) {
-		cl, err := api.DialDataDir(dir)
+		cl, err := apiclient.DialDataDir(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -397,7 +397,7 @@ func TestEnrollmentWebServices(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			reqs, err := cl.Requests(context.Background(), api.RequestQuery{Limit: 1000})
+			reqs, err := cl.Requests(context.Background(), apiclient.RequestQuery{Limit: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}

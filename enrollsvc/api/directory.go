@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
@@ -30,95 +31,8 @@ type Enroller interface {
 	HeldOf(ctx context.Context, id int64) (enrollsvc.Held, error)
 }
 
-// DirectoryStatus is the directory part of Status.
-type DirectoryStatus struct {
-	Configured bool   `json:"configured"`
-	OK         bool   `json:"ok"`
-	Error      string `json:"error,omitempty"`
-	URL        string `json:"url,omitempty"`
-	CA         string `json:"ca_cn,omitempty"`
-}
-
-// Template is a directory template as the API shows it.
-type Template struct {
-	Name            string   `json:"name"`
-	Error           string   `json:"error,omitempty"`
-	DisplayName     string   `json:"display_name,omitempty"`
-	SchemaVersion   int      `json:"schema_version,omitempty"`
-	Revision        string   `json:"revision,omitempty"` // major.minor
-	OID             string   `json:"oid,omitempty"`
-	Validity        string   `json:"validity,omitempty"`
-	RenewalPeriod   string   `json:"renewal_period,omitempty"`
-	ValiditySeconds int64    `json:"validity_seconds,omitempty"`
-	RenewalSeconds  int64    `json:"renewal_seconds,omitempty"`
-	MinimalKeySize  int      `json:"minimal_key_size,omitempty"`
-	KeyAlgorithm    string   `json:"key_algorithm,omitempty"`
-	KeyUsage        []string `json:"key_usage,omitempty"`
-	EKUs            []string `json:"ekus,omitempty"`
-	NameFlags       []string `json:"name_flags,omitempty"`
-	EnrollmentFlags []string `json:"enrollment_flags,omitempty"`
-	PrivateKeyFlags []string `json:"private_key_flags,omitempty"`
-	GeneralFlags    []string `json:"general_flags,omitempty"`
-	Supersedes      []string `json:"supersedes,omitempty"`
-	RASignatures    int      `json:"ra_signatures,omitempty"`
-}
-
-// Verdict is one permission and what decided it.
-type Verdict struct {
-	Allowed bool   `json:"allowed"`
-	Reason  string `json:"reason"`
-	SID     string `json:"sid,omitempty"`     // the deciding ACE's trustee
-	Trustee string `json:"trustee,omitempty"` // its name in the directory
-}
-
-// TemplateDecision is what policy says for one account and template.
-type TemplateDecision struct {
-	Template   string   `json:"template"`
-	Outcome    string   `json:"outcome"` // issue, pend, refuse
-	Read       Verdict  `json:"read"`
-	Enroll     Verdict  `json:"enroll"`
-	Autoenroll Verdict  `json:"autoenroll"`
-	Subject    string   `json:"subject,omitempty"`
-	SANs       []string `json:"sans,omitempty"`
-	Publish    bool     `json:"publish"`
-	Reasons    []string `json:"reasons,omitempty"`
-	Text       string   `json:"text"` // the human explanation
-}
-
-// AccountView is the account an explanation is about.
-type AccountView struct {
-	DN             string `json:"dn"`
-	SID            string `json:"sid"`
-	SAMAccountName string `json:"sam_account_name"`
-	UPN            string `json:"upn,omitempty"`
-	Mail           string `json:"mail,omitempty"`
-	DNSHostName    string `json:"dns_host_name,omitempty"`
-	Computer       bool   `json:"computer"`
-	TokenSIDs      int    `json:"token_sids"`
-}
-
-// Explanation is GET /api/v1/explain.
-type Explanation struct {
-	Account   *AccountView       `json:"account,omitempty"`
-	Templates []TemplateDecision `json:"templates"`
-	Errors    []string           `json:"errors,omitempty"`
-	Reasons   []string           `json:"reasons,omitempty"`
-}
-
-// EnrollRequest is POST /api/v1/enroll: run a CSR through the directory's policy for an account.
-type EnrollRequest struct {
-	Template string `json:"template,omitempty"`
-	Account  string `json:"account"`
-	CSR      string `json:"csr"` // PEM
-}
-
-// DenyRequest is POST /api/v1/requests/{id}/deny.
-type DenyRequest struct {
-	Reason string `json:"reason"`
-}
-
-func templateView(ot enrollsvc.OfferedTemplate) Template {
-	v := Template{Name: ot.Name, Error: ot.Error}
+func templateView(ot enrollsvc.OfferedTemplate) apiclient.Template {
+	v := apiclient.Template{Name: ot.Name, Error: ot.Error}
 	t := ot.Template
 	if t == nil {
 		return v
@@ -165,8 +79,8 @@ func plural(n int64, unit string) string {
 	return strconv.FormatInt(n, 10) + " " + unit + "s"
 }
 
-func verdictView(v secdesc.Verdict, names map[string]string) Verdict {
-	out := Verdict{Allowed: v.Allowed, Reason: v.Reason}
+func verdictView(v secdesc.Verdict, names map[string]string) apiclient.Verdict {
+	out := apiclient.Verdict{Allowed: v.Allowed, Reason: v.Reason}
 	if !v.SID.IsZero() {
 		out.SID = v.SID.String()
 		out.Trustee = names[out.SID]
@@ -174,8 +88,8 @@ func verdictView(v secdesc.Verdict, names map[string]string) Verdict {
 	return out
 }
 
-func decisionView(d policy.Decision) TemplateDecision {
-	return TemplateDecision{Template: d.Template, Outcome: outcomeName(d.Outcome), Read: verdictView(d.Access.Read, d.Names),
+func decisionView(d policy.Decision) apiclient.TemplateDecision {
+	return apiclient.TemplateDecision{Template: d.Template, Outcome: outcomeName(d.Outcome), Read: verdictView(d.Access.Read, d.Names),
 		Enroll: verdictView(d.Access.Enroll, d.Names), Autoenroll: verdictView(d.Access.Autoenroll, d.Names), Subject: d.Subject,
 		SANs: d.SANs, Publish: d.Publish, Reasons: d.Reasons, Text: d.Explain()}
 }
@@ -205,7 +119,7 @@ func (s *Server) templates(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := make([]Template, 0, len(list))
+	out := make([]apiclient.Template, 0, len(list))
 	for _, ot := range list {
 		out = append(out, templateView(ot))
 	}
@@ -224,9 +138,9 @@ func (s *Server) explain(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := Explanation{Templates: []TemplateDecision{}, Errors: ex.Errors, Reasons: ex.Reasons}
+	out := apiclient.Explanation{Templates: []apiclient.TemplateDecision{}, Errors: ex.Errors, Reasons: ex.Reasons}
 	if a := ex.Account; a != nil {
-		out.Account = &AccountView{DN: a.DN, SID: a.SID.String(), SAMAccountName: a.SAMAccountName, UPN: a.UPN,
+		out.Account = &apiclient.AccountView{DN: a.DN, SID: a.SID.String(), SAMAccountName: a.SAMAccountName, UPN: a.UPN,
 			Mail: a.Mail, DNSHostName: a.DNSHostName, Computer: a.Computer, TokenSIDs: len(a.Token)}
 	}
 	for _, d := range ex.Decisions {
@@ -239,7 +153,7 @@ func (s *Server) enroll(c echo.Context) error {
 	if err := s.needDirectory(); err != nil {
 		return err
 	}
-	var in EnrollRequest
+	var in apiclient.EnrollRequest
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
@@ -257,7 +171,7 @@ func (s *Server) enroll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := IssueResponse{Status: res.Status, RequestID: res.RequestID, Reasons: res.Reasons}
+	out := apiclient.IssueResponse{Status: res.Status, RequestID: res.RequestID, Reasons: res.Reasons}
 	if res.Certificate != nil {
 		out.Serial = issue.SerialString(res.Certificate.SerialNumber)
 		out.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))
@@ -294,7 +208,7 @@ func (s *Server) approve(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, IssueResponse{Status: enrollsvc.StatusIssued, RequestID: id,
+	return c.JSON(http.StatusOK, apiclient.IssueResponse{Status: enrollsvc.StatusIssued, RequestID: id,
 		Serial:      issue.SerialString(res.Certificate.SerialNumber),
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
 }
@@ -307,14 +221,14 @@ func (s *Server) deny(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in DenyRequest
+	var in apiclient.DenyRequest
 	if err := json.NewDecoder(c.Request().Body).Decode(&in); err != nil {
 		return badRequest("request body: %v", err)
 	}
 	if err := s.cfg.Enroller.Deny(c.Request().Context(), id, in.Reason, "admin-api"); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, IssueResponse{Status: enrollsvc.StatusDenied, RequestID: id, Reasons: []string{in.Reason}})
+	return c.JSON(http.StatusOK, apiclient.IssueResponse{Status: enrollsvc.StatusDenied, RequestID: id, Reasons: []string{in.Reason}})
 }
 
 // installKeytab is PUT /api/v1/enroll/keytab: the body is the keytab file.

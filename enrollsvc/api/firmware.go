@@ -8,44 +8,19 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 )
 
 // MaxFirmware is the largest update bundle PUT /api/v1/firmware takes.
 const MaxFirmware = 64 << 20
 
-// FirmwarePath is the firmware endpoint, the one that takes bodies above MaxBody.
-const FirmwarePath = "/api/v1/firmware"
-
 // FirmwareAdmin is the appliance's firmware slots (nil outside an appliance).
 type FirmwareAdmin interface {
-	FirmwareStatus(ctx context.Context) (FirmwareStatus, error)
+	FirmwareStatus(ctx context.Context) (apiclient.FirmwareStatus, error)
 	// InstallFirmware verifies a signed update bundle completely and installs it in the
 	// free slot, to be tried at the next boot; a bundle that fails changes nothing.
-	InstallFirmware(ctx context.Context, r io.Reader) (FirmwareInstalled, error)
-}
-
-// FirmwareStatus is GET /api/v1/firmware.
-type FirmwareStatus struct {
-	Running string         `json:"running"` // "factory" or the slot
-	Active  string         `json:"active,omitempty"`
-	Pending string         `json:"pending,omitempty"`
-	Last    string         `json:"last,omitempty"`
-	Slots   []FirmwareSlot `json:"slots"`
-}
-
-// FirmwareSlot is one slot.
-type FirmwareSlot struct {
-	Name    string `json:"name"`
-	Version string `json:"version,omitempty"` // "" when empty
-	Kernel  string `json:"kernel,omitempty"`
-}
-
-// FirmwareInstalled is PUT /api/v1/firmware's answer.
-type FirmwareInstalled struct {
-	Version string `json:"version"`
-	Slot    string `json:"slot"`
-	Message string `json:"message"`
+	InstallFirmware(ctx context.Context, r io.Reader) (apiclient.FirmwareInstalled, error)
 }
 
 // ErrBadBundle marks a bundle that failed verification (422).
@@ -80,16 +55,4 @@ func (s *Server) installFirmware(c echo.Context) error {
 	_ = s.cfg.Recorder.Record(c.Request().Context(), events.FirmwareInstalled, "", "version", res.Version, "slot", res.Slot,
 		"remote", c.RealIP())
 	return c.JSON(http.StatusOK, res)
-}
-
-// FirmwareStatus is GET /api/v1/firmware.
-func (c *Client) FirmwareStatus(ctx context.Context) (FirmwareStatus, error) {
-	var st FirmwareStatus
-	return st, c.do(ctx, http.MethodGet, "/api/v1/firmware", nil, &st)
-}
-
-// InstallFirmware uploads an update bundle.
-func (c *Client) InstallFirmware(ctx context.Context, bundle []byte) (FirmwareInstalled, error) {
-	var res FirmwareInstalled
-	return res, c.do(ctx, http.MethodPut, "/api/v1/firmware", bundle, &res)
 }

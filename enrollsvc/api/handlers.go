@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
@@ -36,9 +37,9 @@ func queryInt(c echo.Context, name string) (int64, error) {
 	return n, nil
 }
 
-func certView(sc store.Certificate, now time.Time, withPEM bool) Certificate {
-	v := Certificate{Serial: sc.Serial, Subject: sc.Subject, Account: sc.Account, Template: sc.Template,
-		NotBefore: sc.NotBefore, NotAfter: sc.NotAfter, Status: sc.Status, Expired: !now.Before(sc.NotAfter),
+func certView(sc store.Certificate, now time.Time, withPEM bool) apiclient.Certificate {
+	v := apiclient.Certificate{Serial: sc.Serial, Subject: sc.Subject, Account: sc.Account, Template: sc.Template,
+		NotBefore: sc.NotBefore, NotAfter: sc.NotAfter, Status: apiclient.CertStatus(sc.Status), Expired: !now.Before(sc.NotAfter),
 		RevocationReason: sc.RevocationReason, RequestID: sc.RequestID, IssuedAt: sc.IssuedAt}
 	if !sc.RevokedAt.IsZero() {
 		t := sc.RevokedAt
@@ -50,8 +51,8 @@ func certView(sc store.Certificate, now time.Time, withPEM bool) Certificate {
 	return v
 }
 
-func requestView(r store.Request, withCSR bool) Request {
-	v := Request{ID: r.ID, State: r.State, Template: r.Template, Requester: r.Requester, Account: r.Account,
+func requestView(r store.Request, withCSR bool) apiclient.Request {
+	v := apiclient.Request{ID: r.ID, State: apiclient.RequestState(r.State), Template: r.Template, Requester: r.Requester, Account: r.Account,
 		Submitted: r.Submitted, Updated: r.Updated, Reason: r.Reason, Serial: r.Serial}
 	if withCSR && len(r.CSR) > 0 {
 		v.CSRPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: r.CSR}))
@@ -78,7 +79,7 @@ func (s *Server) listCerts(c echo.Context) error {
 		return err
 	}
 	now := s.cfg.Now()
-	out := make([]Certificate, 0, len(list))
+	out := make([]apiclient.Certificate, 0, len(list))
 	for _, sc := range list {
 		out = append(out, certView(sc, now, false))
 	}
@@ -118,7 +119,7 @@ func (s *Server) listRequests(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := make([]Request, 0, len(list))
+	out := make([]apiclient.Request, 0, len(list))
 	for _, r := range list {
 		out = append(out, requestView(r, false))
 	}
@@ -140,7 +141,7 @@ func (s *Server) getRequest(c echo.Context) error {
 	v := requestView(r, true)
 	if r.State == store.RequestPending && s.cfg.Enroller != nil && len(r.Decision) > 0 {
 		if h, err := s.cfg.Enroller.HeldOf(c.Request().Context(), id); err == nil {
-			v.Held = &HeldView{Subject: h.Subject, SANs: h.SANs, Publish: h.Publish, Reasons: h.Reasons}
+			v.Held = &apiclient.HeldView{Subject: h.Subject, SANs: h.SANs, Publish: h.Publish, Reasons: h.Reasons}
 		}
 	}
 	return c.JSON(http.StatusOK, v)
@@ -176,10 +177,12 @@ func (s *Server) listEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if list == nil {
-		list = []store.Event{}
+	out := make([]apiclient.Event, 0, len(list))
+	for _, e := range list {
+		out = append(out, apiclient.Event{Seq: e.Seq, ID: e.ID, Category: e.Category, Level: e.Level, Time: e.Time,
+			Message: e.Message, Fields: e.Fields})
 	}
-	return c.JSON(http.StatusOK, list)
+	return c.JSON(http.StatusOK, out)
 }
 
 // Profiles an administrator can issue from a CSR until directory templates arrive: the
@@ -202,7 +205,7 @@ func keyUsageFor(pub any) x509.KeyUsage {
 const MaxValidityDays = 3650
 
 func (s *Server) issue(c echo.Context) error {
-	var in IssueRequest
+	var in apiclient.IssueRequest
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
@@ -245,6 +248,6 @@ func (s *Server) issue(c echo.Context) error {
 	serial := issue.SerialString(res.Certificate.SerialNumber)
 	_ = s.cfg.Recorder.Record(ctx, events.AdminIssued, "", "request_id", res.RequestID, "serial", serial,
 		"profile", in.Profile, "remote", c.RealIP())
-	return c.JSON(http.StatusCreated, IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,
+	return c.JSON(http.StatusCreated, apiclient.IssueResponse{Status: "issued", RequestID: res.RequestID, Serial: serial,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw}))})
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
@@ -19,22 +19,9 @@ type Revoker interface {
 	Revoke(ctx context.Context, serial string, reason int, by string) (*store.Certificate, error)
 }
 
-// CRLInfo describes the CRLs just published.
-type CRLInfo struct {
-	Number       int64     `json:"number"`
-	ThisUpdate   time.Time `json:"this_update"`
-	NextUpdate   time.Time `json:"next_update"`
-	Entries      int       `json:"entries"`
-	Bytes        int       `json:"bytes"`
-	DeltaNumber  int64     `json:"delta_number"`
-	DeltaEntries int       `json:"delta_entries"`
-	URL          string    `json:"url,omitempty"`
-	Took         string    `json:"took"`
-}
-
 // CRLPublisher publishes new CRLs at once (POST /api/v1/crl/publish).
 type CRLPublisher interface {
-	PublishCRL(ctx context.Context) (CRLInfo, error)
+	PublishCRL(ctx context.Context) (apiclient.CRLInfo, error)
 }
 
 // SCEPAdmin manages SCEP profiles and one-time challenges.
@@ -42,26 +29,6 @@ type SCEPAdmin interface {
 	AddSCEPProfile(ctx context.Context, spec enrollsvc.SCEPProfileSpec, by string) (store.SCEPProfile, error)
 	SCEPProfiles(ctx context.Context) ([]store.SCEPProfile, error)
 	NewSCEPChallenge(ctx context.Context, spec enrollsvc.SCEPChallengeSpec, by string) (string, time.Time, error)
-}
-
-// RevokeRequest is the body of POST /api/v1/certificates/{serial}/revoke.
-type RevokeRequest struct {
-	Reason string `json:"reason"` // keyCompromise, superseded, cessationOfOperation, ... (or the number)
-}
-
-// ChallengeRequest is the body of POST /api/v1/scep/challenges.
-type ChallengeRequest struct {
-	Profile string `json:"profile"`
-	Subject string `json:"subject,omitempty"`
-	Account string `json:"account,omitempty"`
-	TTL     string `json:"ttl,omitempty"` // Go duration, default 1h
-}
-
-// Challenge is a new one-time challenge, shown once.
-type Challenge struct {
-	Challenge string    `json:"challenge"`
-	Profile   string    `json:"profile"`
-	Expires   time.Time `json:"expires"`
 }
 
 func (s *Server) revoke(c echo.Context) error {
@@ -72,7 +39,7 @@ func (s *Server) revoke(c echo.Context) error {
 	if err != nil {
 		return badRequest("%v", err)
 	}
-	var in RevokeRequest
+	var in apiclient.RevokeRequest
 	if err := json.NewDecoder(c.Request().Body).Decode(&in); err != nil {
 		return badRequest("request body: %v", err)
 	}
@@ -114,10 +81,15 @@ func (s *Server) scepProfiles(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if ps == nil {
-		ps = []store.SCEPProfile{}
+	out := make([]apiclient.SCEPProfile, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, profileView(p))
 	}
-	return c.JSON(http.StatusOK, ps)
+	return c.JSON(http.StatusOK, out)
+}
+
+func profileView(p store.SCEPProfile) apiclient.SCEPProfile {
+	return apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, Mode: p.Mode, Created: p.Created}
 }
 
 func (s *Server) addSCEPProfile(c echo.Context) error {
@@ -125,15 +97,16 @@ func (s *Server) addSCEPProfile(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in enrollsvc.SCEPProfileSpec
+	var in apiclient.SCEPProfileSpec
 	if err := json.NewDecoder(c.Request().Body).Decode(&in); err != nil {
 		return badRequest("request body: %v", err)
 	}
-	p, err := a.AddSCEPProfile(c.Request().Context(), in, "admin-api")
+	p, err := a.AddSCEPProfile(c.Request().Context(), enrollsvc.SCEPProfileSpec{Name: in.Name, Template: in.Template,
+		Account: in.Account, StaticChallenge: in.StaticChallenge, OneTime: in.OneTime}, "admin-api")
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, p)
+	return c.JSON(http.StatusCreated, profileView(p))
 }
 
 func (s *Server) scepChallenge(c echo.Context) error {
@@ -141,7 +114,7 @@ func (s *Server) scepChallenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in ChallengeRequest
+	var in apiclient.ChallengeRequest
 	if err := json.NewDecoder(c.Request().Body).Decode(&in); err != nil {
 		return badRequest("request body: %v", err)
 	}
@@ -155,35 +128,5 @@ func (s *Server) scepChallenge(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, Challenge{Challenge: ch, Profile: in.Profile, Expires: exp})
-}
-
-// Revoke revokes a certificate with a reason name.
-func (c *Client) Revoke(ctx context.Context, serial, reason string) (Certificate, error) {
-	var out Certificate
-	return out, c.do(ctx, http.MethodPost, "/api/v1/certificates/"+url.PathEscape(serial)+"/revoke", RevokeRequest{Reason: reason}, &out)
-}
-
-// PublishCRL publishes new CRLs now.
-func (c *Client) PublishCRL(ctx context.Context) (CRLInfo, error) {
-	var out CRLInfo
-	return out, c.do(ctx, http.MethodPost, "/api/v1/crl/publish", struct{}{}, &out)
-}
-
-// SCEPProfiles lists the SCEP profiles.
-func (c *Client) SCEPProfiles(ctx context.Context) ([]store.SCEPProfile, error) {
-	var out []store.SCEPProfile
-	return out, c.do(ctx, http.MethodGet, "/api/v1/scep/profiles", nil, &out)
-}
-
-// AddSCEPProfile creates a SCEP profile.
-func (c *Client) AddSCEPProfile(ctx context.Context, spec enrollsvc.SCEPProfileSpec) (store.SCEPProfile, error) {
-	var out store.SCEPProfile
-	return out, c.do(ctx, http.MethodPost, "/api/v1/scep/profiles", spec, &out)
-}
-
-// SCEPChallenge asks for a one-time challenge.
-func (c *Client) SCEPChallenge(ctx context.Context, in ChallengeRequest) (Challenge, error) {
-	var out Challenge
-	return out, c.do(ctx, http.MethodPost, "/api/v1/scep/challenges", in, &out)
+	return c.JSON(http.StatusCreated, apiclient.Challenge{Challenge: ch, Profile: in.Profile, Expires: exp})
 }

@@ -1,5 +1,6 @@
-// Package api is the local management API of the enrollment service (echo, JSON over TLS on
-// 127.0.0.1 by default) and its Go client, used by aectl and the tests. Every endpoint but
+// Package api is the server of the enrollment service's local management API (echo, JSON over
+// TLS on 127.0.0.1 by default). Its wire types and Go client are package apiclient, which links
+// no server code; the handlers turn store rows and core results into those types. Every endpoint but
 // /api/v1/health and /api/v1/ca/certificate needs the admin bearer token made by `enrollsvc init`.
 package api
 
@@ -24,6 +25,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
@@ -64,7 +66,7 @@ type Config struct {
 	SCEP     SCEPAdmin     // nil without a directory
 	Firmware FirmwareAdmin // nil outside the appliance
 	Recorder *events.Recorder
-	Status   func(ctx context.Context) Status
+	Status   func(ctx context.Context) apiclient.Status
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -97,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.Itoa(MaxBody),
-		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == FirmwarePath }})) // its own limit
+		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == apiclient.FirmwarePath }})) // its own limit (MaxFirmware)
 	e.Use(s.authenticate)
 	g := e.Group("/api/v1")
 	g.GET("/health", s.health)
@@ -194,7 +196,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	code, body := http.StatusInternalServerError, ErrorBody{Error: err.Error()}
+	code, body := http.StatusInternalServerError, apiclient.ErrorBody{Error: err.Error()}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		code = he.Code

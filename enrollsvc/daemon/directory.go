@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/ldap"
@@ -177,12 +177,12 @@ func (rt *Runtime) openDirectory() error {
 }
 
 // directoryStatus says whether the directory answers.
-func (rt *Runtime) directoryStatus(ctx context.Context) api.DirectoryStatus {
+func (rt *Runtime) directoryStatus(ctx context.Context) apiclient.DirectoryStatus {
 	d := rt.Config.Directory
 	if d == nil || rt.directory == nil {
-		return api.DirectoryStatus{}
+		return apiclient.DirectoryStatus{}
 	}
-	st := api.DirectoryStatus{Configured: true, OK: true, URL: d.URL, CA: d.CACN}
+	st := apiclient.DirectoryStatus{Configured: true, OK: true, URL: d.URL, CA: d.CACN}
 	if err := rt.directory.Ping(ctx); err != nil {
 		st.OK, st.Error = false, err.Error()
 	} else if _, err := rt.directory.EnrollmentService(ctx, d.CACN); err != nil {

@@ -403,7 +403,7 @@ func TestDirectoryDownAndBack(t *testing.T) {
 	if enrollsvc.KindOf(err) != enrollsvc.KindUnavailable || !strings.Contains(err.Error(), "directory") {
 		t.Fatalf("Enroll with the DC down = %v, want KindUnavailable naming the directory", err)
 	}
-	st := f.rt.Status(ctx, "")
+	st := f.rt.Status(ctx, "", "test")
 	if st.Directory.OK || st.Directory.Error == "" || st.Healthy {
 		t.Errorf("status with the DC down = %+v, want the directory unreachable with a reason", st.Directory)
 	}
@@ -419,7 +419,7 @@ func TestDirectoryDownAndBack(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if st := f.rt.Status(ctx, ""); !st.Directory.OK {
+	if st := f.rt.Status(ctx, "", "test"); !st.Directory.OK {
 		t.Errorf("status after recovery = %+v, want the directory OK", st.Directory)
 	}
 }

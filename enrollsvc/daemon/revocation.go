@@ -16,8 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
@@ -158,17 +158,17 @@ func (rt *Runtime) runRevocation(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // PublishCRL publishes a new full and delta CRL now (aectl crl publish).
-func (rt *Runtime) PublishCRL(ctx context.Context) (api.CRLInfo, error) {
+func (rt *Runtime) PublishCRL(ctx context.Context) (apiclient.CRLInfo, error) {
 	if rt.revocation == nil || rt.revocation.publisher == nil {
-		return api.CRLInfo{}, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: "publishing CRLs",
+		return apiclient.CRLInfo{}, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: "publishing CRLs",
 			Err: errors.New("no CRL distribution is configured (enrollsvc init --http-url ...)")}
 	}
 	start := time.Now()
 	full, delta, err := rt.revocation.publisher.Publish(ctx)
 	if err != nil {
-		return api.CRLInfo{}, err
+		return apiclient.CRLInfo{}, err
 	}
-	return api.CRLInfo{Number: full.Number.Int64(), ThisUpdate: full.ThisUpdate, NextUpdate: full.NextUpdate,
+	return apiclient.CRLInfo{Number: full.Number.Int64(), ThisUpdate: full.ThisUpdate, NextUpdate: full.NextUpdate,
 		Entries: full.Entries, Bytes: len(full.DER), DeltaNumber: delta.Number.Int64(), DeltaEntries: delta.Entries,
 		URL:  rt.Config.HTTP.BaseURL + "/crl/" + revoke.FileName(rt.Config.CAName) + ".crl",
 		Took: time.Since(start).Round(time.Millisecond).String()}, nil

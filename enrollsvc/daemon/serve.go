@@ -17,15 +17,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 )
-
-// Version is set by the build (-ldflags -X).
-var Version = "dev"
 
 // APICertRenewBefore: the API's TLS certificate is replaced when it has less than this left.
 const APICertRenewBefore = 30 * 24 * time.Hour
@@ -114,12 +112,19 @@ type ServeOptions struct {
 	OnHTTPListen func(addr string)
 	// HealthInterval is how often HSM and store are checked for the audit log (default 30s).
 	HealthInterval time.Duration
-	// Firmware is the appliance's firmware slots (nil elsewhere).
+	// Version is the service's version, shown by status and recorded when it starts (default
+	// "dev"); the command sets it from its build.
+	Version string
+	// Firmware is the appliance's firmware slots (nil elsewhere), handed in by the command so
+	// that the service does not import firmware/.
 	Firmware api.FirmwareAdmin
 }
 
 // Serve runs the service on the data directory dir until ctx ends.
 func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
+	if o.Version == "" {
+		o.Version = "dev"
+	}
 	listen := rt.Config.API.Listen
 	if o.APIListen != "" {
 		listen = o.APIListen
@@ -148,7 +153,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	}
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, CAChain: rt.CAChain, Store: rt.Store,
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
-		Status: func(ctx context.Context) api.Status { return rt.Status(ctx, addr) }}
+		Status: func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) }}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
@@ -164,7 +169,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		return err
 	}
 	ti := rt.KeyStore.TokenInfo()
-	_ = rt.Recorder.Record(ctx, events.ServiceStarted, "", "api", addr, "version", Version,
+	_ = rt.Recorder.Record(ctx, events.ServiceStarted, "", "api", addr, "version", o.Version,
 		"ca", rt.CACert.Subject.String(), "token", ti.Label, "key", rt.Key.URI().String())
 	if o.OnListen != nil {
 		o.OnListen(addr)
@@ -214,18 +219,18 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	return err
 }
 
-// Status reports on the service's parts.
-func (rt *Runtime) Status(ctx context.Context, addr string) api.Status {
+// Status reports on the service's parts; addr is where the API listens, version the service's.
+func (rt *Runtime) Status(ctx context.Context, addr, version string) apiclient.Status {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ti := rt.KeyStore.TokenInfo()
-	st := api.Status{Service: "enrollsvc", Version: Version, Started: rt.Started, API: addr,
-		CA: api.CAStatus{Name: rt.Config.CAName, Subject: rt.CACert.Subject.String(),
+	st := apiclient.Status{Service: "enrollsvc", Version: version, Started: rt.Started, API: addr,
+		CA: apiclient.CAStatus{Name: rt.Config.CAName, Subject: rt.CACert.Subject.String(),
 			Serial: issue.SerialString(rt.CACert.SerialNumber), NotBefore: rt.CACert.NotBefore,
 			NotAfter: rt.CACert.NotAfter, KeyURI: rt.Key.URI().String(), KeyType: string(rt.Key.Type())},
-		HSM: api.HSMStatus{OK: true, Module: rt.Config.HSM.Module, TokenLabel: ti.Label, TokenSerial: ti.Serial,
+		HSM: apiclient.HSMStatus{OK: true, Module: rt.Config.HSM.Module, TokenLabel: ti.Label, TokenSerial: ti.Serial,
 			Manufacturer: ti.Manufacturer, Model: ti.Model},
-		Store: api.StoreStatus{OK: true}}
+		Store: apiclient.StoreStatus{OK: true}}
 	if err := rt.KeyStore.Health(ctx); err != nil {
 		st.HSM.OK, st.HSM.Error = false, err.Error()
 	}

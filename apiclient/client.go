@@ -1,4 +1,9 @@
-package api
+// Package apiclient is the enrollment service's local management API as its clients see it: the
+// JSON wire types and a Go client (TLS with a pinned CA, the admin bearer token), used by aectl,
+// the appliance's console and the tests. It imports only the standard library, so a client links
+// no server code; the server (enrollsvc/api) answers with these types. Every endpoint but
+// /api/v1/health and /api/v1/ca/certificate needs the admin token made by `enrollsvc init`.
+package apiclient
 
 import (
 	"bytes"
@@ -12,13 +17,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 )
 
 // Client talks to the local API.
@@ -41,43 +42,6 @@ func NewClient(addr, token string, caPEM []byte) (*Client, error) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 16, TLSHandshakeTimeout: 10 * time.Second}
 	return &Client{base: "https://" + addr, token: token, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
-}
-
-// DialDataDir makes a client from what a data directory holds: the address the running service
-// wrote (or the configured one), the admin token and the CA certificate.
-func DialDataDir(dir string) (*Client, error) {
-	cfg, err := config.Load(dir)
-	if err != nil {
-		return nil, err
-	}
-	addr := cfg.API.Listen
-	if b, err := os.ReadFile(config.Path(dir, config.APIAddrFile)); err == nil {
-		addr = strings.TrimSpace(string(b))
-	}
-	addr = dialable(addr)
-	token, err := os.ReadFile(config.Path(dir, cfg.API.TokenFile))
-	if err != nil {
-		return nil, fmt.Errorf("reading the admin token: %w", err)
-	}
-	ca, err := os.ReadFile(config.Path(dir, cfg.CACert))
-	if err != nil {
-		return nil, fmt.Errorf("reading the CA certificate: %w", err)
-	}
-	return NewClient(addr, strings.TrimSpace(string(token)), ca)
-}
-
-// dialable turns a wildcard listen address into one a client can connect to.
-func dialable(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if host == "" || host == "0.0.0.0" {
-		host = "127.0.0.1"
-	} else if host == "::" {
-		host = "::1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // HTTPError is a non-2xx answer.
@@ -163,8 +127,9 @@ func (c *Client) CACertPEM(ctx context.Context) ([]byte, error) {
 
 // CertQuery filters Certificates.
 type CertQuery struct {
-	Account, Template, Status string
-	Limit, Offset             int
+	Account, Template string
+	Status            CertStatus
+	Limit, Offset     int
 }
 
 // Certificates lists issued certificates.
@@ -172,7 +137,7 @@ func (c *Client) Certificates(ctx context.Context, q CertQuery) ([]Certificate, 
 	v := url.Values{}
 	set(v, "account", q.Account)
 	set(v, "template", q.Template)
-	set(v, "status", q.Status)
+	set(v, "status", string(q.Status))
 	setInt(v, "limit", int64(q.Limit))
 	setInt(v, "offset", int64(q.Offset))
 	var out []Certificate
@@ -187,15 +152,16 @@ func (c *Client) Certificate(ctx context.Context, serial string) (Certificate, e
 
 // RequestQuery filters Requests.
 type RequestQuery struct {
-	State, Account string
-	After          int64
-	Limit          int
+	State   RequestState
+	Account string
+	After   int64
+	Limit   int
 }
 
 // Requests lists certificate requests.
 func (c *Client) Requests(ctx context.Context, q RequestQuery) ([]Request, error) {
 	v := url.Values{}
-	set(v, "state", q.State)
+	set(v, "state", string(q.State))
 	set(v, "account", q.Account)
 	setInt(v, "after", q.After)
 	setInt(v, "limit", int64(q.Limit))
@@ -215,11 +181,11 @@ type EventQuery struct {
 	ID       int
 	Category string
 	Limit    int
-	Newest   bool // the last Limit events instead of the first
+	Newest   bool // the last Limit events instead of the first (still oldest first)
 }
 
 // Events lists audit events.
-func (c *Client) Events(ctx context.Context, q EventQuery) ([]store.Event, error) {
+func (c *Client) Events(ctx context.Context, q EventQuery) ([]Event, error) {
 	v := url.Values{}
 	setInt(v, "after", q.After)
 	setInt(v, "id", int64(q.ID))
@@ -228,7 +194,7 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]store.Event, error
 	if q.Newest {
 		v.Set("newest", "true")
 	}
-	var out []store.Event
+	var out []Event
 	return out, c.do(ctx, http.MethodGet, "/api/v1/events"+query(v), nil, &out)
 }
 
@@ -236,25 +202,6 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]store.Event, error
 func (c *Client) Issue(ctx context.Context, in IssueRequest) (IssueResponse, error) {
 	var out IssueResponse
 	return out, c.do(ctx, http.MethodPost, "/api/v1/certificates", in, &out)
-}
-
-func set(v url.Values, k, s string) {
-	if s != "" {
-		v.Set(k, s)
-	}
-}
-
-func setInt(v url.Values, k string, n int64) {
-	if n != 0 {
-		v.Set(k, strconv.FormatInt(n, 10))
-	}
-}
-
-func query(v url.Values) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return "?" + v.Encode()
 }
 
 // Templates lists the templates this CA offers, decoded.
@@ -292,4 +239,65 @@ func (c *Client) Deny(ctx context.Context, id int64, reason string) (IssueRespon
 // InstallKeytab installs the Kerberos service keytab of the enrollment web services.
 func (c *Client) InstallKeytab(ctx context.Context, keytab []byte) error {
 	return c.do(ctx, http.MethodPut, "/api/v1/enroll/keytab", keytab, nil)
+}
+
+// Revoke revokes a certificate with a reason name (ReasonNames) or number.
+func (c *Client) Revoke(ctx context.Context, serial, reason string) (Certificate, error) {
+	var out Certificate
+	return out, c.do(ctx, http.MethodPost, "/api/v1/certificates/"+url.PathEscape(serial)+"/revoke", RevokeRequest{Reason: reason}, &out)
+}
+
+// PublishCRL publishes new CRLs now.
+func (c *Client) PublishCRL(ctx context.Context) (CRLInfo, error) {
+	var out CRLInfo
+	return out, c.do(ctx, http.MethodPost, "/api/v1/crl/publish", struct{}{}, &out)
+}
+
+// SCEPProfiles lists the SCEP profiles.
+func (c *Client) SCEPProfiles(ctx context.Context) ([]SCEPProfile, error) {
+	var out []SCEPProfile
+	return out, c.do(ctx, http.MethodGet, "/api/v1/scep/profiles", nil, &out)
+}
+
+// AddSCEPProfile creates a SCEP profile.
+func (c *Client) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec) (SCEPProfile, error) {
+	var out SCEPProfile
+	return out, c.do(ctx, http.MethodPost, "/api/v1/scep/profiles", spec, &out)
+}
+
+// SCEPChallenge asks for a one-time challenge.
+func (c *Client) SCEPChallenge(ctx context.Context, in ChallengeRequest) (Challenge, error) {
+	var out Challenge
+	return out, c.do(ctx, http.MethodPost, "/api/v1/scep/challenges", in, &out)
+}
+
+// FirmwareStatus is GET /api/v1/firmware.
+func (c *Client) FirmwareStatus(ctx context.Context) (FirmwareStatus, error) {
+	var st FirmwareStatus
+	return st, c.do(ctx, http.MethodGet, FirmwarePath, nil, &st)
+}
+
+// InstallFirmware uploads an update bundle.
+func (c *Client) InstallFirmware(ctx context.Context, bundle []byte) (FirmwareInstalled, error) {
+	var res FirmwareInstalled
+	return res, c.do(ctx, http.MethodPut, FirmwarePath, bundle, &res)
+}
+
+func set(v url.Values, k, s string) {
+	if s != "" {
+		v.Set(k, s)
+	}
+}
+
+func setInt(v url.Values, k string, n int64) {
+	if n != 0 {
+		v.Set(k, strconv.FormatInt(n, 10))
+	}
+}
+
+func query(v url.Values) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return "?" + v.Encode()
 }

@@ -1,0 +1,237 @@
+package apiclient
+
+import "time"
+
+// Status is GET /api/v1/status.
+type Status struct {
+	Service string      `json:"service"`
+	Version string      `json:"version"`
+	Started time.Time   `json:"started"`
+	Healthy bool        `json:"healthy"`
+	API     string      `json:"api"` // listen address
+	CA      CAStatus    `json:"ca"`
+	HSM     HSMStatus   `json:"hsm"`
+	Store   StoreStatus `json:"store"`
+	// Directory is the Active Directory the templates and accounts come from.
+	Directory DirectoryStatus `json:"directory"`
+}
+
+// CAStatus describes the issuing CA.
+type CAStatus struct {
+	Name      string    `json:"name"`
+	Subject   string    `json:"subject"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	KeyURI    string    `json:"key_uri"`
+	KeyType   string    `json:"key_type"`
+}
+
+// HSMStatus is the token holding the CA key.
+type HSMStatus struct {
+	OK           bool   `json:"ok"`
+	Error        string `json:"error,omitempty"`
+	Module       string `json:"module"`
+	TokenLabel   string `json:"token_label"`
+	TokenSerial  string `json:"token_serial"`
+	Manufacturer string `json:"manufacturer,omitempty"`
+	Model        string `json:"model,omitempty"`
+}
+
+// StoreStatus is the durable store.
+type StoreStatus struct {
+	OK           bool   `json:"ok"`
+	Error        string `json:"error,omitempty"`
+	Certificates int64  `json:"certificates"`
+}
+
+// DirectoryStatus is the directory part of Status.
+type DirectoryStatus struct {
+	Configured bool   `json:"configured"`
+	OK         bool   `json:"ok"`
+	Error      string `json:"error,omitempty"`
+	URL        string `json:"url,omitempty"`
+	CA         string `json:"ca_cn,omitempty"`
+}
+
+// CertStatus is the revocation status of an issued certificate; expiry is Certificate.Expired.
+type CertStatus string
+
+// Certificate statuses (the status query parameter of GET /api/v1/certificates takes them too).
+const (
+	CertValid   CertStatus = "valid"
+	CertRevoked CertStatus = "revoked"
+)
+
+// Certificate is one issued certificate as the API shows it.
+type Certificate struct {
+	Serial           string     `json:"serial"`
+	Subject          string     `json:"subject"`
+	Account          string     `json:"account,omitempty"`
+	Template         string     `json:"template,omitempty"`
+	NotBefore        time.Time  `json:"not_before"`
+	NotAfter         time.Time  `json:"not_after"`
+	Status           CertStatus `json:"status"` // valid, revoked; Expired says whether it has expired
+	Expired          bool       `json:"expired"`
+	RevokedAt        *time.Time `json:"revoked_at,omitempty"`
+	RevocationReason int        `json:"revocation_reason,omitempty"`
+	RequestID        int64      `json:"request_id,omitempty"`
+	IssuedAt         time.Time  `json:"issued_at"`
+	PEM              string     `json:"pem,omitempty"` // only when one certificate is asked for
+}
+
+// RequestState is the life-cycle state of a certificate request.
+type RequestState string
+
+// Request states (the state query parameter of GET /api/v1/requests takes them too).
+const (
+	RequestPending RequestState = "pending"
+	RequestIssued  RequestState = "issued"
+	RequestDenied  RequestState = "denied"
+	RequestFailed  RequestState = "failed"
+)
+
+// Request is one certificate request as the API shows it.
+type Request struct {
+	ID        int64        `json:"id"`
+	State     RequestState `json:"state"`
+	Template  string       `json:"template,omitempty"`
+	Requester string       `json:"requester,omitempty"`
+	Account   string       `json:"account,omitempty"`
+	Submitted time.Time    `json:"submitted"`
+	Updated   time.Time    `json:"updated"`
+	Reason    string       `json:"reason,omitempty"`
+	Serial    string       `json:"serial,omitempty"`
+	CSRPEM    string       `json:"csr,omitempty"` // only when one request is asked for
+	// Held is what a pending request becomes on approval (only when one request is asked for).
+	Held *HeldView `json:"held,omitempty"`
+}
+
+// HeldView is the certificate a pending request will get, as the certificate manager reviews it.
+type HeldView struct {
+	Subject string   `json:"subject"`
+	SANs    []string `json:"sans,omitempty"`
+	Publish bool     `json:"publish"`
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// Event is one audit event (GET /api/v1/events).
+type Event struct {
+	Seq      int64          `json:"seq"` // assigned by the store, increasing
+	ID       int            `json:"id"`
+	Category string         `json:"category"` // "Admin" or "Operational"
+	Level    string         `json:"level"`    // "info", "warning", "error"
+	Time     time.Time      `json:"time"`
+	Message  string         `json:"message"`
+	Fields   map[string]any `json:"fields,omitempty"`
+}
+
+// IssueRequest is POST /api/v1/certificates: an administrator issues a certificate for a CSR.
+// Subject and SANs are taken from the CSR as the administrator approved it.
+type IssueRequest struct {
+	CSR          string `json:"csr"`     // PEM "CERTIFICATE REQUEST"
+	Profile      string `json:"profile"` // "server" or "client"
+	ValidityDays int    `json:"validity_days,omitempty"`
+	Account      string `json:"account,omitempty"`
+}
+
+// What became of a request: IssueResponse.Status.
+const (
+	StatusIssued  = "issued"
+	StatusPending = "pending"
+	StatusDenied  = "denied"
+)
+
+// IssueResponse answers IssueRequest, EnrollRequest, approve and deny.
+type IssueResponse struct {
+	Status      string   `json:"status"` // StatusIssued, StatusPending or StatusDenied
+	RequestID   int64    `json:"request_id"`
+	Serial      string   `json:"serial,omitempty"`
+	Certificate string   `json:"certificate,omitempty"` // PEM
+	Reasons     []string `json:"reasons,omitempty"`
+}
+
+// ErrorBody is every error answer.
+type ErrorBody struct {
+	Error     string   `json:"error"`
+	RequestID int64    `json:"request_id,omitempty"` // the request the error is about, if one was recorded
+	Reasons   []string `json:"reasons,omitempty"`
+}
+
+// Template is a directory template as the API shows it.
+type Template struct {
+	Name            string   `json:"name"`
+	Error           string   `json:"error,omitempty"`
+	DisplayName     string   `json:"display_name,omitempty"`
+	SchemaVersion   int      `json:"schema_version,omitempty"`
+	Revision        string   `json:"revision,omitempty"` // major.minor
+	OID             string   `json:"oid,omitempty"`
+	Validity        string   `json:"validity,omitempty"`
+	RenewalPeriod   string   `json:"renewal_period,omitempty"`
+	ValiditySeconds int64    `json:"validity_seconds,omitempty"`
+	RenewalSeconds  int64    `json:"renewal_seconds,omitempty"`
+	MinimalKeySize  int      `json:"minimal_key_size,omitempty"`
+	KeyAlgorithm    string   `json:"key_algorithm,omitempty"`
+	KeyUsage        []string `json:"key_usage,omitempty"`
+	EKUs            []string `json:"ekus,omitempty"`
+	NameFlags       []string `json:"name_flags,omitempty"`
+	EnrollmentFlags []string `json:"enrollment_flags,omitempty"`
+	PrivateKeyFlags []string `json:"private_key_flags,omitempty"`
+	GeneralFlags    []string `json:"general_flags,omitempty"`
+	Supersedes      []string `json:"supersedes,omitempty"`
+	RASignatures    int      `json:"ra_signatures,omitempty"`
+}
+
+// Verdict is one permission and what decided it.
+type Verdict struct {
+	Allowed bool   `json:"allowed"`
+	Reason  string `json:"reason"`
+	SID     string `json:"sid,omitempty"`     // the deciding ACE's trustee
+	Trustee string `json:"trustee,omitempty"` // its name in the directory
+}
+
+// TemplateDecision is what policy says for one account and template.
+type TemplateDecision struct {
+	Template   string   `json:"template"`
+	Outcome    string   `json:"outcome"` // issue, pend, refuse
+	Read       Verdict  `json:"read"`
+	Enroll     Verdict  `json:"enroll"`
+	Autoenroll Verdict  `json:"autoenroll"`
+	Subject    string   `json:"subject,omitempty"`
+	SANs       []string `json:"sans,omitempty"`
+	Publish    bool     `json:"publish"`
+	Reasons    []string `json:"reasons,omitempty"`
+	Text       string   `json:"text"` // the human explanation
+}
+
+// AccountView is the account an explanation is about.
+type AccountView struct {
+	DN             string `json:"dn"`
+	SID            string `json:"sid"`
+	SAMAccountName string `json:"sam_account_name"`
+	UPN            string `json:"upn,omitempty"`
+	Mail           string `json:"mail,omitempty"`
+	DNSHostName    string `json:"dns_host_name,omitempty"`
+	Computer       bool   `json:"computer"`
+	TokenSIDs      int    `json:"token_sids"`
+}
+
+// Explanation is GET /api/v1/explain.
+type Explanation struct {
+	Account   *AccountView       `json:"account,omitempty"`
+	Templates []TemplateDecision `json:"templates"`
+	Errors    []string           `json:"errors,omitempty"`
+	Reasons   []string           `json:"reasons,omitempty"`
+}
+
+// EnrollRequest is POST /api/v1/enroll: run a CSR through the directory's policy for an account.
+type EnrollRequest struct {
+	Template string `json:"template,omitempty"`
+	Account  string `json:"account"`
+	CSR      string `json:"csr"` // PEM
+}
+
+// DenyRequest is POST /api/v1/requests/{id}/deny.
+type DenyRequest struct {
+	Reason string `json:"reason"`
+}
