@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
@@ -314,11 +315,11 @@ func (a *Appliance) serveAfterFinish(ctx context.Context) (string, error) {
 }
 
 // client dials the running service's API with the admin token on the data disk.
-func (a *Appliance) client() (*serviceClient, error) {
+func (a *Appliance) client() (*apiclient.Client, error) {
 	if !a.provisioned() {
 		return nil, errors.New("the appliance is not provisioned (see provision status)")
 	}
-	return dialService(a.varDir())
+	return apiclient.DialDataDir(a.varDir())
 }
 
 func (a *Appliance) cmdRequests(ctx context.Context, args []string, w io.Writer) error {
@@ -330,7 +331,7 @@ func (a *Appliance) cmdRequests(ctx context.Context, args []string, w io.Writer)
 	if len(args) > 0 {
 		state = args[0]
 	}
-	reqs, err := cl.requests(ctx, state, 20)
+	reqs, err := cl.Requests(ctx, apiclient.RequestQuery{State: apiclient.RequestState(state), Limit: 20})
 	if err != nil {
 		return err
 	}
@@ -355,7 +356,7 @@ func (a *Appliance) cmdApprove(ctx context.Context, args []string, w io.Writer) 
 	if err != nil {
 		return err
 	}
-	res, err := cl.approve(ctx, id)
+	res, err := cl.Approve(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -372,7 +373,7 @@ func (a *Appliance) cmdDeny(ctx context.Context, args []string, w io.Writer) err
 	if err != nil {
 		return err
 	}
-	res, err := cl.deny(ctx, id, strings.Join(args[1:], " "))
+	res, err := cl.Deny(ctx, id, strings.Join(args[1:], " "))
 	if err != nil {
 		return err
 	}
@@ -385,7 +386,7 @@ func (a *Appliance) cmdRevoke(ctx context.Context, args []string, w io.Writer) e
 	if err != nil {
 		return err
 	}
-	c, err := cl.revoke(ctx, args[0], args[1])
+	c, err := cl.Revoke(ctx, args[0], args[1])
 	if err != nil {
 		return err
 	}
@@ -406,7 +407,7 @@ func (a *Appliance) cmdEvents(ctx context.Context, args []string, w io.Writer) e
 	if err != nil {
 		return err
 	}
-	all, err := cl.events(ctx, n)
+	all, err := cl.Events(ctx, apiclient.EventQuery{Limit: n, Newest: true})
 	if err != nil {
 		return err
 	}
