@@ -24,17 +24,18 @@ import (
 // IdleLogout is how long a console login lasts without a command.
 const IdleLogout = 15 * time.Minute
 
-// openCommands run without a login.
-var openCommands = map[string]bool{"help": true, "menu": true, "status": true, "version": true,
-	"login": true, "logout": true, provisionCmd + provisioning.Status: true}
-
 // settingsDir holds the appliance's own settings (admin passphrase, network).
 func (a *Appliance) settingsDir() string { return filepath.Join(a.o.DataDir, "appliance") }
 
-// allow is the console's gate: until an admin passphrase is set only the open commands,
-// setting it, reboot and poweroff run; after that the others need a login.
+// allow is the console's gate: the command table's access (open commands always;
+// beforePassphrase ones until an admin passphrase is set; the others after a login).
+// The console's own help and menu are open.
 func (a *Appliance) allow(cmd console.Command) error {
-	if openCommands[cmd.Name] {
+	acc, ok := a.access[cmd.Name]
+	if !ok && (cmd.Name == "help" || cmd.Name == "menu") {
+		acc = open
+	}
+	if acc == open {
 		return nil
 	}
 	a.mu.Lock()
@@ -43,8 +44,7 @@ func (a *Appliance) allow(cmd console.Command) error {
 		return nil // nothing to protect; the commands say there is no data disk
 	}
 	if !provisioning.HasPassphrase(a.settingsDir()) {
-		switch cmd.Name {
-		case provisionCmd + provisioning.StepPassphrase, "reboot", "poweroff":
+		if acc == beforePassphrase {
 			return nil
 		}
 		return errors.New("set the admin passphrase first: provision passphrase")

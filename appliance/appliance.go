@@ -123,6 +123,7 @@ type Appliance struct {
 	log      *slog.Logger
 	logs     *logSink
 	con      *console.Console
+	access   map[string]access // of each console command, from commandTable
 	start    time.Time
 	serial   string
 	mods     kmod.Result
@@ -173,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 		// console itself: what is still in that pipe when the machine powers down is
 		// lost, and a pipe cannot be drained. The console writes to the device instead.
 		if _, out, err := o.ReopenConsole(); err == nil {
-			o.Out = out
+			o.Out, a.o.Out = out, out
 		} else {
 			fmt.Fprintf(o.Out, "opening the console: %v\n", err)
 		}
@@ -193,7 +194,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ctx, a.stop = context.WithCancel(ctx)
 	defer a.stop()
-	a.con = console.New(o.In, o.Out, Prompt, a.commands())
+	table := a.commandTable()
+	cmds := make([]console.Command, len(table))
+	a.access = make(map[string]access, len(table))
+	for i, c := range table {
+		cmds[i], a.access[c.Name] = c.Command, c.Access
+	}
+	a.con = console.New(o.In, o.Out, Prompt, cmds)
 	a.con.Log = a.log
 	a.con.Allow = a.allow
 	if f, ok := o.In.(*os.File); ok {

@@ -20,63 +20,82 @@ import (
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
-// commands is the console's command set. The words follow aectl's.
-func (a *Appliance) commands() []console.Command {
-	cmds := []console.Command{
-		{Name: "status", Help: "state, data disk, network, time, service", Menu: "Status", Run: a.cmdStatus},
-		{Name: "version", Help: "image, kernel and service versions", Menu: "Version", Run: a.cmdVersion},
-		{Name: "login", Help: "log in with the admin passphrase", Menu: "Log in", Run: a.cmdLogin},
-		{Name: "logout", Help: "log out of the console", Run: a.cmdLogout},
-		{Name: provisionCmd + provisioning.Status, Help: "the provisioning steps: done and next", Menu: "Provisioning: what is done",
-			Run: a.cmdProvisionStatus},
-		{Name: provisionCmd + provisioning.StepPassphrase, Help: "1. set or change the admin passphrase", Menu: "Provisioning 1: admin passphrase",
-			Run: a.cmdPassphrase},
-		{Name: provisionCmd + provisioning.StepToken, Help: "3. initialise the HSM token (SO, user PIN)", Menu: "Provisioning 3: HSM token",
-			Run: a.cmdToken},
-		{Name: provisionCmd + provisioning.StepKey, Args: "[TYPE]", MaxArgs: 1, Help: "4. CA key in the token (ecdsa-p256...)",
-			Menu: "Provisioning 4: CA key", Run: a.cmdKey},
-		{Name: provisionCmd + provisioning.CASelfSigned, Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5a. a self-signed root CA",
-			Menu: "Provisioning 5a: self-signed root CA", Ask: []string{"Name of the CA (e.g. Corp Root CA)"}, Run: a.cmdSelfSigned},
-		{Name: provisionCmd + provisioning.CACSR, Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5b. subordinate CA: print its request",
-			Menu: "Provisioning 5b: subordinate CA request", Ask: []string{"Name of the CA (e.g. Corp Issuing CA)"}, Run: a.cmdCSR},
-		{Name: provisionCmd + provisioning.CAImport, Help: "5b. paste the signed CA chain (PEM)", Menu: "Provisioning 5b: import the CA chain",
-			Run: a.cmdImport},
-		{Name: provisionCmd + provisioning.StepDirectory, Args: "URL BIND-USER CA-CN [DC-NAME]", MinArgs: 3, MaxArgs: 4,
+// access says who may run a console command.
+type access int
+
+const (
+	// needLogin: once the admin passphrase is set, only a logged-in admin (the zero value).
+	needLogin access = iota
+	// open: anyone at the console, always.
+	open
+	// beforePassphrase: anyone until the admin passphrase is set, then needLogin.
+	beforePassphrase
+)
+
+// command is one line of the console's command table: console.Command (name, usage,
+// help, menu entry, handler) and who may run it.
+type command struct {
+	console.Command
+	Access access
+}
+
+// commandTable is the console's command set. The words follow aectl's.
+func (a *Appliance) commandTable() []command {
+	cmds := []command{
+		{Command: console.Command{Name: "status", Help: "state, data disk, network, time, service", Menu: "Status", Run: a.cmdStatus}, Access: open},
+		{Command: console.Command{Name: "version", Help: "image, kernel and service versions", Menu: "Version", Run: a.cmdVersion}, Access: open},
+		{Command: console.Command{Name: "login", Help: "log in with the admin passphrase", Menu: "Log in", Run: a.cmdLogin}, Access: open},
+		{Command: console.Command{Name: "logout", Help: "log out of the console", Run: a.cmdLogout}, Access: open},
+		{Command: console.Command{Name: provisionCmd + provisioning.Status, Help: "the provisioning steps: done and next", Menu: "Provisioning: what is done",
+			Run: a.cmdProvisionStatus}, Access: open},
+		{Command: console.Command{Name: provisionCmd + provisioning.StepPassphrase, Help: "1. set or change the admin passphrase", Menu: "Provisioning 1: admin passphrase",
+			Run: a.cmdPassphrase}, Access: beforePassphrase},
+		{Command: console.Command{Name: provisionCmd + provisioning.StepToken, Help: "3. initialise the HSM token (SO, user PIN)", Menu: "Provisioning 3: HSM token",
+			Run: a.cmdToken}},
+		{Command: console.Command{Name: provisionCmd + provisioning.StepKey, Args: "[TYPE]", MaxArgs: 1, Help: "4. CA key in the token (ecdsa-p256...)",
+			Menu: "Provisioning 4: CA key", Run: a.cmdKey}},
+		{Command: console.Command{Name: provisionCmd + provisioning.CASelfSigned, Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5a. a self-signed root CA",
+			Menu: "Provisioning 5a: self-signed root CA", Ask: []string{"Name of the CA (e.g. Corp Root CA)"}, Run: a.cmdSelfSigned}},
+		{Command: console.Command{Name: provisionCmd + provisioning.CACSR, Args: "CA-NAME", MinArgs: 1, MaxArgs: -1, Help: "5b. subordinate CA: print its request",
+			Menu: "Provisioning 5b: subordinate CA request", Ask: []string{"Name of the CA (e.g. Corp Issuing CA)"}, Run: a.cmdCSR}},
+		{Command: console.Command{Name: provisionCmd + provisioning.CAImport, Help: "5b. paste the signed CA chain (PEM)", Menu: "Provisioning 5b: import the CA chain",
+			Run: a.cmdImport}},
+		{Command: console.Command{Name: provisionCmd + provisioning.StepDirectory, Args: "URL BIND-USER CA-CN [DC-NAME]", MinArgs: 3, MaxArgs: 4,
 			Help: "6. Active Directory (optional)", Menu: "Provisioning 6: Active Directory",
 			Ask: []string{"LDAP URL (ldaps://dc.example.test)", "Service account (UPN or DN)", "Enrollment service cn"},
-			Run: a.cmdDirectory},
-		{Name: provisionCmd + provisioning.StepFinish, Help: "7. write the configuration, start", Menu: "Provisioning 7: finish and start",
-			Run: a.cmdFinish},
-		{Name: "network", Help: "2. network settings and state", Menu: "Network", Run: a.cmdNetwork("")},
-		{Name: "network dhcp", Help: "address by DHCP", Run: a.cmdNetwork("dhcp")},
-		{Name: "network static", Args: "ADDR/PREFIX [GATEWAY]", MinArgs: 1, MaxArgs: 2, Help: "a static address",
-			Run: a.cmdNetwork("static")},
-		{Name: "network dns", Args: "IP...", MaxArgs: 3, Help: "name servers (none: DHCP's)", Run: a.cmdNetwork("dns")},
-		{Name: "network ntp", Args: "SERVER...", MaxArgs: 4, Help: "time servers (none: DHCP's)", Run: a.cmdNetwork("ntp")},
-		{Name: "network hostname", Args: "NAME", MinArgs: 1, MaxArgs: 1, Help: "the appliance's DNS name",
-			Run: a.cmdNetwork("hostname")},
-		{Name: "requests", Args: "[STATE]", MaxArgs: 1, Help: "certificate requests (pending, issued...)",
-			Menu: "Pending requests", Run: a.cmdRequests},
-		{Name: "approve", Args: "ID", MinArgs: 1, MaxArgs: 1, Help: "issue a pending request", Run: a.cmdApprove},
-		{Name: "deny", Args: "ID REASON...", MinArgs: 2, MaxArgs: -1, Help: "refuse a pending request", Run: a.cmdDeny},
-		{Name: "revoke", Args: "SERIAL REASON", MinArgs: 2, MaxArgs: 2, Help: "revoke a certificate (final)",
-			Confirm: "Revoke the certificate? This cannot be undone.", Run: a.cmdRevoke},
-		{Name: "events", Args: "[N]", MaxArgs: 1, Help: "the latest audit events", Menu: "Events", Run: a.cmdEvents},
-		{Name: "ca", Help: "the CA certificate and its chain (PEM)", Menu: "CA certificate", Run: a.cmdCA},
-		{Name: "api token", Help: "the management API's admin token", Run: a.cmdAPIToken},
-		{Name: "update", Help: "firmware: running version, slots, last update", Menu: "Firmware updates",
-			Run: a.cmdUpdateStatus},
-		{Name: "update rollback", Help: "boot the factory image from now on", Confirm: "Stop booting the installed update?",
-			Run: a.cmdUpdateRollback},
+			Run: a.cmdDirectory}},
+		{Command: console.Command{Name: provisionCmd + provisioning.StepFinish, Help: "7. write the configuration, start", Menu: "Provisioning 7: finish and start",
+			Run: a.cmdFinish}},
+		{Command: console.Command{Name: "network", Help: "2. network settings and state", Menu: "Network", Run: a.cmdNetwork("")}},
+		{Command: console.Command{Name: "network dhcp", Help: "address by DHCP", Run: a.cmdNetwork("dhcp")}},
+		{Command: console.Command{Name: "network static", Args: "ADDR/PREFIX [GATEWAY]", MinArgs: 1, MaxArgs: 2, Help: "a static address",
+			Run: a.cmdNetwork("static")}},
+		{Command: console.Command{Name: "network dns", Args: "IP...", MaxArgs: 3, Help: "name servers (none: DHCP's)", Run: a.cmdNetwork("dns")}},
+		{Command: console.Command{Name: "network ntp", Args: "SERVER...", MaxArgs: 4, Help: "time servers (none: DHCP's)", Run: a.cmdNetwork("ntp")}},
+		{Command: console.Command{Name: "network hostname", Args: "NAME", MinArgs: 1, MaxArgs: 1, Help: "the appliance's DNS name",
+			Run: a.cmdNetwork("hostname")}},
+		{Command: console.Command{Name: "requests", Args: "[STATE]", MaxArgs: 1, Help: "certificate requests (pending, issued...)",
+			Menu: "Pending requests", Run: a.cmdRequests}},
+		{Command: console.Command{Name: "approve", Args: "ID", MinArgs: 1, MaxArgs: 1, Help: "issue a pending request", Run: a.cmdApprove}},
+		{Command: console.Command{Name: "deny", Args: "ID REASON...", MinArgs: 2, MaxArgs: -1, Help: "refuse a pending request", Run: a.cmdDeny}},
+		{Command: console.Command{Name: "revoke", Args: "SERIAL REASON", MinArgs: 2, MaxArgs: 2, Help: "revoke a certificate (final)",
+			Confirm: "Revoke the certificate? This cannot be undone.", Run: a.cmdRevoke}},
+		{Command: console.Command{Name: "events", Args: "[N]", MaxArgs: 1, Help: "the latest audit events", Menu: "Events", Run: a.cmdEvents}},
+		{Command: console.Command{Name: "ca", Help: "the CA certificate and its chain (PEM)", Menu: "CA certificate", Run: a.cmdCA}},
+		{Command: console.Command{Name: "api token", Help: "the management API's admin token", Run: a.cmdAPIToken}},
+		{Command: console.Command{Name: "update", Help: "firmware: running version, slots, last update", Menu: "Firmware updates",
+			Run: a.cmdUpdateStatus}},
+		{Command: console.Command{Name: "update rollback", Help: "boot the factory image from now on", Confirm: "Stop booting the installed update?",
+			Run: a.cmdUpdateRollback}},
 	}
 	if a.rel.Debug {
-		cmds = append(cmds, console.Command{Name: "shell", Help: "a shell (debug image only)", Run: a.cmdShell})
+		cmds = append(cmds, command{Command: console.Command{Name: "shell", Help: "a shell (debug image only)", Run: a.cmdShell}})
 	}
 	return append(cmds,
-		console.Command{Name: "reboot", Help: "stop the service, unmount, reboot", Menu: "Reboot",
-			Confirm: "Reboot the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")},
-		console.Command{Name: "poweroff", Help: "stop the service, unmount, power off", Menu: "Power off",
-			Confirm: "Power off the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_POWER_OFF, "Powering off")})
+		command{Command: console.Command{Name: "reboot", Help: "stop the service, unmount, reboot", Menu: "Reboot",
+			Confirm: "Reboot the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")}, Access: beforePassphrase},
+		command{Command: console.Command{Name: "poweroff", Help: "stop the service, unmount, power off", Menu: "Power off",
+			Confirm: "Power off the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_POWER_OFF, "Powering off")}, Access: beforePassphrase})
 }
 
 // banner is shown once the data disk is ready (or known to be missing).
