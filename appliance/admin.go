@@ -17,6 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
@@ -285,7 +286,7 @@ func (a *Appliance) cmdFinish(ctx context.Context, _ []string, w io.Writer) erro
 	if err := printStep(w, r, err); err != nil {
 		return err
 	}
-	subj, fp, err := caInfo(a.varDir())
+	subj, fp, err := svcctl.CAInfo(a.varDir())
 	if err != nil {
 		return fmt.Errorf("reading the new CA certificate: %w", err)
 	}
@@ -307,7 +308,7 @@ func (a *Appliance) serveAfterFinish(ctx context.Context) (string, error) {
 	if err := a.startService(ctx); err != nil {
 		return "", fmt.Errorf("starting enrollsvc: %w", err)
 	}
-	url, err := a.waitHealthy(ctx, 90*time.Second)
+	url, err := svcctl.WaitHealthy(ctx, a.varDir(), 90*time.Second)
 	if err != nil {
 		return url, fmt.Errorf("enrollsvc started but its API %s does not answer: %w (see status)", url, err)
 	}
@@ -421,7 +422,7 @@ func (a *Appliance) cmdCA(ctx context.Context, _ []string, w io.Writer) error {
 	if err := a.needDisk(); err != nil {
 		return err
 	}
-	subj, fp, err := caInfo(a.varDir())
+	subj, fp, err := svcctl.CAInfo(a.varDir())
 	if err != nil {
 		return errors.New("there is no CA certificate yet (see provision status)")
 	}

@@ -35,7 +35,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/kmod"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
-	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/appliance/timesync"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
@@ -137,9 +137,8 @@ type Appliance struct {
 	netCfg  *netcfg.Config
 	netErr  error
 	machine string
-	svc     *supervise.Supervisor
-	svcLog  *os.File
-	down    bool // powering off or rebooting: start nothing more
+	svc     svcctl.Service // enrollsvc, once provisioned
+	down    bool           // powering off or rebooting: start nothing more
 
 	loggedIn bool      // the console's admin is logged in
 	lastCmd  time.Time // of the logged-in admin, for IdleLogout
@@ -536,12 +535,7 @@ func (a *Appliance) state() string {
 }
 
 func (a *Appliance) closeLogs() {
-	a.mu.Lock()
-	if a.svcLog != nil {
-		a.svcLog.Close()
-		a.svcLog = nil
-	}
-	a.mu.Unlock()
+	a.svc.CloseLog()
 	a.logs.SetFile(nil)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
@@ -123,7 +124,7 @@ func (a *Appliance) versionLine() string {
 func (a *Appliance) stateLine() string {
 	st := a.state()
 	if st == "provisioned" {
-		if subj, _, err := caInfo(a.varDir()); err == nil {
+		if subj, _, err := svcctl.CAInfo(a.varDir()); err == nil {
 			st += " (CA " + subj + ")"
 		}
 	}

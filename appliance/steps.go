@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 	"github.com/enrollment-appliance/aeappliance/provisioning/stepcmd"
 )
@@ -29,7 +30,7 @@ func (s steps) run(ctx context.Context, out any, call stepcmd.Call) error {
 		return err
 	}
 	if call.Step != provisioning.Status && a.provisioned() {
-		subj, _, _ := caInfo(a.varDir())
+		subj, _, _ := svcctl.CAInfo(a.varDir())
 		return fmt.Errorf("already provisioned (CA %s); nothing changed", subj)
 	}
 	t := time.Now()
