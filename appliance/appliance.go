@@ -133,7 +133,7 @@ type Appliance struct {
 	hsm      release.HSM        // the PKCS#11 module of the image
 
 	mu      sync.Mutex
-	disk    diskState
+	disk    datadisk.State
 	netCfg  *netcfg.Config
 	netErr  error
 	machine string
@@ -148,13 +148,6 @@ type Appliance struct {
 	confirm  bool             // this boot is a slot's trial: confirm it once up
 	keeper   *timesync.Keeper // keeps the clock; nil without NTP servers
 	timeStop context.CancelFunc
-}
-
-type diskState struct {
-	Dev     string
-	Kind    datadisk.Kind
-	Mounted bool
-	Problem string // why there is no usable data disk
 }
 
 // Run boots the appliance and runs the console. On the image it does not return; in Dev
@@ -408,76 +401,31 @@ func (a *Appliance) address(ctx context.Context, wait time.Duration) (net.IP, er
 	return a.netCfg.Addr.IP, nil
 }
 
-// prepareData finds, checks, formats if blank, and mounts the data disk (the image), or
-// uses DataDir as it is (Dev mode). Problems are shown on the console and kept for
-// status; the console works without a data disk.
+// prepareData finds, checks, formats if blank, and mounts the data disk (the image,
+// datadisk.Prepare), or uses DataDir as it is (Dev mode). Problems are shown on the
+// console and kept for status; the console works without a data disk.
 func (a *Appliance) prepareData(ctx context.Context) {
-	var st diskState
 	t := time.Now()
-	defer func() {
-		a.log.Info("data disk", "dev", st.Dev, "kind", st.Kind.String(), "mounted", st.Mounted, "problem", st.Problem, "elapsed", time.Since(t))
-		a.mu.Lock()
-		a.disk = st
-		a.mu.Unlock()
-		if st.Problem != "" {
-			a.con.Printf("%s", wrap("Data disk: "+st.Problem, 78))
-			return
-		}
-		if err := a.afterMount(); err != nil {
-			a.con.Printf("Data disk: %v", err)
-		}
-	}()
+	var st datadisk.State
 	if a.o.Dev {
+		st = datadisk.State{Dev: a.o.DataDir + " (development mode)", Kind: datadisk.Ext, Mounted: true}
 		if err := os.MkdirAll(a.o.DataDir, 0o755); err != nil {
-			st.Problem = err.Error()
-			return
+			st = datadisk.State{Problem: err.Error()}
 		}
-		st.Dev, st.Kind, st.Mounted = a.o.DataDir+" (development mode)", datadisk.Ext, true
+	} else {
+		st = datadisk.Prepare(ctx, a.o.Devices, a.o.DataDir, func(msg string) { a.con.Printf("%s", msg) }, a.log)
+	}
+	a.log.Info("data disk", "dev", st.Dev, "kind", st.Kind.String(), "mounted", st.Mounted, "problem", st.Problem, "elapsed", time.Since(t))
+	a.mu.Lock()
+	a.disk = st
+	a.mu.Unlock()
+	if st.Problem != "" {
+		a.con.Printf("%s", wrap("Data disk: "+st.Problem, 78))
 		return
 	}
-	dev, err := datadisk.Find(ctx, a.o.Devices, 5*time.Second)
-	if err != nil {
-		st.Problem = fmt.Sprintf("none found (looked for %s). The appliance keeps all of its "+
-			"state on a data disk: attach one and reboot.", strings.Join(a.o.Devices, ", "))
-		return
+	if err := a.afterMount(); err != nil {
+		a.con.Printf("Data disk: %v", err)
 	}
-	st.Dev = dev
-	if st.Kind, err = datadisk.Probe(dev); err != nil {
-		st.Problem = err.Error()
-		return
-	}
-	switch st.Kind {
-	case datadisk.Unknown:
-		st.Problem = fmt.Sprintf("%s holds data that is not an ext4 file system (a partition table or "+
-			"another file system). It was left untouched. Attach a blank disk, or one this appliance "+
-			"formatted, and reboot.", dev)
-		return
-	case datadisk.Blank:
-		a.con.Printf("Data disk %s is blank: making an ext4 file system (first boot)...", dev)
-		t := time.Now()
-		if err := datadisk.Format(ctx, dev); err != nil {
-			st.Problem = err.Error()
-			return
-		}
-		a.log.Info("formatted the data disk", "dev", dev, "elapsed", time.Since(t))
-	case datadisk.Ext:
-		tc := time.Now()
-		out, err := datadisk.Check(ctx, dev)
-		a.log.Info("e2fsck -p", "dev", dev, "elapsed", time.Since(tc))
-		if err != nil {
-			st.Problem = fmt.Sprintf("the file system on %s has errors e2fsck cannot repair unattended; "+
-				"it was not mounted. %s", dev, lastLine(err.Error()))
-			return
-		}
-		if out != "" {
-			a.log.Warn("e2fsck repaired the data disk", "output", out)
-		}
-	}
-	if err := datadisk.Mount(dev, a.o.DataDir); err != nil {
-		st.Problem = err.Error()
-		return
-	}
-	st.Mounted = true
 }
 
 // afterMount sets up the data disk's directories, the log file and the machine ID.
@@ -501,13 +449,13 @@ func (a *Appliance) afterMount() error {
 	return nil
 }
 
-func (a *Appliance) diskReady() (diskState, bool) {
+func (a *Appliance) diskReady() (datadisk.State, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.diskReadyLocked()
 }
 
-func (a *Appliance) diskReadyLocked() (diskState, bool) {
+func (a *Appliance) diskReadyLocked() (datadisk.State, bool) {
 	return a.disk, a.disk.Mounted && a.disk.Problem == ""
 }
 
@@ -607,12 +555,6 @@ func setEcho(f *os.File, on bool) {
 		t.Lflag &^= unix.ECHO
 	}
 	_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
-}
-
-// lastLine is the last non-empty line of s.
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // wrap breaks s into lines of at most width columns at spaces.
