@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/appliance/console"
-	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
@@ -458,9 +456,7 @@ func (a *Appliance) cmdAPIToken(ctx context.Context, _ []string, w io.Writer) er
 func (a *Appliance) cmdNetwork(what string) func(context.Context, []string, io.Writer) error {
 	return func(ctx context.Context, args []string, w io.Writer) error {
 		if what == "" {
-			a.mu.Lock()
-			cur, cerr := a.netCfg, a.netErr
-			a.mu.Unlock()
+			cur, cerr := a.net.Current()
 			n, err := provisioning.LoadNetwork(a.settingsDir())
 			if err != nil {
 				return err
@@ -472,7 +468,7 @@ func (a *Appliance) cmdNetwork(what string) func(context.Context, []string, io.W
 			case cerr != nil:
 				fmt.Fprintf(w, "%-12s%v\n", "Now:", cerr)
 			}
-			fmt.Fprintf(w, "%-12s%s\n", "Time:", a.timeStatus())
+			fmt.Fprintf(w, "%-12s%s\n", "Time:", a.net.TimeStatus())
 			return nil
 		}
 		if err := a.needDisk(); err != nil {
@@ -513,8 +509,8 @@ func (a *Appliance) applyNetwork(ctx context.Context, n provisioning.Network, w 
 		fmt.Fprintln(w, "(development mode: saved, not applied)")
 		return nil
 	}
-	before, _ := a.address(ctx, 0)
-	cfg, err := a.configureNetwork(ctx, n)
+	before, _ := a.net.Address(ctx, 0)
+	cfg, err := a.net.Configure(ctx, n)
 	if err != nil {
 		return fmt.Errorf("saved, but applying failed: %w", err)
 	}
@@ -531,50 +527,6 @@ func (a *Appliance) applyNetwork(ctx context.Context, n provisioning.Network, w 
 		}
 	}
 	return nil
-}
-
-// configureNetwork configures the management interface from n (without retries).
-func (a *Appliance) configureNetwork(ctx context.Context, n provisioning.Network) (netcfg.Config, error) {
-	var cfg netcfg.Config
-	var err error
-	if n.Mode == "static" {
-		ipn, perr := netParse(n.Address)
-		if perr != nil {
-			return cfg, perr
-		}
-		cfg, err = netcfg.Static(a.o.Interface, ipn, net.ParseIP(n.Gateway))
-	} else {
-		cfg, err = netcfg.DHCP(ctx, a.o.Interface, 4*time.Second, 3)
-	}
-	if err != nil {
-		return cfg, err
-	}
-	if len(n.DNS) > 0 {
-		cfg.DNS = nil
-		for _, d := range n.DNS {
-			cfg.DNS = append(cfg.DNS, net.ParseIP(d))
-		}
-	}
-	if err := netcfg.WriteResolvConf("/etc/resolv.conf", cfg.DNS); err != nil {
-		a.log.Error("resolv.conf", "err", err)
-	}
-	if n.Hostname != "" {
-		if err := netcfg.SetHostname(n.Hostname); err != nil {
-			a.log.Error("hostname", "err", err)
-		}
-	}
-	a.setNet(&cfg, nil)
-	a.setTimeServers(n, cfg)
-	return cfg, nil
-}
-
-func netParse(s string) (*net.IPNet, error) {
-	ip, ipn, err := net.ParseCIDR(s)
-	if err != nil {
-		return nil, err
-	}
-	ipn.IP = ip
-	return ipn, nil
 }
 
 func clip(s string, n int) string {

@@ -33,10 +33,10 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
 	"github.com/enrollment-appliance/aeappliance/appliance/kmod"
+	"github.com/enrollment-appliance/aeappliance/appliance/mgmtnet"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
-	"github.com/enrollment-appliance/aeappliance/appliance/timesync"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
@@ -123,19 +123,17 @@ type Appliance struct {
 	log      *slog.Logger
 	logs     *logSink
 	con      *console.Console
+	net      *mgmtnet.Manager  // the management network
 	access   map[string]access // of each console command, from commandTable
 	start    time.Time
 	serial   string
 	mods     kmod.Result
 	stop     context.CancelFunc // ends Run (Dev mode)
-	netDone  chan struct{}      // closed once the network is configured
 	diskDone chan struct{}      // closed once the data disk is ready or known to be unusable
 	hsm      release.HSM        // the PKCS#11 module of the image
 
 	mu      sync.Mutex
 	disk    datadisk.State
-	netCfg  *netcfg.Config
-	netErr  error
 	machine string
 	svc     svcctl.Service // enrollsvc, once provisioned
 	down    bool           // powering off or rebooting: start nothing more
@@ -143,19 +141,18 @@ type Appliance struct {
 	loggedIn bool      // the console's admin is logged in
 	lastCmd  time.Time // of the logged-in admin, for IdleLogout
 
-	prov     *provServer      // the provisioning API while unprovisioned
-	running  string           // the firmware slot this boot runs from ("": the factory image)
-	confirm  bool             // this boot is a slot's trial: confirm it once up
-	keeper   *timesync.Keeper // keeps the clock; nil without NTP servers
-	timeStop context.CancelFunc
+	prov    *provServer // the provisioning API while unprovisioned
+	running string      // the firmware slot this boot runs from ("": the factory image)
+	confirm bool        // this boot is a slot's trial: confirm it once up
 }
 
 // Run boots the appliance and runs the console. On the image it does not return; in Dev
 // mode it returns when the console input ends or the operator powers off.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
-	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), netDone: make(chan struct{}), diskDone: make(chan struct{})}
+	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), diskDone: make(chan struct{})}
 	a.log = slog.New(slog.NewTextHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a.net = mgmtnet.New(o.Interface, o.Dev, a.log, func(msg string) { a.con.Printf("%s", msg) })
 	log.SetOutput(a.logs) // u-root's libraries log with the standard logger
 	log.SetFlags(log.LstdFlags)
 	if !o.Dev {
@@ -201,11 +198,11 @@ func Run(ctx context.Context, o Options) error {
 	a.con.Printf("%s %s starting", rel.Product, rel.Version)
 
 	if o.Dev {
-		a.netCfg = &netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}}
-		close(a.netDone)
+		a.net.SetConfigured(netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}})
 	} else {
 		a.bootSystem()
-		go a.network(ctx)
+		go a.net.Run(ctx, a.diskDone, a.initialNetwork,
+			func() (provisioning.Network, error) { return provisioning.LoadNetwork(a.settingsDir()) }, a.addressMoved)
 	}
 	if !o.Dev {
 		if b, err := os.ReadFile("/proc/cmdline"); err == nil {
@@ -291,23 +288,9 @@ func (a *Appliance) bootSystem() {
 	a.log.Info("sysctl hardening", "applied", n, "failed", len(errs))
 }
 
-// network configures loopback and then the management interface from the saved
-// settings (on the data disk): a static address, or DHCP retried with a growing delay
-// until it gets a lease; then the resolver, host name and time servers.
-func (a *Appliance) network(ctx context.Context) {
-	if err := netcfg.LoopbackUp(); err != nil {
-		a.log.Error("loopback", "err", err)
-	}
-	if err := netcfg.WaitLink(ctx, a.o.Interface, 15*time.Second); err != nil {
-		a.setNet(nil, err)
-		a.con.Printf("Network: %v", err)
-		return
-	}
-	select {
-	case <-a.diskDone:
-	case <-ctx.Done():
-		return
-	}
+// initialNetwork is the saved network settings, or DHCP without a data disk or when
+// they cannot be read.
+func (a *Appliance) initialNetwork() provisioning.Network {
 	n := provisioning.Network{Mode: "dhcp"}
 	if _, ok := a.diskReady(); ok {
 		saved, err := provisioning.LoadNetwork(a.settingsDir())
@@ -317,88 +300,14 @@ func (a *Appliance) network(ctx context.Context) {
 			n = saved
 		}
 	}
-	delay := 2 * time.Second
-	for attempt := 1; ; attempt++ {
-		cfg, err := a.configureNetwork(ctx, n)
-		if err == nil {
-			a.log.Info("network configured", "config", cfg.String())
-			close(a.netDone)
-			if n.Mode == "dhcp" {
-				a.renewLease(ctx, n, cfg)
-			}
-			return
-		}
-		a.setNet(nil, err)
-		a.log.Warn("network configuration failed", "mode", n.Mode, "attempt", attempt, "err", err)
-		if attempt == 1 {
-			a.con.Printf("Network: %v; retrying in the background", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, time.Minute)
-	}
+	return n
 }
 
-// renewLease asks the DHCP server again at half of each lease, for as long as the
-// settings say DHCP; when the address changes, the service moves to the new one.
-func (a *Appliance) renewLease(ctx context.Context, n provisioning.Network, cfg netcfg.Config) {
-	for {
-		wait := max(cfg.LeaseTime/2, time.Minute)
-		if cfg.LeaseTime == 0 {
-			wait = time.Hour
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		if cur, err := provisioning.LoadNetwork(a.settingsDir()); err != nil || cur.Mode != "dhcp" {
-			return // changed at the console, which applied it
-		}
-		before := cfg.Addr.IP
-		next, err := a.configureNetwork(ctx, n)
-		if err != nil {
-			a.log.Warn("DHCP renewal failed; keeping the address", "err", err)
-			cfg.LeaseTime = 2 * time.Minute // try again soon
-			continue
-		}
-		cfg = next
-		if !before.Equal(cfg.Addr.IP) {
-			a.con.Printf("Network: the DHCP server gave a new address %s", cfg.Addr)
-			if a.provisioned() {
-				a.restartService(ctx)
-			}
-		}
+// addressMoved restarts the service on the new management address.
+func (a *Appliance) addressMoved(ctx context.Context) {
+	if a.provisioned() {
+		a.restartService(ctx)
 	}
-}
-
-func (a *Appliance) setNet(cfg *netcfg.Config, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.netCfg, a.netErr = cfg, err
-}
-
-// address waits up to wait for the management address.
-func (a *Appliance) address(ctx context.Context, wait time.Duration) (net.IP, error) {
-	select {
-	case <-a.netDone:
-	case <-time.After(wait):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.netCfg == nil {
-		why := "not configured yet"
-		if a.netErr != nil {
-			why = a.netErr.Error()
-		}
-		return nil, fmt.Errorf("no network address on %s (%s)", a.o.Interface, why)
-	}
-	return a.netCfg.Addr.IP, nil
 }
 
 // prepareData finds, checks, formats if blank, and mounts the data disk (the image,

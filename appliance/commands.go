@@ -157,9 +157,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	default:
 		row("Data disk", "unusable: "+firstSentence(disk.Problem))
 	}
-	a.mu.Lock()
-	netCfg, netErr := a.netCfg, a.netErr
-	a.mu.Unlock()
+	netCfg, netErr := a.net.Current()
 	switch {
 	case netCfg != nil:
 		row("Network", netCfg.String())
@@ -168,7 +166,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	default:
 		row("Network", "configuring "+a.o.Interface+" (DHCP)")
 	}
-	row("Time", time.Now().UTC().Format("2006-01-02 15:04:05 UTC")+", "+a.timeStatus())
+	row("Time", time.Now().UTC().Format("2006-01-02 15:04:05 UTC")+", "+a.net.TimeStatus())
 	si := a.serviceInfo(ctx)
 	row("Service", "enrollsvc "+si.State)
 	if si.API != "" {

@@ -16,7 +16,7 @@ import (
 // startService starts `enrollsvc serve` under supervision once the network is up (the
 // service binds to the management address).
 func (a *Appliance) startService(ctx context.Context) error {
-	ip, err := a.address(ctx, 365*24*time.Hour)
+	ip, err := a.net.Address(ctx, 365*24*time.Hour)
 	if err != nil {
 		return fmt.Errorf("not started: %w", err)
 	}

@@ -134,7 +134,7 @@ func (s steps) Finish(ctx context.Context) (provisioning.Report, error) {
 	if err := a.needDisk(); err != nil {
 		return provisioning.Report{}, err
 	}
-	ip, err := a.address(ctx, 30*time.Second)
+	ip, err := a.net.Address(ctx, 30*time.Second)
 	if err != nil {
 		return provisioning.Report{}, fmt.Errorf("%w; nothing changed, try again once the network is up", err)
 	}
@@ -158,7 +158,7 @@ func (a *Appliance) httpURL(ctx context.Context) string {
 		name = n.Hostname
 	}
 	if name == "" {
-		if ip, err := a.address(ctx, 0); err == nil {
+		if ip, err := a.net.Address(ctx, 0); err == nil {
 			name = ip.String()
 		}
 	}
