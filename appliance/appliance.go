@@ -8,6 +8,13 @@
 // the console for ever. Everything the appliance keeps lives on the data disk; the
 // enrollment service's data directory is /data/var, its log /data/log.
 //
+// The jobs are split: the data disk's boot decisions are datadisk.Prepare, the
+// management network is mgmtnet.Manager, the supervised service svcctl.Service, the
+// provisioning steps the steps type (steps.go, which runs the service's steps as
+// `enrollsvc provision` children through provisioning/stepcmd), and the console's
+// commands one table (commands.go: name, usage, help, who may run it, handler) with
+// their handlers grouped by subject in cmd_*.go; login.go is the console's login gate.
+//
 // The payload owns the serial console like a getty and never exits (u-root issue #3645:
 // a session leader that exits hangs up the console). Children never get the console:
 // their input is /dev/null, their output goes to log files.
