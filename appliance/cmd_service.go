@@ -49,12 +49,18 @@ func (a *Appliance) cmdRequests(ctx context.Context, args []string, w io.Writer)
 	return nil
 }
 
-func (a *Appliance) cmdApprove(ctx context.Context, args []string, w io.Writer) error {
-	id, err := strconv.ParseInt(args[0], 10, 64)
+// requestClient parses a request ID and dials the API, for approve and deny.
+func (a *Appliance) requestClient(arg string) (int64, *apiclient.Client, error) {
+	id, err := strconv.ParseInt(arg, 10, 64)
 	if err != nil {
-		return fmt.Errorf("request ID %q: want a number", args[0])
+		return 0, nil, fmt.Errorf("request ID %q: want a number", arg)
 	}
 	cl, err := a.client()
+	return id, cl, err
+}
+
+func (a *Appliance) cmdApprove(ctx context.Context, args []string, w io.Writer) error {
+	id, cl, err := a.requestClient(args[0])
 	if err != nil {
 		return err
 	}
@@ -67,11 +73,7 @@ func (a *Appliance) cmdApprove(ctx context.Context, args []string, w io.Writer) 
 }
 
 func (a *Appliance) cmdDeny(ctx context.Context, args []string, w io.Writer) error {
-	id, err := strconv.ParseInt(args[0], 10, 64)
-	if err != nil {
-		return fmt.Errorf("request ID %q: want a number", args[0])
-	}
-	cl, err := a.client()
+	id, cl, err := a.requestClient(args[0])
 	if err != nil {
 		return err
 	}
