@@ -8,6 +8,13 @@
 // the console for ever. Everything the appliance keeps lives on the data disk; the
 // enrollment service's data directory is /data/var, its log /data/log.
 //
+// The jobs are split: the data disk's boot decisions are datadisk.Prepare, the
+// management network is mgmtnet.Manager, the supervised service svcctl.Service, the
+// provisioning steps the steps type (steps.go, which runs the service's steps as
+// `enrollsvc provision` children through provisioning/stepcmd), and the console's
+// commands one table (commands.go: name, usage, help, who may run it, handler) with
+// their handlers grouped by subject in cmd_*.go; login.go is the console's login gate.
+//
 // The payload owns the serial console like a getty and never exits (u-root issue #3645:
 // a session leader that exits hangs up the console). Children never get the console:
 // their input is /dev/null, their output goes to log files.
@@ -33,10 +40,10 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
 	"github.com/enrollment-appliance/aeappliance/appliance/kmod"
+	"github.com/enrollment-appliance/aeappliance/appliance/mgmtnet"
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
-	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
-	"github.com/enrollment-appliance/aeappliance/appliance/timesync"
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
@@ -123,51 +130,49 @@ type Appliance struct {
 	log      *slog.Logger
 	logs     *logSink
 	con      *console.Console
+	net      *mgmtnet.Manager  // the management network
+	access   map[string]access // of each console command, from commandTable
 	start    time.Time
 	serial   string
 	mods     kmod.Result
 	stop     context.CancelFunc // ends Run (Dev mode)
-	netDone  chan struct{}      // closed once the network is configured
 	diskDone chan struct{}      // closed once the data disk is ready or known to be unusable
 	hsm      release.HSM        // the PKCS#11 module of the image
 
 	mu      sync.Mutex
-	disk    diskState
-	netCfg  *netcfg.Config
-	netErr  error
+	disk    datadisk.State
 	machine string
-	svc     *supervise.Supervisor
-	svcLog  *os.File
-	down    bool // powering off or rebooting: start nothing more
+	svc     svcctl.Service // enrollsvc, once provisioned
+	down    bool           // powering off or rebooting: start nothing more
 
 	loggedIn bool      // the console's admin is logged in
 	lastCmd  time.Time // of the logged-in admin, for IdleLogout
 
-	prov     *provServer      // the provisioning API while unprovisioned
-	running  string           // the firmware slot this boot runs from ("": the factory image)
-	confirm  bool             // this boot is a slot's trial: confirm it once up
-	keeper   *timesync.Keeper // keeps the clock; nil without NTP servers
-	timeStop context.CancelFunc
-}
-
-type diskState struct {
-	Dev     string
-	Kind    datadisk.Kind
-	Mounted bool
-	Problem string // why there is no usable data disk
+	prov    *provServer // the provisioning API while unprovisioned
+	running string      // the firmware slot this boot runs from ("": the factory image)
+	confirm bool        // this boot is a slot's trial: confirm it once up
 }
 
 // Run boots the appliance and runs the console. On the image it does not return; in Dev
 // mode it returns when the console input ends or the operator powers off.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
-	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), netDone: make(chan struct{}), diskDone: make(chan struct{})}
+	a := &Appliance{o: o, start: time.Now(), logs: newLogSink(), diskDone: make(chan struct{})}
 	a.log = slog.New(slog.NewTextHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a.net = mgmtnet.New(o.Interface, o.Dev, a.log, func(msg string) { a.con.Printf("%s", msg) })
 	log.SetOutput(a.logs) // u-root's libraries log with the standard logger
 	log.SetFlags(log.LstdFlags)
 	if !o.Dev {
 		if err := checkImage(o.ReleaseFile); err != nil {
 			return err
+		}
+		// u-root's init gives the payload a pipe as standard output and copies it to the
+		// console itself: what is still in that pipe when the machine powers down is
+		// lost, and a pipe cannot be drained. The console writes to the device instead.
+		if _, out, err := o.ReopenConsole(); err == nil {
+			o.Out, a.o.Out = out, out
+		} else {
+			fmt.Fprintf(o.Out, "opening the console: %v\n", err)
 		}
 	}
 	rel, err := release.Read(o.ReleaseFile)
@@ -185,7 +190,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ctx, a.stop = context.WithCancel(ctx)
 	defer a.stop()
-	a.con = console.New(o.In, o.Out, Prompt, a.commands())
+	table := a.commandTable()
+	cmds := make([]console.Command, len(table))
+	a.access = make(map[string]access, len(table))
+	for i, c := range table {
+		cmds[i], a.access[c.Name] = c.Command, c.Access
+	}
+	a.con = console.New(o.In, o.Out, Prompt, cmds)
 	a.con.Log = a.log
 	a.con.Allow = a.allow
 	if f, ok := o.In.(*os.File); ok {
@@ -194,11 +205,11 @@ func Run(ctx context.Context, o Options) error {
 	a.con.Printf("%s %s starting", rel.Product, rel.Version)
 
 	if o.Dev {
-		a.netCfg = &netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}}
-		close(a.netDone)
+		a.net.SetConfigured(netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}})
 	} else {
 		a.bootSystem()
-		go a.network(ctx)
+		go a.net.Run(ctx, a.diskDone, a.initialNetwork,
+			func() (provisioning.Network, error) { return provisioning.LoadNetwork(a.settingsDir()) }, a.addressMoved)
 	}
 	if !o.Dev {
 		if b, err := os.ReadFile("/proc/cmdline"); err == nil {
@@ -284,23 +295,9 @@ func (a *Appliance) bootSystem() {
 	a.log.Info("sysctl hardening", "applied", n, "failed", len(errs))
 }
 
-// network configures loopback and then the management interface from the saved
-// settings (on the data disk): a static address, or DHCP retried with a growing delay
-// until it gets a lease; then the resolver, host name and time servers.
-func (a *Appliance) network(ctx context.Context) {
-	if err := netcfg.LoopbackUp(); err != nil {
-		a.log.Error("loopback", "err", err)
-	}
-	if err := netcfg.WaitLink(ctx, a.o.Interface, 15*time.Second); err != nil {
-		a.setNet(nil, err)
-		a.con.Printf("Network: %v", err)
-		return
-	}
-	select {
-	case <-a.diskDone:
-	case <-ctx.Done():
-		return
-	}
+// initialNetwork is the saved network settings, or DHCP without a data disk or when
+// they cannot be read.
+func (a *Appliance) initialNetwork() provisioning.Network {
 	n := provisioning.Network{Mode: "dhcp"}
 	if _, ok := a.diskReady(); ok {
 		saved, err := provisioning.LoadNetwork(a.settingsDir())
@@ -310,160 +307,41 @@ func (a *Appliance) network(ctx context.Context) {
 			n = saved
 		}
 	}
-	delay := 2 * time.Second
-	for attempt := 1; ; attempt++ {
-		cfg, err := a.configureNetwork(ctx, n)
-		if err == nil {
-			a.log.Info("network configured", "config", cfg.String())
-			close(a.netDone)
-			if n.Mode == "dhcp" {
-				a.renewLease(ctx, n, cfg)
-			}
-			return
-		}
-		a.setNet(nil, err)
-		a.log.Warn("network configuration failed", "mode", n.Mode, "attempt", attempt, "err", err)
-		if attempt == 1 {
-			a.con.Printf("Network: %v; retrying in the background", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, time.Minute)
+	return n
+}
+
+// addressMoved restarts the service on the new management address.
+func (a *Appliance) addressMoved(ctx context.Context) {
+	if a.provisioned() {
+		a.restartService(ctx)
 	}
 }
 
-// renewLease asks the DHCP server again at half of each lease, for as long as the
-// settings say DHCP; when the address changes, the service moves to the new one.
-func (a *Appliance) renewLease(ctx context.Context, n provisioning.Network, cfg netcfg.Config) {
-	for {
-		wait := max(cfg.LeaseTime/2, time.Minute)
-		if cfg.LeaseTime == 0 {
-			wait = time.Hour
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		if cur, err := provisioning.LoadNetwork(a.settingsDir()); err != nil || cur.Mode != "dhcp" {
-			return // changed at the console, which applied it
-		}
-		before := cfg.Addr.IP
-		next, err := a.configureNetwork(ctx, n)
-		if err != nil {
-			a.log.Warn("DHCP renewal failed; keeping the address", "err", err)
-			cfg.LeaseTime = 2 * time.Minute // try again soon
-			continue
-		}
-		cfg = next
-		if !before.Equal(cfg.Addr.IP) {
-			a.con.Printf("Network: the DHCP server gave a new address %s", cfg.Addr)
-			if a.provisioned() {
-				a.restartService(ctx)
-			}
-		}
-	}
-}
-
-func (a *Appliance) setNet(cfg *netcfg.Config, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.netCfg, a.netErr = cfg, err
-}
-
-// address waits up to wait for the management address.
-func (a *Appliance) address(ctx context.Context, wait time.Duration) (net.IP, error) {
-	select {
-	case <-a.netDone:
-	case <-time.After(wait):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.netCfg == nil {
-		why := "not configured yet"
-		if a.netErr != nil {
-			why = a.netErr.Error()
-		}
-		return nil, fmt.Errorf("no network address on %s (%s)", a.o.Interface, why)
-	}
-	return a.netCfg.Addr.IP, nil
-}
-
-// prepareData finds, checks, formats if blank, and mounts the data disk (the image), or
-// uses DataDir as it is (Dev mode). Problems are shown on the console and kept for
-// status; the console works without a data disk.
+// prepareData finds, checks, formats if blank, and mounts the data disk (the image,
+// datadisk.Prepare), or uses DataDir as it is (Dev mode). Problems are shown on the
+// console and kept for status; the console works without a data disk.
 func (a *Appliance) prepareData(ctx context.Context) {
-	var st diskState
 	t := time.Now()
-	defer func() {
-		a.log.Info("data disk", "dev", st.Dev, "kind", st.Kind.String(), "mounted", st.Mounted, "problem", st.Problem, "elapsed", time.Since(t))
-		a.mu.Lock()
-		a.disk = st
-		a.mu.Unlock()
-		if st.Problem != "" {
-			a.con.Printf("%s", wrap("Data disk: "+st.Problem, 78))
-			return
-		}
-		if err := a.afterMount(); err != nil {
-			a.con.Printf("Data disk: %v", err)
-		}
-	}()
+	var st datadisk.State
 	if a.o.Dev {
+		st = datadisk.State{Dev: a.o.DataDir + " (development mode)", Kind: datadisk.Ext, Mounted: true}
 		if err := os.MkdirAll(a.o.DataDir, 0o755); err != nil {
-			st.Problem = err.Error()
-			return
+			st = datadisk.State{Problem: err.Error()}
 		}
-		st.Dev, st.Kind, st.Mounted = a.o.DataDir+" (development mode)", datadisk.Ext, true
+	} else {
+		st = datadisk.Prepare(ctx, a.o.Devices, a.o.DataDir, func(msg string) { a.con.Printf("%s", msg) }, a.log)
+	}
+	a.log.Info("data disk", "dev", st.Dev, "kind", st.Kind.String(), "mounted", st.Mounted, "problem", st.Problem, "elapsed", time.Since(t))
+	a.mu.Lock()
+	a.disk = st
+	a.mu.Unlock()
+	if st.Problem != "" {
+		a.con.Printf("%s", wrap("Data disk: "+st.Problem, 78))
 		return
 	}
-	dev, err := datadisk.Find(ctx, a.o.Devices, 5*time.Second)
-	if err != nil {
-		st.Problem = fmt.Sprintf("none found (looked for %s). The appliance keeps all of its "+
-			"state on a data disk: attach one and reboot.", strings.Join(a.o.Devices, ", "))
-		return
+	if err := a.afterMount(); err != nil {
+		a.con.Printf("Data disk: %v", err)
 	}
-	st.Dev = dev
-	if st.Kind, err = datadisk.Probe(dev); err != nil {
-		st.Problem = err.Error()
-		return
-	}
-	switch st.Kind {
-	case datadisk.Unknown:
-		st.Problem = fmt.Sprintf("%s holds data that is not an ext4 file system (a partition table or "+
-			"another file system). It was left untouched. Attach a blank disk, or one this appliance "+
-			"formatted, and reboot.", dev)
-		return
-	case datadisk.Blank:
-		a.con.Printf("Data disk %s is blank: making an ext4 file system (first boot)...", dev)
-		t := time.Now()
-		if err := datadisk.Format(ctx, dev); err != nil {
-			st.Problem = err.Error()
-			return
-		}
-		a.log.Info("formatted the data disk", "dev", dev, "elapsed", time.Since(t))
-	case datadisk.Ext:
-		tc := time.Now()
-		out, err := datadisk.Check(ctx, dev)
-		a.log.Info("e2fsck -p", "dev", dev, "elapsed", time.Since(tc))
-		if err != nil {
-			st.Problem = fmt.Sprintf("the file system on %s has errors e2fsck cannot repair unattended; "+
-				"it was not mounted. %s", dev, lastLine(err.Error()))
-			return
-		}
-		if out != "" {
-			a.log.Warn("e2fsck repaired the data disk", "output", out)
-		}
-	}
-	if err := datadisk.Mount(dev, a.o.DataDir); err != nil {
-		st.Problem = err.Error()
-		return
-	}
-	st.Mounted = true
 }
 
 // afterMount sets up the data disk's directories, the log file and the machine ID.
@@ -487,13 +365,13 @@ func (a *Appliance) afterMount() error {
 	return nil
 }
 
-func (a *Appliance) diskReady() (diskState, bool) {
+func (a *Appliance) diskReady() (datadisk.State, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.diskReadyLocked()
 }
 
-func (a *Appliance) diskReadyLocked() (diskState, bool) {
+func (a *Appliance) diskReadyLocked() (datadisk.State, bool) {
 	return a.disk, a.disk.Mounted && a.disk.Problem == ""
 }
 
@@ -521,12 +399,7 @@ func (a *Appliance) state() string {
 }
 
 func (a *Appliance) closeLogs() {
-	a.mu.Lock()
-	if a.svcLog != nil {
-		a.svcLog.Close()
-		a.svcLog = nil
-	}
-	a.mu.Unlock()
+	a.svc.CloseLog()
 	a.logs.SetFile(nil)
 }
 
@@ -598,12 +471,6 @@ func setEcho(f *os.File, on bool) {
 		t.Lflag &^= unix.ECHO
 	}
 	_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
-}
-
-// lastLine is the last non-empty line of s.
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // wrap breaks s into lines of at most width columns at spaces.

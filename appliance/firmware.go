@@ -15,6 +15,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 )
 
@@ -97,6 +98,9 @@ func (a *Appliance) kexecSlot(st slots.Store, name string) error {
 		a.log.Warn("kexec with the data disk read-only", "err", err)
 	}
 	unix.Sync()
+	if err := a.con.Drain(); err != nil {
+		a.log.Error("draining the console", "err", err)
+	}
 	return kexec.Reboot()
 }
 
@@ -134,7 +138,7 @@ func (a *Appliance) confirmFirmware(ctx context.Context) {
 		return
 	}
 	if a.provisioned() {
-		if _, err := a.waitHealthy(ctx, 5*time.Minute); err != nil {
+		if _, err := svcctl.WaitHealthy(ctx, a.varDir(), 5*time.Minute); err != nil {
 			a.con.Printf("Firmware: the service did not come up on this update (%v); it is not confirmed, "+
 				"the next boot returns to the previous firmware", err)
 			return

@@ -46,7 +46,7 @@ type provServer struct {
 // appliance is provisioned or has no data disk.
 func (a *Appliance) provisioningAPILoop(ctx context.Context) {
 	select {
-	case <-a.netDone:
+	case <-a.net.Done():
 	case <-ctx.Done():
 		return
 	}
@@ -59,7 +59,7 @@ func (a *Appliance) provisioningAPILoop(ctx context.Context) {
 }
 
 func (a *Appliance) startProvisioningAPI(ctx context.Context) error {
-	ip, err := a.address(ctx, 0)
+	ip, err := a.net.Address(ctx, 0)
 	if err != nil {
 		return err
 	}

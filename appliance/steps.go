@@ -3,17 +3,17 @@ package appliance
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/stepcmd"
 )
 
 // steps runs the provisioning ceremony for the console and the provisioning API alike:
@@ -23,50 +23,35 @@ type steps struct{ a *Appliance }
 
 func (a *Appliance) steps() steps { return steps{a} }
 
-// run runs one service step and decodes its JSON output into out.
-func (s steps) run(ctx context.Context, out any, stdin, step string, args ...string) error {
+// run runs one service step in a child process (stepcmd) and decodes its answer into out.
+func (s steps) run(ctx context.Context, out any, call stepcmd.Call) error {
 	a := s.a
 	if err := a.needDisk(); err != nil {
 		return err
 	}
-	if step != "status" && a.provisioned() {
-		subj, _, _ := caInfo(a.varDir())
+	if call.Step != provisioning.Status && a.provisioned() {
+		subj, _, _ := svcctl.CAInfo(a.varDir())
 		return fmt.Errorf("already provisioned (CA %s); nothing changed", subj)
 	}
-	full := append([]string{"provision", step, "--data", a.varDir(), "--json"}, args...)
-	if h := a.hsmModule(); h != "" {
-		full = append(full, "--pkcs11-module", h)
-	}
-	cmd := exec.CommandContext(ctx, a.o.Enrollsvc, full...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t := time.Now()
-	err := cmd.Run()
-	a.log.Info("provisioning step", "step", step, "args", args, "err", err, "elapsed", time.Since(t)) // never stdin
-	if err != nil {
-		why := strings.TrimPrefix(lastLine(stderr.String()), "enrollsvc: ")
-		if why == "" {
-			why = err.Error()
-		}
-		return diskFull(errors.New(why))
-	}
-	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
-		return fmt.Errorf("enrollsvc provision %s: unreadable answer: %w", step, err)
-	}
-	return nil
+	err := stepcmd.Run(ctx, a.o.Enrollsvc, a.varDir(), a.hsmModule(), call, out)
+	a.log.Info("provisioning step", "step", call.Step, "args", call.Args, "err", err, "elapsed", time.Since(t)) // never stdin
+	return diskFull(err)
 }
 
-func (s steps) report(ctx context.Context, stdin, step string, args ...string) (provisioning.Report, error) {
+func (s steps) report(ctx context.Context, call stepcmd.Call, err error) (provisioning.Report, error) {
 	var r provisioning.Report
-	err := s.run(ctx, &r, stdin, step, args...)
+	if err != nil {
+		return r, err
+	}
+	err = s.run(ctx, &r, call)
 	return r, err
 }
 
 // Progress lists the service's steps.
 func (s steps) Progress(ctx context.Context) ([]provisioning.Step, error) {
 	var st []provisioning.Step
-	err := s.run(ctx, &st, "", "status")
+	err := s.run(ctx, &st, stepcmd.Status())
 	return st, err
 }
 
@@ -96,50 +81,35 @@ func (s steps) Network(ctx context.Context, change func(*provisioning.Network)) 
 
 // Token initialises the HSM token (or checks the user PIN of the one there).
 func (s steps) Token(ctx context.Context, soPIN, userPIN string) (provisioning.Report, error) {
-	if strings.ContainsAny(soPIN+userPIN, "\n\r") {
-		return provisioning.Report{}, errors.New("a PIN holds a line break: nothing changed")
-	}
-	return s.report(ctx, soPIN+"\n"+userPIN+"\n", "token")
+	call, err := stepcmd.Token(soPIN, userPIN)
+	return s.report(ctx, call, err)
 }
 
 // Key generates the CA key in the token.
 func (s steps) Key(ctx context.Context, keyType string) (provisioning.Report, error) {
-	return s.report(ctx, "", "key", "--key", keyType)
+	return s.report(ctx, stepcmd.Key(keyType), nil)
 }
 
 // SelfSigned makes the self-signed root CA certificate.
 func (s steps) SelfSigned(ctx context.Context, name string, validity time.Duration) (provisioning.Report, error) {
-	args := []string{"--ca-name", name}
-	if validity > 0 {
-		args = append(args, "--ca-validity", validity.String())
-	}
-	return s.report(ctx, "", "selfsigned", args...)
+	return s.report(ctx, stepcmd.SelfSigned(name, validity), nil)
 }
 
 // CSR makes the subordinate CA's request.
 func (s steps) CSR(ctx context.Context, name string) ([]byte, provisioning.Report, error) {
-	var out struct {
-		Report provisioning.Report `json:"report"`
-		CSR    string              `json:"csr"`
-	}
-	err := s.run(ctx, &out, "", "csr", "--ca-name", name)
+	var out stepcmd.CSRReply
+	err := s.run(ctx, &out, stepcmd.CSR(name))
 	return []byte(out.CSR), out.Report, err
 }
 
 // Import imports the subordinate CA's certificate and chain.
 func (s steps) Import(ctx context.Context, bundle []byte) (provisioning.Report, error) {
-	return s.report(ctx, string(bundle), "import")
+	return s.report(ctx, stepcmd.Import(bundle), nil)
 }
 
 // Directory checks and saves the Active Directory settings.
 func (s steps) Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error) {
-	if strings.ContainsAny(d.Password, "\n\r") {
-		return provisioning.Report{}, errors.New("the password holds a line break: nothing changed")
-	}
-	args := []string{"--ldap-url", d.URL, "--ldap-bind-user", d.BindUser, "--ca-cn", d.CACN}
-	if d.ServerName != "" {
-		args = append(args, "--ldap-server-name", d.ServerName)
-	}
+	caFile := ""
 	if len(d.CAPEM) > 0 {
 		f, err := os.CreateTemp("", "dc-ca-*.pem")
 		if err != nil {
@@ -150,9 +120,10 @@ func (s steps) Directory(ctx context.Context, d provisioning.Directory) (provisi
 		if err := errors.Join(werr, f.Close()); err != nil {
 			return provisioning.Report{}, err
 		}
-		args = append(args, "--ldap-ca-file", f.Name())
+		caFile = f.Name()
 	}
-	return s.report(ctx, d.Password+"\n", "directory", args...)
+	call, err := stepcmd.Directory(d, caFile)
+	return s.report(ctx, call, err)
 }
 
 // Finish writes the service's configuration for the management address: the API there,
@@ -163,20 +134,20 @@ func (s steps) Finish(ctx context.Context) (provisioning.Report, error) {
 	if err := a.needDisk(); err != nil {
 		return provisioning.Report{}, err
 	}
-	ip, err := a.address(ctx, 30*time.Second)
+	ip, err := a.net.Address(ctx, 30*time.Second)
 	if err != nil {
 		return provisioning.Report{}, fmt.Errorf("%w; nothing changed, try again once the network is up", err)
 	}
 	host := ip.String()
-	args := []string{"--api-listen", net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
-		"--http-url", a.httpURL(ctx), "--http-listen", net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort))}
+	f := stepcmd.Finish{APIListen: net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
+		HTTPURL: a.httpURL(ctx), HTTPListen: net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort))}
 	if st, err := provisioning.LoadState(a.varDir()); err == nil && st.Directory != nil {
-		args = append(args, "--enroll-listen", net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort)), "--hostname", host)
+		f.EnrollListen, f.Hostnames = net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort)), []string{host}
 		if n, _ := provisioning.LoadNetwork(a.settingsDir()); n.Hostname != "" {
-			args = append(args, "--hostname", n.Hostname)
+			f.Hostnames = append(f.Hostnames, n.Hostname)
 		}
 	}
-	return s.report(ctx, "", "finish", args...)
+	return s.report(ctx, stepcmd.FinishCall(f), nil)
 }
 
 // httpURL is how clients reach the plain-HTTP listener: the host name when one is set,
@@ -187,7 +158,7 @@ func (a *Appliance) httpURL(ctx context.Context) string {
 		name = n.Hostname
 	}
 	if name == "" {
-		if ip, err := a.address(ctx, 0); err == nil {
+		if ip, err := a.net.Address(ctx, 0); err == nil {
 			name = ip.String()
 		}
 	}

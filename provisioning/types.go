@@ -12,17 +12,6 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 )
 
-// The steps of the ceremony, in order.
-const (
-	StepPassphrase = "passphrase"
-	StepNetwork    = "network"
-	StepToken      = "token"
-	StepKey        = "key"
-	StepCA         = "ca"
-	StepDirectory  = "directory"
-	StepFinish     = "finish"
-)
-
 // Files the ceremony keeps in the service's data directory besides enrollsvc's own.
 const (
 	StateFile   = "ceremony.json" // what the ceremony has done so far

@@ -220,10 +220,17 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		return nil, fmt.Errorf("testvm: starting QEMU: %w", err)
 	}
 	vm.started = time.Now()
-	go vm.read(pr, o.Log)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		vm.read(pr, o.Log)
+	}()
 	go func() {
 		err := cmd.Wait()
 		pw.Close()
+		// QEMU's last output is in the transcript before anyone sees it exited: a
+		// WaitFor must not give up on text that arrived in the final chunk.
+		<-read
 		vm.mu.Lock()
 		vm.exited, vm.err = true, err
 		vm.notify()

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+
+	"golang.org/x/sys/unix"
 )
 
 // Command is one console command.
@@ -92,6 +94,44 @@ func (c *Console) Printf(format string, a ...any) {
 		return
 	}
 	fmt.Fprint(c.out, msg)
+}
+
+// Drain returns once everything written to the console so far has left the machine:
+// a writer with a Flush method (bufio.Writer) is flushed, and on a terminal it waits
+// until the line has transmitted its output, as tcdrain(3) does (ioctl TCSBRK with a
+// non-zero argument, tty_ioctl(4)). Writes from other goroutines wait meanwhile. Call
+// it before reboot(2): the kernel powers down without emptying the serial port's
+// transmit buffer, and what is still in it is lost.
+func (c *Console) Drain() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return drain(c.out)
+}
+
+func drain(w io.Writer) error {
+	if f, ok := w.(interface{ Flush() error }); ok {
+		if err := f.Flush(); err != nil {
+			return fmt.Errorf("console: flushing: %w", err)
+		}
+	}
+	f, ok := w.(interface{ Fd() uintptr })
+	if !ok {
+		return nil
+	}
+	fd := int(f.Fd())
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+		return nil // not a terminal (a pipe, a file): nothing waits in a line discipline
+	}
+	for {
+		err := unix.IoctlSetInt(fd, unix.TCSBRK, 1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("console: draining the terminal: %w", err)
+		}
+		return nil
+	}
 }
 
 // writer serialises command output with notices from other goroutines.

@@ -1,13 +1,18 @@
 package console
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // session runs a console over the given input and returns everything it printed.
@@ -156,4 +161,68 @@ func TestSplit(t *testing.T) {
 	if _, err := Split(`say "hi`); err == nil {
 		t.Error(`Split("say \"hi") = nil error, want unterminated quote`)
 	}
+}
+
+// TestDrain: Drain flushes a buffered output, and on a terminal waits for the line
+// (tcdrain) without error; a pipe is not a terminal and needs nothing.
+func TestDrain(t *testing.T) {
+	var sink bytes.Buffer
+	bw := bufio.NewWriter(&sink)
+	c := New(strings.NewReader(""), bw, "> ", nil)
+	c.Printf("Powering off.")
+	if sink.Len() != 0 {
+		t.Fatalf("bufio.Writer wrote %q before Drain", sink.String())
+	}
+	if err := c.Drain(); err != nil {
+		t.Fatalf("Drain() = %v", err)
+	}
+	if got := sink.String(); got != "Powering off.\n" {
+		t.Errorf("after Drain the output is %q, want %q", got, "Powering off.\n")
+	}
+
+	master, slave := openPTY(t)
+	c.SetOutput(slave)
+	c.Printf("Stopping enrollsvc...")
+	if err := c.Drain(); err != nil {
+		t.Fatalf("Drain() on a terminal = %v", err)
+	}
+	got := make([]byte, 64)
+	n, err := master.Read(got)
+	if err != nil || !strings.Contains(string(got[:n]), "Stopping enrollsvc...") {
+		t.Errorf("the terminal's other side read %q, %v", got[:n], err)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	c.SetOutput(w)
+	if err := c.Drain(); err != nil {
+		t.Errorf("Drain() on a pipe = %v, want nil", err)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair (pty(7)): the master and the slave terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -216,4 +217,71 @@ func IsMounted(dir string) bool {
 		}
 	}
 	return false
+}
+
+// State is what Prepare found: the device, its kind, whether it is mounted, and why it
+// cannot be used ("" when it can).
+type State struct {
+	Dev     string
+	Kind    Kind
+	Mounted bool
+	Problem string
+}
+
+// Prepare finds the data disk among devices, checks it, makes a file system on it only
+// when it is blank, and mounts it on dir. It refuses a disk holding anything else (a
+// partition table, another file system) and one with errors e2fsck -p cannot repair,
+// saying why in State.Problem. say shows progress on the console.
+func Prepare(ctx context.Context, devices []string, dir string, say func(string), log *slog.Logger) State {
+	var st State
+	dev, err := Find(ctx, devices, 5*time.Second)
+	if err != nil {
+		st.Problem = fmt.Sprintf("none found (looked for %s). The appliance keeps all of its "+
+			"state on a data disk: attach one and reboot.", strings.Join(devices, ", "))
+		return st
+	}
+	st.Dev = dev
+	if st.Kind, err = Probe(dev); err != nil {
+		st.Problem = err.Error()
+		return st
+	}
+	switch st.Kind {
+	case Unknown:
+		st.Problem = fmt.Sprintf("%s holds data that is not an ext4 file system (a partition table or "+
+			"another file system). It was left untouched. Attach a blank disk, or one this appliance "+
+			"formatted, and reboot.", dev)
+		return st
+	case Blank:
+		say(fmt.Sprintf("Data disk %s is blank: making an ext4 file system (first boot)...", dev))
+		t := time.Now()
+		if err := Format(ctx, dev); err != nil {
+			st.Problem = err.Error()
+			return st
+		}
+		log.Info("formatted the data disk", "dev", dev, "elapsed", time.Since(t))
+	case Ext:
+		tc := time.Now()
+		out, err := Check(ctx, dev)
+		log.Info("e2fsck -p", "dev", dev, "elapsed", time.Since(tc))
+		if err != nil {
+			st.Problem = fmt.Sprintf("the file system on %s has errors e2fsck cannot repair unattended; "+
+				"it was not mounted. %s", dev, lastLine(err.Error()))
+			return st
+		}
+		if out != "" {
+			log.Warn("e2fsck repaired the data disk", "output", out)
+		}
+	}
+	if err := Mount(dev, dir); err != nil {
+		st.Problem = err.Error()
+		return st
+	}
+	st.Mounted = true
+	return st
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }

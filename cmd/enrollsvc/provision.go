@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
+	"github.com/enrollment-appliance/aeappliance/provisioning/stepcmd"
 )
 
 const provisionUsage = `Usage: enrollsvc provision STEP --data DIR [flags]
@@ -50,80 +47,32 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		}
 		return nil
 	}
-	step := args[0]
-	fs := flag.NewFlagSet("enrollsvc provision "+step, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), provisionUsage) }
-	var c ceremony.Ceremony
-	var jsonOut bool
-	var keyType, caName, in, logLevel string
-	var validity time.Duration
-	var d provisioning.Directory
-	var caFile, keytab string
-	var fo ceremony.FinishOptions
-	fs.StringVar(&c.Dir, "data", "", "the service's data directory")
-	fs.StringVar(&c.Module, "pkcs11-module", "", "PKCS#11 module (default SoftHSM2)")
-	fs.StringVar(&logLevel, "log-level", "warn", "log level")
-	fs.BoolVar(&jsonOut, "json", false, "JSON output")
-	switch step {
-	case "status", "token":
-	case "key":
-		fs.StringVar(&keyType, "key", "ecdsa-p256", "CA key type: "+keyTypes())
-	case "selfsigned", "csr":
-		fs.StringVar(&caName, "ca-name", "", "common name of the CA")
-		fs.DurationVar(&validity, "ca-validity", 10*365*24*time.Hour, "validity of the self-signed CA certificate")
-	case "import":
-		fs.StringVar(&in, "in", "", "PEM file with the certificate and its chain (default: standard input)")
-	case "directory":
-		fs.StringVar(&d.URL, "ldap-url", "", "ldaps://DC[:636] or ldap://DC[:389] (StartTLS)")
-		fs.StringVar(&d.BindUser, "ldap-bind-user", "", "UPN or DN of the service account")
-		fs.StringVar(&d.CACN, "ca-cn", "", "cn of the pKIEnrollmentService object")
-		fs.StringVar(&caFile, "ldap-ca-file", "", "PEM file: the CA of the domain controllers' certificates")
-		fs.StringVar(&d.ServerName, "ldap-server-name", "", "the DC's name in its certificate, when the URL has an IP address")
-	case "finish":
-		fs.StringVar(&fo.APIListen, "api-listen", config.DefaultAPIListen, "address of the management API")
-		fs.StringVar(&fo.HTTPURL, "http-url", "", "how clients reach the plain-HTTP listener (CRLs, OCSP, AIA, SCEP)")
-		fs.StringVar(&fo.HTTPListen, "http-listen", "", "address of the plain-HTTP listener")
-		fs.StringVar(&fo.EnrollListen, "enroll-listen", "", "address of the enrollment web services (with a directory)")
-		fs.Var((*listFlag)(&fo.Hostnames), "hostname", "host name of the enrollment web services (repeatable)")
-		fs.StringVar(&keytab, "keytab", "", "Kerberos service keytab (HTTP/<hostname>)")
-	default:
-		fmt.Fprint(stderr, provisionUsage)
-		return fmt.Errorf("%w: unknown provisioning step %q", errUsage, step)
+	req, err := stepcmd.Parse(args, stdin, stderr, provisionUsage)
+	if errors.Is(err, stepcmd.ErrUsage) {
+		return fmt.Errorf("%w%s", errUsage, strings.TrimPrefix(err.Error(), stepcmd.ErrUsage.Error()))
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	if c.Dir == "" {
-		return fmt.Errorf("%w: --data is required", errUsage)
-	}
-	log, err := newLogger(stderr, logLevel)
+	c := ceremony.Ceremony{Dir: req.Data, Module: req.Module}
+	log, err := newLogger(stderr, req.LogLevel)
 	if err != nil {
 		return err
 	}
 	c.Logger = log
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	lines := bufio.NewScanner(io.LimitReader(stdin, 1<<20))
-	secret := func(what string) (string, error) {
-		if !lines.Scan() {
-			return "", fmt.Errorf("%s: expected on standard input", what)
-		}
-		return strings.TrimRight(lines.Text(), "\r"), nil
-	}
+	jsonOut := req.JSON
 
 	var r provisioning.Report
-	switch step {
-	case "status":
+	switch req.Step {
+	case provisioning.Status:
 		steps, err := c.Progress()
 		if err != nil {
 			return err
 		}
 		if jsonOut {
-			return json.NewEncoder(stdout).Encode(steps)
+			return stepcmd.Reply(stdout, steps)
 		}
 		for _, s := range steps {
 			mark := "[ ]"
@@ -133,75 +82,46 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stdout, "%s %-10s %s\n", mark, s.Name, s.Detail)
 		}
 		return nil
-	case "token":
-		so, err := secret("the SO PIN")
-		if err != nil {
+	case provisioning.StepToken:
+		if r, err = c.Token(ctx, req.SOPIN, req.UserPIN); err != nil {
 			return err
 		}
-		user, err := secret("the user PIN")
-		if err != nil {
+	case provisioning.StepKey:
+		if r, err = c.Key(ctx, req.KeyType); err != nil {
 			return err
 		}
-		r, err = c.InitToken(ctx, so, user)
-		if err != nil {
+	case provisioning.CASelfSigned:
+		if r, err = c.SelfSigned(ctx, req.CAName, req.Validity); err != nil {
 			return err
 		}
-	case "key":
-		if r, err = c.GenerateKey(ctx, keyType); err != nil {
-			return err
-		}
-	case "selfsigned":
-		if r, err = c.SelfSign(ctx, caName, validity); err != nil {
-			return err
-		}
-	case "csr":
-		csr, rep, err := c.RequestCSR(ctx, caName)
+	case provisioning.CACSR:
+		csr, rep, err := c.CSR(ctx, req.CAName)
 		if err != nil {
 			return err
 		}
 		if jsonOut {
-			return json.NewEncoder(stdout).Encode(map[string]any{"report": rep, "csr": string(csr)})
+			return stepcmd.Reply(stdout, stepcmd.CSRReply{Report: rep, CSR: string(csr)})
 		}
 		fmt.Fprintln(stdout, rep.String())
 		_, err = stdout.Write(csr)
 		return err
-	case "import":
-		var b []byte
-		if in != "" {
-			b, err = os.ReadFile(in)
-		} else {
-			b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
-		}
-		if err != nil {
-			return fmt.Errorf("reading the chain: %w", err)
-		}
-		if r, err = c.ImportChain(ctx, b); err != nil {
+	case provisioning.CAImport:
+		if r, err = c.Import(ctx, req.Bundle); err != nil {
 			return err
 		}
-	case "directory":
-		if d.Password, err = secret("the service account's password"); err != nil {
+	case provisioning.StepDirectory:
+		if r, err = c.Directory(ctx, req.Directory); err != nil {
 			return err
 		}
-		if caFile != "" {
-			if d.CAPEM, err = os.ReadFile(caFile); err != nil {
-				return fmt.Errorf("--ldap-ca-file: %w", err)
-			}
-		}
-		if r, err = c.SetDirectory(ctx, d); err != nil {
-			return err
-		}
-	case "finish":
-		if keytab != "" {
-			if fo.Keytab, err = os.ReadFile(keytab); err != nil {
-				return fmt.Errorf("--keytab: %w", err)
-			}
-		}
+	case provisioning.StepFinish:
+		fo := ceremony.FinishOptions{APIListen: req.Finish.APIListen, HTTPURL: req.Finish.HTTPURL, HTTPListen: req.Finish.HTTPListen,
+			EnrollListen: req.Finish.EnrollListen, Hostnames: req.Finish.Hostnames, Keytab: req.Keytab}
 		if r, err = c.Finish(ctx, fo); err != nil {
 			return err
 		}
 	}
 	if jsonOut {
-		return json.NewEncoder(stdout).Encode(r)
+		return stepcmd.Reply(stdout, r)
 	}
 	fmt.Fprintln(stdout, r.String())
 	return nil

@@ -150,10 +150,10 @@ func ValidatePIN(who, pin string) error {
 	return nil
 }
 
-// InitToken initialises the HSM token with the SO and user PINs and keeps the user PIN
+// Token initialises the HSM token with the SO and user PINs and keeps the user PIN
 // in the data directory (mode 0600) so that the service can log in unattended; the SO
 // PIN is not kept. Once the token exists, it only checks that userPIN opens it.
-func (c *Ceremony) InitToken(ctx context.Context, soPIN, userPIN string) (Report, error) {
+func (c *Ceremony) Token(ctx context.Context, soPIN, userPIN string) (Report, error) {
 	r := Report{Step: StepToken}
 	st, err := c.State()
 	if err != nil {
@@ -246,10 +246,10 @@ func (c *Ceremony) openToken(ctx context.Context, st State) (*hsm.KeyStore, erro
 	return ks, nil
 }
 
-// GenerateKey generates the CA key in the token and checks that the token keeps it
+// Key generates the CA key in the token and checks that the token keeps it
 // sensitive and never extractable. A key already there (this ceremony's, or one an
 // interrupted run made) is kept, if it is of the type asked for.
-func (c *Ceremony) GenerateKey(ctx context.Context, keyType string) (Report, error) {
+func (c *Ceremony) Key(ctx context.Context, keyType string) (Report, error) {
 	r := Report{Step: StepKey}
 	if keyType == "" {
 		keyType = string(hsm.ECDSAP256)
@@ -335,8 +335,8 @@ func (c *Ceremony) caKey(ctx context.Context, st State) (*hsm.KeyStore, *hsm.Key
 	return nil, nil, fmt.Errorf("finding the CA key %s: %w", st.Key.URI, err)
 }
 
-// SelfSign makes the self-signed root CA certificate for the CA key.
-func (c *Ceremony) SelfSign(ctx context.Context, name string, validity time.Duration) (Report, error) {
+// SelfSigned makes the self-signed root CA certificate for the CA key.
+func (c *Ceremony) SelfSigned(ctx context.Context, name string, validity time.Duration) (Report, error) {
 	r := Report{Step: StepCA}
 	name = strings.TrimSpace(name)
 	if name == "" {
@@ -402,9 +402,9 @@ func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// RequestCSR makes (or returns again) the PKCS#10 request of a subordinate CA named name,
+// CSR makes (or returns again) the PKCS#10 request of a subordinate CA named name,
 // signed by the CA key in the token, for the parent CA to sign.
-func (c *Ceremony) RequestCSR(ctx context.Context, name string) ([]byte, Report, error) {
+func (c *Ceremony) CSR(ctx context.Context, name string) ([]byte, Report, error) {
 	r := Report{Step: StepCA}
 	name = strings.TrimSpace(name)
 	if name == "" {
@@ -452,11 +452,11 @@ func (c *Ceremony) RequestCSR(ctx context.Context, name string) ([]byte, Report,
 	return b, r, nil
 }
 
-// ImportChain imports the signed subordinate CA certificate and the chain above it, in
+// Import imports the signed subordinate CA certificate and the chain above it, in
 // PEM. It checks that one certificate is for the CA key, that it is a valid CA
 // certificate now (CA:TRUE, keyCertSign and cRLSign), and that it chains to a
 // self-signed root in the bundle; otherwise it changes nothing.
-func (c *Ceremony) ImportChain(ctx context.Context, bundle []byte) (Report, error) {
+func (c *Ceremony) Import(ctx context.Context, bundle []byte) (Report, error) {
 	r := Report{Step: StepCA}
 	st, err := c.State()
 	if err != nil {
@@ -581,10 +581,10 @@ func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// SetDirectory saves the Active Directory settings after checking them: a bind as the
+// Directory saves the Active Directory settings after checking them: a bind as the
 // service account and the enrollment service object must be found. Settings that fail
 // the check are not saved.
-func (c *Ceremony) SetDirectory(ctx context.Context, d Directory) (Report, error) {
+func (c *Ceremony) Directory(ctx context.Context, d Directory) (Report, error) {
 	r := Report{Step: StepDirectory}
 	if c.Provisioned() {
 		return r, errors.New("the appliance is provisioned; its directory settings are the service's now: nothing changed")

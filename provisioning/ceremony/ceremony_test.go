@@ -48,48 +48,48 @@ func TestCeremonySubordinate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "var")
 	c := &Ceremony{Dir: dir}
 
-	if _, err := c.GenerateKey(ctx, ""); err == nil || !strings.Contains(err.Error(), "token first") {
+	if _, err := c.Key(ctx, ""); err == nil || !strings.Contains(err.Error(), "token first") {
 		t.Errorf("key before token: %v", err)
 	}
-	if _, err := c.InitToken(ctx, "so-pin-1234", "short"); err == nil || !strings.Contains(err.Error(), "too short") {
+	if _, err := c.Token(ctx, "so-pin-1234", "short"); err == nil || !strings.Contains(err.Error(), "too short") {
 		t.Errorf("short PIN: %v", err)
 	}
-	if _, err := c.InitToken(ctx, "same-pin-123", "same-pin-123"); err == nil || !strings.Contains(err.Error(), "must differ") {
+	if _, err := c.Token(ctx, "same-pin-123", "same-pin-123"); err == nil || !strings.Contains(err.Error(), "must differ") {
 		t.Errorf("equal PINs: %v", err)
 	}
-	r, err := c.InitToken(ctx, "so-pin-1234", "user-pin-1234")
+	r, err := c.Token(ctx, "so-pin-1234", "user-pin-1234")
 	if err != nil || !r.Changed {
 		t.Fatalf("token: %v %+v", err, r)
 	}
-	refused(t, dir, "does not open it", func() error { _, err := c.InitToken(ctx, "so-pin-1234", "wrong-pin-99"); return err })
-	if r, err := c.InitToken(ctx, "", "user-pin-1234"); err != nil || r.Changed || !strings.Contains(r.String(), "already initialised") {
+	refused(t, dir, "does not open it", func() error { _, err := c.Token(ctx, "so-pin-1234", "wrong-pin-99"); return err })
+	if r, err := c.Token(ctx, "", "user-pin-1234"); err != nil || r.Changed || !strings.Contains(r.String(), "already initialised") {
 		t.Errorf("token again: %v %+v", err, r)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, config.HSMDir, "so-pin")); b != nil {
 		t.Error("the ceremony kept the SO PIN")
 	}
 
-	if _, _, err := c.RequestCSR(ctx, "Sub CA"); err == nil || !strings.Contains(err.Error(), "key first") {
+	if _, _, err := c.CSR(ctx, "Sub CA"); err == nil || !strings.Contains(err.Error(), "key first") {
 		t.Errorf("CSR before key: %v", err)
 	}
-	r, err = c.GenerateKey(ctx, "ecdsa-p384")
+	r, err = c.Key(ctx, "ecdsa-p384")
 	if err != nil || !r.Changed || !strings.Contains(r.String(), "sensitive, never extractable") {
 		t.Fatalf("key: %v %+v", err, r)
 	}
-	if r, err := c.GenerateKey(ctx, "ecdsa-p384"); err != nil || r.Changed {
+	if r, err := c.Key(ctx, "ecdsa-p384"); err != nil || r.Changed {
 		t.Errorf("key again: %v %+v", err, r)
 	}
-	refused(t, dir, "never replaced", func() error { _, err := c.GenerateKey(ctx, "rsa-3072"); return err })
+	refused(t, dir, "never replaced", func() error { _, err := c.Key(ctx, "rsa-3072"); return err })
 
-	csrPEM, r, err := c.RequestCSR(ctx, "Appliance Issuing CA")
+	csrPEM, r, err := c.CSR(ctx, "Appliance Issuing CA")
 	if err != nil || !r.Changed {
 		t.Fatalf("csr: %v %+v", err, r)
 	}
-	again, r, err := c.RequestCSR(ctx, "Appliance Issuing CA")
+	again, r, err := c.CSR(ctx, "Appliance Issuing CA")
 	if err != nil || r.Changed || !bytes.Equal(again, csrPEM) {
 		t.Errorf("csr again: changed=%v err=%v, same bytes=%v", r.Changed, err, bytes.Equal(again, csrPEM))
 	}
-	refused(t, dir, "waiting for its certificate chain", func() error { _, err := c.SelfSign(ctx, "Root", 0); return err })
+	refused(t, dir, "waiting for its certificate chain", func() error { _, err := c.SelfSigned(ctx, "Root", 0); return err })
 	if _, err := c.Finish(ctx, FinishOptions{}); err == nil || !strings.Contains(err.Error(), "no CA certificate yet") {
 		t.Errorf("finish before the chain: %v", err)
 	}
@@ -102,31 +102,31 @@ func TestCeremonySubordinate(t *testing.T) {
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	otherCSR, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "Appliance Issuing CA"}}, otherKey)
 	foreign := root.SignCSR(t, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: otherCSR}), true, year)
-	refused(t, dir, "does not match the request", func() error { _, err := c.ImportChain(ctx, provtest.PEM(foreign, root.Cert)); return err })
+	refused(t, dir, "does not match the request", func() error { _, err := c.Import(ctx, provtest.PEM(foreign, root.Cert)); return err })
 	refused(t, dir, "not a CA certificate", func() error {
-		_, err := c.ImportChain(ctx, provtest.PEM(root.SignCSR(t, csrPEM, false, year), root.Cert))
+		_, err := c.Import(ctx, provtest.PEM(root.SignCSR(t, csrPEM, false, year), root.Cert))
 		return err
 	})
 	refused(t, dir, "not valid now", func() error {
-		_, err := c.ImportChain(ctx, provtest.PEM(root.SignCSR(t, csrPEM, true, time.Now().Add(-time.Minute)), root.Cert))
+		_, err := c.Import(ctx, provtest.PEM(root.SignCSR(t, csrPEM, true, time.Now().Add(-time.Minute)), root.Cert))
 		return err
 	})
-	refused(t, dir, "no self-signed root", func() error { _, err := c.ImportChain(ctx, provtest.PEM(sub)); return err })
-	refused(t, dir, "does not verify", func() error { _, err := c.ImportChain(ctx, provtest.PEM(sub, other.Cert)); return err })
-	refused(t, dir, "no PEM certificate", func() error { _, err := c.ImportChain(ctx, []byte("hello")); return err })
-	refused(t, dir, "only CERTIFICATE blocks", func() error { _, err := c.ImportChain(ctx, csrPEM); return err })
+	refused(t, dir, "no self-signed root", func() error { _, err := c.Import(ctx, provtest.PEM(sub)); return err })
+	refused(t, dir, "does not verify", func() error { _, err := c.Import(ctx, provtest.PEM(sub, other.Cert)); return err })
+	refused(t, dir, "no PEM certificate", func() error { _, err := c.Import(ctx, []byte("hello")); return err })
+	refused(t, dir, "only CERTIFICATE blocks", func() error { _, err := c.Import(ctx, csrPEM); return err })
 
-	r, err = c.ImportChain(ctx, provtest.PEM(root.Cert, sub)) // any order
+	r, err = c.Import(ctx, provtest.PEM(root.Cert, sub)) // any order
 	if err != nil || !r.Changed || !strings.Contains(r.String(), "verifies up to the root CN=External Test Root") {
 		t.Fatalf("import: %v\n%s", err, r)
 	}
-	if r, err := c.ImportChain(ctx, provtest.PEM(sub, root.Cert)); err != nil || r.Changed {
+	if r, err := c.Import(ctx, provtest.PEM(sub, root.Cert)); err != nil || r.Changed {
 		t.Errorf("import again: %v %+v", err, r)
 	}
 	if _, err := os.Stat(filepath.Join(dir, CSRFile)); err == nil {
 		t.Error("the request is still there after the import")
 	}
-	refused(t, dir, "exists already", func() error { _, err := c.SelfSign(ctx, "Root", 0); return err })
+	refused(t, dir, "exists already", func() error { _, err := c.SelfSigned(ctx, "Root", 0); return err })
 
 	r, err = c.Finish(ctx, FinishOptions{APIListen: "127.0.0.1:0"})
 	if err != nil || !r.Changed || !c.Provisioned() {
@@ -168,22 +168,22 @@ func TestCeremonySelfSigned(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "var")
 	c := &Ceremony{Dir: dir}
-	if _, err := c.InitToken(ctx, "so-pin-1234", "user-pin-1234"); err != nil {
+	if _, err := c.Token(ctx, "so-pin-1234", "user-pin-1234"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.GenerateKey(ctx, ""); err != nil {
+	if _, err := c.Key(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	refused(t, dir, "at least one day", func() error { _, err := c.SelfSign(ctx, "Root", time.Hour); return err })
-	r, err := c.SelfSign(ctx, "Corp Root CA", 0)
+	refused(t, dir, "at least one day", func() error { _, err := c.SelfSigned(ctx, "Root", time.Hour); return err })
+	r, err := c.SelfSigned(ctx, "Corp Root CA", 0)
 	if err != nil || !r.Changed {
 		t.Fatalf("selfsigned: %v %+v", err, r)
 	}
-	if r, err := c.SelfSign(ctx, "Corp Root CA", 0); err != nil || r.Changed {
+	if r, err := c.SelfSigned(ctx, "Corp Root CA", 0); err != nil || r.Changed {
 		t.Errorf("selfsigned again: %v %+v", err, r)
 	}
-	refused(t, dir, "not replaced", func() error { _, err := c.SelfSign(ctx, "Other Root CA", 0); return err })
-	refused(t, dir, "exists already", func() error { _, _, err := c.RequestCSR(ctx, "Sub"); return err })
+	refused(t, dir, "not replaced", func() error { _, err := c.SelfSigned(ctx, "Other Root CA", 0); return err })
+	refused(t, dir, "exists already", func() error { _, _, err := c.CSR(ctx, "Sub"); return err })
 	refused(t, dir, "api-listen", func() error { _, err := c.Finish(ctx, FinishOptions{APIListen: "nonsense"}); return err })
 	if c.Provisioned() {
 		t.Fatal("provisioned after a failed finish")

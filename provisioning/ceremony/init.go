@@ -238,16 +238,16 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		c.Module = o.Module
 	}
 	userPIN, soPIN := randomHex(16), randomHex(16)
-	if _, err := c.InitToken(ctx, soPIN, userPIN); err != nil {
+	if _, err := c.Token(ctx, soPIN, userPIN); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(stage, config.HSMDir, "so-pin"), []byte(soPIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	if _, err := c.GenerateKey(ctx, o.KeyType); err != nil {
+	if _, err := c.Key(ctx, o.KeyType); err != nil {
 		return nil, err
 	}
-	if _, err := c.SelfSign(ctx, o.CAName, o.CAValidity); err != nil {
+	if _, err := c.SelfSigned(ctx, o.CAName, o.CAValidity); err != nil {
 		return nil, err
 	}
 	fo := FinishOptions{APIListen: o.APIListen, HTTPURL: o.HTTPURL, HTTPListen: o.HTTPListen,

@@ -29,32 +29,32 @@ func (l *Local) Network(_ context.Context, change func(*provisioning.Network)) (
 
 // Token implements Steps.
 func (l *Local) Token(ctx context.Context, soPIN, userPIN string) (provisioning.Report, error) {
-	return l.Ceremony.InitToken(ctx, soPIN, userPIN)
+	return l.Ceremony.Token(ctx, soPIN, userPIN)
 }
 
 // Key implements Steps.
 func (l *Local) Key(ctx context.Context, keyType string) (provisioning.Report, error) {
-	return l.Ceremony.GenerateKey(ctx, keyType)
+	return l.Ceremony.Key(ctx, keyType)
 }
 
 // SelfSigned implements Steps.
 func (l *Local) SelfSigned(ctx context.Context, name string, validity time.Duration) (provisioning.Report, error) {
-	return l.Ceremony.SelfSign(ctx, name, validity)
+	return l.Ceremony.SelfSigned(ctx, name, validity)
 }
 
 // CSR implements Steps.
 func (l *Local) CSR(ctx context.Context, name string) ([]byte, provisioning.Report, error) {
-	return l.Ceremony.RequestCSR(ctx, name)
+	return l.Ceremony.CSR(ctx, name)
 }
 
 // Import implements Steps.
 func (l *Local) Import(ctx context.Context, bundle []byte) (provisioning.Report, error) {
-	return l.Ceremony.ImportChain(ctx, bundle)
+	return l.Ceremony.Import(ctx, bundle)
 }
 
 // Directory implements Steps.
 func (l *Local) Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error) {
-	return l.Ceremony.SetDirectory(ctx, d)
+	return l.Ceremony.Directory(ctx, d)
 }
 
 // Finish implements Steps.

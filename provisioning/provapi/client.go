@@ -97,55 +97,55 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // Status is GET /status: the steps and the network settings.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	return s, c.do(ctx, http.MethodGet, "/status", nil, &s)
+	return s, c.do(ctx, http.MethodGet, "/"+provisioning.Status, nil, &s)
 }
 
 // Network is PUT /network: the fields set in change replace the saved ones.
 func (c *Client) Network(ctx context.Context, change NetworkChange) (provisioning.Network, provisioning.Report, error) {
 	var out NetworkResult
-	err := c.do(ctx, http.MethodPut, "/network", change, &out)
+	err := c.do(ctx, http.MethodPut, "/"+provisioning.StepNetwork, change, &out)
 	return out.Network, out.Report, err
 }
 
 // Token is POST /token: initialise the HSM token (or check the user PIN once it is).
 func (c *Client) Token(ctx context.Context, soPIN, userPIN string) (provisioning.Report, error) {
-	return c.step(ctx, "/token", TokenRequest{SOPIN: soPIN, UserPIN: userPIN})
+	return c.step(ctx, "/"+provisioning.StepToken, TokenRequest{SOPIN: soPIN, UserPIN: userPIN})
 }
 
 // Key is POST /key: generate the CA key of keyType ("": the default) in the token.
 func (c *Client) Key(ctx context.Context, keyType string) (provisioning.Report, error) {
-	return c.step(ctx, "/key", KeyRequest{Type: keyType})
+	return c.step(ctx, "/"+provisioning.StepKey, KeyRequest{Type: keyType})
 }
 
 // SelfSigned is POST /selfsigned: make a self-signed root CA valid for validityDays
 // (0: the default).
 func (c *Client) SelfSigned(ctx context.Context, name string, validityDays int) (provisioning.Report, error) {
-	return c.step(ctx, "/selfsigned", SelfSignedRequest{Name: name, ValidityDays: validityDays})
+	return c.step(ctx, "/"+provisioning.CASelfSigned, SelfSignedRequest{Name: name, ValidityDays: validityDays})
 }
 
 // CSR is POST /csr: the PEM request of a subordinate CA named name.
 func (c *Client) CSR(ctx context.Context, name string) ([]byte, provisioning.Report, error) {
 	var out CSRResult
-	err := c.do(ctx, http.MethodPost, "/csr", CSRRequest{Name: name}, &out)
+	err := c.do(ctx, http.MethodPost, "/"+provisioning.CACSR, CSRRequest{Name: name}, &out)
 	return []byte(out.CSR), out.Report, err
 }
 
 // Import is POST /import: the subordinate CA's certificate and its chain, in PEM.
 func (c *Client) Import(ctx context.Context, bundle []byte) (provisioning.Report, error) {
 	var r provisioning.Report
-	return r, c.do(ctx, http.MethodPost, "/import", bundle, &r) // a []byte, even nil, goes as PEM
+	return r, c.do(ctx, http.MethodPost, "/"+provisioning.CAImport, bundle, &r) // a []byte, even nil, goes as PEM
 }
 
 // Directory is POST /directory: check and save the Active Directory settings.
 func (c *Client) Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error) {
-	return c.step(ctx, "/directory", DirectoryRequest{URL: d.URL, BindUser: d.BindUser, Password: d.Password,
+	return c.step(ctx, "/"+provisioning.StepDirectory, DirectoryRequest{URL: d.URL, BindUser: d.BindUser, Password: d.Password,
 		CACN: d.CACN, CAPEM: string(d.CAPEM), ServerName: d.ServerName})
 }
 
 // Finish is POST /finish: write the service's configuration; the appliance then starts it.
 func (c *Client) Finish(ctx context.Context) (provisioning.Report, error) {
 	var r provisioning.Report
-	return r, c.do(ctx, http.MethodPost, "/finish", nil, &r)
+	return r, c.do(ctx, http.MethodPost, "/"+provisioning.StepFinish, nil, &r)
 }
 
 func (c *Client) step(ctx context.Context, path string, in any) (provisioning.Report, error) {

@@ -77,15 +77,15 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.crossOrigin, s.authenticate)
 	g := e.Group(Prefix)
-	g.GET("/status", s.status)
-	g.PUT("/network", s.network)
-	g.POST("/token", s.token)
-	g.POST("/key", s.key)
-	g.POST("/selfsigned", s.selfSigned)
-	g.POST("/csr", s.csr)
-	g.POST("/import", s.importChain)
-	g.POST("/directory", s.directory)
-	g.POST("/finish", s.finish)
+	g.GET("/"+provisioning.Status, s.status)
+	g.PUT("/"+provisioning.StepNetwork, s.network)
+	g.POST("/"+provisioning.StepToken, s.token)
+	g.POST("/"+provisioning.StepKey, s.key)
+	g.POST("/"+provisioning.CASelfSigned, s.selfSigned)
+	g.POST("/"+provisioning.CACSR, s.csr)
+	g.POST("/"+provisioning.CAImport, s.importChain)
+	g.POST("/"+provisioning.StepDirectory, s.directory)
+	g.POST("/"+provisioning.StepFinish, s.finish)
 	s.e = e
 	return s, nil
 }

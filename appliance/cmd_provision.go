@@ -1,0 +1,183 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
+)
+
+// hsmModule is the vendor PKCS#11 module the image bundles, or "" for SoftHSM on the
+// data disk.
+func (a *Appliance) hsmModule() string {
+	if a.hsm.SoftHSM || a.hsm.Module == "" {
+		return ""
+	}
+	return a.hsm.Module
+}
+
+// printStep prints a step's report, or returns its error.
+func printStep(w io.Writer, r provisioning.Report, err error) error {
+	if len(r.Lines) > 0 {
+		fmt.Fprintln(w, r.String())
+	}
+	return err
+}
+
+// printTo is printStep for a step's two results: printTo(w)(step(...)).
+func printTo(w io.Writer) func(provisioning.Report, error) error {
+	return func(r provisioning.Report, err error) error { return printStep(w, r, err) }
+}
+
+// diskFull says so when err comes from a full data disk.
+func diskFull(err error) error {
+	if err != nil && strings.Contains(err.Error(), "no space left on device") {
+		return fmt.Errorf("%w (the data disk is full: nothing was saved; see status)", err)
+	}
+	return err
+}
+
+func (a *Appliance) cmdProvisionStatus(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	pass := "[ ] passphrase not set"
+	if provisioning.HasPassphrase(a.settingsDir()) {
+		pass = "[x] passphrase set"
+	}
+	n, err := provisioning.LoadNetwork(a.settingsDir())
+	netLine := "[x] network    " + n.String()
+	if err != nil {
+		netLine = "[ ] network    " + err.Error()
+	}
+	fmt.Fprintf(w, "%s\n%s\n", pass, netLine)
+	steps, err := a.steps().Progress(ctx)
+	for _, s := range steps {
+		mark := "[ ]"
+		if s.Done {
+			mark = "[x]"
+		}
+		fmt.Fprintf(w, "%s %-10s %s\n", mark, s.Name, s.Detail)
+	}
+	if url, fp := a.provisioningAPI(); url != "" {
+		fmt.Fprintf(w, "The same steps over HTTPS: %s/api/v1/provisioning\n  (user admin, the passphrase; certificate SHA-256\n  %s)\n", url, fp)
+	}
+	return err
+}
+
+func (a *Appliance) cmdToken(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "The SO PIN administers the token (it is not kept on the appliance); the user")
+	fmt.Fprintln(w, "PIN lets the service use the CA key (it is kept on the data disk, mode 0600).")
+	fmt.Fprintln(w, "Once the token is initialised, this step only checks the user PIN.")
+	so, err := a.askTwice("SO PIN")
+	if err != nil {
+		return err
+	}
+	user, err := a.askTwice("User PIN")
+	if err != nil {
+		return err
+	}
+	return printTo(w)(a.steps().Token(ctx, so, user))
+}
+
+func (a *Appliance) cmdKey(ctx context.Context, args []string, w io.Writer) error {
+	kt := "ecdsa-p256"
+	if len(args) > 0 {
+		kt = args[0]
+	}
+	return printTo(w)(a.steps().Key(ctx, kt))
+}
+
+func (a *Appliance) cmdSelfSigned(ctx context.Context, args []string, w io.Writer) error {
+	if err := printTo(w)(a.steps().SelfSigned(ctx, strings.Join(args, " "), 0)); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Next: provision directory (optional), then provision finish.")
+	return nil
+}
+
+func (a *Appliance) cmdCSR(ctx context.Context, args []string, w io.Writer) error {
+	csr, r, err := a.steps().CSR(ctx, strings.Join(args, " "))
+	if err := printStep(w, r, err); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s", csr)
+	fmt.Fprintln(w, "Next: provision import, and paste the signed certificate with its chain.")
+	return nil
+}
+
+func (a *Appliance) cmdImport(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	lines, err := a.con.AskLines("Paste the CA certificate and its chain up to the root (PEM), then an empty line:", 2000)
+	if err != nil {
+		return err
+	}
+	return printTo(w)(a.steps().Import(ctx, []byte(strings.Join(lines, "\n")+"\n")))
+}
+
+func (a *Appliance) cmdDirectory(ctx context.Context, args []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	pw, err := a.con.Ask("Password of "+args[1]+": ", true)
+	if err != nil {
+		return err
+	}
+	lines, err := a.con.AskLines("Paste the CA certificate of the domain controllers (PEM) then an empty line,\nor just an empty line to trust the system's roots:", 2000)
+	if err != nil {
+		return err
+	}
+	d := provisioning.Directory{URL: args[0], BindUser: args[1], Password: pw, CACN: args[2]}
+	if len(args) > 3 {
+		d.ServerName = args[3]
+	}
+	if len(lines) > 0 {
+		d.CAPEM = []byte(strings.Join(lines, "\n") + "\n")
+	}
+	return printTo(w)(a.steps().Directory(ctx, d))
+}
+
+// cmdFinish writes the service's configuration for the management address and starts it.
+func (a *Appliance) cmdFinish(ctx context.Context, _ []string, w io.Writer) error {
+	t := time.Now()
+	r, err := a.steps().Finish(ctx)
+	if err := printStep(w, r, err); err != nil {
+		return err
+	}
+	subj, fp, err := svcctl.CAInfo(a.varDir())
+	if err != nil {
+		return fmt.Errorf("reading the new CA certificate: %w", err)
+	}
+	fmt.Fprintf(w, "Provisioned in %s.\n  CA:          %s\n  Fingerprint: SHA-256\n    %s\n",
+		time.Since(t).Round(100*time.Millisecond), subj, fp)
+	url, err := a.serveAfterFinish(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Service running: API %s, CRLs and OCSP %s\n", url, a.httpURL(ctx))
+	fmt.Fprintln(w, "The API's admin token: api token. The CA certificate: ca.")
+	return nil
+}
+
+// serveAfterFinish stops the provisioning API (the service takes its port), starts the
+// service and waits until its API answers.
+func (a *Appliance) serveAfterFinish(ctx context.Context) (string, error) {
+	a.stopProvisioningAPI()
+	if err := a.startService(ctx); err != nil {
+		return "", fmt.Errorf("starting enrollsvc: %w", err)
+	}
+	url, err := svcctl.WaitHealthy(ctx, a.varDir(), 90*time.Second)
+	if err != nil {
+		return url, fmt.Errorf("enrollsvc started but its API %s does not answer: %w (see status)", url, err)
+	}
+	return url, nil
+}

@@ -1,0 +1,135 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/console"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
+)
+
+// IdleLogout is how long a console login lasts without a command.
+const IdleLogout = 15 * time.Minute
+
+// settingsDir holds the appliance's own settings (admin passphrase, network).
+func (a *Appliance) settingsDir() string { return filepath.Join(a.o.DataDir, "appliance") }
+
+// allow is the console's gate: the command table's access (open commands always;
+// beforePassphrase ones until an admin passphrase is set; the others after a login).
+// The console's own help and menu are open.
+func (a *Appliance) allow(cmd console.Command) error {
+	acc, ok := a.access[cmd.Name]
+	if !ok && (cmd.Name == "help" || cmd.Name == "menu") {
+		acc = open
+	}
+	if acc == open {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.diskReadyLocked(); !ok {
+		return nil // nothing to protect; the commands say there is no data disk
+	}
+	if !provisioning.HasPassphrase(a.settingsDir()) {
+		if acc == beforePassphrase {
+			return nil
+		}
+		return errors.New("set the admin passphrase first: provision passphrase")
+	}
+	if !a.loggedIn || time.Since(a.lastCmd) > IdleLogout {
+		a.loggedIn = false
+		return errors.New("log in first: login")
+	}
+	a.lastCmd = time.Now()
+	return nil
+}
+
+func (a *Appliance) cmdLogin(ctx context.Context, _ []string, w io.Writer) error {
+	if _, ok := a.diskReady(); !ok {
+		return errors.New("no usable data disk (see status)")
+	}
+	if !provisioning.HasPassphrase(a.settingsDir()) {
+		return errors.New("no admin passphrase is set yet: provision passphrase")
+	}
+	p, err := a.con.Ask("Passphrase: ", true)
+	if err != nil {
+		return err
+	}
+	if err := provisioning.CheckPassphrase(a.settingsDir(), p); err != nil {
+		a.log.Warn("console login failed", "err", err)
+		time.Sleep(2 * time.Second) // slows guessing on the serial line
+		return err
+	}
+	a.mu.Lock()
+	a.loggedIn, a.lastCmd = true, time.Now()
+	a.mu.Unlock()
+	a.log.Info("console login")
+	fmt.Fprintf(w, "Logged in (for %s without a command).\n", IdleLogout)
+	return nil
+}
+
+func (a *Appliance) cmdLogout(ctx context.Context, _ []string, w io.Writer) error {
+	a.mu.Lock()
+	a.loggedIn = false
+	a.mu.Unlock()
+	fmt.Fprintln(w, "Logged out.")
+	return nil
+}
+
+// needDisk is the first check of every command that changes the data disk.
+func (a *Appliance) needDisk() error {
+	if _, ok := a.diskReady(); !ok {
+		return errors.New("no usable data disk (see status); nothing changed")
+	}
+	return nil
+}
+
+func (a *Appliance) cmdPassphrase(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	var current string
+	if provisioning.HasPassphrase(a.settingsDir()) {
+		var err error
+		if current, err = a.con.Ask("Current passphrase: ", true); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "The admin passphrase guards this console (at least %d characters).\n", provisioning.MinPassphrase)
+	next, err := a.askTwice("New passphrase")
+	if err != nil {
+		return err
+	}
+	r, err := provisioning.SetPassphrase(a.settingsDir(), current, next)
+	if err != nil {
+		return diskFull(err)
+	}
+	a.log.Info("admin passphrase", "changed", r.Changed)
+	if r.Changed {
+		a.mu.Lock()
+		a.loggedIn, a.lastCmd = true, time.Now()
+		a.mu.Unlock()
+	}
+	fmt.Fprintln(w, r.String())
+	return nil
+}
+
+// askTwice asks for a secret and its repetition.
+func (a *Appliance) askTwice(what string) (string, error) {
+	s, err := a.con.Ask(what+": ", true)
+	if err != nil {
+		return "", err
+	}
+	again, err := a.con.Ask(what+" again: ", true)
+	if err != nil {
+		return "", err
+	}
+	if s != again {
+		return "", errors.New("the two entries differ: nothing changed")
+	}
+	return s, nil
+}

@@ -1,0 +1,228 @@
+// Package svcctl runs the enrollment service on the appliance: `enrollsvc serve` under
+// supervision (appliance/supervise) with its output in a log file on the data disk and
+// its listeners on the management address, and asks the service's management API
+// whether it is healthy, trusting the CA certificate on the data disk.
+package svcctl
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+)
+
+// Config says how to run the service.
+type Config struct {
+	Enrollsvc  string   // the service binary
+	Dir        string   // working directory (the data disk's mount point)
+	VarDir     string   // the service's data directory
+	LogFile    string   // its standard output and error, appended
+	APIPort    int      // the listeners' ports on the management address
+	HTTPPort   int      //
+	EnrollPort int      //
+	ExtraArgs  []string // more flags of `enrollsvc serve` (firmware updates)
+	OnEvent    func(msg string)
+}
+
+// Service is the supervised service: none until Start, again none after Stop.
+type Service struct {
+	mu     sync.Mutex
+	sup    *supervise.Supervisor
+	log    *os.File
+	halted bool
+}
+
+// ErrHalted is Start's error after Halt.
+var ErrHalted = errors.New("shutting down")
+
+// Start starts the service listening on host, unless it runs already.
+func (s *Service) Start(cfg Config, host string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.halted {
+		return ErrHalted
+	}
+	if s.sup != nil {
+		return nil
+	}
+	f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("opening its log: %w", err)
+	}
+	s.log = f
+	args := append([]string{"serve", "--data", cfg.VarDir, "--log-level", "info",
+		// The listeners follow the management address, whatever it was when provisioned.
+		"--api-listen", net.JoinHostPort(host, strconv.Itoa(cfg.APIPort)),
+		"--http-listen", net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)),
+		"--enroll-listen", net.JoinHostPort(host, strconv.Itoa(cfg.EnrollPort))}, cfg.ExtraArgs...)
+	s.sup = supervise.New(supervise.Config{Name: "enrollsvc", Path: cfg.Enrollsvc, Args: args, Dir: cfg.Dir,
+		Output: f, OnEvent: cfg.OnEvent})
+	s.sup.Start()
+	return nil
+}
+
+// Stop stops the service (SIGTERM, then SIGKILL after 10 s) and closes its log; Start
+// may start it again.
+func (s *Service) Stop() error {
+	s.mu.Lock()
+	sup := s.sup
+	s.sup = nil
+	s.closeLogLocked()
+	s.mu.Unlock()
+	if sup == nil {
+		return nil
+	}
+	return sup.Stop()
+}
+
+// Halt stops the service for good: Start does nothing after it. Its log stays open
+// until CloseLog (the caller is powering off and closes its logs last).
+func (s *Service) Halt() error {
+	s.mu.Lock()
+	s.halted = true
+	sup := s.sup
+	s.mu.Unlock()
+	if sup == nil {
+		return nil
+	}
+	return sup.Stop()
+}
+
+// CloseLog closes the service's log file.
+func (s *Service) CloseLog() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLogLocked()
+}
+
+func (s *Service) closeLogLocked() {
+	if s.log != nil {
+		s.log.Close()
+		s.log = nil
+	}
+}
+
+// State is the supervisor's state; ok is false when the service was not started.
+func (s *Service) State() (st supervise.State, ok bool) {
+	s.mu.Lock()
+	sup := s.sup
+	s.mu.Unlock()
+	if sup == nil {
+		return supervise.State{}, false
+	}
+	return sup.State(), true
+}
+
+// Describe says how a started service is: "running (pid 312, up 41s, 0 restarts)".
+func Describe(st supervise.State) string {
+	switch {
+	case st.Stopped:
+		return "stopped"
+	case st.Running:
+		return fmt.Sprintf("running (pid %d, up %s, %d restarts)", st.PID, roundDur(time.Since(st.Since)), st.Restarts)
+	default:
+		return fmt.Sprintf("%s; next start in %s", st.LastExit, roundDur(time.Until(st.NextTry)))
+	}
+}
+
+// Health asks the local API of the service with data directory dir whether it is
+// healthy, verifying its certificate against the CA; it returns the API's URL.
+func Health(ctx context.Context, dir string) (string, error) {
+	cfg, err := config.Load(dir)
+	if err != nil {
+		return "", err
+	}
+	pool := x509.NewCertPool()
+	pemBytes, err := os.ReadFile(config.Path(dir, cfg.CACert))
+	if err != nil {
+		return "", err
+	}
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return "", errors.New("no CA certificate")
+	}
+	addr := cfg.API.Listen
+	if b, err := os.ReadFile(config.Path(dir, config.APIAddrFile)); err == nil {
+		addr = strings.TrimSpace(string(b)) // where serve listens now
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	url := "https://" + net.JoinHostPort(host, port)
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}}}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/api/v1/health", nil)
+	if err != nil {
+		return url, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return url, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return url, fmt.Errorf("health: HTTP %d", resp.StatusCode)
+	}
+	return url, nil
+}
+
+// WaitHealthy polls Health until it succeeds or wait passes.
+func WaitHealthy(ctx context.Context, dir string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		url, err := Health(ctx, dir)
+		if err == nil || time.Now().After(deadline) {
+			return url, err
+		}
+		select {
+		case <-ctx.Done():
+			return url, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// CAInfo reads the CA certificate of the data directory dir: its subject and SHA-256
+// fingerprint.
+func CAInfo(dir string) (subject, fingerprint string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, config.CACertFile))
+	if err != nil {
+		return "", "", err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "", "", errors.New("ca.pem: no PEM block")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "", "", fmt.Errorf("ca.pem: %w", err)
+	}
+	sum := sha256.Sum256(cert.Raw)
+	return cert.Subject.String(), strings.ToUpper(hex.EncodeToString(sum[:])), nil
+}
+
+func roundDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return 0
+	}
+	return d.Round(time.Second)
+}

@@ -1,0 +1,30 @@
+package provisioning
+
+// The provisioning steps, in order. Each step has one name, and every part uses it as
+// is: the console's command `provision NAME` (network is the console's `network`
+// command), `enrollsvc provision NAME`, the provisioning API's endpoint
+// /api/v1/provisioning/NAME, Report.Step and Step.Name, and the Go methods named after it
+// (ceremony.Ceremony, provapi.Steps, provapi.Client). The numbers are the order the
+// console's help shows. docs/architecture.md describes the ceremony.
+const (
+	StepPassphrase = "passphrase" // 1. the admin passphrase (the appliance's own settings)
+	StepNetwork    = "network"    // 2. the management network (the appliance's own settings)
+	StepToken      = "token"      // 3. initialise the HSM token: SO PIN, user PIN
+	StepKey        = "key"        // 4. the CA key in the token
+	StepCA         = "ca"         // 5. the CA certificate, one of the three ways below
+	StepDirectory  = "directory"  // 6. Active Directory (optional)
+	StepFinish     = "finish"     // 7. write the service's configuration: it can start
+)
+
+// The three ways of step ca. Each is a command of its own (`provision selfsigned`,
+// `enrollsvc provision csr`, POST /api/v1/provisioning/import); their reports say
+// Step: StepCA.
+const (
+	CASelfSigned = "selfsigned" // 5a. a self-signed root CA certificate
+	CACSR        = "csr"        // 5b. a subordinate CA: its PKCS#10 request
+	CAImport     = "import"     // 5b. then the subordinate CA's certificate and chain
+)
+
+// Status is not a step: it lists the steps, done and next (`provision status`,
+// `enrollsvc provision status`, GET /api/v1/provisioning/status).
+const Status = "status"
