@@ -14,10 +14,12 @@ import (
 const module = "github.com/enrollment-appliance/aeappliance/"
 
 // importRule says that the packages matched by From (go list patterns, relative to the module)
-// must not depend, directly or not, on any package whose import path starts with one of Deny.
+// must not depend, directly or not, on any package whose import path starts with one of Deny,
+// nor, when Only is set, on any package of this module outside Only.
 type importRule struct {
 	From []string
 	Deny []string
+	Only []string
 	Why  string
 }
 
@@ -31,6 +33,10 @@ var importRules = []importRule{
 		Deny: []string{"github.com/zmap/zlint", "modernc.org/sqlite", "github.com/go-ldap/ldap", module + "enrollsvc"}},
 	{From: []string{"./enrollsvc/..."}, Why: "the appliance hands the service what it needs through interfaces",
 		Deny: []string{module + "appliance", module + "firmware", module + "cmd"}},
+	{From: []string{"./proto/..."}, Why: "wire formats are shared by every side and import nothing of ours but each other",
+		Only: []string{module + "proto"}},
+	{From: []string{"./apiclient/...", "./config/..."}, Why: "the API's client and the data directory's layout link no server code",
+		Only: []string{module + "apiclient", module + "config"}},
 }
 
 // deps is `go list -deps` of pattern: every package the matched packages depend on (tests not
@@ -92,6 +98,15 @@ func TestImportRules(t *testing.T) {
 		for _, from := range r.From {
 			roots, imports := deps(t, from)
 			for _, root := range roots {
+				if r.Only != nil {
+					for p := range imports {
+						if strings.HasPrefix(p, module) && !slices.ContainsFunc(r.Only, func(o string) bool { return p == o || strings.HasPrefix(p, o+"/") }) {
+							if c := chain(root, imports, p); c != nil {
+								t.Errorf("%s depends on %s (%s): %s", strings.TrimPrefix(root, module), p, r.Why, strings.Join(c, " -> "))
+							}
+						}
+					}
+				}
 				for _, deny := range r.Deny {
 					if strings.HasPrefix(root, deny) {
 						continue // a package may use itself

@@ -1,7 +1,8 @@
 // Package apiclient is the enrollment service's local management API as its clients see it: the
 // JSON wire types and a Go client (TLS with a pinned CA, the admin bearer token), used by aectl,
-// the appliance's console and the tests. It imports only the standard library, so a client links
-// no server code; the server (enrollsvc/api) answers with these types. Every endpoint but
+// the appliance's console and the tests. It imports only the standard library and the data
+// directory's layout (package config, itself standard library only), so a client links no
+// server code; the server (enrollsvc/api) answers with these types. Every endpoint but
 // /api/v1/health and /api/v1/ca/certificate needs the admin token made by `enrollsvc init`.
 package apiclient
 

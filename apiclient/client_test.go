@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // seen is one request as it arrived.
@@ -40,8 +40,7 @@ func caPEM(srv *httptest.Server) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 }
 
-// TestDialDataDirReadsWhatInitWrites: a data directory as enrollsvc/config writes it (this
-// package reads config.json itself, so that it links no server code) gives a client that
+// TestDialDataDirReadsWhatInitWrites: a data directory as package config writes it gives a client that
 // finds the running service's address, sends the admin token and trusts the CA.
 func TestDialDataDirReadsWhatInitWrites(t *testing.T) {
 	srv, got := recorder(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"healthy":true}`)) })

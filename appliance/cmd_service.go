@@ -12,7 +12,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 

@@ -22,7 +22,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
 )

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // The appliance's own settings (not the service's) live in a settings directory on the

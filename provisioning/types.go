@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // Files the ceremony keeps in the service's data directory besides enrollsvc's own.

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // Config says how to run the service.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // TestRefusesFlagsThatCannotTakeEffect: a flag or argument aectl would ignore is refused as a
@@ -32,8 +33,13 @@ func TestRefusesFlagsThatCannotTakeEffect(t *testing.T) {
 		}
 		return p
 	}
-	cfg, _ := json.Marshal(map[string]any{"ca_cert": "ca.pem", "api": map[string]any{"listen": srv.Listener.Addr().String(), "token_file": "api/admin-token"}})
-	write("config.json", string(cfg))
+	cfg := &config.Config{Version: config.Version, CAName: "CA", Store: config.StoreFile, CACert: config.CACertFile,
+		HSM: config.HSM{Module: "/m.so", TokenLabel: "t", PINFile: config.PINFile, KeyURI: "pkcs11:object=k;id=%01"},
+		API: config.API{Listen: srv.Listener.Addr().String(), CertFile: config.APICertFile, KeyFile: config.APIKeyFile,
+			TokenFile: config.APITokenFile, TokenHash: strings.Repeat("ab", 32)}}
+	if err := cfg.Write(dir); err != nil {
+		t.Fatal(err)
+	}
 	token := write("api/admin-token", "tok\n")
 	ca := write("ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
 	csr := write("req.csr", "not read by the API in this test")

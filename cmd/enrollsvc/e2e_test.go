@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 )
 

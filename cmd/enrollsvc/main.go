@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/firmware/fwapi"

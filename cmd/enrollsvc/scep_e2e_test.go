@@ -16,7 +16,7 @@ import (
 	goldap "github.com/go-ldap/ldap/v3"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"github.com/enrollment-appliance/aeappliance/proto/scep"

@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/cmc"
 	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"

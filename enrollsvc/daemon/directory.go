@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/ldap"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"

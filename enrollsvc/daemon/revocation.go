@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"

@@ -14,8 +14,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enrollment-appliance/aeappliance/enrollsvc/config"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/hsm"
