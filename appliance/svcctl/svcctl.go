@@ -60,16 +60,26 @@ func (s *Service) Start(cfg Config, host string) error {
 	if s.sup != nil {
 		return nil
 	}
+	svc, err := config.Load(cfg.VarDir)
+	if err != nil {
+		return err
+	}
 	f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("opening its log: %w", err)
 	}
 	s.log = f
-	args := append([]string{"serve", "--data", cfg.VarDir, "--log-level", "info",
-		// The listeners follow the management address, whatever it was when provisioned.
-		"--api-listen", net.JoinHostPort(host, strconv.Itoa(cfg.APIPort)),
-		"--http-listen", net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)),
-		"--enroll-listen", net.JoinHostPort(host, strconv.Itoa(cfg.EnrollPort))}, cfg.ExtraArgs...)
+	// The listeners follow the management address, whatever it was when provisioned; serve
+	// refuses a listener its configuration does not have, so only those are passed.
+	args := []string{"serve", "--data", cfg.VarDir, "--log-level", "info",
+		"--api-listen", net.JoinHostPort(host, strconv.Itoa(cfg.APIPort))}
+	if svc.HTTP != nil {
+		args = append(args, "--http-listen", net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)))
+	}
+	if svc.Enroll != nil {
+		args = append(args, "--enroll-listen", net.JoinHostPort(host, strconv.Itoa(cfg.EnrollPort)))
+	}
+	args = append(args, cfg.ExtraArgs...)
 	s.sup = supervise.New(supervise.Config{Name: "enrollsvc", Path: cfg.Enrollsvc, Args: args, Dir: cfg.Dir,
 		Output: f, OnEvent: cfg.OnEvent})
 	s.sup.Start()

@@ -99,7 +99,11 @@ func startServe(t *testing.T, dir string) *server {
 	t.Helper()
 	os.Remove(filepath.Join(dir, config.APIAddrFile))
 	s := &server{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	s.cmd = exec.Command(filepath.Join(binDir, "enrollsvc"), "serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0")
+	args := []string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0"}
+	if cfg, err := config.Load(dir); err == nil && cfg.Enroll != nil {
+		args = append(args, "--enroll-listen", "127.0.0.1:0")
+	}
+	s.cmd = exec.Command(filepath.Join(binDir, "enrollsvc"), args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

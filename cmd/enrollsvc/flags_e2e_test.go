@@ -41,6 +41,7 @@ func TestE2EFlagsThatCannotTakeEffect(t *testing.T) {
 		want string
 	}{
 		{[]string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, "--http-listen: the plain-HTTP listener is not configured"},
+		{[]string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0"}, "--enroll-listen: the enrollment web services are not configured"},
 		{[]string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "extra"}, "unexpected arguments"},
 		{[]string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--update-keys", keys}, "--firmware-dir and --update-keys go together"},
 		{[]string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--firmware-dir", t.TempDir()}, "--firmware-dir and --update-keys go together"},

@@ -174,7 +174,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&dir, "data", "", "data directory made by `enrollsvc init`")
 	fs.StringVar(&listen, "api-listen", "", "address of the local management API (default: from the configuration; port 0 picks a free one)")
 	var enrollListen, httpListen string
-	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services when the directory configures them (default: from the configuration; port 0 picks a free one)")
+	fs.StringVar(&enrollListen, "enroll-listen", "", "address of the enrollment web services, which the directory configures (default: from the configuration; port 0 picks a free one); refused without them")
 	fs.StringVar(&httpListen, "http-listen", "", "address of the plain-HTTP listener for CRLs, OCSP, AIA and SCEP (default: from the configuration)")
 	var firmwareDir, updateKeys string
 	fs.StringVar(&firmwareDir, "firmware-dir", "", "on the appliance: its firmware slots, for PUT /api/v1/firmware (with --update-keys)")

@@ -123,11 +123,12 @@ type ServeOptions struct {
 
 // Check refuses options that cannot take effect with the configuration cfg: an address for a
 // listener the configuration does not have would otherwise be ignored without a word.
-// EnrollListen is not refused: the appliance passes it whether or not it has a directory, and
-// without one it stays unused, as its flag says.
 func (o ServeOptions) Check(cfg *config.Config) error {
 	if o.HTTPListen != "" && cfg.HTTP == nil {
 		return errors.New("--http-listen: the plain-HTTP listener is not configured (enrollsvc init --http-url, or provision finish --http-url)")
+	}
+	if o.EnrollListen != "" && cfg.Enroll == nil {
+		return errors.New("--enroll-listen: the enrollment web services are not configured (they need the directory: enrollsvc init --ldap-url ..., or provision directory)")
 	}
 	return nil
 }
