@@ -39,7 +39,6 @@ func DialFiles(addr, tokenFile, caFile string) (*Client, error) {
 	return NewClient(addr, strings.TrimSpace(string(token)), ca)
 }
 
-
 // dialable turns a wildcard listen address into one a client can connect to.
 func dialable(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
