@@ -100,6 +100,9 @@ type Enroll struct {
 	Hostnames []string `json:"hostnames"` // names in the server certificate and in every advertised URI
 	CertFile  string   `json:"cert_file"`
 	KeyFile   string   `json:"key_file"`
+	// TrustedRealms are Kerberos realms besides the directory's own whose tickets may enroll
+	// (a trusted forest's); the account is still the one the ticket's PAC names by SID.
+	TrustedRealms []string `json:"trusted_realms,omitempty"`
 }
 
 // HTTP configures the plain-HTTP listener. Revocation information and SCEP need no TLS: CRLs,
@@ -235,6 +238,11 @@ func (c *Config) Validate() error {
 		}
 		if c.Directory == nil {
 			return errors.New("enroll: the enrollment web services need the directory settings")
+		}
+		for i, r := range e.TrustedRealms {
+			if r == "" || strings.ContainsAny(r, "@/ \t") {
+				return fmt.Errorf("enroll.trusted_realms[%d] %q: want a Kerberos realm name (CORP.EXAMPLE.COM)", i, r)
+			}
 		}
 	}
 	for name, t := range c.Templates {

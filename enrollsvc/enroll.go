@@ -140,6 +140,12 @@ func (s *Service) account(ctx context.Context, dc *DirectoryConfig, name string,
 	if err != nil {
 		return nil, nil, dirError("looking up account "+name, err)
 	}
+	if a.Disabled() {
+		// Checked whoever asks: an account that does not authenticate itself here (a SCEP
+		// profile's, the enroll API's, a renewal's, a held request's) must not outlive its
+		// disabling (MS-ADTS userAccountControl ACCOUNTDISABLE).
+		return nil, []string{fmt.Sprintf("account %s is disabled", a.DN)}, nil
+	}
 	pa, err := policy.ParseAccount(a.DN, a.Attrs, a.Groups)
 	if err != nil {
 		return nil, []string{fmt.Sprintf("account %q cannot be used: %v", name, err)}, nil

@@ -206,6 +206,16 @@ func (s *Service) Approve(ctx context.Context, id int64, by string, pub Publishe
 	if err != nil {
 		return nil, &Error{Kind: KindInternal, Op: op, RequestID: id, Err: err}
 	}
+	if s.dir != nil && s.dir.Dir != nil && h.AccountDN != "" {
+		// The account may have been disabled or deleted while the request waited.
+		_, reasons, err := s.account(ctx, s.dir, h.AccountDN, nil)
+		if err != nil {
+			return nil, err
+		}
+		if reasons != nil {
+			return nil, &Error{Kind: KindConflict, Op: op, RequestID: id, Err: fmt.Errorf("%s: deny the request", strings.Join(reasons, "; "))}
+		}
+	}
 	approved := events.New(s.rec.Now(), events.RequestApproved, "", "request_id", id, "by", by, "subject", h.Subject)
 	res, err := s.issueForRequest(ctx, id, h.order, Meta{Requester: r.Requester, Account: r.Account, Template: r.Template}, approved)
 	if err != nil {

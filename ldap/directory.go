@@ -148,8 +148,8 @@ func (a *Account) Disabled() bool {
 }
 
 // Account finds a user or computer by sAMAccountName ("alice", "WS1$"), userPrincipalName
-// ("alice@corp.example.test"; sAMAccountName@<domain DNS> also works for accounts without an explicit UPN)
-// or DN, and reads AccountAttributes plus extraAttrs and its groups. ErrNotFound if nothing matches,
+// ("alice@corp.example.test"; sAMAccountName@<domain DNS> also works for accounts without an explicit UPN),
+// objectSid (SIDAccount) or DN, and reads AccountAttributes plus extraAttrs and its groups. ErrNotFound if nothing matches,
 // ErrAmbiguous if several accounts do.
 func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string) (*Account, error) {
 	name = strings.TrimSpace(name)
@@ -210,7 +210,33 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	return a, nil
 }
 
+// SIDAccount names, for Account, the user or computer whose objectSid is sid: "<SID=S-1-5-...>", the form
+// AD itself accepts for an object's SID in a DN (MS-ADTS 3.1.1.3.1.2.4). No sAMAccountName or UPN can take it
+// ('<' and '>' are not allowed in either), so a name a client sends can never be mistaken for a SID.
+func SIDAccount(sid secdesc.SID) string { return "<SID=" + sid.String() + ">" }
+
+// sidOf is the SID in a name made by SIDAccount.
+func sidOf(name string) (secdesc.SID, bool) {
+	v, ok := strings.CutPrefix(name, "<SID=")
+	if !ok {
+		return secdesc.SID{}, false
+	}
+	v, ok = strings.CutSuffix(v, ">")
+	if !ok {
+		return secdesc.SID{}, false
+	}
+	sid, err := secdesc.ParseSID(v)
+	return sid, err == nil
+}
+
 func (c *Client) accountFilter(name string) string {
+	if sid, ok := sidOf(name); ok {
+		var b strings.Builder
+		for _, x := range sid.Bytes() {
+			fmt.Fprintf(&b, "\\%02x", x)
+		}
+		return "(&(objectClass=user)(objectSid=" + b.String() + "))"
+	}
 	esc := goldap.EscapeFilter(name)
 	if user, domain, ok := strings.Cut(name, "@"); ok {
 		if strings.EqualFold(domain, c.RootDSE().DomainDNS) && user != "" {

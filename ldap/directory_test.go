@@ -128,6 +128,8 @@ func TestAccount(t *testing.T) {
 		{"ws1$@corp.example.test", s.WS1, true}, // implicit UPN: sAMAccountName@domain
 		{s.WS1.DN, s.WS1, true},
 		{"erin", s.Erin, false},
+		{ldap.SIDAccount(s.Alice.SID), s.Alice, false},
+		{ldap.SIDAccount(s.WS1.SID), s.WS1, true},
 	} {
 		a, err := e.c.Account(ctx, tc.name)
 		if err != nil {
@@ -148,6 +150,15 @@ func TestAccount(t *testing.T) {
 		}
 		if a.Disabled() {
 			t.Errorf("Account(%q).Disabled() = true", tc.name)
+		}
+	}
+
+	// A SID names only an account with that objectSid: not a group's, not one of another domain,
+	// and a name that merely looks like the SID form is not one.
+	for _, name := range []string{ldap.SIDAccount(s.PKIUsers.SID), ldap.SIDAccount(secdesc.MustParseSID("S-1-5-21-1-2-3-1104")),
+		"<SID=" + s.Alice.SID.String(), "<SID=alice>"} {
+		if a, err := e.c.Account(ctx, name); !errors.Is(err, ldap.ErrNotFound) {
+			t.Errorf("Account(%q) = %v, %v; want ErrNotFound", name, a, err)
 		}
 	}
 

@@ -87,6 +87,15 @@ func (l *lazyDirectory) Templates(ctx context.Context, cns []string) ([]ldap.Ent
 	return c.Templates(ctx, cns)
 }
 
+// Realm is the directory's Kerberos realm: its DNS name in capitals, as AD names it.
+func (l *lazyDirectory) Realm(ctx context.Context) (string, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToUpper(c.RootDSE().DomainDNS), nil
+}
+
 func (l *lazyDirectory) Account(ctx context.Context, name string, extra ...string) (*ldap.Account, error) {
 	c, err := l.client(ctx)
 	if err != nil {

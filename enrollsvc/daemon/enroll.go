@@ -62,8 +62,16 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 			bases = append(bases, "https://"+net.JoinHostPort(h, port))
 		}
 	}
-	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.directory, Kerberos: rt.kerberos, CACert: rt.CACert,
-		CAName: rt.Config.CAName, BaseURLs: bases, CMCSigner: rt.Key, Logger: rt.Log, PolicyID: policyID(rt.CACert.Raw)})
+	realms := func(ctx context.Context) ([]string, error) {
+		own, err := rt.directory.Realm(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return append([]string{own}, e.TrustedRealms...), nil
+	}
+	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.directory, Kerberos: rt.kerberos, KerberosRealms: realms,
+		Recorder: rt.Recorder, CACert: rt.CACert, CAName: rt.Config.CAName, BaseURLs: bases, CMCSigner: rt.Key, Logger: rt.Log,
+		PolicyID: policyID(rt.CACert.Raw)})
 	if err != nil {
 		ln.Close()
 		return "", nil, err

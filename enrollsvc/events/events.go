@@ -70,6 +70,7 @@ const (
 	APIAuthFailed       ID = 3001
 	AdminIssued         ID = 3002
 	KeytabInstalled     ID = 3003
+	EnrollAuthRefused   ID = 3004
 	SCEPProfileAdded    ID = 3010
 	SCEPChallengeIssued ID = 3011
 	FirmwareInstalled   ID = 3020
@@ -122,6 +123,7 @@ func init() {
 	def(APIAuthFailed, "API authentication failed", Admin, slog.LevelWarn)
 	def(AdminIssued, "certificate issued by administrator", Admin, slog.LevelInfo)
 	def(KeytabInstalled, "Kerberos service keytab installed", Admin, slog.LevelInfo)
+	def(EnrollAuthRefused, "enrollment web service authentication refused", Admin, slog.LevelWarn)
 	def(FirmwareInstalled, "firmware update installed for the next boot", Admin, slog.LevelInfo)
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)

@@ -126,10 +126,10 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 		if cr.Kind == cmc.Renewal {
 			// Signed with the old certificate's key: for that certificate's account and template.
 			res, err = s.cfg.Core.Renew(c.r.Context(), enrollsvc.RenewRequest{OldCert: cr.OldCert, CSR: cr.CSR,
-				Template: template, Requester: c.account})
+				Template: template, Requester: c.who()})
 		} else {
 			res, err = s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: c.account,
-				Requester: c.account, CSR: cr.CSR})
+				Requester: c.who(), CSR: cr.CSR})
 		}
 		if err != nil {
 			var se *enrollsvc.Error

@@ -17,14 +17,19 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/spnego"
 	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 	"github.com/enrollment-appliance/aeappliance/proto/soap"
 )
 
@@ -54,9 +59,15 @@ type Config struct {
 	Core      Core
 	Passwords PasswordVerifier
 	Kerberos  Negotiator // nil: no Kerberos endpoints
-	CACert    *x509.Certificate
-	CAName    string   // the CA's name in the CES paths (<CA>_CES_<auth>)
-	BaseURLs  []string // https://host[:port] for each configured host name, in order of preference
+	// KerberosRealms returns the client realms whose tickets may enroll: the directory's own,
+	// and those an administrator trusts. A ticket from any other realm is refused, however its
+	// client is named. Required with Kerberos.
+	KerberosRealms func(ctx context.Context) ([]string, error)
+	// Recorder writes the audit events of refused authentications (nil: logged only).
+	Recorder *events.Recorder
+	CACert   *x509.Certificate
+	CAName   string   // the CA's name in the CES paths (<CA>_CES_<auth>)
+	BaseURLs []string // https://host[:port] for each configured host name, in order of preference
 	// CMCSigner signs the CMC responses of issued requests, as AD CS does with the CA key.
 	CMCSigner crypto.Signer
 	Logger    *slog.Logger
@@ -90,6 +101,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("webenroll: Config needs Core, Passwords and CACert")
 	case cfg.CAName == "" || len(cfg.BaseURLs) == 0 || cfg.PolicyID == "":
 		return nil, errors.New("webenroll: Config needs CAName, BaseURLs and PolicyID")
+	case cfg.Kerberos != nil && cfg.KerberosRealms == nil:
+		return nil, errors.New("webenroll: Config needs KerberosRealms with Kerberos")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -126,11 +139,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // caller is an authenticated request.
 type caller struct {
-	account string
-	env     *soap.Envelope
-	r       *http.Request
+	account   string // how the core finds the account: a name, or ldap.SIDAccount for Kerberos
+	requester string // who authenticated, for the request's record; empty: account
+	env       *soap.Envelope
+	r         *http.Request
 	// certificate: authenticated with a client certificate; its CES endpoint takes renewals only.
 	certificate bool
+}
+
+// who is the requester recorded with the caller's requests.
+func (c caller) who() string {
+	if c.requester != "" {
+		return c.requester
+	}
+	return c.account
 }
 
 type handler func(w http.ResponseWriter, c caller)
@@ -170,11 +192,24 @@ func (s *Server) password(next handler) http.HandlerFunc {
 	}
 }
 
-// kerberos authenticates HTTP Negotiate; the caller is the ticket's client (its sAMAccountName).
+// kerberos authenticates HTTP Negotiate. The caller is the account the ticket's PAC names by
+// its SID (MS-PAC 2.5: LogonDomainId + UserId), never the client name, which a foreign realm
+// chooses freely; a ticket from a realm this CA does not trust, or without a PAC, is refused.
 func (s *Server) kerberos(next handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, ok := s.cfg.Kerberos.Authenticate(w, r)
 		if !ok {
+			return
+		}
+		realms, err := s.cfg.KerberosRealms(r.Context())
+		if err != nil {
+			s.cfg.Logger.WarnContext(r.Context(), "the directory's realm is unknown", "error", err)
+			s.fault(w, http.StatusServiceUnavailable, false, "", "the directory is unavailable; try again later", nil)
+			return
+		}
+		sid, err := kerberosAccount(id, realms)
+		if err != nil {
+			s.authRefused(w, r, "kerberos", id.Principal(), err)
 			return
 		}
 		env, err := soap.Parse(http.MaxBytesReader(w, r.Body, soap.MaxBody))
@@ -182,8 +217,35 @@ func (s *Server) kerberos(next handler) http.HandlerFunc {
 			s.fault(w, http.StatusBadRequest, true, "", "malformed SOAP message: "+err.Error(), nil)
 			return
 		}
-		next(w, caller{account: id.User, env: env, r: r})
+		next(w, caller{account: ldap.SIDAccount(sid), requester: id.Principal(), env: env, r: r})
 	}
+}
+
+// kerberosAccount is the SID of the account a ticket authenticated, if its realm is one of
+// realms and it carries a PAC.
+func kerberosAccount(id spnego.Identity, realms []string) (secdesc.SID, error) {
+	if !slices.ContainsFunc(realms, func(r string) bool { return strings.EqualFold(r, id.Realm) }) {
+		return secdesc.SID{}, fmt.Errorf("Kerberos realm %s is not trusted by this CA (trusted: %s)", id.Realm, strings.Join(realms, ", "))
+	}
+	if len(id.SIDs) == 0 {
+		return secdesc.SID{}, errors.New("the Kerberos ticket carries no PAC: the account it names cannot be verified")
+	}
+	sid, err := secdesc.ParseSID(id.SIDs[0])
+	if err != nil {
+		return secdesc.SID{}, fmt.Errorf("the ticket's PAC: %w", err)
+	}
+	return sid, nil
+}
+
+// authRefused answers a refused authentication with a SOAP fault and records it.
+func (s *Server) authRefused(w http.ResponseWriter, r *http.Request, mode, who string, err error) {
+	s.cfg.Logger.WarnContext(r.Context(), "enrollment web service authentication refused", "mode", mode, "user", who,
+		"remote", r.RemoteAddr, "path", r.URL.Path, "error", err)
+	if s.cfg.Recorder != nil {
+		_ = s.cfg.Recorder.Record(r.Context(), events.EnrollAuthRefused, "", "mode", mode, "user", who,
+			"remote", r.RemoteAddr, "path", r.URL.Path, "reason", err.Error()) // Record logs its own failure
+	}
+	s.fault(w, http.StatusUnauthorized, true, "", "authentication refused: "+err.Error(), nil)
 }
 
 // certificate authenticates the TLS client certificate: one this CA issued and has neither
