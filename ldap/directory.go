@@ -231,11 +231,7 @@ func sidOf(name string) (secdesc.SID, bool) {
 
 func (c *Client) accountFilter(name string) string {
 	if sid, ok := sidOf(name); ok {
-		var b strings.Builder
-		for _, x := range sid.Bytes() {
-			fmt.Fprintf(&b, "\\%02x", x)
-		}
-		return "(&(objectClass=user)(objectSid=" + b.String() + "))"
+		return "(&(objectClass=user)(objectSid=" + escapeBinary(sid.Bytes()) + "))"
 	}
 	esc := goldap.EscapeFilter(name)
 	if user, domain, ok := strings.Cut(name, "@"); ok {

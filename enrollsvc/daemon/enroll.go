@@ -13,15 +13,17 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 )
 
-// VerifyPassword checks a user's password against the directory (the username/password endpoints).
-func (l *lazyDirectory) VerifyPassword(ctx context.Context, user, password string) error {
+// Authenticate checks a user's password against the directory and returns who the DC
+// authenticated (the username/password endpoints).
+func (l *lazyDirectory) Authenticate(ctx context.Context, user, password string) (secdesc.SID, error) {
 	c, err := l.client(ctx)
 	if err != nil {
-		return err
+		return secdesc.SID{}, err
 	}
-	return c.VerifyPassword(ctx, user, password)
+	return c.Authenticate(ctx, user, password)
 }
 
 // policyID is this appliance's XCEP policy identifier: stable for its CA, in GUID form.

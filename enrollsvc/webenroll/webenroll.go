@@ -49,9 +49,10 @@ type Negotiator interface {
 	Ready() bool // a keytab is installed: advertise the Kerberos endpoints
 }
 
-// PasswordVerifier checks a user's password (an LDAP bind as that user).
+// PasswordVerifier checks a user's password (an LDAP bind as that user, user@domain or
+// DOMAIN\user) and returns the SID of the account the domain controller authenticated.
 type PasswordVerifier interface {
-	VerifyPassword(ctx context.Context, user, password string) error
+	Authenticate(ctx context.Context, user, password string) (secdesc.SID, error)
 }
 
 // Config wires the web services.
@@ -178,7 +179,8 @@ func (s *Server) password(next handler) http.HandlerFunc {
 			s.fault(w, http.StatusUnauthorized, true, env.MessageID, "only #PasswordText passwords are accepted (over TLS)", nil)
 			return
 		}
-		if err := s.cfg.Passwords.VerifyPassword(r.Context(), tok.Username, tok.Password); err != nil {
+		sid, err := s.cfg.Passwords.Authenticate(r.Context(), tok.Username, tok.Password)
+		if err != nil {
 			code, msg := http.StatusUnauthorized, "authentication failed"
 			if errors.Is(err, ldap.ErrUnavailable) {
 				code, msg = http.StatusServiceUnavailable, "the directory is unavailable; try again later"
@@ -188,7 +190,9 @@ func (s *Server) password(next handler) http.HandlerFunc {
 			s.fault(w, code, code != http.StatusServiceUnavailable, env.MessageID, msg, nil)
 			return
 		}
-		next(w, caller{account: tok.Username, env: env, r: r})
+		// The account the DC authenticated, by its SID: not the name the client sent, which
+		// the DC may resolve differently than a search would.
+		next(w, caller{account: ldap.SIDAccount(sid), requester: tok.Username, env: env, r: r})
 	}
 }
 
