@@ -9,6 +9,8 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
@@ -71,7 +73,23 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 			}
 		}
 	}
-	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: sc.Account, Requester: meta.Requester, CSR: rr.CSR})
+	// A renewal is for the object the old certificate was issued to: by the SID its security
+	// extension carries, so that an account deleted and re-created under the same name does not
+	// inherit its predecessor's certificates. Without the extension (NO_SECURITY_EXTENSION
+	// templates) only the recorded account name is left.
+	account := sc.Account
+	sidText, hasSID, err := policy.CertificateSID(rr.OldCert)
+	if err == nil && hasSID {
+		var sid secdesc.SID
+		if sid, err = secdesc.ParseSID(sidText); err == nil {
+			account = ldap.SIDAccount(sid)
+		}
+	}
+	if err != nil {
+		meta.Template = sc.Template
+		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + "): " + err.Error()}, nil)
+	}
+	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: account, Requester: meta.Requester, CSR: rr.CSR})
 }
 
 // CertificateAccount authenticates a TLS client certificate: it must be one this CA issued and

@@ -230,3 +230,24 @@ func (r *Request) readAttributes(tbsDER []byte) error {
 	}
 	return nil
 }
+
+// CertificateSID returns the SID in a certificate's SID security extension (KB5014754,
+// 1.3.6.1.4.1.311.25.2), and whether it has one.
+func CertificateSID(c *x509.Certificate) (string, bool, error) {
+	for _, e := range c.Extensions {
+		if !e.Id.Equal(oidExtSID) {
+			continue
+		}
+		names, err := parseGeneralNames(e.Value)
+		if err != nil {
+			return "", true, fmt.Errorf("the SID extension: %w", err)
+		}
+		for _, n := range names {
+			if n.Kind == "SID" {
+				return n.Value, true, nil
+			}
+		}
+		return "", true, errors.New("the SID extension holds no SID")
+	}
+	return "", false, nil
+}

@@ -289,6 +289,30 @@ func add(conn *goldap.Conn, dn string, attrs map[string][]string) error {
 	return nil
 }
 
+// AddUser creates an enabled user in ou with sAMAccountName name, Password(name), the
+// userPrincipalName name@<domain> and membership of groups (by DN), as an administrator would.
+func (dc *DC) AddUser(t testing.TB, ou, name string, groups ...string) Principal {
+	t.Helper()
+	conn := dc.Admin(t)
+	p, attrs := userEntry(userSpec{Name: name, OU: ou, NoMail: true})
+	if err := add(conn, p.DN, attrs); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		req := goldap.NewModifyRequest(g, nil)
+		req.Add("member", []string{p.DN})
+		if err := conn.Modify(req); err != nil {
+			t.Fatalf("adding %s to %s: %v", name, g, err)
+		}
+	}
+	sid, err := readSID(conn, p.DN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SID = sid
+	return p
+}
+
 func readSID(conn *goldap.Conn, dn string) (secdesc.SID, error) {
 	res, err := conn.Search(goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases, 0, 0,
 		false, "(objectClass=*)", []string{"objectSid"}, nil))
