@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -294,8 +295,8 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 			account = c.Account
 		}
 		meta.Account = account
-		if c.Subject != "" && !requestNames(csr, c.Subject) {
-			return s.refuse(ctx, meta, []string{"the challenge is bound to " + c.Subject + ", which the request does not name"}, nil)
+		if c.Subject != "" && !requestNamesOnly(csr, c.Subject) {
+			return s.refuse(ctx, meta, []string{"the challenge is bound to " + c.Subject + ": every name in the request (subject and subjectAltName) must be that one"}, nil)
 		}
 	}
 	if account == "" {
@@ -304,35 +305,53 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 	return s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR})
 }
 
-// requestNames reports whether csr carries name as its subject (RFC 4514 or just the CN) or as
-// a SAN value (DNS name, e-mail address, IP address, URI), compared case-insensitively.
-func requestNames(csr *x509.CertificateRequest, name string) bool {
+// requestNamesOnly reports whether every name csr carries is name (compared case-insensitively):
+// its subject names it (as an RFC 4514 string, or every common name is name), and so does
+// every subjectAltName value (DNS name, e-mail address, IP address, URI). A challenge bound to
+// one device must not also carry a second name into a template that takes names from the request.
+func requestNamesOnly(csr *x509.CertificateRequest, name string) bool {
 	eq := func(s string) bool { return strings.EqualFold(s, name) }
-	if eq(csr.Subject.String()) || eq("CN="+csr.Subject.CommonName) || eq(csr.Subject.CommonName) || eq(issue.FormatName(csr.RawSubject)) {
-		return true
+	var cns []string
+	for _, atv := range csr.Subject.Names {
+		if atv.Type.Equal(oidCommonName) {
+			cns = append(cns, fmt.Sprint(atv.Value))
+		}
+	}
+	subject := eq(csr.Subject.String()) || eq(issue.FormatName(csr.RawSubject))
+	if !subject {
+		subject = len(cns) > 0
+		for _, cn := range cns {
+			subject = subject && (eq(cn) || eq("CN="+cn))
+		}
+	}
+	if !subject {
+		return false
 	}
 	for _, v := range csr.DNSNames {
-		if eq(v) {
-			return true
+		if !eq(v) {
+			return false
 		}
 	}
 	for _, v := range csr.EmailAddresses {
-		if eq(v) {
-			return true
+		if !eq(v) {
+			return false
 		}
 	}
 	for _, v := range csr.IPAddresses {
-		if eq(v.String()) {
-			return true
+		if !eq(v.String()) {
+			return false
 		}
 	}
 	for _, v := range csr.URIs {
-		if eq(v.String()) {
-			return true
+		if !eq(v.String()) {
+			return false
 		}
 	}
-	return false
+	return true
 }
+
+// oidCommonName is the X.520 commonName attribute type.
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
 
 // SCEPPoll answers a CertPoll: the state of the request the transaction made. renewing is the
 // certificate that signed the poll when it is one this CA issued (nil otherwise): the poll is

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +94,23 @@ func TestSCEPRules(t *testing.T) {
 	if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "bound to") {
 		t.Errorf("a challenge bound to another subject = %+v, %v, want denied", res, err)
 	}
+	// Bound to phone1: a request that names phone1 and smuggles a second name (the template takes
+	// names from the request) is refused, and spends the challenge.
+	smuggler, _, _ := svc.NewSCEPChallenge(ctx, enrollsvc.SCEPChallengeSpec{Profile: "devices", Account: "dave", Subject: "phone1.corp.example.test"}, "test")
+	for i, extra := range []pkix.Extension{sanExt(t, "phone1.corp.example.test", "dc1.corp.example.test")} {
+		res, err = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "devices", TransactionID: "tx-smuggle-" + strconv.Itoa(i),
+			CSR: rsaCSR(t, pkix.Name{CommonName: "phone1.corp.example.test"}, extra), Challenge: smuggler})
+		if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "every name in the request") {
+			t.Errorf("a challenge bound to phone1 with a second SAN = %+v, %v, want denied", res, err)
+		}
+	}
+	twoCNs := rsaCSR(t, pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: []int{2, 5, 4, 3}, Value: "phone1.corp.example.test"},
+		{Type: []int{2, 5, 4, 3}, Value: "dc1.corp.example.test"}}})
+	third, _, _ := svc.NewSCEPChallenge(ctx, enrollsvc.SCEPChallengeSpec{Profile: "devices", Account: "dave", Subject: "phone1.corp.example.test"}, "test")
+	res, err = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "devices", TransactionID: "tx-two-cns", CSR: twoCNs, Challenge: third})
+	if err != nil || res.Status != enrollsvc.StatusDenied {
+		t.Errorf("a challenge bound to phone1 with a second common name = %+v, %v, want denied", res, err)
+	}
 	res, err = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "devices", TransactionID: "tx-4",
 		CSR: rsaCSR(t, pkix.Name{CommonName: "phone1.corp.example.test"}), Challenge: ch})
 	if err != nil || res.Status != enrollsvc.StatusIssued {
@@ -135,3 +154,13 @@ func TestSCEPRules(t *testing.T) {
 }
 
 func fmtSerial(c *x509.Certificate) string { return certutil.SerialString(c.SerialNumber) }
+
+// sanExt is a subjectAltName extension of DNS names.
+func sanExt(t *testing.T, names ...string) pkix.Extension {
+	t.Helper()
+	var raw []asn1.RawValue
+	for _, n := range names {
+		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(n)})
+	}
+	return pkix.Extension{Id: oidSAN, Value: mustMarshal(t, raw)}
+}
