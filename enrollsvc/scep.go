@@ -228,7 +228,7 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 	tx, err := ss.GetSCEPTransaction(ctx, p.Name, txKey)
 	switch {
 	case err == nil && subtle.ConstantTimeCompare(tx.BodySHA256, h[:]) != 1:
-		return s.refuse(ctx, Meta{Requester: "scep:" + p.Name, Template: p.Template, CSR: r.CSR},
+		return s.refuse(ctx, Meta{Requester: "scep:" + p.Name, Template: p.Template},
 			[]string{"transaction ID " + r.TransactionID + " was used before with another request"}, nil)
 	case err == nil:
 		return s.requestState(ctx, tx.RequestID, op) // a retry: the same request's state
@@ -267,7 +267,9 @@ func transactionKey(id string, renewing *x509.Certificate) string {
 // scepNew authorises a PKCSReq by its challenge and enrolls it for the profile's or the
 // challenge's account.
 func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile, r SCEPRequest) (*EnrollResult, error) {
-	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template, CSR: r.CSR}
+	// Until the challenge is right the sender is anonymous: its refusal is recorded without the
+	// CSR, so that a flood of them stores a small record each, not what the sender chose to send.
+	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template}
 	account := p.Account
 	h := sha256.Sum256([]byte(r.Challenge))
 	switch p.Mode {

@@ -9,6 +9,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -284,13 +285,28 @@ func TestAPIRefusesBadCredentialsAndInput(t *testing.T) {
 	if n := countCerts(); n != before {
 		t.Errorf("certificates %d after refused calls, want %d", n, before)
 	}
+	// A client cannot choose the address its failures are recorded under.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer not-the-token")
+	req.Header.Set("X-Forwarded-For", "203.0.113.66")
+	req.Header.Set("X-Real-IP", "203.0.113.66")
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	evs, err := good.Events(ctx, apiclient.EventQuery{ID: 3001})
-	if err != nil || len(evs) != 6 {
-		t.Errorf("API auth failure events = %d (%v), want 6", len(evs), err)
+	if err != nil || len(evs) != 7 {
+		t.Errorf("API auth failure events = %d (%v), want 7", len(evs), err)
 	}
 	for _, e := range evs {
 		if strings.Contains(fmt.Sprint(e.Fields), "not-the-token") {
 			t.Errorf("an audit event records the presented token: %+v", e)
+		}
+		if e.Fields["remote"] != "127.0.0.1" {
+			t.Errorf("an audit event records the remote address %v, want the peer's 127.0.0.1", e.Fields["remote"])
 		}
 	}
 

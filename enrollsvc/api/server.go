@@ -97,6 +97,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, tokenHash: h, failures: newLimiter(10, time.Second)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	// Audit records name the peer, not what X-Forwarded-For or X-Real-IP claim: any client can
+	// send those (no proxy is trusted in front of the API).
+	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.Itoa(MaxBody),
 		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == apiclient.FirmwarePath }})) // its own limit (MaxFirmware)

@@ -62,6 +62,8 @@ func TestSCEPRules(t *testing.T) {
 	res, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-1", CSR: csrA, Challenge: "wrong secret"})
 	if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "challenge") {
 		t.Errorf("wrong static challenge = %+v, %v, want denied", res, err)
+	} else if r, err := f.rt.Store.GetRequest(ctx, res.RequestID); err != nil || len(r.CSR) != 0 {
+		t.Errorf("the refused anonymous request was recorded with %d bytes of CSR (%v), want none", len(r.CSR), err)
 	}
 	res, err = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-2", CSR: csrA, Challenge: "long enough secret"})
 	if err != nil || res.Status != enrollsvc.StatusIssued || res.Certificate.Subject.CommonName != "router1.corp.example.test" {
