@@ -136,15 +136,24 @@ func (s *Server) Handler() http.Handler { return s.e }
 
 // Serve answers on ln with TLS until ctx is done, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
-	return ServeTLS(ctx, s.e, ln, tlsCfg, s.cfg.Logger)
+	return ServeTLS(ctx, s.e, ln, tlsCfg, s.cfg.Logger, MaxHeaderBytes)
 }
 
-// ServeTLS serves h over TLS on ln, with the service's timeouts and header limits, until ctx is
-// done, then shuts down gracefully (in-flight requests get 10 s to finish).
-func ServeTLS(ctx context.Context, h http.Handler, ln net.Listener, tlsCfg *tls.Config, log *slog.Logger) error {
+// MaxHeaderBytes bounds the request headers of the local API.
+const MaxHeaderBytes = 32 << 10
+
+// MaxNegotiateHeaderBytes bounds the request headers where Kerberos is spoken: a Negotiate
+// token holds the whole service ticket with its PAC, which grows with the user's groups.
+// Windows allows tickets up to MaxTokenSize 65535 bytes, 87,380 in base64; this leaves room
+// for the rest of the headers.
+const MaxNegotiateHeaderBytes = 128 << 10
+
+// ServeTLS serves h over TLS on ln, with the service's timeouts and maxHeader bytes of request
+// headers, until ctx is done, then shuts down gracefully (in-flight requests get 10 s to finish).
+func ServeTLS(ctx context.Context, h http.Handler, ln net.Listener, tlsCfg *tls.Config, log *slog.Logger, maxHeader int) error {
 	hs := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 32 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		MaxHeaderBytes: maxHeader, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(tls.NewListener(ln, tlsCfg)) }()
 	select {

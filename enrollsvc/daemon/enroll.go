@@ -96,7 +96,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		pool := x509.NewCertPool()
 		pool.AddCert(rt.CACert)
 		done <- api.ServeTLS(ctx, handler, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, rt.Log)
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, rt.Log, api.MaxNegotiateHeaderBytes)
 	}()
 	return addr, done, nil
 }
