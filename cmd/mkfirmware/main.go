@@ -5,9 +5,6 @@
 // (`make image DEBUG=1`). With -check it builds a second time from scratch (fresh Go
 // build cache, fresh temporary directories) and fails unless both builds are
 // byte-identical (`make image-check`).
-//
-// It belongs at cmd/mkfirmware (ARCHITECTURE.md §3) and moves there with the update
-// bundles.
 package main
 
 import (

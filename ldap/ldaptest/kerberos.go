@@ -16,7 +16,7 @@ import (
 // HTTPService makes account (e.g. "svc-http"; created in CN=Users with a random password that never expires
 // if it does not exist) the owner of the service principal spn (e.g. "HTTP/localhost"), lets it use AES
 // tickets, and exports the keys of spn into a keytab file, whose path it returns: what an administrator does
-// for the appliance's Kerberos endpoints (ARCHITECTURE.md §10). SPNs are unique in a domain: give each spn
+// for the appliance's Kerberos endpoints (MS-KILE 3.4; docs/architecture.md). SPNs are unique in a domain: give each spn
 // once per DC.
 func (dc *DC) HTTPService(t testing.TB, account, spn string) (keytabPath string) {
 	t.Helper()

@@ -66,7 +66,7 @@ const (
 	templateOIDv2 = "1.3.6.1.4.1.311.21.8.1111111.2222222.3333333.4444444.5555555.66"
 )
 
-// Template flag values used below (ARCHITECTURE.md §5).
+// Template flag values used below (MS-CRTD 2.26 msPKI-Enrollment-Flag, 2.28 msPKI-Certificate-Name-Flag).
 const (
 	EnrollPendAll     = 0x2
 	EnrollPublishToDS = 0x8

@@ -21,7 +21,7 @@ const (
 	rstWSTP = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep"
 )
 
-// The captured cepces requests (see testdata, copied from ../shared/interop/xcep-wstep).
+// The captured cepces requests in testdata (real client bytes).
 func TestParseCaptures(t *testing.T) {
 	tests := []struct {
 		file              string
