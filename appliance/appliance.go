@@ -223,14 +223,19 @@ func Run(ctx context.Context, o Options) error {
 		a.serial = readSerial()
 	}
 	a.banner(a.con.Out())
-	go a.provisioningAPILoop(ctx)
-	go a.confirmFirmware(ctx)
+	// Run returns (in development mode) only once these are done: they write into the data
+	// directory, which the caller may remove as soon as Run returns.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer a.stop() // runs first: ends what waits on ctx
+	wg.Go(func() { a.provisioningAPILoop(ctx) })
+	wg.Go(func() { a.confirmFirmware(ctx) })
 	if a.provisioned() {
-		go func() {
+		wg.Go(func() {
 			if err := a.startService(ctx); err != nil {
 				a.con.Printf("enrollsvc: %v", err)
 			}
-		}()
+		})
 	}
 	return a.consoleLoop(ctx)
 }
