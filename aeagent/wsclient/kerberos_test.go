@@ -25,12 +25,7 @@ import (
 // Kerberos end to end: the Samba DC's KDC issues the tickets (to WS1$ from its exported keytab,
 // to alice through MIT kinit), the real server accepts them with its HTTP/localhost keytab.
 func TestKerberosAgainstEnrollmentWebServices(t *testing.T) {
-	if _, err := exec.LookPath("kinit"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("kinit (krb5-user) is required on CI: %v", err)
-		}
-		t.Skipf("kinit not installed (krb5-user): %v", err)
-	}
+	needKinit(t)
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
 	service := dc.HTTPService(t, "svc-http", "HTTP/localhost")
@@ -96,15 +91,7 @@ func TestKerberosAgainstEnrollmentWebServices(t *testing.T) {
 	})
 
 	// kinit gets alice's tickets with MIT kinit into a private cache.
-	kinit := func(t *testing.T, ccache string, args ...string) {
-		t.Helper()
-		cmd := exec.Command("kinit", append(args, s.Alice.Name+"@"+ldaptest.Realm)...)
-		cmd.Env = append(os.Environ(), "KRB5_CONFIG="+conf, "KRB5CCNAME=FILE:"+ccache)
-		cmd.Stdin = strings.NewReader(s.Alice.Password + "\n")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("kinit %v alice: %v\n%s", args, err, out)
-		}
-	}
+	kinit := func(t *testing.T, ccache string, args ...string) { kinitAs(t, conf, ccache, s.Alice, args...) }
 	ccache := filepath.Join(t.TempDir(), "ccache")
 	kinit(t, ccache)
 	aliceTemplates := map[string]bool{"AEUser": true, "AEUserV2": true, "PendUser": false, "SuppliesSubject": false}
@@ -327,5 +314,28 @@ func TestKerberosServicePrincipal(t *testing.T) {
 	n.spn = "HTTP/enroll.corp.example.test"
 	if got, _ := n.servicePrincipal("127.0.0.1"); got != n.spn {
 		t.Errorf("servicePrincipal with SPN set = %q, want %s", got, n.spn)
+	}
+}
+
+// needKinit fails the test on CI, and skips it elsewhere, without MIT kinit.
+func needKinit(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("kinit"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("kinit (krb5-user) is required on CI: %v", err)
+		}
+		t.Skipf("kinit not installed (krb5-user): %v", err)
+	}
+}
+
+// kinitAs gets p's tickets from the DC's KDC with MIT kinit (krb5.conf conf) into the
+// credential cache file ccache; args go before the principal (e.g. "-l", "30s").
+func kinitAs(t *testing.T, conf, ccache string, p ldaptest.Principal, args ...string) {
+	t.Helper()
+	cmd := exec.Command("kinit", append(args, p.Name+"@"+ldaptest.Realm)...)
+	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+conf, "KRB5CCNAME=FILE:"+ccache)
+	cmd.Stdin = strings.NewReader(p.Password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kinit %v %s: %v\n%s", args, p.Name, err, out)
 	}
 }

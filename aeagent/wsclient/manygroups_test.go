@@ -3,10 +3,7 @@ package wsclient
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	goldap "github.com/go-ldap/ldap/v3"
@@ -18,12 +15,7 @@ import (
 // A user in 500 domain-local groups (each a SID in the PAC's extra SIDs) has a Negotiate token far
 // larger than an ordinary user's; the Kerberos endpoints take it, and the PAC's groups count.
 func TestKerberosUserInManyGroups(t *testing.T) {
-	if _, err := exec.LookPath("kinit"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("kinit (krb5-user) is required on CI: %v", err)
-		}
-		t.Skipf("kinit not installed (krb5-user): %v", err)
-	}
+	needKinit(t)
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
 	conn := dc.Admin(t)
@@ -42,12 +34,7 @@ func TestKerberosUserInManyGroups(t *testing.T) {
 	_, base, roots := startServer(t, dc, s, daemontest.Options{Keytab: service})
 	conf := dc.Krb5Conf(t)
 	ccache := filepath.Join(t.TempDir(), "ccache")
-	cmd := exec.Command("kinit", s.Dave.Name+"@"+ldaptest.Realm)
-	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+conf, "KRB5CCNAME=FILE:"+ccache)
-	cmd.Stdin = strings.NewReader(s.Dave.Password + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("kinit dave: %v\n%s", err, out)
-	}
+	kinitAs(t, conf, ccache, s.Dave)
 	c, err := New(base+"/ADPolicyProvider_CEP_Kerberos/service.svc/CEP", KerberosAuth{CCache: ccache, Principal: s.Dave.Name, Krb5Conf: conf}, roots)
 	if err != nil {
 		t.Fatal(err)
