@@ -140,17 +140,36 @@ func (s *Service) account(ctx context.Context, dc *DirectoryConfig, name string,
 	if err != nil {
 		return nil, nil, dirError("looking up account "+name, err)
 	}
-	if a.Disabled() {
-		// Checked whoever asks: an account that does not authenticate itself here (a SCEP
-		// profile's, the enroll API's, a renewal's, a held request's) must not outlive its
-		// disabling (MS-ADTS userAccountControl ACCOUNTDISABLE).
-		return nil, []string{fmt.Sprintf("account %s is disabled", a.DN)}, nil
+	if reasons := accountState(a, s.rec.Now()); reasons != nil {
+		return nil, reasons, nil
 	}
 	pa, err := policy.ParseAccount(a.DN, a.Attrs, a.Groups)
 	if err != nil {
 		return nil, []string{fmt.Sprintf("account %q cannot be used: %v", name, err)}, nil
 	}
 	return &pa, nil, nil
+}
+
+// accountState is why an account may not have a certificate now, whoever asks: an account that
+// does not authenticate itself here (a SCEP profile's, the enroll API's, a renewal's, a held
+// request's) must not outlive its disabling (userAccountControl ACCOUNTDISABLE), its lockout
+// (msDS-User-Account-Control-Computed UF_LOCKOUT, MS-ADTS 3.1.1.4.5.17) or its expiry
+// (accountExpires). A certificate would outlive all three: it logs on (PKINIT, Schannel) for its
+// whole lifetime. A deleted account is not found at all (lookups by SID or DN do not see the
+// Deleted Objects container). An expired password is not a reason: service and computer accounts
+// renew their certificates whatever their password's age, as AD CS lets them.
+func accountState(a *ldap.Account, now time.Time) []string {
+	var reasons []string
+	if a.Disabled() {
+		reasons = append(reasons, fmt.Sprintf("account %s is disabled", a.DN))
+	}
+	if a.LockedOut() {
+		reasons = append(reasons, fmt.Sprintf("account %s is locked out", a.DN))
+	}
+	if t, ok := a.ExpiresAt(); ok && !now.Before(t) {
+		reasons = append(reasons, fmt.Sprintf("account %s expired at %s", a.DN, t.UTC().Format(time.RFC3339)))
+	}
+	return reasons
 }
 
 func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) policy.Input {
@@ -308,7 +327,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		if _, err := s.issuer.Prepare(d.Order); err != nil {
 			return s.refuse(ctx, meta, append(slices.Clone(d.Reasons), err.Error()), &d)
 		}
-		id, err := s.Hold(ctx, d.Order, Held{Subject: d.Subject, SANs: d.SANs, Publish: d.Publish, AccountDN: a.DN, Reasons: d.Reasons}, meta)
+		id, err := s.Hold(ctx, d.Order, Held{Subject: d.Subject, SANs: d.SANs, Publish: d.Publish, AccountDN: a.DN, AccountSID: a.SID.String(), Reasons: d.Reasons}, meta)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
@@ -30,8 +32,11 @@ type Held struct {
 	SANs      []string `json:"sans,omitempty"`
 	Publish   bool     `json:"publish,omitempty"`
 	AccountDN string   `json:"account_dn,omitempty"`
-	Reasons   []string `json:"reasons,omitempty"`
-	order     issue.Order
+	// AccountSID is the objectSid of the account decided for: approval finds the account by it, so
+	// an account deleted and re-created under the same DN while the request waited is not it.
+	AccountSID string   `json:"account_sid,omitempty"`
+	Reasons    []string `json:"reasons,omitempty"`
+	order      issue.Order
 }
 
 // heldJSON is the stored form of Held: every field of the order in a lossless encoding.
@@ -207,8 +212,13 @@ func (s *Service) Approve(ctx context.Context, id int64, by string, pub Publishe
 		return nil, &Error{Kind: KindInternal, Op: op, RequestID: id, Err: err}
 	}
 	if s.dir != nil && s.dir.Dir != nil && h.AccountDN != "" {
-		// The account may have been disabled or deleted while the request waited.
-		_, reasons, err := s.account(ctx, s.dir, h.AccountDN, nil)
+		// The account may have been disabled, locked out, expired or deleted while the request
+		// waited. Held requests from before AccountSID was recorded are found by DN.
+		lookup := h.AccountDN
+		if sid, err := secdesc.ParseSID(h.AccountSID); err == nil {
+			lookup = ldap.SIDAccount(sid)
+		}
+		_, reasons, err := s.account(ctx, s.dir, lookup, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -73,18 +73,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 			}
 		}
 	}
-	// A renewal is for the object the old certificate was issued to: by the SID its security
-	// extension carries, so that an account deleted and re-created under the same name does not
-	// inherit its predecessor's certificates. Without the extension (NO_SECURITY_EXTENSION
-	// templates) only the recorded account name is left.
-	account := sc.Account
-	sidText, hasSID, err := policy.CertificateSID(rr.OldCert)
-	if err == nil && hasSID {
-		var sid secdesc.SID
-		if sid, err = secdesc.ParseSID(sidText); err == nil {
-			account = ldap.SIDAccount(sid)
-		}
-	}
+	account, err := holder(rr.OldCert, sc)
 	if err != nil {
 		meta.Template = sc.Template
 		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + "): " + err.Error()}, nil)
@@ -93,30 +82,54 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 }
 
 // CertificateAccount authenticates a TLS client certificate: it must be one this CA issued and
-// recorded, not revoked and not expired. It returns the account the certificate was issued to.
-func (s *Service) CertificateAccount(ctx context.Context, c *x509.Certificate) (string, error) {
+// recorded, not revoked and not expired. It returns how to find the account the certificate was
+// issued to (by its SID when the certificate carries one, see holder) and the account name recorded
+// with the certificate, for people.
+func (s *Service) CertificateAccount(ctx context.Context, c *x509.Certificate) (account, name string, err error) {
 	op := "authenticating a client certificate"
 	if c == nil {
-		return "", &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf("no certificate")}
+		return "", "", &Error{Kind: KindBadRequest, Op: op, Err: fmt.Errorf("no certificate")}
 	}
 	serial := certutil.SerialString(c.SerialNumber)
 	if err := c.CheckSignatureFrom(s.issuer.CACert()); err != nil {
-		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was not issued by this CA", serial)}
+		return "", "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was not issued by this CA", serial)}
 	}
 	sc, err := s.store.GetCertificate(ctx, serial)
 	if err != nil && KindOf(err) != KindNotFound {
-		return "", &Error{Kind: KindInternal, Op: op, Err: err}
+		return "", "", &Error{Kind: KindInternal, Op: op, Err: err}
 	}
 	now := s.rec.Now()
 	switch {
 	case err != nil || !bytes.Equal(sc.DER, c.Raw):
-		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is not a certificate this CA recorded", serial)}
+		return "", "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is not a certificate this CA recorded", serial)}
 	case sc.Status == store.CertRevoked:
-		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is revoked", serial)}
+		return "", "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is revoked", serial)}
 	case !now.Before(sc.NotAfter) || now.Before(sc.NotBefore):
-		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is not valid now", serial)}
+		return "", "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s is not valid now", serial)}
 	case sc.Account == "":
-		return "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was issued to no account", serial)}
+		return "", "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s was issued to no account", serial)}
 	}
-	return sc.Account, nil
+	if account, err = holder(c, sc); err != nil {
+		return "", "", &Error{Kind: KindRefused, Op: op, Err: fmt.Errorf("serial %s: %w", serial, err)}
+	}
+	return account, sc.Account, nil
+}
+
+// holder names, for Service.account, the object a certificate of this CA was issued to: by the SID
+// its security extension carries (KB5014754), so that an account deleted and re-created under the
+// same name neither renews nor authenticates with its predecessor's certificates. Without the
+// extension (NO_SECURITY_EXTENSION templates, admin profiles) only the recorded account name is left.
+func holder(c *x509.Certificate, sc store.Certificate) (string, error) {
+	sidText, hasSID, err := policy.CertificateSID(c)
+	if err != nil {
+		return "", err
+	}
+	if !hasSID {
+		return sc.Account, nil
+	}
+	sid, err := secdesc.ParseSID(sidText)
+	if err != nil {
+		return "", err
+	}
+	return ldap.SIDAccount(sid), nil
 }

@@ -295,7 +295,7 @@ func TestRenewRefusals(t *testing.T) {
 
 	// Revoked: neither renewed nor accepted as a client certificate.
 	now = time.Now()
-	if acct, err := f.svc.CertificateAccount(ctx, old); err != nil || acct != "alice" {
+	if acct, _, err := f.svc.CertificateAccount(ctx, old); err != nil || acct != "alice" {
 		t.Fatalf("CertificateAccount(valid) = %q, %v; want alice", acct, err)
 	}
 	if err := f.store.RevokeCertificate(ctx, certutil.SerialString(old.SerialNumber), 1, now, store.Event{ID: 2200, Category: "Admin", Level: "warning", Message: "revoked"}); err != nil {
@@ -305,10 +305,10 @@ func TestRenewRefusals(t *testing.T) {
 	if err != nil || r.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(r.Reasons, " "), "revoked") {
 		t.Errorf("Renew(revoked) = %+v, %v; want denied: revoked", r, err)
 	}
-	if _, err := f.svc.CertificateAccount(ctx, old); err == nil || !strings.Contains(err.Error(), "revoked") {
+	if _, _, err := f.svc.CertificateAccount(ctx, old); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("CertificateAccount(revoked) = %v, want refused: revoked", err)
 	}
-	if _, err := f.svc.CertificateAccount(ctx, fres.Certificate); err == nil {
+	if _, _, err := f.svc.CertificateAccount(ctx, fres.Certificate); err == nil {
 		t.Error("CertificateAccount(another CA's certificate) succeeded")
 	}
 }

@@ -3,8 +3,10 @@ package ldap
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	goldap "github.com/go-ldap/ldap/v3"
 
@@ -17,13 +19,18 @@ const (
 	TemplatesRDN            = "CN=Certificate Templates," + PublicKeyServicesRDN
 	EnrollmentServicesRDN   = "CN=Enrollment Services," + PublicKeyServicesRDN
 	uacAccountDisable       = 0x2
+	ufLockout               = 0x10 // msDS-User-Account-Control-Computed (MS-ADTS 3.1.1.4.5.17)
 	objectClassComputerName = "computer"
 )
 
 // AccountAttributes are fetched for every account, in addition to the caller's extra attributes.
 var AccountAttributes = []string{"objectSid", "objectGUID", "objectClass", "sAMAccountName", "userPrincipalName",
 	"mail", "dNSHostName", "servicePrincipalName", "displayName", "cn", "givenName", "sn", "title", "ou",
-	"dnQualifier", "department", "company", "distinguishedName", "userAccountControl"}
+	"dnQualifier", "department", "company", "distinguishedName", "userAccountControl", "accountExpires"}
+
+// attrUACComputed is constructed by the DC from lockoutTime and the domain's lockoutDuration (MS-ADTS
+// 3.1.1.4.5.17); like tokenGroups it is read with a base-scope search.
+const attrUACComputed = "msDS-User-Account-Control-Computed"
 
 // TemplatesDN is the DN of the Certificate Templates container.
 func (c *Client) TemplatesDN() string {
@@ -147,6 +154,30 @@ func (a *Account) Disabled() bool {
 	return uac&uacAccountDisable != 0
 }
 
+// LockedOut reports UF_LOCKOUT in msDS-User-Account-Control-Computed: the DC counts the account as
+// locked out by bad passwords now (lockoutTime within the domain's lockoutDuration, MS-ADTS 3.1.1.4.5.17).
+func (a *Account) LockedOut() bool {
+	var uac int64
+	fmt.Sscan(a.Get(attrUACComputed), &uac)
+	return uac&ufLockout != 0
+}
+
+// ExpiresAt is when the account expires (accountExpires, MS-ADA1 2.21: 100-ns intervals since 1601-01-01
+// UTC; 0 and 0x7FFFFFFFFFFFFFFF mean never, reported as ok false).
+func (a *Account) ExpiresAt() (t time.Time, ok bool) {
+	var v int64
+	if _, err := fmt.Sscan(a.Get("accountExpires"), &v); err != nil || v <= 0 || v == math.MaxInt64 {
+		return time.Time{}, false
+	}
+	return fileTime(v), true
+}
+
+// fileTime converts a Windows FILETIME (100-ns intervals since 1601-01-01 UTC) to a time.
+func fileTime(v int64) time.Time {
+	const epochDelta = 116444736000000000 // 1601-01-01 to 1970-01-01 in 100 ns
+	return time.Unix(0, 0).UTC().Add(time.Duration(v-epochDelta) * 100)
+}
+
 // Account finds a user or computer by sAMAccountName ("alice", "WS1$"), userPrincipalName
 // ("alice@corp.example.test"; sAMAccountName@<domain DNS> also works for accounts without an explicit UPN),
 // objectSid (SIDAccount) or DN, and reads AccountAttributes plus extraAttrs and its groups. ErrNotFound if nothing matches,
@@ -175,7 +206,7 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	if isDN(name) {
 		// One round trip: a base search can return the constructed tokenGroups with everything else.
 		entries, err := c.search(ctx, "read account", searchSpec{base: name, scope: goldap.ScopeBaseObject,
-			filter: "(objectClass=user)", attrs: append(attrs, "tokenGroups")})
+			filter: "(objectClass=user)", attrs: append(attrs, "tokenGroups", attrUACComputed)})
 		if notFound(err) || (err == nil && len(entries) == 0) {
 			return nil, fmt.Errorf("ldap: account %q: %w", name, ErrNotFound)
 		}
@@ -194,12 +225,13 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 		}
 		// tokenGroups is constructed and only returned by a base-scope search.
 		tg, err := c.search(ctx, "read account groups", searchSpec{base: e.DN, scope: goldap.ScopeBaseObject,
-			filter: "(objectClass=*)", attrs: []string{"tokenGroups"}})
+			filter: "(objectClass=*)", attrs: []string{"tokenGroups", attrUACComputed}})
 		if err != nil {
 			return nil, err
 		}
 		if len(tg) == 1 {
 			e.Attrs["tokengroups"] = tg[0].Raw("tokenGroups")
+			e.Attrs[strings.ToLower(attrUACComputed)] = tg[0].Raw(attrUACComputed)
 		}
 	}
 	a, err := newAccount(e)

@@ -12,9 +12,10 @@ import (
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
 
-// A renewal follows the object its certificate was issued to, by the SID in the certificate's
-// security extension: once dave is deleted and another account is created under his name, dave's
-// certificate renews nothing, while the newcomer enrolls as himself.
+// A renewal, a client certificate's authentication and an approval follow the object the
+// certificate or request was for, by SID: once dave is deleted and another account is created
+// under his name (and DN), dave's certificate renews nothing and authenticates as nobody, and
+// dave's held request cannot be approved into a certificate, while the newcomer enrolls as himself.
 func TestRecreatedAccountCannotRenewItsPredecessorsCertificate(t *testing.T) {
 	f := newDirFixture(t, "1ms")
 	ctx := context.Background()
@@ -28,7 +29,18 @@ func TestRecreatedAccountCannotRenewItsPredecessorsCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("approving dave's request: %v", err)
 	}
-	// While dave exists, his certificate renews (the control).
+	held, err := svc.Enroll(ctx, enrollsvc.EnrollRequest{Template: "PendUser", Account: "dave", Requester: "test", CSR: csr()})
+	if err != nil || held.Status != enrollsvc.StatusPending {
+		t.Fatalf("second Enroll PendUser for dave = %+v, %v", held, err)
+	}
+	// While dave exists, his certificate renews and authenticates (the control).
+	account, _, err := svc.CertificateAccount(ctx, issued.Certificate)
+	if err != nil {
+		t.Fatalf("CertificateAccount while dave exists: %v", err)
+	}
+	if _, err := svc.Policies(ctx, account); err != nil {
+		t.Fatalf("Policies for dave's certificate while dave exists: %v", err)
+	}
 	if r, err := svc.Renew(ctx, enrollsvc.RenewRequest{OldCert: issued.Certificate, CSR: csr(), Requester: "test"}); err != nil || r.Status == enrollsvc.StatusDenied {
 		t.Fatalf("Renew while dave exists = %+v, %v; want it not denied", r, err)
 	}
@@ -44,6 +56,17 @@ func TestRecreatedAccountCannotRenewItsPredecessorsCertificate(t *testing.T) {
 	r, err := svc.Renew(ctx, enrollsvc.RenewRequest{OldCert: issued.Certificate, CSR: csr(), Requester: "test"})
 	if err != nil || r.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(r.Reasons, "; "), f.s.Dave.SID.String()) {
 		t.Errorf("Renew of the deleted dave's certificate after re-creating dave = %+v, %v; want denied naming the old SID %s", r, err, f.s.Dave.SID)
+	}
+	if account, _, err := svc.CertificateAccount(ctx, issued.Certificate); err == nil {
+		if ps, err := svc.Policies(ctx, account); err == nil {
+			t.Errorf("the deleted dave's certificate authenticates as %q and gets policies %+v; want no account", account, ps)
+		}
+	}
+	if newcomer.DN != f.s.Dave.DN {
+		t.Fatalf("the re-created dave is at %s, not the old DN %s", newcomer.DN, f.s.Dave.DN)
+	}
+	if res, err := svc.ApproveRequest(ctx, held.RequestID, "admin"); err == nil {
+		t.Errorf("approving the deleted dave's held request after re-creating dave issued %v; want refused", res.Certificate.Subject)
 	}
 	// The newcomer is not locked out: he enrolls as himself.
 	r, err = svc.Enroll(ctx, enrollsvc.EnrollRequest{Template: "PendUser", Account: "dave", Requester: "test", CSR: csr()})

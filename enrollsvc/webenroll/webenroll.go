@@ -39,7 +39,7 @@ type Core interface {
 	Enroll(ctx context.Context, er enrollsvc.EnrollRequest) (*enrollsvc.EnrollResult, error)
 	Poll(ctx context.Context, id int64, account string) (*enrollsvc.EnrollResult, error)
 	Renew(ctx context.Context, rr enrollsvc.RenewRequest) (*enrollsvc.EnrollResult, error)
-	CertificateAccount(ctx context.Context, c *x509.Certificate) (string, error)
+	CertificateAccount(ctx context.Context, c *x509.Certificate) (account, name string, err error)
 }
 
 // Negotiator authenticates HTTP Negotiate (Kerberos/SPNEGO). When it returns false it has
@@ -260,7 +260,7 @@ func (s *Server) certificate(next handler) http.HandlerFunc {
 			s.fault(w, http.StatusUnauthorized, true, "", "this endpoint needs a TLS client certificate issued by this CA", nil)
 			return
 		}
-		account, err := s.cfg.Core.CertificateAccount(r.Context(), r.TLS.PeerCertificates[0])
+		account, name, err := s.cfg.Core.CertificateAccount(r.Context(), r.TLS.PeerCertificates[0])
 		if err != nil {
 			s.cfg.Logger.WarnContext(r.Context(), "enrollment web service certificate authentication failed",
 				"remote", r.RemoteAddr, "path", r.URL.Path, "error", err)
@@ -276,7 +276,7 @@ func (s *Server) certificate(next handler) http.HandlerFunc {
 			s.fault(w, http.StatusBadRequest, true, "", "malformed SOAP message: "+err.Error(), nil)
 			return
 		}
-		next(w, caller{account: account, env: env, r: r, certificate: true})
+		next(w, caller{account: account, requester: name, env: env, r: r, certificate: true})
 	}
 }
 
