@@ -91,6 +91,9 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	row("Time", time.Now().UTC().Format("2006-01-02 15:04:05 UTC")+", "+a.net.TimeStatus())
 	si := a.serviceInfo(ctx)
 	row("Service", "enrollsvc "+si.State)
+	if c, err := a.svc.Confinement(); err == nil {
+		row("Confinement", c.String())
+	}
 	if si.API != "" {
 		h := "healthy"
 		if si.Health != nil {
@@ -228,7 +231,11 @@ func listening() string {
 			continue
 		}
 		seen[s.String()] = true
-		out = append(out, s.String())
+		if s.UID == 0 {
+			out = append(out, s.String()+" (root)") // nothing should: the service runs as its own user
+		} else {
+			out = append(out, s.String())
+		}
 	}
 	if len(out) == 0 {
 		return "nothing"

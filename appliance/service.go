@@ -20,12 +20,18 @@ func (a *Appliance) startService(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("not started: %w", err)
 	}
-	var extra []string
+	var extra, writable []string
 	if _, err := os.Stat(release.UpdateKeysPath); err == nil && !a.o.Dev {
 		extra = []string{"--firmware-dir", a.firmwareStore().Dir, "--update-keys", release.UpdateKeysPath}
+		writable = []string{a.firmwareStore().Dir}
+	}
+	// On the appliance the service runs as its own user; in development mode as the caller.
+	var user *svcctl.User
+	if !a.o.Dev {
+		user = &svcctl.ServiceUser
 	}
 	err = a.svc.Start(svcctl.Config{Enrollsvc: a.o.Enrollsvc, Dir: a.o.DataDir, VarDir: a.varDir(),
-		LogFile: filepath.Join(a.o.DataDir, "log", "enrollsvc.log"),
+		LogFile: filepath.Join(a.o.DataDir, "log", "enrollsvc.log"), User: user, Writable: writable,
 		APIPort: a.o.APIPort, HTTPPort: a.o.HTTPPort, EnrollPort: a.o.EnrollPort, ExtraArgs: extra,
 		OnEvent: func(msg string) {
 			a.log.Info(msg)

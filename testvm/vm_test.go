@@ -234,7 +234,10 @@ func TestAppliance(t *testing.T) {
 		t.Errorf("second provision: got %q", out)
 	}
 	status = command(t, vm, "status", 30*time.Second)
-	for _, want := range []string{"State:          provisioned (CA CN=VM Test Root CA)", "Service:        enrollsvc running", "healthy"} {
+	// The service runs as its own user, confined (no_new_privs, the seccomp filter) with
+	// only the capability to bind ports below 1024, as the kernel reports it.
+	for _, want := range []string{"State:          provisioned (CA CN=VM Test Root CA)", "Service:        enrollsvc running", "healthy",
+		"Confinement:    uid 900, seccomp filter, no_new_privs, capabilities cap_net_bind_service"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status after provisioning lacks %q:\n%s", want, status)
 		}

@@ -172,23 +172,23 @@ func TestListeningFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"tcp 0.0.0.0:22 18004",
-		"tcp 0.0.0.0:53 40001", // SO_REUSEPORT: two sockets, two entries
-		"tcp 0.0.0.0:53 40002",
-		"tcp 10.0.2.15:9443 31337",
-		"tcp 127.0.0.1:631 23016",
-		"tcp6 [::]:22 18006",
-		"tcp6 [::1]:8080 22222",
-		"tcp6 [::ffff:10.0.2.15]:443 44444",
-		"tcp6 [fe80::5054:ff:fe12:3456]:9443 33333",
-		"udp 0.0.0.0:68 16012",
-		"udp 127.0.0.1:323 16100",
-		"udp6 [::]:546 17001",
-		"udp6 [::1]:323 17002",
+		"tcp 0.0.0.0:22 18004 uid 0",
+		"tcp 0.0.0.0:53 40001 uid 101", // SO_REUSEPORT: two sockets, two entries
+		"tcp 0.0.0.0:53 40002 uid 101",
+		"tcp 10.0.2.15:9443 31337 uid 900",
+		"tcp 127.0.0.1:631 23016 uid 0",
+		"tcp6 [::]:22 18006 uid 0",
+		"tcp6 [::1]:8080 22222 uid 0",
+		"tcp6 [::ffff:10.0.2.15]:443 44444 uid 0",
+		"tcp6 [fe80::5054:ff:fe12:3456]:9443 33333 uid 0",
+		"udp 0.0.0.0:68 16012 uid 0",
+		"udp 127.0.0.1:323 16100 uid 0",
+		"udp6 [::]:546 17001 uid 0",
+		"udp6 [::1]:323 17002 uid 0",
 	}
 	var gotS []string
 	for _, s := range got {
-		gotS = append(gotS, fmt.Sprintf("%s %d", s, s.Inode))
+		gotS = append(gotS, fmt.Sprintf("%s %d uid %d", s, s.Inode, s.UID))
 	}
 	if !slices.Equal(gotS, want) {
 		t.Errorf("Listening(testdata/net) =\n\t%s\nwant\n\t%s", strings.Join(gotS, "\n\t"), strings.Join(want, "\n\t"))

@@ -22,6 +22,7 @@ type Socket struct {
 	Proto string // "tcp", "tcp6", "udp" or "udp6", as the /proc/net file it came from
 	Addr  netip.AddrPort
 	Inode uint64 // the socket's inode: see Owners
+	UID   int    // the user of the process that made it
 }
 
 // String is "tcp 10.0.2.15:9443" or "udp6 [::]:546".
@@ -108,6 +109,10 @@ func parseLine(fields []string, udp bool) (s Socket, listening bool, err error) 
 	if err != nil {
 		return s, false, fmt.Errorf("state %q: %w", fields[3], err)
 	}
+	uid, err := strconv.Atoi(fields[7])
+	if err != nil {
+		return s, false, fmt.Errorf("uid %q: %w", fields[7], err)
+	}
 	inode, err := strconv.ParseUint(fields[9], 10, 64)
 	if err != nil {
 		return s, false, fmt.Errorf("inode %q: %w", fields[9], err)
@@ -117,7 +122,7 @@ func parseLine(fields []string, udp bool) (s Socket, listening bool, err error) 
 	} else {
 		listening = state == stateListen
 	}
-	return Socket{Addr: local, Inode: inode}, listening, nil
+	return Socket{Addr: local, Inode: inode, UID: uid}, listening, nil
 }
 
 // parseAddrPort parses "0100007F:0277" (127.0.0.1:631). The address is the kernel's

@@ -33,6 +33,12 @@ type Config struct {
 
 	// OnEvent is told about starts and exits ("enrollsvc exited: exit status 1; restarting in 2s").
 	OnEvent func(msg string)
+
+	// Credential, when set, is the user, group and (empty) supplementary groups the process runs
+	// as; AmbientCaps are the capabilities it keeps across that change and its exec (capabilities(7):
+	// ambient), e.g. CAP_NET_BIND_SERVICE alone. Both need the supervisor to be root.
+	Credential  *syscall.Credential
+	AmbientCaps []uintptr
 }
 
 // State is a snapshot of the supervised process.
@@ -138,7 +144,7 @@ func (s *Supervisor) runOnce() error {
 	cmd.Env, cmd.Dir = s.cfg.Env, s.cfg.Dir
 	cmd.Stdout, cmd.Stderr = s.cfg.Output, s.cfg.Output
 	// Its own process group: keyboard signals on the console never reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.cfg.Credential, AmbientCaps: s.cfg.AmbientCaps}
 	s.mu.Lock()
 	select {
 	case <-s.stop:

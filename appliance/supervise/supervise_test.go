@@ -2,8 +2,10 @@ package supervise
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,5 +122,63 @@ func TestMissingExecutable(t *testing.T) {
 	s.Stop()
 	if got := s.State().LastExit; !strings.HasPrefix(got, "could not start") {
 		t.Errorf("LastExit = %q, want could not start", got)
+	}
+}
+
+// The process runs as the configured user with only the ambient capabilities it is given, as the
+// kernel reports them; the supervisor itself is root.
+func TestCredentialAndAmbientCapabilities(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the suite runs as root on CI")
+		}
+		t.Skip("needs root")
+	}
+	const capNetBindService = 10
+	s := New(Config{Name: "sleeper", Path: "/bin/sleep", Args: []string{"30"},
+		Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: []uintptr{capNetBindService}})
+	s.Start()
+	defer s.Stop()
+	if err := s.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var c Confinement
+	waitFor(t, "the exec to be done", func() bool {
+		var err error
+		c, err = ReadConfinement(s.State().PID)
+		return err == nil && c.UID == 65534
+	})
+	if c.GID != 65534 || c.CapEff != 1<<capNetBindService {
+		t.Errorf("confinement = %+v (%s), want uid/gid 65534 and only cap_net_bind_service", c, c)
+	}
+	if got, want := c.String(), "uid 65534, no seccomp, capabilities cap_net_bind_service"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// A process a seccomp filter kills is reported as killed by SIGSYS.
+func TestReportsBadSystemCall(t *testing.T) {
+	var ev events
+	s := New(Config{Name: "svc", Path: "/bin/sh", Args: []string{"-c", "kill -SYS $$"},
+		MinBackoff: time.Hour, OnEvent: ev.add})
+	s.Start()
+	waitFor(t, "the exit", func() bool { return s.State().LastExit != "" })
+	s.Stop()
+	if got := s.State().LastExit; got != "killed by signal bad system call" {
+		t.Errorf("LastExit = %q, want killed by signal bad system call; events %q", got, ev.all())
+	}
+}
+
+func TestParseConfinement(t *testing.T) {
+	c, err := parseConfinement([]byte("Name:\tenrollsvc\nUid:\t900\t900\t900\t900\nGid:\t900\t900\t900\t900\n" +
+		"CapEff:\t0000000000000400\nNoNewPrivs:\t1\nSeccomp:\t2\n"))
+	if err != nil || c != (Confinement{UID: 900, GID: 900, NoNewPrivs: true, Seccomp: 2, CapEff: 0x400}) {
+		t.Fatalf("parseConfinement = %+v, %v", c, err)
+	}
+	if got := c.String(); got != "uid 900, seccomp filter, no_new_privs, capabilities cap_net_bind_service" {
+		t.Errorf("String() = %q", got)
+	}
+	if _, err := parseConfinement([]byte("Uid:\t0\n")); err == nil {
+		t.Error("a status without Seccomp parsed")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
@@ -37,7 +39,23 @@ type Config struct {
 	EnrollPort int      //
 	ExtraArgs  []string // more flags of `enrollsvc serve` (firmware updates)
 	OnEvent    func(msg string)
+	// User, when set, is who the service runs as (the appliance: ServiceUID; development
+	// mode: nil, the caller). Start then gives it VarDir and Writable, readable by it alone,
+	// and the capability to bind ports below 1024 and no other.
+	User *User
+	// Writable are more directories the service writes (the firmware slots, for updates).
+	Writable []string
 }
+
+// User is an unprivileged user and group by number (the image has no user database).
+type User struct{ UID, GID int }
+
+// ServiceUser is the user the appliance runs enrollsvc as: not root, owning nothing but the
+// data directory and the firmware slots.
+var ServiceUser = User{UID: 900, GID: 900}
+
+// capNetBindService is CAP_NET_BIND_SERVICE (capabilities(7)).
+const capNetBindService = 10
 
 // Service is the supervised service: none until Start, again none after Stop.
 type Service struct {
@@ -71,7 +89,9 @@ func (s *Service) Start(cfg Config, host string) error {
 	s.log = f
 	// The listeners follow the management address, whatever it was when provisioned; serve
 	// refuses a listener its configuration does not have, so only those are passed.
-	args := []string{"serve", "--data", cfg.VarDir, "--log-level", "info",
+	// --seccomp: the service confines itself (no_new_privs and a system-call allow-list)
+	// before it opens anything.
+	args := []string{"serve", "--data", cfg.VarDir, "--log-level", "info", "--seccomp",
 		"--api-listen", net.JoinHostPort(host, strconv.Itoa(cfg.APIPort))}
 	if svc.HTTP != nil {
 		args = append(args, "--http-listen", net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)))
@@ -80,10 +100,63 @@ func (s *Service) Start(cfg Config, host string) error {
 		args = append(args, "--enroll-listen", net.JoinHostPort(host, strconv.Itoa(cfg.EnrollPort)))
 	}
 	args = append(args, cfg.ExtraArgs...)
-	s.sup = supervise.New(supervise.Config{Name: "enrollsvc", Path: cfg.Enrollsvc, Args: args, Dir: cfg.Dir,
-		Output: f, OnEvent: cfg.OnEvent})
+	sc := supervise.Config{Name: "enrollsvc", Path: cfg.Enrollsvc, Args: args, Dir: cfg.Dir, Output: f, OnEvent: cfg.OnEvent}
+	if u := cfg.User; u != nil {
+		// Every start: `enrollsvc provision` steps run as root and leave root's files.
+		for _, d := range append([]string{cfg.VarDir}, cfg.Writable...) {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				s.closeLogLocked()
+				return err
+			}
+			if err := Own(d, *u); err != nil {
+				s.closeLogLocked()
+				return err
+			}
+		}
+		sc.Credential = &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID), Groups: []uint32{}}
+		sc.AmbientCaps = []uintptr{capNetBindService}
+	}
+	s.sup = supervise.New(sc)
 	s.sup.Start()
 	return nil
+}
+
+// Own gives the tree at dir to u, readable and writable by it alone: directories 0700, files
+// without group or other permissions (the PKCS#11 PIN, the token, the store, the keys). Symbolic
+// links are not followed.
+func Own(dir string, u User) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, u.UID, u.GID); err != nil {
+			return err
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			return nil
+		case d.IsDir():
+			return os.Chmod(p, 0o700)
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return os.Chmod(p, fi.Mode().Perm()&0o700)
+	})
+	if err != nil {
+		return fmt.Errorf("giving %s to the service's user: %w", dir, err)
+	}
+	return nil
+}
+
+// Confinement is how the kernel sees the running service's privileges.
+func (s *Service) Confinement() (supervise.Confinement, error) {
+	st, ok := s.State()
+	if !ok || !st.Running {
+		return supervise.Confinement{}, errors.New("not running")
+	}
+	return supervise.ReadConfinement(st.PID)
 }
 
 // Stop stops the service (SIGTERM, then SIGKILL after 10 s) and closes its log; Start

@@ -19,6 +19,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/sandbox"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/firmware/fwapi"
 	"github.com/enrollment-appliance/aeappliance/hsm"
@@ -180,8 +181,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&firmwareDir, "firmware-dir", "", "on the appliance: its firmware slots, for PUT /api/v1/firmware (with --update-keys)")
 	fs.StringVar(&updateKeys, "update-keys", "", "on the appliance: PEM public keys update bundles must be signed by")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	var confine bool
+	fs.BoolVar(&confine, "seccomp", false, "confine the service before it opens anything: no_new_privs and a seccomp allow-list whose violation kills it (the appliance always sets it)")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR]
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR] [--seccomp]
 
 Runs the enrollment service in the foreground: opens the HSM token and the CA key, the store,
 serves the local management API over TLS and, with a directory, the enrollment web services
@@ -222,6 +225,12 @@ Flags:
 		if so.Firmware, err = fwapi.New(firmwareDir, updateKeys, "/proc/cmdline"); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
+	}
+	if confine {
+		if err := sandbox.Apply(); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		log.Info("confined: no_new_privs and the seccomp allow-list", "system_calls", len(sandbox.Allowed))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,159 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/sandbox"
+)
+
+// The child modes: the test binary runs itself with SANDBOX_CHILD set, applies the filter and then
+// does what the mode says; the parent judges how it ended.
+func TestMain(m *testing.M) {
+	mode := os.Getenv("SANDBOX_CHILD")
+	if mode == "" {
+		os.Exit(m.Run())
+	}
+	if err := sandbox.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	switch mode {
+	case "status":
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		os.Stdout.Write(b)
+	case "work":
+		if err := work(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+	case "exec":
+		err := exec.Command("/bin/true").Run()
+		fmt.Fprintln(os.Stderr, "exec returned:", err)
+	case "ptrace":
+		_, _, e := syscall.RawSyscall(syscall.SYS_PTRACE, syscall.PTRACE_TRACEME, 0, 0)
+		fmt.Fprintln(os.Stderr, "ptrace returned:", e)
+	case "mount":
+		err := syscall.Mount("none", os.TempDir(), "tmpfs", 0, "")
+		fmt.Fprintln(os.Stderr, "mount returned:", err)
+	case "setuid":
+		_, _, e := syscall.RawSyscall(syscall.SYS_SETUID, 0, 0, 0)
+		fmt.Fprintln(os.Stderr, "setuid returned:", e)
+	}
+	os.Exit(0)
+}
+
+// work does under the filter what the service does: files with fsync and rename, goroutines on
+// several threads, garbage collection, a TLS server and client over loopback.
+func work() error {
+	dir, err := os.MkdirTemp("", "sandbox-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	f, err := os.Create(filepath.Join(dir, "a"))
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(bytes.Repeat([]byte("x"), 1<<20)); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	f.Close()
+	if err := os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
+		return err
+	}
+	done := make(chan []byte, 8)
+	for range 8 {
+		go func() { done <- bytes.Repeat([]byte("y"), 1<<20) }()
+	}
+	for range 8 {
+		<-done
+	}
+	runtime.GC()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	defer srv.Close()
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	res, err := cl.Get(srv.URL)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		return errors.New(res.Status)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
+func child(t *testing.T, mode string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SANDBOX_CHILD="+mode)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// The service's own work runs to its end under the filter.
+func TestAllowedWorkRuns(t *testing.T) {
+	if _, stderr, err := child(t, "work"); err != nil {
+		t.Fatalf("the service's kind of work under the filter: %v\n%s", err, stderr)
+	}
+}
+
+// The kernel reports the filter and no_new_privs for the process (what the console's status shows).
+func TestStatusShowsFilter(t *testing.T) {
+	out, stderr, err := child(t, "status")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/proc/self/status under the filter lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// A call outside the list kills the whole process with SIGSYS before it returns: starting a
+// program, tracing, mounting, changing user.
+func TestForbiddenCallKillsTheProcess(t *testing.T) {
+	for _, mode := range []string{"exec", "ptrace", "mount", "setuid"} {
+		t.Run(mode, func(t *testing.T) {
+			_, stderr, err := child(t, mode)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("%s under the filter: err %v, want killed by SIGSYS\n%s", mode, err, stderr)
+			}
+			ws := ee.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGSYS {
+				t.Fatalf("%s under the filter ended %v, want killed by SIGSYS\n%s", mode, ee, stderr)
+			}
+			if strings.Contains(stderr, "returned") {
+				t.Errorf("%s returned to the program: %s", mode, stderr)
+			}
+		})
+	}
+}
