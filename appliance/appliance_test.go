@@ -82,6 +82,7 @@ func TestDevConsoleCeremony(t *testing.T) {
 		"provision passphrase", "correct horse battery", "correct horse battery",
 		"logout",
 		"provision key", // logged out
+		"reboot",        // logged out: refused before its confirmation is asked
 		"login", "wrong passphrase here",
 		"login", "correct horse battery",
 		"provision selfsigned Too Early CA",
@@ -121,6 +122,7 @@ func TestDevConsoleCeremony(t *testing.T) {
 		"provision passphrase: the two entries differ: nothing changed\n",
 		"Set the admin passphrase.",
 		"provision key: log in first: login\n",
+		"reboot: log in first: login\n",
 		"login: wrong passphrase\n",
 		"Logged in",
 		"provision selfsigned: there is no CA key yet (step key first)\n",

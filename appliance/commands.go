@@ -26,7 +26,10 @@ type command struct {
 	Access access
 }
 
-// commandTable is the console's command set. The words follow aectl's.
+// commandTable is the console's command set. The words follow aectl's. Once the admin
+// passphrase is set, everything but help, status, version, login, logout, provision status and
+// poweroff (anyone at the machine can pull its plug; poweroff at least unmounts cleanly) needs a
+// login.
 func (a *Appliance) commandTable() []command {
 	cmds := []command{
 		{Command: console.Command{Name: "status", Help: "state, data disk, network, time, service", Menu: "Status", Run: a.cmdStatus}, Access: open},
@@ -82,7 +85,7 @@ func (a *Appliance) commandTable() []command {
 		command{Command: console.Command{Name: "reboot", Help: "stop the service, unmount, reboot", Menu: "Reboot",
 			Confirm: "Reboot the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")}, Access: beforePassphrase},
 		command{Command: console.Command{Name: "poweroff", Help: "stop the service, unmount, power off", Menu: "Power off",
-			Confirm: "Power off the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_POWER_OFF, "Powering off")}, Access: beforePassphrase})
+			Confirm: "Power off the appliance?", Run: a.power(unix.LINUX_REBOOT_CMD_POWER_OFF, "Powering off")}, Access: open})
 }
 
 // provisionCmd is the first word of the console's provisioning commands: `provision`

@@ -55,14 +55,29 @@ func (a *Appliance) cmdLogin(ctx context.Context, _ []string, w io.Writer) error
 	if !provisioning.HasPassphrase(a.settingsDir()) {
 		return errors.New("no admin passphrase is set yet: provision passphrase")
 	}
+	guard := loginGuard{dir: a.settingsDir(), now: time.Now}
+	if w := guard.wait(); w > 0 {
+		a.log.Warn("console login refused: backing off after failed logins", "wait", w.String())
+		return fmt.Errorf("too many failed logins: try again in %s", w)
+	}
 	p, err := a.con.Ask("Passphrase: ", true)
 	if err != nil {
 		return err
 	}
 	if err := provisioning.CheckPassphrase(a.settingsDir(), p); err != nil {
-		a.log.Warn("console login failed", "err", err)
-		time.Sleep(2 * time.Second) // slows guessing on the serial line
+		n, d, gerr := guard.failed()
+		a.log.Warn("console login failed", "err", err, "failures_in_a_row", n, "next_attempt_in", d.String())
+		if gerr != nil {
+			a.log.Error("recording a failed console login", "err", gerr)
+		}
+		time.Sleep(min(d, LoginBackoff)) // the serial line waits at least this long anyway
+		if n > 1 {
+			return fmt.Errorf("%w (%d failures in a row: the next attempt in %s)", err, n, d)
+		}
 		return err
+	}
+	if err := guard.succeeded(); err != nil {
+		a.log.Error("clearing the failed console logins", "err", err)
 	}
 	a.mu.Lock()
 	a.loggedIn, a.lastCmd = true, time.Now()

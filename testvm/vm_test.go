@@ -275,8 +275,8 @@ func TestAppliance(t *testing.T) {
 	t.Logf("reboot to the console prompt: %s; to serving (API healthy on the forwarded port): %s",
 		toPrompt.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 
-	if out := command(t, vm, "poweroff", 30*time.Second); !strings.Contains(out, "log in first") {
-		t.Errorf("poweroff without a login after the reboot: %q", out)
+	if out := command(t, vm, "reboot", 30*time.Second); !strings.Contains(out, "log in first") {
+		t.Errorf("reboot without a login after the reboot: %q", out)
 	}
 	if out := secretLines(t, vm, time.Minute, "login", "not the passphrase"); !strings.Contains(out, "wrong passphrase") {
 		t.Errorf("login with a wrong passphrase: %q", out)
