@@ -92,3 +92,12 @@ func SourceKey(a netip.Addr) string {
 	}
 	return a.String()
 }
+
+// SourceKeyOf is SourceKey of an address in text ("192.0.2.1", "2001:db8::1"); text that is
+// no address is its own key.
+func SourceKeyOf(s string) string {
+	if a := peer(s); a.IsValid() {
+		return SourceKey(a)
+	}
+	return s
+}
