@@ -76,6 +76,10 @@ func (f *Failures) until(e *failures) time.Time {
 func (f *Failures) Check(key string) Decision {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.check(key)
+}
+
+func (f *Failures) check(key string) Decision {
 	now := f.opt.Now()
 	e := f.current(key, now)
 	count := 0
@@ -98,6 +102,10 @@ func (f *Failures) Check(key string) Decision {
 func (f *Failures) Fail(key string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.fail(key)
+}
+
+func (f *Failures) fail(key string) int {
 	now := f.opt.Now()
 	e := f.current(key, now)
 	if e == nil {
@@ -126,4 +134,26 @@ func (f *Failures) Len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.keys.len()
+}
+
+// Attempt is Check and, when allowed, Fail in one step: the attempt counts as a failure until
+// Forgive or Reset, so that attempts made in parallel cannot all pass the check before any
+// of them is counted.
+func (f *Failures) Attempt(key string) Decision {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d := f.check(key); !d.Allowed {
+		return d
+	}
+	f.fail(key)
+	return Decision{Allowed: true}
+}
+
+// Forgive takes back one failure of key (an Attempt that turned out not to be one).
+func (f *Failures) Forgive(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e := f.current(key, f.opt.Now()); e != nil && e.count > 0 {
+		e.count--
+	}
 }

@@ -181,3 +181,33 @@ func TestClientAddr(t *testing.T) {
 		t.Errorf("SourceKey(v4) = %s", k)
 	}
 }
+
+// Attempt counts before the outcome is known, so parallel attempts cannot overtake the
+// limit; Forgive takes one back.
+func TestAttemptAndForgive(t *testing.T) {
+	c := newClock()
+	f := NewFailures(FailureOptions{Max: 3, Window: time.Minute, Sliding: true, Now: c.Now})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed := 0
+	for range 50 {
+		wg.Go(func() {
+			if f.Attempt("a").Allowed {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if allowed != 3 {
+		t.Fatalf("50 parallel attempts: %d allowed, want 3", allowed)
+	}
+	f.Forgive("a")
+	if d := f.Attempt("a"); !d.Allowed {
+		t.Fatalf("after Forgive: %+v, want allowed", d)
+	}
+	if d := f.Attempt("a"); d.Allowed {
+		t.Fatalf("then: %+v, want refused", d)
+	}
+}
