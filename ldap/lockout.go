@@ -150,8 +150,17 @@ func (e *PasswordsStopped) Error() string {
 func (e *PasswordsStopped) Unwrap() error { return ErrBind }
 
 // NormaliseBindName is the spelling of a typed bind name that failures are counted under when
-// it means no account: lower case, DOMAIN\user and user@domain kept apart.
-func NormaliseBindName(user string) string { return strings.ToLower(strings.TrimSpace(user)) }
+// it means no account: the name without its domain, in lower case, so that user@domain,
+// USER@DOMAIN and DOMAIN\user share one count however the domain is spelt.
+func NormaliseBindName(user string) string {
+	user = strings.TrimSpace(user)
+	if name, _, ok := strings.Cut(user, "@"); ok {
+		user = name
+	} else if _, name, ok := strings.Cut(user, `\`); ok {
+		user = name
+	}
+	return strings.ToLower(user)
+}
 
 // limits is the count and window for policy p.
 func (g *PasswordGuard) limits(p LockoutPolicy) (int, time.Duration) {

@@ -41,3 +41,11 @@ func TestGuardLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestNormaliseBindName(t *testing.T) {
+	for _, in := range []string{"Alice@corp.example.test", "ALICE@CORP", `CORP\alice`, `corp.example.test\Alice`, " alice "} {
+		if got := NormaliseBindName(in); got != "alice" {
+			t.Errorf("NormaliseBindName(%q) = %q, want alice", in, got)
+		}
+	}
+}
