@@ -203,6 +203,9 @@ func (g *PasswordGuard) currentPolicy(ctx context.Context) (LockoutPolicy, error
 // failure before the bind (so that parallel guesses cannot overtake the count) and forgiven
 // when the password was right or the DC did not answer.
 func (g *PasswordGuard) Authenticate(ctx context.Context, user, password string) (secdesc.SID, error) {
+	if password == "" || !strings.ContainsAny(user, `@\`) {
+		return g.dir.Authenticate(ctx, user, password) // refused without a bind: nothing to count
+	}
 	p, err := g.currentPolicy(ctx)
 	if err != nil {
 		return secdesc.SID{}, err
