@@ -37,6 +37,8 @@ var importRules = []importRule{
 		Only: []string{module + "proto"}},
 	{From: []string{"./apiclient/...", "./config/..."}, Why: "the API's client and the data directory's layout link no server code",
 		Only: []string{module + "apiclient", module + "config"}},
+	{From: []string{"./ratelimit/..."}, Why: "the limiter is a leaf every edge may use",
+		Only: []string{module + "ratelimit"}},
 }
 
 // deps is `go list -deps` of pattern: every package the matched packages depend on (tests not

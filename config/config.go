@@ -79,6 +79,11 @@ type Config struct {
 	HTTP *HTTP `json:"http,omitempty"`
 	// Templates holds per-template settings the template object in AD has no place for.
 	Templates map[string]TemplateSettings `json:"templates,omitempty"`
+	// TrustedProxies are the reverse proxies (addresses or CIDR prefixes) whose
+	// X-Forwarded-For is believed; without them the client is the socket's peer.
+	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+	// Limits bound what one client may ask for (nil: the defaults).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // Directory says how to reach Active Directory.
@@ -227,6 +232,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.ValidateHTTP(); err != nil {
+		return err
+	}
+	if err := c.validateLimits(); err != nil {
 		return err
 	}
 	if e := c.Enroll; e != nil {

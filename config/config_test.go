@@ -56,6 +56,10 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"encoding", func(c *Config) {
 			c.Templates = map[string]TemplateSettings{"T": {CustomExtensions: []CustomExtension{{OID: "1.2.3", Attribute: "a", Encoding: "guess"}}}}
 		}},
+		{"trusted_proxies[1]", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.example"} }},
+		{"limits.ocsp_per_source", func(c *Config) { c.Limits = &Limits{OCSPPerSource: &RateLimit{PerMinute: 0, Burst: 5}} }},
+		{"limits.password.lockout_margin", func(c *Config) { c.Limits = &Limits{Password: &PasswordLimits{LockoutMargin: -1}} }},
+		{"limits.password.policy_refresh", func(c *Config) { c.Limits = &Limits{Password: &PasswordLimits{PolicyRefresh: "hourly"}} }},
 	} {
 		c := validConfig()
 		tc.mangle(c)
@@ -73,5 +77,23 @@ func TestLoadRejectsUnknownAndCorrupt(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, File), []byte(`{"version":1,"surprise":true}`), 0o600)
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Errorf("Load(unknown field) = %v, want a corrupt-configuration error", err)
+	}
+}
+
+// Missing limits take the defaults; what config.json sets is kept.
+func TestLimitsOrDefault(t *testing.T) {
+	c := validConfig()
+	l := c.LimitsOrDefault()
+	if *l.EnrollPerSource != DefaultEnrollPerSource || *l.Password != DefaultPasswordLimits {
+		t.Errorf("LimitsOrDefault() without limits = %+v, want the defaults", l)
+	}
+	c.Limits = &Limits{SCEPPerSource: &RateLimit{PerMinute: 5, Burst: 1}, Password: &PasswordLimits{LockoutMargin: 3}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l = c.LimitsOrDefault()
+	if *l.SCEPPerSource != (RateLimit{PerMinute: 5, Burst: 1}) || l.Password.LockoutMargin != 3 ||
+		l.Password.NoLockoutCap != DefaultPasswordLimits.NoLockoutCap || *l.OCSPPerSource != DefaultOCSPPerSource {
+		t.Errorf("LimitsOrDefault() = %+v, %+v; want the configured SCEP limit and margin, the rest defaults", l, *l.Password)
 	}
 }

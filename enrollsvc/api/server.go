@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,6 +29,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ratelimit"
 )
 
 // MaxBody is the largest request body accepted.
@@ -69,14 +69,28 @@ type Config struct {
 	Status   func(ctx context.Context) apiclient.Status
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// Proxies are the reverse proxies whose X-Forwarded-For names the client (nil: the
+	// client is the socket's peer, whatever the headers claim).
+	Proxies ratelimit.Proxies
+	// Health limits the unauthenticated health check per client address (nil: no limit).
+	Health *ratelimit.Limiter
 }
+
+// After MaxFailures failed authentications from one client address within FailureWindow
+// (from the first), further failures from it are answered 429 until the window ends; other
+// addresses are not affected. The right token is always accepted: 256 random bits cannot be
+// guessed, and refusing it would let anyone behind the same address keep the admin out.
+const (
+	MaxFailures   = 10
+	FailureWindow = time.Minute
+)
 
 // Server is the API's HTTP handler.
 type Server struct {
 	cfg       Config
 	tokenHash []byte
 	e         *echo.Echo
-	failures  *limiter
+	failures  *ratelimit.Failures
 }
 
 // New validates cfg and builds the handler.
@@ -94,12 +108,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, tokenHash: h, failures: newLimiter(10, time.Second)}
+	s := &Server{cfg: cfg, tokenHash: h, failures: ratelimit.NewFailures(ratelimit.FailureOptions{
+		Max: MaxFailures, Window: FailureWindow, Now: cfg.Now})}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// Audit records name the peer, not what X-Forwarded-For or X-Real-IP claim: any client can
-	// send those (no proxy is trusted in front of the API).
-	e.IPExtractor = echo.ExtractIPDirect()
+	// send those, unless the peer is a proxy the administrator trusts.
+	e.IPExtractor = func(r *http.Request) string {
+		if a := cfg.Proxies.ClientAddr(r); a.IsValid() {
+			return a.String()
+		}
+		return ""
+	}
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.Itoa(MaxBody),
 		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == apiclient.FirmwarePath }})) // its own limit (MaxFirmware)
@@ -193,9 +213,14 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if reason == "" {
 			return next(c)
 		}
-		if !s.failures.allow(s.cfg.Now()) {
-			return echo.NewHTTPError(http.StatusTooManyRequests, "too many failed authentications; try again later")
+		source := c.RealIP()
+		if d := s.failures.Check(ratelimit.SourceKeyOf(source)); !d.Allowed {
+			s.cfg.Recorder.Limited(c.Request().Context(), events.APILockout, d, "remote", source, "api", "admin",
+				"failures", MaxFailures, "window", FailureWindow.String())
+			c.Response().Header().Set("Retry-After", ratelimit.RetryAfterSeconds(d.RetryAfter))
+			return echo.NewHTTPError(http.StatusTooManyRequests, "too many failed authentications from "+source+"; try again later")
 		}
+		s.failures.Fail(ratelimit.SourceKeyOf(source))
 		_ = s.cfg.Recorder.Record(c.Request().Context(), events.APIAuthFailed, "",
 			"remote", c.RealIP(), "method", c.Request().Method, "path", c.Request().URL.Path, "reason", reason)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="enrollsvc"`)
@@ -242,6 +267,14 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 }
 
 func (s *Server) health(c echo.Context) error {
+	if s.cfg.Health != nil {
+		ip := c.RealIP()
+		if d := s.cfg.Health.Allow(ratelimit.SourceKeyOf(ip)); !d.Allowed {
+			s.cfg.Recorder.Limited(c.Request().Context(), events.RateLimited, d, "remote", ip, "service", "health")
+			c.Response().Header().Set("Retry-After", ratelimit.RetryAfterSeconds(d.RetryAfter))
+			return echo.NewHTTPError(http.StatusTooManyRequests, "too many health checks; try again later")
+		}
+	}
 	st := s.cfg.Status(c.Request().Context())
 	code := http.StatusOK
 	if !st.Healthy {
@@ -260,25 +293,4 @@ func (s *Server) caCert(c echo.Context) error {
 
 func (s *Server) status(c echo.Context) error {
 	return c.JSON(http.StatusOK, s.cfg.Status(c.Request().Context()))
-}
-
-// limiter allows n events per window (failed authentications).
-type limiter struct {
-	mu     sync.Mutex
-	n      int
-	window time.Duration
-	start  time.Time
-	count  int
-}
-
-func newLimiter(n int, window time.Duration) *limiter { return &limiter{n: n, window: window} }
-
-func (l *limiter) allow(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.start) >= l.window {
-		l.start, l.count = now, 0
-	}
-	l.count++
-	return l.count <= l.n
 }

@@ -71,9 +71,14 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		}
 		return append([]string{own}, e.TrustedRealms...), nil
 	}
-	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.directory, Kerberos: rt.kerberos, KerberosRealms: realms,
+	lim, err := rt.limitsOf()
+	if err != nil {
+		ln.Close()
+		return "", nil, err
+	}
+	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.passwordGuard(lim), Kerberos: rt.kerberos, KerberosRealms: realms,
 		Recorder: rt.Recorder, CACert: rt.CACert, CAName: rt.Config.CAName, BaseURLs: bases, CMCSigner: rt.Key, Logger: rt.Log,
-		PolicyID: policyID(rt.CACert.Raw)})
+		PolicyID: policyID(rt.CACert.Raw), Proxies: lim.proxies, PerSource: lim.enrollSource, PerAccount: lim.enrollAccount})
 	if err != nil {
 		ln.Close()
 		return "", nil, err
@@ -81,7 +86,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 	var handler http.Handler = ws
 	if rt.revocation != nil && rt.revocation.scep != nil { // SCEP over HTTPS too
 		mux := http.NewServeMux()
-		mux.Handle("/scep/", rt.revocation.scep)
+		mux.Handle("/scep/", rt.limitedHTTP(lim, rt.revocation.scep, http.NotFoundHandler()))
 		mux.Handle("/", ws)
 		handler = mux
 	}

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -177,7 +176,8 @@ func (rt *Runtime) PublishCRL(ctx context.Context) (apiclient.CRLInfo, error) {
 // httpHandler serves CRLs, OCSP and AIA (with an http section) and SCEP (with a directory).
 // No http.ServeMux in front of the OCSP handler: a GET request's base64 may hold "//", which a
 // ServeMux would redirect to a cleaned path.
-func (rt *Runtime) httpHandler() http.Handler {
+// Requests pass the limits (limitedHTTP) first.
+func (rt *Runtime) httpHandler(l *limits) http.Handler {
 	rv := rt.revocation
 	var rev, sc http.Handler = http.NotFoundHandler(), http.NotFoundHandler()
 	if rv != nil && rv.publisher != nil {
@@ -186,13 +186,7 @@ func (rt *Runtime) httpHandler() http.Handler {
 	if rv != nil && rv.scep != nil {
 		sc = rv.scep
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/scep/") {
-			sc.ServeHTTP(w, r)
-			return
-		}
-		rev.ServeHTTP(w, r)
-	})
+	return rt.limitedHTTP(l, sc, rev)
 }
 
 // startHTTP serves httpHandler over plain HTTP on the configured (or override) address.
@@ -204,11 +198,15 @@ func (rt *Runtime) startHTTP(ctx context.Context, override string) (string, <-ch
 	if override != "" {
 		listen = override
 	}
+	l, err := rt.limitsOf()
+	if err != nil {
+		return "", nil, err
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return "", nil, fmt.Errorf("listening for CRLs, OCSP and SCEP: %w", err)
 	}
-	srv := &http.Server{Handler: http.MaxBytesHandler(rt.httpHandler(), 1<<20), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: http.MaxBytesHandler(rt.httpHandler(l), 1<<20), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}
 	done := make(chan error, 1)
 	go func() {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/config"
@@ -41,6 +42,10 @@ type Runtime struct {
 	directory  *lazyDirectory // nil without a directory
 	revocation *revocation    // nil without CRL distribution and SCEP
 	kerberos   *kerberosAuth  // nil without the enrollment web services
+
+	limitsOnce sync.Once
+	limits     *limits // limitsOf
+	limitsErr  error
 }
 
 // Open opens the data directory dir: configuration, HSM and CA key, store. On error nothing

@@ -168,8 +168,13 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if err := rt.startRevocation(ctx); err != nil {
 		return err
 	}
+	lim, err := rt.limitsOf()
+	if err != nil {
+		return err
+	}
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, CAChain: rt.CAChain, Store: rt.Store,
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
+		Proxies: lim.proxies, Health: lim.health,
 		Status: func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) }}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ratelimit"
 )
 
 // ID is a stable audit event identifier.
@@ -74,6 +75,10 @@ const (
 	SCEPProfileAdded    ID = 3010
 	SCEPChallengeIssued ID = 3011
 	FirmwareInstalled   ID = 3020
+	// Limits: each recorded at most once per key (client address, account) per window.
+	APILockout      ID = 3040
+	RateLimited     ID = 3041
+	PasswordStopped ID = 3042
 )
 
 // Def describes one event ID.
@@ -127,6 +132,20 @@ func init() {
 	def(FirmwareInstalled, "firmware update installed for the next boot", Admin, slog.LevelInfo)
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
+	def(APILockout, "authentication locked out for a client address after repeated failures", Admin, slog.LevelWarn)
+	def(RateLimited, "requests refused by a rate limit", Operational, slog.LevelWarn)
+	def(PasswordStopped, "password attempts for an account stopped before the domain locks it out", Admin, slog.LevelWarn)
+}
+
+// Limited records event id for a refusal by a limit when d says to report it: the first
+// refusal of its key in the limit's window. Other refusals are not recorded (the next report
+// counts them as suppressed), so a flood writes a bounded number of events. r may be nil.
+func (r *Recorder) Limited(ctx context.Context, id ID, d ratelimit.Decision, kv ...any) {
+	if r == nil || !d.Report {
+		return
+	}
+	kv = append(kv, "retry_after_s", ratelimit.RetryAfterSeconds(d.RetryAfter), "suppressed", d.Suppressed)
+	_ = r.Record(ctx, id, "", kv...) // Record logs its own failure
 }
 
 // Lookup returns the definition of id.

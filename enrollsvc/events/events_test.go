@@ -29,7 +29,8 @@ func TestDefinitions(t *testing.T) {
 		}
 	}
 	// A few IDs monitoring depends on must not move.
-	for id, want := range map[ID]int{SigningStarted: 2100, CertificateIssued: 2101, APIAuthFailed: 3001, HSMFailure: 1110} {
+	for id, want := range map[ID]int{SigningStarted: 2100, CertificateIssued: 2101, APIAuthFailed: 3001, HSMFailure: 1110,
+		APILockout: 3040, RateLimited: 3041, PasswordStopped: 3042} {
 		if int(id) != want {
 			t.Errorf("event ID = %d, want %d", id, want)
 		}

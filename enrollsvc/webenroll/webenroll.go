@@ -31,6 +31,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/ldap"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 	"github.com/enrollment-appliance/aeappliance/proto/soap"
+	"github.com/enrollment-appliance/aeappliance/ratelimit"
 )
 
 // Core is what the web services need of the enrollment core.
@@ -75,6 +76,12 @@ type Config struct {
 	Now       func() time.Time
 	// PolicyID identifies this policy server (a GUID, stable for the data directory).
 	PolicyID string
+	// Proxies are the reverse proxies whose X-Forwarded-For names the client (nil: the
+	// client is the socket's peer).
+	Proxies ratelimit.Proxies
+	// PerSource limits requests per client address, PerAccount per authenticated account
+	// (nil: no limit). Refusals are SOAP faults with HTTP 429 and Retry-After.
+	PerSource, PerAccount *ratelimit.Limiter
 }
 
 // Paths of the policy endpoints, as AD CS names them.
@@ -112,14 +119,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, routes: map[string]http.HandlerFunc{}}
-	s.routes[CEPPasswordPath] = s.password(s.getPolicies)
-	s.routes["/"+cfg.CAName+"_CES_UsernamePassword/service.svc/CES"] = s.password(s.enroll)
+	policies, enroll := s.perAccount(s.getPolicies), s.perAccount(s.enroll)
+	s.routes[CEPPasswordPath] = s.password(policies)
+	s.routes["/"+cfg.CAName+"_CES_UsernamePassword/service.svc/CES"] = s.password(enroll)
 	if cfg.Kerberos != nil {
-		s.routes[CEPKerberosPath] = s.kerberos(s.getPolicies)
-		s.routes["/"+cfg.CAName+"_CES_Kerberos/service.svc/CES"] = s.kerberos(s.enroll)
+		s.routes[CEPKerberosPath] = s.kerberos(policies)
+		s.routes["/"+cfg.CAName+"_CES_Kerberos/service.svc/CES"] = s.kerberos(enroll)
 	}
-	s.routes[CEPCertificatePath] = s.certificate(s.getPolicies)
-	s.routes["/"+cfg.CAName+"_CES_Certificate/service.svc/CES"] = s.certificate(s.enroll)
+	s.routes[CEPCertificatePath] = s.certificate(policies)
+	s.routes["/"+cfg.CAName+"_CES_Certificate/service.svc/CES"] = s.certificate(enroll)
 	return s, nil
 }
 
@@ -135,7 +143,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "SOAP endpoints take POST", http.StatusMethodNotAllowed)
 		return
 	}
+	client := s.cfg.Proxies.Rewrite(r)
+	if s.cfg.PerSource != nil {
+		if d := s.cfg.PerSource.Allow(ratelimit.SourceKey(client)); !d.Allowed {
+			s.limited(w, r, d, events.RateLimited, "too many requests from "+client.String(), "source", client.String())
+			return
+		}
+	}
 	h(w, r)
+}
+
+// perAccount limits the requests of each authenticated account.
+func (s *Server) perAccount(next handler) handler {
+	if s.cfg.PerAccount == nil {
+		return next
+	}
+	return func(w http.ResponseWriter, c caller) {
+		if d := s.cfg.PerAccount.Allow(c.account); !d.Allowed {
+			s.limited(w, c.r, d, events.RateLimited, "too many requests for this account", "account", c.who())
+			return
+		}
+		next(w, c)
+	}
+}
+
+// limited answers a request a limit refused: a Sender fault with HTTP 429 and Retry-After
+// (RFC 6585 §4), recorded as event id once per key and window.
+func (s *Server) limited(w http.ResponseWriter, r *http.Request, d ratelimit.Decision, id events.ID, reason string, kv ...any) {
+	s.cfg.Recorder.Limited(r.Context(), id, d, append(kv, "service", "enroll", "remote", r.RemoteAddr, "path", r.URL.Path)...)
+	w.Header().Set("Retry-After", ratelimit.RetryAfterSeconds(d.RetryAfter))
+	s.fault(w, http.StatusTooManyRequests, true, "", reason+"; try again in "+ratelimit.RetryAfterSeconds(d.RetryAfter)+" s", nil)
 }
 
 // caller is an authenticated request.
@@ -180,6 +217,15 @@ func (s *Server) password(next handler) http.HandlerFunc {
 			return
 		}
 		sid, err := s.cfg.Passwords.Authenticate(r.Context(), tok.Username, tok.Password)
+		var stopped *ldap.PasswordsStopped
+		if errors.As(err, &stopped) {
+			s.cfg.Logger.WarnContext(r.Context(), "enrollment web service password attempt refused without a bind", "user", tok.Username,
+				"remote", r.RemoteAddr, "account", stopped.Account, "error", err)
+			s.limited(w, r, stopped.Decision, events.PasswordStopped,
+				"too many wrong passwords for this account: further attempts are refused before the domain locks it out",
+				"user", tok.Username, "account", stopped.Account, "threshold", stopped.Threshold)
+			return
+		}
 		if err != nil {
 			code, msg := http.StatusUnauthorized, "authentication failed"
 			if errors.Is(err, ldap.ErrUnavailable) {

@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/ratelimit"
 )
 
 // The API's constants.
@@ -27,8 +28,9 @@ const (
 	AdminUser = "admin"                // the Basic authentication user
 	Realm     = "aeappliance provisioning"
 
-	// After MaxFailures failed authentications within FailureWindow (counted from the
-	// first), every request is refused with 429 until the window ends.
+	// After MaxFailures failed authentications from one client address within
+	// FailureWindow (counted from the first), every request from that address is refused
+	// with 429 until the window ends; other addresses are not affected.
 	MaxFailures   = 5
 	FailureWindow = time.Minute
 )
@@ -50,7 +52,7 @@ type server struct {
 	e        *echo.Echo
 	cop      *http.CrossOriginProtection
 	authMu   sync.Mutex // one passphrase check at a time: Argon2id takes 19 MiB, and the limiter stays exact
-	failures *limiter
+	failures *ratelimit.Failures
 	busy     chan struct{} // one step at a time
 	finished sync.Once
 }
@@ -69,7 +71,8 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &server{cfg: cfg, cop: http.NewCrossOriginProtection(), failures: &limiter{n: MaxFailures, window: FailureWindow},
+	s := &server{cfg: cfg, cop: http.NewCrossOriginProtection(), failures: ratelimit.NewFailures(ratelimit.FailureOptions{
+		Max: MaxFailures, Window: FailureWindow, Now: cfg.Now}),
 		busy: make(chan struct{}, 1)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -137,10 +140,15 @@ func (s *server) checkCredentials(c echo.Context) error {
 	user, pass, hasCred := c.Request().BasicAuth()
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	if s.failures.blocked(s.cfg.Now()) {
-		// Even the right passphrase is refused: answering it would let guessing go on.
-		s.cfg.Logger.Warn("provisioning API: authentication refused: too many failures",
-			"remote", c.RealIP(), "path", c.Request().URL.Path)
+	source := ratelimit.SourceKeyOf(c.RealIP())
+	if d := s.failures.Check(source); !d.Allowed {
+		// Even the right passphrase is refused: answering it would let guessing go on. The
+		// lockout is logged once per window, not once per request.
+		if d.Report {
+			s.cfg.Logger.Warn("provisioning API: authentication locked out for a client address: too many failures",
+				"remote", c.RealIP(), "path", c.Request().URL.Path, "retry_after_s", ratelimit.RetryAfterSeconds(d.RetryAfter))
+		}
+		c.Response().Header().Set("Retry-After", ratelimit.RetryAfterSeconds(d.RetryAfter))
 		return echo.NewHTTPError(http.StatusTooManyRequests, "too many failed authentications; try again in a minute")
 	}
 	reason := ""
@@ -164,7 +172,7 @@ func (s *server) checkCredentials(c echo.Context) error {
 	// A request without a credential is not a guess (a browser sends one first to be
 	// asked for the passphrase): it is not counted.
 	if hasCred {
-		s.failures.fail(s.cfg.Now())
+		s.failures.Fail(source)
 	}
 	s.cfg.Logger.Warn("provisioning API: authentication failed", "remote", c.RealIP(),
 		"method", c.Request().Method, "path", c.Request().URL.Path, "reason", reason)
@@ -394,37 +402,4 @@ func (s *server) reply(c echo.Context) func(provisioning.Report, error) error {
 		}
 		return c.JSON(http.StatusOK, r)
 	}
-}
-
-// limiter counts failed authentications: after n within window (from the first of them)
-// it blocks until the window ends.
-type limiter struct {
-	mu     sync.Mutex
-	n      int
-	window time.Duration
-	start  time.Time
-	count  int
-}
-
-func (l *limiter) expire(now time.Time) {
-	if l.count > 0 && now.Sub(l.start) >= l.window {
-		l.count = 0
-	}
-}
-
-func (l *limiter) blocked(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.expire(now)
-	return l.count >= l.n
-}
-
-func (l *limiter) fail(now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.expire(now)
-	if l.count == 0 {
-		l.start = now
-	}
-	l.count++
 }

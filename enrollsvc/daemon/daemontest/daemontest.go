@@ -40,6 +40,8 @@ type Options struct {
 	// HTTP serves the plain-HTTP listener (CRLs, OCSP, SCEP) on a free loopback port.
 	HTTP   bool
 	Logger *slog.Logger // default: discard
+	// Configure changes config.json after provisioning (limits, trusted proxies); nil: none.
+	Configure func(*config.Config)
 }
 
 // Server is a running enrollment service.
@@ -110,6 +112,18 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 	}
 	if o.CacheTTL != "" {
 		setCacheTTL(t, filepath.Join(dir, "config.json"), o.CacheTTL)
+	}
+	if o.Configure != nil {
+		c, err := config.Load(dir)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		o.Configure(c)
+		if err := c.Write(dir); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
 	}
 	rt, err := daemon.Open(ctx, dir, o.Logger)
 	if err != nil {
