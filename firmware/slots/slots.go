@@ -98,6 +98,12 @@ func writeDurable(path string, b []byte) error {
 		f.Close()
 		return fmt.Errorf("slots: writing %s: %w", path, err)
 	}
+	// Readable by all: appinit (root) and the service (its own user, which owns the slots
+	// directory) both read the state, whoever wrote it last.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("slots: %w", err)
+	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("slots: %w", err)

@@ -137,3 +137,19 @@ func TestCmdline(t *testing.T) {
 		}
 	}
 }
+
+// The state is readable by everyone: appinit writes it as root and the service, running as its
+// own user, reads it (GET /api/v1/firmware).
+func TestStateReadableByAll(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	if err := s.Save(State{Active: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(s.Dir, StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("state.json mode %v, want 0644", fi.Mode().Perm())
+	}
+}
