@@ -48,7 +48,7 @@ run-native: build
 test: deps lint
 	CI=true $(GO) test -count=1 -timeout 20m ./...
 	CI=true $(GO) test -race -count=1 -timeout 20m ./proto/... ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
-		./appliance/... ./provisioning/... ./firmware/slots/ ./firmware/update/ ./firmware/fwapi/ ./apiclient/ ./config/
+		./appliance/... ./provisioning/... ./firmware/slots/ ./firmware/update/ ./firmware/fwapi/ ./apiclient/ ./config/ ./ratelimit/
 
 # Issuance throughput (one table), policy decisions against a real Samba DC (warm and cold),
 # then a 100,000-entry CRL and OCSP answers per second.
