@@ -82,6 +82,9 @@ type SCEPProfile struct {
 	Account  string    `json:"account,omitempty"` // the account certificates are for; "" the challenge names it
 	Mode     string    `json:"mode"`              // SCEPStatic or SCEPOneTime
 	Created  time.Time `json:"created"`
+	// AllowDES: the profile accepts request envelopes encrypted with single DES or 3DES, which
+	// an eavesdropper can read (challenge included). For legacy devices that can do nothing else.
+	AllowDES bool `json:"allow_des,omitempty"`
 }
 
 // SCEPProfileSpec is the body of POST /api/v1/scep/profiles.
@@ -92,6 +95,7 @@ type SCEPProfileSpec struct {
 	Account         string `json:"account,omitempty"`
 	StaticChallenge string `json:"static_challenge,omitempty"` // static mode
 	OneTime         bool   `json:"one_time,omitempty"`         // one-time challenges instead
+	AllowDES        bool   `json:"allow_des,omitempty"`        // accept DES and 3DES envelopes (legacy devices)
 }
 
 // ChallengeRequest is the body of POST /api/v1/scep/challenges.

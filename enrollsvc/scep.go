@@ -48,6 +48,9 @@ type SCEPProfileSpec struct {
 	Account         string `json:"account,omitempty"`
 	StaticChallenge string `json:"static_challenge,omitempty"` // static mode
 	OneTime         bool   `json:"one_time,omitempty"`         // one-time challenges instead
+	// AllowDES accepts request envelopes encrypted with single DES or 3DES: off unless a profile
+	// is for legacy devices that can do nothing else (an eavesdropper reads their challenge).
+	AllowDES bool `json:"allow_des,omitempty"`
 }
 
 func (s *Service) scepStore(op string) (SCEPStore, error) {
@@ -100,13 +103,14 @@ func (s *Service) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec, by s
 		}
 		spec.Account = accountName(a)
 	}
-	p := store.SCEPProfile{Name: spec.Name, Template: t.Name, Account: spec.Account, Mode: store.SCEPOneTime, Created: s.rec.Now()}
+	p := store.SCEPProfile{Name: spec.Name, Template: t.Name, Account: spec.Account, Mode: store.SCEPOneTime, Created: s.rec.Now(),
+		AllowDES: spec.AllowDES}
 	if !spec.OneTime {
 		h := sha256.Sum256([]byte(spec.StaticChallenge))
 		p.Mode, p.ChallengeSHA256 = store.SCEPStatic, h[:]
 	}
 	e := events.New(p.Created, events.SCEPProfileAdded, "", "profile", p.Name, "template", p.Template, "account", p.Account,
-		"mode", p.Mode, "by", by)
+		"mode", p.Mode, "allow_des", p.AllowDES, "by", by)
 	if err := ss.AddSCEPProfile(ctx, p, e); err != nil {
 		return store.SCEPProfile{}, &Error{Kind: KindOf(err), Op: op, Err: err}
 	}
@@ -193,17 +197,17 @@ type SCEPRequest struct {
 	Renewing *x509.Certificate
 }
 
-// SCEPProfileExists reports whether name is a SCEP profile.
-func (s *Service) SCEPProfileExists(ctx context.Context, name string) (bool, error) {
+// LookupSCEPProfile returns the SCEP profile name; ok is false when there is none.
+func (s *Service) LookupSCEPProfile(ctx context.Context, name string) (p store.SCEPProfile, ok bool, err error) {
 	ss, err := s.scepStore("looking up a SCEP profile")
 	if err != nil {
-		return false, err
+		return p, false, err
 	}
-	_, err = ss.GetSCEPProfile(ctx, name)
+	p, err = ss.GetSCEPProfile(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
+		return p, false, nil
 	}
-	return err == nil, err
+	return p, err == nil, err
 }
 
 // SCEPEnroll decides a SCEP request: the account comes from the profile or the one-time

@@ -96,7 +96,7 @@ func TestApplianceSCEP(t *testing.T) {
 	os.WriteFile(challengeFile, []byte(static+"\n"), 0o600)
 	out, err := exec.CommandContext(ctx, aectl(t), "--api", fmt.Sprintf("127.0.0.1:%d", vm.HostPort(apiPort)), "--token-file", tokenFile,
 		"--ca-file", caFile, "scep", "profile", "add", "devices", "--template", "SuppliesSubject", "--account", "dave",
-		"--static-challenge-file", challengeFile).CombinedOutput()
+		"--static-challenge-file", challengeFile, "--allow-des").CombinedOutput() // scepclient sends DES
 	if err != nil {
 		t.Fatalf("aectl scep profile add over the forwarded port: %v\n%s", err, out)
 	}

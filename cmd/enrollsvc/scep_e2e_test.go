@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,13 +59,25 @@ func TestSCEPWithDirectory(t *testing.T) {
 			t.Fatalf("aectl scep profile add %s = %+v", name, p)
 		}
 	}
-	addProfile("devices", "--template", "SuppliesSubject", "--static-challenge-file", staticFile)
+	// scepclient 2.1.0 always encrypts with single DES: its profile must allow DES; the others
+	// refuse DES and 3DES, as profiles do by default.
+	addProfile("devices", "--template", "SuppliesSubject", "--static-challenge-file", staticFile, "--allow-des")
+	addProfile("modern", "--template", "SuppliesSubject", "--static-challenge-file", staticFile)
 	addProfile("otp", "--template", "SuppliesSubject", "--one-time")
-	addProfile("pend", "--template", "PendUser", "--static-challenge-file", staticFile)
+	addProfile("pend", "--template", "PendUser", "--static-challenge-file", staticFile, "--allow-des")
 	var profiles []apiclient.SCEPProfile
 	aectlJSON(t, dir, &profiles, "scep", "profiles")
-	if len(profiles) != 3 {
-		t.Errorf("aectl scep profiles = %+v, want 3", profiles)
+	if len(profiles) != 4 {
+		t.Errorf("aectl scep profiles = %+v, want 4", profiles)
+	}
+	for _, p := range profiles {
+		if p.AllowDES != (p.Name == "devices" || p.Name == "pend") {
+			t.Errorf("profile %s: allow_des %v", p.Name, p.AllowDES)
+		}
+	}
+	if out, errOut, err := runBin(t, "aectl", "--data", dir, "scep", "profiles"); err != nil ||
+		!regexp.MustCompile(`(?m)^devices .*accepts DES/3DES`).MatchString(out) || regexp.MustCompile(`(?m)^modern .*DES`).MatchString(out) {
+		t.Errorf("aectl scep profiles does not warn of exactly the DES profiles: %v\n%s%s", err, out, errOut)
 	}
 
 	countCerts := func() int {
@@ -108,6 +121,16 @@ func TestSCEPWithDirectory(t *testing.T) {
 		return c.Challenge
 	}
 
+	t.Run("DES refused by a default profile", func(t *testing.T) {
+		before := countCerts()
+		_, out, err := scepclient(nil, base+"/scep/modern", static, "scep-des-0")
+		if err == nil || !strings.Contains(out, "badAlg") {
+			t.Errorf("scepclient (single DES) to a profile without --allow-des: %v\n%s", err, out)
+		}
+		if n := countCerts(); n != before {
+			t.Errorf("%d certificates issued for a DES request to a default profile", n-before)
+		}
+	})
 	t.Run("static challenge with scepclient", func(t *testing.T) {
 		path, out, err := scepclient(nil, base+"/scep/devices", static, "scep-dev-1")
 		if err != nil {

@@ -89,7 +89,8 @@ func (s *Server) scepProfiles(c echo.Context) error {
 }
 
 func profileView(p store.SCEPProfile) apiclient.SCEPProfile {
-	return apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, Mode: p.Mode, Created: p.Created}
+	return apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, Mode: p.Mode, Created: p.Created,
+		AllowDES: p.AllowDES}
 }
 
 func (s *Server) addSCEPProfile(c echo.Context) error {
@@ -102,7 +103,7 @@ func (s *Server) addSCEPProfile(c echo.Context) error {
 		return badRequest("request body: %v", err)
 	}
 	p, err := a.AddSCEPProfile(c.Request().Context(), enrollsvc.SCEPProfileSpec{Name: in.Name, Template: in.Template,
-		Account: in.Account, StaticChallenge: in.StaticChallenge, OneTime: in.OneTime}, "admin-api")
+		Account: in.Account, StaticChallenge: in.StaticChallenge, OneTime: in.OneTime, AllowDES: in.AllowDES}, "admin-api")
 	if err != nil {
 		return err
 	}

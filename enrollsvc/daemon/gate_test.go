@@ -47,7 +47,7 @@ func TestIssuanceGateRefusesBadKeysOnEveryPath(t *testing.T) {
 	ctx := context.Background()
 	const challenge = "a long enough static secret"
 	if _, err := rt.Service.AddSCEPProfile(ctx, enrollsvc.SCEPProfileSpec{Name: "devices", Template: "SuppliesSubject",
-		Account: "dave", StaticChallenge: challenge}, "test"); err != nil {
+		Account: "dave", StaticChallenge: challenge, AllowDES: true}, "test"); err != nil { // scepclient sends DES
 		t.Fatal(err)
 	}
 	raCert, err := os.ReadFile(filepath.Join(srv.Dir, "scep", "ra.pem"))

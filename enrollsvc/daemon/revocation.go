@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -123,8 +125,12 @@ func (rt *Runtime) startRevocation(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		rejection, err := rt.secret(scepRejectionKeyFile)
+		if err != nil {
+			return fmt.Errorf("SCEP: %w", err)
+		}
 		rv.scep, err = scep.NewHandler(scep.Config{CACert: rt.CACert, RACert: raCert, RAKey: raKey,
-			Backend: scepBackend{rt.Service}, Logger: rt.Log, AllowDES: true})
+			Backend: scepBackend{rt.Service}, Logger: rt.Log, RejectionKey: rejection})
 		if err != nil {
 			return fmt.Errorf("SCEP: %w", err)
 		}
@@ -225,6 +231,34 @@ func (rt *Runtime) startHTTP(ctx context.Context, override string) (string, <-ch
 	return ln.Addr().String(), done, nil
 }
 
+// scepRejectionKeyFile holds the secret of the SCEP decryption's implicit rejection
+// (scep.Config.RejectionKey), made on first use.
+const scepRejectionKeyFile = "scep/rejection.key"
+
+// secret reads the 32-byte secret in the data directory's file name, making it on first use
+// (mode 0600).
+func (rt *Runtime) secret(name string) ([]byte, error) {
+	path := config.Path(rt.Dir, name)
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: unreadable or not 32 bytes (%v)", path, err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := config.WriteFileAtomic(path, b, 0o600); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // ensureRA returns the SCEP RA certificate and its key: an RSA key in the token that may sign
 // and decrypt (clients encrypt their requests to it), and a certificate the CA issued for it,
 // renewed when it nears its end.
@@ -268,8 +302,9 @@ func (rt *Runtime) ensureRA(ctx context.Context) (*x509.Certificate, *hsm.Key, e
 // scepBackend answers the SCEP edge with the core.
 type scepBackend struct{ s *enrollsvc.Service }
 
-func (b scepBackend) Profile(ctx context.Context, name string) (bool, error) {
-	return b.s.SCEPProfileExists(ctx, name)
+func (b scepBackend) Profile(ctx context.Context, name string) (scep.Profile, bool, error) {
+	p, ok, err := b.s.LookupSCEPProfile(ctx, name)
+	return scep.Profile{AllowDES: p.AllowDES}, ok, err
 }
 
 func (b scepBackend) Enroll(ctx context.Context, r scep.Request) (scep.Result, error) {

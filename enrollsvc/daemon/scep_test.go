@@ -129,8 +129,8 @@ func TestSCEPRules(t *testing.T) {
 	if _, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "nope", TransactionID: "tx-6", CSR: csrA}); enrollsvc.KindOf(err) != enrollsvc.KindNotFound {
 		t.Errorf("unknown profile = %v, want not found", err)
 	}
-	if ok, err := svc.SCEPProfileExists(ctx, "devices"); !ok || err != nil {
-		t.Errorf("SCEPProfileExists(devices) = %v, %v", ok, err)
+	if _, ok, err := svc.LookupSCEPProfile(ctx, "devices"); !ok || err != nil {
+		t.Errorf("LookupSCEPProfile(devices) = %v, %v", ok, err)
 	}
 
 	// Renewal: signed with the certificate being renewed, no challenge needed.

@@ -66,10 +66,18 @@ const (
 	BadCertID       = scepmsg.BadCertID
 )
 
+// Profile is what the edge needs to know of a SCEP profile before it decrypts a request.
+type Profile struct {
+	// AllowDES accepts request envelopes encrypted with single DES or 3DES (legacy devices); GetCACaps
+	// then lists DES3. Otherwise such a request is answered FAILURE badAlg.
+	AllowDES bool
+}
+
 // Backend is what the SCEP edge needs of the enrollment core.
 type Backend interface {
-	// Profile reports whether name is a SCEP profile; an unknown one is answered 404.
-	Profile(ctx context.Context, name string) (bool, error)
+	// Profile reports whether name is a SCEP profile, and how it is served; an unknown one is
+	// answered 404.
+	Profile(ctx context.Context, name string) (p Profile, ok bool, err error)
 	// Enroll answers a PKCSReq or RenewalReq. Replays are its business (it sees TransactionID). An error is
 	// logged and answered FAILURE badRequest; its text never reaches the client.
 	Enroll(ctx context.Context, r Request) (Result, error)
@@ -91,12 +99,14 @@ type Config struct {
 	Backend Backend
 	Logger  *slog.Logger // nil: slog.Default()
 	// Caps are the GetCACaps capabilities; nil means DefaultCaps. Only those in DefaultCaps may be listed.
+	// DES3 is listed only for profiles that allow DES (Profile.AllowDES). Replies are AES-256-CBC
+	// regardless.
 	Caps []string
-	// AllowDES accepts request envelopes encrypted with single DES-CBC, which Debian's scepclient (micromdm
-	// scep 2.1.0) always uses. DES is broken: an eavesdropper can recover the CSR and the challenge password.
-	// Replies are AES-256-CBC regardless.
-	AllowDES bool
-	Now      func() time.Time // nil: time.Now
+	// RejectionKey is the per-appliance secret of the decryption's implicit rejection
+	// (cms.DecryptOptions.RejectionKey): every failure to decrypt a request gets one failInfo, and the
+	// same encrypted block sent twice gets the same answer. Required.
+	RejectionKey []byte
+	Now          func() time.Time // nil: time.Now
 }
 
 // DefaultCaps are the capabilities this package supports. certmonger uses AES and SHA-256 when listed.
@@ -112,9 +122,10 @@ const (
 )
 
 type handler struct {
-	cfg    Config
-	caps   []byte
-	caCert []byte // GetCACert reply: RA and CA certificates, certs-only
+	cfg       Config
+	caps      []byte // GetCACaps reply for profiles that allow DES
+	capsNoDES []byte // and for the others
+	caCert    []byte // GetCACert reply: RA and CA certificates, certs-only
 }
 
 // NewHandler validates cfg and returns the SCEP handler. It serves, for each profile the backend knows,
@@ -124,6 +135,8 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	switch {
 	case cfg.CACert == nil || cfg.RACert == nil || cfg.RAKey == nil || cfg.Backend == nil:
 		return nil, errors.New("scep: Config needs CACert, RACert, RAKey and Backend")
+	case len(cfg.RejectionKey) < 32:
+		return nil, errors.New("scep: Config.RejectionKey needs at least 32 bytes")
 	case cfg.RACert.CheckSignatureFrom(cfg.CACert) != nil:
 		return nil, errors.New("scep: Config.RACert is not issued by Config.CACert")
 	case cfg.RACert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment) !=
@@ -151,7 +164,9 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handler{cfg: cfg, caps: []byte(strings.Join(cfg.Caps, "\n") + "\n"), caCert: cas}, nil
+	noDES := slices.DeleteFunc(slices.Clone(cfg.Caps), func(c string) bool { return c == "DES3" })
+	return &handler{cfg: cfg, caps: []byte(strings.Join(cfg.Caps, "\n") + "\n"),
+		capsNoDES: []byte(strings.Join(noDES, "\n") + "\n"), caCert: cas}, nil
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +182,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "SCEP takes GET, and POST for PKIOperation", http.StatusMethodNotAllowed)
 		return
 	}
-	known, err := h.cfg.Backend.Profile(r.Context(), profile)
+	p, known, err := h.cfg.Backend.Profile(r.Context(), profile)
 	if err != nil {
 		h.cfg.Logger.ErrorContext(r.Context(), "scep: profile lookup failed", "profile", profile, "error", err)
 		http.Error(w, "service unavailable; try again later", http.StatusServiceUnavailable)
@@ -180,12 +195,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch op {
 	case "GetCACaps":
 		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write(h.caps)
+		if p.AllowDES {
+			_, _ = w.Write(h.caps)
+		} else {
+			_, _ = w.Write(h.capsNoDES)
+		}
 	case "GetCACert":
 		w.Header().Set("Content-Type", contentTypeCAs)
 		_, _ = w.Write(h.caCert)
 	case "PKIOperation":
-		h.pkiOperation(w, r, profile)
+		h.pkiOperation(w, r, profile, p)
 	default:
 		http.Error(w, "unknown operation: use GetCACaps, GetCACert or PKIOperation", http.StatusBadRequest)
 	}
@@ -193,7 +212,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // pkiOperation answers a PKIOperation with a CertRep, or with an HTTP error when the message is too broken
 // to answer (no readable transactionID and senderNonce).
-func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile string) {
+func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile string, p Profile) {
 	der, code, err := readMessage(w, r)
 	if err != nil {
 		h.cfg.Logger.WarnContext(r.Context(), "scep: message refused", "profile", profile, "remote", r.RemoteAddr, "error", err)
@@ -210,7 +229,7 @@ func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile s
 	case err != nil:
 		res = h.refuse(r, profile, msg, err)
 	default:
-		res = h.answer(r, profile, msg)
+		res = h.answer(r, profile, p, msg)
 	}
 	rep, err := scepmsg.NewCertRep(msg, res, h.cfg.RACert, h.cfg.RAKey, h.cfg.CACert)
 	if err != nil {
@@ -226,7 +245,7 @@ func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile s
 }
 
 // answer checks a verified message, decrypts it and asks the backend.
-func (h *handler) answer(r *http.Request, profile string, msg *scepmsg.PKIMessage) Result {
+func (h *handler) answer(r *http.Request, profile string, p Profile, msg *scepmsg.PKIMessage) Result {
 	ctx := r.Context()
 	if t := msg.SigningTime; !t.IsZero() && (t.Before(h.cfg.Now().Add(-maxClockSkew)) || t.After(h.cfg.Now().Add(maxClockSkew))) {
 		return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadTime, Msg: fmt.Sprintf("signingTime %v is more than %v from ours", t, maxClockSkew)})
@@ -234,15 +253,18 @@ func (h *handler) answer(r *http.Request, profile string, msg *scepmsg.PKIMessag
 	if msg.MessageType != PKCSReq && msg.MessageType != RenewalReq && msg.MessageType != scepmsg.CertPoll {
 		return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadRequest, Msg: fmt.Sprintf("messageType %d is not served", msg.MessageType)})
 	}
-	content, err := msg.DecryptWith(h.cfg.RACert, h.cfg.RAKey, cms.DecryptOptions{AllowDES: h.cfg.AllowDES})
+	content, err := msg.DecryptWith(h.cfg.RACert, h.cfg.RAKey, cms.DecryptOptions{AllowDES: p.AllowDES, RejectionKey: h.cfg.RejectionKey})
 	if err != nil {
 		return h.refuse(r, profile, msg, err)
 	}
+	// Content that does not parse is, to the sender, one more way of not decrypting: implicit
+	// rejection turns a bad key into garbage content, so its failure must look like a bad padding's
+	// (one failInfo, badMessageCheck), or the parse errors would be the padding oracle again.
 	var res Result
 	if msg.MessageType == scepmsg.CertPoll {
 		issuer, subject, err := scepmsg.ParseIssuerAndSubject(content)
 		if err != nil {
-			return h.refuse(r, profile, msg, err)
+			return h.refuse(r, profile, msg, undecryptable(err))
 		}
 		res, err = h.cfg.Backend.Poll(ctx, PollRequest{Profile: profile, TransactionID: msg.TransactionID,
 			Issuer: issuer, Subject: subject, Signer: msg.Signer})
@@ -252,7 +274,7 @@ func (h *handler) answer(r *http.Request, profile string, msg *scepmsg.PKIMessag
 	} else {
 		csr, challenge, err := scepmsg.ParseCSR(content)
 		if err != nil {
-			return h.refuse(r, profile, msg, err)
+			return h.refuse(r, profile, msg, undecryptable(err))
 		}
 		res, err = h.cfg.Backend.Enroll(ctx, Request{Profile: profile, MessageType: msg.MessageType,
 			TransactionID: msg.TransactionID, CSR: csr, CSRDER: csr.Raw, Challenge: challenge, Signer: msg.Signer})
@@ -267,6 +289,12 @@ func (h *handler) answer(r *http.Request, profile string, msg *scepmsg.PKIMessag
 	}
 	return h.refuse(r, profile, msg, fmt.Errorf("backend: invalid result (status %d, failInfo %d, certificate %t)",
 		res.Status, res.FailInfo, res.Cert != nil))
+}
+
+// undecryptable is the error of decrypted content that does not parse: badMessageCheck, as for
+// every decryption failure (cms.Decrypt's).
+func undecryptable(err error) error {
+	return &scepmsg.Error{FailInfo: BadMessageCheck, Msg: "the decrypted content does not parse: " + err.Error()}
 }
 
 // refuse logs why a message is refused and returns the FAILURE to answer it with.

@@ -2,6 +2,7 @@ package scep
 
 import (
 	"crypto"
+	"slices"
 
 	scepmsg "github.com/enrollment-appliance/aeappliance/proto/scep"
 
@@ -20,13 +21,23 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
+// GetCACaps lists DES3 only for a profile that allows DES; GetCACert returns the RA's and the CA's
+// certificates.
 func TestGetCACapsAndCACert(t *testing.T) {
 	p := sceptest.NewPKI(t, true)
 	srv := server(t, testConfig(p, newBackend(p)), "")
+	legacy := newBackend(p)
+	legacy.allowDES = true
+	legacySrv := server(t, testConfig(p, legacy), "")
+	noDES := slices.DeleteFunc(slices.Clone(DefaultCaps), func(c string) bool { return c == "DES3" })
 	for _, path := range []string{"/scep/devices", "/scep/devices/pkiclient.exe"} {
 		resp, body := httpDo(t, "GET", srv.URL+path+"?operation=GetCACaps", nil)
+		if resp.StatusCode != http.StatusOK || string(body) != strings.Join(noDES, "\n")+"\n" {
+			t.Errorf("GetCACaps %s = %d %q, want no DES3", path, resp.StatusCode, body)
+		}
+		resp, body = httpDo(t, "GET", legacySrv.URL+path+"?operation=GetCACaps", nil)
 		if resp.StatusCode != http.StatusOK || string(body) != strings.Join(DefaultCaps, "\n")+"\n" {
-			t.Errorf("GetCACaps %s = %d %q", path, resp.StatusCode, body)
+			t.Errorf("GetCACaps %s of a profile allowing DES = %d %q", path, resp.StatusCode, body)
 		}
 		resp, body = httpDo(t, "GET", srv.URL+path+"?operation=GetCACert&message=0", nil)
 		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/x-x509-ca-ra-cert" {
@@ -198,15 +209,15 @@ func TestRefusals(t *testing.T) {
 		"PUT":                     {"PUT", "/scep/devices", "PKIOperation", good, want{405, 0}},
 		"POST GetCACert":          {"POST", "/scep/devices", "GetCACert", nil, want{405, 0}},
 		"CSR signature":           {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, badCSR, p.RACert), want{200, BadMessageCheck}},
-		"CSR is not a CSR":        {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, []byte{0x30, 0}, p.RACert), want{200, BadRequest}},
+		"CSR is not a CSR":        {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, []byte{0x30, 0}, p.RACert), want{200, BadMessageCheck}}, // as if it did not decrypt
 		"signer key mismatch":     {"POST", "/scep/devices", "PKIOperation", wrongKey, want{200, BadMessageCheck}},
 		"envelope for another RA": {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, goodCSR, other.RACert), want{200, BadMessageCheck}},
 		"no envelope":             {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, nil, p.RACert), want{200, BadRequest}},
 		"GetCRL":                  {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.GetCRL, goodCSR, p.RACert), want{200, BadRequest}},
 		"CertRep from a client":   {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertRep, goodCSR, p.RACert), want{200, BadRequest}},
-		"CertPoll of garbage":     {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, []byte{0x30, 0}, p.RACert), want{200, BadRequest}},
-		"CertPoll of a CSR":       {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, goodCSR, p.RACert), want{200, BadRequest}},
-		"RenewalReq not a CSR":    {"POST", "/scep/devices", "PKIOperation", msg(q, RenewalReq, []byte("x"), p.RACert), want{200, BadRequest}},
+		"CertPoll of garbage":     {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, []byte{0x30, 0}, p.RACert), want{200, BadMessageCheck}},
+		"CertPoll of a CSR":       {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, goodCSR, p.RACert), want{200, BadMessageCheck}},
+		"RenewalReq not a CSR":    {"POST", "/scep/devices", "PKIOperation", msg(q, RenewalReq, []byte("x"), p.RACert), want{200, BadMessageCheck}},
 		"signingTime a year ago":  {"POST", "/scep/devices", "PKIOperation", readCaptured(t, "certmonger-01.der"), want{200, BadTime}},
 	} {
 		t.Run(name, func(t *testing.T) {

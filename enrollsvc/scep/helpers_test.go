@@ -74,6 +74,8 @@ func capturedFiles(t testing.TB) []string {
 // certificate this CA issued.
 type testBackend struct {
 	pki *testPKI
+	// allowDES: its profiles accept DES and 3DES envelopes (scepclient 2.1.0 always uses DES).
+	allowDES bool
 
 	mu       sync.Mutex
 	enrolls  int
@@ -90,8 +92,8 @@ func newBackend(p *testPKI) *testBackend {
 	return &testBackend{pki: p, pending: map[string]*x509.CertificateRequest{}, approved: map[string]bool{}}
 }
 
-func (b *testBackend) Profile(_ context.Context, name string) (bool, error) {
-	return name == "devices" || name == "pending", nil
+func (b *testBackend) Profile(_ context.Context, name string) (Profile, bool, error) {
+	return Profile{AllowDES: b.allowDES}, name == "devices" || name == "pending", nil
 }
 
 func (b *testBackend) calls() (enrolls, polls int) {
@@ -208,8 +210,11 @@ func (l testLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// testRejectionKey is the implicit rejection's secret of the tests' handlers.
+var testRejectionKey = bytes.Repeat([]byte{0x5a}, 32)
+
 func testConfig(p *testPKI, b Backend) Config {
-	return Config{CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b}
+	return Config{CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b, RejectionKey: testRejectionKey}
 }
 
 // httpDo sends a request and returns the response with its body read.

@@ -21,8 +21,8 @@ func TestScepclient(t *testing.T) {
 	t.Parallel()
 	p := pkiFor(t)
 	b := newBackend(p)
+	b.allowDES = true // scepclient 2.1.0 always encrypts with single DES
 	cfg := testConfig(p, b)
-	cfg.AllowDES = true // scepclient 2.1.0 always encrypts with single DES
 	srv := server(t, cfg, "scepclient")
 	dir := t.TempDir()
 	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
@@ -62,7 +62,7 @@ func TestScepclient(t *testing.T) {
 		}
 	})
 	t.Run("DES refused by default", func(t *testing.T) {
-		cfg := testConfig(p, b)
+		cfg := testConfig(p, newBackend(p))
 		srv := server(t, cfg, "")
 		dir := t.TempDir()
 		out, err := scepclient(srv.URL+"/scep/devices", sceptest.Challenge, filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"))
@@ -74,8 +74,9 @@ func TestScepclient(t *testing.T) {
 		// scepclient encrypts to every certificate GetCACert returns unless told the RA's fingerprint, and
 		// panics on an ECDSA key.
 		p := sceptest.NewPKI(t, true)
-		cfg := testConfig(p, newBackend(p))
-		cfg.AllowDES = true
+		b := newBackend(p)
+		b.allowDES = true
+		cfg := testConfig(p, b)
 		srv := server(t, cfg, "")
 		dir := t.TempDir()
 		fp := sha256.Sum256(p.RACert.Raw)

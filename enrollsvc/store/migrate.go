@@ -130,6 +130,10 @@ CREATE TABLE scep_transactions (
 	PRIMARY KEY (profile, transaction_id)
 ) WITHOUT ROWID;
 `},
+	{4, "SCEP profiles say whether they accept DES", `
+-- DES and 3DES request envelopes are refused unless a profile allows them for legacy devices.
+ALTER TABLE scep_profiles ADD COLUMN allow_des INTEGER NOT NULL DEFAULT 0 CHECK (allow_des IN (0, 1));
+`},
 }
 
 // latestVersion is the schema version this code writes.

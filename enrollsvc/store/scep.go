@@ -22,6 +22,8 @@ type SCEPProfile struct {
 	Account  string    `json:"account,omitempty"` // the account certificates are for; "" the challenge names it
 	Mode     string    `json:"mode"`              // SCEPStatic or SCEPOneTime
 	Created  time.Time `json:"created"`
+	// AllowDES accepts request envelopes encrypted with single DES or 3DES (legacy devices only).
+	AllowDES bool `json:"allow_des,omitempty"`
 	// ChallengeSHA256 is the SHA-256 of the static challenge password (static mode only).
 	ChallengeSHA256 []byte `json:"-"`
 }
@@ -66,8 +68,8 @@ func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) err
 		hash = p.ChallengeSHA256
 	}
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, at)
+		res, err := tx.ExecContext(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, at, p.AllowDES)
 		if err != nil {
 			return fmt.Errorf("store: adding SCEP profile %q: %w", p.Name, err)
 		}
@@ -79,12 +81,12 @@ func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) err
 	})
 }
 
-const scepProfileColumns = "name, template, account, mode, challenge_sha256, created"
+const scepProfileColumns = "name, template, account, mode, challenge_sha256, created, allow_des"
 
 func scanSCEPProfile(row interface{ Scan(...any) error }) (SCEPProfile, error) {
 	var p SCEPProfile
 	var created sql.NullString
-	if err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &created); err != nil {
+	if err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &created, &p.AllowDES); err != nil {
 		return p, err
 	}
 	var err error

@@ -13,6 +13,7 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -216,5 +217,44 @@ func TestRefusesBER(t *testing.T) {
 		if _, err := ParseEnvelopedData(der); kindOf(err) != Malformed {
 			t.Errorf("ParseEnvelopedData(%s) = %v, want Malformed", name, err)
 		}
+	}
+}
+
+// With a rejection key, an envelope whose key does not decrypt meets the same fate every time it is
+// sent (the same garbage, hence the same error or the same content), so a sender cannot tell a bad
+// PKCS#1 padding from a good one by sending it again; different envelopes get different fallback
+// keys. (With a random fallback key, about one try in 256 passes the content padding check, so 2,000
+// tries differ.)
+func TestImplicitRejectionIsDeterministic(t *testing.T) {
+	key := rsaKey(t)
+	cert := selfSigned(t, key, "r")
+	wrongKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der, err := Encrypt(bytes.Repeat([]byte("content "), 8), cert, AES256CBC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := ParseEnvelopedData(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := DecryptOptions{RejectionKey: bytes.Repeat([]byte{7}, 32)}
+	outcome := func() string {
+		got, err := env.Decrypt(cert, wrongKey, opts)
+		if err != nil {
+			if kindOf(err) != BadMessageCheck {
+				t.Fatalf("Decrypt with the wrong key = %v, want BadMessageCheck or garbage", err)
+			}
+			return "error: " + err.Error()
+		}
+		return fmt.Sprintf("content %x", got)
+	}
+	first := outcome()
+	for i := range 2000 {
+		if got := outcome(); got != first {
+			t.Fatalf("try %d of the same envelope: %s; first: %s", i+2, got, first)
+		}
+	}
+	if a, b := rejectionKey(opts.RejectionKey, AES256CBC, []byte{1}), rejectionKey(opts.RejectionKey, AES256CBC, []byte{2}); bytes.Equal(a, b) {
+		t.Error("two encrypted keys got the same fallback key")
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/des"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
@@ -120,7 +122,7 @@ type ContentCipher struct {
 	newCBC func(key []byte) (cipher.Block, error)
 }
 
-// The content ciphers. Encrypt takes AES128CBC or AES256CBC; Decrypt accepts every AES-CBC and DES-EDE3-CBC,
+// The content ciphers. Encrypt takes AES128CBC or AES256CBC; Decrypt accepts every AES-CBC, and DES-EDE3-CBC
 // and single DES-CBC only with DecryptOptions.AllowDES.
 var (
 	AES128CBC = ContentCipher{oidAES128CBC, 16, aes.NewCipher}
@@ -134,9 +136,15 @@ var contentCiphers = []ContentCipher{AES128CBC, aes192CBC, AES256CBC, des3CBC, d
 
 // DecryptOptions change what Decrypt accepts.
 type DecryptOptions struct {
-	// AllowDES accepts single DES-CBC content (Debian's scepclient, micromdm scep 2.1.0, always uses it).
-	// DES is broken: an eavesdropper can read the content.
+	// AllowDES accepts single DES-CBC and DES-EDE3-CBC content (Debian's scepclient, micromdm scep 2.1.0,
+	// always uses single DES). DES is broken: an eavesdropper can read the content; 3DES has 64-bit blocks.
 	AllowDES bool
+	// RejectionKey, when set, makes the implicit rejection deterministic: a content-encryption key that
+	// does not decrypt (or has the wrong length) is replaced by HMAC-SHA256(RejectionKey, the content
+	// cipher and the encrypted key), so that the same encrypted key sent twice meets the same fate (the
+	// technique of RFC 5246 section 7.4.7.1 and RFC 3218 section 2.3.2). Nil: a random key each time.
+	// It must stay secret and should last (a per-appliance secret).
+	RejectionKey []byte
 }
 
 // errDecrypt is every failure to open an envelope after its structure was read: one answer, so that a sender
@@ -167,18 +175,21 @@ func (e *EnvelopedData) Decrypt(recipient *x509.Certificate, key crypto.Decrypte
 		return nil, malformed("the envelope's content encryption parameters are not an IV")
 	}
 	i := slices.IndexFunc(contentCiphers, func(c ContentCipher) bool { return c.oid.Equal(e.ContentEncryption) })
-	if i < 0 || (e.ContentEncryption.Equal(oidDESCBC) && !opts.AllowDES) {
-		return nil, errf(BadAlg, "content encryption %v is not accepted (AES-CBC or DES-EDE3-CBC)", e.ContentEncryption)
+	des := e.ContentEncryption.Equal(oidDESCBC) || e.ContentEncryption.Equal(oidDESEDE3CBC)
+	if i < 0 || des && !opts.AllowDES {
+		return nil, errf(BadAlg, "content encryption %v is not accepted (AES-CBC; DES and 3DES only where allowed)", e.ContentEncryption)
 	}
 	c := contentCiphers[i]
 
 	// Implicit rejection: a key that does not decrypt, or has the wrong length, is replaced by a random one, so
 	// that a bad PKCS#1 padding and a bad content padding look the same (an HSM cannot do this for us: crypto11
 	// does not support rsa.PKCS1v15DecryptOptions.SessionKeyLen).
+	// The fallback key is computed before the private-key operation, whatever its outcome, so that
+	// both paths do the same work.
+	fallback := rejectionKey(opts.RejectionKey, c, encryptedKey)
 	cek, err := key.Decrypt(rand.Reader, encryptedKey, nil)
 	if err != nil || len(cek) != c.keyLen {
-		cek = make([]byte, c.keyLen)
-		_, _ = io.ReadFull(rand.Reader, cek)
+		cek = fallback
 	}
 	block, err := c.newCBC(cek)
 	if err != nil {
@@ -200,6 +211,19 @@ func (e *EnvelopedData) Decrypt(recipient *x509.Certificate, key crypto.Decrypte
 		}
 	}
 	return plain[:len(plain)-pad], nil
+}
+
+// rejectionKey is the key implicit rejection uses for encryptedKey (see DecryptOptions.RejectionKey).
+func rejectionKey(secret []byte, c ContentCipher, encryptedKey []byte) []byte {
+	if secret == nil {
+		k := make([]byte, c.keyLen)
+		_, _ = io.ReadFull(rand.Reader, k)
+		return k
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("cms implicit rejection\x00" + c.oid.String() + "\x00"))
+	m.Write(encryptedKey)
+	return m.Sum(nil)[:c.keyLen]
 }
 
 // Encrypt writes a DER ContentInfo EnvelopedData holding content (id-data), encrypted with c (AES128CBC or
