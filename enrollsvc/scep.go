@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
@@ -249,11 +250,60 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 	if err != nil {
 		return nil, err
 	}
+	if res.RequestID == 0 {
+		return res, nil // refused anonymously: nothing recorded, a retry is judged again
+	}
 	if err := ss.AddSCEPTransaction(ctx, store.SCEPTransaction{Profile: p.Name, TransactionID: txKey,
 		BodySHA256: h[:], RequestID: res.RequestID, Created: s.rec.Now()}); err != nil {
 		s.log.Warn("recording the SCEP transaction", "transaction", txKey, "err", err)
 	}
 	return res, nil
+}
+
+// SCEPRefusalWindow is the window over which anonymous SCEP refusals are counted: the first of a
+// profile in a window is recorded at once (event SCEPAnonymousRefused), the others are counted and
+// their number recorded with the first of a later window. A flood therefore stores one small event
+// per profile per window, however many messages it sends; the log still has every refusal.
+const SCEPRefusalWindow = time.Minute
+
+// refusalCounts is what refuseAnonymous keeps per profile.
+type refusalCounts struct {
+	mu    sync.Mutex
+	start map[string]time.Time // of the profile's current window
+	count map[string]int       // refusals in it after the first
+}
+
+// refuseAnonymous refuses a SCEP request whose challenge is wrong or missing without recording
+// a request for it: the sender has not authenticated, and what it sent is not kept. The result
+// has no request ID.
+func (s *Service) refuseAnonymous(ctx context.Context, profile, reason string) (*EnrollResult, error) {
+	now := s.rec.Now()
+	c := &s.scepRefused
+	c.mu.Lock()
+	if c.start == nil {
+		c.start, c.count = map[string]time.Time{}, map[string]int{}
+	}
+	start, seen := c.start[profile]
+	first := !seen || now.Sub(start) >= SCEPRefusalWindow
+	var earlier int
+	if first {
+		earlier, c.start[profile], c.count[profile] = c.count[profile], now, 0
+	} else {
+		c.count[profile]++
+	}
+	c.mu.Unlock()
+	if first {
+		kv := []any{"profile", profile, "reason", reason}
+		if earlier > 0 {
+			kv = append(kv, "more_in_previous_window", earlier, "window", SCEPRefusalWindow.String())
+		}
+		if err := s.rec.Record(ctx, events.SCEPAnonymousRefused, "", kv...); err != nil {
+			return nil, &Error{Kind: KindInternal, Op: "recording a refused SCEP request", Err: err}
+		}
+	} else {
+		s.log.WarnContext(ctx, "SCEP request refused", "profile", profile, "reason", reason)
+	}
+	return &EnrollResult{Status: StatusDenied, Reasons: []string{reason}}, nil
 }
 
 // transactionKey is what a transaction is recorded under. Clients that follow the SCEP drafts
@@ -271,15 +321,15 @@ func transactionKey(id string, renewing *x509.Certificate) string {
 // scepNew authorises a PKCSReq by its challenge and enrolls it for the profile's or the
 // challenge's account.
 func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile, r SCEPRequest) (*EnrollResult, error) {
-	// Until the challenge is right the sender is anonymous: its refusal is recorded without the
-	// CSR, so that a flood of them stores a small record each, not what the sender chose to send.
+	// Until the challenge is right the sender is anonymous: its refusal is counted, not recorded
+	// as a request (refuseAnonymous), so that a flood of them cannot fill the store.
 	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template}
 	account := p.Account
 	h := sha256.Sum256([]byte(r.Challenge))
 	switch p.Mode {
 	case store.SCEPStatic:
 		if r.Challenge == "" || subtle.ConstantTimeCompare(h[:], p.ChallengeSHA256) != 1 {
-			return s.refuse(ctx, meta, []string{"wrong or missing challenge password"}, nil)
+			return s.refuseAnonymous(ctx, p.Name, "wrong or missing challenge password")
 		}
 	default:
 		// The challenge is spent even when the request does not name its bound subject: a
@@ -291,7 +341,7 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 		c, err := ss.UseSCEPChallenge(ctx, p.Name, h[:], s.rec.Now())
 		switch {
 		case r.Challenge == "" || errors.Is(err, store.ErrNotFound):
-			return s.refuse(ctx, meta, []string{"wrong or missing challenge password"}, nil)
+			return s.refuseAnonymous(ctx, p.Name, "wrong or missing challenge password")
 		case errors.Is(err, store.ErrConflict):
 			return s.refuse(ctx, meta, []string{"the challenge password was used before or has expired"}, nil)
 		case err != nil:

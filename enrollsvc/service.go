@@ -97,6 +97,8 @@ type Service struct {
 	dir    *DirectoryConfig // nil without a directory
 
 	onRevoke func(serial string) // nil: nothing to do after a revocation
+
+	scepRefused refusalCounts // anonymous SCEP refusals, recorded per profile per window
 }
 
 // New returns a Service. rec writes audit events (to the same store).

@@ -5,6 +5,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"fmt"
+	"github.com/enrollment-appliance/aeappliance/config"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,11 +64,10 @@ func TestSCEPRules(t *testing.T) {
 	csrA := rsaCSR(t, pkix.Name{CommonName: "router1.corp.example.test"})
 	base := certs()
 	res, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-1", CSR: csrA, Challenge: "wrong secret"})
-	if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "challenge") {
-		t.Errorf("wrong static challenge = %+v, %v, want denied", res, err)
-	} else if r, err := f.rt.Store.GetRequest(ctx, res.RequestID); err != nil || len(r.CSR) != 0 {
-		t.Errorf("the refused anonymous request was recorded with %d bytes of CSR (%v), want none", len(r.CSR), err)
+	if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "challenge") || res.RequestID != 0 {
+		t.Errorf("wrong static challenge = %+v, %v, want denied and not recorded as a request", res, err)
 	}
+	anonymousFloodIsBounded(t, f)
 	res, err = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-2", CSR: csrA, Challenge: "long enough secret"})
 	if err != nil || res.Status != enrollsvc.StatusIssued || res.Certificate.Subject.CommonName != "router1.corp.example.test" {
 		t.Fatalf("right static challenge = %+v, %v, want issued for the CSR's subject", res, err)
@@ -165,4 +168,57 @@ func sanExt(t *testing.T, names ...string) pkix.Extension {
 		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(n)})
 	}
 	return pkix.Extension{Id: oidSAN, Value: mustMarshal(t, raw)}
+}
+
+// 10,000 anonymous PKCSReqs with a wrong challenge, each with 4 KiB of its own, grow the store by a
+// bounded amount: no request, no SCEP transaction and no CSR is kept, only one event per profile
+// per enrollsvc.SCEPRefusalWindow, whatever the senders send.
+func anonymousFloodIsBounded(t *testing.T, f *dirFixture) {
+	ctx := context.Background()
+	svc := f.rt.Service
+	size := func() int64 {
+		var n int64
+		for _, suffix := range []string{"", "-wal"} {
+			if fi, err := os.Stat(filepath.Join(f.dir, config.StoreFile+suffix)); err == nil {
+				n += fi.Size()
+			}
+		}
+		return n
+	}
+	lastSeq := func() int64 {
+		evs, err := f.rt.Store.ListEvents(ctx, store.EventFilter{Limit: 1, Newest: true})
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("ListEvents: %v", err)
+		}
+		return evs[0].Seq
+	}
+	requests := func() int {
+		rs, err := f.rt.Store.ListRequests(ctx, store.RequestFilter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs)
+	}
+	sizeBefore, seqBefore, reqsBefore := size(), lastSeq(), requests()
+	junk := make([]byte, 4096)
+	for i := range 10000 {
+		junk[0], junk[1] = byte(i), byte(i>>8)
+		res, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: fmt.Sprintf("flood-%d", i),
+			CSR: junk, Challenge: fmt.Sprintf("guess %d", i)})
+		if err != nil || res.Status != enrollsvc.StatusDenied {
+			t.Fatalf("flood request %d = %+v, %v; want denied", i, res, err)
+		}
+	}
+	if n := requests(); n != reqsBefore {
+		t.Errorf("the flood recorded %d requests, want none", n-reqsBefore)
+	}
+	if n := lastSeq() - seqBefore; n > 2 {
+		t.Errorf("the flood recorded %d events, want at most one per window", n)
+	}
+	if grew := size() - sizeBefore; grew > 256<<10 {
+		t.Errorf("the flood grew the store by %d bytes, want under 256 KiB (it sent %d)", grew, 10000*len(junk))
+	}
+	if _, err := f.rt.Store.GetSCEPTransaction(ctx, "static", "flood-1"); err == nil {
+		t.Error("a refused anonymous transaction was recorded")
+	}
 }

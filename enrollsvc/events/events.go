@@ -74,6 +74,9 @@ const (
 	EnrollAuthRefused   ID = 3004
 	SCEPProfileAdded    ID = 3010
 	SCEPChallengeIssued ID = 3011
+	// SCEPAnonymousRefused counts SCEP requests refused before their challenge was right: one event
+	// per profile per window, however many requests (enrollsvc.SCEPRefusalWindow).
+	SCEPAnonymousRefused ID = 3012
 	FirmwareInstalled   ID = 3020
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
@@ -132,6 +135,7 @@ func init() {
 	def(FirmwareInstalled, "firmware update installed for the next boot", Admin, slog.LevelInfo)
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
+	def(SCEPAnonymousRefused, "SCEP requests refused: wrong or missing challenge", Admin, slog.LevelWarn)
 	def(APILockout, "authentication locked out for a client address after repeated failures", Admin, slog.LevelWarn)
 	def(RateLimited, "requests refused by a rate limit", Operational, slog.LevelWarn)
 	def(PasswordStopped, "password attempts for an account stopped before the domain locks it out", Admin, slog.LevelWarn)
