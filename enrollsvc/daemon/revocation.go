@@ -113,7 +113,8 @@ func (rt *Runtime) startRevocation(ctx context.Context) error {
 		if rv.responder, err = revoke.NewResponder(revoke.ResponderOptions{CA: rt.CACert, Signer: rt.Key, Source: src, Log: rt.Log}); err != nil {
 			return fmt.Errorf("OCSP responder: %w", err)
 		}
-		rt.Service.OnRevoke(func(string) {
+		rt.Service.OnRevoke(func(serial string) {
+			rv.responder.Revoked(serial) // before the revocation returns: no kept "good" is served after it
 			select {
 			case rv.republish <- struct{}{}:
 			default:

@@ -56,8 +56,8 @@ func FileName(caName string) string {
 //	GET /ocsp/<request>     an OCSP request in base64, URL-escaped (RFC 6960 A.1)
 //
 // OCSP answers are application/ocsp-response with HTTP 200 whatever their OCSPResponseStatus,
-// a request that cannot be read included (malformedRequest). A successful answer without a nonce
-// may be cached until its nextUpdate (Cache-Control max-age, Expires, Last-Modified, RFC 5019 6);
+// a request that cannot be read included (malformedRequest). A successful answer (pre-signed,
+// never with a nonce) may be cached until its nextUpdate (Cache-Control max-age, Expires, Last-Modified, RFC 5019 6);
 // others are no-store. CRLs carry Last-Modified (thisUpdate), an ETag (the CRL number) and a
 // max-age up to the next scheduled publication, at most an hour; before the first publication
 // they are 503. p or r may be nil: their paths are then 404.
@@ -186,7 +186,7 @@ func (h *handler) ocsp(w http.ResponseWriter, req *http.Request, der []byte) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/ocsp-response")
 	hdr.Set("Content-Length", strconv.Itoa(len(a.der)))
-	if a.status == ocsp.Success && !a.nonce {
+	if a.status == ocsp.Success {
 		age := max(a.nextUpdate.Sub(h.r.o.Now()), 0)
 		hdr.Set("Cache-Control", fmt.Sprintf("max-age=%d, public, no-transform, must-revalidate", int(age.Seconds())))
 		hdr.Set("Last-Modified", a.thisUpdate.Format(http.TimeFormat))

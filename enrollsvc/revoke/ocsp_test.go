@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"math/big"
 	"testing"
 	"time"
@@ -183,15 +184,17 @@ func TestRespond(t *testing.T) {
 		{name: "x/crypto request", der: must(ocsp.CreateRequest(&x509.Certificate{SerialNumber: revokedSerial}, f.ca, nil)), singles: []single{{revokedSerial, ocsp.Revoked, 1}}},
 		{name: "revoked keyCompromise", der: reqSpec{ids: [][]byte{id(revokedSerial)}}.der(), singles: []single{{revokedSerial, ocsp.Revoked, 1}}},
 		{name: "revoked unspecified", der: reqSpec{ids: [][]byte{id(unspecSerial)}}.der(), singles: []single{{unspecSerial, ocsp.Revoked, 0}}},
-		{name: "never issued", der: reqSpec{ids: [][]byte{id(big.NewInt(0x999))}}.der(), singles: []single{{big.NewInt(0x999), ocsp.Unknown, 0}}},
-		{name: "serial zero", der: reqSpec{ids: [][]byte{id(big.NewInt(0))}}.der(), singles: []single{{big.NewInt(0), ocsp.Unknown, 0}}},
-		{name: "three at once", der: reqSpec{ids: [][]byte{id(goodSerial), id256(revokedSerial), id(big.NewInt(7))}}.der(),
-			singles: []single{{goodSerial, ocsp.Good, 0}, {revokedSerial, ocsp.Revoked, 1}, {big.NewInt(7), ocsp.Unknown, 0}}},
-		{name: "nonce 16", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{n16}}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}, nonce: n16.value},
-		{name: "nonce 32", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{n32}}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}, nonce: n32.value},
+		// RFC 5019 2.2.3: no pre-produced response, unauthorized (unsigned: it costs no signature).
+		{name: "never issued", der: reqSpec{ids: [][]byte{id(big.NewInt(0x999))}}.der(), status: ocsp.Unauthorized},
+		{name: "serial zero", der: reqSpec{ids: [][]byte{id(big.NewInt(0))}}.der(), status: ocsp.Unauthorized},
+		// RFC 5019 2.1.1: one certificate per request.
+		{name: "three at once", der: reqSpec{ids: [][]byte{id(goodSerial), id256(revokedSerial), id(big.NewInt(7))}}.der(), status: ocsp.Malformed},
+		// RFC 5019 2.1: a pre-signed answer carries no nonce; a well-formed one is accepted and ignored.
+		{name: "nonce 16", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{n16}}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}},
+		{name: "nonce 32", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{n32}}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}},
 		{name: "critical nonce", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{{oid: oidNonce, critical: true, value: n16.value}}}.der(),
-			singles: []single{{goodSerial, ocsp.Good, 0}}, nonce: n16.value},
-		{name: "raw nonce", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{raw16}}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}, nonce: raw16.value},
+			singles: []single{{goodSerial, ocsp.Good, 0}}},
+		{name: "raw nonce", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{raw16}}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}},
 		{name: "signed request", der: reqSpec{ids: [][]byte{id(goodSerial)}, signed: true}.der(), singles: []single{{goodSerial, ocsp.Good, 0}}},
 		{name: "non-critical unknown extension", der: reqSpec{ids: [][]byte{id(goodSerial)}, exts: []ext{{oid: asn1.ObjectIdentifier{1, 2, 3}, value: []byte{5, 0}}}}.der(),
 			singles: []single{{goodSerial, ocsp.Good, 0}}},
@@ -278,11 +281,12 @@ func TestRespondStoreFails(t *testing.T) {
 	if _, perr := ocsp.ParseResponse(der, f.ca); !errors.As(perr, &re) || re.Status != ocsp.InternalError {
 		t.Errorf("Respond = %x (%v), want internalError", der, perr)
 	}
-	// Serials that cannot be ours are unknown without asking the store.
+	// Serials that cannot be ours are unauthorized (RFC 5019 2.2.3) without asking the store.
 	for _, serial := range []*big.Int{big.NewInt(0), big.NewInt(-5), new(big.Int).Lsh(big.NewInt(1), 8*21)} {
 		der, err := f.r.Respond(context.Background(), reqSpec{ids: [][]byte{certIDFor(t, f.ca, serial, crypto.SHA1, oidSHA1)}}.der())
-		if r, perr := ocsp.ParseResponse(der, f.ca); err != nil || perr != nil || r.Status != ocsp.Unknown {
-			t.Errorf("Respond(serial %x) with the store down = %v, %v; want unknown", serial, err, perr)
+		var re ocsp.ResponseError
+		if _, perr := ocsp.ParseResponse(der, f.ca); err != nil || !errors.As(perr, &re) || re.Status != ocsp.Unauthorized {
+			t.Errorf("Respond(serial %x) with the store down = %v, %v; want unauthorized", serial, err, perr)
 		}
 	}
 }
@@ -353,5 +357,59 @@ func BenchmarkOCSP(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "answers/s")
 		})
+	}
+}
+
+// Answers are pre-signed: many requests about a certificate cost one signature, which is made
+// again only after half the validity or once the certificate is revoked; requests about serials
+// the CA never issued cost none.
+func TestPresignedAnswers(t *testing.T) {
+	f := newOCSPFixture(t, "p256")
+	key := &countingSigner{Signer: f.key}
+	r, err := NewResponder(ResponderOptions{CA: f.ca, Signer: key, Source: f.src, Now: f.clock.Now, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ask := func(serial *big.Int) *ocsp.Response {
+		t.Helper()
+		der, err := r.Respond(ctx, reqSpec{ids: [][]byte{certIDFor(t, f.ca, serial, crypto.SHA1, oidSHA1)}, exts: []ext{nonceExt(16)}}.der())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := ocsp.ParseResponseForCert(der, &x509.Certificate{SerialNumber: serial}, f.ca)
+		if err != nil {
+			return nil
+		}
+		return resp
+	}
+	for i := range 1000 {
+		if resp := ask(goodSerial); resp == nil || resp.Status != ocsp.Good {
+			t.Fatalf("request %d about the good certificate: %+v", i, resp)
+		}
+		if resp := ask(big.NewInt(int64(0x10000 + i))); resp != nil {
+			t.Fatalf("a serial never issued got a signed answer: %+v", resp)
+		}
+	}
+	if n := key.n.Load(); n != 1 {
+		t.Errorf("2,000 requests made %d signatures, want 1 (the good certificate's)", n)
+	}
+	f.clock.Add(DefaultOCSPValidity/2 - time.Second)
+	ask(goodSerial)
+	if n := key.n.Load(); n != 1 {
+		t.Errorf("before half the validity: %d signatures, want still 1", n)
+	}
+	f.clock.Add(time.Second)
+	if resp := ask(goodSerial); resp == nil || !resp.ThisUpdate.Equal(f.clock.Now().UTC().Truncate(time.Second)) {
+		t.Errorf("after half the validity the answer was not signed anew: %+v", resp)
+	}
+	if n := key.n.Load(); n != 2 {
+		t.Errorf("after half the validity: %d signatures, want 2", n)
+	}
+	// A revocation is answered at once, without waiting for the kept answer's refresh.
+	f.src.revoke(Entry{Serial: goodSerial, RevokedAt: f.clock.Now(), Reason: 1}, f.clock.Now())
+	r.Revoked(certutil.SerialString(goodSerial))
+	if resp := ask(goodSerial); resp == nil || resp.Status != ocsp.Revoked {
+		t.Errorf("after Revoked: %+v, want revoked", resp)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -35,15 +36,34 @@ type ResponderOptions struct {
 	Log      *slog.Logger     // default slog.Default()
 }
 
-// Responder answers OCSP requests (RFC 6960) about the certificates of one CA, live from the
-// Source, each answer signed when it is asked for. It is safe for concurrent use.
+// Responder answers OCSP requests (RFC 6960) about the certificates of one CA in the profile of
+// RFC 5019: from pre-signed responses, so that a flood of requests costs no signature. The first
+// request about a certificate (per CertID form) has its answer signed once and kept; it is signed
+// again when half its validity has passed (at the next request after that) and as soon as the
+// certificate is revoked (Revoked). It is safe for concurrent use.
 type Responder struct {
 	o           ResponderOptions
 	alg         sigAlg
 	responderID []byte                    // [2] EXPLICIT KeyHash
 	certs       []byte                    // [0] EXPLICIT SEQUENCE OF Certificate, or nil
 	issuer      map[crypto.Hash][2][]byte // issuerNameHash and issuerKeyHash per CertID hash
+
+	mu       sync.Mutex
+	cache    map[string]*presigned    // by the CertID's DER, as requested
+	inflight map[string]chan struct{} // CertIDs being signed: others wait for that signature
 }
+
+// presigned is a signed answer kept for the requests about one CertID.
+type presigned struct {
+	a         answer
+	serial    string    // certutil.SerialString, for Revoked
+	refreshAt time.Time // sign again at the first request after this
+}
+
+// maxPresigned bounds the kept answers: a CertID is kept only for a certificate the CA issued, in
+// at most eight forms (four hashes, parameters or not), so only a CA with more than 128k
+// certificates asked about in every form reaches it; then an arbitrary answer is dropped.
+const maxPresigned = 1 << 20
 
 // DefaultOCSPValidity is the default ResponderOptions.Validity.
 const DefaultOCSPValidity = time.Hour
@@ -69,7 +89,7 @@ func NewResponder(o ResponderOptions) (*Responder, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	r := &Responder{o: o, issuer: map[crypto.Hash][2][]byte{}}
+	r := &Responder{o: o, issuer: map[crypto.Hash][2][]byte{}, cache: map[string]*presigned{}, inflight: map[string]chan struct{}{}}
 	signerCert := o.CA
 	if o.Cert != nil {
 		if err := checkDelegate(o.Cert, o.CA, o.Now()); err != nil {
@@ -127,7 +147,6 @@ type answer struct {
 	der                    []byte
 	status                 ocsp.ResponseStatus
 	thisUpdate, nextUpdate time.Time // successful answers only
-	nonce                  bool      // the answer echoes a nonce: it is for one request only
 }
 
 // errorAnswer is an unsigned OCSPResponse with an error status and no responseBytes.
@@ -137,13 +156,17 @@ func errorAnswer(s ocsp.ResponseStatus) answer {
 
 var oidOCSPBasic = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 1}
 
-// Respond answers a DER OCSPRequest with a DER OCSPResponse. Every CertID of the request (up to
-// 16) is answered in one signed response: good, revoked (time and, unless unspecified, reason)
-// or unknown (a serial the CA never issued). A request that does not parse, has more CertIDs,
-// or a nonce outside 1..32 octets gets malformedRequest; one with a CertID naming another
-// issuer (or hashed with an algorithm other than SHA-1, SHA-256, SHA-384, SHA-512) gets
-// unauthorized. Neither is an error. When the Source or the key fails, the response is
-// internalError and the error says why; the response is always usable.
+// Respond answers a DER OCSPRequest with a DER OCSPResponse, in the profile of RFC 5019: a
+// request names one certificate (RFC 5019 section 2.1.1), answered good or revoked (time and,
+// unless unspecified, reason) from a pre-signed response. A nonce is checked but not echoed:
+// pre-signed answers cannot carry one (RFC 5019 section 2.1, which lets responders ignore it). A
+// serial the CA never issued gets the unsigned unauthorized answer RFC 5019 section 2.2.3 gives
+// for certificates without a pre-produced response, so that asking about random serials costs no
+// signature either. A request that does not parse, names several certificates, or has a nonce
+// outside 1..32 octets gets malformedRequest; one with a CertID naming another issuer (or hashed
+// with an algorithm other than SHA-1, SHA-256, SHA-384, SHA-512) gets unauthorized. Neither is
+// an error. When the Source or the key fails, the response is internalError and the error says
+// why; the response is always usable.
 func (r *Responder) Respond(ctx context.Context, der []byte) ([]byte, error) {
 	a, err := r.answer(ctx, der)
 	return a.der, err
@@ -160,30 +183,94 @@ func (r *Responder) answer(ctx context.Context, der []byte) (answer, error) {
 			return errorAnswer(ocsp.Unauthorized), nil
 		}
 	}
+	if len(req.certIDs) != 1 {
+		return errorAnswer(ocsp.Malformed), nil
+	}
+	return r.presignedAnswer(ctx, req.certIDs[0])
+}
+
+// presignedAnswer is the kept answer for id, signed first if there is none or it is due.
+func (r *Responder) presignedAnswer(ctx context.Context, id certID) (answer, error) {
+	key := string(id.raw)
+	for {
+		r.mu.Lock()
+		if p := r.cache[key]; p != nil && r.o.Now().Before(p.refreshAt) {
+			r.mu.Unlock()
+			return p.a, nil
+		}
+		wait, busy := r.inflight[key]
+		if !busy {
+			r.inflight[key] = make(chan struct{})
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return errorAnswer(ocsp.TryLater), ctx.Err()
+		}
+	}
+	defer func() {
+		r.mu.Lock()
+		close(r.inflight[key])
+		delete(r.inflight, key)
+		r.mu.Unlock()
+	}()
+	if id.serial.Sign() <= 0 || id.serial.BitLen() > 8*maxSerialOctets { // never ours
+		return errorAnswer(ocsp.Unauthorized), nil
+	}
+	st, _, err := r.o.Source.CertStatus(ctx, id.serial)
+	if err != nil {
+		return errorAnswer(ocsp.InternalError), fmt.Errorf("revoke: OCSP: status of serial %s: %w", certutil.SerialString(id.serial), err)
+	}
+	if st == Unknown {
+		return errorAnswer(ocsp.Unauthorized), nil
+	}
+	a, err := r.sign(ctx, id)
+	if err != nil {
+		return a, err
+	}
+	r.mu.Lock()
+	if len(r.cache) >= maxPresigned {
+		for k := range r.cache {
+			delete(r.cache, k)
+			break
+		}
+	}
+	r.cache[key] = &presigned{a: a, serial: certutil.SerialString(id.serial), refreshAt: a.thisUpdate.Add(r.o.Validity / 2)}
+	r.mu.Unlock()
+	return a, nil
+}
+
+// Revoked drops the kept answers about serial: the next request gets one signed anew, which says
+// revoked. The service calls it once the revocation is stored, before the revocation returns.
+func (r *Responder) Revoked(serial string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, p := range r.cache {
+		if p.serial == serial {
+			delete(r.cache, k)
+		}
+	}
+}
+
+// sign makes the signed answer about id (RFC 6960 4.2.1), without a nonce.
+func (r *Responder) sign(ctx context.Context, id certID) (answer, error) {
 	fail := func(err error) (answer, error) {
 		return errorAnswer(ocsp.InternalError), fmt.Errorf("revoke: OCSP: %w", err)
 	}
 	now := r.o.Now().UTC().Truncate(time.Second)
-	a := answer{status: ocsp.Success, thisUpdate: now, nextUpdate: now.Add(r.o.Validity), nonce: req.nonce != nil}
+	a := answer{status: ocsp.Success, thisUpdate: now, nextUpdate: now.Add(r.o.Validity)}
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ResponseData
 		b.AddBytes(r.responderID)
 		b.AddBytes(appendGeneralizedTime(nil, now)) // producedAt
 		b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			for _, id := range req.certIDs {
-				if err := r.single(ctx, b, id, a.thisUpdate, a.nextUpdate); err != nil {
-					b.SetError(err)
-					return
-				}
+			if err := r.single(ctx, b, id, a.thisUpdate, a.nextUpdate); err != nil {
+				b.SetError(err)
 			}
 		})
-		if req.nonce != nil {
-			b.AddASN1(casn1.Tag(1).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
-				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					addExtension(b, oidNonce, false, func(b *cryptobyte.Builder) { b.AddBytes(req.nonce) })
-				})
-			})
-		}
 	})
 	tbs, err := b.Bytes()
 	if err != nil {

@@ -1,0 +1,103 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/enrollment-appliance/aeappliance/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon/daemontest"
+	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+)
+
+// A flood of 10,000 OCSP requests (a good and a revoked certificate, serials never issued, POST and
+// GET, with nonces) makes no signature with the CA key in the HSM beyond the one pre-signed answer
+// per certificate, and a revocation is answered as soon as the revocation call has returned.
+func TestOCSPFloodMakesNoHSMSignatures(t *testing.T) {
+	dc := ldaptest.StartDC(t)
+	s := dc.Seed(t)
+	many := &config.RateLimit{PerMinute: 1_000_000, Burst: 1_000_000} // the flood is about signatures, not the limiter
+	srv := daemontest.Start(t, dc, s, daemontest.Options{HTTP: true, Configure: func(c *config.Config) {
+		c.Limits = &config.Limits{OCSPPerSource: many}
+	}})
+	rt := srv.Runtime
+	ctx := context.Background()
+	good, err := rt.Service.IssueProfile(ctx, leafOrder(t, "good.example.test", enrollsvc.Meta{Requester: "test"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := rt.Service.IssueProfile(ctx, leafOrder(t, "bad.example.test", enrollsvc.Meta{Requester: "test"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Service.Revoke(ctx, certutil.SerialString(bad.Certificate.SerialNumber), 1, "test"); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{}
+	ask := func(serial *big.Int, get bool) *ocsp.Response {
+		t.Helper()
+		req, err := ocsp.CreateRequest(&x509.Certificate{SerialNumber: serial}, rt.CACert, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp *http.Response
+		if get {
+			resp, err = hc.Get(srv.HTTPBase + "/ocsp/" + url.PathEscape(base64.StdEncoding.EncodeToString(req)))
+		} else {
+			resp, err = hc.Post(srv.HTTPBase+"/ocsp", "application/ocsp-request", bytes.NewReader(req))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		r, err := ocsp.ParseResponseForCert(body, &x509.Certificate{SerialNumber: serial}, rt.CACert)
+		if err != nil {
+			return nil
+		}
+		return r
+	}
+	// Let the CRLs the revocation republishes be signed before counting.
+	if _, err := rt.PublishCRL(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := rt.Key.Signatures()
+	for i := range 10000 {
+		get := i%2 == 0
+		switch i % 3 {
+		case 0:
+			if r := ask(good.Certificate.SerialNumber, get); r == nil || r.Status != ocsp.Good {
+				t.Fatalf("request %d about the good certificate: %+v", i, r)
+			}
+		case 1:
+			if r := ask(bad.Certificate.SerialNumber, get); r == nil || r.Status != ocsp.Revoked {
+				t.Fatalf("request %d about the revoked certificate: %+v", i, r)
+			}
+		default:
+			if r := ask(big.NewInt(int64(1_000_000+i)), get); r != nil {
+				t.Fatalf("request %d about a serial never issued got a signed answer: %+v", i, r)
+			}
+		}
+	}
+	// One pre-signed answer per certificate; the monitor's health check (every 30 s) and a late
+	// CRL republish may add one or two.
+	if n := rt.Key.Signatures() - before; n > 4 {
+		t.Errorf("10,000 OCSP requests made %d HSM signatures, want at most 2 (+2 for background work)", n)
+	}
+	if _, err := rt.Service.Revoke(ctx, certutil.SerialString(good.Certificate.SerialNumber), 4, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if r := ask(good.Certificate.SerialNumber, true); r == nil || r.Status != ocsp.Revoked {
+		t.Errorf("right after its revocation the certificate is answered %+v, want revoked", r)
+	}
+}
