@@ -74,6 +74,9 @@ type Config struct {
 	Proxies ratelimit.Proxies
 	// Health limits the unauthenticated health check per client address (nil: no limit).
 	Health *ratelimit.Limiter
+	// Healthy is the service's verdict computed in the background, which the unauthenticated
+	// health check serves from memory; nil: Status is asked.
+	Healthy func() bool
 }
 
 // After MaxFailures failed authentications from one client address within FailureWindow
@@ -275,12 +278,17 @@ func (s *Server) health(c echo.Context) error {
 			return echo.NewHTTPError(http.StatusTooManyRequests, "too many health checks; try again later")
 		}
 	}
-	st := s.cfg.Status(c.Request().Context())
+	var healthy bool
+	if s.cfg.Healthy != nil {
+		healthy = s.cfg.Healthy()
+	} else {
+		healthy = s.cfg.Status(c.Request().Context()).Healthy
+	}
 	code := http.StatusOK
-	if !st.Healthy {
+	if !healthy {
 		code = http.StatusServiceUnavailable
 	}
-	return c.JSON(code, map[string]any{"healthy": st.Healthy})
+	return c.JSON(code, map[string]any{"healthy": healthy})
 }
 
 func (s *Server) caCert(c echo.Context) error {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/config"
@@ -40,6 +41,7 @@ type Runtime struct {
 	Started  time.Time
 
 	directory  *lazyDirectory // nil without a directory
+	healthy    atomic.Bool    // the monitor's last verdict: what the unauthenticated health check serves
 	revocation *revocation    // nil without CRL distribution and SCEP
 	kerberos   *kerberosAuth  // nil without the enrollment web services
 

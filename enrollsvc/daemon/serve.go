@@ -168,6 +168,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if err := rt.startRevocation(ctx); err != nil {
 		return err
 	}
+	mon.check(ctx) // the health check has a verdict before the API answers
 	lim, err := rt.limitsOf()
 	if err != nil {
 		return err
@@ -175,7 +176,8 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, CAChain: rt.CAChain, Store: rt.Store,
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Proxies: lim.proxies, Health: lim.health,
-		Status: func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) }}
+		Status:  func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) },
+		Healthy: rt.healthy.Load}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
@@ -268,7 +270,10 @@ func (rt *Runtime) Status(ctx context.Context, addr, version string) apiclient.S
 	return st
 }
 
-// monitor records health changes of the HSM and the store as audit events.
+// monitor records health changes of the HSM and the store as audit events, and keeps the verdict
+// the unauthenticated health check serves (Runtime.healthy): HSM, store, directory and CA
+// validity, checked every HealthInterval in the background, so that asking costs no signature,
+// query or LDAP search.
 type monitor struct {
 	rt     *Runtime
 	hsmBad bool
@@ -317,4 +322,6 @@ func (m *monitor) check(ctx context.Context) {
 		m.dbBad = false
 		_ = m.rt.Recorder.Record(ctx, events.ServiceHealthy, "store answers again")
 	}
+	dir := m.rt.directoryStatus(cctx)
+	m.rt.healthy.Store(herr == nil && derr == nil && time.Now().Before(m.rt.CACert.NotAfter) && (!dir.Configured || dir.OK))
 }
