@@ -77,7 +77,7 @@ const (
 	// SCEPAnonymousRefused counts SCEP requests refused before their challenge was right: one event
 	// per profile per window, however many requests (enrollsvc.SCEPRefusalWindow).
 	SCEPAnonymousRefused ID = 3012
-	FirmwareInstalled   ID = 3020
+	FirmwareInstalled    ID = 3020
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
