@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -266,6 +267,20 @@ func TestDecideExtensions(t *testing.T) {
 	custom := func(c ...CustomExtension) func(*Input) { return func(in *Input) { in.Custom = c } }
 	oidEmp := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
 	cases := []decideCase{
+		// ESC2 (docs/security.md): an Any Purpose template is issued as the template says, as AD CS
+		// does, and the certificate still names only the enrollee (its SID extension).
+		{name: "Any Purpose template (ESC2)", tmpl: func(m attrs) {
+			set(m, "pkiextendedkeyusage", "2.5.29.37.0")
+			set(m, "mspki-certificate-application-policy", "2.5.29.37.0")
+		}, want: Issue, check: func(t *testing.T, d Decision) {
+			if !slices.Contains(d.Order.ExtKeyUsage, x509.ExtKeyUsageAny) {
+				t.Errorf("Decide(Any Purpose template) EKUs = %v, want Any Purpose", d.Order.ExtKeyUsage)
+			}
+			sid := findExt(d.Order.ExtraExtensions, oidExtSID)
+			if sid == nil || hexs(sid.Value) != hexs(sidExtension(sidAlice.String()).Value) {
+				t.Errorf("Decide(Any Purpose template) SID extension = %v, want alice's", sid)
+			}
+		}},
 		{name: "SID, template and application policy extensions", want: Issue, check: func(t *testing.T, d Decision) {
 			sid := findExt(d.Order.ExtraExtensions, oidExtSID)
 			// SEQUENCE { [0] { OID 1.3.6.1.4.1.311.25.2.1, [0] { OCTET STRING "S-1-5-21-1000-2000-3000-1104" } } }
