@@ -64,14 +64,14 @@ func TestSCEPWithDirectory(t *testing.T) {
 	addProfile("devices", "--template", "SuppliesSubject", "--static-challenge-file", staticFile, "--allow-des")
 	addProfile("modern", "--template", "SuppliesSubject", "--static-challenge-file", staticFile)
 	addProfile("otp", "--template", "SuppliesSubject", "--one-time")
-	addProfile("pend", "--template", "PendUser", "--static-challenge-file", staticFile, "--allow-des")
+	addProfile("pend", "--template", "PendUser", "--static-challenge-file", staticFile)
 	var profiles []apiclient.SCEPProfile
 	aectlJSON(t, dir, &profiles, "scep", "profiles")
 	if len(profiles) != 4 {
 		t.Errorf("aectl scep profiles = %+v, want 4", profiles)
 	}
 	for _, p := range profiles {
-		if p.AllowDES != (p.Name == "devices" || p.Name == "pend") {
+		if p.AllowDES != (p.Name == "devices") {
 			t.Errorf("profile %s: allow_des %v", p.Name, p.AllowDES)
 		}
 	}

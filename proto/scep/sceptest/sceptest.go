@@ -220,6 +220,20 @@ func (s *Certmonger) Request(t testing.TB, ca, id, cn, challenge string) *x509.C
 // pending request.
 func (s *Certmonger) RequestField(t testing.TB, id, name string) []byte {
 	t.Helper()
+	// certmonger writes its request file after `getcert request -w` has returned (it saves state
+	// as it goes): look again for a while before giving up.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if b := s.requestField(t, id, name); b != nil {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("certmonger keeps no %s for request %s", name, id)
+			return nil
+		}
+	}
+}
+
+func (s *Certmonger) requestField(t testing.TB, id, name string) []byte {
 	dir := filepath.Join(s.Dir, "certmonger_requests_dir")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -228,21 +242,19 @@ func (s *Certmonger) RequestField(t testing.TB, id, name string) []byte {
 	for _, e := range entries {
 		c, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
-			t.Fatal(err)
+			continue // replaced while we read the directory
 		}
 		if !strings.Contains(string(c), "\nid="+id+"\n") && !strings.HasPrefix(string(c), "id="+id+"\n") {
 			continue
 		}
 		_, value, ok := strings.Cut(string(c), "\n"+name+"=")
 		if !ok {
-			break
+			return nil
 		}
-		block, _ := pem.Decode([]byte(strings.ReplaceAll(value, "\n ", "\n")))
-		if block != nil {
+		if block, _ := pem.Decode([]byte(strings.ReplaceAll(value, "\n ", "\n"))); block != nil {
 			return block.Bytes
 		}
 	}
-	t.Fatalf("certmonger keeps no %s for request %s", name, id)
 	return nil
 }
 
