@@ -227,7 +227,14 @@ func (s *Certmonger) RequestField(t testing.TB, id, name string) []byte {
 			return b
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("certmonger keeps no %s for request %s", name, id)
+			list, _ := s.Getcert(t, "list", "-i", id)
+			var files []string
+			entries, _ := os.ReadDir(filepath.Join(s.Dir, "certmonger_requests_dir"))
+			for _, e := range entries {
+				b, _ := os.ReadFile(filepath.Join(s.Dir, "certmonger_requests_dir", e.Name()))
+				files = append(files, e.Name()+":\n"+string(b))
+			}
+			t.Fatalf("certmonger keeps no %s for request %s:\n%s\n%s", name, id, list, strings.Join(files, "\n"))
 			return nil
 		}
 	}
