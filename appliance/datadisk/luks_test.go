@@ -11,21 +11,10 @@ import (
 	"testing"
 )
 
-// needCryptsetup fails on CI and skips elsewhere when cryptsetup is missing.
-func needCryptsetup(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("cryptsetup"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cryptsetup not found (make deps installs cryptsetup-bin): %v", err)
-		}
-		t.Skipf("cryptsetup not found: %v", err)
-	}
-}
-
 // TestLUKS formats an image file (no device-mapper needed for anything but open and close,
 // which the appliance does in the VM).
 func TestLUKS(t *testing.T) {
-	needCryptsetup(t)
+	needTool(t, "cryptsetup", "cryptsetup-bin")
 	ctx := context.Background()
 	dev := image(t, 32<<20, nil)
 	key, err := NewKey()
