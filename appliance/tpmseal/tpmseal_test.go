@@ -5,87 +5,28 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/enrollment-appliance/aeappliance/testvm/swtpm/swtpmtest"
 )
 
-// swtpm is a software TPM 2.0 (Debian's swtpm) with its state in a directory.
+// swtpm is a software TPM 2.0 and a connection to it.
 type swtpm struct {
-	t     *testing.T
-	state string
-	cmd   *exec.Cmd
-	tpm   *TPM
+	sim *swtpmtest.Sim
+	tpm *TPM
 }
 
-// startSwtpm starts swtpm on state (a new directory when state is "") and connects to its
-// command socket, which carries raw TPM 2.0 commands. It fails on CI and skips elsewhere
-// when swtpm is missing.
 func startSwtpm(t *testing.T, state string) *swtpm {
 	t.Helper()
-	if _, err := exec.LookPath("swtpm"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swtpm not found (make deps installs it): %v", err)
-		}
-		t.Skipf("swtpm not found: %v", err)
-	}
-	if state == "" {
-		state = t.TempDir()
-	}
-	sock := filepath.Join(t.TempDir(), "cmd.sock")
-	cmd := exec.Command("swtpm", "socket", "--tpm2",
-		"--server", "type=unixio,path="+sock,
-		"--ctrl", "type=unixio,path="+filepath.Join(filepath.Dir(sock), "ctrl.sock"),
-		"--flags", "startup-clear,not-need-init", "--tpmstate", "dir="+state)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting swtpm: %v", err)
-	}
-	s := &swtpm{t: t, state: state, cmd: cmd}
-	t.Cleanup(s.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			s.tpm = FromStream(c)
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("swtpm's socket did not appear: %v (%s)", err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sim := swtpmtest.Start(t, state)
+	return &swtpm{sim: sim, tpm: FromStream(sim.Dial())}
 }
 
-// stop closes the connection and stops swtpm (SIGTERM: it saves its state).
-func (s *swtpm) stop() {
-	if s.cmd.Process == nil || s.cmd.ProcessState != nil {
-		return
-	}
-	if s.tpm != nil {
-		s.tpm.Close()
-	}
-	s.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		s.cmd.Process.Kill()
-		<-done
-	}
-}
-
-// restart stops swtpm and starts it again on the same state, as a reboot does: the PCRs
-// are reset, the seeds kept.
+// restart: a reboot, the same TPM state, the PCRs reset.
 func (s *swtpm) restart() *swtpm {
-	s.stop()
-	return startSwtpm(s.t, s.state)
+	sim := s.sim.Restart()
+	return &swtpm{sim: sim, tpm: FromStream(sim.Dial())}
 }
 
 var secret = []byte("0123456789abcdef0123456789abcdef-volume-key")
