@@ -11,7 +11,8 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
             samba samba-ad-dc samba-ad-provision winbind krb5-user ldap-utils \
             certmonger scep dbus curl \
-            qemu-system-x86 zstd e2fsprogs cpio chrony
+            qemu-system-x86 zstd e2fsprogs cpio chrony \
+            swtpm swtpm-tools cryptsetup-bin
 
 .PHONY: all deps build run run-native test bench lint clean image image-check update-bundle run-vm
 
@@ -30,7 +31,8 @@ build: deps
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 # The appliance: builds the image and boots it in QEMU (TCG) on this terminal, with the serial
-# console here and a persistent data disk build/appliance/data.img (created blank on first use);
+# console here, a persistent data disk build/appliance/data.img (created blank on first use)
+# and a TPM 2.0 (Debian's swtpm) whose state is kept beside it in build/appliance/data.img.tpm;
 # the API is forwarded to https://127.0.0.1:9443, the HTTP listener to http://127.0.0.1:8080 and
 # the enrollment web services to https://127.0.0.1:8443 (127.0.0.1 only). Provision it at the
 # console: type "menu" or "help".

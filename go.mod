@@ -7,6 +7,7 @@ replace github.com/weppos/publicsuffix-go => github.com/weppos/publicsuffix-go v
 require (
 	github.com/ThalesIgnite/crypto11 v1.2.5
 	github.com/go-ldap/ldap/v3 v3.4.15
+	github.com/google/go-tpm v0.9.8
 	github.com/jcmturner/gokrb5/v8 v8.4.4
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/miekg/pkcs11 v1.1.2

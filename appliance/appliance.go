@@ -44,6 +44,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/netcfg"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
+	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
@@ -64,6 +65,7 @@ type Options struct {
 	HTTPPort    int      // CRLs, OCSP, AIA and SCEP over plain HTTP (default 80)
 	EnrollPort  int      // enrollment web services over HTTPS, with a directory (default 443)
 	HSMFile     string   // which PKCS#11 module the image bundles (default release.HSMPath)
+	TPMDevice   string   // the TPM 2.0 (default tpmseal.DevicePath)
 	In          io.Reader
 	Out         io.Writer
 	// ReopenConsole opens the console device again after reading it failed (default
@@ -89,6 +91,9 @@ func (o *Options) defaults() {
 	}
 	if o.Interface == "" {
 		o.Interface = "eth0"
+	}
+	if o.TPMDevice == "" {
+		o.TPMDevice = tpmseal.DevicePath
 	}
 	if o.APIPort == 0 {
 		o.APIPort = 9443

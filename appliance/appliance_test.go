@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provtest"
+	"github.com/enrollment-appliance/aeappliance/testvm/swtpm/swtpmtest"
 )
 
 // buildEnrollsvc builds the real enrollsvc (with cgo, for PKCS#11) once per test binary.
@@ -108,8 +110,9 @@ func TestDevConsoleCeremony(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	noTPM := filepath.Join(t.TempDir(), "tpmrm0")
 	err := Run(ctx, Options{Dev: true, DataDir: data, Enrollsvc: bin, ReleaseFile: filepath.Join(t.TempDir(), "none"),
-		APIPort: freePort(t), HTTPPort: freePort(t), EnrollPort: freePort(t),
+		APIPort: freePort(t), HTTPPort: freePort(t), EnrollPort: freePort(t), TPMDevice: noTPM,
 		In: strings.NewReader(strings.Join(lines, "\n") + "\n"), Out: &out})
 	if err != nil {
 		t.Fatalf("Run = %v", err)
@@ -117,6 +120,7 @@ func TestDevConsoleCeremony(t *testing.T) {
 	got := out.String()
 	for _, want := range []string{
 		" State:          unprovisioned\n",
+		"\nTPM:            none (no " + noTPM + ")\n",
 		"provision token: set the admin passphrase first: provision passphrase\n",
 		"provision passphrase: the passphrase is too short: at least 12 characters: nothing changed\n",
 		"provision passphrase: the two entries differ: nothing changed\n",
@@ -300,5 +304,24 @@ func TestDevProvisioningAPI(t *testing.T) {
 		if bytes.Contains(b, []byte(secret)) || strings.Contains(out.String(), secret) {
 			t.Errorf("a secret (%q) reached the log or the console", secret)
 		}
+	}
+}
+
+// TestTPMLine: status names a TPM 2.0 that answers (swtpm), says "none" without one and
+// "unusable" for a device that is not one.
+func TestTPMLine(t *testing.T) {
+	sim := swtpmtest.Start(t, "")
+	got := tpmLine(func() (*tpmseal.TPM, error) { return tpmseal.FromStream(sim.Dial()), nil }, "swtpm")
+	if !strings.HasPrefix(got, "TPM 2.0 present (manufacturer IBM") {
+		t.Errorf("tpmLine(swtpm) = %q", got)
+	}
+	missing := filepath.Join(t.TempDir(), "tpmrm0")
+	if got := tpmLine(func() (*tpmseal.TPM, error) { return tpmseal.Open(missing) }, missing); got != "none (no "+missing+")" {
+		t.Errorf("tpmLine(no device) = %q", got)
+	}
+	file := filepath.Join(t.TempDir(), "tpmrm0")
+	os.WriteFile(file, nil, 0o600)
+	if got := tpmLine(func() (*tpmseal.TPM, error) { return tpmseal.Open(file) }, file); !strings.HasPrefix(got, "unusable: ") {
+		t.Errorf("tpmLine(a regular file) = %q", got)
 	}
 }

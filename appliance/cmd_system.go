@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
+	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
 )
 
 // banner is shown once the data disk is ready (or known to be missing).
@@ -79,6 +81,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	default:
 		row("Data disk", "unusable: "+firstSentence(disk.Problem))
 	}
+	row("TPM", tpmLine(func() (*tpmseal.TPM, error) { return tpmseal.Open(a.o.TPMDevice) }, a.o.TPMDevice))
 	netCfg, netErr := a.net.Current()
 	switch {
 	case netCfg != nil:
@@ -106,6 +109,23 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 		row("Modules", a.mods.Summary())
 	}
 	return nil
+}
+
+// tpmLine says whether the appliance has a TPM 2.0, and which, or why it cannot use it.
+func tpmLine(open func() (*tpmseal.TPM, error), dev string) string {
+	t, err := open()
+	if errors.Is(err, fs.ErrNotExist) {
+		return "none (no " + dev + ")"
+	}
+	if err != nil {
+		return "unusable: " + err.Error()
+	}
+	defer t.Close()
+	info, err := t.Info()
+	if err != nil {
+		return "unusable: " + err.Error()
+	}
+	return info.String()
 }
 
 func (a *Appliance) cmdVersion(ctx context.Context, _ []string, w io.Writer) error {

@@ -260,18 +260,10 @@ func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, e
 	o.Log.Info("built the Go commands", "elapsed", time.Since(start).Round(time.Millisecond))
 
 	// Host files: the PKCS#11 module under HSMDir with its libraries (hsmFiles), and
-	// e2fsprogs for the data disk. The other libraries go where the loader found them here.
-	host := map[string]string{ // image path -> host path
-		"/sbin/mke2fs":     "/sbin/mke2fs",
-		"/sbin/e2fsck":     "/sbin/e2fsck",
-		"/etc/mke2fs.conf": "/etc/mke2fs.conf",
-	}
-	libs, err := sharedLibs(ctx, filepath.Join(stage, "bin", "enrollsvc"), "/sbin/mke2fs", "/sbin/e2fsck")
+	// hostTools with their libraries and enrollsvc's (hostFiles).
+	host, err := hostFiles(ctx, filepath.Join(stage, "bin", "enrollsvc"))
 	if err != nil {
 		return m, err
-	}
-	for _, l := range libs {
-		host[l] = l
 	}
 	hsmHost, err := hsmFiles(ctx, &hsm)
 	if err != nil {
@@ -366,6 +358,29 @@ func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, e
 		return m, fmt.Errorf("image is %d bytes, over the %d-byte limit", m.Total(), MaxImageSize)
 	}
 	return m, nil
+}
+
+// hostTools are the host programs the image carries, at the same paths: e2fsprogs to make
+// and check the data disk's file system, and cryptsetup (Debian's cryptsetup-bin) for its
+// LUKS2 encryption (appliance/datadisk).
+var hostTools = []string{"/sbin/mke2fs", "/sbin/e2fsck", "/sbin/cryptsetup"}
+
+// hostFiles are the host files the image carries besides the HSM module (image path -> host
+// path): hostTools, mke2fs's configuration, and the shared libraries of the tools and of
+// the cgo-built enrollsvc, where the loader finds them here.
+func hostFiles(ctx context.Context, enrollsvc string) (map[string]string, error) {
+	host := map[string]string{"/etc/mke2fs.conf": "/etc/mke2fs.conf"}
+	for _, t := range hostTools {
+		host[t] = t
+	}
+	libs, err := sharedLibs(ctx, append([]string{enrollsvc}, hostTools...)...)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range libs {
+		host[l] = l
+	}
+	return host, nil
 }
 
 func fileMatches(path string, want FileMeta) bool {

@@ -1,9 +1,11 @@
 package firmware
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -146,13 +148,13 @@ func kernelModulesDir() string {
 	return dirs[len(dirs)-1]
 }
 
-// TestDefaultModulesInKernel resolves DefaultModules against the kernel package of the
-// last image build: every module exists, none but the known ones asks for a firmware
-// blob (the image bundles none), and they stay a small part of the image.
-func TestDefaultModulesInKernel(t *testing.T) {
+// defaultModulesInKernel resolves DefaultModules against the kernel of kernelModulesDir, or
+// returns "" when there is none.
+func defaultModulesInKernel(t *testing.T) (string, []*kmodule) {
+	t.Helper()
 	dir := kernelModulesDir()
 	if dir == "" {
-		t.Skip("no kernel package extracted in build/cache (make image fetches one)")
+		return "", nil
 	}
 	mods, err := scanModules(dir)
 	if err != nil {
@@ -161,6 +163,17 @@ func TestDefaultModulesInKernel(t *testing.T) {
 	order, err := resolveModules(mods, DefaultModules)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return dir, order
+}
+
+// TestDefaultModulesInKernel resolves DefaultModules against the kernel package of the
+// last image build: every module exists, none but the known ones asks for a firmware
+// blob (the image bundles none), and they stay a small part of the image.
+func TestDefaultModulesInKernel(t *testing.T) {
+	dir, order := defaultModulesInKernel(t)
+	if dir == "" {
+		t.Skip("no kernel package extracted in build/cache (make image fetches one)")
 	}
 	// Drivers that name firmware files but work without them on most of their chips.
 	firmwareOptional := map[string]bool{"tg3": true, "r8169": true}
@@ -182,5 +195,70 @@ func TestDefaultModulesInKernel(t *testing.T) {
 	t.Logf("%s: %d modules, %.1f MB uncompressed", filepath.Base(dir), len(order), float64(size)/(1<<20))
 	if len(order) > 80 || size > 24<<20 {
 		t.Errorf("%d modules, %d bytes: more than the image should carry", len(order), size)
+	}
+}
+
+// TestImageHasDiskEncryption: the image carries cryptsetup with every library it needs,
+// and the kernel modules of dm-crypt with aes-xts; the TPM's drivers are built into the
+// kernel of the last image build.
+func TestImageHasDiskEncryption(t *testing.T) {
+	if _, err := os.Stat("/sbin/cryptsetup"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cryptsetup not found (make deps installs cryptsetup-bin): %v", err)
+		}
+		t.Skipf("cryptsetup not found: %v", err)
+	}
+	host, err := hostFiles(t.Context(), "/bin/ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/sbin/cryptsetup", "/sbin/mke2fs", "/sbin/e2fsck", "/etc/mke2fs.conf"} {
+		if host[want] != want {
+			t.Errorf("the image lacks %s", want)
+		}
+	}
+	libs, err := sharedLibs(t.Context(), "/sbin/cryptsetup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var libNames []string
+	for _, l := range libs {
+		if host[l] != l {
+			t.Errorf("the image lacks %s, which cryptsetup needs", l)
+		}
+		libNames = append(libNames, filepath.Base(l))
+	}
+	for _, want := range []string{"libcryptsetup.so.12", "libdevmapper.so.1.02.1", "libargon2.so.1", "libjson-c.so.5", "libcrypto.so.3"} {
+		if !slices.Contains(libNames, want) {
+			t.Errorf("cryptsetup's libraries %v lack %s", libNames, want)
+		}
+	}
+
+	for _, want := range []string{"dm_mod", "dm_crypt", "xts", "aesni_intel", "af_alg", "algif_skcipher"} {
+		if !slices.Contains(DefaultModules, want) {
+			t.Errorf("DefaultModules lacks %s", want)
+		}
+	}
+	dir, order := defaultModulesInKernel(t)
+	if dir == "" {
+		t.Log("no kernel package extracted in build/cache: the modules and the kernel's TPM drivers are not checked")
+		return
+	}
+	pos := map[string]int{}
+	for i, m := range order {
+		pos[m.Name] = i
+	}
+	if _, ok := pos["dm_crypt"]; !ok || pos["dm_mod"] > pos["dm_crypt"] {
+		t.Errorf("the image's modules %v: dm_crypt missing or before dm_mod", slices.Collect(maps.Keys(pos)))
+	}
+	krel := filepath.Base(dir)
+	config, err := os.ReadFile(filepath.Join(dir, "../../../boot/config-"+krel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CONFIG_TCG_TPM=y", "CONFIG_TCG_TIS=y", "CONFIG_TCG_CRB=y", "CONFIG_CRYPTO_AES=y"} {
+		if !slices.Contains(strings.Split(string(config), "\n"), want) {
+			t.Errorf("kernel %s is not built with %s: the image would need its module", krel, want)
+		}
 	}
 }

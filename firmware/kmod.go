@@ -46,6 +46,14 @@ var DefaultModules = []string{
 	"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "tg3", "bnxt_en", "mlx5_core", "r8169",
 	// The data disk's file system.
 	"crc32c_generic", "crc32c_intel", "crc16", "jbd2", "mbcache", "ext4",
+	// The data disk's encryption (dm-crypt, LUKS2 with aes-xts-plain64): device-mapper and
+	// dm-crypt; xts, which dm-crypt asks the crypto API for by name ("xts(aes)") and the
+	// kernel cannot load on demand (the image has no modprobe); aesni_intel where the CPU
+	// has AES-NI (its CPU feature alias; the generic AES is built in, CONFIG_CRYPTO_AES=y);
+	// and the crypto API's sockets (af_alg, algif_skcipher), with which cryptsetup decrypts
+	// key slots without a device-mapper device. The TPM's drivers need no module: Debian
+	// builds tpm_tis and tpm_crb into the kernel (CONFIG_TCG_TIS=y, CONFIG_TCG_CRB=y).
+	"dm_mod", "dm_crypt", "xts", "aesni_intel", "af_alg", "algif_skcipher",
 }
 
 // kmodule is one kernel module file of a kernel package.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/firmware"
+	"github.com/enrollment-appliance/aeappliance/testvm/swtpm"
 )
 
 // QEMU is the emulator binary.
@@ -139,6 +140,13 @@ type Options struct {
 	CPUs     int    // default 1
 	Append   string // extra kernel command line
 	NoReboot bool   // QEMU exits instead of rebooting
+	// The machine's TPM 2.0 (Debian's swtpm): its state lives in TPMState, by default
+	// TPMStateDir(DataDisk), kept across boots of the same disk. FreshTPM empties it first
+	// (another machine's TPM, or a cleared one); NoTPM gives the machine none. A machine
+	// without a data disk and without TPMState has no TPM.
+	TPMState string
+	FreshTPM bool
+	NoTPM    bool
 	// Log receives the console output as it arrives (e.g. a file for the test's
 	// artifacts); nil discards it. The transcript is kept either way.
 	Log io.Writer
@@ -178,6 +186,30 @@ func Args(o Options, hostPorts map[int]int) []string {
 	return args
 }
 
+// TPMStateDir is the swtpm state directory of the machine of data disk image disk: beside
+// it, so the disk and its TPM go together.
+func TPMStateDir(disk string) string { return disk + ".tpm" }
+
+// TPMArgs are QEMU's options for a TPM 2.0 on the TIS interface (tpm-tis, as on PC
+// motherboards) served by swtpm through its control socket (swtpm.TPM.Ctrl).
+func TPMArgs(ctrlSocket string) []string {
+	return []string{"-chardev", "socket,id=chrtpm,path=" + ctrlSocket,
+		"-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"}
+}
+
+// tpmState is the swtpm state directory of o, or "" for no TPM.
+func (o Options) tpmState() string {
+	switch {
+	case o.NoTPM:
+		return ""
+	case o.TPMState != "":
+		return o.TPMState
+	case o.DataDisk != "":
+		return TPMStateDir(o.DataDisk)
+	}
+	return ""
+}
+
 // VM is a running machine.
 type VM struct {
 	cmd       *exec.Cmd
@@ -208,15 +240,25 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		ports[g] = p
 	}
 	args := append([]string{"-serial", "stdio", "-monitor", "none"}, Args(o, ports)...)
+	var tpm *swtpm.TPM
+	if state := o.tpmState(); state != "" {
+		var err error
+		if tpm, err = swtpm.Start(state, swtpm.Options{Fresh: o.FreshTPM}); err != nil {
+			return nil, fmt.Errorf("testvm: the machine's TPM: %w", err)
+		}
+		args = append(args, TPMArgs(tpm.Ctrl)...)
+	}
 	cmd := exec.CommandContext(ctx, QEMU, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
+		stopTPM(tpm)
 		return nil, err
 	}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	vm := &VM{cmd: cmd, stdin: stdin, hostPorts: ports, change: make(chan struct{}), done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
+		stopTPM(tpm)
 		return nil, fmt.Errorf("testvm: starting QEMU: %w", err)
 	}
 	vm.started = time.Now()
@@ -227,6 +269,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}()
 	go func() {
 		err := cmd.Wait()
+		stopTPM(tpm)
 		pw.Close()
 		// QEMU's last output is in the transcript before anyone sees it exited: a
 		// WaitFor must not give up on text that arrived in the final chunk.
@@ -238,6 +281,13 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		close(vm.done)
 	}()
 	return vm, nil
+}
+
+// stopTPM stops tpm unless it is nil.
+func stopTPM(tpm *swtpm.TPM) {
+	if tpm != nil {
+		tpm.Stop()
+	}
 }
 
 func (vm *VM) read(r io.Reader, log io.Writer) {

@@ -200,10 +200,18 @@ func TestAppliance(t *testing.T) {
 		time.Sleep(time.Second)
 		status = command(t, vm, "status", 30*time.Second)
 	}
+	// The VM's TPM is swtpm (libtpms), which reports IBM's vendor ID.
 	for _, want := range []string{"State:          unprovisioned", "Data disk:      /dev/vda on /data", "Network:        eth0 10.0.2.15/24",
-		"Service:        enrollsvc not started (unprovisioned)"} {
+		"Service:        enrollsvc not started (unprovisioned)", "TPM:            TPM 2.0 present (manufacturer IBM"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+	// The modules of the data disk's encryption load (the Modules line names those that
+	// did not, as "NAME: why").
+	for _, m := range []string{"dm_mod", "dm_crypt", "xts", "af_alg", "algif_skcipher"} {
+		if strings.Contains(status, " "+m+": ") || strings.Contains(status, "("+m+": ") {
+			t.Errorf("module %s did not load:\n%s", m, status)
 		}
 	}
 	if out := command(t, vm, "frobnicate now", 30*time.Second); !strings.Contains(out, `unknown command "frobnicate"`) {

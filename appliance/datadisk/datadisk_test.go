@@ -10,14 +10,14 @@ import (
 	"time"
 )
 
-// needE2fsprogs fails on CI and skips elsewhere when mke2fs is missing.
-func needE2fsprogs(t *testing.T) {
+// needTool fails on CI and skips elsewhere when program (of Debian package pkg) is missing.
+func needTool(t *testing.T, program, pkg string) {
 	t.Helper()
-	if _, err := exec.LookPath("mke2fs"); err != nil {
+	if _, err := exec.LookPath(program); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("mke2fs not found (install e2fsprogs): %v", err)
+			t.Fatalf("%s not found (make deps installs %s): %v", program, pkg, err)
 		}
-		t.Skipf("mke2fs not found: %v", err)
+		t.Skipf("%s not found: %v", program, err)
 	}
 }
 
@@ -39,7 +39,7 @@ func image(t *testing.T, size int64, fill func(f *os.File)) string {
 }
 
 func TestProbeFormatCheck(t *testing.T) {
-	needE2fsprogs(t)
+	needTool(t, "mke2fs", "e2fsprogs")
 	ctx := context.Background()
 	blank := image(t, 64<<20, nil)
 	if k, err := Probe(blank); err != nil || k != Blank {

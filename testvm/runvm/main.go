@@ -1,6 +1,7 @@
 // Command runvm boots the appliance image interactively (`make run-vm`): QEMU with TCG,
-// the serial console on this terminal, a persistent data disk created blank on first use,
-// and the management API and the plain-HTTP listener forwarded to 127.0.0.1.
+// the serial console on this terminal, a persistent data disk created blank on first use
+// with its machine's TPM 2.0 (swtpm, its state beside the disk), and the management API
+// and the plain-HTTP listener forwarded to 127.0.0.1.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/firmware"
 	"github.com/enrollment-appliance/aeappliance/testvm"
+	"github.com/enrollment-appliance/aeappliance/testvm/swtpm"
 )
 
 func main() {
@@ -49,12 +51,19 @@ func run(args []string) error {
 		Image:    testvm.Image{Kernel: filepath.Join(*image, firmware.KernelFile), Initrd: filepath.Join(*image, firmware.InitramfsFile)},
 		DataDisk: *disk, Forward: []int{9443, 80, 443}, Serial: "AE-DEV-0001", CPUs: 2,
 	}
+	// The machine's TPM 2.0: swtpm with its state beside the data disk, kept across runs.
+	tpm, err := swtpm.Start(testvm.TPMStateDir(*disk), swtpm.Options{})
+	if err != nil {
+		return err
+	}
+	defer tpm.Stop()
 	qargs := append(testvm.Args(o, map[int]int{9443: *apiPort, 80: *httpPort, 443: *enrollPort}),
 		"-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con", "-mon", "chardev=con,mode=readline")
+	qargs = append(qargs, testvm.TPMArgs(tpm.Ctrl)...)
 	fmt.Printf("Booting %s %s under QEMU (TCG). The serial console is this terminal;\n"+
 		"Ctrl-A X quits QEMU at once (prefer the poweroff command).\n"+
-		"API: https://127.0.0.1:%d   HTTP: http://127.0.0.1:%d   enrollment: https://127.0.0.1:%d\ndata disk: %s\n\n",
-		m.Release.Product, m.Release.Version, *apiPort, *httpPort, *enrollPort, *disk)
+		"API: https://127.0.0.1:%d   HTTP: http://127.0.0.1:%d   enrollment: https://127.0.0.1:%d\ndata disk: %s   TPM state: %s\n\n",
+		m.Release.Product, m.Release.Version, *apiPort, *httpPort, *enrollPort, *disk, testvm.TPMStateDir(*disk))
 	cmd := exec.Command(testvm.QEMU, qargs...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
