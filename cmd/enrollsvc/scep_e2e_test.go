@@ -190,10 +190,10 @@ func TestSCEPWithDirectory(t *testing.T) {
 		// The GetCertInitial (CertPoll) certmonger prepared, sent with its helper. (certmonger's
 		// `getcert resubmit` makes a new CSR under the same transaction ID, which is refused: a
 		// transaction is bound to its CSR.)
-		gic := cm.RequestField(t, "pend", "scep_gic")
+		gic, key := cm.PendingPoll(t, "pend")
 		gicMsg, err := scep.ParsePKIMessage(gic)
-		if err != nil || gicMsg.MessageType != scep.CertPoll {
-			t.Fatalf("certmonger's scep_gic: %v", err)
+		if err != nil {
+			t.Fatal(err)
 		}
 		poll := func() *scep.PKIMessage {
 			t.Helper()
@@ -215,7 +215,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 		if rep.PKIStatus != scep.Success {
 			t.Fatalf("CertPoll after approval: status %d, want SUCCESS", rep.PKIStatus)
 		}
-		certsOnly, err := rep.Decrypt(gicMsg.Signer, sceptest.ReadRSAKey(t, cm.KeyFile("pend")))
+		certsOnly, err := rep.Decrypt(gicMsg.Signer, key)
 		if err != nil {
 			t.Fatalf("opening the CertRep with certmonger's key: %v", err)
 		}

@@ -138,11 +138,10 @@ func TestCertmonger(t *testing.T) {
 		}
 		// certmonger itself polls days later (it waits 604800 s) by sending its PKCSReq again; its helper
 		// sends the GetCertInitial (CertPoll) message certmonger prepared.
-		gic := cm.RequestField(t, "pend", "scep_gic")
-		key := sceptest.ReadRSAKey(t, cm.KeyFile("pend"))
+		gic, key := cm.PendingPoll(t, "pend")
 		gicMsg, err := scepmsg.ParsePKIMessage(gic)
-		if err != nil || gicMsg.MessageType != scepmsg.CertPoll {
-			t.Fatalf("certmonger's scep_gic: %v", err)
+		if err != nil {
+			t.Fatal(err)
 		}
 		q := sceptest.Requester{Key: key, Cert: gicMsg.Signer}
 		rep, _ := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RACert, p.CACert, gic))

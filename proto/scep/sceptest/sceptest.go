@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/proto/scep"
 )
 
 // NeedTool finds a program the test needs: a missing one skips, or fails when CI=true.
@@ -215,16 +217,22 @@ func (s *Certmonger) Request(t testing.TB, ca, id, cn, challenge string) *x509.C
 	return ReadCert(t, s.CertFile(id))
 }
 
-// RequestField reads a PEM PKCS#7 that certmonger keeps in its file for request id (its own format:
-// name=value, continuation lines start with a space), e.g. scep_gic, the GetCertInitial message of a
-// pending request.
-func (s *Certmonger) RequestField(t testing.TB, id, name string) []byte {
+// PendingPoll returns the GetCertInitial (CertPoll) message certmonger prepared for its pending request
+// id, and the private key of the request it polls for. certmonger keeps them in its request file (its own
+// format: name=value, continuation lines start with a space) as scep_gic, or as scep_gic_next when it
+// made the request with a freshly generated "next" key (it does that now and then for a first request,
+// keeping that key beside id.key under a marker suffix): the key returned is the one whose public key
+// the message's signer certificate holds, so either case gives a matching pair.
+func (s *Certmonger) PendingPoll(t testing.TB, id string) (gic []byte, key *rsa.PrivateKey) {
 	t.Helper()
 	// certmonger writes its request file after `getcert request -w` has returned (it saves state
 	// as it goes): look again for a while before giving up.
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if b := s.requestField(t, id, name); b != nil {
-			return b
+		if gic = s.requestField(t, id, "scep_gic"); gic == nil {
+			gic = s.requestField(t, id, "scep_gic_next")
+		}
+		if gic != nil {
+			break
 		}
 		if time.Now().After(deadline) {
 			list, _ := s.Getcert(t, "list", "-i", id)
@@ -234,12 +242,24 @@ func (s *Certmonger) RequestField(t testing.TB, id, name string) []byte {
 				b, _ := os.ReadFile(filepath.Join(s.Dir, "certmonger_requests_dir", e.Name()))
 				files = append(files, e.Name()+":\n"+string(b))
 			}
-			t.Fatalf("certmonger keeps no %s for request %s:\n%s\n%s", name, id, list, strings.Join(files, "\n"))
-			return nil
+			t.Fatalf("certmonger keeps no scep_gic for request %s:\n%s\n%s", id, list, strings.Join(files, "\n"))
 		}
 	}
+	msg, err := scep.ParsePKIMessage(gic)
+	if err != nil || msg.MessageType != scep.CertPoll || msg.Signer == nil {
+		t.Fatalf("certmonger's GetCertInitial for %s: %v", id, err)
+	}
+	candidates, _ := filepath.Glob(s.KeyFile(id) + ".*")
+	for _, path := range append([]string{s.KeyFile(id)}, candidates...) {
+		if k := ReadRSAKey(t, path); k.PublicKey.Equal(msg.Signer.PublicKey) {
+			return gic, k
+		}
+	}
+	t.Fatalf("none of certmonger's key files %s* holds the key of its GetCertInitial for %s", s.KeyFile(id), id)
+	return nil, nil
 }
 
+// requestField reads the PEM value of field name in certmonger's file for request id, or nil.
 func (s *Certmonger) requestField(t testing.TB, id, name string) []byte {
 	dir := filepath.Join(s.Dir, "certmonger_requests_dir")
 	entries, err := os.ReadDir(dir)
