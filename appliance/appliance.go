@@ -223,6 +223,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a.prepareData(ctx)
 	a.chooseFirmware() // may boot another firmware and not return
+	a.capTPM()
 	close(a.diskDone)
 	if !o.Dev {
 		a.serial = readSerial()
@@ -277,6 +278,10 @@ func (a *Appliance) bootSystem() {
 		setupTTY(f)
 	}
 	for _, err := range ensureMounts() {
+		a.con.Printf("boot: %v", err)
+	}
+	// cryptsetup's lock directory (cryptsetup(8), --disable-locks is not used).
+	if err := os.MkdirAll("/run/cryptsetup", 0o700); err != nil {
 		a.con.Printf("boot: %v", err)
 	}
 	// The drivers of the devices present, and the modules marked to load always.
@@ -339,7 +344,7 @@ func (a *Appliance) prepareData(ctx context.Context) {
 			st = datadisk.State{Problem: err.Error()}
 		}
 	} else {
-		st = datadisk.Prepare(ctx, a.o.Devices, a.o.DataDir, func(msg string) { a.con.Printf("%s", msg) }, a.log)
+		st = datadisk.Prepare(ctx, a.o.Devices, a.o.DataDir, a.diskSealer(), func(msg string) { a.con.Printf("%s", msg) }, a.log)
 	}
 	a.log.Info("data disk", "dev", st.Dev, "kind", st.Kind.String(), "mounted", st.Mounted, "problem", st.Problem, "elapsed", time.Since(t))
 	a.mu.Lock()
@@ -399,7 +404,10 @@ func (a *Appliance) provisioned() bool {
 
 // state is "unprovisioned", "provisioned" or "no data disk".
 func (a *Appliance) state() string {
-	if _, ok := a.diskReady(); !ok {
+	if disk, ok := a.diskReady(); !ok {
+		if disk.Locked {
+			return "data disk locked"
+		}
 		return "no data disk"
 	}
 	if a.provisioned() {

@@ -81,6 +81,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	default:
 		row("Data disk", "unusable: "+firstSentence(disk.Problem))
 	}
+	row("Encryption", a.encryptionLine(ctx))
 	row("TPM", tpmLine(func() (*tpmseal.TPM, error) { return tpmseal.Open(a.o.TPMDevice) }, a.o.TPMDevice))
 	netCfg, netErr := a.net.Current()
 	switch {
@@ -163,6 +164,11 @@ func (a *Appliance) power(how int, what string) func(context.Context, []string, 
 			fmt.Fprintf(w, "Unmounting the data disk %s...\n", disk.Dev)
 			if err := datadisk.Unmount(a.o.DataDir, 5*time.Second); err != nil {
 				fmt.Fprintf(w, "%v\n", err)
+			} else if disk.Mapped != "" {
+				// Closing the volume drops its key from the kernel's memory.
+				if err := datadisk.LUKSClose(ctx, datadisk.MapperName); err != nil {
+					fmt.Fprintf(w, "%v\n", err)
+				}
 			}
 			a.mu.Lock()
 			a.disk.Mounted = false

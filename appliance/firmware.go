@@ -107,7 +107,7 @@ func (a *Appliance) kexecSlot(st slots.Store, name string) error {
 // remount mounts the data disk again after a failed kexec.
 func (a *Appliance) remount() {
 	disk, _ := a.diskReady()
-	if err := datadisk.Mount(disk.Dev, a.o.DataDir); err != nil {
+	if err := datadisk.Mount(disk.FSDev(), a.o.DataDir); err != nil {
 		a.mu.Lock()
 		a.disk.Mounted, a.disk.Problem = false, err.Error()
 		a.mu.Unlock()

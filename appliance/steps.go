@@ -147,7 +147,16 @@ func (s steps) Finish(ctx context.Context) (provisioning.Report, error) {
 			f.Hostnames = append(f.Hostnames, n.Hostname)
 		}
 	}
-	return s.report(ctx, stepcmd.FinishCall(f), nil)
+	r, err := s.report(ctx, stepcmd.FinishCall(f), nil)
+	if err != nil {
+		return r, err
+	}
+	lines, err := a.finishRecovery(ctx)
+	if err != nil {
+		r.Say("The data disk's recovery passphrase could not be set: %v (disk recovery tries again)", err)
+	}
+	r.Lines = append(r.Lines, lines...)
+	return r, nil
 }
 
 // httpURL is how clients reach the plain-HTTP listener: the host name when one is set,

@@ -1,6 +1,7 @@
 package testvm
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -80,15 +81,23 @@ func boot(t *testing.T, ctx context.Context, prepare func(disk string), noDisk .
 	if prepare != nil {
 		prepare(disk)
 	}
-	logf, err := os.Create(filepath.Join(dir, "console.log"))
+	if len(noDisk) > 0 && noDisk[0] {
+		return startVM(t, ctx, Options{}), ""
+	}
+	return startVM(t, ctx, Options{DataDisk: disk}), disk
+}
+
+// startVM starts a machine of the image built by boot with o's data disk and TPM options,
+// the test's forwards, serial number and a console log in the test's directory.
+func startVM(t *testing.T, ctx context.Context, o Options) *VM {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), "console.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logf.Close() })
-	if len(noDisk) > 0 && noDisk[0] {
-		disk = ""
-	}
-	vm, err := Start(ctx, Options{Image: image, DataDisk: disk, Forward: []int{apiPort, httpPort}, Serial: "AE-TEST-0001", Log: logf})
+	o.Image, o.Forward, o.Serial, o.Log = image, []int{apiPort, httpPort}, "AE-TEST-0001", logf
+	vm, err := Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +107,7 @@ func boot(t *testing.T, ctx context.Context, prepare func(disk string), noDisk .
 			t.Logf("console transcript:\n%s", vm.Transcript())
 		}
 	})
-	return vm, disk
+	return vm
 }
 
 func mb(n int64) float64 { return float64(n) / (1 << 20) }
@@ -187,7 +196,8 @@ func TestAppliance(t *testing.T) {
 
 	banner := must(t, vm, prompt, 2*time.Minute)
 	bootTime := time.Since(vm.Started())
-	for _, want := range []string{"making an ext4 file system (first boot)", "Serial number:  AE-TEST-0001", "State:          unprovisioned"} {
+	for _, want := range []string{"encrypting it (LUKS2, its key sealed to the TPM) and making an ext4 file system (first boot)",
+		"Serial number:  AE-TEST-0001", "State:          unprovisioned"} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("first boot banner lacks %q:\n%s", want, banner)
 		}
@@ -202,7 +212,8 @@ func TestAppliance(t *testing.T) {
 	}
 	// The VM's TPM is swtpm (libtpms), which reports IBM's vendor ID.
 	for _, want := range []string{"State:          unprovisioned", "Data disk:      /dev/vda on /data", "Network:        eth0 10.0.2.15/24",
-		"Service:        enrollsvc not started (unprovisioned)", "TPM:            TPM 2.0 present (manufacturer IBM"} {
+		"Service:        enrollsvc not started (unprovisioned)", "TPM:            TPM 2.0 present (manufacturer IBM",
+		"Encryption:     LUKS2 aes-xts-plain64, key sealed to the TPM 2.0, PCRs 0, 2, 4, 7, 15 (SHA-256); NO recovery passphrase yet"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status lacks %q:\n%s", want, status)
 		}
@@ -235,6 +246,13 @@ func TestAppliance(t *testing.T) {
 		t.Fatalf("provision selfsigned: %q", out)
 	}
 	fingerprint := finish(t, vm)
+	// provision finish showed the data disk's recovery passphrase, once.
+	m := regexp.MustCompile(`Recovery passphrase of the data disk[^\n]*\n[^\n]*\n[^\n]*\n\s+((?:[A-Za-z0-9]{5}-){7}[A-Za-z0-9]{5})\r?\n`).
+		FindStringSubmatch(vm.Transcript())
+	if m == nil {
+		t.Fatalf("provision finish showed no recovery passphrase:\n%s", vm.Transcript())
+	}
+	recovery := m[1]
 	t.Logf("the ceremony over the console (passphrase, token, key, root, service healthy): %s", time.Since(start).Round(100*time.Millisecond))
 	checkService(t, ctx, vm, fingerprint, 30*time.Second)
 
@@ -245,7 +263,8 @@ func TestAppliance(t *testing.T) {
 	// The service runs as its own user, confined (no_new_privs, the seccomp filter) with
 	// only the capability to bind ports below 1024, as the kernel reports it.
 	for _, want := range []string{"State:          provisioned (CA CN=VM Test Root CA)", "Service:        enrollsvc running", "healthy",
-		"Confinement:    uid 900, seccomp filter, no_new_privs, capabilities cap_net_bind_service"} {
+		"Confinement:    uid 900, seccomp filter, no_new_privs, capabilities cap_net_bind_service",
+		"Encryption:     LUKS2 aes-xts-plain64, key sealed to the TPM 2.0, PCRs 0, 2, 4, 7, 15 (SHA-256); recovery passphrase set"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status after provisioning lacks %q:\n%s", want, status)
 		}
@@ -296,10 +315,77 @@ func TestAppliance(t *testing.T) {
 		t.Error("the console echoed a PIN or the passphrase")
 	}
 	powerOff(t, vm)
-	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
-		t.Errorf("e2fsck -fn on the data disk after poweroff: %v\n%s", err, out)
+	checkSealedDisk(t, disk, recovery)
+	movedDisk(t, ctx, disk, recovery, fingerprint)
+}
+
+// checkSealedDisk: the powered-off data disk holds nothing in clear (not the token's user
+// PIN, no file system), while the same disk decrypted with the recovery passphrase holds
+// a clean file system with the PIN and the token, whose CA key is not extractable.
+func checkSealedDisk(t *testing.T, disk, recovery string) {
+	t.Helper()
+	raw, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
 	}
-	checkKeyNotExtractable(t, disk)
+	if bytes.Contains(raw, []byte(userPIN)) {
+		t.Error("the data disk holds the token's user PIN in clear")
+	}
+	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err == nil {
+		t.Errorf("the raw data disk is a readable file system:\n%s", out)
+	}
+	plain := decryptDisk(t, disk, recovery)
+	pb, err := os.ReadFile(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(pb, []byte(userPIN)) {
+		t.Error("the decrypted data disk does not hold the user PIN either: the check of the raw disk proves nothing")
+	}
+	if out, err := exec.Command("e2fsck", "-fn", plain).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on the decrypted data disk after poweroff: %v\n%s", err, out)
+	}
+	checkKeyNotExtractable(t, plain)
+}
+
+// movedDisk boots the provisioned disk on a machine whose TPM is not the one that sealed
+// its key (another appliance, or a board swap): the disk stays locked and says how to
+// unlock it; a wrong recovery passphrase changes nothing; the right one seals the key to
+// this TPM and reboots, after which the appliance opens the disk by itself and serves the
+// same CA.
+func movedDisk(t *testing.T, ctx context.Context, disk, recovery, fingerprint string) {
+	t.Helper()
+	vm := startVM(t, ctx, Options{DataDisk: disk, FreshTPM: true})
+	banner := must(t, vm, prompt, 2*time.Minute)
+	for _, want := range []string{"is encrypted and its key cannot be unsealed here", "unlock it with its recovery passphrase: disk unlock",
+		"State:          data disk locked"} {
+		if !strings.Contains(strings.Join(strings.Fields(banner), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("banner with the disk on another TPM lacks %q:\n%s", want, banner)
+		}
+	}
+	if out := command(t, vm, "status", 30*time.Second); !strings.Contains(out, "Encryption:     locked") {
+		t.Errorf("status with a locked disk:\n%s", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "disk unlock", "WRONG-wrong-wrong-wrong-0000"); !strings.Contains(out, "wrong recovery passphrase: nothing changed") {
+		t.Errorf("disk unlock with a wrong passphrase: %q", out)
+	}
+	if err := vm.SendLine("disk unlock"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := vm.SendLine(recovery); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Rebooting.", 2*time.Minute)
+	banner = must(t, vm, prompt, 2*time.Minute)
+	if !strings.Contains(banner, "State:          provisioned (CA CN=VM Test Root CA)") {
+		t.Errorf("banner after the unlock and reboot:\n%s", banner)
+	}
+	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
+	if strings.Contains(vm.Transcript(), recovery) {
+		t.Error("the console echoed the recovery passphrase")
+	}
+	powerOff(t, vm)
 }
 
 // checkService waits for the API on the forwarded port, checks that its certificate

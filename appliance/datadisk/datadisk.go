@@ -1,10 +1,15 @@
 // Package datadisk prepares the appliance's data disk, where all of its state lives (the
-// image itself keeps nothing across boots): it finds the disk, formats it as ext4 only
-// when it is blank, checks and mounts it, reports its usage and unmounts it cleanly.
+// image itself keeps nothing across boots): it finds the disk, formats it only when it is
+// blank, checks and mounts it, reports its usage and unmounts it cleanly.
+//
+// On a machine with a TPM 2.0 a blank disk becomes a LUKS2 volume (luks.go) whose key the
+// TPM seals to the firmware that booted (sealed.go, with appliance/tpmseal), with a
+// recovery passphrase for another machine or changed firmware; the file system lives
+// inside. Without a TPM a blank disk gets a plain file system, which status reports.
 //
 // "Blank" is strict on purpose: only a disk whose first MiB is all zeros is formatted. A
-// disk holding anything else that is not ext4 (a partition table, another file system,
-// an encrypted volume) is refused with a message, never overwritten.
+// disk holding anything else that is not ext4 or a LUKS2 volume (a partition table,
+// another file system) is refused with a message, never overwritten.
 package datadisk
 
 import (
@@ -27,9 +32,10 @@ import (
 type Kind int
 
 const (
-	Blank   Kind = iota // the first MiB is all zeros: safe to format
-	Ext                 // an ext2/3/4 file system
-	Unknown             // something else: never touched
+	Blank     Kind = iota // the first MiB is all zeros: safe to format
+	Ext                   // an ext2/3/4 file system
+	Unknown               // something else: never touched
+	Encrypted             // a LUKS2 volume (the sealed data disk)
 )
 
 func (k Kind) String() string {
@@ -38,6 +44,8 @@ func (k Kind) String() string {
 		return "blank"
 	case Ext:
 		return "ext4"
+	case Encrypted:
+		return "LUKS2"
 	}
 	return "unknown content"
 }
@@ -91,6 +99,9 @@ func Probe(dev string) (Kind, error) {
 		return Unknown, fmt.Errorf("datadisk: reading %s: %w", dev, err)
 	}
 	buf = buf[:n]
+	if len(buf) >= 8 && bytes.Equal(buf[:8], []byte("LUKS\xba\xbe\x00\x02")) {
+		return Encrypted, nil
+	}
 	// ext2/3/4: the superblock starts at 1024, its magic 0xEF53 at offset 56 in it.
 	if len(buf) >= 1024+58 && binary.LittleEndian.Uint16(buf[1024+56:]) == 0xEF53 {
 		return Ext, nil
@@ -226,13 +237,36 @@ type State struct {
 	Kind    Kind
 	Mounted bool
 	Problem string
+	// Mapped is the opened LUKS2 volume (/dev/mapper/MapperName) when Dev is encrypted.
+	Mapped string
+	// Locked: Dev is encrypted and its key could not be unsealed (another machine's TPM,
+	// other firmware, no TPM): it opens with the recovery passphrase (Reseal).
+	Locked bool
+	// Key is the disk key of an encrypted Dev, for the caller to set the recovery
+	// passphrase with (SetRecovery) and then forget. Never logged.
+	Key []byte
+	// Sealing says how the key of an encrypted Dev is kept (Sealer.Describe).
+	Sealing string
+}
+
+// FSDev is the device that holds the file system: the opened volume of an encrypted disk.
+func (s State) FSDev() string {
+	if s.Mapped != "" {
+		return s.Mapped
+	}
+	return s.Dev
 }
 
 // Prepare finds the data disk among devices, checks it, makes a file system on it only
 // when it is blank, and mounts it on dir. It refuses a disk holding anything else (a
 // partition table, another file system) and one with errors e2fsck -p cannot repair,
 // saying why in State.Problem. say shows progress on the console.
-func Prepare(ctx context.Context, devices []string, dir string, say func(string), log *slog.Logger) State {
+//
+// With a sealer (the machine has a TPM), a blank disk becomes a LUKS2 volume whose key the
+// sealer keeps, and an encrypted disk is opened with the key the sealer gives back; when it
+// cannot, the disk is Locked and left closed. Without one, a blank disk gets a plain file
+// system (the caller says so) and an encrypted disk is Locked.
+func Prepare(ctx context.Context, devices []string, dir string, seal Sealer, say func(string), log *slog.Logger) State {
 	var st State
 	dev, err := Find(ctx, devices, 5*time.Second)
 	if err != nil {
@@ -245,6 +279,9 @@ func Prepare(ctx context.Context, devices []string, dir string, say func(string)
 		st.Problem = err.Error()
 		return st
 	}
+	if seal != nil {
+		st.Sealing = seal.Describe()
+	}
 	switch st.Kind {
 	case Unknown:
 		st.Problem = fmt.Sprintf("%s holds data that is not an ext4 file system (a partition table or "+
@@ -252,32 +289,78 @@ func Prepare(ctx context.Context, devices []string, dir string, say func(string)
 			"formatted, and reboot.", dev)
 		return st
 	case Blank:
-		say(fmt.Sprintf("Data disk %s is blank: making an ext4 file system (first boot)...", dev))
 		t := time.Now()
-		if err := Format(ctx, dev); err != nil {
+		if seal != nil {
+			say(fmt.Sprintf("Data disk %s is blank: encrypting it (LUKS2, its key sealed to the TPM) and "+
+				"making an ext4 file system (first boot)...", dev))
+			key, err := formatSealed(ctx, dev, seal)
+			if err != nil {
+				st.Problem = "encrypting the blank data disk: " + err.Error()
+				return st
+			}
+			st.Kind, st.Key = Encrypted, key
+			if st.Mapped, err = LUKSOpen(ctx, dev, MapperName, key); err != nil {
+				st.Problem = "opening the new encrypted data disk: " + err.Error()
+				return st
+			}
+		} else {
+			say(fmt.Sprintf("Data disk %s is blank: making an ext4 file system (first boot)...", dev))
+		}
+		if err := Format(ctx, st.FSDev()); err != nil {
 			st.Problem = err.Error()
 			return st
 		}
-		log.Info("formatted the data disk", "dev", dev, "elapsed", time.Since(t))
-	case Ext:
-		tc := time.Now()
-		out, err := Check(ctx, dev)
-		log.Info("e2fsck -p", "dev", dev, "elapsed", time.Since(tc))
-		if err != nil {
-			st.Problem = fmt.Sprintf("the file system on %s has errors e2fsck cannot repair unattended; "+
-				"it was not mounted. %s", dev, lastLine(err.Error()))
+		log.Info("formatted the data disk", "dev", dev, "encrypted", st.Mapped != "", "elapsed", time.Since(t))
+	case Encrypted:
+		if seal == nil {
+			st.Locked = true
+			st.Problem = fmt.Sprintf("%s is encrypted and this machine has no TPM 2.0 to unseal its key. "+
+				"Unlock it with its recovery passphrase: disk unlock.", dev)
 			return st
 		}
-		if out != "" {
-			log.Warn("e2fsck repaired the data disk", "output", out)
+		key, err := unsealKey(ctx, dev, seal)
+		if err != nil {
+			st.Locked = true
+			st.Problem = fmt.Sprintf("%s is encrypted and its key cannot be unsealed here (%v). If the disk "+
+				"was moved from another appliance, or the board or its firmware changed, unlock it with "+
+				"its recovery passphrase: disk unlock.", dev, err)
+			return st
+		}
+		st.Key = key
+		if st.Mapped, err = LUKSOpen(ctx, dev, MapperName, key); err != nil {
+			st.Problem = "opening the encrypted data disk: " + err.Error()
+			return st
+		}
+		if !checkFS(ctx, &st, log) {
+			return st
+		}
+	case Ext:
+		if !checkFS(ctx, &st, log) {
+			return st
 		}
 	}
-	if err := Mount(dev, dir); err != nil {
+	if err := Mount(st.FSDev(), dir); err != nil {
 		st.Problem = err.Error()
 		return st
 	}
 	st.Mounted = true
 	return st
+}
+
+// checkFS runs e2fsck -p on the state's file system and reports whether it may be mounted.
+func checkFS(ctx context.Context, st *State, log *slog.Logger) bool {
+	tc := time.Now()
+	out, err := Check(ctx, st.FSDev())
+	log.Info("e2fsck -p", "dev", st.FSDev(), "elapsed", time.Since(tc))
+	if err != nil {
+		st.Problem = fmt.Sprintf("the file system on %s has errors e2fsck cannot repair unattended; "+
+			"it was not mounted. %s", st.Dev, lastLine(err.Error()))
+		return false
+	}
+	if out != "" {
+		log.Warn("e2fsck repaired the data disk", "output", out)
+	}
+	return true
 }
 
 // lastLine is the last non-empty line of s.

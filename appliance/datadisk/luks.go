@@ -68,6 +68,9 @@ var ErrWrongKey = errors.New("datadisk: no key slot of the encrypted disk opens 
 // standard output.
 func cryptsetup(ctx context.Context, stdin []byte, secrets [][]byte, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "cryptsetup", append([]string{"--batch-mode"}, args...)...)
+	// The image runs no udev: libdevmapper makes the /dev/mapper nodes itself instead of
+	// waiting for udev to (dmsetup(8), DM_DISABLE_UDEV).
+	cmd.Env = append(os.Environ(), "DM_DISABLE_UDEV=1")
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -131,13 +134,27 @@ func AddRecovery(ctx context.Context, dev string, key, passphrase []byte) (int, 
 	if len(passphrase) < 16 {
 		return 0, errors.New("datadisk: a recovery passphrase must have at least 16 characters")
 	}
+	return addKey(ctx, dev, key, passphrase, recoveryKDF)
+}
+
+// AddKey adds a key slot to the LUKS2 volume dev that opens with newKey (a random disk key,
+// NewKey, as for the slot LUKSFormat makes), authorised by auth (any key or passphrase of
+// the volume), and returns its number: a re-seal after recovery.
+func AddKey(ctx context.Context, dev string, auth, newKey []byte) (int, error) {
+	if len(newKey) < KeySize {
+		return 0, fmt.Errorf("datadisk: a disk key of %d bytes; it must be at least %d random bytes", len(newKey), KeySize)
+	}
+	return addKey(ctx, dev, auth, newKey, keySlotKDF)
+}
+
+func addKey(ctx context.Context, dev string, auth, secret []byte, kdf []string) (int, error) {
 	before, err := keySlots(ctx, dev)
 	if err != nil {
 		return 0, err
 	}
-	args := append([]string{"luksAddKey"}, recoveryKDF...)
+	args := append([]string{"luksAddKey"}, kdf...)
 	args = append(args, "--key-file", SecretFD(0), dev, SecretFD(1))
-	if _, err := cryptsetup(ctx, nil, [][]byte{key, passphrase}, args...); err != nil {
+	if _, err := cryptsetup(ctx, nil, [][]byte{auth, secret}, args...); err != nil {
 		return 0, err
 	}
 	after, err := keySlots(ctx, dev)
@@ -150,6 +167,13 @@ func AddRecovery(ctx context.Context, dev string, key, passphrase []byte) (int, 
 		}
 	}
 	return 0, errors.New("datadisk: cryptsetup luksAddKey added no key slot")
+}
+
+// KillSlot wipes key slot slot of the LUKS2 volume dev (cryptsetup luksKillSlot, which in
+// batch mode asks for no remaining passphrase: callers keep another slot that opens).
+func KillSlot(ctx context.Context, dev string, slot int) error {
+	_, err := cryptsetup(ctx, nil, nil, "luksKillSlot", dev, strconv.Itoa(slot))
+	return err
 }
 
 // TestKey checks that key (a disk key or a passphrase) opens a key slot of the LUKS2 volume

@@ -1,0 +1,171 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
+	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
+)
+
+// The sealed data disk at the console: its status line, the recovery passphrase (shown
+// once when provisioning finishes, or anew with `disk recovery`), and `disk unlock`, which
+// opens a disk whose key the TPM does not give back (moved from another appliance, or the
+// board or its firmware changed) with the recovery passphrase and seals it to this TPM.
+
+// openTPM opens the appliance's TPM.
+func (a *Appliance) openTPM() (*tpmseal.TPM, error) { return tpmseal.Open(a.o.TPMDevice) }
+
+// diskSealer is the sealer of the data disk's key, or nil when the machine has no usable
+// TPM 2.0.
+func (a *Appliance) diskSealer() datadisk.Sealer {
+	t, err := a.openTPM()
+	if err != nil {
+		a.log.Info("no TPM for the data disk", "err", err)
+		return nil
+	}
+	t.Close()
+	return tpmseal.DiskSealer{Open: a.openTPM}
+}
+
+// capTPM extends the cap PCR once the disk is open and this image stays: nothing later in
+// this boot can unseal the disk key again.
+func (a *Appliance) capTPM() {
+	disk, ok := a.diskReady()
+	if a.o.Dev || !ok || disk.Kind != datadisk.Encrypted {
+		return
+	}
+	if err := tpmseal.Cap(a.openTPM); err != nil {
+		a.log.Error("capping the TPM's PCR after opening the data disk", "err", err)
+		a.con.Printf("TPM: extending PCR %d after opening the data disk failed: %v", tpmseal.CapPCR, err)
+	}
+}
+
+// encryptionLine is status's Encryption row.
+func (a *Appliance) encryptionLine(ctx context.Context) string {
+	disk, ok := a.diskReady()
+	switch {
+	case a.o.Dev:
+		return "none (development mode)"
+	case disk.Locked:
+		return "locked: its key is not unsealed here; disk unlock with the recovery passphrase"
+	case !ok:
+		return "-"
+	case disk.Kind != datadisk.Encrypted:
+		return "NONE: this data disk is not encrypted (a copy of it is a copy of the CA's token)"
+	}
+	line := "LUKS2 aes-xts-plain64, key sealed to the " + disk.Sealing
+	slots, err := datadisk.RecoverySlots(ctx, disk.Dev)
+	switch {
+	case err != nil:
+		line += "; recovery: " + err.Error()
+	case len(slots) == 0:
+		line += "; NO recovery passphrase yet (provision finish shows one; disk recovery)"
+	default:
+		line += "; recovery passphrase set"
+	}
+	return line
+}
+
+// newRecovery gives the encrypted data disk a new recovery passphrase and returns the lines
+// that show it, once. Nothing is logged but the fact.
+func (a *Appliance) newRecovery(ctx context.Context) ([]string, error) {
+	a.mu.Lock()
+	disk := a.disk
+	a.mu.Unlock()
+	if disk.Kind != datadisk.Encrypted || !disk.Mounted {
+		return nil, errors.New("the data disk is not encrypted")
+	}
+	if len(disk.Key) == 0 {
+		return nil, errors.New("the data disk's key is not at hand (it was opened with the recovery passphrase)")
+	}
+	pass, err := datadisk.NewRecoveryPassphrase()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := datadisk.SetRecovery(ctx, disk.Dev, disk.Key, pass); err != nil {
+		return nil, fmt.Errorf("setting the recovery passphrase: %w", err)
+	}
+	a.log.Warn("data disk: a new recovery passphrase was set and shown on the console")
+	return []string{
+		"Recovery passphrase of the data disk (shown this once; write it down and keep it",
+		"apart from the appliance: it opens the disk on another machine, or after the board",
+		"or its firmware changed, with disk unlock):",
+		"    " + string(pass),
+	}, nil
+}
+
+// finishRecovery is the recovery passphrase for provision finish: a new one when the
+// encrypted data disk has none yet, else nothing.
+func (a *Appliance) finishRecovery(ctx context.Context) ([]string, error) {
+	disk, ok := a.diskReady()
+	if a.o.Dev || !ok || disk.Kind != datadisk.Encrypted {
+		return nil, nil
+	}
+	if slots, err := datadisk.RecoverySlots(ctx, disk.Dev); err != nil || len(slots) > 0 {
+		return nil, err
+	}
+	return a.newRecovery(ctx)
+}
+
+func (a *Appliance) cmdDiskRecovery(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	lines, err := a.newRecovery(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, strings.Join(lines, "\n"))
+	fmt.Fprintln(w, "The previous recovery passphrase no longer opens the disk.")
+	return nil
+}
+
+// unlockGuard backs off failed recovery passphrases. The locked disk cannot keep the count,
+// so it lives in memory (/run) until the next boot; each try also costs Argon2id's work.
+func unlockGuard() loginGuard { return loginGuard{dir: "/run/appliance-unlock", now: time.Now} }
+
+func (a *Appliance) cmdDiskUnlock(ctx context.Context, _ []string, w io.Writer) error {
+	disk, _ := a.diskReady()
+	if !disk.Locked {
+		return errors.New("the data disk is not locked (see status)")
+	}
+	seal := a.diskSealer()
+	if seal == nil {
+		return errors.New("this machine has no usable TPM 2.0 to seal the disk's key to (see status); " +
+			"the disk stays locked")
+	}
+	guard := unlockGuard()
+	if err := os.MkdirAll(guard.dir, 0o700); err != nil {
+		return err
+	}
+	if d := guard.wait(); d > 0 {
+		return fmt.Errorf("too many wrong recovery passphrases: try again in %s", d)
+	}
+	p, err := a.con.Ask("Recovery passphrase: ", true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Checking the recovery passphrase...")
+	if _, err := datadisk.Reseal(ctx, disk.Dev, []byte(strings.TrimSpace(p)), seal); err != nil {
+		if errors.Is(err, datadisk.ErrWrongKey) {
+			n, d, _ := guard.failed()
+			a.log.Warn("disk unlock: wrong recovery passphrase", "failures_in_a_row", n, "next_attempt_in", d.String())
+			time.Sleep(min(d, LoginBackoff))
+			return fmt.Errorf("wrong recovery passphrase: nothing changed (%d failures in a row)", n)
+		}
+		return fmt.Errorf("nothing changed: %w", err)
+	}
+	_ = guard.succeeded()
+	a.log.Warn("disk unlock: the data disk was recovered with its recovery passphrase and its key sealed to this TPM")
+	fmt.Fprintln(w, "The disk's key is now sealed to this machine's TPM and firmware; the recovery")
+	fmt.Fprintln(w, "passphrase stays the same. Rebooting to open the disk.")
+	return a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")(ctx, nil, w)
+}

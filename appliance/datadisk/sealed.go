@@ -1,0 +1,184 @@
+package datadisk
+
+// The sealed data disk: a LUKS2 volume whose key slot for booting opens with a random disk
+// key that only this machine's TPM gives back, and only to the firmware it was sealed under
+// (a Sealer, appliance/tpmseal on the image); a second key slot opens with a recovery
+// passphrase an admin is shown once. The LUKS2 token (type TokenType) records the sealed key
+// and the slots it opens, so a re-seal replaces both without touching the recovery slot.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Sealer keeps the disk key of an encrypted data disk. Seal returns what the volume's token
+// stores: the key sealed so that Unseal on the same machine, booted by the same firmware,
+// gives it back, and nothing else can. Describe says how, for status ("TPM 2.0, PCRs ...").
+type Sealer interface {
+	Seal(key []byte) (json.RawMessage, error)
+	Unseal(sealed json.RawMessage) ([]byte, error)
+	Describe() string
+}
+
+// sealedToken reads the volume's sealed-key token.
+func sealedToken(ctx context.Context, dev string) (Token, error) {
+	return GetToken(ctx, dev, TokenType)
+}
+
+// formatSealed makes the blank dev a LUKS2 volume whose slot 0 opens with a new disk key,
+// seals that key with seal into the volume's token, and returns the key.
+func formatSealed(ctx context.Context, dev string, seal Sealer) ([]byte, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := LUKSFormat(ctx, dev, key); err != nil {
+		return nil, err
+	}
+	sealed, err := seal.Seal(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := SetToken(ctx, dev, Token{Type: TokenType, Keyslots: []string{"0"}, Sealed: sealed}); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// unsealKey returns the disk key of the encrypted dev from its token.
+func unsealKey(ctx context.Context, dev string, seal Sealer) ([]byte, error) {
+	tok, err := sealedToken(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	key, err := seal.Unseal(tok.Sealed)
+	if err != nil {
+		return nil, err
+	}
+	// The token must not name a slot the key does not open (a header edited by hand).
+	if err := TestKey(ctx, dev, key); err != nil {
+		return nil, fmt.Errorf("the unsealed key does not open the disk: %w", err)
+	}
+	return key, nil
+}
+
+// Reseal recovers the encrypted dev with passphrase (its recovery passphrase, or any key
+// of the volume) and seals it to seal anew: a new disk key in a new key slot, the token
+// naming it, the slots of the old token wiped. The recovery slot stays. It returns the new
+// disk key. A wrong passphrase changes nothing and returns an error wrapping ErrWrongKey.
+func Reseal(ctx context.Context, dev string, passphrase []byte, seal Sealer) ([]byte, error) {
+	if err := TestKey(ctx, dev, passphrase); err != nil {
+		return nil, err
+	}
+	old, err := sealedToken(ctx, dev)
+	if err != nil && !errors.Is(err, ErrNoToken) {
+		return nil, err
+	}
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := seal.Seal(key)
+	if err != nil {
+		return nil, err
+	}
+	// New slot, then the token that names it, then the old slots: a crash in between
+	// leaves a disk that opens with the new sealed key or the old one, and the recovery
+	// passphrase either way.
+	slot, err := AddKey(ctx, dev, passphrase, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := SetToken(ctx, dev, Token{Type: TokenType, Keyslots: []string{strconv.Itoa(slot)}, Sealed: sealed}); err != nil {
+		return nil, err
+	}
+	for _, s := range old.Keyslots {
+		n, err := strconv.Atoi(s)
+		if err != nil || n == slot {
+			continue
+		}
+		if slots, _ := KeySlots(ctx, dev); slices.Contains(slots, n) {
+			if err := KillSlot(ctx, dev, n); err != nil {
+				return nil, fmt.Errorf("wiping the old sealed key's slot %d: %w", n, err)
+			}
+		}
+	}
+	return key, nil
+}
+
+// SetRecovery gives the encrypted dev a new recovery passphrase, authorised by key (its
+// disk key); the slots that the sealed-key token does not name (an earlier recovery
+// passphrase) are wiped once the new one is in. It returns the recovery slot.
+func SetRecovery(ctx context.Context, dev string, key, passphrase []byte) (int, error) {
+	if err := TestKey(ctx, dev, key); err != nil {
+		return 0, err
+	}
+	if len(passphrase) < 16 {
+		return 0, errors.New("datadisk: a recovery passphrase must have at least 16 characters")
+	}
+	if _, err := sealedToken(ctx, dev); err != nil {
+		return 0, err // without the token, every slot would look like a recovery slot
+	}
+	old, err := RecoverySlots(ctx, dev)
+	if err != nil {
+		return 0, err
+	}
+	// The new passphrase first: a failure leaves the old one working.
+	slot, err := AddRecovery(ctx, dev, key, passphrase)
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range old {
+		if err := KillSlot(ctx, dev, s); err != nil {
+			return slot, fmt.Errorf("wiping the old recovery slot %d: %w", s, err)
+		}
+	}
+	return slot, nil
+}
+
+// recoveryAlphabet has 32 characters that cannot be mistaken for one another when read
+// off a screen and typed (no 0/O, 1/I/L, 2/Z, 5/S, 8/B).
+const recoveryAlphabet = "ACDEFGHJKMNPQRTUVWXY34679abcdefg"
+
+// NewRecoveryPassphrase returns a random recovery passphrase: 8 groups of 5 characters
+// from a 32-character alphabet (200 bits), joined by dashes.
+func NewRecoveryPassphrase() ([]byte, error) {
+	b := make([]byte, 40)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("datadisk: %w", err)
+	}
+	var out strings.Builder
+	for i, c := range b {
+		if i > 0 && i%5 == 0 {
+			out.WriteByte('-')
+		}
+		out.WriteByte(recoveryAlphabet[int(c)%len(recoveryAlphabet)])
+	}
+	return []byte(out.String()), nil
+}
+
+// RecoverySlots returns the key slots of the encrypted dev that its sealed-key token does
+// not name: those of the recovery passphrase.
+func RecoverySlots(ctx context.Context, dev string) ([]int, error) {
+	tok, err := sealedToken(ctx, dev)
+	if err != nil && !errors.Is(err, ErrNoToken) {
+		return nil, err
+	}
+	slots, err := KeySlots(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, s := range slots {
+		if !slices.Contains(tok.Keyslots, strconv.Itoa(s)) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
