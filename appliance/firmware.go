@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
+	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
+	"github.com/enrollment-appliance/aeappliance/firmware/update"
 )
 
 // kexecSysctl is applied only once the boot has chosen its firmware: it forbids loading
@@ -52,7 +55,14 @@ func (a *Appliance) chooseFirmware() {
 	if d.Boot == "" || d.Boot == a.running {
 		return
 	}
-	h, err := st.VerifySlot(d.Boot)
+	// The signature again, at every boot: the slot lives on the data disk, which the
+	// service (not root) may write when it installs an update.
+	keys, err := trustedUpdateKeys()
+	if err != nil {
+		a.con.Printf("Firmware: %v; staying on this image", err)
+		return
+	}
+	h, err := st.VerifySlot(d.Boot, keys, a.rel.Product)
 	if err != nil {
 		a.con.Printf("Firmware: %v; staying on this image", err)
 		return
@@ -206,4 +216,13 @@ func (a *Appliance) cmdUpdateRollback(ctx context.Context, _ []string, w io.Writ
 	}
 	fmt.Fprintf(w, "%s: the next boot runs it (reboot).\n", msg)
 	return nil
+}
+
+// trustedUpdateKeys are the update-signing public keys the image trusts.
+func trustedUpdateKeys() ([]ed25519.PublicKey, error) {
+	b, err := os.ReadFile(release.UpdateKeysPath)
+	if err != nil {
+		return nil, fmt.Errorf("the image's trusted update keys: %w", err)
+	}
+	return update.ParsePublicKeys(b)
 }

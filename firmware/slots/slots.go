@@ -16,8 +16,6 @@ package slots
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -183,12 +181,9 @@ func (s Store) Install(r io.Reader, keys []ed25519.PublicKey, product, running s
 		}
 	}
 	defer os.RemoveAll(stage)
+	// Verify keeps the signed header and its signature in the slot (VerifySlot).
 	h, err := update.Verify(r, keys, product, stage)
 	if err != nil {
-		return update.Header{}, "", err
-	}
-	hb, _ := json.MarshalIndent(h, "", "  ")
-	if err := writeDurable(filepath.Join(stage, Header), append(hb, '\n')); err != nil {
 		return update.Header{}, "", err
 	}
 	// The slot being replaced is neither running nor confirmed: drop it, move the
@@ -320,9 +315,11 @@ func Cmdline(cmdline, name string) string {
 	return strings.Join(append(out, CmdlineKey+"="+name), " ")
 }
 
-// VerifySlot checks that slot name's files are those its header lists (sizes and
-// SHA-256), before anything boots them.
-func (s Store) VerifySlot(name string) (update.Header, error) {
+// VerifySlot checks slot name before anything boots it: the signature over its header by
+// one of keys (for product), and its files against the header (sizes and SHA-256). A slot
+// written by anything but a verified install (the data disk written behind the appliance's
+// back, a compromised service) does not pass.
+func (s Store) VerifySlot(name string, keys []ed25519.PublicKey, product string) (update.Header, error) {
 	info, err := s.Slot(name)
 	if err != nil {
 		return update.Header{}, err
@@ -330,31 +327,9 @@ func (s Store) VerifySlot(name string) (update.Header, error) {
 	if info.Header == nil {
 		return update.Header{}, fmt.Errorf("slots: slot %s is empty", name)
 	}
-	for _, f := range info.Header.Files {
-		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
-			return update.Header{}, fmt.Errorf("slots: slot %s: bad file name %q", name, f.Name)
-		}
-		sum, n, err := hashFile(filepath.Join(s.SlotDir(name), f.Name))
-		if err != nil {
-			return update.Header{}, fmt.Errorf("slots: slot %s: %w", name, err)
-		}
-		if n != f.Size || sum != f.SHA256 {
-			return update.Header{}, fmt.Errorf("slots: slot %s: %s does not match its signed header (corrupt)", name, f.Name)
-		}
-	}
-	return *info.Header, nil
-}
-
-func hashFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
+	h, err := update.VerifyDir(s.SlotDir(name), keys, product)
 	if err != nil {
-		return "", 0, err
+		return update.Header{}, fmt.Errorf("slots: slot %s: %w", name, err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	return h, nil
 }

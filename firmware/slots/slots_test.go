@@ -42,7 +42,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	if err != nil || slot != "a" || h.Version != "v2" {
 		t.Fatalf("install: %v %s %+v", err, slot, h)
 	}
-	if _, err := s.VerifySlot("a"); err != nil {
+	if _, err := s.VerifySlot("a", pubs, product); err != nil {
 		t.Fatal(err)
 	}
 	d, err := s.Decide("")
@@ -122,8 +122,62 @@ func TestInstallRefusals(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(s.SlotDir("a"), Kernel), []byte("tampered"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.VerifySlot("a"); err == nil || !strings.Contains(err.Error(), "does not match its signed header") {
+	if _, err := s.VerifySlot("a", pubs, product); err == nil || !strings.Contains(err.Error(), "does not match its signed header") {
 		t.Errorf("a tampered slot: %v", err)
+	}
+}
+
+// TestSlotSwappedOnDiskDoesNotBoot: whoever can write the data disk (but holds no trusted
+// key) cannot make a slot boot: not by replacing its files and rewriting bundle.json to
+// match them, not by dropping the signature, not with a bundle signed by another key; a
+// verified install passes with the trusted keys only.
+func TestSlotSwappedOnDiskDoesNotBoot(t *testing.T) {
+	priv, pubs := keys(t)
+	otherPriv, otherPubs := keys(t)
+	s := Store{Dir: filepath.Join(t.TempDir(), "firmware")}
+	if _, _, err := s.Install(bytes.NewReader(bundle(t, priv, "v2")), pubs, product, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifySlot("a", pubs, product); err != nil {
+		t.Fatalf("a verified install: %v", err)
+	}
+	if _, err := s.VerifySlot("a", otherPubs, product); err == nil {
+		t.Error("the slot verifies with keys that did not sign it")
+	}
+	dir := s.SlotDir("a")
+	for _, name := range []string{update.HeaderName, update.SignatureName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatalf("the install did not keep %s: %v", name, err)
+		}
+	}
+
+	// The files of another (untrusted) bundle, with its header, over the slot's.
+	stage := t.TempDir()
+	if _, err := update.Verify(bytes.NewReader(bundle(t, otherPriv, "v666")), otherPubs, product, stage); err != nil {
+		t.Fatal(err)
+	}
+	copyDir := func() {
+		ents, _ := os.ReadDir(stage)
+		for _, e := range ents {
+			b, _ := os.ReadFile(filepath.Join(stage, e.Name()))
+			if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	copyDir()
+	if _, err := s.VerifySlot("a", pubs, product); err == nil || !strings.Contains(err.Error(), "signature does not verify") {
+		t.Errorf("a slot swapped for another key's bundle: %v", err)
+	}
+	// The same, the header's key ID rewritten to the trusted key's and the signature dropped.
+	if err := os.Remove(filepath.Join(dir, update.SignatureName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifySlot("a", pubs, product); err == nil {
+		t.Error("a slot without its signature verifies")
+	}
+	if _, err := s.VerifySlot("b", pubs, product); err == nil {
+		t.Error("an empty slot verifies")
 	}
 }
 

@@ -40,8 +40,8 @@ func FuzzVerify(f *testing.F) {
 		if !reflect.DeepEqual(got, h) {
 			t.Fatalf("Verify succeeded with header %+v, want %+v", got, h)
 		}
-		if names := listDir(t, dest); len(names) != 3 {
-			t.Fatalf("Verify succeeded and left %v, want the three image files", names)
+		if names := listDir(t, dest); len(names) != 5 {
+			t.Fatalf("Verify succeeded and left %v, want the three image files and the signed header", names)
 		}
 		for name, want := range files {
 			if b, _ := os.ReadFile(filepath.Join(dest, name)); !bytes.Equal(b, want) {

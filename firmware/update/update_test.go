@@ -140,8 +140,11 @@ func TestRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, h) {
 			t.Errorf("Verify(%s) = %+v, want %+v", name, got, h)
 		}
-		if names := listDir(t, dest); !reflect.DeepEqual(names, []string{InitramfsName, ManifestName, KernelName}) {
-			t.Errorf("Verify(%s) left %v in destDir, want the three image files", name, names)
+		if names := listDir(t, dest); !reflect.DeepEqual(names, []string{HeaderName, SignatureName, InitramfsName, ManifestName, KernelName}) {
+			t.Errorf("Verify(%s) left %v in destDir, want the three image files and the signed header", name, names)
+		}
+		if vh, err := VerifyDir(dest, []ed25519.PublicKey{testPub}, testProduct); err != nil || !reflect.DeepEqual(vh, h) {
+			t.Errorf("VerifyDir after Verify(%s) = %+v, %v", name, vh, err)
 		}
 		for fn, want := range files {
 			if got, _ := os.ReadFile(filepath.Join(dest, fn)); !bytes.Equal(got, want) {

@@ -19,7 +19,8 @@ import (
 // members, in order, regular files, within the size limits), the signature over
 // bundle.json by one of keys, the header (format, product, version, the file list), and
 // each file's size and SHA-256. It extracts vmlinuz, initramfs.cpio.zst and manifest.json
-// into destDir, which must exist and be empty.
+// into destDir, which must exist and be empty, and keeps bundle.json and bundle.sig there
+// byte for byte, so that VerifyDir can check the signature again before every boot.
 //
 // The bundle is streamed: each file is written to a hidden temporary name as it is read,
 // hashed on the way, and renamed to its own name only once its size and digest match the
@@ -82,6 +83,14 @@ func Verify(r io.Reader, keys []ed25519.PublicKey, product string, destDir strin
 	}
 	if err := b.end(); err != nil {
 		return Header{}, err
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{HeaderName, hb}, {SignatureName, sb}} {
+		if err := x.keep(f.name, f.data); err != nil {
+			return Header{}, err
+		}
 	}
 	if err := syncDir(destDir); err != nil {
 		return Header{}, err
@@ -292,6 +301,79 @@ func (x *extractor) extract(f File, b *bundleReader) error {
 	}
 	x.written[len(x.written)-1] = final
 	return nil
+}
+
+// keep writes data (the signed header or its signature, as the bundle had them) to name
+// in the directory, synced.
+func (x *extractor) keep(name string, data []byte) error {
+	path := filepath.Join(x.dir, name)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	x.written = append(x.written, path)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("update: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("update: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	return nil
+}
+
+// VerifyDir checks a directory Verify filled (an installed firmware slot) before it is
+// booted: the signature over its bundle.json by one of keys, the header as Verify checks
+// it, and each file's size and SHA-256. Whoever can write the directory cannot make it
+// pass without a trusted key.
+func VerifyDir(dir string, keys []ed25519.PublicKey, product string) (Header, error) {
+	if len(keys) == 0 {
+		return Header{}, errors.New("update: no trusted keys")
+	}
+	read := func(name string, max int64) ([]byte, error) {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, max+1))
+		if err == nil && int64(len(b)) > max {
+			err = fmt.Errorf("%s is more than %d bytes", name, max)
+		}
+		return b, err
+	}
+	hb, err := read(HeaderName, MaxHeaderSize)
+	if err != nil {
+		return Header{}, fmt.Errorf("the signed header: %w", err)
+	}
+	sb, err := read(SignatureName, MaxSignatureSize)
+	if err != nil {
+		return Header{}, fmt.Errorf("the header's signature: %w", err)
+	}
+	h, err := checkHeader(hb, sb, keys, product)
+	if err != nil {
+		return Header{}, err
+	}
+	for _, f := range h.Files {
+		file, err := os.Open(filepath.Join(dir, f.Name))
+		if err != nil {
+			return Header{}, err
+		}
+		d := sha256.New()
+		n, err := io.Copy(d, io.LimitReader(file, f.Size+1))
+		file.Close()
+		if err != nil {
+			return Header{}, fmt.Errorf("%s: %w", f.Name, err)
+		}
+		if n != f.Size || hex.EncodeToString(d.Sum(nil)) != f.SHA256 {
+			return Header{}, fmt.Errorf("%s does not match its signed header (corrupt or replaced)", f.Name)
+		}
+	}
+	return h, nil
 }
 
 // removeAll removes what extract wrote. Errors are ignored: the caller already has the
