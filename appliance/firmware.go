@@ -3,6 +3,9 @@ package appliance
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +21,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/harden"
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/firmware/slots"
 	"github.com/enrollment-appliance/aeappliance/firmware/update"
 )
@@ -63,6 +67,9 @@ func (a *Appliance) chooseFirmware() {
 		return
 	}
 	h, err := st.VerifySlot(d.Boot, keys, a.rel.Product)
+	if err == nil {
+		err = a.securityFloor(st, d.Boot, h)
+	}
 	if err != nil {
 		a.con.Printf("Firmware: %v; staying on this image", err)
 		return
@@ -202,6 +209,14 @@ func (a *Appliance) cmdUpdateStatus(ctx context.Context, _ []string, w io.Writer
 	if s.Last != "" {
 		fmt.Fprintf(w, "%-12s%s (%s)\n", "Last:", s.Last, s.At.Format(time.RFC3339))
 	}
+	fmt.Fprintf(w, "%-12s%d (no update below it installs or boots unless forced)\n", "Security:", a.rel.SecurityVersion)
+	if keys, err := trustedUpdateKeys(); err == nil {
+		if h, err := st.Held(keys, a.rel.Product); err != nil {
+			fmt.Fprintf(w, "%-12s%v\n", "Held:", err)
+		} else if h != nil {
+			fmt.Fprintf(w, "%-12s%s, security version %d: refused as a downgrade; update force installs it\n", "Held:", h, h.SecurityVersion)
+		}
+	}
 	fmt.Fprintln(w, "Updates are uploaded over the API (aectl firmware upload FILE.aeu), then reboot.")
 	return nil
 }
@@ -225,4 +240,63 @@ func trustedUpdateKeys() ([]ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("the image's trusted update keys: %w", err)
 	}
 	return update.ParsePublicKeys(b)
+}
+
+func (a *Appliance) cmdUpdateForce(ctx context.Context, _ []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	keys, err := trustedUpdateKeys()
+	if err != nil {
+		return err
+	}
+	st := a.firmwareStore()
+	h, slot, err := st.InstallHeld(keys, a.rel.Product, a.running)
+	if err != nil {
+		return err
+	}
+	hb, err := os.ReadFile(filepath.Join(st.SlotDir(slot), update.HeaderName))
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(hb)
+	rec, _ := json.Marshal(forcedFirmware{HeaderSHA256: hex.EncodeToString(sum[:]), Version: h.Version, SecurityVersion: h.SecurityVersion})
+	if err := config.WriteFileAtomic(filepath.Join(a.settingsDir(), forcedFile), rec, 0o600); err != nil {
+		return fmt.Errorf("recording the forced update: %w", err)
+	}
+	a.log.Warn("firmware below the security version forced at the console", "version", h.Version,
+		"security_version", h.SecurityVersion, "image_security_version", a.rel.SecurityVersion, "slot", slot)
+	fmt.Fprintf(w, "Installed %s (security version %d; this image's is %d) in slot %s: the next boot tries it (reboot).\n",
+		h.Version, h.SecurityVersion, a.rel.SecurityVersion, slot)
+	return nil
+}
+
+// forcedFile, in the settings directory (root's, not the service's), names the one slot
+// header an administrator forced below the factory image's security version.
+const forcedFile = "firmware-forced.json"
+
+type forcedFirmware struct {
+	HeaderSHA256    string `json:"header_sha256"`
+	Version         string `json:"version"`
+	SecurityVersion int    `json:"security_version"`
+}
+
+// securityFloor refuses to boot slot (header h) when its security version is below this
+// image's, unless an administrator forced exactly that signed header at the console.
+func (a *Appliance) securityFloor(st slots.Store, slot string, h update.Header) error {
+	if h.SecurityVersion >= a.rel.SecurityVersion {
+		return nil
+	}
+	hb, err := os.ReadFile(filepath.Join(st.SlotDir(slot), update.HeaderName))
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(hb)
+	var rec forcedFirmware
+	if b, err := os.ReadFile(filepath.Join(a.settingsDir(), forcedFile)); err == nil && json.Unmarshal(b, &rec) == nil &&
+		rec.HeaderSHA256 == hex.EncodeToString(sum[:]) {
+		return nil
+	}
+	return fmt.Errorf("slot %s holds %s with security version %d, below this image's %d, and no administrator forced it",
+		slot, h.Version, h.SecurityVersion, a.rel.SecurityVersion)
 }

@@ -221,7 +221,8 @@ func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, e
 	}
 	o.Log.Info("kernel", "package", kmeta.Package, "version", kmeta.Version, "modules", len(m.Modules), "always", len(m.AlwaysLoad))
 
-	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel, Debug: o.Debug}
+	m.Release = release.Release{Product: release.Product, Version: o.Version, SourceDateEpoch: o.SourceDateEpoch, Kernel: krel, Debug: o.Debug,
+		SecurityVersion: release.SecurityVersion}
 	if err := writeFile(filepath.Join(stage, strings.TrimPrefix(release.Path, "/")), m.Release.Marshal(), 0o644); err != nil {
 		return m, err
 	}

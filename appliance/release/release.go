@@ -25,7 +25,15 @@ type Release struct {
 	SourceDateEpoch int64  `json:"source_date_epoch"` // commit time of the sources: the build date
 	Kernel          string `json:"kernel"`            // uname -r of the bundled kernel
 	Debug           bool   `json:"debug,omitempty"`   // a debug build (not for production)
+	// SecurityVersion is the image's SecurityVersion: no update bundle below it installs
+	// or boots without an administrator forcing it at the console.
+	SecurityVersion int `json:"security_version"`
 }
+
+// SecurityVersion is the security version of the sources: raised by one with every release
+// that fixes a vulnerability, so that no firmware still carrying it can be installed over
+// (or booted by) one without it, unless an administrator forces it at the console.
+const SecurityVersion = 1
 
 // BuildDate is the source date as a time.
 func (r Release) BuildDate() time.Time { return time.Unix(r.SourceDateEpoch, 0).UTC() }

@@ -74,7 +74,7 @@ func (f *Admin) FirmwareStatus(ctx context.Context) (apiclient.FirmwareStatus, e
 // InstallFirmware verifies the bundle r completely and installs it in the free slot, to be tried
 // at the next boot; a bundle that fails verification is an api.ErrBadBundle and changes nothing.
 func (f *Admin) InstallFirmware(ctx context.Context, r io.Reader) (apiclient.FirmwareInstalled, error) {
-	h, slot, err := f.store.Install(r, f.keys, release.Product, f.running)
+	h, slot, err := f.store.Install(r, f.keys, release.Product, f.running, release.SecurityVersion)
 	if err != nil {
 		if isMaxBytes(err) {
 			return apiclient.FirmwareInstalled{}, err

@@ -74,6 +74,31 @@ func TestInstallAndStatus(t *testing.T) {
 	}
 }
 
+// TestDowngradeRefused: a bundle signed by a trusted key but below the running build's
+// security version is refused (api.ErrBadBundle, 422) with a message naming the console's
+// update force, and installs nothing.
+func TestDowngradeRefused(t *testing.T) {
+	ctx := context.Background()
+	pub, priv, err := update.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(t.TempDir(), "keys.pem")
+	os.WriteFile(keys, update.MarshalPublicKey(pub), 0o644)
+	a, err := New(filepath.Join(t.TempDir(), "firmware"), keys, "/nonexistent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := updatetest.BundleSV(t, priv, release.Product, "v0.9", release.SecurityVersion-1)
+	if _, err := a.InstallFirmware(ctx, bytes.NewReader(old)); !errors.Is(err, api.ErrBadBundle) ||
+		!strings.Contains(err.Error(), "update force") || !strings.Contains(err.Error(), "security version") {
+		t.Errorf("InstallFirmware(a lower security version) = %v, want api.ErrBadBundle naming update force", err)
+	}
+	if st, _ := a.FirmwareStatus(ctx); st.Pending != "" || st.Slots[0].Version != "" || st.Slots[1].Version != "" {
+		t.Errorf("a refused downgrade changed the slots: %+v", st)
+	}
+}
+
 func TestNewRefusesBadKeys(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "keys.pem")
 	os.WriteFile(bad, []byte("not PEM"), 0o644)

@@ -152,24 +152,33 @@ func (s Store) Slot(name string) (Info, error) {
 	return Info{Name: name, Header: &h}, nil
 }
 
+// HeldDir is where a verified bundle whose security version is too low waits for an
+// administrator to force it (InstallHeld) or for the next upload to replace it.
+const HeldDir = "held"
+
+// DowngradeError is Install's refusal of a bundle whose security version is lower than the
+// running image's or the confirmed slot's. The bundle was verified and is held.
+type DowngradeError struct {
+	Header update.Header
+	Floor  int    // the security version it is below
+	Of     string // whose that is
+}
+
+func (e *DowngradeError) Error() string {
+	return fmt.Sprintf("%s has security version %d, lower than %d (%s): it may bring back vulnerabilities "+
+		"fixed since. It was verified and is held; to install it anyway, log in at the appliance's console "+
+		"and run: update force", e.Header.Version, e.Header.SecurityVersion, e.Floor, e.Of)
+}
+
 // Install verifies the bundle read from r (signed by one of keys, for product) into the
 // slot that is neither active nor the running one, and makes it pending. Nothing changes
 // when verification fails. running is the slot this system runs from ("" for the factory
-// image).
-func (s Store) Install(r io.Reader, keys []ed25519.PublicKey, product, running string) (update.Header, string, error) {
+// image); minSecurity is the running image's security version. A bundle below it, or below
+// the confirmed slot's, is not installed: it is held and Install returns a *DowngradeError.
+func (s Store) Install(r io.Reader, keys []ed25519.PublicKey, product, running string, minSecurity int) (update.Header, string, error) {
 	st, err := s.Load()
 	if err != nil {
 		return update.Header{}, "", err
-	}
-	target := ""
-	for _, n := range Names {
-		if n != st.Active && n != running {
-			target = n
-			break
-		}
-	}
-	if target == "" {
-		return update.Header{}, "", errors.New("slots: no free slot")
 	}
 	stage, err := os.MkdirTemp(s.Dir, ".install-")
 	if err != nil {
@@ -181,29 +190,106 @@ func (s Store) Install(r io.Reader, keys []ed25519.PublicKey, product, running s
 		}
 	}
 	defer os.RemoveAll(stage)
-	// Verify keeps the signed header and its signature in the slot (VerifySlot).
+	// Verify keeps the signed header in the slot (VerifySlot).
 	h, err := update.Verify(r, keys, product, stage)
 	if err != nil {
 		return update.Header{}, "", err
+	}
+	floor, of := minSecurity, "the running firmware's"
+	if st.Active != "" {
+		if info, err := s.Slot(st.Active); err == nil && info.Header != nil && info.Header.SecurityVersion > floor {
+			floor, of = info.Header.SecurityVersion, "the confirmed firmware's, "+info.Header.Version
+		}
+	}
+	if h.SecurityVersion < floor {
+		held := filepath.Join(s.Dir, HeldDir)
+		if err := os.RemoveAll(held); err != nil {
+			return update.Header{}, "", fmt.Errorf("slots: %w", err)
+		}
+		if err := os.Rename(stage, held); err != nil {
+			return update.Header{}, "", fmt.Errorf("slots: %w", err)
+		}
+		if err := syncDir(s.Dir); err != nil {
+			return update.Header{}, "", err
+		}
+		return update.Header{}, "", &DowngradeError{Header: h, Floor: floor, Of: of}
+	}
+	target, err := s.place(stage, running, st)
+	if err != nil {
+		return update.Header{}, "", err
+	}
+	return h, target, s.pending(target, fmt.Sprintf("installed %s in slot %s, to be tried at the next boot", h.Version, target))
+}
+
+// Held returns the header of the held bundle (nil when none is held), verified again.
+func (s Store) Held(keys []ed25519.PublicKey, product string) (*update.Header, error) {
+	dir := filepath.Join(s.Dir, HeldDir)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	h, err := update.VerifyDir(dir, keys, product)
+	if err != nil {
+		return nil, fmt.Errorf("slots: the held update: %w", err)
+	}
+	return &h, nil
+}
+
+// InstallHeld installs the held bundle (verified again) as Install would have, when an
+// administrator forces it, and returns its header and slot.
+func (s Store) InstallHeld(keys []ed25519.PublicKey, product, running string) (update.Header, string, error) {
+	h, err := s.Held(keys, product)
+	if err != nil {
+		return update.Header{}, "", err
+	}
+	if h == nil {
+		return update.Header{}, "", errors.New("slots: no update is held")
+	}
+	st, err := s.Load()
+	if err != nil {
+		return update.Header{}, "", err
+	}
+	target, err := s.place(filepath.Join(s.Dir, HeldDir), running, st)
+	if err != nil {
+		return update.Header{}, "", err
+	}
+	return *h, target, s.pending(target, fmt.Sprintf("installed %s (security version %d) in slot %s, forced by the "+
+		"administrator at the console; to be tried at the next boot", h.Version, h.SecurityVersion, target))
+}
+
+// place moves the verified directory stage into the slot that is neither active nor
+// running, replacing what it held, and returns the slot.
+func (s Store) place(stage, running string, st State) (string, error) {
+	target := ""
+	for _, n := range Names {
+		if n != st.Active && n != running {
+			target = n
+			break
+		}
+	}
+	if target == "" {
+		return "", errors.New("slots: no free slot")
 	}
 	// The slot being replaced is neither running nor confirmed: drop it, move the
 	// verified one in, then record it as pending.
 	dst := s.SlotDir(target)
 	if err := os.RemoveAll(dst); err != nil {
-		return update.Header{}, "", fmt.Errorf("slots: clearing slot %s: %w", target, err)
+		return "", fmt.Errorf("slots: clearing slot %s: %w", target, err)
 	}
 	if err := os.Rename(stage, dst); err != nil {
-		return update.Header{}, "", fmt.Errorf("slots: %w", err)
+		return "", fmt.Errorf("slots: %w", err)
 	}
-	if err := syncDir(s.Dir); err != nil {
-		return update.Header{}, "", err
+	return target, syncDir(s.Dir)
+}
+
+// pending records slot as pending, to be tried at the next boot.
+func (s Store) pending(slot, last string) error {
+	st, err := s.Load()
+	if err != nil {
+		return err
 	}
-	st.Pending, st.Tries = target, 0
-	st.Last, st.At = fmt.Sprintf("installed %s in slot %s, to be tried at the next boot", h.Version, target), time.Now().UTC()
-	if err := s.Save(st); err != nil {
-		return update.Header{}, "", err
-	}
-	return h, target, nil
+	st.Pending, st.Tries = slot, 0
+	st.Last, st.At = last, time.Now().UTC()
+	return s.Save(st)
 }
 
 // Decision is what the boot does.

@@ -3,6 +3,7 @@ package slots
 import (
 	"bytes"
 	"crypto/ed25519"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +39,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	if d, err := s.Decide(""); err != nil || d.Boot != "" || d.Commit {
 		t.Fatalf("nothing installed: %+v %v", d, err)
 	}
-	h, slot, err := s.Install(bytes.NewReader(bundle(t, priv, "v2")), pubs, product, "")
+	h, slot, err := s.Install(bytes.NewReader(bundle(t, priv, "v2")), pubs, product, "", 0)
 	if err != nil || slot != "a" || h.Version != "v2" {
 		t.Fatalf("install: %v %s %+v", err, slot, h)
 	}
@@ -60,7 +61,7 @@ func TestUpdateLifecycle(t *testing.T) {
 	}
 
 	// Running v2 from slot a: v3 goes to slot b; it never confirms.
-	if _, slot, err := s.Install(bytes.NewReader(bundle(t, priv, "v3")), pubs, product, "a"); err != nil || slot != "b" {
+	if _, slot, err := s.Install(bytes.NewReader(bundle(t, priv, "v3")), pubs, product, "a", 0); err != nil || slot != "b" {
 		t.Fatalf("second install: %v %s", err, slot)
 	}
 	if d, _ := s.Decide(""); d.Boot != "b" {
@@ -90,7 +91,7 @@ func TestInstallRefusals(t *testing.T) {
 	other, _ := keys(t)
 	s := Store{Dir: filepath.Join(t.TempDir(), "firmware")}
 	good := bundle(t, priv, "v2")
-	if _, _, err := s.Install(bytes.NewReader(good), pubs, product, ""); err != nil {
+	if _, _, err := s.Install(bytes.NewReader(good), pubs, product, "", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Confirm(""); err != nil { // nothing to confirm on the factory image
@@ -102,11 +103,11 @@ func TestInstallRefusals(t *testing.T) {
 		"altered":       append(append([]byte{}, good[:len(good)-600]...), bytes.Repeat([]byte{1}, 600)...),
 		"not a bundle":  []byte("hello"),
 	} {
-		if _, _, err := s.Install(bytes.NewReader(b), pubs, product, ""); err == nil {
+		if _, _, err := s.Install(bytes.NewReader(b), pubs, product, "", 0); err == nil {
 			t.Errorf("%s: installed", name)
 		}
 	}
-	if _, _, err := s.Install(bytes.NewReader(good), pubs, "another product", ""); err == nil {
+	if _, _, err := s.Install(bytes.NewReader(good), pubs, "another product", "", 0); err == nil {
 		t.Error("a bundle for another product was installed")
 	}
 	after, _ := os.ReadFile(filepath.Join(s.Dir, StateFile))
@@ -135,7 +136,7 @@ func TestSlotSwappedOnDiskDoesNotBoot(t *testing.T) {
 	priv, pubs := keys(t)
 	otherPriv, otherPubs := keys(t)
 	s := Store{Dir: filepath.Join(t.TempDir(), "firmware")}
-	if _, _, err := s.Install(bytes.NewReader(bundle(t, priv, "v2")), pubs, product, ""); err != nil {
+	if _, _, err := s.Install(bytes.NewReader(bundle(t, priv, "v2")), pubs, product, "", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.VerifySlot("a", pubs, product); err != nil {
@@ -205,5 +206,66 @@ func TestStateReadableByAll(t *testing.T) {
 	}
 	if fi.Mode().Perm() != 0o644 {
 		t.Errorf("state.json mode %v, want 0644", fi.Mode().Perm())
+	}
+}
+
+// TestSecurityVersionFloor: a bundle below the running image's security version, or below
+// the confirmed slot's, is verified but not installed: it is held, the state is unchanged,
+// and only InstallHeld (the console's update force) installs it.
+func TestSecurityVersionFloor(t *testing.T) {
+	priv, pubs := keys(t)
+	s := Store{Dir: filepath.Join(t.TempDir(), "firmware")}
+	downgrade := func(sv int, running, want string) {
+		t.Helper()
+		_, _, err := s.Install(bytes.NewReader(updatetest.BundleSV(t, priv, product, "old", sv)), pubs, product, running, 3)
+		var de *DowngradeError
+		if !errors.As(err, &de) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "update force") {
+			t.Fatalf("security version %d: %v, want a DowngradeError %q naming update force", sv, err, want)
+		}
+	}
+	downgrade(2, "", "lower than 3 (the running firmware's)")
+	if st, _ := s.Load(); st.Pending != "" {
+		t.Fatalf("a refused downgrade is pending: %+v", st)
+	}
+	if _, _, err := s.Install(bytes.NewReader(updatetest.BundleSV(t, priv, product, "v5", 5)), pubs, product, "", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Confirm("a"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(s.Dir, StateFile))
+	downgrade(4, "a", "lower than 5 (the confirmed firmware's, v5)")
+	if after, _ := os.ReadFile(filepath.Join(s.Dir, StateFile)); !bytes.Equal(before, after) {
+		t.Errorf("a refused downgrade changed the state:\n%s\n%s", before, after)
+	}
+	if info, _ := s.Slot("b"); info.Header != nil {
+		t.Errorf("a refused downgrade is in slot b: %+v", info.Header)
+	}
+	h, err := s.Held(pubs, product)
+	if err != nil || h == nil || h.SecurityVersion != 4 {
+		t.Fatalf("Held = %+v, %v; want the last refused bundle (security version 4)", h, err)
+	}
+	if _, err := s.Held(nil, product); err == nil {
+		t.Error("the held bundle verifies without trusted keys")
+	}
+	// Equal to the floor installs.
+	if _, slot, err := s.Install(bytes.NewReader(updatetest.BundleSV(t, priv, product, "v5.1", 5)), pubs, product, "a", 3); err != nil || slot != "b" {
+		t.Fatalf("a bundle at the floor: %s, %v", slot, err)
+	}
+	// Forced: the held one replaces the pending one.
+	_, _, _ = s.Install(bytes.NewReader(updatetest.BundleSV(t, priv, product, "v4", 4)), pubs, product, "a", 3)
+	fh, slot, err := s.InstallHeld(pubs, product, "a")
+	if err != nil || slot != "b" || fh.Version != "v4" {
+		t.Fatalf("InstallHeld = %+v, %s, %v", fh, slot, err)
+	}
+	st, _ := s.Load()
+	if st.Pending != "b" || !strings.Contains(st.Last, "forced by the administrator") {
+		t.Errorf("state after InstallHeld: %+v", st)
+	}
+	if _, err := s.VerifySlot("b", pubs, product); err != nil {
+		t.Error(err)
+	}
+	if _, _, err := s.InstallHeld(pubs, product, "a"); err == nil {
+		t.Error("InstallHeld twice: the held bundle was installed again")
 	}
 }

@@ -25,6 +25,7 @@ type imageManifest struct {
 		Version         string `json:"version"`
 		SourceDateEpoch int64  `json:"source_date_epoch"`
 		Kernel          string `json:"kernel"`
+		SecurityVersion int    `json:"security_version"`
 	} `json:"release"`
 	Kernel struct {
 		Release string `json:"release"` // uname -r
@@ -95,6 +96,7 @@ func imageHeader(dir string) (Header, error) {
 		Version:         r.Version,
 		SourceDateEpoch: r.SourceDateEpoch,
 		Kernel:          kernel,
+		SecurityVersion: r.SecurityVersion,
 	}
 	var total int64
 	for _, name := range imageFiles {

@@ -70,6 +70,9 @@ type Header struct {
 	Kernel          string `json:"kernel"`            // uname -r of the bundled kernel
 	Files           []File `json:"files"`             // vmlinuz, initramfs.cpio.zst, manifest.json
 	KeyID           string `json:"key_id"`            // KeyID of the signing key
+	// SecurityVersion is the image's release.SecurityVersion: an appliance refuses a
+	// bundle below its own, or below its confirmed slot's, unless forced at the console.
+	SecurityVersion int `json:"security_version"`
 }
 
 // FileName is the conventional name of the bundle of a version: update-<version>.aeu.

@@ -142,6 +142,9 @@ func checkHeader(hb, sb []byte, keys []ed25519.PublicKey, product string) (Heade
 	if h.Version == "" {
 		return Header{}, errors.New("bundle.json: no version")
 	}
+	if h.SecurityVersion < 0 {
+		return Header{}, fmt.Errorf("bundle.json: security version %d", h.SecurityVersion)
+	}
 	if h.Kernel == "" {
 		return Header{}, errors.New("bundle.json: no kernel release")
 	}
