@@ -220,6 +220,7 @@ func Run(ctx context.Context, o Options) error {
 		if b, err := os.ReadFile("/proc/cmdline"); err == nil {
 			a.running = slots.RunningSlot(string(b))
 		}
+		a.feedWatchdog(ctx)
 	}
 	a.prepareData(ctx)
 	a.chooseFirmware() // may boot another firmware and not return

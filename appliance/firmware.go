@@ -75,7 +75,7 @@ func (a *Appliance) chooseFirmware() {
 		return
 	}
 	a.con.Printf("Starting %s from slot %s...", h.Version, d.Boot)
-	if err := a.kexecSlot(st, d.Boot); err != nil {
+	if err := a.kexecSlot(st, d.Boot, d.Trial); err != nil {
 		a.con.Printf("Firmware: starting slot %s failed: %v; staying on this image", d.Boot, err)
 		if !datadisk.IsMounted(a.o.DataDir) {
 			a.remount()
@@ -85,7 +85,7 @@ func (a *Appliance) chooseFirmware() {
 
 // kexecSlot loads slot name's kernel and initramfs and boots into them, after unmounting
 // the data disk cleanly. It returns only on failure.
-func (a *Appliance) kexecSlot(st slots.Store, name string) error {
+func (a *Appliance) kexecSlot(st slots.Store, name string, trial bool) error {
 	dir := st.SlotDir(name)
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
@@ -115,6 +115,9 @@ func (a *Appliance) kexecSlot(st slots.Store, name string) error {
 		a.log.Warn("kexec with the data disk read-only", "err", err)
 	}
 	unix.Sync()
+	if trial {
+		a.armWatchdog()
+	}
 	if err := a.con.Drain(); err != nil {
 		a.log.Error("draining the console", "err", err)
 	}

@@ -54,6 +54,9 @@ var DefaultModules = []string{
 	// key slots without a device-mapper device. The TPM's drivers need no module: Debian
 	// builds tpm_tis and tpm_crb into the kernel (CONFIG_TCG_TIS=y, CONFIG_TCG_CRB=y).
 	"dm_mod", "dm_crypt", "xts", "aesni_intel", "af_alg", "algif_skcipher",
+	// The hardware watchdog that brings back a trial boot of an update that hangs
+	// (appliance/kmod.Params loads it with nowayout): QEMU's i6300esb.
+	"i6300esb",
 }
 
 // kmodule is one kernel module file of a kernel package.

@@ -173,7 +173,9 @@ func Args(o Options, hostPorts map[int]int) []string {
 	args := []string{"-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-kernel", o.Image.Kernel, "-initrd", o.Image.Initrd, "-append", cmdline,
-		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci"}
+		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0", "-device", "virtio-rng-pci",
+		// A hardware watchdog that resets the machine when it expires (appliance: trial boots).
+		"-device", "i6300esb", "-action", "watchdog=reset"}
 	if o.DataDisk != "" {
 		args = append(args, "-drive", "file="+o.DataDisk+",if=virtio,format=raw,cache=writeback")
 	}

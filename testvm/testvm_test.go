@@ -17,6 +17,7 @@ func TestArgs(t *testing.T) {
 		"-accel tcg", "-m 1024", "-kernel /k -initrd /i", "-append console=ttyS0 quiet panic=-1",
 		"-netdev user,id=n0,hostfwd=tcp:127.0.0.1:40001-:9443,hostfwd=tcp:127.0.0.1:40002-:80",
 		"-drive file=/d.img,if=virtio,format=raw", "-smbios type=1,serial=S1", "-no-reboot",
+		"-device i6300esb -action watchdog=reset",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Args lacks %q: %s", want, got)

@@ -113,4 +113,28 @@ func TestApplianceUpdate(t *testing.T) {
 	}
 	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
 	_ = os.Remove(good)
+
+	// An update that hangs without panicking: the factory image armed the hardware
+	// watchdog (i6300esb) before the kexec, nothing feeds it in the hung update, it resets
+	// the machine, and the factory image finds the trial used and rolls back.
+	hang := hangBundle(t, ctx, image, key)
+	if out, err := aectlArgs("firmware", "upload", hang); err != nil || !strings.Contains(string(out), "installed hang-test in slot") {
+		t.Fatalf("aectl firmware upload (the hanging update): %v\n%s", err, out)
+	}
+	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
+		t.Fatalf("login: %q", out)
+	}
+	if err := vm.SendLine("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Trying the update in slot", 2*time.Minute)
+	must(t, vm, "HANG-TEST: this update's init hangs on purpose", 2*time.Minute)
+	start = time.Now()
+	must(t, vm, "hang-test in slot a did not come up; rolled back to the factory image", 4*time.Minute)
+	t.Logf("the watchdog reset the hung update after %s", time.Since(start).Round(time.Second))
+	banner = must(t, vm, prompt, 3*time.Minute)
+	if strings.Contains(banner, "(slot a)") {
+		t.Errorf("after the hung trial the update still runs:\n%s", banner)
+	}
+	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
 }

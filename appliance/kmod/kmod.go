@@ -105,14 +105,21 @@ func (r *Result) record(path string, load Loader) {
 	r.Loaded = append(r.Loaded, Name(path))
 }
 
-// Load loads the module file at path; a module that is already loaded is not an error.
+// Params are the parameters some modules are loaded with. A watchdog driver gets nowayout:
+// the i6300esb then sets the hardware's lock bit when it starts, so that neither the
+// kernel's reboot notifier at a kexec nor the next kernel's probe can stop the watchdog
+// the factory image armed for a trial boot (Intel 6300ESB datasheet, WDT lock register).
+var Params = map[string]string{"i6300esb": "nowayout=1"}
+
+// Load loads the module file at path, with its Params; a module that is already loaded
+// is not an error.
 func Load(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("kmod: %w", err)
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.FinitModule(int(f.Fd()), Params[Name(path)], 0); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("kmod: loading %s: %w", Name(path), err)
 	}
 	return nil

@@ -295,6 +295,7 @@ func (s Store) pending(slot, last string) error {
 // Decision is what the boot does.
 type Decision struct {
 	Boot    string // slot to kexec into; "": stay on the running image
+	Trial   bool   // Boot is the pending slot's one try: arm the watchdog before the kexec
 	Commit  bool   // the running slot is the pending one, up on trial: confirm it once healthy
 	Message string // for the console, "" when there is nothing to say
 }
@@ -321,7 +322,7 @@ func (s Store) Decide(running string) (Decision, error) {
 			if err := s.Save(st); err != nil {
 				return Decision{}, err
 			}
-			return Decision{Boot: st.Pending, Message: "Trying the update in slot " + st.Pending + "."}, nil
+			return Decision{Boot: st.Pending, Trial: true, Message: "Trying the update in slot " + st.Pending + "."}, nil
 		}
 		failed := st.Pending
 		info, _ := s.Slot(failed)
