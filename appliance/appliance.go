@@ -141,6 +141,7 @@ type Appliance struct {
 	serial   string
 	mods     kmod.Result
 	stop     context.CancelFunc // ends Run (Dev mode)
+	ctx      context.Context    // Run's, for what a console command starts in the background
 	diskDone chan struct{}      // closed once the data disk is ready or known to be unusable
 	hsm      release.HSM        // the PKCS#11 module of the image
 
@@ -194,6 +195,7 @@ func Run(ctx context.Context, o Options) error {
 		a.hsm = release.HSM{SoftHSM: true}
 	}
 	ctx, a.stop = context.WithCancel(ctx)
+	a.ctx = ctx
 	defer a.stop()
 	table := a.commandTable()
 	cmds := make([]console.Command, len(table))
@@ -408,6 +410,9 @@ func (a *Appliance) state() string {
 	if disk, ok := a.diskReady(); !ok {
 		if disk.Locked {
 			return "data disk locked"
+		}
+		if disk.NeedsPassphrase {
+			return "data disk not encrypted yet"
 		}
 		return "no data disk"
 	}

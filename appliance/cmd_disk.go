@@ -13,6 +13,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
 	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
 )
 
 // The sealed data disk at the console: its status line, the recovery passphrase (shown
@@ -54,12 +55,18 @@ func (a *Appliance) encryptionLine(ctx context.Context) string {
 	switch {
 	case a.o.Dev:
 		return "none (development mode)"
+	case disk.Locked && disk.Sealing == "":
+		return "locked: disk unlock with the disk's passphrase (no TPM)"
 	case disk.Locked:
 		return "locked: its key is not unsealed here; disk unlock with the recovery passphrase"
+	case disk.NeedsPassphrase:
+		return "blank disk, no TPM: disk encrypt sets its passphrase"
 	case !ok:
 		return "-"
 	case disk.Kind != datadisk.Encrypted:
 		return "NONE: this data disk is not encrypted (a copy of it is a copy of the CA's token)"
+	case disk.Sealing == "":
+		return "LUKS2 aes-xts-plain64, its passphrase typed at every boot (no TPM)"
 	}
 	line := "LUKS2 aes-xts-plain64, key sealed to the " + disk.Sealing
 	slots, err := datadisk.RecoverySlots(ctx, disk.Dev)
@@ -106,8 +113,8 @@ func (a *Appliance) newRecovery(ctx context.Context) ([]string, error) {
 // encrypted data disk has none yet, else nothing.
 func (a *Appliance) finishRecovery(ctx context.Context) ([]string, error) {
 	disk, ok := a.diskReady()
-	if a.o.Dev || !ok || disk.Kind != datadisk.Encrypted {
-		return nil, nil
+	if a.o.Dev || !ok || disk.Kind != datadisk.Encrypted || disk.Sealing == "" {
+		return nil, nil // no TPM: the disk's own passphrase is what an admin keeps
 	}
 	if slots, err := datadisk.RecoverySlots(ctx, disk.Dev); err != nil || len(slots) > 0 {
 		return nil, err
@@ -138,16 +145,15 @@ func (a *Appliance) cmdDiskUnlock(ctx context.Context, _ []string, w io.Writer) 
 		return errors.New("the data disk is not locked (see status)")
 	}
 	seal := a.diskSealer()
-	if seal == nil {
-		return errors.New("this machine has no usable TPM 2.0 to seal the disk's key to (see status); " +
-			"the disk stays locked")
-	}
 	guard := unlockGuard()
 	if err := os.MkdirAll(guard.dir, 0o700); err != nil {
 		return err
 	}
 	if d := guard.wait(); d > 0 {
-		return fmt.Errorf("too many wrong recovery passphrases: try again in %s", d)
+		return fmt.Errorf("too many wrong passphrases: try again in %s", d)
+	}
+	if seal == nil {
+		return a.unlockWithPassphrase(ctx, disk, guard, w)
 	}
 	p, err := a.con.Ask("Recovery passphrase: ", true)
 	if err != nil {
@@ -155,17 +161,97 @@ func (a *Appliance) cmdDiskUnlock(ctx context.Context, _ []string, w io.Writer) 
 	}
 	fmt.Fprintln(w, "Checking the recovery passphrase...")
 	if _, err := datadisk.Reseal(ctx, disk.Dev, []byte(strings.TrimSpace(p)), seal); err != nil {
-		if errors.Is(err, datadisk.ErrWrongKey) {
-			n, d, _ := guard.failed()
-			a.log.Warn("disk unlock: wrong recovery passphrase", "failures_in_a_row", n, "next_attempt_in", d.String())
-			time.Sleep(min(d, LoginBackoff))
-			return fmt.Errorf("wrong recovery passphrase: nothing changed (%d failures in a row)", n)
-		}
-		return fmt.Errorf("nothing changed: %w", err)
+		return a.unlockFailed(guard, "recovery passphrase", err)
 	}
 	_ = guard.succeeded()
 	a.log.Warn("disk unlock: the data disk was recovered with its recovery passphrase and its key sealed to this TPM")
 	fmt.Fprintln(w, "The disk's key is now sealed to this machine's TPM and firmware; the recovery")
 	fmt.Fprintln(w, "passphrase stays the same. Rebooting to open the disk.")
 	return a.power(unix.LINUX_REBOOT_CMD_RESTART, "Rebooting")(ctx, nil, w)
+}
+
+// unlockFailed counts a wrong passphrase (what) against the back-off and says so; other
+// errors are reported as they are. Either way nothing changed.
+func (a *Appliance) unlockFailed(guard loginGuard, what string, err error) error {
+	if !errors.Is(err, datadisk.ErrWrongKey) {
+		return fmt.Errorf("nothing changed: %w", err)
+	}
+	n, d, _ := guard.failed()
+	a.log.Warn("disk unlock: wrong "+what, "failures_in_a_row", n, "next_attempt_in", d.String())
+	time.Sleep(min(d, LoginBackoff))
+	return fmt.Errorf("wrong %s: nothing changed (%d failures in a row)", what, n)
+}
+
+// unlockWithPassphrase opens the disk of a machine without a TPM with its passphrase and
+// carries on with the boot (afterUnlock).
+func (a *Appliance) unlockWithPassphrase(ctx context.Context, disk datadisk.State, guard loginGuard, w io.Writer) error {
+	p, err := a.con.Ask("Disk passphrase: ", true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Checking the passphrase...")
+	st, err := datadisk.OpenWithPassphrase(ctx, disk.Dev, a.o.DataDir, []byte(p), a.log)
+	if err != nil {
+		return a.unlockFailed(guard, "passphrase", err)
+	}
+	_ = guard.succeeded()
+	a.log.Info("disk unlock: the data disk was opened with its passphrase")
+	fmt.Fprintln(w, "Opened the data disk.")
+	return a.afterUnlock(st, w)
+}
+
+func (a *Appliance) cmdDiskEncrypt(ctx context.Context, _ []string, w io.Writer) error {
+	disk, _ := a.diskReady()
+	if !disk.NeedsPassphrase {
+		return errors.New("there is no blank data disk waiting for a passphrase (see status)")
+	}
+	fmt.Fprintf(w, "This machine has no TPM 2.0: the data disk is encrypted with a passphrase (at least %d\n", datadisk.MinPassphrase)
+	fmt.Fprintln(w, "characters) that the console asks for at every boot (disk unlock). Nothing opens the disk")
+	fmt.Fprintln(w, "without it: keep it apart from the appliance.")
+	p, err := a.askTwice("Disk passphrase")
+	if err != nil {
+		return err
+	}
+	if len(p) < datadisk.MinPassphrase {
+		return fmt.Errorf("a disk passphrase has at least %d characters: nothing changed", datadisk.MinPassphrase)
+	}
+	fmt.Fprintln(w, "Encrypting the data disk (LUKS2) and making an ext4 file system...")
+	st, err := datadisk.FormatWithPassphrase(ctx, disk.Dev, a.o.DataDir, []byte(p))
+	if err != nil {
+		return err
+	}
+	a.log.Warn("data disk encrypted with a passphrase at the console (no TPM)")
+	fmt.Fprintln(w, "Encrypted the data disk; it is open.")
+	return a.afterUnlock(st, w)
+}
+
+// afterUnlock carries on with the boot once a console command opened the data disk:
+// the log on it, the saved network settings, then the service when provisioned, else the
+// provisioning API.
+func (a *Appliance) afterUnlock(st datadisk.State, w io.Writer) error {
+	a.mu.Lock()
+	a.disk = st
+	a.mu.Unlock()
+	if err := a.afterMount(); err != nil {
+		return err
+	}
+	ctx := a.ctx
+	// The boot configured DHCP without the disk's settings: apply them when they say more.
+	if n, err := provisioning.LoadNetwork(a.settingsDir()); err == nil &&
+		(n.Mode == "static" || len(n.DNS)+len(n.NTP) > 0 || n.Hostname != "") {
+		if _, err := a.net.Configure(ctx, n); err != nil {
+			fmt.Fprintf(w, "Network settings: %v\n", err)
+		}
+	}
+	fmt.Fprintf(w, "State: %s\n", a.stateLine())
+	if a.provisioned() {
+		go func() {
+			if err := a.startService(ctx); err != nil {
+				a.con.Printf("enrollsvc: %v", err)
+			}
+		}()
+		return nil
+	}
+	go a.provisioningAPILoop(ctx)
+	return nil
 }

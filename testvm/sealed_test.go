@@ -1,6 +1,7 @@
 package testvm
 
 import (
+	"context"
 	"crypto/aes"
 	"encoding/json"
 	"io"
@@ -8,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/xts"
 )
@@ -84,4 +87,90 @@ func decryptDisk(t *testing.T, disk, recovery string) string {
 		}
 	}
 	return plainPath
+}
+
+// TestApplianceWithoutTPM: a machine without a TPM 2.0 never writes a blank data disk in
+// clear. It waits for `disk encrypt` and a passphrase, then carries on (provisioning
+// works); after a reboot the disk is locked until `disk unlock` with that passphrase (a
+// wrong one changes nothing), and what was saved is there. The powered-off disk holds a
+// LUKS2 header and no file system in clear.
+func TestApplianceWithoutTPM(t *testing.T) {
+	needVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	buildImage(t, ctx)
+	disk := filepath.Join(t.TempDir(), "data.img")
+	if err := NewDisk(disk, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	vm := startVM(t, ctx, Options{DataDisk: disk, NoTPM: true})
+	banner := must(t, vm, prompt, 2*time.Minute)
+	for _, want := range []string{"no TPM 2.0 to seal the disk's key to", "disk encrypt", "State:          data disk not encrypted yet"} {
+		if !strings.Contains(strings.Join(strings.Fields(banner), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("banner without a TPM lacks %q:\n%s", want, banner)
+		}
+	}
+	if out := command(t, vm, "status", 30*time.Second); !strings.Contains(out, "Encryption:     blank disk, no TPM: disk encrypt sets its passphrase") ||
+		!strings.Contains(out, "TPM:            none") {
+		t.Errorf("status without a TPM:\n%s", out)
+	}
+	const diskPass = "vm disk passphrase without a TPM 1"
+	if out := secretLines(t, vm, time.Minute, "disk encrypt", "too short", "too short"); !strings.Contains(out, "at least 16 characters: nothing changed") {
+		t.Errorf("disk encrypt with a short passphrase: %q", out)
+	}
+	if out := secretLines(t, vm, 2*time.Minute, "disk encrypt", diskPass, diskPass); !strings.Contains(out, "Encrypted the data disk; it is open.") ||
+		!strings.Contains(out, "State: unprovisioned") {
+		t.Fatalf("disk encrypt: %q", out)
+	}
+	if out := command(t, vm, "status", 30*time.Second); !strings.Contains(out, "Encryption:     LUKS2 aes-xts-plain64, its passphrase typed at every boot (no TPM)") ||
+		!strings.Contains(out, "Data disk:      /dev/vda on /data") {
+		t.Errorf("status after disk encrypt:\n%s", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "provision passphrase", passphrase, passphrase); !strings.Contains(out, "Set the admin passphrase.") {
+		t.Fatalf("provision passphrase on the encrypted disk: %q", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
+		t.Fatalf("login: %q", out)
+	}
+	if err := vm.SendLine("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Rebooting.", time.Minute)
+	banner = must(t, vm, prompt, 2*time.Minute)
+	if !strings.Contains(banner, "State:          data disk locked") {
+		t.Errorf("banner after the reboot:\n%s", banner)
+	}
+	if out := secretLines(t, vm, time.Minute, "disk unlock", "not the disk passphrase at all"); !strings.Contains(out, "wrong passphrase: nothing changed") {
+		t.Errorf("disk unlock with a wrong passphrase: %q", out)
+	}
+	if out := secretLines(t, vm, 2*time.Minute, "disk unlock", diskPass); !strings.Contains(out, "Opened the data disk.") || !strings.Contains(out, "State: unprovisioned") {
+		t.Fatalf("disk unlock: %q", out)
+	}
+	if out := command(t, vm, "provision status", 30*time.Second); !strings.Contains(out, "[x] passphrase set") {
+		t.Errorf("what was saved before the reboot is not there:\n%s", out)
+	}
+	if strings.Contains(vm.Transcript(), diskPass) {
+		t.Error("the console echoed the disk passphrase")
+	}
+	powerOff(t, vm)
+	if ok, err := isLUKS(disk); err != nil || !ok {
+		t.Errorf("the data disk is not a LUKS2 volume: %v", err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err == nil {
+		t.Errorf("the raw data disk is a readable file system:\n%s", out)
+	}
+}
+
+// isLUKS reports whether the image starts with a LUKS2 header.
+func isLUKS(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		return false, err
+	}
+	return string(hdr) == "LUKS\xba\xbe\x00\x02", nil
 }

@@ -57,6 +57,24 @@ const withoutDisk = true
 
 func boot(t *testing.T, ctx context.Context, prepare func(disk string), noDisk ...bool) (*VM, string) {
 	t.Helper()
+	buildImage(t, ctx)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "data.img")
+	if err := NewDisk(disk, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(disk)
+	}
+	if len(noDisk) > 0 && noDisk[0] {
+		return startVM(t, ctx, Options{}), ""
+	}
+	return startVM(t, ctx, Options{DataDisk: disk}), disk
+}
+
+// buildImage builds the image once per test binary (image, or the test fails).
+func buildImage(t *testing.T, ctx context.Context) {
+	t.Helper()
 	imageOnce.Do(func() {
 		root, err := RepoRoot(".")
 		if err != nil {
@@ -73,18 +91,6 @@ func boot(t *testing.T, ctx context.Context, prepare func(disk string), noDisk .
 	if imageErr != nil {
 		t.Fatalf("building the image: %v", imageErr)
 	}
-	dir := t.TempDir()
-	disk := filepath.Join(dir, "data.img")
-	if err := NewDisk(disk, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	if prepare != nil {
-		prepare(disk)
-	}
-	if len(noDisk) > 0 && noDisk[0] {
-		return startVM(t, ctx, Options{}), ""
-	}
-	return startVM(t, ctx, Options{DataDisk: disk}), disk
 }
 
 // startVM starts a machine of the image built by boot with o's data disk and TPM options,

@@ -245,8 +245,12 @@ type State struct {
 	// Key is the disk key of an encrypted Dev, for the caller to set the recovery
 	// passphrase with (SetRecovery) and then forget. Never logged.
 	Key []byte
-	// Sealing says how the key of an encrypted Dev is kept (Sealer.Describe).
+	// Sealing says how the key of an encrypted Dev is kept (Sealer.Describe); "" when
+	// there is no TPM and an admin types its passphrase.
 	Sealing string
+	// NeedsPassphrase: Dev is blank and there is no TPM to seal a key to; it is left
+	// blank until an admin sets a passphrase to encrypt it with (FormatWithPassphrase).
+	NeedsPassphrase bool
 }
 
 // FSDev is the device that holds the file system: the opened volume of an encrypted disk.
@@ -264,8 +268,8 @@ func (s State) FSDev() string {
 //
 // With a sealer (the machine has a TPM), a blank disk becomes a LUKS2 volume whose key the
 // sealer keeps, and an encrypted disk is opened with the key the sealer gives back; when it
-// cannot, the disk is Locked and left closed. Without one, a blank disk gets a plain file
-// system (the caller says so) and an encrypted disk is Locked.
+// cannot, the disk is Locked and left closed. Without one, nothing is written: a blank disk
+// NeedsPassphrase (FormatWithPassphrase) and an encrypted disk is Locked (OpenWithPassphrase).
 func Prepare(ctx context.Context, devices []string, dir string, seal Sealer, say func(string), log *slog.Logger) State {
 	var st State
 	dev, err := Find(ctx, devices, 5*time.Second)
@@ -304,7 +308,10 @@ func Prepare(ctx context.Context, devices []string, dir string, seal Sealer, say
 				return st
 			}
 		} else {
-			say(fmt.Sprintf("Data disk %s is blank: making an ext4 file system (first boot)...", dev))
+			st.NeedsPassphrase = true
+			st.Problem = fmt.Sprintf("%s is blank and this machine has no TPM 2.0 to seal the disk's key to. "+
+				"Encrypt it with a passphrase, which the console then asks for at every boot: disk encrypt.", dev)
+			return st
 		}
 		if err := Format(ctx, st.FSDev()); err != nil {
 			st.Problem = err.Error()
@@ -315,7 +322,7 @@ func Prepare(ctx context.Context, devices []string, dir string, seal Sealer, say
 		if seal == nil {
 			st.Locked = true
 			st.Problem = fmt.Sprintf("%s is encrypted and this machine has no TPM 2.0 to unseal its key. "+
-				"Unlock it with its recovery passphrase: disk unlock.", dev)
+				"Unlock it with its passphrase: disk unlock.", dev)
 			return st
 		}
 		key, err := unsealKey(ctx, dev, seal)

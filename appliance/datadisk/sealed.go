@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,4 +182,60 @@ func RecoverySlots(ctx context.Context, dev string) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// MinPassphrase is the shortest passphrase a disk without a TPM is encrypted with.
+const MinPassphrase = 16
+
+// FormatWithPassphrase encrypts the blank dev (Probe says Blank) for a machine without a
+// TPM: a LUKS2 volume whose only key slot opens with passphrase (Argon2id, as the recovery
+// slot), opened as /dev/mapper/MapperName with an ext4 file system, which it mounts on dir.
+func FormatWithPassphrase(ctx context.Context, dev, dir string, passphrase []byte) (State, error) {
+	st := State{Dev: dev, Kind: Encrypted}
+	if len(passphrase) < MinPassphrase {
+		return st, fmt.Errorf("datadisk: the disk passphrase must have at least %d characters", MinPassphrase)
+	}
+	if k, err := Probe(dev); err != nil || k != Blank {
+		return st, fmt.Errorf("datadisk: %s is not blank (%v, %v): nothing changed", dev, k, err)
+	}
+	args := append([]string{"luksFormat"}, formatArgs...)
+	args = append(args, recoveryKDF...)
+	args = append(args, "--label", Label, "--key-slot", "0", "--key-file", SecretFD(0), dev)
+	if _, err := cryptsetup(ctx, nil, [][]byte{passphrase}, args...); err != nil {
+		return st, err
+	}
+	var err error
+	if st.Mapped, err = LUKSOpen(ctx, dev, MapperName, passphrase); err != nil {
+		return st, err
+	}
+	if err := Format(ctx, st.Mapped); err != nil {
+		return st, err
+	}
+	if err := Mount(st.Mapped, dir); err != nil {
+		return st, err
+	}
+	st.Mounted = true
+	return st, nil
+}
+
+// OpenWithPassphrase opens the encrypted dev with passphrase (any of its key slots), checks
+// its file system and mounts it on dir. A wrong passphrase returns an error wrapping
+// ErrWrongKey and changes nothing.
+func OpenWithPassphrase(ctx context.Context, dev, dir string, passphrase []byte, log *slog.Logger) (State, error) {
+	st := State{Dev: dev, Kind: Encrypted}
+	if err := TestKey(ctx, dev, passphrase); err != nil {
+		return st, err
+	}
+	var err error
+	if st.Mapped, err = LUKSOpen(ctx, dev, MapperName, passphrase); err != nil {
+		return st, err
+	}
+	if !checkFS(ctx, &st, log) {
+		return st, errors.New(st.Problem)
+	}
+	if err := Mount(st.Mapped, dir); err != nil {
+		return st, err
+	}
+	st.Mounted = true
+	return st, nil
 }

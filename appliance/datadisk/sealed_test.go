@@ -136,3 +136,39 @@ func TestPrepareWithoutTPMLeavesEncryptedDiskLocked(t *testing.T) {
 		t.Fatal("Prepare changed a disk it could not open")
 	}
 }
+
+// TestNoTPMBlankDiskWaitsForAPassphrase: without a TPM, Prepare writes nothing on a blank
+// disk and says a passphrase is needed; FormatWithPassphrase refuses a short passphrase and
+// a disk that is not blank, changing nothing.
+func TestNoTPMBlankDiskWaitsForAPassphrase(t *testing.T) {
+	needTool(t, "cryptsetup", "cryptsetup-bin")
+	ctx := context.Background()
+	dev := image(t, 32<<20, nil)
+	st := Prepare(ctx, []string{dev}, t.TempDir(), nil, func(string) {}, slog.New(slog.DiscardHandler))
+	if !st.NeedsPassphrase || st.Mounted || st.Locked || !bytes.Contains([]byte(st.Problem), []byte("disk encrypt")) {
+		t.Fatalf("Prepare(blank, no TPM) = %+v", st)
+	}
+	if k, _ := Probe(dev); k != Blank {
+		t.Fatalf("Prepare without a TPM wrote on the blank disk: %v", k)
+	}
+	if _, err := FormatWithPassphrase(ctx, dev, t.TempDir(), []byte("short")); err == nil {
+		t.Error("FormatWithPassphrase took a 5-character passphrase")
+	}
+	if k, _ := Probe(dev); k != Blank {
+		t.Fatalf("a refused FormatWithPassphrase wrote on the disk: %v", k)
+	}
+	key, _ := NewKey()
+	if err := LUKSFormat(ctx, dev, key); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(dev)
+	if _, err := FormatWithPassphrase(ctx, dev, t.TempDir(), []byte("a long enough passphrase")); err == nil {
+		t.Error("FormatWithPassphrase formatted a disk that is not blank")
+	}
+	if _, err := OpenWithPassphrase(ctx, dev, t.TempDir(), []byte("not the passphrase at all"), slog.New(slog.DiscardHandler)); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("OpenWithPassphrase with a wrong passphrase = %v, want ErrWrongKey", err)
+	}
+	if after, _ := os.ReadFile(dev); !bytes.Equal(before, after) {
+		t.Fatal("refused calls changed the encrypted disk")
+	}
+}
