@@ -31,6 +31,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/cmc"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc/cmctest"
 	"github.com/enrollment-appliance/aeappliance/proto/soap/soaptest"
 )
 
@@ -324,6 +325,38 @@ func TestEnrollmentWebServices(t *testing.T) {
 		}
 		if code, _ := c.post(cep, capture(t, "001_ADPolicyProvider_CEP_UsernamePassword_service_svc_CEP.xml", alice.UPN, alice.Password)); code != http.StatusUnauthorized {
 			t.Errorf("certificate endpoint without a client certificate = %d, want 401", code)
+		}
+	})
+
+	// ESC6: on AD CS with EDITF_ATTRIBUTESUBJECTALTNAME2, a "SAN" request attribute becomes
+	// the certificate's subject alternative name. Here request attributes never become names:
+	// alice asks, in the PKCS#10's name-value pairs, for the domain administrator's UPN and a
+	// DC's DNS name, and gets her own names only.
+	t.Run("ESC6: a SAN request attribute never becomes a name", func(t *testing.T) {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil := "upn=Administrator@" + strings.ToLower(dc.Realm) + "&dns=dc1." + strings.ToLower(dc.Realm)
+		csr := cmctest.CSR(t, key, pkix.Name{CommonName: "Administrator"},
+			cmctest.NameValue(t, "CertificateTemplate", "AEUser"), cmctest.NameValue(t, "SAN", evil))
+		code, body := c.post(c.ces, withToken(t, alice.UPN, alice.Password, csr))
+		var r rstr
+		if err := xml.Unmarshal(body, &r); err != nil || code != 200 || r.Disposition != "Issued" {
+			t.Fatalf("Issue AEUser with a SAN attribute = %d %+v\n%s", code, r, body)
+		}
+		der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(r.Leaf), ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(leaf.DNSNames) != 0 || bytes.Contains(bytes.ToLower(leaf.Raw), []byte("administrator")) ||
+			!strings.Contains(string(leaf.RawSubject), "alice") || len(leaf.EmailAddresses) != 1 || leaf.EmailAddresses[0] != alice.Mail {
+			t.Errorf("the certificate for alice's request with a SAN attribute: subject %v, DNS %v, e-mail %v; want alice's names only",
+				leaf.Subject, leaf.DNSNames, leaf.EmailAddresses)
 		}
 	})
 

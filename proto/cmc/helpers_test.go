@@ -17,18 +17,15 @@ import (
 	"regexp"
 	"testing"
 	"time"
-	"unicode/utf16"
+
+	"github.com/enrollment-appliance/aeappliance/proto/cmc/cmctest"
 )
 
 var oidECDSAWithSHA256Sig = oidECDSAWithSHA256
 
 func mustMarshal(t testing.TB, v any) []byte {
 	t.Helper()
-	b, err := asn1.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return cmctest.MustMarshal(t, v)
 }
 
 func newECKey(t testing.TB) *ecdsa.PrivateKey {
@@ -41,27 +38,9 @@ func newECKey(t testing.TB) *ecdsa.PrivateKey {
 }
 
 // rawAttr is a PKCS#10 attribute with raw values.
-type rawAttr struct {
-	Type   asn1.ObjectIdentifier
-	Values []asn1.RawValue `asn1:"set"`
-}
+type rawAttr = cmctest.Attr
 
-func bmp(s string) asn1.RawValue {
-	u := utf16.Encode([]rune(s))
-	b := make([]byte, 2*len(u))
-	for i, c := range u {
-		b[2*i], b[2*i+1] = byte(c>>8), byte(c)
-	}
-	return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: b}
-}
-
-func nameValueAttr(t testing.TB, pairs ...string) rawAttr {
-	a := rawAttr{Type: oidNameValuePair}
-	for i := 0; i+1 < len(pairs); i += 2 {
-		a.Values = append(a.Values, asn1.RawValue{FullBytes: mustMarshal(t, struct{ N, V asn1.RawValue }{bmp(pairs[i]), bmp(pairs[i+1])})})
-	}
-	return a
-}
+func nameValueAttr(t testing.TB, pairs ...string) rawAttr { return cmctest.NameValues(t, pairs...) }
 
 func renewalAttr(cert *x509.Certificate) rawAttr {
 	return rawAttr{Type: oidRenewalCertificate, Values: []asn1.RawValue{{FullBytes: cert.Raw}}}
@@ -70,32 +49,7 @@ func renewalAttr(cert *x509.Certificate) rawAttr {
 // makeCSR hand-builds a PKCS#10 with arbitrary attributes, signed by key (ECDSA P-256, SHA-256).
 func makeCSR(t testing.TB, key *ecdsa.PrivateKey, cn string, attrs ...rawAttr) []byte {
 	t.Helper()
-	spki, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject := mustMarshal(t, pkix.Name{CommonName: cn}.ToRDNSequence())
-	var attrBytes []byte
-	for _, a := range attrs {
-		attrBytes = append(attrBytes, mustMarshal(t, a)...)
-	}
-	tbs := mustMarshal(t, struct {
-		Version int
-		Subject asn1.RawValue
-		SPKI    asn1.RawValue
-		Attrs   asn1.RawValue
-	}{0, asn1.RawValue{FullBytes: subject}, asn1.RawValue{FullBytes: spki}, tagged(0, attrBytes)})
-	h := crypto.SHA256.New()
-	h.Write(tbs)
-	sig, err := ecdsa.SignASN1(rand.Reader, key, h.Sum(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mustMarshal(t, struct {
-		TBS asn1.RawValue
-		Alg pkix.AlgorithmIdentifier
-		Sig asn1.BitString
-	}{asn1.RawValue{FullBytes: tbs}, pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256Sig}, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	return cmctest.CSR(t, key, pkix.Name{CommonName: cn}, attrs...)
 }
 
 // testCA is a throwaway CA issuing ECDSA certificates.
