@@ -68,7 +68,7 @@ func (a *Appliance) encryptionLine(ctx context.Context) string {
 	case disk.Sealing == "":
 		return "LUKS2 aes-xts-plain64, its passphrase typed at every boot (no TPM)"
 	}
-	line := "LUKS2 aes-xts-plain64, key sealed to the " + disk.Sealing
+	line := "LUKS2 aes-xts-plain64, key sealed to the " + disk.Sealing + ", unsealed at this boot"
 	slots, err := datadisk.RecoverySlots(ctx, disk.Dev)
 	switch {
 	case err != nil:
@@ -235,6 +235,13 @@ func (a *Appliance) afterUnlock(st datadisk.State, w io.Writer) error {
 	if err := a.afterMount(); err != nil {
 		return err
 	}
+	a.resume(w)
+	return nil
+}
+
+// resume starts what runs on the data disk, once it is mounted again: the saved network
+// settings, then the service when provisioned, else the provisioning API.
+func (a *Appliance) resume(w io.Writer) {
 	ctx := a.ctx
 	// The boot configured DHCP without the disk's settings: apply them when they say more.
 	if n, err := provisioning.LoadNetwork(a.settingsDir()); err == nil &&
@@ -250,8 +257,100 @@ func (a *Appliance) afterUnlock(st datadisk.State, w io.Writer) error {
 				a.con.Printf("enrollsvc: %v", err)
 			}
 		}()
-		return nil
+		return
 	}
 	go a.provisioningAPILoop(ctx)
+}
+
+func (a *Appliance) cmdDiskMigrate(ctx context.Context, _ []string, w io.Writer) error {
+	disk, ok := a.diskReady()
+	if !ok || disk.Kind != datadisk.Ext || a.o.Dev {
+		return errors.New("the data disk is not a plain ext4 disk in use (see status): nothing to migrate")
+	}
+	seal := a.diskSealer()
+	var pass []byte
+	if seal != nil {
+		p, err := datadisk.NewRecoveryPassphrase()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "The data disk's recovery passphrase (shown this once). Write it down now: the")
+		fmt.Fprintln(w, "encryption uses it, and if the power fails before it is done, it is the way back")
+		fmt.Fprintln(w, "(disk unlock); afterwards it opens the disk on another machine or after a firmware change:")
+		fmt.Fprintf(w, "    %s\n", p)
+		back, err := a.con.Ask("Type it back to confirm you have it: ", true)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(back) != string(p) {
+			return errors.New("that is not the recovery passphrase: nothing changed")
+		}
+		pass = p
+	} else {
+		fmt.Fprintf(w, "This machine has no TPM 2.0: the disk is encrypted with a passphrase (at least %d\n", datadisk.MinPassphrase)
+		fmt.Fprintln(w, "characters) that the console asks for at every boot (disk unlock).")
+		p, err := a.askTwice("Disk passphrase")
+		if err != nil {
+			return err
+		}
+		if len(p) < datadisk.MinPassphrase {
+			return fmt.Errorf("a disk passphrase has at least %d characters: nothing changed", datadisk.MinPassphrase)
+		}
+		pass = []byte(p)
+	}
+	fmt.Fprintln(w, "Stopping the service and unmounting the data disk...")
+	a.stopProvisioningAPI()
+	a.shutdownService()
+	a.closeLogs()
+	if err := datadisk.Unmount(a.o.DataDir, 10*time.Second); err != nil {
+		a.remount()
+		a.afterRemount(w)
+		return fmt.Errorf("the data disk stays as it was: %w", err)
+	}
+	a.mu.Lock()
+	a.disk.Mounted = false
+	a.mu.Unlock()
+	a.log.Warn("data disk: encrypting in place", "dev", disk.Dev, "tpm", seal != nil)
+	fmt.Fprintln(w, "Encrypting the data disk in place (LUKS2). This takes a while: do not power off.")
+	t := time.Now()
+	if err := datadisk.EncryptInPlace(ctx, disk.Dev, pass); err != nil {
+		if k, _ := datadisk.Probe(disk.Dev); k == datadisk.Ext {
+			a.remount()
+			a.afterRemount(w)
+		}
+		return fmt.Errorf("encrypting the data disk: %w", err)
+	}
+	st := datadisk.State{Dev: disk.Dev, Kind: datadisk.Encrypted}
+	key := pass
+	if seal != nil {
+		k, err := datadisk.Reseal(ctx, disk.Dev, pass, seal)
+		if err != nil {
+			return fmt.Errorf("the disk is encrypted, but sealing its key to the TPM failed (%w); reboot and disk unlock with the recovery passphrase", err)
+		}
+		key, st.Key, st.Sealing = k, k, seal.Describe()
+	}
+	var err error
+	if st.Mapped, err = datadisk.LUKSOpen(ctx, disk.Dev, datadisk.MapperName, key); err != nil {
+		return fmt.Errorf("the disk is encrypted but did not open: %w; reboot", err)
+	}
+	if err := datadisk.Mount(st.Mapped, a.o.DataDir); err != nil {
+		return fmt.Errorf("the disk is encrypted but did not mount: %w; reboot", err)
+	}
+	st.Mounted = true
+	a.log.Warn("data disk encrypted in place", "elapsed", time.Since(t).Round(time.Second))
+	fmt.Fprintf(w, "Encrypted the data disk in %s.\n", time.Since(t).Round(time.Second))
+	if err := a.afterUnlock(st, w); err != nil {
+		return err
+	}
+	a.capTPM()
 	return nil
+}
+
+// afterRemount restarts what the data disk being unmounted stopped, after a failed migration.
+func (a *Appliance) afterRemount(w io.Writer) {
+	if _, ok := a.diskReady(); !ok {
+		fmt.Fprintln(w, "The data disk did not mount again: reboot.")
+		return
+	}
+	a.resume(w)
 }

@@ -82,6 +82,7 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 		row("Data disk", "unusable: "+firstSentence(disk.Problem))
 	}
 	row("Encryption", a.encryptionLine(ctx))
+	row("Firmware", fmt.Sprintf("security version %d (no update below it installs or boots unforced)", a.rel.SecurityVersion))
 	row("TPM", tpmLine(func() (*tpmseal.TPM, error) { return tpmseal.Open(a.o.TPMDevice) }, a.o.TPMDevice))
 	netCfg, netErr := a.net.Current()
 	switch {

@@ -75,6 +75,8 @@ func (a *Appliance) commandTable() []command {
 		{Command: console.Command{Name: "api token", Help: "the management API's admin token", Run: a.cmdAPIToken}},
 		{Command: console.Command{Name: "disk unlock", Help: "open a locked data disk with its (recovery) passphrase", Run: a.cmdDiskUnlock},
 			Access: open},
+		{Command: console.Command{Name: "disk migrate", Help: "encrypt the plain data disk in place",
+			Confirm: "Encrypt the data disk in place? The service stops until it is done; keep the power on.", Run: a.cmdDiskMigrate}},
 		{Command: console.Command{Name: "disk encrypt", Help: "no TPM: encrypt the blank data disk with a passphrase", Run: a.cmdDiskEncrypt},
 			Access: open},
 		{Command: console.Command{Name: "disk recovery", Help: "a new recovery passphrase for the data disk",

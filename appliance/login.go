@@ -31,7 +31,12 @@ func (a *Appliance) allow(cmd console.Command) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.diskReadyLocked(); !ok {
+	if disk, ok := a.diskReadyLocked(); !ok {
+		if disk.Locked {
+			// The admin passphrase is on the locked disk: nobody can log in, so nothing
+			// but the open commands (disk unlock among them) runs.
+			return errors.New("the data disk is locked: disk unlock first (see status)")
+		}
 		return nil // nothing to protect; the commands say there is no data disk
 	}
 	if !provisioning.HasPassphrase(a.settingsDir()) {

@@ -361,10 +361,10 @@ func build(ctx context.Context, o Options, hsm HSMMeta, tmp string) (Manifest, e
 	return m, nil
 }
 
-// hostTools are the host programs the image carries, at the same paths: e2fsprogs to make
-// and check the data disk's file system, and cryptsetup (Debian's cryptsetup-bin) for its
-// LUKS2 encryption (appliance/datadisk).
-var hostTools = []string{"/sbin/mke2fs", "/sbin/e2fsck", "/sbin/cryptsetup"}
+// hostTools are the host programs the image carries, at the same paths: e2fsprogs to make,
+// check and (to encrypt a plain disk in place) shrink the data disk's file system, and
+// cryptsetup (Debian's cryptsetup-bin) for its LUKS2 encryption (appliance/datadisk).
+var hostTools = []string{"/sbin/mke2fs", "/sbin/e2fsck", "/sbin/resize2fs", "/sbin/cryptsetup"}
 
 // hostFiles are the host files the image carries besides the HSM module (image path -> host
 // path): hostTools, mke2fs's configuration, and the shared libraries of the tools and of

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/u-root/u-root/pkg/cpio"
@@ -33,9 +36,9 @@ func main() {
 }
 `
 
-// hangBundle builds a signed update bundle (version "hang-test") of the image's kernel and
-// an initramfs whose init hangs, and returns its path.
-func hangBundle(t *testing.T, ctx context.Context, img Image, key ed25519.PrivateKey) string {
+// hangBundle builds a signed update bundle (version, security version sv) of the image's
+// kernel and an initramfs whose init hangs, and returns its path.
+func hangBundle(t *testing.T, ctx context.Context, img Image, key ed25519.PrivateKey, version string, sv int) string {
 	t.Helper()
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(hangInit), 0o644); err != nil {
@@ -81,15 +84,59 @@ func hangBundle(t *testing.T, ctx context.Context, img Image, key ed25519.Privat
 	}
 	krel := img.Manifest.Kernel.Release
 	m, _ := json.Marshal(map[string]any{
-		"release": map[string]any{"product": release.Product, "version": "hang-test", "kernel": krel,
-			"source_date_epoch": img.Manifest.Release.SourceDateEpoch, "security_version": release.SecurityVersion},
+		"release": map[string]any{"product": release.Product, "version": version, "kernel": krel,
+			"source_date_epoch": img.Manifest.Release.SourceDateEpoch, "security_version": sv},
 		"kernel": map[string]any{"release": krel}})
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "hang.aeu")
+	out := filepath.Join(t.TempDir(), version+".aeu")
 	if _, err := update.Build(dir, out, key); err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// tamperSlot changes the initramfs of firmware slot on the powered-off encrypted data disk
+// and rewrites the slot's bundle.json to match it (sizes and SHA-256), as someone holding
+// the disk and its recovery passphrase but no trusted update key could.
+func tamperSlot(t *testing.T, disk, recovery, slot string) {
+	t.Helper()
+	plain := decryptDisk(t, disk, recovery)
+	dir := "/firmware/" + slot
+	hb, err := exec.Command("debugfs", "-R", "cat "+dir+"/bundle.json", plain).Output()
+	if err != nil {
+		t.Fatalf("debugfs cat bundle.json: %v", err)
+	}
+	var h map[string]any
+	if err := json.Unmarshal(hb, &h); err != nil {
+		t.Fatalf("slot %s's bundle.json: %v\n%s", slot, err, hb)
+	}
+	evil := []byte("not the initramfs the bundle was signed with")
+	sum := sha256.Sum256(evil)
+	files, _ := h["files"].([]any)
+	changed := false
+	for _, f := range files {
+		if m, ok := f.(map[string]any); ok && m["name"] == "initramfs.cpio.zst" {
+			m["size"], m["sha256"] = len(evil), hex.EncodeToString(sum[:])
+			changed = true
+		}
+	}
+	if !changed {
+		t.Fatalf("slot %s's bundle.json lists no initramfs:\n%s", slot, hb)
+	}
+	nb, _ := json.MarshalIndent(h, "", "  ")
+	local := t.TempDir()
+	os.WriteFile(filepath.Join(local, "initramfs"), evil, 0o644)
+	os.WriteFile(filepath.Join(local, "bundle.json"), nb, 0o644)
+	for _, req := range []string{"rm " + dir + "/initramfs.cpio.zst", "write " + filepath.Join(local, "initramfs") + " " + dir + "/initramfs.cpio.zst",
+		"rm " + dir + "/bundle.json", "write " + filepath.Join(local, "bundle.json") + " " + dir + "/bundle.json"} {
+		if out, err := exec.Command("debugfs", "-w", "-R", req, plain).CombinedOutput(); err != nil || strings.Contains(string(out), "rror") {
+			t.Fatalf("debugfs %s: %v\n%s", req, err, out)
+		}
+	}
+	if out, err := exec.Command("debugfs", "-R", "cat "+dir+"/initramfs.cpio.zst", plain).Output(); err != nil || string(out) != string(evil) {
+		t.Fatalf("the tampered initramfs did not land: %v %q", err, out)
+	}
+	encryptDisk(t, disk, recovery, plain)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/firmware"
 	"github.com/enrollment-appliance/aeappliance/firmware/update"
 )
@@ -19,13 +19,16 @@ import (
 // TestApplianceUpdate: a provisioned appliance takes a signed update over the API
 // (aectl firmware upload through the forwarded port), refuses one signed by another
 // key, boots the update from slot a at the next reboot (the factory image kexecs into
-// it), confirms it once the service answers with the same CA, and goes back to the
-// factory image after update rollback.
+// it) and confirms it once the service answers with the same CA. It refuses a signed
+// bundle with a lower security version (422); an update that hangs is reset by the
+// watchdog and the confirmed slot comes back; a slot changed on the disk (its header fixed
+// to match) is refused at boot while the factory image serves; update rollback returns to
+// the factory image.
 func TestApplianceUpdate(t *testing.T) {
 	needVM(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	vm, _ := boot(t, ctx, nil)
+	vm, disk := boot(t, ctx, nil)
 	must(t, vm, prompt, 2*time.Minute)
 
 	// The update: the same sources as a second version, bundled and signed with the
@@ -61,6 +64,7 @@ func TestApplianceUpdate(t *testing.T) {
 	ceremonyToKey(t, vm)
 	command(t, vm, "provision selfsigned Update Test CA", 2*time.Minute)
 	fingerprint := finish(t, vm)
+	recovery := recoveryPassphrase(t, vm)
 	tokenFile, caFile := apiCredentials(t, vm, dir)
 	aectlArgs := func(args ...string) ([]byte, error) {
 		full := append([]string{"--api", "127.0.0.1:" + strconv.Itoa(vm.HostPort(apiPort)), "--token-file", tokenFile, "--ca-file", caFile}, args...)
@@ -96,7 +100,55 @@ func TestApplianceUpdate(t *testing.T) {
 		t.Errorf("aectl firmware after the update: %v\n%s", err, out)
 	}
 
-	// Back to the factory image.
+	// A correctly signed bundle whose security version is lower than the running one's:
+	// 422, held for the console's update force, nothing installed.
+	old := hangBundle(t, ctx, image, key, "old-security", release.SecurityVersion-1)
+	if out, err := aectlArgs("firmware", "upload", old); err == nil || !strings.Contains(string(out), "422") ||
+		!strings.Contains(string(out), "update force") {
+		t.Errorf("a bundle with a lower security version: %v\n%s", err, out)
+	}
+	if out, err := aectlArgs("firmware"); err != nil || strings.Contains(string(out), "old-security") || strings.Contains(string(out), "Pending:  b") {
+		t.Errorf("the refused downgrade changed the slots: %v\n%s", err, out)
+	}
+
+	// An update that hangs without panicking: the factory image armed the hardware
+	// watchdog (i6300esb) before the kexec, nothing feeds it in the hung update, it resets
+	// the machine, and the factory image finds the trial used and goes back to the
+	// confirmed slot.
+	hang := hangBundle(t, ctx, image, key, "hang-test", release.SecurityVersion)
+	if out, err := aectlArgs("firmware", "upload", hang); err != nil || !strings.Contains(string(out), "installed hang-test in slot b") {
+		t.Fatalf("aectl firmware upload (the hanging update): %v\n%s", err, out)
+	}
+	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
+		t.Fatalf("login: %q", out)
+	}
+	if err := vm.SendLine("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, vm, "Trying the update in slot b.", 2*time.Minute)
+	must(t, vm, "HANG-TEST: this update's init hangs on purpose", 2*time.Minute)
+	start = time.Now()
+	must(t, vm, "hang-test in slot b did not come up; rolled back to slot a", 4*time.Minute)
+	t.Logf("the watchdog reset the hung update after %s", time.Since(start).Round(time.Second))
+	banner = must(t, vm, prompt, 3*time.Minute)
+	if !strings.Contains(banner, "Version:        "+h.Version+" (slot a)") {
+		t.Errorf("after the hung trial the confirmed update does not run:\n%s", banner)
+	}
+	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
+
+	// The confirmed slot's initramfs changed on the disk, its bundle.json fixed to match:
+	// the factory image refuses it (the signature no longer verifies), says so and serves.
+	powerOff(t, vm)
+	tamperSlot(t, disk, recovery, "a")
+	vm = startVM(t, ctx, Options{DataDisk: disk})
+	banner = must(t, vm, prompt, 3*time.Minute)
+	if !strings.Contains(banner, "Firmware: slots: slot a: signature does not verify") || !strings.Contains(banner, "staying on this image") ||
+		strings.Contains(banner, "(slot a)") {
+		t.Errorf("the banner with a tampered slot:\n%s", banner)
+	}
+	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
+
+	// Back to the factory image for good.
 	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
 		t.Fatalf("login: %q", out)
 	}
@@ -108,33 +160,8 @@ func TestApplianceUpdate(t *testing.T) {
 	}
 	must(t, vm, "Rebooting.", time.Minute)
 	banner = must(t, vm, prompt, 3*time.Minute)
-	if strings.Contains(banner, "(slot a)") || strings.Contains(banner, "-v2") {
-		t.Errorf("after the rollback the update still runs:\n%s", banner)
-	}
-	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
-	_ = os.Remove(good)
-
-	// An update that hangs without panicking: the factory image armed the hardware
-	// watchdog (i6300esb) before the kexec, nothing feeds it in the hung update, it resets
-	// the machine, and the factory image finds the trial used and rolls back.
-	hang := hangBundle(t, ctx, image, key)
-	if out, err := aectlArgs("firmware", "upload", hang); err != nil || !strings.Contains(string(out), "installed hang-test in slot") {
-		t.Fatalf("aectl firmware upload (the hanging update): %v\n%s", err, out)
-	}
-	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
-		t.Fatalf("login: %q", out)
-	}
-	if err := vm.SendLine("reboot"); err != nil {
-		t.Fatal(err)
-	}
-	must(t, vm, "Trying the update in slot", 2*time.Minute)
-	must(t, vm, "HANG-TEST: this update's init hangs on purpose", 2*time.Minute)
-	start = time.Now()
-	must(t, vm, "hang-test in slot a did not come up; rolled back to the factory image", 4*time.Minute)
-	t.Logf("the watchdog reset the hung update after %s", time.Since(start).Round(time.Second))
-	banner = must(t, vm, prompt, 3*time.Minute)
-	if strings.Contains(banner, "(slot a)") {
-		t.Errorf("after the hung trial the update still runs:\n%s", banner)
+	if strings.Contains(banner, "(slot a)") || strings.Contains(banner, "-v2") || strings.Contains(banner, "Firmware: slots:") {
+		t.Errorf("after the rollback:\n%s", banner)
 	}
 	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
 }

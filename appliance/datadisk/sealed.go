@@ -12,7 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +78,9 @@ func unsealKey(ctx context.Context, dev string, seal Sealer) ([]byte, error) {
 // disk key. A wrong passphrase changes nothing and returns an error wrapping ErrWrongKey.
 func Reseal(ctx context.Context, dev string, passphrase []byte, seal Sealer) ([]byte, error) {
 	if err := TestKey(ctx, dev, passphrase); err != nil {
+		return nil, err
+	}
+	if err := ResumeReencrypt(ctx, dev, passphrase); err != nil {
 		return nil, err
 	}
 	old, err := sealedToken(ctx, dev)
@@ -226,6 +232,9 @@ func OpenWithPassphrase(ctx context.Context, dev, dir string, passphrase []byte,
 	if err := TestKey(ctx, dev, passphrase); err != nil {
 		return st, err
 	}
+	if err := ResumeReencrypt(ctx, dev, passphrase); err != nil {
+		return st, err
+	}
 	var err error
 	if st.Mapped, err = LUKSOpen(ctx, dev, MapperName, passphrase); err != nil {
 		return st, err
@@ -238,4 +247,88 @@ func OpenWithPassphrase(ctx context.Context, dev, dir string, passphrase []byte,
 	}
 	st.Mounted = true
 	return st, nil
+}
+
+// migrateReserve is what encrypting a plain disk in place takes from its end for the LUKS2
+// header: twice the 16 MiB header, as cryptsetup(8) advises for --reduce-device-size.
+const migrateReserve = 32 << 20
+
+// EncryptInPlace encrypts the unmounted plain ext4 disk dev in place, its only key slot
+// opened by passphrase (Argon2id): e2fsck -f, resize2fs to free migrateReserve at its end,
+// then cryptsetup reencrypt --encrypt, which shifts the data behind a new LUKS2 header and
+// records its progress in that header (LUKS2 reencryption with checksum resilience), so a
+// power cut during it is resumed (ResumeReencrypt) with the same passphrase, not lost.
+// Sectors are 512 bytes: ext4 on a small disk has 1 KiB blocks, and dm-crypt's sectors
+// must not be larger than the file system's blocks.
+func EncryptInPlace(ctx context.Context, dev string, passphrase []byte) error {
+	if len(passphrase) < MinPassphrase {
+		return fmt.Errorf("datadisk: a passphrase must have at least %d characters", MinPassphrase)
+	}
+	if k, err := Probe(dev); err != nil || k != Ext {
+		return fmt.Errorf("datadisk: %s does not hold a plain ext4 file system (%v, %v): nothing changed", dev, k, err)
+	}
+	if out, err := exec.CommandContext(ctx, "e2fsck", "-f", "-p", dev).CombinedOutput(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() >= 4 {
+			return fmt.Errorf("datadisk: e2fsck -f %s: %w: %s", dev, err, strings.TrimSpace(string(out)))
+		}
+	}
+	size, err := deviceSize(dev)
+	if err != nil {
+		return err
+	}
+	if size < 4*migrateReserve {
+		return fmt.Errorf("datadisk: %s is too small (%d bytes) to encrypt in place", dev, size)
+	}
+	newSize := strconv.FormatInt((size-migrateReserve)/1024, 10) + "K"
+	if out, err := exec.CommandContext(ctx, "resize2fs", dev, newSize).CombinedOutput(); err != nil {
+		return fmt.Errorf("datadisk: resize2fs %s %s (the file system must leave %d MiB free at the end): %w: %s",
+			dev, newSize, migrateReserve>>20, err, strings.TrimSpace(string(out)))
+	}
+	args := []string{"reencrypt", "--encrypt", "--type", "luks2", "--cipher", "aes-xts-plain64", "--key-size", "512",
+		"--hash", "sha256", "--sector-size", "512", "--use-urandom", "--reduce-device-size", strconv.Itoa(migrateReserve>>20) + "M"}
+	args = append(args, recoveryKDF...)
+	args = append(args, "--label", Label, "--key-slot", "0", "--key-file", SecretFD(0), dev)
+	_, err = cryptsetup(ctx, nil, [][]byte{passphrase}, args...)
+	return err
+}
+
+// ResumeReencrypt finishes an encryption in place that was interrupted (the header still
+// requires online-reencrypt), with passphrase; a finished disk is left as it is.
+func ResumeReencrypt(ctx context.Context, dev string, passphrase []byte) error {
+	out, err := cryptsetup(ctx, nil, nil, "luksDump", "--dump-json-metadata", dev)
+	if err != nil {
+		return err
+	}
+	var md struct {
+		Config struct {
+			Requirements struct {
+				Mandatory []string `json:"mandatory"`
+			} `json:"requirements"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(out, &md); err != nil {
+		return fmt.Errorf("datadisk: reading the LUKS2 metadata of %s: %w", dev, err)
+	}
+	for _, r := range md.Config.Requirements.Mandatory {
+		if strings.HasPrefix(r, "online-reencrypt") {
+			_, err := cryptsetup(ctx, nil, [][]byte{passphrase}, "reencrypt", "--resume-only", "--key-file", SecretFD(0), dev)
+			return err
+		}
+	}
+	return nil
+}
+
+// deviceSize is the size of the block device or image file dev.
+func deviceSize(dev string) (int64, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, fmt.Errorf("datadisk: %w", err)
+	}
+	defer f.Close()
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("datadisk: the size of %s: %w", dev, err)
+	}
+	return n, nil
 }
