@@ -36,9 +36,13 @@ type Profile struct {
 
 // Profile names.
 const (
-	ProfileServer = "server"  // TLS server authentication (RFC 5280 §4.2.1.12 id-kp-serverAuth)
-	ProfileClient = "client"  // TLS client authentication (id-kp-clientAuth)
-	ProfileSCEPRA = "scep-ra" // the SCEP RA: signs replies, decrypts requests (RFC 8894 §2.1): RSA only
+	ProfileServer = "server" // TLS server authentication (RFC 5280 §4.2.1.12 id-kp-serverAuth)
+	ProfileClient = "client" // TLS client authentication (id-kp-clientAuth)
+	// The SCEP RA has two keys and two certificates (RFC 8894 §3.5.1): one signs its
+	// replies, the other decrypts the requests clients encrypt to it. No key does both: a
+	// decryption that answers chosen ciphertexts must not be able to forge the RA's signatures.
+	ProfileSCEPRASign    = "scep-ra-sign"    // keyUsage digitalSignature only
+	ProfileSCEPRAEncrypt = "scep-ra-encrypt" // keyUsage keyEncipherment only: RSA only
 )
 
 // DefaultProfileValidity is the validity of a profile certificate when the request names none.
@@ -49,7 +53,9 @@ var profiles = map[string]Profile{
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, MaxValidity: 3650 * 24 * time.Hour},
 	ProfileClient: {Name: ProfileClient, Admin: true, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, MaxValidity: 3650 * 24 * time.Hour},
-	ProfileSCEPRA: {Name: ProfileSCEPRA, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+	ProfileSCEPRASign: {Name: ProfileSCEPRASign, KeyUsage: x509.KeyUsageDigitalSignature,
+		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
+	ProfileSCEPRAEncrypt: {Name: ProfileSCEPRAEncrypt, KeyUsage: x509.KeyUsageKeyEncipherment,
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
 }
 

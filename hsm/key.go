@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/ThalesIgnite/crypto11"
@@ -29,9 +30,12 @@ type Key struct {
 	id    []byte
 	label []byte
 	kt    KeyType
-	pub   crypto.PublicKey
-	uri   URI
-	ident string
+	// decryptOnly: the token refuses this key's signatures (CKA_SIGN false, UsageDecrypt), so the
+	// health check does not sign with it.
+	decryptOnly bool
+	pub         crypto.PublicKey
+	uri         URI
+	ident       string
 	// signatures counts the signatures this Key made (Signatures).
 	signatures atomic.Uint64
 }
@@ -116,7 +120,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 
 // Decrypt decrypts msg (RSA PKCS #1 v1.5 key transport, as CMS EnvelopedData uses it) in the
 // token, so that Key is a crypto.Decrypter. Only RSA keys generated with GenerateKeyFor and
-// UsageSignDecrypt may decrypt; the token refuses the others. opts must be nil or
+// UsageDecrypt may decrypt; the token refuses the others. opts must be nil or
 // *rsa.PKCS1v15DecryptOptions without SessionKeyLen (a padding oracle guard belongs to the caller).
 func (k *Key) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	if k.kt.rsaBits() == 0 {
@@ -205,14 +209,14 @@ func keyTypeOf(pub crypto.PublicKey) (KeyType, error) {
 // signOpts are options a health-check signature can use for the key type.
 func signOpts(KeyType) crypto.SignerOpts { return crypto.SHA256 }
 
-func (k *KeyStore) newKey(g *generation, s crypto11.Signer, id, label []byte) (*Key, error) {
+func (k *KeyStore) newKey(g *generation, s crypto11.Signer, id, label []byte, decryptOnly bool) (*Key, error) {
 	kt, err := keyTypeOf(s.Public())
 	if err != nil {
 		return nil, err
 	}
 	key := &Key{
 		ks: k, id: append([]byte(nil), id...), label: append([]byte(nil), label...), kt: kt, pub: s.Public(),
-		ident: keyIdent(id, label),
+		ident: keyIdent(id, label), decryptOnly: decryptOnly,
 		uri: URI{Token: g.info.Label, Serial: g.info.Serial, Object: string(label),
 			ID: append([]byte(nil), id...), Type: "private"},
 	}
@@ -236,13 +240,15 @@ func (k *KeyStore) GenerateKey(ctx context.Context, kt KeyType, label string, id
 	return k.GenerateKeyFor(ctx, kt, label, id, UsageSign)
 }
 
-// Usage says what a generated private key may do.
+// Usage says what a generated private key may do. There is no usage that both signs and
+// decrypts: a key that decrypts chosen ciphertexts and also signs lets a padding oracle on the
+// decryption forge its signatures (so the SCEP RA has one key of each kind, told apart by keyUsage, RFC 8894 §3.5.1).
 type Usage int
 
 // Usages of GenerateKeyFor.
 const (
-	UsageSign        Usage = iota // sign only (CA keys)
-	UsageSignDecrypt              // RSA only: sign and decrypt (a SCEP RA key, which clients encrypt to)
+	UsageSign    Usage = iota // sign only: CKA_SIGN, not CKA_DECRYPT (CA keys, the SCEP RA's signing key)
+	UsageDecrypt              // RSA only, decrypt only: CKA_DECRYPT, not CKA_SIGN (the SCEP RA's encryption key)
 )
 
 // GenerateKeyFor is GenerateKey with the usage of the private key.
@@ -287,7 +293,7 @@ func (k *KeyStore) GenerateKeyFor(ctx context.Context, kt KeyType, label string,
 		if err != nil {
 			return err
 		}
-		key, err = k.newKey(g, s, id, []byte(label))
+		key, err = k.newKey(g, s, id, []byte(label), usage == UsageDecrypt)
 		return err
 	})
 	if err != nil {
@@ -298,7 +304,10 @@ func (k *KeyStore) GenerateKeyFor(ctx context.Context, kt KeyType, label string,
 }
 
 func keyTemplates(kt KeyType, id, label []byte, usage Usage) (pub, priv crypto11.AttributeSet, err error) {
-	if usage == UsageSignDecrypt && kt.rsaBits() == 0 {
+	switch {
+	case usage != UsageSign && usage != UsageDecrypt:
+		return nil, nil, fmt.Errorf("hsm: unknown key usage %d", usage)
+	case usage == UsageDecrypt && kt.rsaBits() == 0:
 		return nil, nil, fmt.Errorf("hsm: a %s key cannot decrypt: use RSA", kt)
 	}
 	pub, err = crypto11.NewAttributeSetWithIDAndLabel(id, label)
@@ -313,18 +322,19 @@ func keyTemplates(kt KeyType, id, label []byte, usage Usage) (pub, priv crypto11
 	}
 	set(pub, crypto11.CkaToken, true)
 	set(pub, crypto11.CkaPrivate, false)
-	set(pub, crypto11.CkaVerify, true)
+	set(pub, crypto11.CkaVerify, usage == UsageSign)
 	set(priv, crypto11.CkaToken, true)
 	set(priv, crypto11.CkaPrivate, true)
-	set(priv, crypto11.CkaSign, true)
+	set(priv, crypto11.CkaSign, usage == UsageSign)
 	set(priv, crypto11.CkaSensitive, true)
 	set(priv, crypto11.CkaExtractable, false)
-	// Sign only (or sign and decrypt for UsageSignDecrypt): SoftHSM would otherwise
-	// also allow decrypt and unwrap (and derive for EC) with a CA key.
-	set(pub, crypto11.CkaEncrypt, usage == UsageSignDecrypt)
+	// Sign only or decrypt only, never both: SoftHSM would otherwise also allow decrypt and
+	// unwrap (and derive for EC) with a CA key, and signing with a decryption key.
+	set(pub, crypto11.CkaEncrypt, usage == UsageDecrypt)
 	set(pub, crypto11.CkaWrap, false)
-	set(priv, crypto11.CkaDecrypt, usage == UsageSignDecrypt)
+	set(priv, crypto11.CkaDecrypt, usage == UsageDecrypt)
 	set(priv, crypto11.CkaUnwrap, false)
+	set(priv, crypto11.CkaSignRecover, false)
 	if kt.rsaBits() == 0 {
 		set(priv, crypto11.CkaDerive, false)
 	}
@@ -425,18 +435,22 @@ func (k *KeyStore) FindKey(ctx context.Context, u URI) (*Key, error) {
 		default:
 			return fmt.Errorf("hsm: %d key pairs match %s; give both id and object", len(ss), u)
 		}
-		attrs, err := g.ctx.GetAttributes(ss[0], []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel})
+		attrs, err := g.ctx.GetAttributes(ss[0], []crypto11.AttributeType{crypto11.CkaId, crypto11.CkaLabel, crypto11.CkaSign})
 		if err != nil {
 			return err
 		}
 		var realID, realLabel []byte
+		decryptOnly := false
+		if a := attrs[crypto11.CkaSign]; a != nil {
+			decryptOnly = len(a.Value) > 0 && a.Value[0] == 0
+		}
 		if a := attrs[crypto11.CkaId]; a != nil {
 			realID = a.Value
 		}
 		if a := attrs[crypto11.CkaLabel]; a != nil {
 			realLabel = a.Value
 		}
-		key, err = k.newKey(g, ss[0], realID, realLabel)
+		key, err = k.newKey(g, ss[0], realID, realLabel, decryptOnly)
 		return err
 	})
 	if err != nil {
@@ -506,6 +520,35 @@ func (k *KeyStore) KeyAttributes(ctx context.Context, u URI) (KeyAttributes, err
 		return nil
 	})
 	return ka, err
+}
+
+// DestroyKey destroys the key pair u names in the token (crypto11's Delete: C_DestroyObject on
+// both halves). It is for retiring a key for good, such as one whose usage is no longer allowed;
+// a Key found or generated for it stops working. None wraps ErrKeyNotFound.
+func (k *KeyStore) DestroyKey(ctx context.Context, u URI) error {
+	key, err := k.FindKey(ctx, u)
+	if err != nil {
+		return err
+	}
+	err = k.do(ctx, func(g *generation) error {
+		s, err := key.signerIn(g)
+		if err != nil {
+			return err
+		}
+		if err := s.Delete(); err != nil {
+			return err
+		}
+		g.signers.Delete(key.ident)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hsm: destroying %s: %w", u, err)
+	}
+	k.keysMu.Lock()
+	k.keys = slices.DeleteFunc(k.keys, func(c *Key) bool { return c == key })
+	k.keysMu.Unlock()
+	k.log.Info("hsm: key destroyed", "key", key.uri.String())
+	return nil
 }
 
 // keyTypeName decodes a CK_KEY_TYPE (a native-endian CK_ULONG).

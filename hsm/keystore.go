@@ -219,8 +219,11 @@ func (k *KeyStore) ping(ctx context.Context, g *generation) error {
 	return runCtx(ctx, k.cfg.SignTimeout, func() error {
 		k.keysMu.Lock()
 		var key *Key
-		if len(k.keys) > 0 {
-			key = k.keys[0]
+		for _, c := range k.keys {
+			if !c.decryptOnly { // the token refuses a decryption key's signatures
+				key = c
+				break
+			}
 		}
 		k.keysMu.Unlock()
 		if key != nil {

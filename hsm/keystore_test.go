@@ -584,37 +584,97 @@ func TestInitTokenWhileOpen(t *testing.T) {
 	}
 }
 
-// An RA key decrypts what clients encrypt to it (SCEP), in the token; a CA key refuses to.
+// A decryption key (the SCEP RA's encryption key) decrypts what clients encrypt to it, in the
+// token, and the token refuses its signatures; a signing key (a CA's, the RA's signing key)
+// refuses to decrypt. No key does both (RFC 8894 §3.5.1).
 func TestDecrypt(t *testing.T) {
-	ks, _ := open(t, hsmtest.NewToken(t))
+	cfg := hsmtest.NewToken(t)
+	ks, _ := open(t, cfg)
 	ctx := context.Background()
-	ra, err := ks.GenerateKeyFor(ctx, hsm.RSA2048, "scep-ra", nil, hsm.UsageSignDecrypt)
+	enc, err := ks.GenerateKeyFor(ctx, hsm.RSA2048, "scep-ra-encrypt", nil, hsm.UsageDecrypt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	secret := []byte("a 32-byte AES key for the reply!")
-	ct, err := rsa.EncryptPKCS1v15(rand.Reader, ra.Public().(*rsa.PublicKey), secret)
+	ct, err := rsa.EncryptPKCS1v15(rand.Reader, enc.Public().(*rsa.PublicKey), secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d crypto.Decrypter = ra
+	var d crypto.Decrypter = enc
 	if got, err := d.Decrypt(nil, ct, nil); err != nil || !bytes.Equal(got, secret) {
 		t.Errorf("Decrypt = %q, %v; want the secret", got, err)
 	}
-	checkSign(t, ra, "the RA signs its replies too")
-	if attrs, err := ks.KeyAttributes(ctx, ra.URI()); err != nil || !attrs.Sensitive || attrs.Extractable {
+	h := sha256.Sum256([]byte("a forged CertRep"))
+	if _, err := enc.Sign(nil, h[:], crypto.SHA256); !errors.Is(err, pkcs11.Error(pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED)) {
+		t.Errorf("the decryption key signed: error = %v, want CKR_KEY_FUNCTION_NOT_PERMITTED from the token", err)
+	}
+	if attrs, err := ks.KeyAttributes(ctx, enc.URI()); err != nil || !attrs.Sensitive || attrs.Extractable {
 		t.Errorf("RA key attributes = %+v, %v; want sensitive, not extractable", attrs, err)
 	}
-
-	ca, err := ks.GenerateKey(ctx, hsm.RSA2048, "ca", nil)
+	// Found again (as after a restart), it is still decrypt-only, and the health check, which
+	// signs with a key it knows, does not pick it.
+	if err := ks.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ks, _ = open(t, cfg)
+	found, err := ks.FindKey(ctx, hsm.URI{Object: "scep-ra-encrypt"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct, _ = rsa.EncryptPKCS1v15(rand.Reader, ca.Public().(*rsa.PublicKey), secret)
-	if _, err := ca.Decrypt(nil, ct, nil); err == nil {
-		t.Error("a sign-only CA key decrypted")
+	if err := ks.Health(ctx); err != nil {
+		t.Errorf("Health with only a decryption key known: %v", err)
 	}
-	if _, err := ks.GenerateKeyFor(ctx, hsm.ECDSAP256, "ec-ra", nil, hsm.UsageSignDecrypt); err == nil {
+	if _, err := found.Sign(nil, h[:], crypto.SHA256); err == nil {
+		t.Error("the decryption key, found again, signed")
+	}
+
+	for _, kind := range []string{"ca", "scep-ra-sign"} {
+		sig, err := ks.GenerateKeyFor(ctx, hsm.RSA2048, kind, nil, hsm.UsageSign)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSign(t, sig, kind+" signs")
+		ct, _ = rsa.EncryptPKCS1v15(rand.Reader, sig.Public().(*rsa.PublicKey), secret)
+		if _, err := sig.Decrypt(nil, ct, nil); !errors.Is(err, pkcs11.Error(pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED)) {
+			t.Errorf("the sign-only %s key decrypted: error = %v, want CKR_KEY_FUNCTION_NOT_PERMITTED from the token", kind, err)
+		}
+	}
+	if _, err := ks.GenerateKeyFor(ctx, hsm.ECDSAP256, "ec-ra", nil, hsm.UsageDecrypt); err == nil {
 		t.Error("an ECDSA key was generated for decryption")
+	}
+}
+
+// DestroyKey takes a key pair out of the token: it is not found again, the Key stops working,
+// its label is free, and the other keys and the health check are unaffected.
+func TestDestroyKey(t *testing.T) {
+	ks, _ := open(t, hsmtest.NewToken(t))
+	ctx := context.Background()
+	old, err := ks.GenerateKey(ctx, hsm.RSA2048, "retired", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, err := ks.GenerateKey(ctx, hsm.ECDSAP256, "kept", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.DestroyKey(ctx, hsm.URI{Object: "retired"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.FindKey(ctx, hsm.URI{Object: "retired"}); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Errorf("FindKey after DestroyKey: error = %v, want ErrKeyNotFound", err)
+	}
+	h := sha256.Sum256([]byte("x"))
+	if _, err := old.Sign(nil, h[:], crypto.SHA256); err == nil {
+		t.Error("a destroyed key signed")
+	}
+	if err := ks.DestroyKey(ctx, hsm.URI{Object: "retired"}); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Errorf("DestroyKey twice: error = %v, want ErrKeyNotFound", err)
+	}
+	if _, err := ks.GenerateKey(ctx, hsm.RSA2048, "retired", nil); err != nil {
+		t.Errorf("the destroyed key's label is not free: %v", err)
+	}
+	checkSign(t, keep, "the other key still signs")
+	if err := ks.Health(ctx); err != nil {
+		t.Errorf("Health after DestroyKey: %v", err)
 	}
 }

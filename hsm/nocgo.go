@@ -36,14 +36,13 @@ func (k *KeyStore) GenerateKey(ctx context.Context, kt KeyType, label string, id
 	return nil, errNoCgo("GenerateKey")
 }
 
-// FindKey fails: this build has no cgo.
 // Usage says what a generated private key may do.
 type Usage int
 
 // Usages of GenerateKeyFor.
 const (
 	UsageSign Usage = iota
-	UsageSignDecrypt
+	UsageDecrypt
 )
 
 // GenerateKeyFor fails: this build has no cgo.
@@ -56,7 +55,11 @@ func (k *Key) Decrypt(rand io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]
 	return nil, errNoCgo("Decrypt")
 }
 
+// FindKey fails: this build has no cgo.
 func (k *KeyStore) FindKey(ctx context.Context, u URI) (*Key, error) { return nil, errNoCgo("FindKey") }
+
+// DestroyKey fails: this build has no cgo.
+func (k *KeyStore) DestroyKey(ctx context.Context, u URI) error { return errNoCgo("DestroyKey") }
 
 // KeyAttributes fails: this build has no cgo.
 func (k *KeyStore) KeyAttributes(ctx context.Context, u URI) (KeyAttributes, error) {

@@ -2,9 +2,7 @@ package testvm
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -101,7 +99,8 @@ func TestApplianceSCEP(t *testing.T) {
 		t.Fatalf("aectl scep profile add over the forwarded port: %v\n%s", err, out)
 	}
 
-	// The RA certificate, from GetCACert over the forwarded HTTP port.
+	// The RA's certificates, from GetCACert over the forwarded HTTP port: one to sign, one to
+	// encrypt to, told apart by keyUsage (RFC 8894 §3.5.1).
 	base := fmt.Sprintf("http://127.0.0.1:%d/scep/devices", vm.HostPort(httpPort))
 	resp, err := http.Get(base + "?operation=GetCACert")
 	if err != nil {
@@ -117,25 +116,30 @@ func TestApplianceSCEP(t *testing.T) {
 	}
 	caPEM, _ := os.ReadFile(caFile)
 	blk, _ := pem.Decode(caPEM)
-	var raFP string
+	var signing, encryption int
 	for rest := pemOut; ; {
 		var b *pem.Block
 		if b, rest = pem.Decode(rest); b == nil {
 			break
 		}
 		if c, err := x509.ParseCertificate(b.Bytes); err == nil && string(c.Raw) != string(blk.Bytes) {
-			sum := sha256.Sum256(c.Raw)
-			raFP = hex.EncodeToString(sum[:])
+			switch c.KeyUsage {
+			case x509.KeyUsageDigitalSignature:
+				signing++
+			case x509.KeyUsageKeyEncipherment:
+				encryption++
+			}
 		}
 	}
-	if raFP == "" {
-		t.Fatalf("GetCACert holds no RA certificate:\n%s", pemOut)
+	if signing != 1 || encryption != 1 {
+		t.Fatalf("GetCACert holds %d signing and %d encryption RA certificates, want one each:\n%s", signing, encryption, pemOut)
 	}
 	device := filepath.Join(dir, "device")
 	os.MkdirAll(device, 0o700)
 	certPath := filepath.Join(device, "cert.pem")
 	sout, err := sceptest.Run(t, 2*time.Minute, nil, scepclient, "-server-url="+base, "-challenge="+static,
-		"-private-key="+filepath.Join(device, "key.pem"), "-certificate="+certPath, "-cn=scep-vm-1", "-ca-fingerprint="+raFP)
+		"-private-key="+filepath.Join(device, "key.pem"), "-certificate="+certPath, "-cn=scep-vm-1",
+		"-cacert-message=ra-only") // enrollsvc/scep.RAOnly: the RA's certificates only, each of which scepclient encrypts to
 	if err != nil {
 		t.Fatalf("scepclient against the appliance: %v\n%s", err, sout)
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/pem"
 	"os"
 	"os/exec"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
+	scepedge "github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"github.com/enrollment-appliance/aeappliance/proto/scep"
@@ -40,7 +39,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 	tmp := t.TempDir()
 	caFile := filepath.Join(dir, config.CACertFile)
 	caCert := sceptest.ReadCert(t, caFile)
-	raCert := sceptest.ReadCert(t, filepath.Join(dir, "scep", "ra.pem"))
+	raCert := sceptest.ReadCert(t, filepath.Join(dir, "scep", "ra-encrypt.pem")) // what requests are encrypted to
 	enrollAddr, err := os.ReadFile(filepath.Join(dir, config.EnrollAddr))
 	if err != nil {
 		t.Fatalf("the enrollment listener did not start: %v", err)
@@ -99,8 +98,9 @@ func TestSCEPWithDirectory(t *testing.T) {
 	}
 	// scepclient runs Debian's scepclient as device cn, in tmp/cn where it keeps its key, its CSR
 	// (which it sends again on every run) and its certificate; with the certificate in place it
-	// renews. The CA key is ECDSA: scepclient must be told which certificate is the RA's.
-	raFP := sha256.Sum256(raCert.Raw)
+	// renews. The CA key is ECDSA: scepclient, which encrypts to every certificate of GetCACert,
+	// asks for the RA's two certificates only (with -ca-fingerprint it would verify the reply with
+	// the one certificate it encrypts to, which separate RA keys rule out).
 	scepclient := func(env []string, url, challenge, cn string) (string, string, error) {
 		device := filepath.Join(tmp, cn)
 		if err := os.MkdirAll(device, 0o700); err != nil {
@@ -109,7 +109,7 @@ func TestSCEPWithDirectory(t *testing.T) {
 		path := filepath.Join(device, "cert.pem")
 		out, err := sceptest.Run(t, time.Minute, env, scepclientBin, "-server-url="+url, "-challenge="+challenge,
 			"-private-key="+filepath.Join(device, "key.pem"), "-certificate="+path, "-cn="+cn,
-			"-ca-fingerprint="+hex.EncodeToString(raFP[:]))
+			"-cacert-message="+scepedge.RAOnly)
 		return path, out, err
 	}
 	challenge := func(subject string) string {

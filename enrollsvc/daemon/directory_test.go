@@ -42,8 +42,17 @@ type dirFixture struct {
 	rt  *daemon.Runtime
 }
 
-// newDirFixture starts a DC, seeds it, and runs the real init with the directory settings.
+// newDirFixture starts a DC, seeds it, runs the real init with the directory settings and opens
+// the runtime.
 func newDirFixture(t testing.TB, cacheTTL string) *dirFixture {
+	t.Helper()
+	f := initDirFixture(t, cacheTTL)
+	f.rt = openRuntime(t, f.dir)
+	return f
+}
+
+// initDirFixture is newDirFixture without opening the runtime (rt is nil).
+func initDirFixture(t testing.TB, cacheTTL string) *dirFixture {
 	t.Helper()
 	dc := ldaptest.StartDC(t)
 	s := dc.Seed(t)
@@ -72,7 +81,7 @@ func newDirFixture(t testing.TB, cacheTTL string) *dirFixture {
 	if err := c.Write(dir); err != nil {
 		t.Fatal(err)
 	}
-	return &dirFixture{dc: dc, s: s, dir: dir, rt: openRuntime(t, dir)}
+	return &dirFixture{dc: dc, s: s, dir: dir}
 }
 
 // rsaCSR makes a PKCS#10 with an RSA-2048 key (the sample templates want at least 2048 bits)

@@ -6,11 +6,9 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"io"
@@ -27,6 +25,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon/daemontest"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/scep"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
@@ -50,12 +49,6 @@ func TestIssuanceGateRefusesBadKeysOnEveryPath(t *testing.T) {
 		Account: "dave", StaticChallenge: challenge, AllowDES: true}, "test"); err != nil { // scepclient sends DES
 		t.Fatal(err)
 	}
-	raCert, err := os.ReadFile(filepath.Join(srv.Dir, "scep", "ra.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ra, _ := pem.Decode(raCert)
-	raFP := sha256.Sum256(ra.Bytes)
 
 	good, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -120,7 +113,7 @@ func TestIssuanceGateRefusesBadKeysOnEveryPath(t *testing.T) {
 		}
 		return sceptest.Run(t, time.Minute, nil, scepclient, "-server-url="+srv.HTTPBase+"/scep/devices", "-challenge="+challenge,
 			"-private-key="+keyFile, "-certificate="+filepath.Join(dir, "cert.pem"), "-cn="+cn,
-			"-ca-fingerprint="+hex.EncodeToString(raFP[:]))
+			"-cacert-message="+scep.RAOnly) // the RA's two certificates: scepclient encrypts to each, and the CA key is ECDSA
 	}
 
 	signed, issued := rt.Key.Signatures(), certs()

@@ -63,7 +63,7 @@ func (rt *Runtime) passwordGuard(l *limits) *ldap.PasswordGuard {
 
 // limitedHTTP wraps the plain-HTTP (and SCEP over HTTPS) handlers: the client address from
 // the trusted proxies, SCEP and OCSP limited per client address. A refused SCEP request is
-// an HTTP 429, not a CertRep: a FAILURE CertRep is signed with the RA key, which a flood
+// an HTTP 429, not a CertRep: a FAILURE CertRep is signed with the RA's signing key, which a flood
 // must not be able to make the appliance do, and it needs the request decrypted first.
 // A refused OCSP request is a 429 whose body is the unsigned tryLater response (RFC 6960
 // §2.3), which OCSP clients understand and which costs no signature either.

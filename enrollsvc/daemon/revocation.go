@@ -28,12 +28,27 @@ import (
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
-// Files and key of SCEP in the data directory and the token.
+// Files and keys of SCEP in the data directory and the token.
 const (
-	raKeyLabel   = "scep-ra"
-	raCertFile   = "scep/ra.pem"
 	raValidity   = 2 * 365 * 24 * time.Hour
 	raRenewAhead = 60 * 24 * time.Hour
+	// combinedRAKeyLabel and combinedRACertFile are the single RA key that both signed and
+	// decrypted, and its certificate, of appliances set up before the RA's keys were split:
+	// retireCombinedRA takes them away.
+	combinedRAKeyLabel = "scep-ra"
+	combinedRACertFile = "scep/ra.pem"
+)
+
+// raKey is one of the SCEP RA's two keys (RFC 8894 §3.5.1): its token label, certificate file,
+// issuance profile and what the token lets it do.
+type raKey struct {
+	label, certFile, profile, role string
+	usage                          hsm.Usage
+}
+
+var (
+	raSigning    = raKey{"scep-ra-sign", "scep/ra-sign.pem", enrollsvc.ProfileSCEPRASign, "signing", hsm.UsageSign}
+	raEncryption = raKey{"scep-ra-encrypt", "scep/ra-encrypt.pem", enrollsvc.ProfileSCEPRAEncrypt, "encryption", hsm.UsageDecrypt}
 )
 
 // revocationSource is the store seen by the CRL publisher and the OCSP responder.
@@ -122,7 +137,7 @@ func (rt *Runtime) startRevocation(ctx context.Context) error {
 		})
 	}
 	if rt.directory != nil {
-		raCert, raKey, err := rt.ensureRA(ctx)
+		signer, decrypter, err := rt.ensureRA(ctx)
 		if err != nil {
 			return err
 		}
@@ -130,7 +145,7 @@ func (rt *Runtime) startRevocation(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("SCEP: %w", err)
 		}
-		rv.scep, err = scep.NewHandler(scep.Config{CACert: rt.CACert, RACert: raCert, RAKey: raKey,
+		rv.scep, err = scep.NewHandler(scep.Config{CACert: rt.CACert, Signer: signer, Decrypter: decrypter,
 			Backend: scepBackend{rt.Service}, Logger: rt.Log, RejectionKey: rejection})
 		if err != nil {
 			return fmt.Errorf("SCEP: %w", err)
@@ -260,37 +275,55 @@ func (rt *Runtime) secret(name string) ([]byte, error) {
 	return b, nil
 }
 
-// ensureRA returns the SCEP RA certificate and its key: an RSA key in the token that may sign
-// and decrypt (clients encrypt their requests to it), and a certificate the CA issued for it,
-// renewed when it nears its end.
-func (rt *Runtime) ensureRA(ctx context.Context) (*x509.Certificate, *hsm.Key, error) {
+// ensureRA returns the SCEP RA's signing and decryption keys with their certificates (RFC 8894
+// §2.1): two RSA keys in the token, one that may only sign and one that may only decrypt, so that
+// what decrypts the envelopes anyone sends can never sign a CertRep; then it retires the single
+// combined key of older appliances.
+func (rt *Runtime) ensureRA(ctx context.Context) (scep.RASigner, scep.RADecrypter, error) {
+	signCert, signKey, err := rt.ensureRAKey(ctx, raSigning)
+	if err != nil {
+		return scep.RASigner{}, scep.RADecrypter{}, err
+	}
+	encCert, encKey, err := rt.ensureRAKey(ctx, raEncryption)
+	if err != nil {
+		return scep.RASigner{}, scep.RADecrypter{}, err
+	}
+	if err := rt.retireCombinedRA(ctx); err != nil {
+		return scep.RASigner{}, scep.RADecrypter{}, err
+	}
+	return scep.RASigner{Cert: signCert, Key: signKey}, scep.RADecrypter{Cert: encCert, Key: encKey}, nil
+}
+
+// ensureRAKey finds or generates one RA key and returns it with its certificate, which the CA
+// issues (again) through the issuance gate when it is missing, not the key's, not issued by the
+// CA, without the profile's key usage, or near its end.
+func (rt *Runtime) ensureRAKey(ctx context.Context, k raKey) (*x509.Certificate, *hsm.Key, error) {
 	u := rt.Key.URI()
-	u.Object, u.ID, u.Type = raKeyLabel, nil, "private"
+	u.Object, u.ID, u.Type = k.label, nil, "private"
 	key, err := rt.KeyStore.FindKey(ctx, u)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
-		key, err = rt.KeyStore.GenerateKeyFor(ctx, hsm.RSA2048, raKeyLabel, nil, hsm.UsageSignDecrypt)
+		key, err = rt.KeyStore.GenerateKeyFor(ctx, hsm.RSA2048, k.label, nil, k.usage)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("the SCEP RA key: %w", err)
+		return nil, nil, fmt.Errorf("the SCEP RA %s key: %w", k.role, err)
 	}
-	path := config.Path(rt.Dir, raCertFile)
-	if b, err := os.ReadFile(path); err == nil {
-		if blk, _ := pem.Decode(b); blk != nil {
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err == nil && c.CheckSignatureFrom(rt.CACert) == nil && certutil.PublicKeysEqual(c.PublicKey, key.Public()) &&
-				time.Until(c.NotAfter) > raRenewAhead {
-				return c, key, nil
-			}
-		}
+	want := x509.KeyUsageDigitalSignature
+	if k.usage == hsm.UsageDecrypt {
+		want = x509.KeyUsageKeyEncipherment
 	}
-	res, err := rt.Service.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileSCEPRA,
-		Subject:   pkix.Name{CommonName: rt.Config.CAName + " SCEP RA", OrganizationalUnit: []string{"SCEP"}},
+	path := config.Path(rt.Dir, k.certFile)
+	if c, err := readCert(path); err == nil && c.CheckSignatureFrom(rt.CACert) == nil &&
+		certutil.PublicKeysEqual(c.PublicKey, key.Public()) && c.KeyUsage == want && time.Until(c.NotAfter) > raRenewAhead {
+		return c, key, nil
+	}
+	res, err := rt.Service.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: k.profile,
+		Subject:   pkix.Name{CommonName: rt.Config.CAName + " SCEP RA (" + k.role + ")", OrganizationalUnit: []string{"SCEP"}},
 		PublicKey: key.Public(), Validity: raValidity,
-		Meta: enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-scep-ra"}})
+		Meta: enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-" + k.label}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuing the SCEP RA certificate: %w", err)
+		return nil, nil, fmt.Errorf("issuing the SCEP RA %s certificate: %w", k.role, err)
 	}
-	if err := os.MkdirAll(config.Path(rt.Dir, "scep"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, nil, err
 	}
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: res.Certificate.Raw})
@@ -299,6 +332,58 @@ func (rt *Runtime) ensureRA(ctx context.Context) (*x509.Certificate, *hsm.Key, e
 	}
 	return res.Certificate, key, nil
 }
+
+// readCert reads a PEM certificate file.
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
+
+// retireCombinedRA takes away the single RA key of an appliance set up before the keys were
+// split: its certificate is revoked (superseded, so that a CertRep signed with it fails a client
+// that checks revocation), the key pair is destroyed in the token (no key that signs and decrypts
+// remains) and the certificate file is removed. Each step is skipped when already done, so an
+// interrupted start finishes it the next time.
+func (rt *Runtime) retireCombinedRA(ctx context.Context) error {
+	path := config.Path(rt.Dir, combinedRACertFile)
+	if c, err := readCert(path); err == nil && c.CheckSignatureFrom(rt.CACert) == nil {
+		serial := certutil.SerialString(c.SerialNumber)
+		stored, err := rt.Store.GetCertificate(ctx, serial)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			rt.Log.Warn("SCEP: the combined RA certificate is not in the store; not revoked", "serial", serial)
+		case err != nil:
+			return fmt.Errorf("SCEP: the combined RA certificate: %w", err)
+		case stored.Status != store.CertRevoked:
+			if _, err := rt.Service.Revoke(ctx, serial, revokeSuperseded, "enrollsvc"); err != nil {
+				return fmt.Errorf("SCEP: revoking the combined RA certificate: %w", err)
+			}
+		}
+	}
+	u := rt.Key.URI()
+	u.Object, u.ID, u.Type = combinedRAKeyLabel, nil, "private"
+	switch err := rt.KeyStore.DestroyKey(ctx, u); {
+	case err == nil:
+		rt.Log.Warn("SCEP: the combined RA key (signing and decrypting) is destroyed; the RA now has separate keys",
+			"key", u.String(), "signing", raSigning.label, "encryption", raEncryption.label)
+	case !errors.Is(err, hsm.ErrKeyNotFound):
+		return fmt.Errorf("SCEP: destroying the combined RA key: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("SCEP: %w", err)
+	}
+	return nil
+}
+
+// revokeSuperseded is the CRL reason superseded (RFC 5280 §5.3.1).
+const revokeSuperseded = 4
 
 // scepBackend answers the SCEP edge with the core.
 type scepBackend struct{ s *enrollsvc.Service }

@@ -85,19 +85,29 @@ type Backend interface {
 	Poll(ctx context.Context, r PollRequest) (Result, error)
 }
 
-// RAKey is the RA's RSA key: it signs CertReps and decrypts the requests' envelopes.
-type RAKey interface {
-	crypto.Signer
-	crypto.Decrypter
+// RASigner is the RA's signing certificate and key: they sign every CertRep.
+type RASigner struct {
+	Cert *x509.Certificate // issued by Config.CACert, RSA, keyUsage digitalSignature and not keyEncipherment
+	Key  crypto.Signer     // the key of Cert; it need not be able to decrypt (in an HSM it cannot)
+}
+
+// RADecrypter is the RA's encryption certificate and key: clients encrypt their requests to the
+// certificate, and the key opens them.
+type RADecrypter struct {
+	Cert *x509.Certificate // issued by Config.CACert, RSA, keyUsage keyEncipherment and not digitalSignature
+	Key  crypto.Decrypter  // the key of Cert; it need not be able to sign (in an HSM it cannot)
 }
 
 // Config wires the handler.
 type Config struct {
-	CACert  *x509.Certificate
-	RACert  *x509.Certificate // issued by CACert, RSA, keyUsage digitalSignature and keyEncipherment
-	RAKey   RAKey             // the key of RACert
-	Backend Backend
-	Logger  *slog.Logger // nil: slog.Default()
+	CACert *x509.Certificate
+	// The RA has two keys (RFC 8894 §3.5.1): Signer signs the replies and Decrypter opens the
+	// requests. GetCACert returns both certificates, and clients tell them apart by keyUsage (RFC
+	// 8894 §3.5.1); a key that decrypts attacker-chosen ciphertexts never signs.
+	Signer    RASigner
+	Decrypter RADecrypter
+	Backend   Backend
+	Logger    *slog.Logger // nil: slog.Default()
 	// Caps are the GetCACaps capabilities; nil means DefaultCaps. Only those in DefaultCaps may be listed.
 	// DES3 is listed only for profiles that allow DES (Profile.AllowDES). Replies are AES-256-CBC
 	// regardless.
@@ -108,6 +118,14 @@ type Config struct {
 	RejectionKey []byte
 	Now          func() time.Time // nil: time.Now
 }
+
+// RAOnly is the CA-IDENT (the message parameter of GetCACert, which RFC 8894 §4.2.1 leaves to the
+// server) that asks for the RA's two certificates without the CA's. It is for clients that encrypt
+// their request to every certificate of GetCACert and fail on a CA key that is not RSA: scepclient
+// 2.1.0 (micromdm) does so unless given -ca-fingerprint, and with -ca-fingerprint it both encrypts
+// to and verifies the reply with the one certificate it pins, which cannot work with separate
+// signing and decryption keys. Such a client is run with -cacert-message=ra-only instead.
+const RAOnly = "ra-only"
 
 // DefaultCaps are the capabilities this package supports. certmonger uses AES and SHA-256 when listed.
 var DefaultCaps = []string{"POSTPKIOperation", "SHA-256", "SHA-512", "AES", "DES3", "SCEPStandard", "Renewal"}
@@ -125,7 +143,8 @@ type handler struct {
 	cfg       Config
 	caps      []byte // GetCACaps reply for profiles that allow DES
 	capsNoDES []byte // and for the others
-	caCert    []byte // GetCACert reply: RA and CA certificates, certs-only
+	caCert    []byte // GetCACert reply: the RA's signing and encryption certificates and the CA's, certs-only
+	raCerts   []byte // GetCACert reply for CA-IDENT RAOnly: the RA's two certificates, certs-only
 }
 
 // NewHandler validates cfg and returns the SCEP handler. It serves, for each profile the backend knows,
@@ -133,18 +152,20 @@ type handler struct {
 // /scep/<profile>?operation=PKIOperation with the DER message as body; the same with /pkiclient.exe appended.
 func NewHandler(cfg Config) (http.Handler, error) {
 	switch {
-	case cfg.CACert == nil || cfg.RACert == nil || cfg.RAKey == nil || cfg.Backend == nil:
-		return nil, errors.New("scep: Config needs CACert, RACert, RAKey and Backend")
+	case cfg.CACert == nil || cfg.Signer.Cert == nil || cfg.Signer.Key == nil || cfg.Decrypter.Cert == nil ||
+		cfg.Decrypter.Key == nil || cfg.Backend == nil:
+		return nil, errors.New("scep: Config needs CACert, Signer, Decrypter and Backend")
 	case len(cfg.RejectionKey) < 32:
 		return nil, errors.New("scep: Config.RejectionKey needs at least 32 bytes")
-	case cfg.RACert.CheckSignatureFrom(cfg.CACert) != nil:
-		return nil, errors.New("scep: Config.RACert is not issued by Config.CACert")
-	case cfg.RACert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment) !=
-		x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment:
-		return nil, errors.New("scep: Config.RACert needs keyUsage digitalSignature and keyEncipherment")
 	}
-	if pub, ok := cfg.RAKey.Public().(*rsa.PublicKey); !ok || !pub.Equal(cfg.RACert.PublicKey) {
-		return nil, errors.New("scep: Config.RAKey is not the RSA key of Config.RACert")
+	if err := checkRA("Signer", cfg.Signer.Cert, cfg.Signer.Key.Public(), cfg.CACert, x509.KeyUsageDigitalSignature); err != nil {
+		return nil, err
+	}
+	if err := checkRA("Decrypter", cfg.Decrypter.Cert, cfg.Decrypter.Key.Public(), cfg.CACert, x509.KeyUsageKeyEncipherment); err != nil {
+		return nil, err
+	}
+	if cfg.Signer.Cert.PublicKey.(*rsa.PublicKey).Equal(cfg.Decrypter.Cert.PublicKey) {
+		return nil, errors.New("scep: Config.Signer and Config.Decrypter have the same key: the RA needs one key to sign and another to decrypt")
 	}
 	if cfg.Caps == nil {
 		cfg.Caps = DefaultCaps
@@ -160,13 +181,18 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cas, err := scepmsg.CertsOnly(cfg.RACert, cfg.CACert)
+	// Both RA certificates, then the CA's (RFC 8894 §4.2.1.2).
+	cas, err := scepmsg.CertsOnly(cfg.Signer.Cert, cfg.Decrypter.Cert, cfg.CACert)
+	if err != nil {
+		return nil, err
+	}
+	ras, err := scepmsg.CertsOnly(cfg.Signer.Cert, cfg.Decrypter.Cert)
 	if err != nil {
 		return nil, err
 	}
 	noDES := slices.DeleteFunc(slices.Clone(cfg.Caps), func(c string) bool { return c == "DES3" })
 	return &handler{cfg: cfg, caps: []byte(strings.Join(cfg.Caps, "\n") + "\n"),
-		capsNoDES: []byte(strings.Join(noDES, "\n") + "\n"), caCert: cas}, nil
+		capsNoDES: []byte(strings.Join(noDES, "\n") + "\n"), caCert: cas, raCerts: ras}, nil
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -202,7 +228,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "GetCACert":
 		w.Header().Set("Content-Type", contentTypeCAs)
-		_, _ = w.Write(h.caCert)
+		if r.URL.Query().Get("message") == RAOnly {
+			_, _ = w.Write(h.raCerts)
+		} else {
+			_, _ = w.Write(h.caCert)
+		}
 	case "PKIOperation":
 		h.pkiOperation(w, r, profile, p)
 	default:
@@ -231,7 +261,7 @@ func (h *handler) pkiOperation(w http.ResponseWriter, r *http.Request, profile s
 	default:
 		res = h.answer(r, profile, p, msg)
 	}
-	rep, err := scepmsg.NewCertRep(msg, res, h.cfg.RACert, h.cfg.RAKey, h.cfg.CACert)
+	rep, err := scepmsg.NewCertRep(msg, res, h.cfg.Signer.Cert, h.cfg.Signer.Key, h.cfg.CACert)
 	if err != nil {
 		h.cfg.Logger.ErrorContext(r.Context(), "scep: writing the CertRep failed", "profile", profile,
 			"transactionID", msg.TransactionID, "error", err)
@@ -253,7 +283,10 @@ func (h *handler) answer(r *http.Request, profile string, p Profile, msg *scepms
 	if msg.MessageType != PKCSReq && msg.MessageType != RenewalReq && msg.MessageType != scepmsg.CertPoll {
 		return h.refuse(r, profile, msg, &scepmsg.Error{FailInfo: BadRequest, Msg: fmt.Sprintf("messageType %d is not served", msg.MessageType)})
 	}
-	content, err := msg.DecryptWith(h.cfg.RACert, h.cfg.RAKey, cms.DecryptOptions{AllowDES: p.AllowDES, RejectionKey: h.cfg.RejectionKey})
+	// Only the recipient info for the encryption certificate is opened (a client may encrypt to
+	// every certificate of GetCACert); an envelope only for the signing certificate, or anyone
+	// else, is badMessageCheck.
+	content, err := msg.DecryptWith(h.cfg.Decrypter.Cert, h.cfg.Decrypter.Key, cms.DecryptOptions{AllowDES: p.AllowDES, RejectionKey: h.cfg.RejectionKey})
 	if err != nil {
 		return h.refuse(r, profile, msg, err)
 	}
@@ -289,6 +322,22 @@ func (h *handler) answer(r *http.Request, profile string, p Profile, msg *scepms
 	}
 	return h.refuse(r, profile, msg, fmt.Errorf("backend: invalid result (status %d, failInfo %d, certificate %t)",
 		res.Status, res.FailInfo, res.Cert != nil))
+}
+
+// checkRA checks an RA certificate of Config (field name): issued by ca, for pub, an RSA key,
+// with keyUsage want and not the other of digitalSignature and keyEncipherment, so that a
+// client choosing by keyUsage (RFC 8894 §3.5.1) cannot mistake one for the other.
+func checkRA(name string, cert *x509.Certificate, pub crypto.PublicKey, ca *x509.Certificate, want x509.KeyUsage) error {
+	const both = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	switch k, ok := cert.PublicKey.(*rsa.PublicKey); {
+	case cert.CheckSignatureFrom(ca) != nil:
+		return fmt.Errorf("scep: Config.%s.Cert is not issued by Config.CACert", name)
+	case cert.KeyUsage&both != want:
+		return fmt.Errorf("scep: Config.%s.Cert has keyUsage %#x; it needs %#x and not %#x", name, cert.KeyUsage, want, both&^want)
+	case !ok || !k.Equal(pub):
+		return fmt.Errorf("scep: Config.%s.Key is not the RSA key of Config.%s.Cert", name, name)
+	}
+	return nil
 }
 
 // undecryptable is the error of decrypted content that does not parse: badMessageCheck, as for

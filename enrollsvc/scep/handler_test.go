@@ -21,8 +21,8 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// GetCACaps lists DES3 only for a profile that allows DES; GetCACert returns the RA's and the CA's
-// certificates.
+// GetCACaps lists DES3 only for a profile that allows DES; GetCACert returns the RA's signing and
+// encryption certificates and the CA's.
 func TestGetCACapsAndCACert(t *testing.T) {
 	p := sceptest.NewPKI(t, true)
 	srv := server(t, testConfig(p, newBackend(p)), "")
@@ -44,8 +44,12 @@ func TestGetCACapsAndCACert(t *testing.T) {
 			t.Fatalf("GetCACert %s = %d %q", path, resp.StatusCode, ct)
 		}
 		certs := sceptest.CertsOnly(t, body)
-		if len(certs) != 2 || !certs[0].Equal(p.RACert) || !certs[1].Equal(p.CACert) {
-			t.Errorf("GetCACert %s returned %d certificates, want the RA's then the CA's", path, len(certs))
+		if len(certs) != 3 || !certs[0].Equal(p.RASignCert) || !certs[1].Equal(p.RAEncryptCert) || !certs[2].Equal(p.CACert) {
+			t.Errorf("GetCACert %s returned %d certificates, want the RA's signing and encryption ones then the CA's", path, len(certs))
+		}
+		_, body = httpDo(t, "GET", srv.URL+path+"?operation=GetCACert&message="+RAOnly, nil)
+		if certs := sceptest.CertsOnly(t, body); len(certs) != 2 || !certs[0].Equal(p.RASignCert) || !certs[1].Equal(p.RAEncryptCert) {
+			t.Errorf("GetCACert %s for %s returned %d certificates, want the RA's two", path, RAOnly, len(certs))
 		}
 	}
 }
@@ -54,12 +58,31 @@ func TestNewHandlerRefusesBadConfig(t *testing.T) {
 	p := sceptest.NewPKI(t, false)
 	other := sceptest.NewPKI(t, true)
 	b := newBackend(p)
+	good := testConfig(p, b)
+	with := func(f func(c *Config)) Config {
+		c := good
+		f(&c)
+		return c
+	}
+	// One key for both, and a certificate with both usages: what the RA had before its keys were split.
+	combined := p.IssueRA(t, "RA signing and decrypting", x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment, p.RAEncryptKey)
+	sameKey := p.IssueRA(t, "RA signing with the decryption key", x509.KeyUsageDigitalSignature, p.RAEncryptKey)
 	for name, cfg := range map[string]Config{
-		"no backend":        {CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey},
-		"RA of another CA":  {CACert: other.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b},
-		"key of another RA": {CACert: p.CACert, RACert: p.RACert, RAKey: sceptest.RSAKey(t, 2), Backend: b},
-		"RA is the CA":      {CACert: p.CACert, RACert: p.CACert, RAKey: p.RAKey, Backend: b},
-		"unknown cap":       {CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b, Caps: []string{"DES"}},
+		"no backend":                 with(func(c *Config) { c.Backend = nil }),
+		"no signer":                  with(func(c *Config) { c.Signer = RASigner{} }),
+		"no decrypter":               with(func(c *Config) { c.Decrypter = RADecrypter{} }),
+		"signer of another CA":       with(func(c *Config) { c.Signer = RASigner{other.RASignCert, other.RASignKey} }),
+		"decrypter of another CA":    with(func(c *Config) { c.Decrypter = RADecrypter{other.RAEncryptCert, other.RAEncryptKey} }),
+		"key of another signer":      with(func(c *Config) { c.Signer.Key = sceptest.RSAKey(t, 2) }),
+		"key of another decrypter":   with(func(c *Config) { c.Decrypter.Key = sceptest.RSAKey(t, 2) }),
+		"signer is the CA":           with(func(c *Config) { c.Signer.Cert = p.CACert }),
+		"decrypter is the CA":        with(func(c *Config) { c.Decrypter.Cert = p.CACert }),
+		"certificates swapped":       with(func(c *Config) { c.Signer.Cert, c.Decrypter.Cert = p.RAEncryptCert, p.RASignCert }),
+		"signer may also encrypt":    with(func(c *Config) { c.Signer = RASigner{combined, p.RAEncryptKey} }),
+		"decrypter may also sign":    with(func(c *Config) { c.Decrypter = RADecrypter{combined, p.RAEncryptKey} }),
+		"one key signs and decrypts": with(func(c *Config) { c.Signer = RASigner{sameKey, p.RAEncryptKey} }),
+		"short rejection key":        with(func(c *Config) { c.RejectionKey = c.RejectionKey[:31] }),
+		"unknown cap":                with(func(c *Config) { c.Caps = []string{"DES"} }),
 	} {
 		if _, err := NewHandler(cfg); err == nil {
 			t.Errorf("NewHandler(%s) = nil error", name)
@@ -166,7 +189,7 @@ func TestRefusals(t *testing.T) {
 
 	q := sceptest.NewRequester(t, 3, "device-4")
 	goodCSR := sceptest.NewCSR(t, q.Key, "device-4", sceptest.Challenge)
-	_, good := q.Message(t, PKCSReq, "tx-x", goodCSR, p.RACert)
+	_, good := q.Message(t, PKCSReq, "tx-x", goodCSR, p.RAEncryptCert)
 
 	badCSR := bytes.Clone(goodCSR)
 	badCSR[len(badCSR)-1] ^= 1
@@ -176,7 +199,7 @@ func TestRefusals(t *testing.T) {
 	}
 	// wrongKey is signed with a key that is not its certificate's: its SignerInfo signature, the last bytes of
 	// the message, is replaced by another key's (package cms refuses to write such a message).
-	wrongKey := msg(q, PKCSReq, goodCSR, p.RACert)
+	wrongKey := msg(q, PKCSReq, goodCSR, p.RAEncryptCert)
 	wrongSig, err := rsa.SignPKCS1v15(rand.Reader, sceptest.RSAKey(t, 4), crypto.SHA256, make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
@@ -208,16 +231,17 @@ func TestRefusals(t *testing.T) {
 		"other path":              {"GET", "/cgi-bin/pkiclient.exe", "GetCACaps", nil, want{404, 0}},
 		"PUT":                     {"PUT", "/scep/devices", "PKIOperation", good, want{405, 0}},
 		"POST GetCACert":          {"POST", "/scep/devices", "GetCACert", nil, want{405, 0}},
-		"CSR signature":           {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, badCSR, p.RACert), want{200, BadMessageCheck}},
-		"CSR is not a CSR":        {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, []byte{0x30, 0}, p.RACert), want{200, BadMessageCheck}}, // as if it did not decrypt
+		"CSR signature":           {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, badCSR, p.RAEncryptCert), want{200, BadMessageCheck}},
+		"CSR is not a CSR":        {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, []byte{0x30, 0}, p.RAEncryptCert), want{200, BadMessageCheck}}, // as if it did not decrypt
 		"signer key mismatch":     {"POST", "/scep/devices", "PKIOperation", wrongKey, want{200, BadMessageCheck}},
-		"envelope for another RA": {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, goodCSR, other.RACert), want{200, BadMessageCheck}},
-		"no envelope":             {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, nil, p.RACert), want{200, BadRequest}},
-		"GetCRL":                  {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.GetCRL, goodCSR, p.RACert), want{200, BadRequest}},
-		"CertRep from a client":   {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertRep, goodCSR, p.RACert), want{200, BadRequest}},
-		"CertPoll of garbage":     {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, []byte{0x30, 0}, p.RACert), want{200, BadMessageCheck}},
-		"CertPoll of a CSR":       {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, goodCSR, p.RACert), want{200, BadMessageCheck}},
-		"RenewalReq not a CSR":    {"POST", "/scep/devices", "PKIOperation", msg(q, RenewalReq, []byte("x"), p.RACert), want{200, BadMessageCheck}},
+		"envelope for another RA": {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, goodCSR, other.RAEncryptCert), want{200, BadMessageCheck}},
+		"envelope for RA signing": {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, goodCSR, p.RASignCert), want{200, BadMessageCheck}},
+		"no envelope":             {"POST", "/scep/devices", "PKIOperation", msg(q, PKCSReq, nil, p.RAEncryptCert), want{200, BadRequest}},
+		"GetCRL":                  {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.GetCRL, goodCSR, p.RAEncryptCert), want{200, BadRequest}},
+		"CertRep from a client":   {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertRep, goodCSR, p.RAEncryptCert), want{200, BadRequest}},
+		"CertPoll of garbage":     {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, []byte{0x30, 0}, p.RAEncryptCert), want{200, BadMessageCheck}},
+		"CertPoll of a CSR":       {"POST", "/scep/devices", "PKIOperation", msg(q, scepmsg.CertPoll, goodCSR, p.RAEncryptCert), want{200, BadMessageCheck}},
+		"RenewalReq not a CSR":    {"POST", "/scep/devices", "PKIOperation", msg(q, RenewalReq, []byte("x"), p.RAEncryptCert), want{200, BadMessageCheck}},
 		"signingTime a year ago":  {"POST", "/scep/devices", "PKIOperation", readCaptured(t, "certmonger-01.der"), want{200, BadTime}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -259,7 +283,7 @@ func TestBackendErrorsAreFailures(t *testing.T) {
 		b.mu.Lock()
 		b.fail, b.result = c.fail, c.result
 		b.mu.Unlock()
-		req, der := q.Message(t, PKCSReq, "tx-5", sceptest.NewCSR(t, q.Key, "device-5", sceptest.Challenge), p.RACert)
+		req, der := q.Message(t, PKCSReq, "tx-5", sceptest.NewCSR(t, q.Key, "device-5", sceptest.Challenge), p.RAEncryptCert)
 		_, body := pkiOperation(t, srv.URL, "devices", der, false)
 		if rep, _ := certRep(t, q, p, req, body); rep.PKIStatus != Failure || rep.FailInfo != BadRequest {
 			t.Errorf("%s: CertRep %d/%d, want FAILURE badRequest", c.name, rep.PKIStatus, rep.FailInfo)

@@ -214,7 +214,8 @@ func (l testLog) Write(b []byte) (int, error) {
 var testRejectionKey = bytes.Repeat([]byte{0x5a}, 32)
 
 func testConfig(p *testPKI, b Backend) Config {
-	return Config{CACert: p.CACert, RACert: p.RACert, RAKey: p.RAKey, Backend: b, RejectionKey: testRejectionKey}
+	return Config{CACert: p.CACert, Signer: RASigner{p.RASignCert, p.RASignKey},
+		Decrypter: RADecrypter{p.RAEncryptCert, p.RAEncryptKey}, Backend: b, RejectionKey: testRejectionKey}
 }
 
 // httpDo sends a request and returns the response with its body read.
@@ -255,7 +256,7 @@ func pkiOperation(t testing.TB, base, profile string, der []byte, get bool) (int
 // by certRep) with the certificates of a SUCCESS.
 func exchange(t testing.TB, q sceptest.Requester, p *testPKI, base, profile string, typ int, txID string, content []byte, get bool) (*scepmsg.PKIMessage, []*x509.Certificate) {
 	t.Helper()
-	req, der := q.Message(t, typ, txID, content, p.RACert)
+	req, der := q.Message(t, typ, txID, content, p.RAEncryptCert)
 	code, body := pkiOperation(t, base, profile, der, get)
 	if code != http.StatusOK {
 		t.Fatalf("PKIOperation = %d %s", code, body)
@@ -278,7 +279,7 @@ func certRep(t testing.TB, q sceptest.Requester, p *testPKI, req *scepmsg.PKIMes
 		t.Errorf("transactionID = %q, want %q", rep.TransactionID, req.TransactionID)
 	case !bytes.Equal(rep.RecipientNonce, req.SenderNonce) || bytes.Equal(rep.SenderNonce, req.SenderNonce):
 		t.Errorf("recipientNonce %x / senderNonce %x, request's senderNonce %x", rep.RecipientNonce, rep.SenderNonce, req.SenderNonce)
-	case !rep.Signer.Equal(p.RACert):
+	case !rep.Signer.Equal(p.RASignCert):
 		t.Errorf("CertRep signed by %v, want the RA", rep.Signer.Subject)
 	case len(rep.Certificates) != 2 || !rep.Certificates[1].Equal(p.CACert):
 		t.Errorf("CertRep carries %d certificates, want the RA's and the CA's", len(rep.Certificates))

@@ -2,8 +2,6 @@ package scep
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,17 +69,17 @@ func TestScepclient(t *testing.T) {
 		}
 	})
 	t.Run("P-256 CA", func(t *testing.T) {
-		// scepclient encrypts to every certificate GetCACert returns unless told the RA's fingerprint, and
-		// panics on an ECDSA key.
+		// scepclient encrypts to every certificate GetCACert returns, and panics on an ECDSA key; told the
+		// encryption certificate's fingerprint, it verifies the CertRep with that certificate too, which
+		// the signing key's signature does not pass. So it asks for the RA's certificates only (RAOnly).
 		p := sceptest.NewPKI(t, true)
 		b := newBackend(p)
 		b.allowDES = true
 		cfg := testConfig(p, b)
 		srv := server(t, cfg, "")
 		dir := t.TempDir()
-		fp := sha256.Sum256(p.RACert.Raw)
 		cert := filepath.Join(dir, "cert.pem")
-		out, err := scepclient(srv.URL+"/scep/devices", sceptest.Challenge, filepath.Join(dir, "key.pem"), cert, "-ca-fingerprint="+hex.EncodeToString(fp[:]))
+		out, err := scepclient(srv.URL+"/scep/devices", sceptest.Challenge, filepath.Join(dir, "key.pem"), cert, "-cacert-message="+RAOnly)
 		if err != nil {
 			t.Fatalf("scepclient: %v\n%s", err, out)
 		}
@@ -144,12 +142,12 @@ func TestCertmonger(t *testing.T) {
 			t.Fatal(err)
 		}
 		q := sceptest.Requester{Key: key, Cert: gicMsg.Signer}
-		rep, _ := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RACert, p.CACert, gic))
+		rep, _ := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RAEncryptCert, p.CACert, gic))
 		if rep.PKIStatus != Pending {
 			t.Fatalf("CertPoll before approval: status %d", rep.PKIStatus)
 		}
 		b.approve(gicMsg.TransactionID)
-		rep, certs := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RACert, p.CACert, gic))
+		rep, certs := certRep(t, q, p, gicMsg, cm.SubmitPoll(t, srv.URL+"/scep/pending", p.RAEncryptCert, p.CACert, gic))
 		if rep.PKIStatus != Success || len(certs) == 0 || p.Verifies(certs[0]) != nil || !key.PublicKey.Equal(certs[0].PublicKey) {
 			t.Fatalf("CertPoll after approval: status %d, %d certificates", rep.PKIStatus, len(certs))
 		}

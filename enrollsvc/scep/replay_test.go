@@ -58,7 +58,7 @@ func TestOpenSSLInterop(t *testing.T) {
 	dir := t.TempDir()
 	q := sceptest.Requester{Key: sceptest.RSAKey(t, 3)}
 	q.Cert = sceptest.SelfSigned(t, q.Key, "openssl-device")
-	raPEM := sceptest.WritePEM(t, dir, "ra.pem", "CERTIFICATE", p.RACert.Raw)
+	raPEM := sceptest.WritePEM(t, dir, "ra.pem", "CERTIFICATE", p.RAEncryptCert.Raw)
 	caPEM := sceptest.WritePEM(t, dir, "ca.pem", "CERTIFICATE", p.CACert.Raw)
 	csr := sceptest.NewCSR(t, q.Key, "openssl-device", sceptest.Challenge)
 	csrFile := filepath.Join(dir, "csr.der")

@@ -151,7 +151,7 @@ func TestEnvelope(t *testing.T) {
 }
 
 // TestCapturedDES opens scepclient's captured envelope (single DES, a constructed encryptedContent) with the
-// RA key of the SCEP testdata: refused as BadAlg unless AllowDES.
+// RA encryption key of the SCEP testdata: refused as BadAlg unless AllowDES.
 func TestCapturedDES(t *testing.T) {
 	dir := filepath.Join("..", "scep", "testdata")
 	sd, err := ParseSignedData(readFile(t, filepath.Join(dir, "captured", "scepclient-01.der")))
@@ -162,8 +162,8 @@ func TestCapturedDES(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raBlock, _ := pem.Decode(readFile(t, filepath.Join(dir, "pki", "ra.key")))
-	raCertBlock, _ := pem.Decode(readFile(t, filepath.Join(dir, "pki", "ra.pem")))
+	raBlock, _ := pem.Decode(readFile(t, filepath.Join(dir, "pki", "ra-encrypt.key")))
+	raCertBlock, _ := pem.Decode(readFile(t, filepath.Join(dir, "pki", "ra-encrypt.pem")))
 	if raBlock == nil || raCertBlock == nil {
 		t.Fatal("no PEM in testdata/pki")
 	}
@@ -174,6 +174,10 @@ func TestCapturedDES(t *testing.T) {
 	raCert, err := x509.ParseCertificate(raCertBlock.Bytes)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// scepclient encrypted to every certificate of GetCACert: the CA's and the RA's two.
+	if len(env.Recipients) != 3 {
+		t.Errorf("scepclient's envelope has %d recipients, want 3", len(env.Recipients))
 	}
 	if _, err := env.Decrypt(raCert, ra, DecryptOptions{}); kindOf(err) != BadAlg {
 		t.Errorf("Decrypt(DES) = %v, want BadAlg", err)

@@ -28,7 +28,7 @@ func FuzzParsePKIMessage(f *testing.F) {
 		if m.TransactionID == "" || len(m.SenderNonce) != scep.NonceSize {
 			t.Fatalf("ParsePKIMessage returned an unanswerable message %+v (error %v)", m, err)
 		}
-		if _, err := scep.NewCertRep(m, scep.Result{Status: scep.Failure, FailInfo: scep.FailInfoOf(err)}, p.RACert, p.RAKey, p.CACert); err != nil {
+		if _, err := scep.NewCertRep(m, scep.Result{Status: scep.Failure, FailInfo: scep.FailInfoOf(err)}, p.RASignCert, p.RASignKey, p.CACert); err != nil {
 			t.Fatalf("NewCertRep(FAILURE) = %v", err)
 		}
 		if err != nil {
@@ -57,7 +57,7 @@ func FuzzDecryptEnvelope(f *testing.F) {
 }
 
 func checkContent(t *testing.T, m *scep.PKIMessage, p *sceptest.PKI) {
-	content, err := m.DecryptWith(p.RACert, p.RAKey, cms.DecryptOptions{AllowDES: true})
+	content, err := m.DecryptWith(p.RAEncryptCert, p.RAEncryptKey, cms.DecryptOptions{AllowDES: true})
 	if err != nil {
 		if fi := scep.FailInfoOf(err); fi < scep.BadAlg || fi > scep.BadCertID {
 			t.Fatalf("failInfo %d", fi)

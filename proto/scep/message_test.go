@@ -56,12 +56,12 @@ func TestCapturedRequests(t *testing.T) {
 		if len(m.SenderNonce) != scep.NonceSize || m.TransactionID == "" || m.SigningTime.IsZero() || m.Signer == nil {
 			t.Errorf("%s: header %+v", f, m)
 		}
-		content, err := m.Decrypt(p.RACert, p.RAKey)
+		content, err := m.Decrypt(p.RAEncryptCert, p.RAEncryptKey)
 		if client == "scepclient" {
 			if scep.FailInfoOf(err) != scep.BadAlg {
 				t.Errorf("%s: Decrypt = %v, want badAlg for single DES", f, err)
 			}
-			content, err = m.DecryptWith(p.RACert, p.RAKey, cms.DecryptOptions{AllowDES: true})
+			content, err = m.DecryptWith(p.RAEncryptCert, p.RAEncryptKey, cms.DecryptOptions{AllowDES: true})
 		}
 		if err != nil {
 			t.Errorf("%s: %v", f, err)
@@ -138,7 +138,7 @@ func TestNewCertRepRefuses(t *testing.T) {
 	p := sceptest.NewPKI(t, false)
 	req := &scep.PKIMessage{MessageType: scep.PKCSReq, TransactionID: "x", SenderNonce: make([]byte, scep.NonceSize)}
 	for _, res := range []scep.Result{{Status: scep.Success}, {Status: 1}, {Status: scep.Failure, FailInfo: 5}, {Status: scep.Failure, FailInfo: -1}} {
-		if _, err := scep.NewCertRep(req, res, p.RACert, p.RAKey, p.CACert); err == nil {
+		if _, err := scep.NewCertRep(req, res, p.RASignCert, p.RASignKey, p.CACert); err == nil {
 			t.Errorf("NewCertRep(%+v) = nil error", res)
 		}
 	}

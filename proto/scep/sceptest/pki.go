@@ -26,12 +26,16 @@ import (
 	"github.com/enrollment-appliance/aeappliance/proto/scep"
 )
 
-// PKI is a software CA and an RSA RA certificate it issued, for tests of SCEP servers and clients.
+// PKI is a software CA and the two RSA RA certificates it issued (RFC 8894 §3.5.1), for tests of SCEP servers
+// and clients: one signs CertReps, requests are encrypted to the other.
 type PKI struct {
 	CACert *x509.Certificate
 	CAKey  crypto.Signer
-	RACert *x509.Certificate
-	RAKey  *rsa.PrivateKey
+	// RASignCert has keyUsage digitalSignature only, RAEncryptCert keyEncipherment only.
+	RASignCert    *x509.Certificate
+	RASignKey     *rsa.PrivateKey
+	RAEncryptCert *x509.Certificate
+	RAEncryptKey  *rsa.PrivateKey
 }
 
 var (
@@ -76,7 +80,8 @@ func createCert(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicK
 	return c
 }
 
-// NewPKI builds a CA (P-256 when ecCA, else RSA key 0) and an RSA RA certificate (key 1) it issued.
+// NewPKI builds a CA (P-256 when ecCA, else RSA key 0) and the RA's signing (RSA key 1) and encryption (RSA
+// key 5) certificates it issued.
 func NewPKI(t testing.TB, ecCA bool) *PKI {
 	t.Helper()
 	var caKey crypto.Signer = RSAKey(t, 0)
@@ -92,15 +97,23 @@ func NewPKI(t testing.TB, ecCA bool) *PKI {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(100, 0, 0), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	ca := createCert(t, caTmpl, caTmpl, caKey.Public(), caKey)
-	raKey := RSAKey(t, 1)
-	raTmpl := &x509.Certificate{SerialNumber: serial(t), Subject: pkix.Name{CommonName: "SCEP Test RA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(100, 0, 0),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
-	return &PKI{CACert: ca, CAKey: caKey, RACert: createCert(t, raTmpl, ca, raKey.Public(), caKey), RAKey: raKey}
+	p := &PKI{CACert: ca, CAKey: caKey, RASignKey: RSAKey(t, 1), RAEncryptKey: RSAKey(t, 5)}
+	p.RASignCert = p.IssueRA(t, "SCEP Test RA (signing)", x509.KeyUsageDigitalSignature, p.RASignKey)
+	p.RAEncryptCert = p.IssueRA(t, "SCEP Test RA (encryption)", x509.KeyUsageKeyEncipherment, p.RAEncryptKey)
+	return p
 }
 
-// FixedPKI reads the PKI saved in dir (ca.pem, ca.key, ra.pem, ra.key), which captured client messages are
-// encrypted to; with create, a missing dir is made with a new PKI.
+// IssueRA issues an RA certificate for key with keyUsage ku (tests of wrong ones).
+func (p *PKI) IssueRA(t testing.TB, cn string, ku x509.KeyUsage, key crypto.Signer) *x509.Certificate {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: serial(t), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(100, 0, 0), KeyUsage: ku}
+	return createCert(t, tmpl, p.CACert, key.Public(), p.CAKey)
+}
+
+// FixedPKI reads the PKI saved in dir (ca.pem, ca.key, ra-sign.pem, ra-sign.key, ra-encrypt.pem,
+// ra-encrypt.key), which captured client messages are encrypted to; with create, a missing dir is made with a
+// new PKI.
 func FixedPKI(t testing.TB, dir string, create bool) *PKI {
 	t.Helper()
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) && create {
@@ -114,8 +127,10 @@ func FixedPKI(t testing.TB, dir string, create bool) *PKI {
 		}
 		for name, block := range map[string]*pem.Block{
 			"ca.pem": {Type: "CERTIFICATE", Bytes: p.CACert.Raw}, "ca.key": {Type: "PRIVATE KEY", Bytes: caKey},
-			"ra.pem": {Type: "CERTIFICATE", Bytes: p.RACert.Raw},
-			"ra.key": {Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(p.RAKey)},
+			"ra-sign.pem":    {Type: "CERTIFICATE", Bytes: p.RASignCert.Raw},
+			"ra-sign.key":    {Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(p.RASignKey)},
+			"ra-encrypt.pem": {Type: "CERTIFICATE", Bytes: p.RAEncryptCert.Raw},
+			"ra-encrypt.key": {Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(p.RAEncryptKey)},
 		} {
 			if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o644); err != nil {
 				t.Fatal(err)
@@ -123,8 +138,9 @@ func FixedPKI(t testing.TB, dir string, create bool) *PKI {
 		}
 	}
 	read := func(name string) []byte { return ReadPEM(t, filepath.Join(dir, name)).Bytes }
-	p := &PKI{CACert: ReadCert(t, filepath.Join(dir, "ca.pem")), RACert: ReadCert(t, filepath.Join(dir, "ra.pem")),
-		RAKey: ReadRSAKey(t, filepath.Join(dir, "ra.key"))}
+	p := &PKI{CACert: ReadCert(t, filepath.Join(dir, "ca.pem")),
+		RASignCert: ReadCert(t, filepath.Join(dir, "ra-sign.pem")), RASignKey: ReadRSAKey(t, filepath.Join(dir, "ra-sign.key")),
+		RAEncryptCert: ReadCert(t, filepath.Join(dir, "ra-encrypt.pem")), RAEncryptKey: ReadRSAKey(t, filepath.Join(dir, "ra-encrypt.key"))}
 	k, err := x509.ParsePKCS8PrivateKey(read("ca.key"))
 	if err != nil {
 		t.Fatal(err)

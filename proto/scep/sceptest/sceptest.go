@@ -1,6 +1,6 @@
 // Package sceptest is the test kit for SCEP (RFC 8894) servers and clients: it runs the real SCEP clients of
 // docs/architecture.md section 11 (certmonger 0.79.17 as certmonger-session on a private D-Bus session bus,
-// isolated in a temp dir: StartCertmonger), makes a software test PKI (a CA and an RA certificate) and
+// isolated in a temp dir: StartCertmonger), makes a software test PKI (a CA and the RA's signing and encryption certificates) and
 // pkiMessages as our own Requester builds them with proto/scep, and holds the small helpers the codec's, the
 // edge's and the end-to-end tests share to find and run tools and to read and write PEM files.
 //
