@@ -22,6 +22,8 @@ type Directory interface {
 	EnrollmentService(ctx context.Context, caCN string) (ldap.EnrollmentService, error)
 	Templates(ctx context.Context, cns []string) ([]ldap.Entry, error)
 	Account(ctx context.Context, name string, extraAttrs ...string) (*ldap.Account, error)
+	// DNSNameHolders names every object holding each DNS name as dNSHostName or HOST/ SPN.
+	DNSNameHolders(ctx context.Context, names []string) (map[string][]string, error)
 }
 
 // TemplateSettings are the appliance's additions to a directory template.
@@ -172,10 +174,19 @@ func accountState(a *ldap.Account, now time.Time) []string {
 	return reasons
 }
 
-func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) policy.Input {
+func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) (policy.Input, error) {
 	set := dc.Settings[t.Name]
-	return policy.Input{Template: t, Account: a, Request: r, CACert: s.issuer.CACert(), Now: s.rec.Now(),
+	in := policy.Input{Template: t, Account: a, Request: r, CACert: s.issuer.CACert(), Now: s.rec.Now(),
 		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject, Names: s.aceNames(ctx, dc, t)}
+	if names := a.DNSNames(); len(names) > 0 {
+		// Policy certifies a host name only when no other object holds it (Certifried).
+		holders, err := dc.Dir.DNSNameHolders(ctx, names)
+		if err != nil {
+			return policy.Input{}, dirError("looking up the holders of "+a.DNSHostName, err)
+		}
+		in.DNSHolders = holders
+	}
+	return in, nil
 }
 
 // SIDNamer is a directory that can name SIDs (optional).
@@ -239,7 +250,11 @@ func (s *Service) Explain(ctx context.Context, account, template string) (*Expla
 			return ex, nil
 		}
 		ex.Account = a
-		ex.Decisions = append(ex.Decisions, policy.Decide(s.input(ctx, dc, *ot.Template, *a, nil, false)))
+		in, err := s.input(ctx, dc, *ot.Template, *a, nil, false)
+		if err != nil {
+			return nil, err
+		}
+		ex.Decisions = append(ex.Decisions, policy.Decide(in))
 	}
 	if !found {
 		if template != "" {
@@ -318,7 +333,11 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return s.refuse(ctx, meta, reasons, nil)
 	}
 	meta.Account = accountName(a)
-	d := policy.Decide(s.input(ctx, dc, *t, *a, &req, er.Autoenroll))
+	in, err := s.input(ctx, dc, *t, *a, &req, er.Autoenroll)
+	if err != nil {
+		return nil, err
+	}
+	d := policy.Decide(in)
 	switch d.Outcome {
 	case policy.Refuse:
 		return s.refuse(ctx, meta, d.Reasons, &d)

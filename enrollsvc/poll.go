@@ -99,7 +99,11 @@ func (s *Service) Policies(ctx context.Context, account string) (*PolicySet, err
 		if reasons != nil {
 			return nil, &Error{Kind: KindNotFound, Op: "listing policies", Err: errors.New(strings.Join(reasons, "; "))}
 		}
-		d := policy.Decide(s.input(ctx, dc, *ot.Template, *a, nil, false))
+		in, err := s.input(ctx, dc, *ot.Template, *a, nil, false)
+		if err != nil {
+			return nil, err
+		}
+		d := policy.Decide(in)
 		if !d.Access.Read.Allowed || !d.Access.Enroll.Allowed {
 			continue
 		}

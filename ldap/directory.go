@@ -402,3 +402,67 @@ func (c *Client) modifyCert(ctx context.Context, op, dn string, der []byte, add 
 	}
 	return err
 }
+
+// DNSNameHolders returns, for each DNS name, the DNs of every directory object that holds it as its
+// dNSHostName or in a servicePrincipalName of the form HOST/name (names compared case-insensitively,
+// map keys lower-cased; a name nobody holds maps to an empty slice). The CA uses it to refuse a
+// certificate whose DNS name another account also holds: AD does not keep dNSHostName unique, and a
+// computer account whose dNSHostName was set to a domain controller's got that controller's identity in
+// a certificate (Certifried, CVE-2022-26923).
+func (c *Client) DNSNameHolders(ctx context.Context, names []string) (map[string][]string, error) {
+	out := make(map[string][]string, len(names))
+	var ask []string
+	for _, n := range names {
+		n = strings.ToLower(strings.TrimSpace(n))
+		if n == "" {
+			continue
+		}
+		if _, dup := out[n]; dup {
+			continue
+		}
+		if v, ok := c.cache.get("dnsholders:" + n); ok {
+			c.hits.Add(1)
+			out[n] = slices.Clone(v.([]string))
+			continue
+		}
+		out[n] = []string{}
+		ask = append(ask, n)
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	c.misses.Add(1)
+	var f strings.Builder
+	f.WriteString("(|")
+	for _, n := range ask {
+		esc := goldap.EscapeFilter(n)
+		f.WriteString("(dNSHostName=" + esc + ")(servicePrincipalName=HOST/" + esc + ")")
+	}
+	f.WriteString(")")
+	entries, err := c.search(ctx, "find DNS name holders", searchSpec{base: c.RootDSE().DefaultNamingContext,
+		scope: goldap.ScopeWholeSubtree, filter: f.String(), attrs: []string{"dNSHostName", "servicePrincipalName"}})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		held := map[string]bool{}
+		for _, v := range e.GetAll("dNSHostName") {
+			held[strings.ToLower(v)] = true
+		}
+		for _, spn := range e.GetAll("servicePrincipalName") {
+			if svc, host, ok := strings.Cut(spn, "/"); ok && strings.EqualFold(svc, "HOST") {
+				host, _, _ = strings.Cut(host, ":")
+				held[strings.ToLower(host)] = true
+			}
+		}
+		for _, n := range ask {
+			if held[n] && !slices.Contains(out[n], e.DN) {
+				out[n] = append(out[n], e.DN)
+			}
+		}
+	}
+	for _, n := range ask {
+		c.cache.put("dnsholders:"+n, "", out[n])
+	}
+	return out, nil
+}

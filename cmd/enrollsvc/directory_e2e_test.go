@@ -133,6 +133,23 @@ func TestAectlWithDirectory(t *testing.T) {
 	if len(pending) != 0 {
 		t.Errorf("pending after approve and deny = %+v, want none", pending)
 	}
+
+	// Certifried (CVE-2022-26923): a computer account whose dNSHostName was set to the domain
+	// controller's (AD does not keep dNSHostName unique) gets no certificate naming the controller,
+	// and the explanation names the other holder; the rightful computer is unaffected.
+	dcDN, dcHost := dc.DomainController(t)
+	dc.AddComputer(t, "EVIL", map[string][]string{"dNSHostName": {dcHost}})
+	out, _, err = runBin(t, "aectl", "--data", dir, "--json", "issue", "--template", "AEMachine", "--account", "EVIL$", "--csr", csr)
+	var evil apiclient.IssueResponse
+	if err == nil || json.Unmarshal([]byte(out), &evil) != nil || evil.Status != "denied" || evil.Serial != "" ||
+		!strings.Contains(strings.Join(evil.Reasons, "\n"), "also held by "+dcDN) {
+		t.Errorf("issue AEMachine for a computer claiming the DC's dNSHostName %s = %v %q, want denied naming %s", dcHost, err, out, dcDN)
+	}
+	var ws apiclient.IssueResponse
+	aectlJSON(t, dir, &ws, "issue", "--template", "AEMachine", "--account", s.WS1.Name, "--csr", csr)
+	if ws.Status != "issued" {
+		t.Errorf("issue AEMachine for WS1$ = %+v, want issued (it alone holds its dNSHostName)", ws)
+	}
 }
 
 // directoryFlags are the init flags that point enrollsvc at dc, binding as the seeded service

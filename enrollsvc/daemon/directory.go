@@ -104,6 +104,14 @@ func (l *lazyDirectory) Account(ctx context.Context, name string, extra ...strin
 	return c.Account(ctx, name, extra...)
 }
 
+func (l *lazyDirectory) DNSNameHolders(ctx context.Context, names []string) (map[string][]string, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.DNSNameHolders(ctx, names)
+}
+
 func (l *lazyDirectory) SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]string, error) {
 	c, err := l.client(ctx)
 	if err != nil {

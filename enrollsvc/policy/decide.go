@@ -49,6 +49,13 @@ type Input struct {
 	// Names are display names of SIDs (string form → name), e.g. the trustees of the template's
 	// ACEs, so that explanations say which group decided.
 	Names map[string]string
+	// DNSHolders maps each DNS name of the account's dNSHostName (lower case) to the DNs of every
+	// directory object that holds it (as dNSHostName or a HOST/ service principal name), as the
+	// caller found them. A name that another object holds, or that is missing from the map (not
+	// checked), is never put in a certificate: AD does not keep dNSHostName unique, and a computer
+	// whose dNSHostName was set to a domain controller's would otherwise get the controller's name
+	// (Certifried, CVE-2022-26923).
+	DNSHolders map[string][]string
 }
 
 // Decision is policy's answer, with every reason for it.
@@ -316,7 +323,7 @@ func (x *decider) directoryNames() (subj, tail []subjectAttr, sans []GeneralName
 		if acc.Computer {
 			if hosts := splitDNS(acc.DNSHostName); len(hosts) == 0 {
 				x.refuse("subject: the template puts the DNS name in the CN but the computer has no dNSHostName (CERTSRV_E_SUBJECT_DNS_REQUIRED)")
-			} else {
+			} else if x.dnsNameOwned("subject", hosts[0]) {
 				add(&subj, "cn", hosts[0])
 			}
 		} else if acc.CN == "" {
@@ -357,7 +364,9 @@ func (x *decider) directoryNames() (subj, tail []subjectAttr, sans []GeneralName
 				x.refuse("subjectAltName: dNSHostName value %q is not a valid DNS name", h)
 				continue
 			}
-			addSAN(dnsName(h))
+			if x.dnsNameOwned("subjectAltName", h) {
+				addSAN(dnsName(h))
+			}
 		}
 	}
 	if f&NameAltRequireDomainDNS != 0 {
@@ -635,6 +644,31 @@ func (x *decider) outcome() {
 	}
 	x.d.Outcome = Issue
 }
+
+// dnsNameOwned reports whether the account alone holds the DNS name h (from its dNSHostName), as
+// Input.DNSHolders says; otherwise it refuses, naming the other holders.
+func (x *decider) dnsNameOwned(where, h string) bool {
+	holders, checked := x.in.DNSHolders[strings.ToLower(h)]
+	if !checked {
+		x.refuse("%s: DNS name %s was not checked against the directory's other accounts, so it cannot be certified", where, h)
+		return false
+	}
+	var others []string
+	for _, dn := range holders {
+		if !strings.EqualFold(dn, x.in.Account.DN) {
+			others = append(others, dn)
+		}
+	}
+	if len(others) > 0 {
+		x.refuse("%s: DNS name %s is also held by %s; a certificate names a host only when one account holds it (Certifried, CVE-2022-26923)",
+			where, h, strings.Join(others, "; "))
+		return false
+	}
+	return true
+}
+
+// DNSNames are the DNS names of the account's dNSHostName, as policy puts them in certificates.
+func (a Account) DNSNames() []string { return splitDNS(a.DNSHostName) }
 
 // splitDNS splits a dNSHostName value that holds several comma-separated names.
 func splitDNS(s string) []string {

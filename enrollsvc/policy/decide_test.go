@@ -39,7 +39,7 @@ func (tc decideCase) run(t *testing.T) {
 	if tc.account != nil {
 		acc = tc.account(t)
 	}
-	in := Input{Template: mustTemplate(t, m), Account: acc, CACert: caCert, Now: testNow}
+	in := Input{Template: mustTemplate(t, m), Account: acc, CACert: caCert, Now: testNow, DNSHolders: selfHeld(acc)}
 	if tc.input != nil {
 		tc.input(&in)
 	}
@@ -228,6 +228,24 @@ func TestDecideNames(t *testing.T) {
 					t.Errorf("Decide(two DNS names) SANs = %q", d.SANs)
 				}
 			}},
+		{name: "Certifried: dNSHostName also held by a domain controller", tmplAttrs: computerTemplateAttrs, account: pc1,
+			input: func(in *Input) {
+				in.DNSHolders["pc1.corp.example.test"] = append(in.DNSHolders["pc1.corp.example.test"],
+					"CN=DC1,OU=Domain Controllers,DC=corp,DC=example,DC=test")
+			}, want: Refuse, wantReason: "DNS name pc1.corp.example.test is also held by CN=DC1,OU=Domain Controllers",
+			check: func(t *testing.T, d Decision) {
+				n := 0
+				for _, r := range d.Refusals {
+					if strings.Contains(r, "also held by") {
+						n++
+					}
+				}
+				if n != 2 { // the CN and the DNS SAN
+					t.Errorf("Decide(Certifried) refusals = %q, want the subject CN and the SAN refused", d.Refusals)
+				}
+			}},
+		{name: "dNSHostName not checked against the directory", tmplAttrs: computerTemplateAttrs, account: pc1,
+			input: func(in *Input) { in.DNSHolders = nil }, want: Refuse, wantReason: "was not checked against the directory"},
 		{name: "computer without dNSHostName", tmplAttrs: computerTemplateAttrs,
 			account: func(t testing.TB) Account { a := pc1(t); a.DNSHostName = ""; return a }, want: Refuse, wantReason: "no dNSHostName"},
 		{name: "user without mail", account: func(t testing.TB) Account { a := alice(t); a.Mail = ""; return a }, want: Refuse, wantReason: "no mail"},

@@ -74,7 +74,7 @@ func FuzzParseTemplate(f *testing.F) {
 			a = parsed
 		}
 		d := Decide(Input{Template: tmpl, Account: a, Request: &Request{PublicKey: rsaKey.Public()}, CACert: caCert, Now: testNow,
-			ExtraSubject: []string{"ou"}})
+			DNSHolders: selfHeld(a), ExtraSubject: []string{"ou"}})
 		_ = d.Explain()
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,3 +251,13 @@ func findExt(exts []pkix.Extension, id asn1.ObjectIdentifier) *pkix.Extension {
 }
 
 func hexs(b []byte) string { return fmt.Sprintf("%x", b) }
+
+// selfHeld is Input.DNSHolders as the directory answers when the account alone holds each name of
+// its dNSHostName.
+func selfHeld(a Account) map[string][]string {
+	m := map[string][]string{}
+	for _, h := range splitDNS(a.DNSHostName) {
+		m[strings.ToLower(h)] = []string{a.DN}
+	}
+	return m
+}

@@ -49,7 +49,8 @@ func TestDecisionIssues(t *testing.T) {
 		{"schema 1, no SID extension", schema1, alice(t), csrDER(t, rsaKey, nil), nil},
 	}
 	for _, tc := range cases {
-		in := Input{Template: mustTemplate(t, tc.tmpl), Account: tc.account, Request: mustRequest(t, tc.csr), CACert: caCert, Now: testNow, ExtraSubject: tc.extra}
+		in := Input{Template: mustTemplate(t, tc.tmpl), Account: tc.account, Request: mustRequest(t, tc.csr), CACert: caCert, Now: testNow, ExtraSubject: tc.extra,
+			DNSHolders: selfHeld(tc.account)}
 		d := Decide(in)
 		if d.Outcome != Issue {
 			t.Errorf("Decide(%s) = %v, want %v:\n%s", tc.name, d.Outcome, Issue, d.Explain())

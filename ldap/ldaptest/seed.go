@@ -313,6 +313,35 @@ func (dc *DC) AddUser(t testing.TB, ou, name string, groups ...string) Principal
 	return p
 }
 
+// AddComputer creates an enabled computer account in OU=Workstations with sAMAccountName NAME$,
+// Password(name), primary group Domain Computers and attrs (dNSHostName, servicePrincipalName, ...),
+// as an administrator (or a user within ms-DS-MachineAccountQuota) would.
+func (dc *DC) AddComputer(t testing.TB, name string, attrs map[string][]string) Principal {
+	t.Helper()
+	conn := dc.Admin(t)
+	p, entry := userEntry(userSpec{Name: name, OU: ComputersOU, Computer: true, Attrs: attrs})
+	if err := add(conn, p.DN, entry); err != nil {
+		t.Fatal(err)
+	}
+	sid, err := readSID(conn, p.DN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SID = sid
+	return p
+}
+
+// DomainController is the DN and dNSHostName of the test DC's own computer object.
+func (dc *DC) DomainController(t testing.TB) (dn, dnsHostName string) {
+	t.Helper()
+	res, err := dc.Admin(t).Search(goldap.NewSearchRequest("OU=Domain Controllers,"+BaseDN, goldap.ScopeSingleLevel,
+		goldap.NeverDerefAliases, 0, 0, false, "(objectClass=computer)", []string{"dNSHostName"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("finding the domain controller's computer object: %v (%d entries)", err, len(res.Entries))
+	}
+	return res.Entries[0].DN, res.Entries[0].GetAttributeValue("dNSHostName")
+}
+
 func readSID(conn *goldap.Conn, dn string) (secdesc.SID, error) {
 	res, err := conn.Search(goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases, 0, 0,
 		false, "(objectClass=*)", []string{"objectSid"}, nil))
