@@ -77,11 +77,14 @@ const (
 
 // SCEPProfile is one SCEP profile (GET /api/v1/scep/profiles): /scep/NAME bound to a template.
 type SCEPProfile struct {
-	Name     string    `json:"name"`
-	Template string    `json:"template"`
-	Account  string    `json:"account,omitempty"` // the account certificates are for; "" the challenge names it
-	Mode     string    `json:"mode"`              // SCEPStatic or SCEPOneTime
-	Created  time.Time `json:"created"`
+	Name     string `json:"name"`
+	Template string `json:"template"`
+	Account  string `json:"account,omitempty"` // the account certificates are for; "" the challenge names it
+	// AccountSID is the objectSid the profile enrolls (taken when it was made): a re-created
+	// account of the same name is another object. "" with an Account: an older profile bound by name.
+	AccountSID string    `json:"account_sid,omitempty"`
+	Mode       string    `json:"mode"` // SCEPStatic or SCEPOneTime
+	Created    time.Time `json:"created"`
 	// AllowDES: the profile accepts request envelopes encrypted with single DES or 3DES, which
 	// an eavesdropper can read (challenge included). For legacy devices that can do nothing else.
 	AllowDES bool `json:"allow_des,omitempty"`

@@ -18,6 +18,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ldap"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
@@ -94,6 +96,7 @@ func (s *Service) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec, by s
 	if reasons != nil {
 		return bad("%s", strings.Join(reasons, "; "))
 	}
+	var sid string
 	if spec.Account != "" {
 		a, reasons, err := s.account(ctx, dc, spec.Account, nil)
 		if err != nil {
@@ -102,16 +105,16 @@ func (s *Service) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec, by s
 		if reasons != nil {
 			return bad("%s", strings.Join(reasons, "; "))
 		}
-		spec.Account = accountName(a)
+		spec.Account, sid = accountName(a), a.SID.String()
 	}
-	p := store.SCEPProfile{Name: spec.Name, Template: t.Name, Account: spec.Account, Mode: store.SCEPOneTime, Created: s.rec.Now(),
-		AllowDES: spec.AllowDES}
+	p := store.SCEPProfile{Name: spec.Name, Template: t.Name, Account: spec.Account, AccountSID: sid, Mode: store.SCEPOneTime,
+		Created: s.rec.Now(), AllowDES: spec.AllowDES}
 	if !spec.OneTime {
 		h := sha256.Sum256([]byte(spec.StaticChallenge))
 		p.Mode, p.ChallengeSHA256 = store.SCEPStatic, h[:]
 	}
 	e := events.New(p.Created, events.SCEPProfileAdded, "", "profile", p.Name, "template", p.Template, "account", p.Account,
-		"mode", p.Mode, "allow_des", p.AllowDES, "by", by)
+		"account_sid", p.AccountSID, "mode", p.Mode, "allow_des", p.AllowDES, "by", by)
 	if err := ss.AddSCEPProfile(ctx, p, e); err != nil {
 		return store.SCEPProfile{}, &Error{Kind: KindOf(err), Op: op, Err: err}
 	}
@@ -157,6 +160,7 @@ func (s *Service) NewSCEPChallenge(ctx context.Context, spec SCEPChallengeSpec, 
 	if spec.Account == "" && p.Account == "" {
 		return "", time.Time{}, &Error{Kind: KindBadRequest, Op: op, Err: errors.New("the profile names no account: the challenge must")}
 	}
+	var sid string
 	if spec.Account != "" {
 		dc, err := s.directory(op)
 		if err != nil {
@@ -169,7 +173,7 @@ func (s *Service) NewSCEPChallenge(ctx context.Context, spec SCEPChallengeSpec, 
 		if reasons != nil {
 			return "", time.Time{}, &Error{Kind: KindBadRequest, Op: op, Err: errors.New(strings.Join(reasons, "; "))}
 		}
-		spec.Account = accountName(a)
+		spec.Account, sid = accountName(a), a.SID.String()
 	}
 	raw := make([]byte, 24)
 	if _, err := rand.Read(raw); err != nil {
@@ -178,7 +182,8 @@ func (s *Service) NewSCEPChallenge(ctx context.Context, spec SCEPChallengeSpec, 
 	challenge := base64.RawURLEncoding.EncodeToString(raw)
 	h := sha256.Sum256([]byte(challenge))
 	now := s.rec.Now()
-	c := store.SCEPChallenge{SHA256: h[:], Profile: p.Name, Subject: spec.Subject, Account: spec.Account, Created: now, Expires: now.Add(spec.TTL)}
+	c := store.SCEPChallenge{SHA256: h[:], Profile: p.Name, Subject: spec.Subject, Account: spec.Account, AccountSID: sid,
+		Created: now, Expires: now.Add(spec.TTL)}
 	e := events.New(now, events.SCEPChallengeIssued, "", "profile", p.Name, "subject", spec.Subject, "account", spec.Account,
 		"expires", c.Expires.Format(time.RFC3339), "by", by)
 	if err := ss.AddSCEPChallenge(ctx, c, e); err != nil {
@@ -324,7 +329,7 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 	// Until the challenge is right the sender is anonymous: its refusal is counted, not recorded
 	// as a request (refuseAnonymous), so that a flood of them cannot fill the store.
 	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template}
-	account := p.Account
+	account, sid := p.Account, p.AccountSID
 	h := sha256.Sum256([]byte(r.Challenge))
 	switch p.Mode {
 	case store.SCEPStatic:
@@ -348,7 +353,7 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 			return nil, &Error{Kind: KindInternal, Op: "using a SCEP challenge", Err: err}
 		}
 		if c.Account != "" {
-			account = c.Account
+			account, sid = c.Account, c.AccountSID
 		}
 		meta.Account = account
 		if c.Subject != "" && !requestNamesOnly(csr, c.Subject) {
@@ -357,6 +362,15 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 	}
 	if account == "" {
 		return s.refuse(ctx, meta, []string{"neither the profile nor the challenge names an account"}, nil)
+	}
+	if sid != "" {
+		// The object the administrator named, by SID: a re-created account of the same name is
+		// another object and gets nothing. (A profile made before SIDs were kept is bound by name.)
+		v, err := secdesc.ParseSID(sid)
+		if err != nil {
+			return nil, &Error{Kind: KindInternal, Op: "reading SCEP profile " + p.Name, Err: fmt.Errorf("stored account SID: %w", err)}
+		}
+		account = ldap.SIDAccount(v)
 	}
 	return s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR})
 }

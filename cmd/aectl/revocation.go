@@ -133,8 +133,15 @@ func printProfile(w io.Writer, p apiclient.SCEPProfile) {
 
 // desWarning is what aectl says of a profile that accepts DES.
 func desWarning(p apiclient.SCEPProfile) string {
-	if !p.AllowDES {
+	var w []string
+	if p.AllowDES {
+		w = append(w, "accepts DES/3DES: requests and challenges readable by eavesdroppers")
+	}
+	if p.Account != "" && p.AccountSID == "" {
+		w = append(w, "account bound by name, not SID (made by an older version): re-create the profile")
+	}
+	if len(w) == 0 {
 		return "-"
 	}
-	return "accepts DES/3DES: requests and challenges readable by eavesdroppers"
+	return strings.Join(w, "; ")
 }

@@ -89,7 +89,7 @@ func (s *Server) scepProfiles(c echo.Context) error {
 }
 
 func profileView(p store.SCEPProfile) apiclient.SCEPProfile {
-	return apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, Mode: p.Mode, Created: p.Created,
+	return apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, AccountSID: p.AccountSID, Mode: p.Mode, Created: p.Created,
 		AllowDES: p.AllowDES}
 }
 

@@ -134,6 +134,13 @@ CREATE TABLE scep_transactions (
 -- DES and 3DES request envelopes are refused unless a profile allows them for legacy devices.
 ALTER TABLE scep_profiles ADD COLUMN allow_des INTEGER NOT NULL DEFAULT 0 CHECK (allow_des IN (0, 1));
 `},
+	{5, "SCEP accounts are bound by SID", `
+-- The objectSid of the account a profile or challenge enrolls, taken when it was made: a
+-- re-created account of the same name is another object and gets nothing. '' for rows made
+-- before this step, which stay bound by name (and are listed as such).
+ALTER TABLE scep_profiles ADD COLUMN account_sid TEXT NOT NULL DEFAULT '';
+ALTER TABLE scep_challenges ADD COLUMN account_sid TEXT NOT NULL DEFAULT '';
+`},
 }
 
 // latestVersion is the schema version this code writes.

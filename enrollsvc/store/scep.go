@@ -17,11 +17,14 @@ const (
 
 // SCEPProfile binds a SCEP endpoint (/scep/<Name>) to a directory template.
 type SCEPProfile struct {
-	Name     string    `json:"name"`
-	Template string    `json:"template"`
-	Account  string    `json:"account,omitempty"` // the account certificates are for; "" the challenge names it
-	Mode     string    `json:"mode"`              // SCEPStatic or SCEPOneTime
-	Created  time.Time `json:"created"`
+	Name     string `json:"name"`
+	Template string `json:"template"`
+	Account  string `json:"account,omitempty"` // the account certificates are for; "" the challenge names it
+	// AccountSID is Account's objectSid when the profile was made: the profile enrolls that object
+	// only. "" for profiles made before accounts were bound by SID (bound by name).
+	AccountSID string    `json:"account_sid,omitempty"`
+	Mode       string    `json:"mode"` // SCEPStatic or SCEPOneTime
+	Created    time.Time `json:"created"`
 	// AllowDES accepts request envelopes encrypted with single DES or 3DES (legacy devices only).
 	AllowDES bool `json:"allow_des,omitempty"`
 	// ChallengeSHA256 is the SHA-256 of the static challenge password (static mode only).
@@ -34,9 +37,11 @@ type SCEPChallenge struct {
 	Profile string
 	Subject string // the subject or SAN value it is bound to; "" any
 	Account string // the account it enrolls; "" the profile's
-	Created time.Time
-	Expires time.Time
-	UsedAt  time.Time // zero while unused
+	// AccountSID is Account's objectSid when the challenge was made ("" with Account "").
+	AccountSID string
+	Created    time.Time
+	Expires    time.Time
+	UsedAt     time.Time // zero while unused
 }
 
 // SCEPTransaction ties a SCEP transactionID to the one request body it came with.
@@ -68,8 +73,8 @@ func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) err
 		hash = p.ChallengeSHA256
 	}
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, at, p.AllowDES)
+		res, err := tx.ExecContext(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des, account_sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, at, p.AllowDES, p.AccountSID)
 		if err != nil {
 			return fmt.Errorf("store: adding SCEP profile %q: %w", p.Name, err)
 		}
@@ -81,12 +86,12 @@ func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) err
 	})
 }
 
-const scepProfileColumns = "name, template, account, mode, challenge_sha256, created, allow_des"
+const scepProfileColumns = "name, template, account, mode, challenge_sha256, created, allow_des, account_sid"
 
 func scanSCEPProfile(row interface{ Scan(...any) error }) (SCEPProfile, error) {
 	var p SCEPProfile
 	var created sql.NullString
-	if err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &created, &p.AllowDES); err != nil {
+	if err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &created, &p.AllowDES, &p.AccountSID); err != nil {
 		return p, err
 	}
 	var err error
@@ -154,8 +159,8 @@ func (s *SQLite) AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event)
 		if mode != SCEPOneTime {
 			return fmt.Errorf("store: SCEP profile %q uses a static challenge: %w", c.Profile, ErrConflict)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO scep_challenges (sha256, profile, subject, account, created, expires)
-			VALUES (?, ?, ?, ?, ?, ?)`, c.SHA256, c.Profile, c.Subject, c.Account, ts[0], ts[1]); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO scep_challenges (sha256, profile, subject, account, created, expires, account_sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, c.SHA256, c.Profile, c.Subject, c.Account, ts[0], ts[1], c.AccountSID); err != nil {
 			return fmt.Errorf("store: adding a SCEP challenge: %w", err)
 		}
 		_, err = event(ctx, tx)
@@ -174,9 +179,9 @@ func (s *SQLite) UseSCEPChallenge(ctx context.Context, profile string, sha []byt
 	var c SCEPChallenge
 	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var created, expires, used sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT sha256, profile, subject, account, created, expires, used_at
+		err := tx.QueryRowContext(ctx, `SELECT sha256, profile, subject, account, created, expires, used_at, account_sid
 			FROM scep_challenges WHERE sha256 = ? AND profile = ?`, sha, profile).
-			Scan(&c.SHA256, &c.Profile, &c.Subject, &c.Account, &created, &expires, &used)
+			Scan(&c.SHA256, &c.Profile, &c.Subject, &c.Account, &created, &expires, &used, &c.AccountSID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("store: SCEP challenge: %w", ErrNotFound)
 		}

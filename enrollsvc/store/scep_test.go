@@ -64,7 +64,7 @@ func TestSCEPProfilesAndChallenges(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
 	h := sha256.Sum256([]byte("static secret"))
-	static := SCEPProfile{Name: "printers", Template: "Printer", Account: "PRN1$", Mode: SCEPStatic, ChallengeSHA256: h[:], Created: epoch}
+	static := SCEPProfile{Name: "printers", Template: "Printer", Account: "PRN1$", AccountSID: "S-1-5-21-1-2-3-1104", Mode: SCEPStatic, ChallengeSHA256: h[:], Created: epoch}
 	if err := s.AddSCEPProfile(ctx, static, ev(3000, "profile")); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,8 @@ func TestSCEPProfilesAndChallenges(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps, err := s.ListSCEPProfiles(ctx)
-	if err != nil || len(ps) != 2 || ps[0].Name != "mdm" || ps[1].Name != "printers" || string(ps[1].ChallengeSHA256) != string(h[:]) {
+	if err != nil || len(ps) != 2 || ps[0].Name != "mdm" || ps[1].Name != "printers" || string(ps[1].ChallengeSHA256) != string(h[:]) ||
+		ps[1].AccountSID != static.AccountSID || ps[0].AccountSID != "" {
 		t.Errorf("ListSCEPProfiles = %+v, %v", ps, err)
 	}
 	if _, err := s.GetSCEPProfile(ctx, "nope"); !errors.Is(err, ErrNotFound) {
@@ -93,7 +94,7 @@ func TestSCEPProfilesAndChallenges(t *testing.T) {
 	}
 
 	one := sha256.Sum256([]byte("one-time"))
-	c := SCEPChallenge{SHA256: one[:], Profile: "mdm", Subject: "CN=phone1", Account: "alice", Created: epoch, Expires: epoch.Add(time.Hour)}
+	c := SCEPChallenge{SHA256: one[:], Profile: "mdm", Subject: "CN=phone1", Account: "alice", AccountSID: "S-1-5-21-1-2-3-1105", Created: epoch, Expires: epoch.Add(time.Hour)}
 	if err := s.AddSCEPChallenge(ctx, c, ev(3000, "challenge")); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestSCEPProfilesAndChallenges(t *testing.T) {
 		t.Errorf("using an expired challenge = %v, want ErrConflict", err)
 	}
 	got, err := s.UseSCEPChallenge(ctx, "mdm", one[:], epoch.Add(time.Minute))
-	if err != nil || got.Subject != "CN=phone1" || got.Account != "alice" || !got.UsedAt.Equal(epoch.Add(time.Minute)) {
+	if err != nil || got.Subject != "CN=phone1" || got.Account != "alice" || got.AccountSID != c.AccountSID || !got.UsedAt.Equal(epoch.Add(time.Minute)) {
 		t.Errorf("UseSCEPChallenge = %+v, %v", got, err)
 	}
 	if _, err := s.UseSCEPChallenge(ctx, "mdm", one[:], epoch.Add(2*time.Minute)); !errors.Is(err, ErrConflict) {
