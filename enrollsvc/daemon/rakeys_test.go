@@ -23,6 +23,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -109,6 +110,10 @@ func TestSCEPRAKeysSplitOnUpgrade(t *testing.T) {
 	h := sha256.Sum256([]byte("a CertRep"))
 	if _, err := combined.Sign(nil, h[:], crypto.SHA256); err == nil {
 		t.Error("the combined RA key still signs")
+	}
+	if evs, err := rt.Store.ListEvents(ctx, store.EventFilter{ID: int(events.HSMKeyDestroyed)}); err != nil || len(evs) != 1 ||
+		evs[0].Fields["key"] != u.String() {
+		t.Errorf("audit events for the destroyed combined RA key = %+v, %v; want one naming %s", evs, err, u)
 	}
 	if _, err := os.Stat(oldFile); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("scep/ra.pem is still there: %v", err)

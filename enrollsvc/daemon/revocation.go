@@ -371,8 +371,11 @@ func (rt *Runtime) retireCombinedRA(ctx context.Context) error {
 	u.Object, u.ID, u.Type = combinedRAKeyLabel, nil, "private"
 	switch err := rt.KeyStore.DestroyKey(ctx, u); {
 	case err == nil:
-		rt.Log.Warn("SCEP: the combined RA key (signing and decrypting) is destroyed; the RA now has separate keys",
-			"key", u.String(), "signing", raSigning.label, "encryption", raEncryption.label)
+		if err := rt.Recorder.Record(ctx, events.HSMKeyDestroyed, "", "key", u.String(),
+			"why", "the SCEP RA key that both signed and decrypted is retired; the RA now has separate keys",
+			"signing", raSigning.label, "encryption", raEncryption.label); err != nil {
+			return fmt.Errorf("SCEP: recording the destruction of the combined RA key: %w", err)
+		}
 	case !errors.Is(err, hsm.ErrKeyNotFound):
 		return fmt.Errorf("SCEP: destroying the combined RA key: %w", err)
 	}

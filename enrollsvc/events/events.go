@@ -41,8 +41,11 @@ const (
 	HSMOpened     ID = 1100
 	HSMKeyCreated ID = 1101
 	HSMKeyLoaded  ID = 1102
-	HSMFailure    ID = 1110
-	HSMRecovered  ID = 1111
+	// HSMKeyDestroyed: a key the appliance no longer uses was destroyed in the token (e.g. the
+	// single SCEP RA key of older versions, which both signed and decrypted).
+	HSMKeyDestroyed ID = 1103
+	HSMFailure      ID = 1110
+	HSMRecovered    ID = 1111
 
 	DirectoryConnected   ID = 1200
 	DirectoryUnreachable ID = 1210
@@ -106,6 +109,7 @@ func init() {
 	def(HSMOpened, "HSM token opened", Operational, slog.LevelInfo)
 	def(HSMKeyCreated, "CA key generated in HSM", Admin, slog.LevelInfo)
 	def(HSMKeyLoaded, "CA key loaded from HSM", Operational, slog.LevelInfo)
+	def(HSMKeyDestroyed, "key destroyed in HSM", Admin, slog.LevelWarn)
 	def(HSMFailure, "HSM failure", Operational, slog.LevelError)
 	def(HSMRecovered, "HSM recovered", Operational, slog.LevelWarn)
 	def(DirectoryConnected, "directory connected", Operational, slog.LevelInfo)
