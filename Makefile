@@ -9,7 +9,7 @@ LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the service and the tests need.
 DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
-            samba samba-ad-dc samba-ad-provision winbind krb5-user ldap-utils \
+            samba samba-ad-dc samba-ad-provision python3-ldb winbind krb5-user ldap-utils \
             certmonger scep dbus curl \
             qemu-system-x86 zstd e2fsprogs cpio chrony \
             swtpm swtpm-tools cryptsetup-bin

@@ -24,6 +24,8 @@ type Directory interface {
 	Account(ctx context.Context, name string, extraAttrs ...string) (*ldap.Account, error)
 	// DNSNameHolders names every object holding each DNS name as dNSHostName or HOST/ SPN.
 	DNSNameHolders(ctx context.Context, names []string) (map[string][]string, error)
+	// UPNHolders names every account holding each UPN, explicitly or implicitly.
+	UPNHolders(ctx context.Context, upns []string) (map[string][]string, error)
 }
 
 // TemplateSettings are the appliance's additions to a directory template.
@@ -185,6 +187,14 @@ func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Templ
 			return policy.Input{}, dirError("looking up the holders of "+a.DNSHostName, err)
 		}
 		in.DNSHolders = holders
+	}
+	if a.UPN != "" {
+		// Nor a UPN that is also another account's (explicit or implicit).
+		holders, err := dc.Dir.UPNHolders(ctx, []string{a.UPN})
+		if err != nil {
+			return policy.Input{}, dirError("looking up the holders of "+a.UPN, err)
+		}
+		in.UPNHolders = holders
 	}
 	return in, nil
 }

@@ -410,6 +410,52 @@ func (c *Client) modifyCert(ctx context.Context, op, dn string, der []byte, add 
 // computer account whose dNSHostName was set to a domain controller's got that controller's identity in
 // a certificate (Certifried, CVE-2022-26923).
 func (c *Client) DNSNameHolders(ctx context.Context, names []string) (map[string][]string, error) {
+	return c.holders(ctx, "dnsholders:", names, []string{"dNSHostName", "servicePrincipalName"},
+		func(n string) string {
+			esc := goldap.EscapeFilter(n)
+			return "(dNSHostName=" + esc + ")(servicePrincipalName=HOST/" + esc + ")"
+		},
+		func(e Entry) []string {
+			held := e.GetAll("dNSHostName")
+			for _, spn := range e.GetAll("servicePrincipalName") {
+				if svc, host, ok := strings.Cut(spn, "/"); ok && strings.EqualFold(svc, "HOST") {
+					host, _, _ = strings.Cut(host, ":")
+					held = append(held, host)
+				}
+			}
+			return held
+		})
+}
+
+// UPNHolders returns, for each user principal name, the DNs of every account that holds it:
+// explicitly (userPrincipalName) or implicitly (sAMAccountName@domain, for the directory's own
+// domain, MS-ADTS 5.1.1.1.1). AD does not always keep the two apart (an explicit UPN may equal
+// another account's implicit one), and a DC maps such a name in a certificate to whichever it
+// finds first; the CA certifies a UPN only when one account holds it.
+func (c *Client) UPNHolders(ctx context.Context, upns []string) (map[string][]string, error) {
+	domain := strings.ToLower(c.RootDSE().DomainDNS)
+	return c.holders(ctx, "upnholders:", upns, []string{"userPrincipalName", "sAMAccountName"},
+		func(n string) string {
+			f := "(userPrincipalName=" + goldap.EscapeFilter(n) + ")"
+			if user, dom, ok := strings.Cut(n, "@"); ok && user != "" && dom == domain {
+				f += "(&(objectClass=user)(sAMAccountName=" + goldap.EscapeFilter(user) + "))"
+			}
+			return f
+		},
+		func(e Entry) []string {
+			held := e.GetAll("userPrincipalName")
+			if sam := e.Get("sAMAccountName"); sam != "" && domain != "" {
+				held = append(held, sam+"@"+domain)
+			}
+			return held
+		})
+}
+
+// holders finds, in one subtree search of the domain, which objects hold each name: filter gives
+// the filter terms matching a (lower-cased) name, held the names an entry holds. Answers are cached
+// per name like accounts.
+func (c *Client) holders(ctx context.Context, prefix string, names, attrs []string, filter func(string) string,
+	held func(Entry) []string) (map[string][]string, error) {
 	out := make(map[string][]string, len(names))
 	var ask []string
 	for _, n := range names {
@@ -420,7 +466,7 @@ func (c *Client) DNSNameHolders(ctx context.Context, names []string) (map[string
 		if _, dup := out[n]; dup {
 			continue
 		}
-		if v, ok := c.cache.get("dnsholders:" + n); ok {
+		if v, ok := c.cache.get(prefix + n); ok {
 			c.hits.Add(1)
 			out[n] = slices.Clone(v.([]string))
 			continue
@@ -435,34 +481,24 @@ func (c *Client) DNSNameHolders(ctx context.Context, names []string) (map[string
 	var f strings.Builder
 	f.WriteString("(|")
 	for _, n := range ask {
-		esc := goldap.EscapeFilter(n)
-		f.WriteString("(dNSHostName=" + esc + ")(servicePrincipalName=HOST/" + esc + ")")
+		f.WriteString(filter(n))
 	}
 	f.WriteString(")")
-	entries, err := c.search(ctx, "find DNS name holders", searchSpec{base: c.RootDSE().DefaultNamingContext,
-		scope: goldap.ScopeWholeSubtree, filter: f.String(), attrs: []string{"dNSHostName", "servicePrincipalName"}})
+	entries, err := c.search(ctx, "find holders of "+strings.Join(ask, ", "), searchSpec{base: c.RootDSE().DefaultNamingContext,
+		scope: goldap.ScopeWholeSubtree, filter: f.String(), attrs: attrs})
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range entries {
-		held := map[string]bool{}
-		for _, v := range e.GetAll("dNSHostName") {
-			held[strings.ToLower(v)] = true
-		}
-		for _, spn := range e.GetAll("servicePrincipalName") {
-			if svc, host, ok := strings.Cut(spn, "/"); ok && strings.EqualFold(svc, "HOST") {
-				host, _, _ = strings.Cut(host, ":")
-				held[strings.ToLower(host)] = true
-			}
-		}
+		names := held(e)
 		for _, n := range ask {
-			if held[n] && !slices.Contains(out[n], e.DN) {
+			if slices.ContainsFunc(names, func(h string) bool { return strings.EqualFold(h, n) }) && !slices.Contains(out[n], e.DN) {
 				out[n] = append(out[n], e.DN)
 			}
 		}
 	}
 	for _, n := range ask {
-		c.cache.put("dnsholders:"+n, "", out[n])
+		c.cache.put(prefix+n, "", out[n])
 	}
 	return out, nil
 }

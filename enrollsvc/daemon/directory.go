@@ -112,6 +112,14 @@ func (l *lazyDirectory) DNSNameHolders(ctx context.Context, names []string) (map
 	return c.DNSNameHolders(ctx, names)
 }
 
+func (l *lazyDirectory) UPNHolders(ctx context.Context, upns []string) (map[string][]string, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.UPNHolders(ctx, upns)
+}
+
 func (l *lazyDirectory) SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]string, error) {
 	c, err := l.client(ctx)
 	if err != nil {

@@ -56,6 +56,12 @@ type Input struct {
 	// whose dNSHostName was set to a domain controller's would otherwise get the controller's name
 	// (Certifried, CVE-2022-26923).
 	DNSHolders map[string][]string
+	// UPNHolders maps the account's userPrincipalName (lower case) to the DNs of every object
+	// that holds it, explicitly (userPrincipalName) or implicitly (sAMAccountName@domain). As
+	// for DNSHolders, a UPN another object holds, or that was not checked, is never certified: a
+	// DC maps such a name (weak certificate mapping, MS-PKCA 3.1.5.2.1) to whichever account it
+	// finds first.
+	UPNHolders map[string][]string
 }
 
 // Decision is policy's answer, with every reason for it.
@@ -323,7 +329,7 @@ func (x *decider) directoryNames() (subj, tail []subjectAttr, sans []GeneralName
 		if acc.Computer {
 			if hosts := splitDNS(acc.DNSHostName); len(hosts) == 0 {
 				x.refuse("subject: the template puts the DNS name in the CN but the computer has no dNSHostName (CERTSRV_E_SUBJECT_DNS_REQUIRED)")
-			} else if x.dnsNameOwned("subject", hosts[0]) {
+			} else if x.heldAlone("subject", "DNS name", hosts[0], x.in.DNSHolders) {
 				add(&subj, "cn", hosts[0])
 			}
 		} else if acc.CN == "" {
@@ -364,7 +370,7 @@ func (x *decider) directoryNames() (subj, tail []subjectAttr, sans []GeneralName
 				x.refuse("subjectAltName: dNSHostName value %q is not a valid DNS name", h)
 				continue
 			}
-			if x.dnsNameOwned("subjectAltName", h) {
+			if x.heldAlone("subjectAltName", "DNS name", h, x.in.DNSHolders) {
 				addSAN(dnsName(h))
 			}
 		}
@@ -379,7 +385,7 @@ func (x *decider) directoryNames() (subj, tail []subjectAttr, sans []GeneralName
 	if f&NameAltRequireUPN != 0 {
 		if acc.UPN == "" {
 			x.refuse("subjectAltName: the template requires the UPN but the account has no userPrincipalName (CERTSRV_E_SUBJECT_UPN_REQUIRED)")
-		} else {
+		} else if x.heldAlone("subjectAltName", "UPN", acc.UPN, x.in.UPNHolders) {
 			addSAN(upnName(acc.UPN))
 		}
 	}
@@ -470,7 +476,9 @@ func (x *decider) requestNames() (subj []subjectAttr, sans []GeneralName) {
 				x.refuse("the request asks for UPN %q, which is not the account's (%q) (ESC1): refused", g.Value, acc.UPN)
 				continue
 			}
-			sans = append(sans, upnName(acc.UPN))
+			if x.heldAlone("subjectAltName", "UPN", acc.UPN, x.in.UPNHolders) {
+				sans = append(sans, upnName(acc.UPN))
+			}
 		case "SID":
 			if g.Value != own {
 				x.refuse("the request asks for SID %s in the subject alternative name, not the account's %s (ESC1): refused", g.Value, own)
@@ -645,23 +653,25 @@ func (x *decider) outcome() {
 	x.d.Outcome = Issue
 }
 
-// dnsNameOwned reports whether the account alone holds the DNS name h (from its dNSHostName), as
-// Input.DNSHolders says; otherwise it refuses, naming the other holders.
-func (x *decider) dnsNameOwned(where, h string) bool {
-	holders, checked := x.in.DNSHolders[strings.ToLower(h)]
+// heldAlone reports whether the account alone holds name (a DNS name of its dNSHostName, or its
+// UPN), as holders (Input.DNSHolders or Input.UPNHolders) says; otherwise it refuses, naming the
+// other holders. A name another account also holds would let a certificate log on as either
+// (Certifried, CVE-2022-26923, for DNS names; an explicit UPN equal to another account's implicit one).
+func (x *decider) heldAlone(where, kind, name string, holders map[string][]string) bool {
+	dns, checked := holders[strings.ToLower(name)]
 	if !checked {
-		x.refuse("%s: DNS name %s was not checked against the directory's other accounts, so it cannot be certified", where, h)
+		x.refuse("%s: %s %s was not checked against the directory's other accounts, so it cannot be certified", where, kind, name)
 		return false
 	}
 	var others []string
-	for _, dn := range holders {
+	for _, dn := range dns {
 		if !strings.EqualFold(dn, x.in.Account.DN) {
 			others = append(others, dn)
 		}
 	}
 	if len(others) > 0 {
-		x.refuse("%s: DNS name %s is also held by %s; a certificate names a host only when one account holds it (Certifried, CVE-2022-26923)",
-			where, h, strings.Join(others, "; "))
+		x.refuse("%s: %s %s is also held by %s; a certificate carries a name only when one account holds it",
+			where, kind, name, strings.Join(others, "; "))
 		return false
 	}
 	return true

@@ -39,7 +39,8 @@ func (tc decideCase) run(t *testing.T) {
 	if tc.account != nil {
 		acc = tc.account(t)
 	}
-	in := Input{Template: mustTemplate(t, m), Account: acc, CACert: caCert, Now: testNow, DNSHolders: selfHeld(acc)}
+	in := Input{Template: mustTemplate(t, m), Account: acc, CACert: caCert, Now: testNow, DNSHolders: selfHeld(acc),
+		UPNHolders: upnHeld(acc)}
 	if tc.input != nil {
 		tc.input(&in)
 	}
@@ -244,6 +245,11 @@ func TestDecideNames(t *testing.T) {
 					t.Errorf("Decide(Certifried) refusals = %q, want the subject CN and the SAN refused", d.Refusals)
 				}
 			}},
+		{name: "UPN also another account's implicit UPN", input: func(in *Input) {
+			in.UPNHolders["alice@corp.example.test"] = append(in.UPNHolders["alice@corp.example.test"], "CN=alice,OU=Contractors,DC=corp,DC=example,DC=test")
+		}, want: Refuse, wantReason: "UPN alice@corp.example.test is also held by CN=alice,OU=Contractors"},
+		{name: "UPN not checked against the directory", input: func(in *Input) { in.UPNHolders = nil }, want: Refuse,
+			wantReason: "UPN alice@corp.example.test was not checked against the directory"},
 		{name: "dNSHostName not checked against the directory", tmplAttrs: computerTemplateAttrs, account: pc1,
 			input: func(in *Input) { in.DNSHolders = nil }, want: Refuse, wantReason: "was not checked against the directory"},
 		{name: "computer without dNSHostName", tmplAttrs: computerTemplateAttrs,
@@ -409,7 +415,7 @@ func TestDecideRequestCannotSmuggle(t *testing.T) {
 	})
 	req := mustRequest(t, der)
 	tmpl := mustTemplate(t, userTemplateAttrs(t))
-	d := Decide(Input{Template: tmpl, Account: alice(t), Request: req, CACert: caCert, Now: testNow})
+	d := Decide(Input{Template: tmpl, Account: alice(t), Request: req, CACert: caCert, Now: testNow, UPNHolders: upnHeld(alice(t))})
 	if d.Outcome != Issue {
 		t.Fatalf("Decide(forged request) = %v, want %v:\n%s", d.Outcome, Issue, d.Explain())
 	}
@@ -503,7 +509,7 @@ func TestDecideNeverPanics(t *testing.T) {
 
 func TestExplain(t *testing.T) {
 	testKeys(t)
-	d := Decide(Input{Template: mustTemplate(t, userTemplateAttrs(t)), Account: alice(t), CACert: caCert, Now: testNow})
+	d := Decide(Input{Template: mustTemplate(t, userTemplateAttrs(t)), Account: alice(t), CACert: caCert, Now: testNow, UPNHolders: upnHeld(alice(t))})
 	got := d.Explain()
 	for _, want := range []string{
 		"Template UserAuth: would be ISSUED",
@@ -518,7 +524,7 @@ func TestExplain(t *testing.T) {
 			t.Errorf("Explain() =\n%s\nwant it to contain %q", got, want)
 		}
 	}
-	d = Decide(Input{Template: mustTemplate(t, userTemplateAttrs(t)), Account: alice(t, sidDomainUsers), CACert: caCert, Now: testNow})
+	d = Decide(Input{Template: mustTemplate(t, userTemplateAttrs(t)), Account: alice(t, sidDomainUsers), CACert: caCert, Now: testNow, UPNHolders: upnHeld(alice(t))})
 	if got := d.Explain(); !strings.Contains(got, "REFUSED") || !strings.Contains(got, "Refused because:") {
 		t.Errorf("Explain(refused) =\n%s\nwant REFUSED with the refusals", got)
 	}

@@ -32,7 +32,7 @@ func FuzzParseRequest(f *testing.F) {
 			return
 		}
 		for _, tmpl := range []Template{directory, supplies} {
-			d := Decide(Input{Template: tmpl, Account: acc, Request: &r, CACert: caCert, Now: testNow})
+			d := Decide(Input{Template: tmpl, Account: acc, Request: &r, CACert: caCert, Now: testNow, UPNHolders: upnHeld(acc)})
 			if d.Outcome != Refuse && len(d.Refusals) > 0 {
 				t.Fatalf("Decide = %v with refusals %q", d.Outcome, d.Refusals)
 			}
@@ -74,7 +74,7 @@ func FuzzParseTemplate(f *testing.F) {
 			a = parsed
 		}
 		d := Decide(Input{Template: tmpl, Account: a, Request: &Request{PublicKey: rsaKey.Public()}, CACert: caCert, Now: testNow,
-			DNSHolders: selfHeld(a), ExtraSubject: []string{"ou"}})
+			DNSHolders: selfHeld(a), UPNHolders: upnHeld(a), ExtraSubject: []string{"ou"}})
 		_ = d.Explain()
 	})
 }
@@ -96,7 +96,7 @@ func BenchmarkDecide(b *testing.B) {
 	acc := alice(b, groups...)
 	req := mustRequest(b, csrDER(b, rsaKey, nil))
 	in := Input{Template: tmpl, Account: acc, Request: req, CACert: caCert, Now: testNow, Autoenroll: true,
-		ExtraSubject: []string{"title", "ou"}}
+		ExtraSubject: []string{"title", "ou"}, UPNHolders: upnHeld(acc)}
 	if d := Decide(in); d.Outcome != Issue {
 		b.Fatalf("Decide = %v:\n%s", d.Outcome, d.Explain())
 	}

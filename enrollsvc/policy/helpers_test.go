@@ -261,3 +261,11 @@ func selfHeld(a Account) map[string][]string {
 	}
 	return m
 }
+
+// upnHeld is Input.UPNHolders as the directory answers when the account alone holds its UPN.
+func upnHeld(a Account) map[string][]string {
+	if a.UPN == "" {
+		return nil
+	}
+	return map[string][]string{strings.ToLower(a.UPN): {a.DN}}
+}

@@ -50,7 +50,7 @@ func TestDecisionIssues(t *testing.T) {
 	}
 	for _, tc := range cases {
 		in := Input{Template: mustTemplate(t, tc.tmpl), Account: tc.account, Request: mustRequest(t, tc.csr), CACert: caCert, Now: testNow, ExtraSubject: tc.extra,
-			DNSHolders: selfHeld(tc.account)}
+			DNSHolders: selfHeld(tc.account), UPNHolders: upnHeld(tc.account)}
 		d := Decide(in)
 		if d.Outcome != Issue {
 			t.Errorf("Decide(%s) = %v, want %v:\n%s", tc.name, d.Outcome, Issue, d.Explain())

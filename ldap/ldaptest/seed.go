@@ -331,6 +331,34 @@ func (dc *DC) AddComputer(t testing.TB, name string, attrs map[string][]string) 
 	return p
 }
 
+// SetUPNUnchecked gives the object dn the userPrincipalName upn by writing the domain partition's
+// database directly (Samba's ldb Python binding, python3-ldb), past Samba's uniqueness checks: its
+// samldb module refuses an explicit UPN equal to another account's explicit or implicit
+// (sAMAccountName@domain) one. AD let such collisions be made before its 2021 uniqueness checks, and
+// still does where dSHeuristics turns them off (DoNotVerifyUPNAndOrSPNUniqueness, MS-ADTS
+// 6.1.1.2.4.1.2); tests use this to make one. The running DC sees the change at once.
+func (dc *DC) SetUPNUnchecked(t testing.TB, dn, upn string) {
+	t.Helper()
+	const script = `
+import sys, ldb
+db = ldb.Ldb()
+db.connect(sys.argv[1])
+m = ldb.Message()
+m.dn = ldb.Dn(db, sys.argv[2])
+m["userPrincipalName"] = ldb.MessageElement([sys.argv[3]], ldb.FLAG_MOD_REPLACE, "userPrincipalName")
+db.modify(m)
+`
+	partition := filepath.Join(dc.Dir, "private", "sam.ldb.d", strings.ToUpper(dc.BaseDN)+".ldb")
+	if out, err := exec.Command("/usr/bin/python3", "-c", script, partition, dn, upn).CombinedOutput(); err != nil {
+		t.Fatalf("ldaptest: writing userPrincipalName %s on %s past Samba's checks: %v\n%s", upn, dn, err, out)
+	}
+	res, err := dc.Admin(t).Search(goldap.NewSearchRequest(dn, goldap.ScopeBaseObject, goldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"userPrincipalName"}, nil))
+	if err != nil || len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("userPrincipalName") != upn {
+		t.Fatalf("ldaptest: the DC does not show userPrincipalName %s on %s: %v", upn, dn, err)
+	}
+}
+
 // DomainController is the DN and dNSHostName of the test DC's own computer object.
 func (dc *DC) DomainController(t testing.TB) (dn, dnsHostName string) {
 	t.Helper()
