@@ -283,7 +283,11 @@ func (a *Appliance) bootSystem() {
 	for _, err := range ensureMounts() {
 		a.con.Printf("boot: %v", err)
 	}
-	// cryptsetup's lock directory (cryptsetup(8), --disable-locks is not used).
+	// /run as on any Linux system (0755: the provisioning API relay's user enters its directory
+	// there), then cryptsetup's lock directory (cryptsetup(8), --disable-locks is not used).
+	if err := os.Mkdir("/run", 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		a.con.Printf("boot: %v", err)
+	}
 	if err := os.MkdirAll("/run/cryptsetup", 0o700); err != nil {
 		a.con.Printf("boot: %v", err)
 	}

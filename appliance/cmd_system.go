@@ -99,6 +99,9 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	if c, err := a.svc.Confinement(); err == nil {
 		row("Confinement", c.String())
 	}
+	if c, err := a.relayConfinement(); err == nil {
+		row("API relay", c.String())
+	}
 	if si.API != "" {
 		h := "healthy"
 		if si.Health != nil {

@@ -20,8 +20,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/appliance/supervise"
+	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
@@ -35,11 +38,26 @@ const (
 
 // provServer is the provisioning API while the appliance is unprovisioned: the ceremony
 // over HTTPS on the management address and the API port (which the service takes once
-// provisioned), with a self-signed certificate whose fingerprint the console shows.
+// provisioned), with a self-signed certificate whose fingerprint the console shows. No root
+// process listens on the network (provapi's relay): appinit serves the API on a Unix socket in
+// a directory only the relay's user may enter, and supervises `enrollsvc relay`, running as that
+// user (confined like the service), which terminates TLS and forwards each request.
 type provServer struct {
-	srv *http.Server
-	url string
-	fp  string // SHA-256 of the certificate
+	srv   *http.Server // the API on the Unix socket
+	relay *supervise.Supervisor
+	url   string
+	fp    string // SHA-256 of the certificate
+	dir   string // the socket's and the relay's directory, removed on stop
+	log   *os.File
+}
+
+// relayDir is where the provisioning API's socket and the relay's copy of its certificate
+// live: in memory on the image, beside the data in development mode.
+func (a *Appliance) relayDir() string {
+	if a.o.Dev {
+		return filepath.Join(a.o.DataDir, "run", "provapi")
+	}
+	return "/run/provapi"
 }
 
 // provisioningAPILoop starts the provisioning API once the network is up, unless the
@@ -64,7 +82,7 @@ func (a *Appliance) startProvisioningAPI(ctx context.Context) error {
 		return err
 	}
 	n, _ := provisioning.LoadNetwork(a.settingsDir())
-	cert, fp, err := bootstrapCertificate(a.settingsDir(), ip, n.Hostname)
+	_, fp, err := bootstrapCertificate(a.settingsDir(), ip, n.Hostname)
 	if err != nil {
 		return fmt.Errorf("its certificate: %w", err)
 	}
@@ -80,33 +98,123 @@ func (a *Appliance) startProvisioningAPI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	addr := net.JoinHostPort(ip.String(), strconv.Itoa(a.o.APIPort))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
+	a.mu.Lock()
+	running := a.prov != nil || a.down
+	a.mu.Unlock()
+	if running {
+		return nil
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
-		WriteTimeout: 5 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
-	ps := &provServer{srv: srv, url: "https://" + addr, fp: fp}
+	var user *svcctl.User
+	if !a.o.Dev {
+		user = &svcctl.RelayUser
+	}
+	dir := a.relayDir()
+	l, certFile, keyFile, err := relaySetup(dir, a.settingsDir(), user)
+	if err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("preparing its relay: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(a.o.DataDir, "log", "provapi-relay.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		l.Close()
+		os.RemoveAll(dir)
+		return fmt.Errorf("its relay's log: %w", err)
+	}
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(a.o.APIPort))
+	sc := supervise.Config{Name: "provisioning API relay", Path: a.o.Enrollsvc, Dir: dir, Output: logf,
+		Args: []string{"relay", "--listen", addr, "--socket", filepath.Join(dir, relaySocket), "--tls-cert", certFile,
+			"--tls-key", keyFile, "--seccomp"},
+		OnEvent: func(msg string) {
+			a.log.Info(msg)
+			if strings.Contains(msg, "restarting") {
+				a.con.Printf("%s (see log/provapi-relay.log)", msg)
+			}
+		}}
+	if user != nil {
+		sc.Credential = &syscall.Credential{Uid: uint32(user.UID), Gid: uint32(user.GID), Groups: []uint32{}}
+		sc.AmbientCaps = []uintptr{svcctl.CapNetBindService}
+	}
+	ps := &provServer{srv: provapi.NewUnixServer(h), relay: supervise.New(sc), url: "https://" + addr, fp: fp, dir: dir, log: logf}
 	a.mu.Lock()
 	if a.prov != nil || a.down {
 		a.mu.Unlock()
 		l.Close()
+		logf.Close()
 		return nil
 	}
 	a.prov = ps
 	a.mu.Unlock()
 	go func() {
-		if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := ps.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("provisioning API", "err", err)
 		}
 	}()
-	a.log.Info("provisioning API listening", "url", ps.url, "sha256", fp)
+	ps.relay.Start()
+	a.log.Info("provisioning API listening", "url", ps.url, "sha256", fp, "relay_user", user)
 	return nil
 }
 
-// stopProvisioningAPI shuts the provisioning API down (before the service takes its port).
+// relaySocket is the provisioning API's Unix socket in the relay's directory.
+const relaySocket = "api.sock"
+
+// relaySetup makes the relay's directory (only root and the relay's group may enter it), the
+// API's Unix socket in it (root's, the relay's group may connect) and the relay's copy of the
+// API's certificate and key (the relay's, readable by it alone). user nil: development mode,
+// everything the caller's.
+func relaySetup(dir, settings string, user *svcctl.User) (l net.Listener, certFile, keyFile string, err error) {
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, "", "", err
+	}
+	// The parents (/run on the image) must stay open to the relay's user.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, "", "", err
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		return nil, "", "", err
+	}
+	own := func(p string, uid, gid int) error {
+		if user == nil {
+			return nil
+		}
+		return os.Lchown(p, uid, gid)
+	}
+	if user != nil {
+		if err := own(dir, 0, user.GID); err != nil {
+			return nil, "", "", err
+		}
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls-key.pem")
+	for _, f := range []struct{ from, to string }{{bootstrapCert, certFile}, {bootstrapKey, keyFile}} {
+		b, err := os.ReadFile(filepath.Join(settings, f.from))
+		if err != nil {
+			return nil, "", "", err
+		}
+		if err := os.WriteFile(f.to, b, 0o400); err != nil {
+			return nil, "", "", err
+		}
+		if user != nil {
+			if err := own(f.to, user.UID, user.GID); err != nil {
+				return nil, "", "", err
+			}
+		}
+	}
+	sock := filepath.Join(dir, relaySocket)
+	l, err = net.Listen("unix", sock)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if err := os.Chmod(sock, 0o660); err == nil && user != nil {
+		err = own(sock, 0, user.GID)
+	}
+	if err != nil {
+		l.Close()
+		return nil, "", "", err
+	}
+	return l, certFile, keyFile, nil
+}
+
+// stopProvisioningAPI shuts the provisioning API down (before the service takes its port):
+// the relay first, so that the port is free when this returns.
 func (a *Appliance) stopProvisioningAPI() {
 	a.mu.Lock()
 	ps := a.prov
@@ -115,11 +223,31 @@ func (a *Appliance) stopProvisioningAPI() {
 	if ps == nil {
 		return
 	}
+	if err := ps.relay.Stop(); err != nil {
+		a.log.Warn("stopping the provisioning API relay", "err", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := ps.srv.Shutdown(ctx); err != nil {
 		ps.srv.Close()
 	}
+	ps.log.Close()
+	os.RemoveAll(ps.dir)
+}
+
+// relayConfinement is how the kernel sees the running provisioning API relay's privileges.
+func (a *Appliance) relayConfinement() (supervise.Confinement, error) {
+	a.mu.Lock()
+	ps := a.prov
+	a.mu.Unlock()
+	if ps == nil {
+		return supervise.Confinement{}, errors.New("not running")
+	}
+	st := ps.relay.State()
+	if !st.Running {
+		return supervise.Confinement{}, errors.New("not running")
+	}
+	return supervise.ReadConfinement(st.PID)
 }
 
 // provisioningAPI is the running provisioning API's URL and certificate fingerprint.

@@ -377,6 +377,15 @@ func TestApplianceSubordinate(t *testing.T) {
 	if _, err := provapi.NewClient(fmt.Sprintf("https://127.0.0.1:%d", vm.HostPort(apiPort)), "not the passphrase", pinned).Status(ctx); !errors.As(err, &herr) || herr.StatusCode != 401 {
 		t.Errorf("the provisioning API with a wrong passphrase: %v", err)
 	}
+	// Nothing listens as root, not even before provisioning: the API's port belongs to the
+	// relay, an unprivileged user confined like the service.
+	status := command(t, vm, "status", 30*time.Second)
+	if !strings.Contains(status, "API relay:      uid 901, seccomp filter, no_new_privs, capabilities cap_net_bind_service") {
+		t.Errorf("status before provisioning does not show the confined relay:\n%s", status)
+	}
+	if m := regexp.MustCompile(`Listening:\s+(.*)`).FindStringSubmatch(status); m == nil || strings.TrimSpace(m[1]) != "tcp 10.0.2.15:9443" {
+		t.Errorf("listening sockets before provisioning: want only the relay's, not root's:\n%s", status)
+	}
 	if r, err := cl.Import(ctx, provtest.PEM(sub, root.Cert)); err != nil || !strings.Contains(r.String(), "verifies up to the root CN=External Test Root") {
 		t.Fatalf("import over the provisioning API: %v %s", err, r)
 	}

@@ -54,8 +54,14 @@ type User struct{ UID, GID int }
 // data directory and the firmware slots.
 var ServiceUser = User{UID: 900, GID: 900}
 
-// capNetBindService is CAP_NET_BIND_SERVICE (capabilities(7)).
-const capNetBindService = 10
+// RelayUser is the user the appliance runs the provisioning API's relay as (enrollsvc relay)
+// while unprovisioned: it owns nothing on the data disk.
+var RelayUser = User{UID: 901, GID: 901}
+
+// CapNetBindService is CAP_NET_BIND_SERVICE (capabilities(7)).
+const CapNetBindService = 10
+
+const capNetBindService = CapNetBindService
 
 // Service is the supervised service: none until Start, again none after Stop.
 type Service struct {

@@ -54,6 +54,8 @@ Usage:
   enrollsvc serve --data DIR [--api-listen ADDR]                    run the service
   enrollsvc provision STEP --data DIR [flags]                       the provisioning ceremony,
                                                                     step by step (the appliance's)
+  enrollsvc relay --listen ADDR --socket PATH [flags]               the provisioning API's
+                                                                    unprivileged network front
   enrollsvc version                                                 print the version
 
 Run 'enrollsvc COMMAND -h' for the flags of a command. Manage a running service with aectl.
@@ -71,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdServe(args[1:], stdout, stderr)
 	case "provision":
 		return cmdProvision(args[1:], os.Stdin, stdout, stderr)
+	case "relay":
+		return cmdRelay(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil

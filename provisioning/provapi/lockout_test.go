@@ -1,6 +1,7 @@
 package provapi_test
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +19,8 @@ func (f *fixture) statusFrom(src, pass string) (int, string) {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: f.tlsConfig(), DialContext: d.DialContext}}
 	req, _ := http.NewRequest(http.MethodGet, f.srv.URL+provapi.Prefix+"/"+provisioning.Status, nil)
 	req.SetBasicAuth(provapi.AdminUser, pass)
+	// Every client claims the same relayed address: the relay must replace it with the real one.
+	req.Header.Set(provapi.PeerHeader, "203.0.113.7:4444")
 	resp, err := hc.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
@@ -49,5 +52,29 @@ func TestLockoutPerSource(t *testing.T) {
 	}
 	if n := strings.Count(f.log.String(), "authentication locked out for a client address"); n != 1 {
 		t.Errorf("the lockout was logged %d times, want once", n)
+	}
+}
+
+// Only the relay reaches the API's Unix socket: a request there without the relay's peer header
+// is refused, and changes nothing.
+func TestUnixSocketWantsTheRelay(t *testing.T) {
+	f := newFixture(t)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", f.socket)
+	}}}
+	for _, peer := range []string{"", "not an address", "203.0.113.7"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://provapi"+provapi.Prefix+"/"+provisioning.Status, nil)
+		if peer != "" {
+			req.Header.Set(provapi.PeerHeader, peer)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("a request on the Unix socket with peer header %q: %d, want 400", peer, resp.StatusCode)
+		}
 	}
 }

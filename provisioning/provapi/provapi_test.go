@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -76,7 +77,8 @@ type fixture struct {
 	settings string // the appliance's settings directory
 	log      *provtest.SyncBuffer
 	clock    *fakeClock
-	srv      *httptest.Server
+	srv      *httptest.Server // the relay, as clients reach it
+	socket   string           // the API's Unix socket behind it
 	ceremony *ceremony.Ceremony
 
 	finishWritten atomic.Bool   // the answer to the latest /finish request has been written
@@ -104,7 +106,13 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// As on the appliance: the API on a Unix socket, the network side in the relay.
+	f.socket = filepath.Join(root, "api.sock")
+	l, err := net.Listen("unix", f.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := provapi.NewUnixServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/finish") { // the tests send one at a time
 			f.finishWritten.Store(false)
 			w = &watchWriter{ResponseWriter: w, wrote: &f.finishWritten}
@@ -112,6 +120,9 @@ func newFixture(t *testing.T) *fixture {
 		h.ServeHTTP(w, r)
 		f.served <- r.URL.Path
 	}))
+	go api.Serve(l)
+	f.srv = httptest.NewUnstartedServer(provapi.NewRelay(tls.Certificate{}, f.socket, logger).Handler)
+	f.srv.StartTLS()
 	t.Cleanup(func() {
 		select {
 		case <-f.release:
@@ -119,6 +130,7 @@ func newFixture(t *testing.T) *fixture {
 			close(f.release)
 		}
 		f.srv.Close()
+		api.Close()
 	})
 	return f
 }
