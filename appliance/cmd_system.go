@@ -21,6 +21,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/appliance/release"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
 	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // banner is shown once the data disk is ready (or known to be missing).
@@ -98,6 +99,9 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	row("Service", "enrollsvc "+si.State)
 	if c, err := a.svc.Confinement(); err == nil {
 		row("Confinement", c.String())
+		if b, err := os.ReadFile(config.Path(a.varDir(), config.ConfinementFile)); err == nil {
+			row("Sandbox", strings.TrimSpace(string(b)))
+		}
 	}
 	if c, err := a.relayConfinement(); err == nil {
 		row("API relay", c.String())

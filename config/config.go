@@ -33,14 +33,16 @@ const (
 	APIKeyFile    = "api/tls-key.pem"
 	APITokenFile  = "api/admin-token"
 	APIAddrFile   = "api/address" // written by serve once it listens
-	LDAPDir       = "ldap"
-	LDAPPassword  = "ldap/password" // the directory service account's password (mode 0600)
-	LDAPCAFile    = "ldap/ca.pem"   // the CA that issued the domain controllers' certificates
-	EnrollDir     = "enroll"
-	EnrollCert    = "enroll/tls.pem"     // the enrollment web services' server certificate and chain
-	EnrollKey     = "enroll/tls-key.pem" // its key
-	EnrollKeytab  = "enroll/http.keytab" // the Kerberos service keytab (HTTP/<hostname>), mode 0600
-	EnrollAddr    = "enroll/address"     // written by serve once the enrollment web services listen
+	// ConfinementFile is written by serve once confined: its Landlock and seccomp state, one line.
+	ConfinementFile = "confinement"
+	LDAPDir         = "ldap"
+	LDAPPassword    = "ldap/password" // the directory service account's password (mode 0600)
+	LDAPCAFile      = "ldap/ca.pem"   // the CA that issued the domain controllers' certificates
+	EnrollDir       = "enroll"
+	EnrollCert      = "enroll/tls.pem"     // the enrollment web services' server certificate and chain
+	EnrollKey       = "enroll/tls-key.pem" // its key
+	EnrollKeytab    = "enroll/http.keytab" // the Kerberos service keytab (HTTP/<hostname>), mode 0600
+	EnrollAddr      = "enroll/address"     // written by serve once the enrollment web services listen
 )
 
 // DefaultAPIListen is where the local API listens unless told otherwise.

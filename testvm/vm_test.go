@@ -265,6 +265,7 @@ func TestAppliance(t *testing.T) {
 	// only the capability to bind ports below 1024, as the kernel reports it.
 	for _, want := range []string{"State:          provisioned (CA CN=VM Test Root CA)", "Service:        enrollsvc running", "healthy",
 		"Confinement:    uid 900, seccomp filter, no_new_privs, capabilities cap_net_bind_service",
+		"Sandbox:        Landlock ABI ", ": writes only beneath /data/var, ",
 		"Firmware:       security version 1 ",
 		"Encryption:     LUKS2 aes-xts-plain64, key sealed to the TPM 2.0, PCRs 0, 2, 4, 7, 15 (SHA-256), unsealed at this boot; recovery passphrase set"} {
 		if !strings.Contains(status, want) {

@@ -97,7 +97,8 @@ func (s *Service) Start(cfg Config, host string) error {
 	// refuses a listener its configuration does not have, so only those are passed.
 	// --seccomp: the service confines itself (no_new_privs and a system-call allow-list)
 	// before it opens anything.
-	args := []string{"serve", "--data", cfg.VarDir, "--log-level", "info", "--seccomp",
+	// --landlock: it may change the file system only beneath its directories.
+	args := []string{"serve", "--data", cfg.VarDir, "--log-level", "info", "--seccomp", "--landlock",
 		"--api-listen", net.JoinHostPort(host, strconv.Itoa(cfg.APIPort))}
 	if svc.HTTP != nil {
 		args = append(args, "--http-listen", net.JoinHostPort(host, strconv.Itoa(cfg.HTTPPort)))

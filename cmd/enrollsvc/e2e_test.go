@@ -102,7 +102,7 @@ func startServe(t *testing.T, dir string) *server {
 	s := &server{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	// Every end-to-end test runs the service confined, as the appliance does: a system call its
 	// work needs and the allow-list lacks kills it, and the test fails.
-	args := []string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--seccomp"}
+	args := []string{"serve", "--data", dir, "--api-listen", "127.0.0.1:0", "--seccomp", "--landlock"}
 	if cfg, err := config.Load(dir); err == nil && cfg.Enroll != nil {
 		args = append(args, "--enroll-listen", "127.0.0.1:0")
 	}

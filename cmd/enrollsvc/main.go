@@ -185,10 +185,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&firmwareDir, "firmware-dir", "", "on the appliance: its firmware slots, for PUT /api/v1/firmware (with --update-keys)")
 	fs.StringVar(&updateKeys, "update-keys", "", "on the appliance: PEM public keys update bundles must be signed by")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	var confine bool
+	var confine, landlock bool
 	fs.BoolVar(&confine, "seccomp", false, "confine the service before it opens anything: no_new_privs and a seccomp allow-list whose violation kills it (the appliance always sets it)")
+	fs.BoolVar(&landlock, "landlock", false, "let the service change the file system only beneath --data (and --firmware-dir), with Landlock; refused by a kernel without it (the appliance always sets it)")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR] [--seccomp]
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR] [--seccomp] [--landlock]
 
 Runs the enrollment service in the foreground: opens the HSM token and the CA key, the store,
 serves the local management API over TLS and, with a directory, the enrollment web services
@@ -230,11 +231,36 @@ Flags:
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
+	var confinement []string
+	if landlock {
+		// Runs the program again inside the Landlock domain (it returns there); temporary files
+		// (SQLite's) go beneath the data directory too.
+		writable := []string{dir}
+		if firmwareDir != "" {
+			writable = append(writable, firmwareDir)
+		}
+		tmp := filepath.Join(dir, "tmp")
+		if err := os.MkdirAll(tmp, 0o700); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		abi, err := sandbox.RestrictWrites(writable, "TMPDIR="+tmp)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		log.Info("confined: Landlock, writes only beneath the data directory", "abi", abi, "writable", writable)
+		confinement = append(confinement, fmt.Sprintf("Landlock ABI %d: writes only beneath %s", abi, strings.Join(writable, ", ")))
+	}
 	if confine {
 		if err := sandbox.Apply(); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
 		log.Info("confined: no_new_privs and the seccomp allow-list", "system_calls", len(sandbox.Allowed))
+		confinement = append(confinement, fmt.Sprintf("seccomp allow-list of %d system calls", len(sandbox.Allowed)))
+	}
+	// What the service says of its own confinement, for the appliance's status (the kernel
+	// shows seccomp in /proc/PID/status, but not Landlock).
+	if err := config.WriteFileAtomic(config.Path(dir, config.ConfinementFile), []byte(strings.Join(confinement, "; ")+"\n"), 0o600); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

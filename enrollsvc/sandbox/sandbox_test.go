@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if mode == "" {
 		os.Exit(m.Run())
 	}
+	if mode == "landlock" {
+		landlockChild() // before the seccomp filter, which has no execve
+	}
 	if err := sandbox.Apply(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -155,5 +158,83 @@ func TestForbiddenCallKillsTheProcess(t *testing.T) {
 				t.Errorf("%s returned to the program: %s", mode, stderr)
 			}
 		})
+	}
+}
+
+// landlockChild restricts writes to $LANDLOCK_ALLOWED (RestrictWrites runs the binary again),
+// then tries to change the file system inside and outside it and prints what each attempt gave.
+func landlockChild() {
+	allowed, other := os.Getenv("LANDLOCK_ALLOWED"), os.Getenv("LANDLOCK_OTHER")
+	abi, err := sandbox.RestrictWrites([]string{allowed}, "LANDLOCK_EXTRA=kept")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	res := func(name string, err error) {
+		var errno syscall.Errno
+		switch {
+		case err == nil:
+			fmt.Printf("%s: ok\n", name)
+		case errors.As(err, &errno):
+			fmt.Printf("%s: %s\n", name, errno.Error())
+		default:
+			fmt.Printf("%s: %v\n", name, err)
+		}
+	}
+	fmt.Printf("abi %d, extra %s\n", abi, os.Getenv("LANDLOCK_EXTRA"))
+	res("create inside", os.WriteFile(filepath.Join(allowed, "new"), []byte("x"), 0o600))
+	res("rename inside", os.Rename(filepath.Join(allowed, "new"), filepath.Join(allowed, "renamed")))
+	res("mkdir inside", os.Mkdir(filepath.Join(allowed, "d"), 0o700))
+	res("create outside", os.WriteFile(filepath.Join(other, "new"), []byte("x"), 0o600))
+	f, err := os.OpenFile(filepath.Join(other, "existing"), os.O_WRONLY, 0)
+	if err == nil {
+		f.Close()
+	}
+	res("write outside", err)
+	res("remove outside", os.Remove(filepath.Join(other, "existing")))
+	res("mkdir outside", os.Mkdir(filepath.Join(other, "d"), 0o700))
+	res("symlink outside", os.Symlink("/etc/passwd", filepath.Join(other, "link")))
+	res("move out", os.Rename(filepath.Join(allowed, "renamed"), filepath.Join(other, "moved")))
+	_, err = os.ReadFile(filepath.Join(other, "existing"))
+	res("read outside", err)
+	os.Exit(0)
+}
+
+// TestRestrictWrites: after RestrictWrites the process (every thread of it, since it runs again
+// inside the domain) changes the file system only beneath the directory it was given, whatever
+// the file permissions allow (the test runs as root); it still reads elsewhere.
+func TestRestrictWrites(t *testing.T) {
+	if _, err := sandbox.LandlockABI(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v: the appliance's kernel has Landlock, and so must the CI machine's", err)
+		}
+		t.Skip(err)
+	}
+	allowed, other := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "existing"), []byte("keep"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SANDBOX_CHILD=landlock", "LANDLOCK_ALLOWED="+allowed, "LANDLOCK_OTHER="+other)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	got := string(out)
+	for _, want := range []string{"extra kept", "create inside: ok", "rename inside: ok", "mkdir inside: ok",
+		"create outside: permission denied", "write outside: permission denied", "remove outside: permission denied",
+		"mkdir outside: permission denied", "symlink outside: permission denied", "read outside: ok"} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("child output lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.Contains(got, "move out: permission denied") && !strings.Contains(got, "move out: invalid cross-device link") {
+		t.Errorf("moving a file out of the allowed directory was not refused:\n%s", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(other, "existing")); err != nil || string(b) != "keep" {
+		t.Errorf("the file outside: %q, %v; want it unchanged", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "moved")); err == nil {
+		t.Error("a file was moved out of the allowed directory")
 	}
 }
