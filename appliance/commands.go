@@ -84,8 +84,8 @@ func (a *Appliance) commandTable() []command {
 		{Command: console.Command{Name: "update", Help: "firmware: running version, slots, last update", Menu: "Firmware updates",
 			Run: a.cmdUpdateStatus}},
 		{Command: console.Command{Name: "update force", Help: "install the held update below the security version",
-			Confirm: "Install the held firmware although its security version is lower? It may bring back fixed vulnerabilities.",
-			Run:     a.cmdUpdateForce}},
+			Confirm: "Install firmware below the security version (it may reopen old flaws)?", ConfirmTyped: true,
+			Run: a.cmdUpdateForce}},
 		{Command: console.Command{Name: "update rollback", Help: "boot the factory image from now on", Confirm: "Stop booting the installed update?",
 			Run: a.cmdUpdateRollback}},
 	}

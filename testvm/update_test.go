@@ -2,6 +2,7 @@ package testvm
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os/exec"
@@ -20,8 +21,8 @@ import (
 // (aectl firmware upload through the forwarded port), refuses one signed by another
 // key, boots the update from slot a at the next reboot (the factory image kexecs into
 // it) and confirms it once the service answers with the same CA. It refuses a signed
-// bundle with a lower security version (422); an update that hangs is reset by the
-// watchdog and the confirmed slot comes back; a slot changed on the disk (its header fixed
+// bundle with a lower security version (422) until an administrator forces it at the console
+// after confirming; that update hangs, is reset by the watchdog and the confirmed slot comes back; a slot changed on the disk (its header fixed
 // to match) is refused at boot while the factory image serves; update rollback returns to
 // the factory image.
 func TestApplianceUpdate(t *testing.T) {
@@ -111,16 +112,24 @@ func TestApplianceUpdate(t *testing.T) {
 		t.Errorf("the refused downgrade changed the slots: %v\n%s", err, out)
 	}
 
-	// An update that hangs without panicking: the factory image armed the hardware
-	// watchdog (i6300esb) before the kexec, nothing feeds it in the hung update, it resets
-	// the machine, and the factory image finds the trial used and goes back to the
-	// confirmed slot.
-	hang := hangBundle(t, ctx, image, key, "hang-test", release.SecurityVersion)
-	if out, err := aectlArgs("firmware", "upload", hang); err != nil || !strings.Contains(string(out), "installed hang-test in slot b") {
-		t.Fatalf("aectl firmware upload (the hanging update): %v\n%s", err, out)
-	}
+	// An administrator forces it at the console, after confirming: installed in slot b, and the
+	// factory image boots it (the forced record names exactly its signed header). It is also
+	// an update that hangs without panicking: the factory image armed the hardware watchdog
+	// (i6300esb) before the kexec, nothing feeds it in the hung update, it resets the machine,
+	// and the factory image finds the trial used and goes back to the confirmed slot.
 	if out := secretLines(t, vm, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
 		t.Fatalf("login: %q", out)
+	}
+	if out := secretLines(t, vm, time.Minute, "update force", "n"); !strings.Contains(out, "(it may reopen old flaws)? [y/N]: ") ||
+		!strings.Contains(out, "cancelled: nothing changed") {
+		t.Errorf("update force, declined: %q", out)
+	}
+	if out, err := aectlArgs("firmware"); err != nil || strings.Contains(string(out), "old-security") {
+		t.Errorf("a declined update force changed the slots: %v\n%s", err, out)
+	}
+	if out := secretLines(t, vm, time.Minute, "update force", "y"); !strings.Contains(out,
+		fmt.Sprintf("Installed old-security (security version %d; this image's is %d) in slot b", release.SecurityVersion-1, release.SecurityVersion)) {
+		t.Fatalf("update force: %q", out)
 	}
 	if err := vm.SendLine("reboot"); err != nil {
 		t.Fatal(err)
@@ -128,7 +137,7 @@ func TestApplianceUpdate(t *testing.T) {
 	must(t, vm, "Trying the update in slot b.", 2*time.Minute)
 	must(t, vm, "HANG-TEST: this update's init hangs on purpose", 2*time.Minute)
 	start = time.Now()
-	must(t, vm, "hang-test in slot b did not come up; rolled back to slot a", 4*time.Minute)
+	must(t, vm, "old-security in slot b did not come up; rolled back to slot a", 4*time.Minute)
 	t.Logf("the watchdog reset the hung update after %s", time.Since(start).Round(time.Second))
 	banner = must(t, vm, prompt, 3*time.Minute)
 	if !strings.Contains(banner, "Version:        "+h.Version+" (slot a)") {

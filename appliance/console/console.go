@@ -37,7 +37,10 @@ type Command struct {
 	Menu    string
 	Ask     []string
 	Confirm string
-	Run     func(ctx context.Context, args []string, out io.Writer) error
+	// ConfirmTyped asks Confirm when the command is typed too, not only from the menu: for the
+	// few commands an administrator must confirm however they start them.
+	ConfirmTyped bool
+	Run          func(ctx context.Context, args []string, out io.Writer) error
 }
 
 func (c Command) usage() string {
@@ -256,7 +259,29 @@ func (c *Console) Exec(ctx context.Context, line string) {
 		fmt.Fprintf(out, "usage: %s\n", cmd.usage())
 		return
 	}
+	if cmd.Confirm != "" && cmd.ConfirmTyped {
+		if !c.allowed(cmd) { // refused before its question is asked
+			return
+		}
+		if !c.confirmed(cmd) {
+			return
+		}
+	}
 	c.run(ctx, cmd, args)
+}
+
+// confirmed asks cmd's Confirm question and reports whether the answer was yes; otherwise it
+// says nothing changed.
+func (c *Console) confirmed(cmd Command) bool {
+	a, err := c.readLine(cmd.Confirm + " [y/N]: ")
+	if err != nil {
+		return false
+	}
+	if a = strings.ToLower(a); a != "y" && a != "yes" {
+		fmt.Fprintln(c.Out(), "cancelled: nothing changed")
+		return false
+	}
+	return true
 }
 
 // allowed says whether cmd may run now (see Allow), printing why not.
@@ -350,15 +375,8 @@ func (c *Console) menu(ctx context.Context, _ []string, out io.Writer) error {
 			fmt.Fprintln(out, "cancelled: nothing changed")
 			continue
 		}
-		if k.Confirm != "" {
-			a, err := c.readLine(k.Confirm + " [y/N]: ")
-			if err != nil {
-				return err
-			}
-			if a = strings.ToLower(a); a != "y" && a != "yes" {
-				fmt.Fprintln(out, "cancelled: nothing changed")
-				continue
-			}
+		if k.Confirm != "" && !c.confirmed(k) {
+			continue
 		}
 		c.run(ctx, k, args)
 		if ctx.Err() != nil {

@@ -112,6 +112,25 @@ func TestMenu(t *testing.T) {
 	}
 }
 
+// A command marked ConfirmTyped asks its question when typed too; only yes runs it, and poweroff
+// (not marked) still runs when typed without one.
+func TestConfirmTyped(t *testing.T) {
+	var log []string
+	cmds := append(testCommands(&log), Command{Name: "update force", Help: "force", Confirm: "Install it anyway?", ConfirmTyped: true,
+		Run: func(context.Context, []string, io.Writer) error {
+			log = append(log, "forced")
+			return nil
+		}})
+	out := session(t, "update force\nn\nupdate force\n\nupdate force\nyes\npoweroff\n", cmds)
+	if n := strings.Count(out, "Install it anyway? [y/N]: "); n != 3 {
+		t.Errorf("the question was asked %d times, want 3:\n%s", n, out)
+	}
+	if n := strings.Count(out, "cancelled: nothing changed"); n != 2 {
+		t.Errorf("%d cancellations, want 2:\n%s", n, out)
+	}
+	wantRun(t, log, "forced", "poweroff")
+}
+
 func TestPrintfAtPrompt(t *testing.T) {
 	pr, pw := io.Pipe()
 	var out bytes.Buffer
