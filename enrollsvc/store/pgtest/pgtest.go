@@ -193,8 +193,21 @@ func start() (*Server, error) {
 	if err := s.configure(); err != nil {
 		return fail(err)
 	}
-	if err := s.start(); err != nil {
-		return fail(err)
+	// The port was free a moment ago; should another program have taken it since, take another.
+	for try := 1; ; try++ {
+		err := s.start()
+		if err == nil {
+			break
+		}
+		if try == 3 || !strings.Contains(err.Error(), "could not create any TCP/IP sockets") {
+			return fail(err)
+		}
+		if s.Port, err = freePort(); err != nil {
+			return fail(err)
+		}
+		if err := appendFile(filepath.Join(data, "postgresql.conf"), fmt.Sprintf("port = %d\n", s.Port)); err != nil {
+			return fail(err)
+		}
 	}
 	for _, q := range []string{
 		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", Role, s.Password),
