@@ -12,7 +12,7 @@ DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
             samba samba-ad-dc samba-ad-provision python3-ldb winbind krb5-user ldap-utils \
             certmonger scep dbus curl \
             qemu-system-x86 zstd e2fsprogs cpio chrony \
-            swtpm swtpm-tools cryptsetup-bin
+            swtpm swtpm-tools cryptsetup-bin postgresql-15
 
 .PHONY: all deps build run run-native test bench lint clean image image-check update-bundle run-vm
 

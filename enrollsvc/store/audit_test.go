@@ -9,7 +9,10 @@ import (
 // A request's state change and its audit event are one transaction: an event that cannot be
 // written fails the change, and a written one carries the request's ID.
 func TestRequestChangesCarryTheirEvents(t *testing.T) {
-	s, _ := openTest(t)
+	eachStore(t, testRequestChangesCarryTheirEvents)
+}
+
+func testRequestChangesCarryTheirEvents(t *testing.T, s Store) {
 	ctx := context.Background()
 	bad := Event{ID: 2003, Category: "Admin", Level: "warning", Message: "denied", Fields: map[string]any{"x": make(chan int)}}
 	good := Event{ID: 2003, Category: "Admin", Level: "warning", Message: "denied", Fields: map[string]any{"by": "admin"}}

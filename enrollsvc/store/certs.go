@@ -1,11 +1,9 @@
-// Serials and issued certificates in the SQLite store.
+// Serials and issued certificates.
 
 package store
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,15 +14,15 @@ const certColumns = `serial, der, template, account, subject, not_before, not_af
 
 // ReserveSerial records serial as used and appends the events written before signing, in one
 // transaction. If serial was ever reserved before it fails with ErrSerialUsed and writes nothing.
-func (s *SQLite) ReserveSerial(ctx context.Context, serial string, before ...Event) error {
+func (s *core) ReserveSerial(ctx context.Context, serial string, before ...Event) error {
 	if err := checkSerial(serial); err != nil {
 		return err
 	}
-	at, err := encTime(s.now())
-	if err != nil {
+	at := s.now()
+	if err := checkTimes(at); err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
 		if err := reserveSerial(ctx, tx, serial, at); err != nil {
 			return err
 		}
@@ -35,12 +33,12 @@ func (s *SQLite) ReserveSerial(ctx context.Context, serial string, before ...Eve
 // BeginIssuance records a new pending request, reserves its certificate's serial and appends
 // the audit events written before signing, in one transaction; the events' fields get the new
 // request's ID as "request_id". One durable write instead of two on the issuance path.
-func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, before ...Event) (int64, error) {
+func (s *core) BeginIssuance(ctx context.Context, r Request, serial string, before ...Event) (int64, error) {
 	if err := checkSerial(serial); err != nil {
 		return 0, err
 	}
-	at, err := encTime(s.now())
-	if err != nil {
+	at := s.now()
+	if err := checkTimes(at); err != nil {
 		return 0, err
 	}
 	if r.State != "" && r.State != RequestPending {
@@ -51,7 +49,7 @@ func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, be
 		return 0, err
 	}
 	var id int64
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.eng.write(ctx, func(ctx context.Context, tx conn) error {
 		if id, err = insert(ctx, tx); err != nil {
 			return err
 		}
@@ -66,15 +64,15 @@ func (s *SQLite) BeginIssuance(ctx context.Context, r Request, serial string, be
 	return id, nil
 }
 
-func reserveSerial(ctx context.Context, tx *sql.Tx, serial string, at any) error {
-	res, err := tx.ExecContext(ctx, `INSERT INTO serials (serial, reserved_at) VALUES (?, ?)
+// reserveSerial inserts serial into serials, whose primary key is what keeps serials unique:
+// a serial inserted before, or by a concurrent transaction that commits, inserts nothing.
+func reserveSerial(ctx context.Context, tx conn, serial string, at time.Time) error {
+	n, err := tx.exec(ctx, `INSERT INTO serials (serial, reserved_at) VALUES (?, ?)
 		ON CONFLICT (serial) DO NOTHING`, serial, at)
 	if err != nil {
 		return fmt.Errorf("store: reserve serial %s: %w", serial, err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n == 0 {
+	if n == 0 {
 		return fmt.Errorf("store: reserve serial %s: %w", serial, ErrSerialUsed)
 	}
 	return nil
@@ -86,7 +84,7 @@ func reserveSerial(ctx context.Context, tx *sql.Tx, serial string, at any) error
 // reserved or the request is not pending, ErrSerialUsed if a certificate with the serial is
 // already stored, ErrNotFound if the request does not exist, or the error of an event that
 // cannot be written; nothing is written then.
-func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after ...Event) error {
+func (s *core) CommitCertificate(ctx context.Context, c Certificate, after ...Event) error {
 	if err := checkSerial(c.Serial); err != nil {
 		return err
 	}
@@ -106,13 +104,12 @@ func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after ...
 	if c.IssuedAt.IsZero() {
 		c.IssuedAt = now
 	}
-	ts, err := encTimes(c.NotBefore, c.NotAfter, c.RevokedAt, c.IssuedAt, now)
-	if err != nil {
+	if err := checkTimes(c.NotBefore, c.NotAfter, c.RevokedAt, c.IssuedAt, now); err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
 		var reserved int
-		err := tx.QueryRowContext(ctx, "SELECT count(*) FROM serials WHERE serial = ?", c.Serial).Scan(&reserved)
+		err := tx.queryRow(ctx, "SELECT count(*) FROM serials WHERE serial = ?", c.Serial).Scan(&reserved)
 		if err != nil {
 			return fmt.Errorf("store: commit certificate %s: %w", c.Serial, err)
 		}
@@ -121,25 +118,23 @@ func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after ...
 		}
 		// The request first: certificates.request_id refers to it.
 		if c.RequestID != 0 {
-			res, err := tx.ExecContext(ctx, `UPDATE requests SET state = 'issued', serial = ?, updated = ?
-				WHERE id = ? AND state = 'pending'`, c.Serial, ts[4], c.RequestID)
+			n, err := tx.exec(ctx, `UPDATE requests SET state = 'issued', serial = ?, updated = ?
+				WHERE id = ? AND state = 'pending'`, c.Serial, now, c.RequestID)
 			if err != nil {
 				return fmt.Errorf("store: commit certificate %s: request %d: %w", c.Serial, c.RequestID, err)
 			}
-			if err := checkPendingUpdate(ctx, tx, res, c.RequestID, RequestIssued); err != nil {
+			if err := checkPendingUpdate(ctx, tx, n, c.RequestID, RequestIssued); err != nil {
 				return fmt.Errorf("store: commit certificate %s: %w", c.Serial, err)
 			}
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO certificates (`+certColumns+`)
+		n, err := tx.exec(ctx, `INSERT INTO certificates (`+certColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (serial) DO NOTHING`,
-			c.Serial, c.DER, c.Template, c.Account, c.Subject, ts[0], ts[1], string(c.Status),
-			ts[2], c.RevocationReason, nullInt64(c.RequestID), ts[3])
+			c.Serial, c.DER, c.Template, c.Account, c.Subject, c.NotBefore, c.NotAfter, string(c.Status),
+			c.RevokedAt, c.RevocationReason, nullInt64(c.RequestID), c.IssuedAt)
 		if err != nil {
 			return fmt.Errorf("store: commit certificate %s: %w", c.Serial, err)
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+		if n == 0 {
 			return fmt.Errorf("store: commit certificate %s: certificate already stored: %w", c.Serial, ErrSerialUsed)
 		}
 		return s.insertEvents(ctx, tx, 0, after)
@@ -147,13 +142,12 @@ func (s *SQLite) CommitCertificate(ctx context.Context, c Certificate, after ...
 }
 
 // GetCertificate returns the certificate with serial, or ErrNotFound.
-func (s *SQLite) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
+func (s *core) GetCertificate(ctx context.Context, serial string) (Certificate, error) {
 	var c Certificate
-	err := s.read(func() error {
-		row := s.rdb.QueryRowContext(ctx, "SELECT "+certColumns+" FROM certificates WHERE serial = ?", serial)
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
 		var err error
-		c, err = scanCert(row)
-		if errors.Is(err, sql.ErrNoRows) {
+		c, err = scanCert(db.queryRow(ctx, "SELECT "+certColumns+" FROM certificates WHERE serial = ?", serial))
+		if noRows(err) {
 			return fmt.Errorf("store: certificate %q: %w", serial, ErrNotFound)
 		}
 		return err
@@ -162,7 +156,7 @@ func (s *SQLite) GetCertificate(ctx context.Context, serial string) (Certificate
 }
 
 // ListCertificates returns the certificates f selects, ordered by IssuedAt then Serial.
-func (s *SQLite) ListCertificates(ctx context.Context, f CertFilter) ([]Certificate, error) {
+func (s *core) ListCertificates(ctx context.Context, f CertFilter) ([]Certificate, error) {
 	n, err := limit("list certificates", f.Limit, 100, 100000)
 	if err != nil {
 		return nil, err
@@ -193,32 +187,24 @@ func (s *SQLite) ListCertificates(ctx context.Context, f CertFilter) ([]Certific
 	args = append(args, n, f.Offset)
 
 	var out []Certificate
-	err = s.read(func() error {
-		rows, err := s.rdb.QueryContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("store: list certificates: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			c, err := scanCert(rows)
-			if err != nil {
-				return fmt.Errorf("store: list certificates: %w", err)
-			}
+	err = s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		return eachRow(ctx, db, func(row scanner) error {
+			c, err := scanCert(row)
 			out = append(out, c)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("store: list certificates: %w", err)
-		}
-		return nil
+			return err
+		}, q, args...)
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("store: list certificates: %w", err)
+	}
+	return out, nil
 }
 
 // CountCertificates returns the number of stored certificates.
-func (s *SQLite) CountCertificates(ctx context.Context) (int64, error) {
+func (s *core) CountCertificates(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.read(func() error {
-		if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM certificates").Scan(&n); err != nil {
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		if err := db.queryRow(ctx, "SELECT count(*) FROM certificates").Scan(&n); err != nil {
 			return fmt.Errorf("store: count certificates: %w", err)
 		}
 		return nil
@@ -228,25 +214,18 @@ func (s *SQLite) CountCertificates(ctx context.Context) (int64, error) {
 
 func scanCert(sc scanner) (Certificate, error) {
 	var (
-		c                                        Certificate
-		status                                   string
-		notBefore, notAfter, revokedAt, issuedAt sql.NullString
-		requestID                                sql.NullInt64
+		c         Certificate
+		status    string
+		requestID *int64
 	)
-	err := sc.Scan(&c.Serial, &c.DER, &c.Template, &c.Account, &c.Subject, &notBefore, &notAfter,
-		&status, &revokedAt, &c.RevocationReason, &requestID, &issuedAt)
+	err := sc.Scan(&c.Serial, &c.DER, &c.Template, &c.Account, &c.Subject, &c.NotBefore, &c.NotAfter,
+		&status, &c.RevokedAt, &c.RevocationReason, &requestID, &c.IssuedAt)
 	if err != nil {
 		return Certificate{}, err
 	}
 	c.Status = CertStatus(status)
-	c.RequestID = requestID.Int64
-	for _, t := range []struct {
-		dst *time.Time
-		v   sql.NullString
-	}{{&c.NotBefore, notBefore}, {&c.NotAfter, notAfter}, {&c.RevokedAt, revokedAt}, {&c.IssuedAt, issuedAt}} {
-		if *t.dst, err = decTime(t.v); err != nil {
-			return Certificate{}, err
-		}
+	if requestID != nil {
+		c.RequestID = *requestID
 	}
 	return c, nil
 }

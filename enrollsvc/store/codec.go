@@ -1,5 +1,5 @@
-// How values are written to and read from SQLite columns: times, serials, JSON fields,
-// optional values, and the limits of the filters.
+// How values are checked and encoded for both databases: times (and how SQLite stores them),
+// serials, JSON fields, optional values, and the limits of the filters.
 
 package store
 
@@ -11,11 +11,13 @@ import (
 	"time"
 )
 
-// timeLayout is the stored form of a time: UTC, fixed width, nanoseconds, so that the text
-// sorts as the times do (for years 0000 to 9999).
+// timeLayout is the stored form of a time in SQLite: UTC, fixed width, so that the text sorts as
+// the times do (for years 0000 to 9999). It has nine digits of fraction, as files written before
+// stores kept microseconds have; the last three are now always zero.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
 
-// encTime returns the stored form of t; the zero time is stored as NULL.
+// encTime returns the form SQLite stores t in, truncated to the microsecond as every store
+// keeps it (see Store); the zero time is stored as NULL.
 func encTime(t time.Time) (any, error) {
 	if t.IsZero() {
 		return nil, nil
@@ -24,7 +26,7 @@ func encTime(t time.Time) (any, error) {
 	if y := u.Year(); y < 0 || y > 9999 {
 		return nil, fmt.Errorf("store: time %v is outside the years 0000-9999", t)
 	}
-	return u.Format(timeLayout), nil
+	return u.Truncate(time.Microsecond).Format(timeLayout), nil
 }
 
 // decTime reads a stored time back, as UTC; NULL is the zero time.
@@ -39,17 +41,14 @@ func decTime(v sql.NullString) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// encTimes encodes several times, stopping at the first error.
-func encTimes(ts ...time.Time) ([]any, error) {
-	out := make([]any, len(ts))
-	for i, t := range ts {
-		v, err := encTime(t)
-		if err != nil {
-			return nil, err
+// checkTimes refuses times outside the years 0000 to 9999, which not every store keeps.
+func checkTimes(ts ...time.Time) error {
+	for _, t := range ts {
+		if y := t.UTC().Year(); !t.IsZero() && (y < 0 || y > 9999) {
+			return fmt.Errorf("store: time %v is outside the years 0000-9999", t)
 		}
-		out[i] = v
 	}
-	return out, nil
+	return nil
 }
 
 // checkSerial accepts only the canonical form of a positive serial of at most 20 octets
@@ -121,9 +120,4 @@ func limit(what string, n, def, most int) (int, error) {
 		return most, nil
 	}
 	return n, nil
-}
-
-// scanner is *sql.Row or *sql.Rows.
-type scanner interface {
-	Scan(dest ...any) error
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -18,44 +17,42 @@ type RevokedEntry struct {
 // all), in order of revocation. It reads row by row, so a CRL of any size is written without
 // holding the list in memory. fn must not call the store; an error from fn stops the walk and
 // is returned.
-func (s *SQLite) EachRevoked(ctx context.Context, since time.Time, fn func(RevokedEntry) error) error {
-	from, err := encTime(since)
-	if err != nil {
+func (s *core) EachRevoked(ctx context.Context, since time.Time, fn func(RevokedEntry) error) error {
+	if err := checkTimes(since); err != nil {
 		return err
 	}
-	if from == nil {
-		from = ""
+	q := "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked' AND revoked_at IS NOT NULL"
+	var args []any
+	if !since.IsZero() {
+		q += " AND revoked_at >= ?"
+		args = append(args, since)
 	}
-	return s.read(func() error {
-		rows, err := s.rdb.QueryContext(ctx, `SELECT serial, revoked_at, revocation_reason FROM certificates
-			WHERE status = 'revoked' AND revoked_at >= ? ORDER BY revoked_at, serial`, from)
-		if err != nil {
+	q += " ORDER BY revoked_at, serial"
+	return s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		var fnErr error
+		err := eachRow(ctx, db, func(row scanner) error {
+			var e RevokedEntry
+			if err := row.Scan(&e.Serial, &e.RevokedAt, &e.Reason); err != nil {
+				return err
+			}
+			fnErr = fn(e)
+			return fnErr
+		}, q, args...)
+		if err != nil && fnErr == nil {
 			return fmt.Errorf("store: listing revoked certificates: %w", err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var e RevokedEntry
-			var at sql.NullString
-			if err := rows.Scan(&e.Serial, &at, &e.Reason); err != nil {
-				return fmt.Errorf("store: listing revoked certificates: %w", err)
-			}
-			if e.RevokedAt, err = decTime(at); err != nil {
-				return err
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return err
 	})
 }
 
 // NextCRLNumber durably hands out a CRL number greater than every number handed out before
-// (a trigger refuses any update that would not grow it).
-func (s *SQLite) NextCRLNumber(ctx context.Context) (int64, error) {
+// (a trigger refuses any update that would not grow it). The update locks the one row until
+// the transaction ends, so concurrent callers, of this process or another, get distinct
+// numbers in the order they commit.
+func (s *core) NextCRLNumber(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, "UPDATE crl_numbers SET number = number + 1 WHERE id = 1 RETURNING number").Scan(&n)
+	err := s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		return tx.queryRow(ctx, "UPDATE crl_numbers SET number = number + 1 WHERE id = 1 RETURNING number").Scan(&n)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: next CRL number: %w", err)

@@ -17,10 +17,10 @@ import (
 	"time"
 )
 
-func TestReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "store.db")
+func TestReopen(t *testing.T) { eachStoreReopen(t, testReopen) }
+
+func testReopen(t *testing.T, s Store, reopen func() Store) {
 	ctx := context.Background()
-	s := openAt(t, path)
 	reqID, err := s.CreateRequest(ctx, Request{Template: "T", Account: "a", CSR: []byte("csr")})
 	if err != nil {
 		t.Fatal(err)
@@ -33,11 +33,7 @@ func TestReopen(t *testing.T) {
 	wantReq, _ := s.GetRequest(ctx, reqID)
 	wantCert, _ := s.GetCertificate(ctx, c.Serial)
 	wantEvents, _ := s.ListEvents(ctx, EventFilter{})
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close() = %v", err)
-	}
-
-	s = openAt(t, path)
+	s = reopen()
 	if got, err := s.GetRequest(ctx, reqID); err != nil || !reflect.DeepEqual(got, wantReq) {
 		t.Errorf("GetRequest(%d) after reopen = %+v, %v, want %+v", reqID, got, err, wantReq)
 	}

@@ -1,4 +1,4 @@
-// Audit events in the SQLite store.
+// Audit events.
 
 package store
 
@@ -11,13 +11,13 @@ import (
 )
 
 // AppendEvent stores e and returns its Seq. A zero Time means now.
-func (s *SQLite) AppendEvent(ctx context.Context, e Event) (int64, error) {
+func (s *core) AppendEvent(ctx context.Context, e Event) (int64, error) {
 	ins, err := s.prepareEvent(e)
 	if err != nil {
 		return 0, err
 	}
 	var seq int64
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.eng.write(ctx, func(ctx context.Context, tx conn) error {
 		var err error
 		seq, err = ins(ctx, tx)
 		return err
@@ -30,7 +30,7 @@ func (s *SQLite) AppendEvent(ctx context.Context, e Event) (int64, error) {
 
 // insertEvents appends evs inside a write transaction, each with requestID as its
 // "request_id" field when requestID is not 0.
-func (s *SQLite) insertEvents(ctx context.Context, tx *sql.Tx, requestID int64, evs []Event) error {
+func (s *core) insertEvents(ctx context.Context, tx conn, requestID int64, evs []Event) error {
 	for _, e := range evs {
 		if requestID != 0 {
 			e.Fields = maps.Clone(e.Fields)
@@ -51,33 +51,33 @@ func (s *SQLite) insertEvents(ctx context.Context, tx *sql.Tx, requestID int64, 
 }
 
 // eventInserter inserts a prepared event inside a write and returns its Seq.
-type eventInserter func(ctx context.Context, tx *sql.Tx) (int64, error)
+type eventInserter func(ctx context.Context, tx conn) (int64, error)
 
-// prepareEvent checks and encodes e outside the writer, so that the op itself only inserts.
-func (s *SQLite) prepareEvent(e Event) (eventInserter, error) {
+// prepareEvent checks and encodes e before the transaction, so that the write itself only inserts.
+func (s *core) prepareEvent(e Event) (eventInserter, error) {
 	if e.Time.IsZero() {
 		e.Time = s.now()
 	}
-	t, err := encTime(e.Time)
-	if err != nil {
+	if err := checkTimes(e.Time); err != nil {
 		return nil, err
 	}
 	fields, err := encFields(e.Fields)
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, tx *sql.Tx) (int64, error) {
-		res, err := tx.ExecContext(ctx, `INSERT INTO events (id, category, level, time, message, fields)
-			VALUES (?, ?, ?, ?, ?, ?)`, e.ID, e.Category, e.Level, t, e.Message, fields)
+	return func(ctx context.Context, tx conn) (int64, error) {
+		var seq int64
+		err := tx.queryRow(ctx, `INSERT INTO events (id, category, level, "time", message, fields)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING seq`, e.ID, e.Category, e.Level, e.Time, e.Message, fields).Scan(&seq)
 		if err != nil {
 			return 0, fmt.Errorf("store: append event %d: %w", e.ID, err)
 		}
-		return res.LastInsertId()
+		return seq, nil
 	}, nil
 }
 
 // ListEvents returns the events f selects, ordered by Seq.
-func (s *SQLite) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
+func (s *core) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 	n, err := limit("list events", f.Limit, 100, 1000)
 	if err != nil {
 		return nil, err
@@ -95,41 +95,34 @@ func (s *SQLite) ListEvents(ctx context.Context, f EventFilter) ([]Event, error)
 		where = append(where, "category = ?")
 		args = append(args, f.Category)
 	}
-	q := `SELECT seq, id, category, level, time, message, fields FROM events WHERE ` +
+	q := `SELECT seq, id, category, level, "time", message, fields FROM events WHERE ` +
 		strings.Join(where, " AND ") + " ORDER BY seq LIMIT ?"
 	if f.Newest {
-		q = `SELECT * FROM (SELECT seq, id, category, level, time, message, fields FROM events WHERE ` +
-			strings.Join(where, " AND ") + " ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+		q = `SELECT * FROM (SELECT seq, id, category, level, "time", message, fields FROM events WHERE ` +
+			strings.Join(where, " AND ") + " ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
 	}
 	args = append(args, n)
 
 	var out []Event
-	err = s.read(func() error {
-		rows, err := s.rdb.QueryContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("store: list events: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
+	err = s.eng.readEvents(ctx, func(ctx context.Context, db conn) error {
+		return eachRow(ctx, db, func(row scanner) error {
 			var (
-				e            Event
-				t, fieldsRaw sql.NullString
+				e         Event
+				fieldsRaw sql.NullString
 			)
-			if err := rows.Scan(&e.Seq, &e.ID, &e.Category, &e.Level, &t, &e.Message, &fieldsRaw); err != nil {
-				return fmt.Errorf("store: list events: %w", err)
-			}
-			if e.Time, err = decTime(t); err != nil {
+			if err := row.Scan(&e.Seq, &e.ID, &e.Category, &e.Level, &e.Time, &e.Message, &fieldsRaw); err != nil {
 				return err
 			}
+			var err error
 			if e.Fields, err = decFields(fieldsRaw); err != nil {
 				return err
 			}
 			out = append(out, e)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("store: list events: %w", err)
-		}
-		return nil
+			return nil
+		}, q, args...)
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("store: list events: %w", err)
+	}
+	return out, nil
 }

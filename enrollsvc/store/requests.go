@@ -1,11 +1,9 @@
-// Certificate requests in the SQLite store.
+// Certificate requests.
 
 package store
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -16,13 +14,13 @@ const requestColumns = "id, state, template, requester, account, csr, submitted,
 // request's ID, which each event gets as its "request_id" field. An empty State means pending;
 // a zero Submitted means now and a zero Updated means Submitted. A non-empty Serial must be
 // reserved. If an event cannot be written, neither is the request.
-func (s *SQLite) CreateRequest(ctx context.Context, r Request, evs ...Event) (int64, error) {
+func (s *core) CreateRequest(ctx context.Context, r Request, evs ...Event) (int64, error) {
 	insert, err := s.prepareRequest(r)
 	if err != nil {
 		return 0, err
 	}
 	var id int64
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.eng.write(ctx, func(ctx context.Context, tx conn) error {
 		if id, err = insert(ctx, tx); err != nil {
 			return err
 		}
@@ -35,10 +33,10 @@ func (s *SQLite) CreateRequest(ctx context.Context, r Request, evs ...Event) (in
 }
 
 // requestInserter inserts a validated request inside a write transaction and returns its ID.
-type requestInserter func(ctx context.Context, tx *sql.Tx) (int64, error)
+type requestInserter func(ctx context.Context, tx conn) (int64, error)
 
-// prepareRequest validates r and fills its defaults outside the writer.
-func (s *SQLite) prepareRequest(r Request) (requestInserter, error) {
+// prepareRequest validates r and fills its defaults before the transaction.
+func (s *core) prepareRequest(r Request) (requestInserter, error) {
 	if r.State == "" {
 		r.State = RequestPending
 	}
@@ -56,43 +54,44 @@ func (s *SQLite) prepareRequest(r Request) (requestInserter, error) {
 			return nil, err
 		}
 	}
-	ts, err := encTimes(r.Submitted, r.Updated)
-	if err != nil {
+	if err := checkTimes(r.Submitted, r.Updated); err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context, tx *sql.Tx) (int64, error) {
-		res, err := tx.ExecContext(ctx, `INSERT INTO requests
+	return func(ctx context.Context, tx conn) (int64, error) {
+		var id int64
+		err := tx.queryRow(ctx, `INSERT INTO requests
 			(state, template, requester, account, csr, submitted, updated, reason, serial, decision)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			string(r.State), r.Template, r.Requester, r.Account, r.CSR, ts[0], ts[1], r.Reason, nullString(r.Serial), r.Decision)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			string(r.State), r.Template, r.Requester, r.Account, r.CSR, r.Submitted, r.Updated, r.Reason,
+			nullString(r.Serial), r.Decision).Scan(&id)
 		if err != nil {
 			return 0, fmt.Errorf("store: create request: %w", err)
 		}
-		return res.LastInsertId()
+		return id, nil
 	}, nil
 }
 
 // SetRequestState moves a pending request to state with reason and appends its audit events
 // evs, in one transaction. Only pending requests change state; issued is reached only through
 // CommitCertificate, which records the serial.
-func (s *SQLite) SetRequestState(ctx context.Context, id int64, state RequestState, reason string, evs ...Event) error {
+func (s *core) SetRequestState(ctx context.Context, id int64, state RequestState, reason string, evs ...Event) error {
 	if !state.Valid() {
 		return fmt.Errorf("store: set request %d state: invalid state %q", id, state)
 	}
 	if state == RequestIssued {
 		return fmt.Errorf("store: set request %d state: a request becomes issued only by CommitCertificate", id)
 	}
-	now, err := encTime(s.now())
-	if err != nil {
+	now := s.now()
+	if err := checkTimes(now); err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE requests SET state = ?, reason = ?, updated = ?
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, `UPDATE requests SET state = ?, reason = ?, updated = ?
 			WHERE id = ? AND state = 'pending'`, string(state), reason, now, id)
 		if err != nil {
 			return fmt.Errorf("store: set request %d state: %w", id, err)
 		}
-		if err := checkPendingUpdate(ctx, tx, res, id, state); err != nil {
+		if err := checkPendingUpdate(ctx, tx, n, id, state); err != nil {
 			return err
 		}
 		return s.insertEvents(ctx, tx, id, evs)
@@ -100,18 +99,14 @@ func (s *SQLite) SetRequestState(ctx context.Context, id int64, state RequestSta
 }
 
 // checkPendingUpdate explains an UPDATE ... WHERE state = 'pending' of request id that changed
-// no row: the request is missing (ErrNotFound) or not pending (ErrConflict).
-func checkPendingUpdate(ctx context.Context, tx *sql.Tx, res sql.Result, id int64, to RequestState) error {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
+// n rows: none means the request is missing (ErrNotFound) or not pending (ErrConflict).
+func checkPendingUpdate(ctx context.Context, tx conn, n int64, id int64, to RequestState) error {
 	if n == 1 {
 		return nil
 	}
 	var cur string
-	err = tx.QueryRowContext(ctx, "SELECT state FROM requests WHERE id = ?", id).Scan(&cur)
-	if errors.Is(err, sql.ErrNoRows) {
+	err := tx.queryRow(ctx, "SELECT state FROM requests WHERE id = ?", id).Scan(&cur)
+	if noRows(err) {
 		return fmt.Errorf("store: request %d: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -121,13 +116,12 @@ func checkPendingUpdate(ctx context.Context, tx *sql.Tx, res sql.Result, id int6
 }
 
 // GetRequest returns request id, or ErrNotFound.
-func (s *SQLite) GetRequest(ctx context.Context, id int64) (Request, error) {
+func (s *core) GetRequest(ctx context.Context, id int64) (Request, error) {
 	var r Request
-	err := s.read(func() error {
-		row := s.rdb.QueryRowContext(ctx, "SELECT "+requestColumns+" FROM requests WHERE id = ?", id)
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
 		var err error
-		r, err = scanRequest(row)
-		if errors.Is(err, sql.ErrNoRows) {
+		r, err = scanRequest(db.queryRow(ctx, "SELECT "+requestColumns+" FROM requests WHERE id = ?", id))
+		if noRows(err) {
 			return fmt.Errorf("store: request %d: %w", id, ErrNotFound)
 		}
 		return err
@@ -136,7 +130,7 @@ func (s *SQLite) GetRequest(ctx context.Context, id int64) (Request, error) {
 }
 
 // ListRequests returns the requests f selects, ordered by ID.
-func (s *SQLite) ListRequests(ctx context.Context, f RequestFilter) ([]Request, error) {
+func (s *core) ListRequests(ctx context.Context, f RequestFilter) ([]Request, error) {
 	n, err := limit("list requests", f.Limit, 100, 1000)
 	if err != nil {
 		return nil, err
@@ -161,46 +155,33 @@ func (s *SQLite) ListRequests(ctx context.Context, f RequestFilter) ([]Request, 
 	args = append(args, n)
 
 	var out []Request
-	err = s.read(func() error {
-		rows, err := s.rdb.QueryContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("store: list requests: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanRequest(rows)
-			if err != nil {
-				return err
-			}
+	err = s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		return eachRow(ctx, db, func(row scanner) error {
+			r, err := scanRequest(row)
 			out = append(out, r)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("store: list requests: %w", err)
-		}
-		return nil
+			return err
+		}, q, args...)
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("store: list requests: %w", err)
+	}
+	return out, nil
 }
 
 func scanRequest(sc scanner) (Request, error) {
 	var (
-		r                  Request
-		state              string
-		submitted, updated sql.NullString
-		serial             sql.NullString
+		r      Request
+		state  string
+		serial *string
 	)
 	err := sc.Scan(&r.ID, &state, &r.Template, &r.Requester, &r.Account, &r.CSR,
-		&submitted, &updated, &r.Reason, &serial, &r.Decision)
+		&r.Submitted, &r.Updated, &r.Reason, &serial, &r.Decision)
 	if err != nil {
 		return Request{}, err
 	}
 	r.State = RequestState(state)
-	r.Serial = serial.String
-	if r.Submitted, err = decTime(submitted); err != nil {
-		return Request{}, err
-	}
-	if r.Updated, err = decTime(updated); err != nil {
-		return Request{}, err
+	if serial != nil {
+		r.Serial = *serial
 	}
 	return r, nil
 }

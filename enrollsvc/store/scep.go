@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -53,15 +52,14 @@ type SCEPTransaction struct {
 }
 
 // AddSCEPProfile stores a new profile with its audit event. ErrConflict if the name is taken.
-func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error {
+func (s *core) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error {
 	if p.Name == "" || p.Template == "" || (p.Mode != SCEPStatic && p.Mode != SCEPOneTime) {
 		return fmt.Errorf("store: SCEP profile %q: name, template and mode (static or one-time) are required", p.Name)
 	}
 	if (p.Mode == SCEPStatic) != (len(p.ChallengeSHA256) == 32) {
 		return fmt.Errorf("store: SCEP profile %q: a static profile needs a challenge hash, a one-time profile none", p.Name)
 	}
-	at, err := encTime(p.Created)
-	if err != nil || at == nil {
+	if p.Created.IsZero() || checkTimes(p.Created) != nil {
 		return fmt.Errorf("store: SCEP profile %q: bad creation time", p.Name)
 	}
 	event, err := s.prepareEvent(e)
@@ -72,13 +70,13 @@ func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) err
 	if p.ChallengeSHA256 != nil {
 		hash = p.ChallengeSHA256
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des, account_sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, at, p.AllowDES, p.AccountSID)
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des, account_sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, p.Created, p.AllowDES, p.AccountSID)
 		if err != nil {
 			return fmt.Errorf("store: adding SCEP profile %q: %w", p.Name, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return fmt.Errorf("store: SCEP profile %q exists: %w", p.Name, ErrConflict)
 		}
 		_, err = event(ctx, tx)
@@ -88,24 +86,19 @@ func (s *SQLite) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) err
 
 const scepProfileColumns = "name, template, account, mode, challenge_sha256, created, allow_des, account_sid"
 
-func scanSCEPProfile(row interface{ Scan(...any) error }) (SCEPProfile, error) {
+func scanSCEPProfile(row scanner) (SCEPProfile, error) {
 	var p SCEPProfile
-	var created sql.NullString
-	if err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &created, &p.AllowDES, &p.AccountSID); err != nil {
-		return p, err
-	}
-	var err error
-	p.Created, err = decTime(created)
+	err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &p.Created, &p.AllowDES, &p.AccountSID)
 	return p, err
 }
 
 // GetSCEPProfile returns a profile, or ErrNotFound.
-func (s *SQLite) GetSCEPProfile(ctx context.Context, name string) (SCEPProfile, error) {
+func (s *core) GetSCEPProfile(ctx context.Context, name string) (SCEPProfile, error) {
 	var p SCEPProfile
-	err := s.read(func() error {
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
 		var err error
-		p, err = scanSCEPProfile(s.rdb.QueryRowContext(ctx, "SELECT "+scepProfileColumns+" FROM scep_profiles WHERE name = ?", name))
-		if errors.Is(err, sql.ErrNoRows) {
+		p, err = scanSCEPProfile(db.queryRow(ctx, "SELECT "+scepProfileColumns+" FROM scep_profiles WHERE name = ?", name))
+		if noRows(err) {
 			return fmt.Errorf("store: SCEP profile %q: %w", name, ErrNotFound)
 		}
 		return err
@@ -114,43 +107,37 @@ func (s *SQLite) GetSCEPProfile(ctx context.Context, name string) (SCEPProfile, 
 }
 
 // ListSCEPProfiles returns every profile, by name.
-func (s *SQLite) ListSCEPProfiles(ctx context.Context) ([]SCEPProfile, error) {
+func (s *core) ListSCEPProfiles(ctx context.Context) ([]SCEPProfile, error) {
 	var out []SCEPProfile
-	err := s.read(func() error {
-		rows, err := s.rdb.QueryContext(ctx, "SELECT "+scepProfileColumns+" FROM scep_profiles ORDER BY name")
-		if err != nil {
-			return fmt.Errorf("store: listing SCEP profiles: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			p, err := scanSCEPProfile(rows)
-			if err != nil {
-				return fmt.Errorf("store: listing SCEP profiles: %w", err)
-			}
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		return eachRow(ctx, db, func(row scanner) error {
+			p, err := scanSCEPProfile(row)
 			out = append(out, p)
-		}
-		return rows.Err()
+			return err
+		}, "SELECT "+scepProfileColumns+" FROM scep_profiles ORDER BY name")
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("store: listing SCEP profiles: %w", err)
+	}
+	return out, nil
 }
 
 // AddSCEPChallenge stores a one-time challenge of a one-time profile, with its audit event.
-func (s *SQLite) AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event) error {
+func (s *core) AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event) error {
 	if len(c.SHA256) != 32 {
 		return errors.New("store: SCEP challenge: want a SHA-256 hash")
 	}
-	ts, err := encTimes(c.Created, c.Expires)
-	if err != nil || ts[0] == nil || ts[1] == nil {
+	if c.Created.IsZero() || c.Expires.IsZero() || checkTimes(c.Created, c.Expires) != nil {
 		return errors.New("store: SCEP challenge: creation and expiry times are required")
 	}
 	event, err := s.prepareEvent(e)
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
 		var mode string
-		err := tx.QueryRowContext(ctx, "SELECT mode FROM scep_profiles WHERE name = ?", c.Profile).Scan(&mode)
-		if errors.Is(err, sql.ErrNoRows) {
+		err := tx.queryRow(ctx, "SELECT mode FROM scep_profiles WHERE name = ?", c.Profile).Scan(&mode)
+		if noRows(err) {
 			return fmt.Errorf("store: SCEP profile %q: %w", c.Profile, ErrNotFound)
 		}
 		if err != nil {
@@ -159,8 +146,8 @@ func (s *SQLite) AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event)
 		if mode != SCEPOneTime {
 			return fmt.Errorf("store: SCEP profile %q uses a static challenge: %w", c.Profile, ErrConflict)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO scep_challenges (sha256, profile, subject, account, created, expires, account_sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, c.SHA256, c.Profile, c.Subject, c.Account, ts[0], ts[1], c.AccountSID); err != nil {
+		if _, err := tx.exec(ctx, `INSERT INTO scep_challenges (sha256, profile, subject, account, created, expires, account_sid)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, c.SHA256, c.Profile, c.Subject, c.Account, c.Created, c.Expires, c.AccountSID); err != nil {
 			return fmt.Errorf("store: adding a SCEP challenge: %w", err)
 		}
 		_, err = event(ctx, tx)
@@ -170,77 +157,73 @@ func (s *SQLite) AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event)
 
 // UseSCEPChallenge marks the one-time challenge with hash sha of profile used at now and returns
 // it. ErrNotFound when there is none (or it belongs to another profile), ErrConflict when it was
-// used before or has expired; nothing changes then.
-func (s *SQLite) UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (SCEPChallenge, error) {
-	at, err := encTime(now)
-	if err != nil || at == nil {
+// used before or has expired; nothing changes then. The challenge is taken by one conditional
+// UPDATE, so of concurrent callers (of this process or another sharing the database) exactly one
+// succeeds.
+func (s *core) UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (SCEPChallenge, error) {
+	if now.IsZero() || checkTimes(now) != nil {
 		return SCEPChallenge{}, errors.New("store: using a SCEP challenge: bad time")
 	}
+	const cols = "sha256, profile, subject, account, created, expires, used_at, account_sid"
 	var c SCEPChallenge
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var created, expires, used sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT sha256, profile, subject, account, created, expires, used_at, account_sid
-			FROM scep_challenges WHERE sha256 = ? AND profile = ?`, sha, profile).
-			Scan(&c.SHA256, &c.Profile, &c.Subject, &c.Account, &created, &expires, &used, &c.AccountSID)
-		if errors.Is(err, sql.ErrNoRows) {
+	scan := func(row scanner) error {
+		return row.Scan(&c.SHA256, &c.Profile, &c.Subject, &c.Account, &c.Created, &c.Expires, &c.UsedAt, &c.AccountSID)
+	}
+	err := s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		err := scan(tx.queryRow(ctx, `UPDATE scep_challenges SET used_at = ?
+			WHERE sha256 = ? AND profile = ? AND used_at IS NULL AND expires > ? RETURNING `+cols, now, sha, profile, now))
+		if !noRows(err) {
+			return err
+		}
+		// Nothing taken: say why.
+		err = scan(tx.queryRow(ctx, "SELECT "+cols+" FROM scep_challenges WHERE sha256 = ? AND profile = ?", sha, profile))
+		switch {
+		case noRows(err):
 			return fmt.Errorf("store: SCEP challenge: %w", ErrNotFound)
-		}
-		if err != nil {
+		case err != nil:
 			return err
-		}
-		if c.Created, err = decTime(created); err != nil {
-			return err
-		}
-		if c.Expires, err = decTime(expires); err != nil {
-			return err
-		}
-		if used.Valid {
+		case !c.UsedAt.IsZero():
 			return fmt.Errorf("store: SCEP challenge already used: %w", ErrConflict)
-		}
-		if !now.Before(c.Expires) {
+		default:
 			return fmt.Errorf("store: SCEP challenge expired at %s: %w", c.Expires.Format(time.RFC3339), ErrConflict)
 		}
-		c.UsedAt = now.UTC()
-		_, err = tx.ExecContext(ctx, "UPDATE scep_challenges SET used_at = ? WHERE sha256 = ?", at, sha)
-		return err
 	})
-	return c, err
+	if err != nil {
+		return SCEPChallenge{}, err
+	}
+	return c, nil
 }
 
 // GetSCEPTransaction returns the transaction recorded for (profile, id), or ErrNotFound.
-func (s *SQLite) GetSCEPTransaction(ctx context.Context, profile, id string) (SCEPTransaction, error) {
+func (s *core) GetSCEPTransaction(ctx context.Context, profile, id string) (SCEPTransaction, error) {
 	t := SCEPTransaction{Profile: profile, TransactionID: id}
-	err := s.read(func() error {
-		var created sql.NullString
-		var req sql.NullInt64
-		err := s.rdb.QueryRowContext(ctx, `SELECT body_sha256, request_id, created FROM scep_transactions
-			WHERE profile = ? AND transaction_id = ?`, profile, id).Scan(&t.BodySHA256, &req, &created)
-		if errors.Is(err, sql.ErrNoRows) {
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		var req *int64
+		err := db.queryRow(ctx, `SELECT body_sha256, request_id, created FROM scep_transactions
+			WHERE profile = ? AND transaction_id = ?`, profile, id).Scan(&t.BodySHA256, &req, &t.Created)
+		if noRows(err) {
 			return fmt.Errorf("store: SCEP transaction %q: %w", id, ErrNotFound)
 		}
-		if err != nil {
-			return err
+		if req != nil {
+			t.RequestID = *req
 		}
-		t.RequestID = req.Int64
-		t.Created, err = decTime(created)
 		return err
 	})
 	return t, err
 }
 
 // AddSCEPTransaction records a transaction. ErrConflict if (profile, id) is recorded already.
-func (s *SQLite) AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error {
-	at, err := encTime(t.Created)
-	if err != nil || at == nil || strings.TrimSpace(t.TransactionID) == "" || len(t.BodySHA256) != 32 {
+func (s *core) AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error {
+	if t.Created.IsZero() || checkTimes(t.Created) != nil || strings.TrimSpace(t.TransactionID) == "" || len(t.BodySHA256) != 32 {
 		return errors.New("store: SCEP transaction: id, body hash and time are required")
 	}
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO scep_transactions (profile, transaction_id, body_sha256, request_id, created)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, t.Profile, t.TransactionID, t.BodySHA256, nullInt64(t.RequestID), at)
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, `INSERT INTO scep_transactions (profile, transaction_id, body_sha256, request_id, created)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, t.Profile, t.TransactionID, t.BodySHA256, nullInt64(t.RequestID), t.Created)
 		if err != nil {
 			return fmt.Errorf("store: recording SCEP transaction %q: %w", t.TransactionID, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return fmt.Errorf("store: SCEP transaction %q exists: %w", t.TransactionID, ErrConflict)
 		}
 		return nil

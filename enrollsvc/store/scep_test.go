@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-func TestEachRevokedAndCRLNumbers(t *testing.T) {
-	s, path := openTest(t)
+func TestEachRevokedAndCRLNumbers(t *testing.T) { eachStoreReopen(t, testEachRevokedAndCRLNumbers) }
+
+func testEachRevokedAndCRLNumbers(t *testing.T, s Store, reopen func() Store) {
 	ctx := context.Background()
 	var serials []string
 	for i := range 5 {
@@ -53,15 +54,15 @@ func TestEachRevokedAndCRLNumbers(t *testing.T) {
 		}
 		last = n
 	}
-	s.Close()
-	s2 := openAt(t, path)
+	s2 := reopen()
 	if n, err := s2.NextCRLNumber(ctx); err != nil || n != last+1 {
 		t.Errorf("NextCRLNumber after reopening = %d, %v, want %d", n, err, last+1)
 	}
 }
 
-func TestSCEPProfilesAndChallenges(t *testing.T) {
-	s, _ := openTest(t)
+func TestSCEPProfilesAndChallenges(t *testing.T) { eachStore(t, testSCEPProfilesAndChallenges) }
+
+func testSCEPProfilesAndChallenges(t *testing.T, s Store) {
 	ctx := context.Background()
 	h := sha256.Sum256([]byte("static secret"))
 	static := SCEPProfile{Name: "printers", Template: "Printer", Account: "PRN1$", AccountSID: "S-1-5-21-1-2-3-1104", Mode: SCEPStatic, ChallengeSHA256: h[:], Created: epoch}

@@ -1,6 +1,6 @@
 // The embedded SQLite implementation of Store: opening and checking the database file,
-// connection set-up, Ping and Close. Writes go through the group-committing writer in
-// writer.go; the methods themselves are in requests.go, certs.go and events.go.
+// connection set-up, Ping and Close, and its engine and conn (core.go). Writes go through the
+// group-committing writer in writer.go; the methods themselves are on core.
 
 package store
 
@@ -34,9 +34,9 @@ const busyTimeoutMS = 5000
 // groups (see writer.go); reads use a separate pool of connections, which WAL lets run
 // concurrently with the writer.
 type SQLite struct {
+	core
 	path string
 	log  *slog.Logger
-	now  func() time.Time // the clock; tests replace it
 
 	wdb *sql.DB // exactly one connection, used only by the writer goroutine and Open
 	rdb *sql.DB // read-only (query_only) connections
@@ -131,12 +131,12 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*SQLite, error
 	s := &SQLite{
 		path:       abs,
 		log:        logger,
-		now:        time.Now,
 		wdb:        wdb,
 		rdb:        rdb,
 		ops:        make(chan *writeOp, 4*maxBatch),
 		writerDone: make(chan struct{}),
 	}
+	s.core = core{eng: s, now: time.Now}
 	go s.runWriter()
 	return s, nil
 }
@@ -251,23 +251,29 @@ func quickCheck(ctx context.Context, db *sql.DB) error {
 
 // Ping checks that the database answers a query.
 func (s *SQLite) Ping(ctx context.Context) error {
-	return s.read(func() error {
+	return s.read(ctx, func(ctx context.Context, db conn) error {
 		var one int
-		if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		if err := db.queryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 			return fmt.Errorf("store: ping: %w", err)
 		}
 		return nil
 	})
 }
 
-// read runs f unless the store is closed, holding off Close until f returns.
-func (s *SQLite) read(f func() error) error {
+// read runs fn on the read connections unless the store is closed, holding off Close until fn
+// returns.
+func (s *SQLite) read(ctx context.Context, fn func(ctx context.Context, db conn) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	return f()
+	return fn(ctx, sqliteConn{s.rdb})
+}
+
+// readEvents is read: the one writer commits events in the order of their Seq.
+func (s *SQLite) readEvents(ctx context.Context, fn func(ctx context.Context, db conn) error) error {
+	return s.read(ctx, fn)
 }
 
 // Close finishes the writes already queued, stops the writer and closes the database.
@@ -285,3 +291,52 @@ func (s *SQLite) Close() error {
 	<-s.writerDone
 	return errors.Join(s.rdb.Close(), s.wdb.Close())
 }
+
+// sqliteConn is conn on the writer's *sql.Tx or the readers' *sql.DB. Times are stored as text
+// (see timeLayout).
+type sqliteConn struct {
+	q interface {
+		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	}
+}
+
+func (c sqliteConn) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	args, err := convertArgs(args, encTime)
+	if err != nil {
+		return 0, err
+	}
+	res, err := c.q.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (c sqliteConn) queryRow(ctx context.Context, query string, args ...any) scanner {
+	args, err := convertArgs(args, encTime)
+	if err != nil {
+		return errRow{err}
+	}
+	return convRow{c.q.QueryRowContext(ctx, query, args...).Scan, newSQLiteTime}
+}
+
+func (c sqliteConn) query(ctx context.Context, query string, args ...any) (rows, error) {
+	args, err := convertArgs(args, encTime)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := c.q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return convRows{rs, func() { rs.Close() }, newSQLiteTime}, nil
+}
+
+// sqliteTime is a time column as SQLite returns it.
+type sqliteTime struct{ v sql.NullString }
+
+func newSQLiteTime() timeTarget                      { return &sqliteTime{} }
+func (t *sqliteTime) Target() any                    { return &t.v }
+func (t *sqliteTime) Set(dst *time.Time) (err error) { *dst, err = decTime(t.v); return err }

@@ -1,7 +1,8 @@
 // Package store keeps the enrollment service's durable state: requests, issued certificates,
-// reserved serial numbers and audit events. Store is the boundary; the embedded SQLite
-// implementation (Open) is the default. Every write method returns only once the change is
-// durable on disk, so a certificate recorded here survives a crash of the process or machine.
+// reserved serial numbers and audit events. Store is the boundary, with two implementations: the
+// embedded SQLite database of one appliance (Open), the default, and a PostgreSQL database that
+// several appliances share (OpenPostgres). Every write method returns only once the change is
+// durable, so a certificate recorded here survives a crash of the process or machine.
 package store
 
 import (
@@ -122,7 +123,9 @@ type EventFilter struct {
 }
 
 // Store is the durable state of the enrollment service. Implementations are safe for
-// concurrent use; every write is durable when it returns.
+// concurrent use; every write is durable when it returns. Times are kept to the microsecond and
+// read back in UTC; strings must be UTF-8 without NUL characters; times must lie in the years
+// 0000 to 9999.
 type Store interface {
 	// CreateRequest records a new request with its audit events (each given the new ID as
 	// "request_id") in one transaction and returns its ID. r.ID is ignored.

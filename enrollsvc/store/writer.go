@@ -27,7 +27,7 @@ const (
 
 // opFunc does the work of one write inside the batch's transaction. ctx is the writer's, not
 // the caller's: once taken, an op runs to the end.
-type opFunc func(ctx context.Context, tx *sql.Tx) error
+type opFunc = func(ctx context.Context, tx conn) error
 
 type writeOp struct {
 	ctx   context.Context // the caller's, consulted only before the op is taken
@@ -145,7 +145,7 @@ func (s *SQLite) runBatch(batch []*writeOp) {
 			abort(tx, fmt.Errorf("store: savepoint: %w", err))
 			return
 		}
-		if errs[i] = runOp(ctx, tx, op.fn); errs[i] != nil {
+		if errs[i] = runOp(ctx, sqliteConn{tx}, op.fn); errs[i] != nil {
 			// If SQLite rolled the whole transaction back itself (after an I/O error, say), the
 			// savepoint is gone and this fails: then nothing of the batch can be kept.
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
@@ -169,7 +169,7 @@ func (s *SQLite) runBatch(batch []*writeOp) {
 }
 
 // runOp runs fn, turning a panic into an error so that one bad op cannot stop the writer.
-func runOp(ctx context.Context, tx *sql.Tx, fn opFunc) (err error) {
+func runOp(ctx context.Context, tx conn, fn opFunc) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("store: write panicked: %v", r)

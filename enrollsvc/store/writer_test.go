@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -15,7 +14,7 @@ import (
 func blockWriter(t *testing.T, s *SQLite) (release func()) {
 	t.Helper()
 	started, unblock := make(chan struct{}), make(chan struct{})
-	go s.write(context.Background(), func(context.Context, *sql.Tx) error {
+	go s.write(context.Background(), func(context.Context, conn) error {
 		close(started)
 		<-unblock
 		return nil
@@ -156,8 +155,8 @@ func TestBatchAbort(t *testing.T) {
 	wg.Go(func() { errs[0] = s.ReserveSerial(ctx, good[0], ev(1, "")) })
 	waitQueued(t, s, 1)
 	wg.Go(func() {
-		errs[1] = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, "ROLLBACK") // as SQLite does after some I/O errors
+		errs[1] = s.write(ctx, func(ctx context.Context, tx conn) error {
+			_, err := tx.exec(ctx, "ROLLBACK") // as SQLite does after some I/O errors
 			return err
 		})
 	})
@@ -188,7 +187,7 @@ func TestOpPanic(t *testing.T) {
 	var wg sync.WaitGroup
 	var panicErr, okErr error
 	wg.Go(func() {
-		panicErr = s.write(ctx, func(context.Context, *sql.Tx) error { panic("boom") })
+		panicErr = s.write(ctx, func(context.Context, conn) error { panic("boom") })
 	})
 	waitQueued(t, s, 1)
 	sr := newSerial(t)
@@ -234,10 +233,10 @@ func TestWriteContext(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	started, unblock := make(chan struct{}), make(chan struct{})
 	go func() {
-		errc <- s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		errc <- s.write(ctx, func(ctx context.Context, tx conn) error {
 			close(started)
 			<-unblock
-			_, err := tx.ExecContext(ctx, "INSERT INTO serials VALUES ('abc', 'x')")
+			_, err := tx.exec(ctx, "INSERT INTO serials VALUES ('abc', 'x')")
 			return err
 		})
 	}()

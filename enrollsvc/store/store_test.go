@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
 )
 
 // testClock is a fake clock: each reading advances it by a millisecond, so stored times are
@@ -29,7 +32,45 @@ func (c *testClock) now() time.Time {
 	return c.t
 }
 
-var epoch = time.Date(2030, 1, 2, 3, 4, 5, 123456789, time.UTC)
+// epoch starts the fake clocks. Stores keep microseconds, so it has none below.
+var epoch = time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// backend opens stores of one implementation for the tests every implementation must pass.
+type backend struct {
+	name string
+	// open returns a new, empty store with a fake clock, closed when the test ends, and a function
+	// that closes it and opens the same database again.
+	open func(t testing.TB) (s Store, reopen func() Store)
+}
+
+var backends = []backend{
+	{"sqlite", func(t testing.TB) (Store, func() Store) {
+		s, path := openTest(t)
+		return s, func() Store { s.Close(); return openAt(t, path) }
+	}},
+	{"postgres", func(t testing.TB) (Store, func() Store) {
+		db := pgtest.Shared(t).NewDatabase(t)
+		s := openPG(t, db)
+		return s, func() Store { s.Close(); return openPG(t, db) }
+	}},
+}
+
+// eachStore runs test on a new store of each implementation, as subtests named after them.
+func eachStore(t *testing.T, test func(t *testing.T, s Store)) {
+	eachStoreReopen(t, func(t *testing.T, s Store, _ func() Store) { test(t, s) })
+}
+
+// eachStoreReopen is eachStore for tests that reopen the store.
+func eachStoreReopen(t *testing.T, test func(t *testing.T, s Store, reopen func() Store)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s, reopen := b.open(t)
+			test(t, s, reopen)
+		})
+	}
+}
 
 // openTest opens a new store in a temporary directory with a fake clock and closes it when
 // the test ends.
@@ -44,6 +85,24 @@ func openAt(t testing.TB, path string) *SQLite {
 	s, err := Open(context.Background(), path, nil)
 	if err != nil {
 		t.Fatalf("Open(%s) = %v", path, err)
+	}
+	c := &testClock{t: epoch}
+	s.now = c.now
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// pgConfig is the configuration of the store in db.
+func pgConfig(db *pgtest.Database) PGConfig {
+	return PGConfig{URL: db.URL, CAFile: db.CAFile, PasswordFile: db.PasswordFile}
+}
+
+// openPG opens the PostgreSQL store in db with a fake clock and closes it when the test ends.
+func openPG(t testing.TB, db *pgtest.Database) *Postgres {
+	t.Helper()
+	s, err := OpenPostgres(context.Background(), pgConfig(db), nil)
+	if err != nil {
+		t.Fatalf("OpenPostgres(%s) = %v", db.URL, err)
 	}
 	c := &testClock{t: epoch}
 	s.now = c.now
@@ -71,7 +130,7 @@ func ev(id int, msg string) Event {
 }
 
 // issue reserves a serial and commits a certificate for it.
-func issue(t testing.TB, s *SQLite, c Certificate) Certificate {
+func issue(t testing.TB, s Store, c Certificate) Certificate {
 	t.Helper()
 	ctx := context.Background()
 	if c.Serial == "" {
@@ -89,8 +148,9 @@ func issue(t testing.TB, s *SQLite, c Certificate) Certificate {
 	return c
 }
 
-func TestRequestRoundTrip(t *testing.T) {
-	s, _ := openTest(t)
+func TestRequestRoundTrip(t *testing.T) { eachStore(t, testRequestRoundTrip) }
+
+func testRequestRoundTrip(t *testing.T, s Store) {
 	ctx := context.Background()
 	submitted := time.Date(2031, 5, 6, 7, 8, 9, 987654321, time.FixedZone("X", 3600))
 	in := Request{
@@ -107,8 +167,8 @@ func TestRequestRoundTrip(t *testing.T) {
 	}
 	want := in
 	want.ID = id
-	want.Submitted = submitted.UTC()
-	want.Updated = submitted.UTC()
+	want.Submitted = submitted.UTC().Truncate(time.Microsecond) // stores keep microseconds
+	want.Updated = want.Submitted
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("GetRequest(%d) = %+v, want %+v", id, got, want)
 	}
@@ -140,8 +200,9 @@ func TestRequestRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSetRequestState(t *testing.T) {
-	s, _ := openTest(t)
+func TestSetRequestState(t *testing.T) { eachStore(t, testSetRequestState) }
+
+func testSetRequestState(t *testing.T, s Store) {
 	ctx := context.Background()
 	tests := []struct {
 		from, to RequestState
@@ -191,8 +252,9 @@ func TestSetRequestState(t *testing.T) {
 	}
 }
 
-func TestCertificateRoundTrip(t *testing.T) {
-	s, _ := openTest(t)
+func TestCertificateRoundTrip(t *testing.T) { eachStore(t, testCertificateRoundTrip) }
+
+func testCertificateRoundTrip(t *testing.T, s Store) {
 	ctx := context.Background()
 	reqID, err := s.CreateRequest(ctx, Request{Template: "Web", Account: "www"})
 	if err != nil {
@@ -209,6 +271,7 @@ func TestCertificateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GetCertificate(%s) = %v", in.Serial, err)
 	}
+	in.IssuedAt = epoch // the nanosecond is not kept
 	if !reflect.DeepEqual(got, in) {
 		t.Errorf("GetCertificate(%s) = %+v, want %+v", in.Serial, got, in)
 	}
@@ -237,8 +300,9 @@ func TestCertificateRoundTrip(t *testing.T) {
 	}
 }
 
-func TestReserveSerialErrors(t *testing.T) {
-	s, _ := openTest(t)
+func TestReserveSerialErrors(t *testing.T) { eachStore(t, testReserveSerialErrors) }
+
+func testReserveSerialErrors(t *testing.T, s Store) {
 	ctx := context.Background()
 	serial := newSerial(t)
 	if err := s.ReserveSerial(ctx, serial, ev(1, "first")); err != nil {
@@ -261,8 +325,9 @@ func TestReserveSerialErrors(t *testing.T) {
 	}
 }
 
-func TestCommitCertificateErrors(t *testing.T) {
-	s, _ := openTest(t)
+func TestCommitCertificateErrors(t *testing.T) { eachStore(t, testCommitCertificateErrors) }
+
+func testCommitCertificateErrors(t *testing.T, s Store) {
 	ctx := context.Background()
 	issuedReq, _ := s.CreateRequest(ctx, Request{})
 	issued := issue(t, s, Certificate{RequestID: issuedReq})
@@ -325,8 +390,9 @@ func TestCommitCertificateErrors(t *testing.T) {
 	}
 }
 
-func TestEvents(t *testing.T) {
-	s, _ := openTest(t)
+func TestEvents(t *testing.T) { eachStore(t, testEvents) }
+
+func testEvents(t *testing.T, s Store) {
 	ctx := context.Background()
 	large := int64(1) << 60
 	in := []Event{
@@ -403,8 +469,9 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-func TestListRequests(t *testing.T) {
-	s, _ := openTest(t)
+func TestListRequests(t *testing.T) { eachStore(t, testListRequests) }
+
+func testListRequests(t *testing.T, s Store) {
 	ctx := context.Background()
 	var ids []int64
 	for i := range 250 {
@@ -474,8 +541,9 @@ func TestListRequests(t *testing.T) {
 	}
 }
 
-func TestListCertificates(t *testing.T) {
-	s, _ := openTest(t)
+func TestListCertificates(t *testing.T) { eachStore(t, testListCertificates) }
+
+func testListCertificates(t *testing.T, s Store) {
 	ctx := context.Background()
 	for i := range 120 {
 		c := Certificate{Template: []string{"Web", "User"}[i%2], Account: fmt.Sprintf("a%d", i%4)}
@@ -546,8 +614,9 @@ func TestListCertificates(t *testing.T) {
 	}
 }
 
-func TestClosed(t *testing.T) {
-	s, _ := openTest(t)
+func TestClosed(t *testing.T) { eachStore(t, testClosed) }
+
+func testClosed(t *testing.T, s Store) {
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping() = %v", err)
@@ -603,8 +672,9 @@ func TestCheckSerial(t *testing.T) {
 	}
 }
 
-func TestBeginIssuance(t *testing.T) {
-	s, _ := openTest(t)
+func TestBeginIssuance(t *testing.T) { eachStore(t, testBeginIssuance) }
+
+func testBeginIssuance(t *testing.T, s Store) {
 	ctx := context.Background()
 	serial := newSerial(t)
 	id, err := s.BeginIssuance(ctx, Request{Template: "Machine", Account: "host1$", CSR: []byte{1, 2}, Decision: []byte(`{"subject":"CN=host1"}`)}, serial, ev(2100, "signing"))
@@ -643,8 +713,9 @@ func TestBeginIssuance(t *testing.T) {
 	}
 }
 
-func TestRevokeCertificate(t *testing.T) {
-	s, _ := openTest(t)
+func TestRevokeCertificate(t *testing.T) { eachStore(t, testRevokeCertificate) }
+
+func testRevokeCertificate(t *testing.T, s Store) {
 	ctx := context.Background()
 	c := issue(t, s, Certificate{Serial: newSerial(t), Subject: "CN=x", NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)})
 	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -673,8 +744,9 @@ func TestRevokeCertificate(t *testing.T) {
 }
 
 // TestNewestEvents: Newest gives the last events that match, oldest first.
-func TestNewestEvents(t *testing.T) {
-	s, _ := openTest(t)
+func TestNewestEvents(t *testing.T) { eachStore(t, testNewestEvents) }
+
+func testNewestEvents(t *testing.T, s Store) {
 	ctx := context.Background()
 	for i := 1; i <= 10; i++ {
 		e := ev(i%2+1, fmt.Sprintf("event %d", i))
@@ -692,5 +764,32 @@ func TestNewestEvents(t *testing.T) {
 	}
 	if got, _ := s.ListEvents(ctx, EventFilter{Limit: 2}); len(got) != 2 || got[0].Message != "event 1" {
 		t.Errorf("first 2 = %+v", got)
+	}
+}
+
+// TestTextRefused: both stores refuse strings that are not UTF-8 or hold NUL (PostgreSQL cannot
+// keep them in text) with an error, and write nothing.
+func TestTextRefused(t *testing.T) { eachStore(t, testTextRefused) }
+
+func testTextRefused(t *testing.T, s Store) {
+	ctx := context.Background()
+	for _, bad := range []string{"a\x00b", "\xff\xfe", "ok\xc3"} {
+		if _, err := s.CreateRequest(ctx, Request{Template: "T", Account: "a", Reason: bad}); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+			t.Errorf("CreateRequest(reason %q) = %v, want a UTF-8 error", bad, err)
+		}
+		if _, err := s.AppendEvent(ctx, Event{ID: 1, Message: bad}); err == nil {
+			t.Errorf("AppendEvent(message %q) = nil error", bad)
+		}
+	}
+	if list, err := s.ListRequests(ctx, RequestFilter{}); err != nil || len(list) != 0 {
+		t.Errorf("requests after refusals = %v, %v; want none", list, err)
+	}
+	// Inside event fields, JSON escapes whatever a string holds.
+	if _, err := s.AppendEvent(ctx, Event{ID: 1, Fields: map[string]any{"subject": "a\x00b"}}); err != nil {
+		t.Errorf("AppendEvent(field with NUL) = %v", err)
+	}
+	evs, err := s.ListEvents(ctx, EventFilter{})
+	if err != nil || len(evs) != 1 || evs[0].Fields["subject"] != "a\x00b" {
+		t.Errorf("ListEvents() = %+v, %v; want the one event with its field intact", evs, err)
 	}
 }
