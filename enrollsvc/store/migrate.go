@@ -141,6 +141,25 @@ ALTER TABLE scep_profiles ADD COLUMN allow_des INTEGER NOT NULL DEFAULT 0 CHECK 
 ALTER TABLE scep_profiles ADD COLUMN account_sid TEXT NOT NULL DEFAULT '';
 ALTER TABLE scep_challenges ADD COLUMN account_sid TEXT NOT NULL DEFAULT '';
 `},
+	{6, "the CA the instances serve, and the instances", `
+-- One row: the CA every instance sharing the store serves; an instance that joins checks its
+-- HSM key against it and takes the shared settings from it.
+CREATE TABLE cluster (
+	id       INTEGER PRIMARY KEY CHECK (id = 1),
+	ca_cert  BLOB NOT NULL,
+	ca_chain TEXT NOT NULL DEFAULT '',
+	key_uri  TEXT NOT NULL,
+	settings TEXT NOT NULL,
+	created  TEXT NOT NULL
+);
+CREATE TABLE instances (
+	name      TEXT PRIMARY KEY,
+	version   TEXT NOT NULL,
+	addresses TEXT NOT NULL,
+	started   TEXT NOT NULL,
+	heartbeat TEXT NOT NULL
+) WITHOUT ROWID;
+`},
 }
 
 // latestVersion is the schema version this code writes.

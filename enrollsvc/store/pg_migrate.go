@@ -152,6 +152,25 @@ ALTER TABLE scep_profiles ADD COLUMN allow_des boolean NOT NULL DEFAULT false;
 ALTER TABLE scep_profiles ADD COLUMN account_sid text NOT NULL DEFAULT '';
 ALTER TABLE scep_challenges ADD COLUMN account_sid text NOT NULL DEFAULT '';
 `},
+	{6, "the CA the instances serve, and the instances", `
+-- One row: the CA every instance sharing the store serves; an instance that joins checks its
+-- HSM key against it and takes the shared settings from it.
+CREATE TABLE cluster (
+	id       integer PRIMARY KEY CHECK (id = 1),
+	ca_cert  bytea NOT NULL,
+	ca_chain text NOT NULL DEFAULT '',
+	key_uri  text NOT NULL,
+	settings text NOT NULL,
+	created  timestamptz NOT NULL
+);
+CREATE TABLE instances (
+	name      text PRIMARY KEY,
+	version   text NOT NULL,
+	addresses text NOT NULL,
+	started   timestamptz NOT NULL,
+	heartbeat timestamptz NOT NULL
+);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.
