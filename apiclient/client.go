@@ -120,6 +120,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, c.do(ctx, http.MethodGet, "/api/v1/status", nil, &s)
 }
 
+// Cluster returns the store and the instances serving from it.
+func (c *Client) Cluster(ctx context.Context) (Cluster, error) {
+	var s Cluster
+	return s, c.do(ctx, http.MethodGet, "/api/v1/cluster", nil, &s)
+}
+
 // CACertPEM returns the CA certificate.
 func (c *Client) CACertPEM(ctx context.Context) ([]byte, error) {
 	var b []byte

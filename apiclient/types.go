@@ -235,3 +235,22 @@ type EnrollRequest struct {
 type DenyRequest struct {
 	Reason string `json:"reason"`
 }
+
+// Cluster is GET /api/v1/cluster: the store and the instances serving from it.
+type Cluster struct {
+	Instance   string     `json:"instance"` // the one that answered
+	Store      string     `json:"store"`    // "sqlite" or "postgresql postgres://..."
+	StoreOK    bool       `json:"store_ok"`
+	StoreError string     `json:"store_error,omitempty"`
+	Instances  []Instance `json:"instances"`
+}
+
+// Instance is one instance serving from the store.
+type Instance struct {
+	Name      string    `json:"name"`
+	Version   string    `json:"version"`
+	Addresses []string  `json:"addresses"`
+	Started   time.Time `json:"started"`
+	Heartbeat time.Time `json:"heartbeat"`
+	Live      bool      `json:"live"` // its last heartbeat is recent
+}

@@ -43,6 +43,11 @@ const (
 	EnrollKey       = "enroll/tls-key.pem" // its key
 	EnrollKeytab    = "enroll/http.keytab" // the Kerberos service keytab (HTTP/<hostname>), mode 0600
 	EnrollAddr      = "enroll/address"     // written by serve once the enrollment web services listen
+	StoreDir        = "store"
+	StoreCAFile     = "store/ca.pem"     // the CA of the PostgreSQL server's certificate
+	StorePassword   = "store/password"   // the PostgreSQL role's password (mode 0600)
+	StoreClientCert = "store/client.pem" // or a client certificate
+	StoreClientKey  = "store/client-key.pem"
 )
 
 // DefaultAPIListen is where the local API listens unless told otherwise.
@@ -61,8 +66,13 @@ type Config struct {
 	Version int    `json:"version"`
 	CAName  string `json:"ca_name"`
 	HSM     HSM    `json:"hsm"`
-	Store   string `json:"store"`   // SQLite file
-	CACert  string `json:"ca_cert"` // PEM
+	Store   string `json:"store,omitempty"` // SQLite file (one appliance), or
+	// Postgres is a PostgreSQL database several instances share (enrollsvc init --store-url,
+	// enrollsvc join); Store is then empty.
+	Postgres *Postgres `json:"postgres,omitempty"`
+	// Instance names this instance among those sharing the store (default: the host name).
+	Instance string `json:"instance,omitempty"`
+	CACert   string `json:"ca_cert"` // PEM
 	// CAChain holds the certificates above a subordinate CA, up to its root (PEM); empty for
 	// a self-signed root.
 	CAChain string `json:"ca_chain,omitempty"`
@@ -86,6 +96,34 @@ type Config struct {
 	TrustedProxies []string `json:"trusted_proxies,omitempty"`
 	// Limits bound what one client may ask for (nil: the defaults).
 	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Postgres says how to reach the shared PostgreSQL store. TLS is required: the server's
+// certificate is checked against CAFile (verify-full unless the URL says verify-ca).
+type Postgres struct {
+	URL            string `json:"url"` // postgres://role@host:port/database, no password
+	CAFile         string `json:"ca_file"`
+	PasswordFile   string `json:"password_file,omitempty"`
+	ClientCertFile string `json:"client_cert_file,omitempty"`
+	ClientKeyFile  string `json:"client_key_file,omitempty"`
+}
+
+// Validate checks the postgres section.
+func (p *Postgres) Validate() error {
+	u, err := url.Parse(p.URL)
+	switch {
+	case err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "":
+		return fmt.Errorf("postgres.url %q: want postgres://ROLE@HOST[:PORT]/DATABASE", p.URL)
+	case u.User != nil && func() bool { _, set := u.User.Password(); return set }():
+		return errors.New("postgres.url holds a password: it belongs in postgres.password_file")
+	case p.CAFile == "":
+		return errors.New("postgres.ca_file is empty: TLS to the database is required")
+	case p.PasswordFile == "" && p.ClientCertFile == "":
+		return errors.New("postgres: a password_file or a client_cert_file is required")
+	case (p.ClientCertFile == "") != (p.ClientKeyFile == ""):
+		return errors.New("postgres: client_cert_file and client_key_file go together")
+	}
+	return nil
 }
 
 // Directory says how to reach Active Directory.
@@ -216,8 +254,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("hsm.key_uri %q is not a pkcs11: URI", c.HSM.KeyURI)
 	case c.HSM.Sessions < 0:
 		return errors.New("hsm.sessions is negative")
-	case c.Store == "":
-		return errors.New("store is empty")
+	case c.Store == "" && c.Postgres == nil:
+		return errors.New("store is empty and there is no postgres section")
+	case c.Store != "" && c.Postgres != nil:
+		return errors.New("store and postgres are both set: one store serves the CA")
 	case c.CACert == "":
 		return errors.New("ca_cert is empty")
 	case c.API.CertFile == "" || c.API.KeyFile == "":
@@ -230,6 +270,11 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Directory; d != nil {
 		if err := d.Validate(); err != nil {
+			return err
+		}
+	}
+	if p := c.Postgres; p != nil {
+		if err := p.Validate(); err != nil {
 			return err
 		}
 	}
@@ -345,4 +390,37 @@ func WriteFileAtomic(name string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// Shared is what the instances sharing a store share: the CA's settings, recorded in the store
+// by the first instance and taken by each one that joins. Files, listeners and secrets stay each
+// instance's own (the directory password is given to join; LDAPCA carries the directory's CA).
+type Shared struct {
+	CAName         string                      `json:"ca_name"`
+	KeyType        string                      `json:"key_type"`
+	CRLURLs        []string                    `json:"crl_urls,omitempty"`
+	OCSPURLs       []string                    `json:"ocsp_urls,omitempty"`
+	CAIssuerURLs   []string                    `json:"ca_issuer_urls,omitempty"`
+	Directory      *Directory                  `json:"directory,omitempty"`
+	LDAPCA         string                      `json:"ldap_ca,omitempty"` // PEM of Directory.CAFile
+	Enroll         *Enroll                     `json:"enroll,omitempty"`
+	HTTP           *HTTP                       `json:"http,omitempty"`
+	Templates      map[string]TemplateSettings `json:"templates,omitempty"`
+	TrustedProxies []string                    `json:"trusted_proxies,omitempty"`
+	Limits         *Limits                     `json:"limits,omitempty"`
+}
+
+// Shared returns the settings of c that every instance sharing its store takes.
+func (c *Config) Shared(dir string) (Shared, error) {
+	s := Shared{CAName: c.CAName, KeyType: c.HSM.KeyType, CRLURLs: c.CRLURLs, OCSPURLs: c.OCSPURLs,
+		CAIssuerURLs: c.CAIssuerURLs, Directory: c.Directory, Enroll: c.Enroll, HTTP: c.HTTP, Templates: c.Templates,
+		TrustedProxies: c.TrustedProxies, Limits: c.Limits}
+	if d := c.Directory; d != nil && d.CAFile != "" {
+		b, err := os.ReadFile(Path(dir, d.CAFile))
+		if err != nil {
+			return Shared{}, fmt.Errorf("the directory's CA file: %w", err)
+		}
+		s.LDAPCA = string(b)
+	}
+	return s, nil
 }

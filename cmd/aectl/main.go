@@ -60,6 +60,7 @@ Commands:
   revoke  SERIAL --reason R   revoke (final): keyCompromise, superseded, cessationOfOperation,
                               affiliationChanged, privilegeWithdrawn, cACompromise, unspecified
   crl publish                 sign and publish a new full and delta CRL now
+  cluster status              the store and the instances serving the CA from it
   scep profiles               the SCEP profiles
   scep profile add NAME --template T [--account A] (--static-challenge-file F | --one-time)
                               bind /scep/NAME to a directory template

@@ -29,6 +29,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 )
 
@@ -54,7 +55,7 @@ func buildAndRun(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("building binaries: %v\n%s", err, out)
 	}
 	binDir = d
-	return m.Run(), nil
+	return pgtest.Main(m), nil // stops the PostgreSQL server, if a test started one
 }
 
 func needSoftHSM(t *testing.T) {

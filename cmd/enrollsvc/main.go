@@ -54,6 +54,8 @@ Usage:
   enrollsvc serve --data DIR [--api-listen ADDR]                    run the service
   enrollsvc provision STEP --data DIR [flags]                       the provisioning ceremony,
                                                                     step by step (the appliance's)
+  enrollsvc join  --data DIR --store-url URL [flags]                one more instance of the CA
+                                                                    whose store is PostgreSQL
   enrollsvc relay --listen ADDR --socket PATH [flags]               the provisioning API's
                                                                     unprivileged network front
   enrollsvc version                                                 print the version
@@ -75,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdProvision(args[1:], os.Stdin, stdout, stderr)
 	case "relay":
 		return cmdRelay(args[1:], stdout, stderr)
+	case "join":
+		return cmdJoin(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil
@@ -126,6 +130,9 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Keytab, "keytab", "", "Kerberos service keytab with HTTP/<hostname> keys for the Kerberos endpoints (checked, copied into DIR)")
 	fs.Var((*listFlag)(&o.Hostnames), "hostname", "host name of the enrollment web services: in their certificate and every advertised URI (repeatable; default localhost and 127.0.0.1)")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	var so ceremony.StoreOptions
+	storeFlags(fs, &so)
+	fs.StringVar(&o.Instance, "instance", "", "this instance's name among those sharing the store (default: the host name)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: enrollsvc init --data DIR --ca-name NAME [flags]
 
@@ -136,6 +143,10 @@ DIR/api/admin-token. Refuses a directory that exists and is not empty.
 
 With --ldap-url (and --ldap-bind-user, --ldap-password-file, --ca-cn) templates, permissions and
 accounts come from Active Directory; init checks it can bind and find the enrollment service.
+
+With --store-url (and --store-ca-file, --store-password-file or --store-client-cert/-key) the
+store is a PostgreSQL database (TLS verified) that more instances of the CA can share: make them
+with enrollsvc join. init refuses a database that already serves another CA.
 
 Flags:
 `)
@@ -154,6 +165,9 @@ Flags:
 	o.Logger = log
 	if d != (ceremony.DirectoryOptions{}) {
 		o.Directory = &d
+	}
+	if so != (ceremony.StoreOptions{}) {
+		o.Store = &so
 	}
 	res, err := ceremony.Init(context.Background(), o)
 	if err != nil {

@@ -67,8 +67,10 @@ type Config struct {
 	Firmware FirmwareAdmin // nil outside the appliance
 	Recorder *events.Recorder
 	Status   func(ctx context.Context) apiclient.Status
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Cluster reports the store and the instances serving from it (nil: not available).
+	Cluster func(ctx context.Context) (apiclient.Cluster, error)
+	Logger  *slog.Logger
+	Now     func() time.Time
 	// Proxies are the reverse proxies whose X-Forwarded-For names the client (nil: the
 	// client is the socket's peer, whatever the headers claim).
 	Proxies ratelimit.Proxies
@@ -131,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/health", s.health)
 	g.GET("/ca/certificate", s.caCert)
 	g.GET("/status", s.status)
+	g.GET("/cluster", s.cluster)
 	g.GET("/certificates", s.listCerts)
 	g.GET("/certificates/:serial", s.getCert)
 	g.POST("/certificates", s.issue)
@@ -301,4 +304,15 @@ func (s *Server) caCert(c echo.Context) error {
 
 func (s *Server) status(c echo.Context) error {
 	return c.JSON(http.StatusOK, s.cfg.Status(c.Request().Context()))
+}
+
+func (s *Server) cluster(c echo.Context) error {
+	if s.cfg.Cluster == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "no cluster status in this service")
+	}
+	st, err := s.cfg.Cluster(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, st)
 }

@@ -52,7 +52,7 @@ var (
 )
 
 // revocationSource is the store seen by the CRL publisher and the OCSP responder.
-type revocationSource struct{ st *store.SQLite }
+type revocationSource struct{ st store.Store }
 
 func (s revocationSource) EachRevoked(ctx context.Context, since time.Time, fn func(revoke.Entry) error) error {
 	return s.st.EachRevoked(ctx, since, func(e store.RevokedEntry) error {

@@ -5,13 +5,16 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +36,7 @@ type Runtime struct {
 	Key      *hsm.Key
 	CACert   *x509.Certificate
 	CAChain  []*x509.Certificate // above a subordinate CA, up to the root; nil for a root
-	Store    *store.SQLite
+	Store    store.Store
 	Issuer   *issue.Issuer
 	Service  *enrollsvc.Service
 	Recorder *events.Recorder
@@ -101,9 +104,12 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if !certutil.PublicKeysEqual(caCert.PublicKey, rt.Key.Public()) {
 		return nil, fmt.Errorf("the CA key %s in the HSM does not match the CA certificate %s", uri, config.Path(dir, cfg.CACert))
 	}
-	rt.Store, err = store.Open(ctx, config.Path(dir, cfg.Store), log)
+	rt.Store, err = OpenStore(ctx, dir, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	if err := rt.checkCluster(ctx); err != nil {
+		return nil, err
 	}
 	rt.Recorder = events.NewRecorder(rt.Store, log, nil)
 	rt.Issuer, err = issue.New(issue.Config{CACert: caCert, Signer: rt.Key, CRLURLs: cfg.CRLURLs,
@@ -119,6 +125,64 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 		rt.kerberos = newKerberosAuth(config.Path(dir, config.EnrollKeytab), e.Hostnames, log)
 	}
 	return rt, nil
+}
+
+// OpenStore opens the store cfg names: the SQLite file in dir, or the shared PostgreSQL
+// database (its CA, password and client certificate files in dir).
+func OpenStore(ctx context.Context, dir string, cfg *config.Config, log *slog.Logger) (store.Store, error) {
+	p := cfg.Postgres
+	if p == nil {
+		s, err := store.Open(ctx, config.Path(dir, cfg.Store), log)
+		if err != nil {
+			return nil, err // not a nil *SQLite in a non-nil Store
+		}
+		return s, nil
+	}
+	s, err := store.OpenPostgres(ctx, store.PGConfig{URL: p.URL, CAFile: config.Path(dir, p.CAFile),
+		PasswordFile: config.Path(dir, p.PasswordFile), ClientCertFile: config.Path(dir, p.ClientCertFile),
+		ClientKeyFile: config.Path(dir, p.ClientKeyFile)}, log)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkCluster makes sure the store serves this CA: it records the CA (and the settings every
+// instance shares) in a store that has none, and refuses a store that serves another CA.
+func (rt *Runtime) checkCluster(ctx context.Context) error {
+	cs, ok := rt.Store.(store.ClusterStore)
+	if !ok {
+		return nil
+	}
+	c, err := cs.GetCluster(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		shared, err := rt.Config.Shared(rt.Dir)
+		if err != nil {
+			return err
+		}
+		settings, err := json.Marshal(shared)
+		if err != nil {
+			return err
+		}
+		var chain strings.Builder
+		for _, c := range rt.CAChain {
+			chain.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+		}
+		now := time.Now()
+		return cs.InitCluster(ctx, store.Cluster{CACert: rt.CACert.Raw, CAChain: chain.String(), KeyURI: rt.Config.HSM.KeyURI,
+			Settings: settings, Created: now}, events.New(now, events.ClusterCARecorded, "", "subject", rt.CACert.Subject.String(),
+			"key", rt.Config.HSM.KeyURI, "instance", rt.Config.Instance))
+	case err != nil:
+		return fmt.Errorf("reading the CA the store serves: %w", err)
+	case !bytes.Equal(c.CACert, rt.CACert.Raw):
+		other := "another CA"
+		if oc, err := x509.ParseCertificate(c.CACert); err == nil {
+			other = oc.Subject.String()
+		}
+		return fmt.Errorf("the store serves %s, not this instance's CA %s: refusing to serve from it", other, rt.CACert.Subject)
+	}
+	return nil
 }
 
 // Close closes the store and the HSM.

@@ -23,6 +23,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
@@ -142,6 +143,9 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
+	if err := rt.checkVersions(ctx, o.Version); err != nil {
+		return err
+	}
 	listen := rt.Config.API.Listen
 	if o.APIListen != "" {
 		listen = o.APIListen
@@ -177,7 +181,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Proxies: lim.proxies, Health: lim.health,
 		Status:  func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) },
-		Healthy: rt.healthy.Load}
+		Healthy: rt.healthy.Load, Cluster: rt.ClusterStatus}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
@@ -234,6 +238,15 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	var wg sync.WaitGroup
 	mctx, stop := context.WithCancel(ctx)
 	rt.runRevocation(mctx, &wg)
+	in := store.Instance{Name: rt.InstanceName(), Version: o.Version, Started: rt.Started, Addresses: []string{"https://" + addr}}
+	if enrollDone != nil {
+		in.Addresses = append(in.Addresses, "https://"+enrollAddr)
+	}
+	if httpDone != nil {
+		in.Addresses = append(in.Addresses, "http://"+httpAddr)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); rt.runCluster(mctx, in) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); mon.run(mctx, o.HealthInterval) }()
 	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12})

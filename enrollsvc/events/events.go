@@ -81,6 +81,10 @@ const (
 	// per profile per window, however many requests (enrollsvc.SCEPRefusalWindow).
 	SCEPAnonymousRefused ID = 3012
 	FirmwareInstalled    ID = 3020
+	// ClusterCARecorded: the store now serves this CA (the first instance on a new store).
+	ClusterCARecorded ID = 3050
+	// InstanceRefused: an instance refused to serve from the shared store (another version).
+	InstanceRefused ID = 3051
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
@@ -137,6 +141,8 @@ func init() {
 	def(KeytabInstalled, "Kerberos service keytab installed", Admin, slog.LevelInfo)
 	def(EnrollAuthRefused, "enrollment web service authentication refused", Admin, slog.LevelWarn)
 	def(FirmwareInstalled, "firmware update installed for the next boot", Admin, slog.LevelInfo)
+	def(ClusterCARecorded, "the store records the CA its instances serve", Admin, slog.LevelInfo)
+	def(InstanceRefused, "an instance of another version refused to serve", Operational, slog.LevelError)
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
 	def(SCEPAnonymousRefused, "SCEP requests refused: wrong or missing challenge", Admin, slog.LevelWarn)

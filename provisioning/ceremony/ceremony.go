@@ -673,6 +673,10 @@ type FinishOptions struct {
 	CRLURLs      []string // override the URLs derived from HTTPURL
 	OCSPURLs     []string
 	CAIssuerURLs []string
+	// Postgres is the shared store's section (its files already in the data directory); nil:
+	// the SQLite file. Instance is this instance's name among those sharing it.
+	Postgres *config.Postgres
+	Instance string
 }
 
 // Finish writes the service's configuration once the CA certificate exists: the admin
@@ -721,7 +725,11 @@ func (c *Ceremony) Finish(ctx context.Context, o FinishOptions) (Report, error) 
 			PINFile: config.PINFile, KeyURI: st.Key.URI, KeyType: st.Key.Type},
 		API: config.API{Listen: io.APIListen, CertFile: config.APICertFile, KeyFile: config.APIKeyFile,
 			TokenFile: config.APITokenFile, TokenHash: hex.EncodeToString(sum[:])},
-		CRLURLs: io.CRLURLs, OCSPURLs: io.OCSPURLs, CAIssuerURLs: io.CAIssuerURLs, Directory: st.Directory}
+		CRLURLs: io.CRLURLs, OCSPURLs: io.OCSPURLs, CAIssuerURLs: io.CAIssuerURLs, Directory: st.Directory,
+		Instance: o.Instance}
+	if o.Postgres != nil {
+		cfg.Store, cfg.Postgres = "", o.Postgres
+	}
 	if t.SoftHSM {
 		cfg.HSM.SoftHSMConf = config.SoftHSMConf
 	}

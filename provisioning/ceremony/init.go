@@ -51,7 +51,59 @@ type InitOptions struct {
 	// Keytab is the Kerberos service keytab of the enrollment web services (HTTP/<hostname>);
 	// it is checked and copied into the data directory.
 	Keytab string
-	Logger *slog.Logger
+	// Store, when set, makes the store a PostgreSQL database several instances may share
+	// (enrollsvc join) instead of a SQLite file in the data directory.
+	Store *StoreOptions
+	// Instance names this instance among those sharing the store (default: the host name).
+	Instance string
+	Logger   *slog.Logger
+}
+
+// StoreOptions point the service at a PostgreSQL database (TLS required). The files are copied
+// into the data directory, the password file with mode 0600.
+type StoreOptions struct {
+	URL            string // postgres://ROLE@HOST[:PORT]/DATABASE, no password in it
+	CAFile         string // PEM: the CA of the server's certificate (required)
+	PasswordFile   string // the role's password, or
+	ClientCertFile string // a client certificate and its key
+	ClientKeyFile  string
+}
+
+// stage checks the options and copies the files into dir, returning the configuration's section.
+func (s *StoreOptions) stage(dir string) (*config.Postgres, error) {
+	p := &config.Postgres{URL: s.URL, CAFile: config.StoreCAFile}
+	if s.PasswordFile != "" {
+		p.PasswordFile = config.StorePassword
+	}
+	if s.ClientCertFile != "" || s.ClientKeyFile != "" {
+		p.ClientCertFile, p.ClientKeyFile = config.StoreClientCert, config.StoreClientKey
+	}
+	if s.CAFile == "" {
+		return nil, errors.New("--store-ca-file is required: the connection to the database is TLS, verified")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("--store-url: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, config.StoreDir), 0o700); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		from, to, flag string
+		mode           os.FileMode
+	}{{s.CAFile, config.StoreCAFile, "--store-ca-file", 0o644}, {s.PasswordFile, config.StorePassword, "--store-password-file", 0o600},
+		{s.ClientCertFile, config.StoreClientCert, "--store-client-cert", 0o644}, {s.ClientKeyFile, config.StoreClientKey, "--store-client-key", 0o600}} {
+		if f.from == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.from)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", f.flag, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.to), b, f.mode); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // DirectoryOptions connect the appliance to Active Directory.
@@ -183,7 +235,20 @@ func Init(ctx context.Context, o InitOptions) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	dir, err := filepath.Abs(o.Dir)
+	if o.Module == "" {
+		var err error
+		if o.Module, err = softhsm.ModulePath(); err != nil {
+			return nil, fmt.Errorf("finding SoftHSM (run `make deps`): %w", err)
+		}
+	}
+	return buildAside(o.Dir, "init", true, func(stage string) (*Result, error) { return build(ctx, stage, o) })
+}
+
+// buildAside builds a new data directory at dir: in a staging directory beside it, moved into
+// place only once fill succeeded (so a failure leaves nothing). dir must not exist or be empty.
+// softHSM: the directory holds a SoftHSM token, whose configuration names it by absolute path.
+func buildAside(dir, what string, softHSM bool, fill func(stage string) (*Result, error)) (*Result, error) {
+	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -192,32 +257,28 @@ func Init(ctx context.Context, o InitOptions) (*Result, error) {
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("checking %s: %w", dir, err)
 	}
-	if o.Module == "" {
-		if o.Module, err = softhsm.ModulePath(); err != nil {
-			return nil, fmt.Errorf("finding SoftHSM (run `make deps`): %w", err)
-		}
-	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, err
 	}
-	stage, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".init-")
+	stage, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+"."+what+"-")
 	if err != nil {
 		return nil, fmt.Errorf("creating a staging directory: %w", err)
 	}
 	defer os.RemoveAll(stage) // a no-op once renamed
-	res, err := build(ctx, stage, o)
+	res, err := fill(stage)
 	if err != nil {
 		return nil, err
 	}
-	// SoftHSM's configuration names the token directory by absolute path.
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("replacing the empty %s: %w", dir, err)
 	}
 	if err := os.Rename(stage, dir); err != nil {
 		return nil, fmt.Errorf("moving the new data directory into place: %w", err)
 	}
-	if err := softhsm.WriteConfig(filepath.Join(dir, config.SoftHSMConf), filepath.Join(dir, config.SoftHSMTokens)); err != nil {
-		return nil, err
+	if softHSM {
+		if err := softhsm.WriteConfig(filepath.Join(dir, config.SoftHSMConf), filepath.Join(dir, config.SoftHSMTokens)); err != nil {
+			return nil, err
+		}
 	}
 	res.Dir = dir
 	return res, nil
@@ -251,7 +312,13 @@ func build(ctx context.Context, stage string, o InitOptions) (*Result, error) {
 		return nil, err
 	}
 	fo := FinishOptions{APIListen: o.APIListen, HTTPURL: o.HTTPURL, HTTPListen: o.HTTPListen,
-		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, CAIssuerURLs: o.CAIssuerURLs}
+		CRLURLs: o.CRLURLs, OCSPURLs: o.OCSPURLs, CAIssuerURLs: o.CAIssuerURLs, Instance: o.Instance}
+	if o.Store != nil {
+		var err error
+		if fo.Postgres, err = o.Store.stage(stage); err != nil {
+			return nil, err
+		}
+	}
 	if d := o.Directory; d != nil {
 		fo.EnrollListen, fo.Hostnames = o.EnrollListen, o.Hostnames
 		// The password and CA files are copied as they are; the service checks the

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+func init() {
+	commands["cluster"] = clusterCommand
+}
+
+// clusterCommand shows the store and the instances serving the CA from it.
+func clusterCommand(fs *flag.FlagSet) runner {
+	return func(ctx context.Context, e *env) error {
+		if len(e.args) != 1 || e.args[0] != "status" {
+			return fmt.Errorf("%w: aectl cluster status", errUsage)
+		}
+		st, err := e.cl.Cluster(ctx)
+		if err != nil {
+			return err
+		}
+		return e.print(st, func(w io.Writer) {
+			store := "reachable"
+			if !st.StoreOK {
+				store = "NOT REACHABLE: " + st.StoreError
+			}
+			fmt.Fprintf(w, "Store:\t%s, %s (asked %s)\n", st.Store, store, st.Instance)
+			fmt.Fprintln(w, "INSTANCE\tVERSION\tSTATE\tLAST HEARTBEAT\tSTARTED\tADDRESSES")
+			for _, in := range st.Instances {
+				state := "down"
+				if in.Live {
+					state = "live"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.Version, state, in.Heartbeat.Format(time.RFC3339),
+					in.Started.Format(time.RFC3339), strings.Join(in.Addresses, " "))
+			}
+		})
+	}
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+)
+
+// Two instances of one CA on one PostgreSQL database (a real server, TLS verified), the second
+// made by enrollsvc join with a copy of the first's SoftHSM token: init refuses a database that
+// serves another CA, join refuses an HSM without the CA's key; 5,000 issuances spread over both
+// from 16 goroutines give 5,000 distinct serials, each stored once; a revocation on A is
+// "revoked" in B's OCSP answer (openssl ocsp) within a second and in the CRL B serves; cluster
+// status lists both; SIGKILL of A in the middle of a burst loses no certificate a client
+// received, B keeps serving, and A comes back.
+func TestTwoInstancesOnePostgres(t *testing.T) {
+	needSoftHSM(t)
+	db := pgtest.Shared(t).NewDatabase(t)
+	storeArgs := []string{"--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile}
+	portA, portB := freePort(t), freePort(t)
+	baseA, baseB := "http://127.0.0.1:"+portA, "http://127.0.0.1:"+portB
+	dirA := initDir(t, append(storeArgs, "--http-url", baseA, "--http-listen", "127.0.0.1:"+portA, "--instance", "a")...)
+	if cfg, err := os.ReadFile(filepath.Join(dirA, "config.json")); err != nil || strings.Contains(string(cfg), db.Password) ||
+		!strings.Contains(string(cfg), `"postgres"`) {
+		t.Errorf("A's configuration names no postgres store, or holds the password: %v\n%s", err, cfg)
+	}
+
+	// Another CA on the same database: refused, and nothing left behind.
+	other := filepath.Join(t.TempDir(), "other")
+	if _, errOut, err := runBin(t, "enrollsvc", append([]string{"init", "--data", other, "--ca-name", "Another CA"}, storeArgs...)...); err == nil ||
+		!strings.Contains(errOut, "the store serves CN=E2E Root CA") || strings.Contains(errOut, db.Password) {
+		t.Errorf("init of another CA on A's database: %v %s, want refused naming A's CA", err, errOut)
+	}
+	if _, err := os.Stat(other); err == nil {
+		t.Error("the refused init left its data directory")
+	}
+	// join with an HSM that holds another CA's key: refused.
+	foreign := initDir(t)
+	joinArgs := func(dir, tokenFrom string, extra ...string) []string {
+		return append(append([]string{"join", "--data", dir, "--token-from", filepath.Join(tokenFrom, "hsm")}, storeArgs...), extra...)
+	}
+	refused := filepath.Join(t.TempDir(), "refused")
+	if _, errOut, err := runBin(t, "enrollsvc", joinArgs(refused, foreign)...); err == nil || !strings.Contains(errOut, "join never creates one") {
+		t.Errorf("join with another CA's token: %v %s, want refused", err, errOut)
+	}
+	if _, err := os.Stat(refused); err == nil {
+		t.Error("the refused join left its data directory")
+	}
+	dirB := filepath.Join(t.TempDir(), "b")
+	if out, errOut, err := runBin(t, "enrollsvc", joinArgs(dirB, dirA, "--http-listen", "127.0.0.1:"+portB, "--instance", "b")...); err != nil ||
+		!strings.Contains(out, "CN=E2E Root CA") {
+		t.Fatalf("enrollsvc join: %v\n%s%s", err, out, errOut)
+	}
+	a, _ := startServe(t, dirA), startServe(t, dirB)
+	clA, err := apiclient.DialDataDir(dirA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clB, err := apiclient.DialDataDir(dirB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// 5,000 issuances over both instances from 16 goroutines.
+	const total = 5000
+	csrs := make([]string, 16)
+	for i := range csrs {
+		csrs[i] = newCSR(t, fmt.Sprintf("node%d.example.test", i))
+	}
+	var mu sync.Mutex
+	serials := map[string]string{}
+	var wg sync.WaitGroup
+	next := make(chan int, total)
+	for i := range total {
+		next <- i
+	}
+	close(next)
+	start := time.Now()
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				cl := clA
+				if i%2 == 1 {
+					cl = clB
+				}
+				res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: csrs[w], Profile: "server"})
+				if err != nil {
+					t.Errorf("issue %d: %v", i, err)
+					return
+				}
+				mu.Lock()
+				if _, dup := serials[res.Serial]; dup {
+					t.Errorf("serial %s issued twice", res.Serial)
+				}
+				serials[res.Serial] = res.Certificate
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d issuances over two instances in %s", len(serials), time.Since(start).Round(time.Millisecond))
+	if len(serials) != total {
+		t.Fatalf("%d distinct serials, want %d", len(serials), total)
+	}
+	for _, cl := range []*apiclient.Client{clA, clB} {
+		// Plus the certificates of the two instances' management APIs.
+		if st, err := cl.Status(ctx); err != nil || st.Store.Certificates != total+2 {
+			t.Errorf("the store as an instance counts it: %+v, %v; want %d certificates", st.Store, err, total+2)
+		}
+	}
+
+	// A revocation on A: B's OCSP answer says revoked within a second, and B's CRL lists it.
+	var victim string
+	for s := range serials {
+		victim = s
+		break
+	}
+	tmp := t.TempDir()
+	caFile := filepath.Join(dirA, "ca.pem")
+	certFile := filepath.Join(tmp, "victim.pem")
+	os.WriteFile(certFile, []byte(serials[victim]), 0o600)
+	ocspB := func() string {
+		out, err := exec.Command("openssl", "ocsp", "-issuer", caFile, "-cert", certFile, "-url", baseB+"/ocsp", "-CAfile", caFile).CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl ocsp against B: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := ocspB(); !strings.Contains(out, certFile+": good") {
+		t.Fatalf("B's OCSP before the revocation:\n%s", out)
+	}
+	if _, err := clA.Revoke(ctx, victim, "keyCompromise"); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt := time.Now()
+	for {
+		out := ocspB()
+		if strings.Contains(out, certFile+": revoked") {
+			t.Logf("B's OCSP says revoked %s after A revoked", time.Since(revokedAt).Round(time.Millisecond))
+			break
+		}
+		if time.Since(revokedAt) > time.Second {
+			t.Fatalf("B's OCSP still does not say revoked a second after A revoked:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		crl, err := x509.ParseRevocationList(httpGet(t, baseB+"/crl/E2E-Root-CA.crl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := false
+		for _, e := range crl.RevokedCertificateEntries {
+			listed = listed || certutil.SerialString(e.SerialNumber) == victim
+		}
+		if listed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B's CRL (number %v) does not list %s five seconds after A revoked it", crl.Number, victim)
+		}
+	}
+
+	// Both instances, live, one version.
+	var cs apiclient.Cluster
+	aectlJSON(t, dirB, &cs, "cluster", "status")
+	if !cs.StoreOK || !strings.HasPrefix(cs.Store, "postgresql ") || len(cs.Instances) != 2 || cs.Instance != "b" {
+		t.Fatalf("aectl cluster status = %+v", cs)
+	}
+	for _, in := range cs.Instances {
+		if !in.Live || in.Version != cs.Instances[0].Version || len(in.Addresses) < 2 {
+			t.Errorf("instance %+v: want live, the same version, API and HTTP addresses", in)
+		}
+	}
+	if out, _, err := runBin(t, "aectl", "--data", dirA, "cluster", "status"); err != nil || !strings.Contains(out, "live") {
+		t.Errorf("aectl cluster status (text): %v\n%s", err, out)
+	}
+
+	// SIGKILL A in the middle of a burst over both: every certificate a client received is in the
+	// store, B keeps serving, A comes back.
+	received := map[string]string{}
+	killed := make(chan struct{})
+	var once sync.Once
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := clA
+			if w%2 == 1 {
+				cl = clB
+			}
+			after := 0 // B's issuances after A died
+			for {
+				select {
+				case <-killed:
+					if cl == clA || after == 50 {
+						return
+					}
+					after++
+				default:
+				}
+				res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: csrs[w], Profile: "server"})
+				if err != nil {
+					if cl != clA {
+						t.Errorf("B failed while A was killed: %v", err)
+					}
+					return // A is gone
+				}
+				mu.Lock()
+				received[res.Serial] = res.Certificate
+				got := len(received)
+				mu.Unlock()
+				if got >= 400 {
+					once.Do(func() {
+						a.cmd.Process.Signal(syscall.SIGKILL)
+						close(killed)
+					})
+				}
+			}
+		}()
+	}
+	select {
+	case <-killed:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the burst did not reach the kill point in 2 minutes")
+	}
+	wg.Wait()
+	<-a.done
+	startServe(t, dirA)
+	clA, err = apiclient.DialDataDir(dirA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for serial, p := range received {
+		if _, dup := serials[serial]; dup {
+			t.Errorf("serial %s issued twice", serial)
+		}
+		c, err := clA.Certificate(ctx, serial)
+		if err != nil || strings.TrimSpace(c.PEM) != strings.TrimSpace(p) {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of the %d certificates clients received around the SIGKILL are missing or differ", missing, len(received))
+	}
+	t.Logf("%d certificates received around A's SIGKILL, all in the store; A restarted", len(received))
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
+)
+
+// storeFlags are the flags that point an instance at the shared PostgreSQL store.
+func storeFlags(fs *flag.FlagSet, so *ceremony.StoreOptions) {
+	fs.StringVar(&so.URL, "store-url", "", "keep the store in PostgreSQL: postgres://ROLE@HOST[:PORT]/DATABASE (no password in it; TLS verified)")
+	fs.StringVar(&so.CAFile, "store-ca-file", "", "PEM file with the CA of the PostgreSQL server's certificate (copied into DIR)")
+	fs.StringVar(&so.PasswordFile, "store-password-file", "", "file holding the role's password (copied into DIR, mode 0600)")
+	fs.StringVar(&so.ClientCertFile, "store-client-cert", "", "PEM client certificate, for a server that authenticates by certificate")
+	fs.StringVar(&so.ClientKeyFile, "store-client-key", "", "its PEM key (copied into DIR, mode 0600)")
+}
+
+func cmdJoin(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("enrollsvc join", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o ceremony.JoinOptions
+	var logLevel string
+	fs.StringVar(&o.Dir, "data", "", "data directory to create for this instance (must not exist or be empty)")
+	storeFlags(fs, &o.Store)
+	fs.StringVar(&o.TokenFrom, "token-from", "", "TESTS ONLY: copy the SoftHSM token of another instance's DIR/hsm (a copy of the CA key)")
+	fs.StringVar(&o.Module, "pkcs11-module", "", "PKCS#11 module of the HSM that holds the CA key (a network HSM)")
+	fs.StringVar(&o.PINFile, "pin-file", "", "file holding the token's user PIN (copied into DIR, mode 0600)")
+	fs.StringVar(&o.APIListen, "api-listen", "", "address of this instance's management API (default 127.0.0.1:9443)")
+	fs.StringVar(&o.EnrollListen, "enroll-listen", "", "address of this instance's enrollment web services (default: the first instance's)")
+	fs.StringVar(&o.HTTPListen, "http-listen", "", "address of this instance's plain-HTTP listener (default: the first instance's)")
+	fs.StringVar(&o.LDAPPasswordFile, "ldap-password-file", "", "the directory service account's password, when the CA uses the directory")
+	fs.StringVar(&o.Keytab, "keytab", "", "Kerberos service keytab for the enrollment web services")
+	fs.StringVar(&o.Instance, "instance", "", "this instance's name (default: the host name)")
+	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: enrollsvc join --data DIR --store-url URL --store-ca-file F (--store-password-file F | --store-client-cert F --store-client-key F)
+                     (--token-from OTHER/hsm | --pkcs11-module M --pin-file F) [flags]
+
+Makes a data directory for one more instance of a CA whose store is a shared PostgreSQL database
+(made by enrollsvc init --store-url): it reads the CA certificate and the shared settings from
+the store, finds the CA key in the HSM by its PKCS#11 URI and checks that it is the certificate's.
+It never creates a CA key. Every instance then serves any request: serials, held requests, SCEP
+challenges and transactions, revocations and CRL numbers are the store's.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	o.Logger = log
+	res, err := ceremony.Join(context.Background(), o)
+	if err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	fmt.Fprintf(stdout, "Joined %s\n  CA:      %s (serial %s)\n  CA key:  %s\n  API:     https://%s (start it with: enrollsvc serve --data %s)\n",
+		res.Dir, res.CASubject, res.CASerial, res.KeyURI, res.APIListen, o.Dir)
+	return nil
+}
