@@ -55,6 +55,10 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // KindOf returns the kind of err (KindInternal if it has none).
 func KindOf(err error) Kind {
+	// An unreachable store is a dependency down, whoever wrapped the error.
+	if errors.Is(err, store.ErrUnavailable) {
+		return KindUnavailable
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Kind

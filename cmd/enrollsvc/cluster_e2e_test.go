@@ -261,3 +261,102 @@ func TestTwoInstancesOnePostgres(t *testing.T) {
 	}
 	t.Logf("%d certificates received around A's SIGKILL, all in the store; A restarted", len(received))
 }
+
+// PostgreSQL stopped for 10 s under load: requests fail cleanly (503, saying the store is
+// unavailable), nothing half-done is left, and service resumes once the database is back, without
+// restarting the instance.
+func TestPostgresOutageRiddenOut(t *testing.T) {
+	needSoftHSM(t)
+	pg := pgtest.Shared(t)
+	db := pg.NewDatabase(t)
+	dir := initDir(t, "--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile)
+	startServe(t, dir)
+	cl, err := apiclient.DialDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	csr := newCSR(t, "outage.example.test")
+	var mu sync.Mutex
+	issued, failures := map[string]bool{}, map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: csr, Profile: "server"})
+				mu.Lock()
+				if err != nil {
+					// Counted by kind: a clean failure is a 503 saying the store is unavailable.
+					kind := "clean"
+					if msg := err.Error(); !strings.Contains(msg, "503") || !strings.Contains(msg, "the database is unavailable") ||
+						strings.Contains(msg, db.Password) {
+						kind = msg
+					}
+					failures[kind]++
+				} else {
+					issued[res.Serial] = true
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	pg.Stop(t)
+	stopped := time.Now()
+	time.Sleep(10 * time.Second)
+	mu.Lock()
+	before := len(issued)
+	mu.Unlock()
+	pg.Start(t)
+	t.Logf("PostgreSQL was down for %s", time.Since(stopped).Round(100*time.Millisecond))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(issued)
+		mu.Unlock()
+		if n >= before+50 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no service 30 s after PostgreSQL came back: %d issued before, %d now; failures %v", before, n, failures)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if len(failures) == 0 {
+		t.Fatal("no request failed while PostgreSQL was down")
+	}
+	for msg, n := range failures {
+		if msg != "clean" {
+			t.Errorf("%d failures while PostgreSQL was down said %q, want 503: the database is unavailable", n, msg)
+		}
+	}
+	for serial := range issued {
+		if _, err := cl.Certificate(ctx, serial); err != nil {
+			t.Errorf("certificate %s a client received is not in the store: %v", serial, err)
+		}
+	}
+	// Nothing half-done: every request the store says is issued has its certificate.
+	reqs, err := cl.Requests(ctx, apiclient.RequestQuery{State: "issued", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reqs {
+		if _, err := cl.Certificate(ctx, r.Serial); err != nil {
+			t.Errorf("request %d is issued but its certificate %s is missing: %v", r.ID, r.Serial, err)
+		}
+	}
+	t.Logf("%d issued; %d clean failures (503) while PostgreSQL was down", len(issued), failures["clean"])
+}

@@ -18,7 +18,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -305,8 +307,32 @@ func (p *Postgres) run(f func() error) error {
 	if p.closed {
 		return ErrClosed
 	}
-	return p.redact(f())
+	err := p.redact(f())
+	if err != nil && unreachable(err) {
+		return &unavailableError{err}
+	}
+	return err
 }
+
+// unreachable reports whether err says the server cannot be reached or is going away, rather
+// than refusing a statement: connection failures, and the server's own connection-exception,
+// shutdown and too-many-connections answers (SQLSTATE classes 08 and 57P, and 53300).
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300"
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.SafeToRetry(err)
+}
+
+// unavailableError is an error of an unreachable server: errors.Is(err, ErrUnavailable).
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string   { return ErrUnavailable.Error() + ": " + e.err.Error() }
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
 
 // pgMaxAttempts bounds how often a write is tried when the server aborted it for a
 // serialization failure or deadlock, which a retry resolves.

@@ -21,6 +21,10 @@ var (
 	ErrConflict = errors.New("store: conflicting state")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable: the database cannot be reached now (a shared PostgreSQL server down or
+	// restarting); nothing was changed by the call unless it says its outcome is unknown, and
+	// the same call may be tried again later.
+	ErrUnavailable = errors.New("store: the database is unavailable")
 )
 
 // RequestState is the life-cycle state of a certificate request.
