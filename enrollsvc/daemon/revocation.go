@@ -90,6 +90,40 @@ func (s revocationSource) NextCRLNumber(ctx context.Context) (*big.Int, error) {
 	return big.NewInt(n), nil
 }
 
+// sharedCRLs is the shared store as the CRL publishers of several instances use it: the one
+// holding the store's CRL lock publishes, the others serve what it saved.
+type sharedCRLs struct{ st store.CRLStore }
+
+func (s sharedCRLs) Lead(ctx context.Context) (bool, error) { return s.st.LeadCRLs(ctx) }
+
+func (s sharedCRLs) Save(ctx context.Context, c *revoke.CRL) error {
+	if !c.Number.IsInt64() {
+		return fmt.Errorf("CRL number %v is too large to keep", c.Number)
+	}
+	return s.st.SaveCRL(ctx, store.StoredCRL{Delta: c.IsDelta(), Number: c.Number.Int64(), ThisUpdate: c.ThisUpdate,
+		NextUpdate: c.NextUpdate, DER: c.DER})
+}
+
+func (s sharedCRLs) Latest(ctx context.Context, afterFull, afterDelta *big.Int) (full, delta []byte, err error) {
+	n := func(b *big.Int) int64 {
+		if b == nil || !b.IsInt64() {
+			return 0
+		}
+		return b.Int64()
+	}
+	f, d, err := s.st.LatestCRLs(ctx, n(afterFull), n(afterDelta))
+	if err != nil {
+		return nil, nil, err
+	}
+	if f != nil {
+		full = f.DER
+	}
+	if d != nil {
+		delta = d.DER
+	}
+	return full, delta, nil
+}
+
 // revocation is the CRL publisher, the OCSP responder and the SCEP handler of a running service.
 type revocation struct {
 	publisher *revoke.Publisher
@@ -109,8 +143,12 @@ func (rt *Runtime) startRevocation(ctx context.Context) error {
 		src := revocationSource{rt.Store}
 		name := revoke.FileName(rt.Config.CAName)
 		var err error
+		var shared revoke.SharedCRLs
+		if cs, ok := rt.Store.(store.CRLStore); ok && rt.Config.Postgres != nil {
+			shared = sharedCRLs{cs}
+		}
 		rv.publisher, err = revoke.NewPublisher(src, src, revoke.PublisherOptions{CA: rt.CACert, Signer: rt.Key,
-			DeltaURLs: []string{h.BaseURL + "/crl/" + name + "+.crl"},
+			DeltaURLs: []string{h.BaseURL + "/crl/" + name + "+.crl"}, Shared: shared,
 			Notify: func(ctx context.Context, delta bool, c *revoke.CRL, err error) {
 				if err != nil {
 					rt.Log.Error("publishing a CRL failed", "delta", delta, "error", err)
@@ -188,6 +226,10 @@ func (rt *Runtime) PublishCRL(ctx context.Context) (apiclient.CRLInfo, error) {
 	full, delta, err := rt.revocation.publisher.Publish(ctx)
 	if err != nil {
 		return apiclient.CRLInfo{}, err
+	}
+	if full == nil || delta == nil { // another instance publishes, and has not yet
+		return apiclient.CRLInfo{}, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: "publishing CRLs",
+			Err: errors.New("another instance of this CA publishes the CRLs and none is published yet")}
 	}
 	return apiclient.CRLInfo{Number: full.Number.Int64(), ThisUpdate: full.ThisUpdate, NextUpdate: full.NextUpdate,
 		Entries: full.Entries, Bytes: len(full.DER), DeltaNumber: delta.Number.Int64(), DeltaEntries: delta.Entries,

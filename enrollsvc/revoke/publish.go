@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,21 @@ type PublisherOptions struct {
 	// Notify, when set, is called after every attempt to publish a CRL, with the CRL or with
 	// the error; the daemon records audit events with it.
 	Notify func(ctx context.Context, delta bool, c *CRL, err error)
+	// Shared, when set, makes this one of several publishers of the CA sharing a store: only
+	// the one that leads builds and signs CRLs (and saves them); the others serve the newest
+	// ones it saved.
+	Shared SharedCRLs
+}
+
+// SharedCRLs is the store of several instances of one CA, as their publishers use it.
+type SharedCRLs interface {
+	// Lead reports whether this publisher builds the CRLs (at most one at a time does).
+	Lead(ctx context.Context) (bool, error)
+	// Save keeps a CRL this publisher signed for the others.
+	Save(ctx context.Context, c *CRL) error
+	// Latest returns the DER of the newest full and delta CRL numbered above afterFull and
+	// afterDelta (nil when there is none newer).
+	Latest(ctx context.Context, afterFull, afterDelta *big.Int) (full, delta []byte, err error)
 }
 
 // Defaults of PublisherOptions and the delta margin.
@@ -53,6 +69,8 @@ const (
 	DeltaMargin = 10 * time.Minute
 	// retryAfter is how long Run waits after a failed publication before trying again.
 	retryAfter = time.Minute
+	// FollowEvery is how often Run looks for newer CRLs while another instance publishes (Shared).
+	FollowEvery = time.Second
 )
 
 // Publisher builds the CRLs of one CA and holds the latest full and delta CRL in memory for the
@@ -66,9 +84,10 @@ type Publisher struct {
 	after func(time.Duration) <-chan time.Time
 	kick  chan struct{} // RequestDelta to Run
 
-	mu   sync.Mutex // held while publishing
-	last *big.Int   // the last CRL number used, to catch a NumberStore going backwards
-	cur  atomic.Pointer[published]
+	mu        sync.Mutex // held while publishing
+	last      *big.Int   // the last CRL number used, to catch a NumberStore going backwards
+	cur       atomic.Pointer[published]
+	following atomic.Bool // Shared: another instance published last time we asked
 }
 
 type published struct{ full, delta *CRL }
@@ -139,6 +158,12 @@ func (p *Publisher) Delta() *CRL {
 func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if lead, err := p.lead(ctx); err != nil || !lead {
+		if err != nil {
+			return nil, nil, err
+		}
+		return p.adopt(ctx)
+	}
 	if full, err = p.build(ctx, nil); err != nil {
 		return nil, nil, err
 	}
@@ -164,6 +189,13 @@ func (p *Publisher) PublishDelta(ctx context.Context) (*CRL, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if lead, err := p.lead(ctx); err != nil || !lead {
+		if err != nil {
+			return nil, err
+		}
+		_, d, err := p.adopt(ctx)
+		return d, err
+	}
 	cur := p.cur.Load()
 	delta, err := p.build(ctx, cur.full)
 	if err != nil {
@@ -207,7 +239,104 @@ func (p *Publisher) build(ctx context.Context, base *CRL) (c *CRL, err error) {
 		o.NextUpdate, o.NextPublish, o.FreshestCRL = now.Add(p.o.DeltaValidity), now.Add(p.o.DeltaInterval), nil
 		o.BaseNumber, o.Since = base.Number, base.ThisUpdate.Add(-DeltaMargin)
 	}
-	return BuildCRL(ctx, p.src, o)
+	c, err = BuildCRL(ctx, p.src, o)
+	if err == nil && p.o.Shared != nil {
+		if err = p.o.Shared.Save(ctx, c); err != nil {
+			return nil, fmt.Errorf("keeping it for the other instances: %w", err)
+		}
+	}
+	return c, err
+}
+
+// lead reports whether this publisher builds CRLs: always, unless it shares a store with others.
+func (p *Publisher) lead(ctx context.Context) (bool, error) {
+	if p.o.Shared == nil {
+		return true, nil
+	}
+	lead, err := p.o.Shared.Lead(ctx)
+	if err != nil {
+		return false, fmt.Errorf("revoke: which instance publishes CRLs: %w", err)
+	}
+	p.following.Store(!lead)
+	return lead, nil
+}
+
+// Refresh serves the newest CRLs another instance published, when this one does not publish
+// (Shared); it does nothing otherwise. p.mu is taken.
+func (p *Publisher) Refresh(ctx context.Context) error {
+	if p.o.Shared == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if lead, err := p.lead(ctx); err != nil || lead {
+		return err
+	}
+	_, _, err := p.adopt(ctx)
+	return err
+}
+
+// adopt takes the newest CRLs from the shared store: each must be the CA's (its signature is
+// checked, so that whoever can write the database cannot make an instance serve a CRL the CA did
+// not sign) and newer than the one served. p.mu is held.
+func (p *Publisher) adopt(ctx context.Context) (full, delta *CRL, err error) {
+	cur := p.cur.Load()
+	var haveFull, haveDelta *big.Int
+	if cur != nil && cur.full != nil {
+		haveFull = cur.full.Number
+	}
+	if cur != nil && cur.delta != nil {
+		haveDelta = cur.delta.Number
+	}
+	fd, dd, err := p.o.Shared.Latest(ctx, haveFull, haveDelta)
+	if err != nil {
+		return nil, nil, fmt.Errorf("revoke: the CRLs of the publishing instance: %w", err)
+	}
+	next := &published{}
+	if cur != nil {
+		*next = *cur
+	}
+	if fd != nil {
+		if next.full, err = p.parseCRL(fd, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	if dd != nil {
+		if next.delta, err = p.parseCRL(dd, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, c := range []*CRL{next.full, next.delta} {
+		if c != nil && (p.last == nil || c.Number.Cmp(p.last) > 0) {
+			p.last = new(big.Int).Set(c.Number)
+		}
+	}
+	p.cur.Store(next)
+	return next.full, next.delta, nil
+}
+
+// parseCRL reads a CRL another instance published and checks it is the CA's, of the kind wanted.
+func (p *Publisher) parseCRL(der []byte, delta bool) (*CRL, error) {
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("revoke: a stored CRL: %w", err)
+	}
+	if err := rl.CheckSignatureFrom(p.o.CA); err != nil {
+		return nil, fmt.Errorf("revoke: a stored CRL is not signed by the CA: %w", err)
+	}
+	c := &CRL{DER: der, Number: rl.Number, ThisUpdate: rl.ThisUpdate, NextUpdate: rl.NextUpdate, Entries: len(rl.RevokedCertificateEntries)}
+	for _, e := range rl.Extensions {
+		if e.Id.Equal(oidDeltaCRL) {
+			c.BaseNumber = new(big.Int)
+			if _, err := asn1.Unmarshal(e.Value, &c.BaseNumber); err != nil {
+				return nil, fmt.Errorf("revoke: a stored delta CRL's base number: %w", err)
+			}
+		}
+	}
+	if c.Number == nil || c.IsDelta() != delta {
+		return nil, fmt.Errorf("revoke: a stored CRL (number %v) is not the %s CRL it was stored as", c.Number, map[bool]string{false: "full", true: "delta"}[delta])
+	}
+	return c, nil
 }
 
 // Run publishes at once if nothing is published yet, then again whenever a CRL reaches the
@@ -223,13 +352,18 @@ func (p *Publisher) Run(ctx context.Context) {
 			_, _, err = p.Publish(ctx)
 		case delta || asked:
 			_, err = p.PublishDelta(ctx)
+		case p.following.Load():
+			err = p.Refresh(ctx)
 		}
 		if err == nil {
 			asked = false // a requested delta that failed is tried again with the retry
 		}
 		wait := p.nextDue().Sub(p.o.Now())
-		if err != nil {
+		switch {
+		case err != nil:
 			wait = retryAfter
+		case p.following.Load():
+			wait = FollowEvery // another instance publishes: serve its newest, take over if it stops
 		}
 		select {
 		case <-ctx.Done():

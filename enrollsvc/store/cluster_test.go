@@ -66,3 +66,39 @@ func testClusterAndInstances(t *testing.T, s Store) {
 		t.Errorf("ListInstances = %+v, %v; want %+v", list, err, []Instance{a, b})
 	}
 }
+
+// CRLs are kept by kind and number; the newest of each kind is served.
+func TestSavedCRLs(t *testing.T) { eachStore(t, testSavedCRLs) }
+
+func testSavedCRLs(t *testing.T, s Store) {
+	ctx := context.Background()
+	cs := s.(CRLStore)
+	if f, d, err := cs.LatestCRLs(ctx, 0, 0); f != nil || d != nil || err != nil {
+		t.Fatalf("LatestCRLs of a new store = %v, %v, %v", f, d, err)
+	}
+	crl := func(delta bool, n int64) StoredCRL {
+		return StoredCRL{Delta: delta, Number: n, ThisUpdate: epoch, NextUpdate: epoch.Add(time.Hour), DER: []byte{0x30, byte(n)}}
+	}
+	for _, c := range []StoredCRL{crl(false, 1), crl(true, 2), crl(false, 3), crl(true, 4)} {
+		if err := cs.SaveCRL(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cs.SaveCRL(ctx, crl(false, 3)); !errors.Is(err, ErrConflict) {
+		t.Errorf("saving full CRL 3 again = %v, want ErrConflict", err)
+	}
+	if err := cs.SaveCRL(ctx, StoredCRL{Number: 9}); err == nil {
+		t.Error("SaveCRL without times or DER succeeded")
+	}
+	f, d, err := cs.LatestCRLs(ctx, 0, 0)
+	if err != nil || f == nil || d == nil || f.Number != 3 || d.Number != 4 || !d.Delta || f.Delta ||
+		string(f.DER) != string([]byte{0x30, 3}) || !f.ThisUpdate.Equal(epoch) {
+		t.Errorf("LatestCRLs = %+v, %+v, %v; want full 3 and delta 4", f, d, err)
+	}
+	if f, d, err := cs.LatestCRLs(ctx, 3, 2); err != nil || f != nil || d == nil || d.Number != 4 {
+		t.Errorf("LatestCRLs(after full 3, delta 2) = %+v, %+v, %v; want only delta 4", f, d, err)
+	}
+	if lead, err := cs.LeadCRLs(ctx); err != nil || !lead {
+		t.Errorf("LeadCRLs of the only instance = %v, %v", lead, err)
+	}
+}

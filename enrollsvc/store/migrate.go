@@ -160,6 +160,17 @@ CREATE TABLE instances (
 	heartbeat TEXT NOT NULL
 ) WITHOUT ROWID;
 `},
+	{7, "the CRLs the instances serve", `
+-- Every CRL published (DER), so that each instance serves the newest one, whichever published it.
+CREATE TABLE crls (
+	kind        TEXT NOT NULL CHECK (kind IN ('full', 'delta')),
+	number      INTEGER NOT NULL,
+	this_update TEXT NOT NULL,
+	next_update TEXT NOT NULL,
+	der         BLOB NOT NULL,
+	PRIMARY KEY (kind, number)
+) WITHOUT ROWID;
+`},
 }
 
 // latestVersion is the schema version this code writes.

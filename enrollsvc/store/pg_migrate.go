@@ -171,6 +171,17 @@ CREATE TABLE instances (
 	heartbeat timestamptz NOT NULL
 );
 `},
+	{7, "the CRLs the instances serve", `
+-- Every CRL published (DER), so that each instance serves the newest one, whichever published it.
+CREATE TABLE crls (
+	kind        text NOT NULL CHECK (kind IN ('full', 'delta')),
+	number      bigint NOT NULL,
+	this_update timestamptz NOT NULL,
+	next_update timestamptz NOT NULL,
+	der         bytea NOT NULL,
+	PRIMARY KEY (kind, number)
+);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

@@ -62,6 +62,10 @@ type Postgres struct {
 	// mu guards closed; calls hold it for reading while they run, so Close waits for them.
 	mu     sync.RWMutex
 	closed bool
+
+	// crlMu guards crlConn, the connection holding the CRL publisher's lock (nil: not held).
+	crlMu   sync.Mutex
+	crlConn *pgxpool.Conn
 }
 
 var _ Store = (*Postgres)(nil)
@@ -70,6 +74,8 @@ var _ Store = (*Postgres)(nil)
 const (
 	pgLockMigrate int64 = 0x4145_5354_4f52_0001 // "AESTOR" 1
 	pgLockEvents  int64 = 0x4145_5354_4f52_0002
+	// pgLockCRL is held (session level, pg_try_advisory_lock) by the instance that publishes CRLs.
+	pgLockCRL int64 = 0x4145_5354_4f52_0003
 )
 
 const (
@@ -418,6 +424,12 @@ func (p *Postgres) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.crlMu.Lock()
+	if p.crlConn != nil {
+		p.crlConn.Release() // with the pool closed the connection closes, and the lock is released
+		p.crlConn = nil
+	}
+	p.crlMu.Unlock()
 	p.pool.Close()
 	return nil
 }

@@ -605,3 +605,28 @@ func TestPGOpenAccepts(t *testing.T) {
 		})
 	}
 }
+
+// Of two instances one publishes CRLs (the advisory lock), and keeps doing so; when it closes
+// the other one takes over.
+func TestPGCRLLeader(t *testing.T) {
+	db := pgtest.Shared(t).NewDatabase(t)
+	a, b := openPG(t, db), openPG(t, db)
+	ctx := context.Background()
+	for i := range 3 {
+		la, errA := a.LeadCRLs(ctx)
+		lb, errB := b.LeadCRLs(ctx)
+		if errA != nil || errB != nil || !la || lb {
+			t.Fatalf("round %d: A leads %v (%v), B leads %v (%v); want A only", i, la, errA, lb, errB)
+		}
+	}
+	a.Close() // the server releases A's lock once its backend has ended
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		lb, err := b.LeadCRLs(ctx)
+		if err == nil && lb {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B five seconds after A closed: leads %v, %v; want B", lb, err)
+		}
+	}
+}
