@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/aeagent/wsclient"
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
+	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
@@ -373,4 +376,74 @@ func TestPostgresOutageRiddenOut(t *testing.T) {
 		}
 	}
 	t.Logf("%d issued; %d clean failures (503) while PostgreSQL was down", len(issued), failures["clean"])
+}
+
+// With the directory (Samba) and two instances on one PostgreSQL: alice's request for a
+// PEND_ALL_REQUESTS template, held by A, approved on A, is delivered by B's QueryTokenStatus
+// (MS-WSTEP), once; join refuses to go without the directory's password.
+func TestHeldRequestAcrossInstances(t *testing.T) {
+	needSoftHSM(t)
+	dc := ldaptest.StartDC(t)
+	s := dc.Seed(t)
+	db := pgtest.Shared(t).NewDatabase(t)
+	storeArgs := []string{"--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile}
+	dirA := initDir(t, append(append(directoryFlags(t, dc, s), storeArgs...), "--instance", "a")...)
+	join := func(dir string, extra ...string) (string, string, error) {
+		return runBin(t, "enrollsvc", append(append([]string{"join", "--data", dir, "--token-from", filepath.Join(dirA, "hsm"),
+			"--instance", "b"}, storeArgs...), extra...)...)
+	}
+	if _, errOut, err := join(filepath.Join(t.TempDir(), "nopw")); err == nil || !strings.Contains(errOut, "--ldap-password-file") {
+		t.Errorf("join of a directory CA without the directory password: %v %s, want refused naming --ldap-password-file", err, errOut)
+	}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600)
+	dirB := filepath.Join(t.TempDir(), "b")
+	if out, errOut, err := join(dirB, "--ldap-password-file", pw); err != nil {
+		t.Fatalf("enrollsvc join: %v\n%s%s", err, out, errOut)
+	}
+	startServe(t, dirA)
+	startServe(t, dirB)
+	ctx := context.Background()
+	wsFor := func(dir string) (*wsclient.Client, string) {
+		w := newWSClient(t, dir, "E2E Root CA")
+		caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		c, err := wsclient.New(w.cep, wsclient.PasswordAuth{Username: s.Alice.UPN, Password: s.Alice.Password}, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, w.ces
+	}
+	wa, cesA := wsFor(dirA)
+	wb, cesB := wsFor(dirB)
+	der, _ := pem.Decode(rsaCSRPEM(t))
+	held, err := wa.Issue(ctx, cesA, der.Bytes, map[string]string{"CertificateTemplate": "PendUser"})
+	if err != nil || held.Status != wsclient.StatusPending || held.RequestID == 0 {
+		t.Fatalf("PendUser on A = %+v, %v; want pending", held, err)
+	}
+	if r, err := wb.QueryTokenStatus(ctx, cesB, held.RequestID); err != nil || r.Status != wsclient.StatusPending {
+		t.Errorf("B's QueryTokenStatus before approval = %+v, %v; want pending", r, err)
+	}
+	clA, err := apiclient.DialDataDir(dirA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approved, err := clA.Approve(ctx, held.RequestID)
+	if err != nil || approved.Status != "issued" {
+		t.Fatalf("approve on A = %+v, %v", approved, err)
+	}
+	got, err := wb.QueryTokenStatus(ctx, cesB, held.RequestID)
+	if err != nil || got.Status != wsclient.StatusIssued || got.Certificate == nil ||
+		certutil.SerialString(got.Certificate.SerialNumber) != approved.Serial {
+		t.Fatalf("B's QueryTokenStatus after approval on A = %+v, %v; want certificate %s", got, err, approved.Serial)
+	}
+	if again, err := wa.QueryTokenStatus(ctx, cesA, held.RequestID); err != nil || again.Certificate == nil ||
+		certutil.SerialString(again.Certificate.SerialNumber) != approved.Serial {
+		t.Errorf("A's QueryTokenStatus = %+v, %v; want the same certificate %s (issued once)", again, err, approved.Serial)
+	}
+	certs, err := clA.Certificates(ctx, apiclient.CertQuery{Account: "alice"})
+	if err != nil || len(certs) != 1 {
+		t.Errorf("alice's certificates = %d, %v; want the one approved", len(certs), err)
+	}
 }
