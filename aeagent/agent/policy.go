@@ -102,6 +102,14 @@ func (a *Agent) fetchPolicy(ctx context.Context, st *store.Store, c *wsclient.Cl
 	fetched := time.Now().Add(-policyMargin)
 	p, err := c.GetPolicies(ctx, last)
 	if err != nil {
+		// A policy server that does not answer leaves the cached policy in force until its
+		// nextUpdateHours ends (MS-XCEP 3.1.4.1.3.1): enrollment then goes to the enrollment
+		// services it lists, in order, whichever of them answers.
+		if cached != nil && unreachable(err) && time.Now().Before(cached.Fetched.Add(cachedPolicyLife(cached))) {
+			a.log.Warn("policy server unreachable; using the cached policy", "server", a.cfg.Server,
+				"fetched", cached.Fetched, "error", err)
+			return cached, nil
+		}
 		return nil, fmt.Errorf("fetching the policy from %s: %w", a.cfg.Server, err)
 	}
 	if p.NotChanged {
@@ -130,4 +138,13 @@ func planTemplates(ts []wsclient.Template) []plan.Template {
 			GeneralFlags: t.GeneralFlags, Supersedes: t.Supersedes, MinimalKeySize: t.MinimalKeySize})
 	}
 	return out
+}
+
+// cachedPolicyLife is how long a fetched policy stands when its server cannot be asked again: its
+// nextUpdateHours, or 8 hours when it had none.
+func cachedPolicyLife(c *cachedPolicy) time.Duration {
+	if c.NextUpdateHours > 0 {
+		return time.Duration(c.NextUpdateHours) * time.Hour
+	}
+	return 8 * time.Hour
 }

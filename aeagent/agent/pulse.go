@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -176,7 +177,7 @@ func (x *executor) enroll(ctx context.Context, act plan.Action) (string, error) 
 	if x.a.cfg.Auth == AuthCertificate {
 		return "", errors.New("a new request needs kerberos or password authentication: the certificate endpoints take renewals only")
 	}
-	url, err := x.pol.EnrollmentURL(t, x.a.authMode())
+	urls, err := x.enrollmentURLs(t)
 	if err != nil {
 		return "", err
 	}
@@ -188,7 +189,7 @@ func (x *executor) enroll(ctx context.Context, act plan.Action) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	return x.submit(ctx, t, x.client, url, csr, key)
+	return x.submit(ctx, t, x.client, urls, csr, key)
 }
 
 func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
@@ -215,7 +216,7 @@ func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
 		return "", fmt.Errorf("signing the renewal with the old key: %w", err)
 	}
 	client := x.client
-	url, err := x.pol.EnrollmentURL(t, x.a.authMode())
+	urls, err := x.enrollmentURLs(t)
 	if x.a.cfg.Auth == AuthCertificate {
 		// The certificate being renewed authenticates its own renewal.
 		if err == nil {
@@ -225,12 +226,49 @@ func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return x.submit(ctx, t, client, url, token, key)
+	return x.submit(ctx, t, client, urls, token, key)
 }
 
-// submit sends a request and installs, records as pending, or reports the refusal.
-func (x *executor) submit(ctx context.Context, t wsclient.Template, c *wsclient.Client, url string, token []byte, key crypto.Signer) (string, error) {
-	res, err := c.Issue(ctx, url, token, map[string]string{"CertificateTemplate": t.Name})
+// enrollmentURLs are the policy's CES URIs for t and this agent's authentication, in the order of
+// their priority (MS-XCEP 3.1.4.1.3.3: a lower number is preferred).
+func (x *executor) enrollmentURLs(t wsclient.Template) ([]string, error) {
+	var urls []string
+	for _, u := range x.pol.EnrollmentURLs(t, x.a.authMode()) {
+		urls = append(urls, u.URI)
+	}
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("no enrollment service with this agent's authentication for template %s", t.Name)
+	}
+	return urls, nil
+}
+
+// unreachable reports whether err says nothing answered at a CES URI, or that the service there
+// is unavailable (HTTP 5xx): the next URI is worth trying. A SOAP answer (a refusal, a fault about
+// the request, an authentication failure) is final: another instance of the same CA answers alike.
+func unreachable(err error) bool {
+	var we *wsclient.Error
+	if errors.As(err, &we) {
+		return we.StatusCode == http.StatusServiceUnavailable || we.StatusCode >= 500 && we.Code == ""
+	}
+	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// submit sends a request to the first of urls that answers (failing over to the next while they
+// are unreachable) and installs, records as pending, or reports the refusal.
+func (x *executor) submit(ctx context.Context, t wsclient.Template, c *wsclient.Client, urls []string, token []byte, key crypto.Signer) (string, error) {
+	var res *wsclient.Result
+	var err error
+	var url string
+	for i, u := range urls {
+		url = u
+		res, err = c.Issue(ctx, url, token, map[string]string{"CertificateTemplate": t.Name})
+		if err == nil || !unreachable(err) {
+			break
+		}
+		if i+1 < len(urls) {
+			x.a.log.Warn("enrollment service unreachable; trying the next one the policy lists", "url", url, "next", urls[i+1], "error", err)
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("requesting %s from %s: %w", t.Name, url, err)
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/aeagent/agent"
+	"github.com/enrollment-appliance/aeappliance/aeagent/plan"
 	"github.com/enrollment-appliance/aeappliance/aeagent/wsclient"
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
@@ -382,23 +384,12 @@ func TestPostgresOutageRiddenOut(t *testing.T) {
 // PEND_ALL_REQUESTS template, held by A, approved on A, is delivered by B's QueryTokenStatus
 // (MS-WSTEP), once; join refuses to go without the directory's password.
 func TestHeldRequestAcrossInstances(t *testing.T) {
-	needSoftHSM(t)
-	dc := ldaptest.StartDC(t)
-	s := dc.Seed(t)
-	db := pgtest.Shared(t).NewDatabase(t)
-	storeArgs := []string{"--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile}
-	dirA := initDir(t, append(append(directoryFlags(t, dc, s), storeArgs...), "--instance", "a")...)
-	join := func(dir string, extra ...string) (string, string, error) {
-		return runBin(t, "enrollsvc", append(append([]string{"join", "--data", dir, "--token-from", filepath.Join(dirA, "hsm"),
-			"--instance", "b"}, storeArgs...), extra...)...)
-	}
-	if _, errOut, err := join(filepath.Join(t.TempDir(), "nopw")); err == nil || !strings.Contains(errOut, "--ldap-password-file") {
+	s, dirA, join := directoryInstance(t)
+	if _, errOut, err := join(filepath.Join(t.TempDir(), "nopw"), false); err == nil || !strings.Contains(errOut, "--ldap-password-file") {
 		t.Errorf("join of a directory CA without the directory password: %v %s, want refused naming --ldap-password-file", err, errOut)
 	}
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600)
 	dirB := filepath.Join(t.TempDir(), "b")
-	if out, errOut, err := join(dirB, "--ldap-password-file", pw); err != nil {
+	if out, errOut, err := join(dirB, true); err != nil {
 		t.Fatalf("enrollsvc join: %v\n%s%s", err, out, errOut)
 	}
 	startServe(t, dirA)
@@ -446,4 +437,130 @@ func TestHeldRequestAcrossInstances(t *testing.T) {
 	if err != nil || len(certs) != 1 {
 		t.Errorf("alice's certificates = %d, %v; want the one approved", len(certs), err)
 	}
+}
+
+// Clients fail over: the MS-XCEP policy of A lists the enrollment services of A and of B (every
+// live instance), A's with the lower priority numbers; aeagent enrolls at A, and once A is killed
+// it renews at B, with the policy it cached (A's policy service is gone too).
+func TestAgentFailsOverToAnotherInstance(t *testing.T) {
+	s, dirA, join := directoryInstance(t)
+	dirB := filepath.Join(t.TempDir(), "b")
+	if out, errOut, err := join(dirB, true); err != nil {
+		t.Fatalf("enrollsvc join: %v\n%s%s", err, out, errOut)
+	}
+	startServe(t, dirB)
+	a := startServe(t, dirA)
+	wsA, wsB := newWSClient(t, dirA, "E2E Root CA"), newWSClient(t, dirB, "E2E Root CA")
+	ctx := context.Background()
+
+	// A's policy: A's services first, then B's.
+	caPEM, _ := os.ReadFile(filepath.Join(dirA, "ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	pc, err := wsclient.New(wsA.cep, wsclient.PasswordAuth{Username: s.Alice.UPN, Password: s.Alice.Password}, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := pc.GetPolicies(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, ok := pol.Template("AEUserV2")
+	if !ok {
+		t.Fatal("A's policy offers alice no AEUserV2")
+	}
+	// Each instance has two names (localhost, 127.0.0.1): A's two come first, then B's.
+	var got []string
+	prio := map[string]int{}
+	for _, u := range pol.EnrollmentURLs(tmpl, wsclient.AuthUsername) {
+		got = append(got, fmt.Sprintf("%d %s", u.Priority, u.URI))
+		prio[u.URI] = u.Priority
+	}
+	if len(got) != 4 || got[0] != "1 "+wsA.ces || prio[wsB.ces] <= 2 || prio[strings.Replace(wsA.ces, "localhost", "127.0.0.1", 1)] != 2 {
+		t.Fatalf("A's policy lists for alice's password enrollment %q, want A's services at priorities 1 and 2, then B's", got)
+	}
+
+	// aeagent for alice, against A's policy service.
+	alicePW := filepath.Join(t.TempDir(), "alice-pw")
+	os.WriteFile(alicePW, []byte(s.Alice.Password+"\n"), 0o600)
+	store := filepath.Join(t.TempDir(), "alice")
+	clk := &agentClock{t: time.Now()}
+	ag, err := agent.New(agent.Config{Server: wsA.cep, Auth: agent.AuthPassword, User: s.Alice.UPN, PasswordFile: alicePW,
+		CAFile: filepath.Join(dirA, "ca.pem"), Store: store, Context: agent.ContextUser}, agent.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ag.Pulse(ctx)
+	if err != nil || !rep.Changed {
+		t.Fatalf("the first pulse (both instances up) = %+v, %v", rep, err)
+	}
+	st, err := ag.Status(ctx)
+	if err != nil || len(st.Certificates) != 1 {
+		t.Fatalf("alice's store after the first pulse: %+v, %v", st, err)
+	}
+	first := st.Certificates[0]
+
+	// A dies; at the start of the renewal period the agent renews at B.
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.done
+	if first.RenewAt.IsZero() {
+		t.Fatalf("alice's certificate has no renewal time: %+v", first)
+	}
+	clk.Set(first.RenewAt)
+	rep, err = ag.Pulse(ctx)
+	if err != nil {
+		t.Fatalf("the pulse with A down: %v (%+v)", err, rep)
+	}
+	st, err = ag.Status(ctx)
+	if err != nil || len(st.Certificates) != 1 || st.Certificates[0].Serial == first.Serial {
+		t.Fatalf("alice's store after renewing with A down: %+v, %v; want a new certificate", st, err)
+	}
+	renewed := false
+	for _, o := range rep.Outcomes {
+		renewed = renewed || o.Action.Kind == plan.Renew && o.Error == ""
+	}
+	if !renewed {
+		t.Errorf("the pulse with A down did %+v, want a renewal", rep.Outcomes)
+	}
+	clB, err := apiclient.DialDataDir(dirB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clB.Certificate(ctx, st.Certificates[0].Serial); err != nil {
+		t.Errorf("the renewed certificate %s is not in the shared store: %v", st.Certificates[0].Serial, err)
+	}
+}
+
+// agentClock is aeagent's injected decision clock.
+type agentClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *agentClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *agentClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// directoryInstance makes instance "a" of a CA with the sample Samba domain's policy and a store
+// in a new PostgreSQL database; join makes instance "b" of it in dir (with the directory's
+// password when withPassword), running enrollsvc join with a copy of a's token.
+func directoryInstance(t *testing.T) (s *ldaptest.Sample, dirA string, join func(dir string, withPassword bool) (string, string, error)) {
+	t.Helper()
+	needSoftHSM(t)
+	dc := ldaptest.StartDC(t)
+	s = dc.Seed(t)
+	db := pgtest.Shared(t).NewDatabase(t)
+	storeArgs := []string{"--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile}
+	dirA = initDir(t, append(append(directoryFlags(t, dc, s), storeArgs...), "--instance", "a")...)
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(s.SvcEnroll.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	join = func(dir string, withPassword bool) (string, string, error) {
+		args := append([]string{"join", "--data", dir, "--token-from", filepath.Join(dirA, "hsm"), "--instance", "b"}, storeArgs...)
+		if withPassword {
+			args = append(args, "--ldap-password-file", pw)
+		}
+		return runBin(t, "enrollsvc", args...)
+	}
+	return s, dirA, join
 }

@@ -131,6 +131,39 @@ func (rt *Runtime) followRevocations(ctx context.Context, now time.Time, seen ma
 	}
 }
 
+// peersTTL is how long the list of the other instances' enrollment URLs is kept between policy
+// requests.
+const peersTTL = 5 * time.Second
+
+// peerEnrollURLs are the enrollment web services of the other live instances sharing the store,
+// for the MS-XCEP policy (cached for peersTTL; on a store error, the last list).
+func (rt *Runtime) peerEnrollURLs(ctx context.Context) []string {
+	cs, ok := rt.Store.(store.ClusterStore)
+	if !ok || rt.Config.Postgres == nil {
+		return nil
+	}
+	rt.peers.mu.Lock()
+	defer rt.peers.mu.Unlock()
+	now := time.Now()
+	if now.Sub(rt.peers.at) < peersTTL {
+		return rt.peers.urls
+	}
+	list, err := cs.ListInstances(ctx)
+	if err != nil {
+		rt.Log.Warn("listing the other instances for the policy", "error", err)
+		return rt.peers.urls
+	}
+	me := rt.InstanceName()
+	var urls []string
+	for _, in := range list {
+		if in.Name != me && now.Sub(in.Heartbeat) < liveFor {
+			urls = append(urls, in.EnrollURLs...)
+		}
+	}
+	rt.peers.urls, rt.peers.at = urls, now
+	return urls
+}
+
 // ClusterStatus is what aectl cluster status shows: the store and every instance on it.
 func (rt *Runtime) ClusterStatus(ctx context.Context) (apiclient.Cluster, error) {
 	st := apiclient.Cluster{Instance: rt.InstanceName(), Store: "sqlite"}

@@ -57,6 +57,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 	addr := ln.Addr().String()
 	_, port, _ := net.SplitHostPort(addr)
 	var bases []string
+	defer func() { rt.enrollBases = bases }()
 	for _, h := range e.Hostnames {
 		if port == "443" {
 			bases = append(bases, "https://"+h)
@@ -77,7 +78,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		return "", nil, err
 	}
 	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.passwordGuard(lim), Kerberos: rt.kerberos, KerberosRealms: realms,
-		Recorder: rt.Recorder, CACert: rt.CACert, CAName: rt.Config.CAName, BaseURLs: bases, CMCSigner: rt.Key, Logger: rt.Log,
+		Recorder: rt.Recorder, CACert: rt.CACert, CAName: rt.Config.CAName, BaseURLs: bases, Peers: rt.peerEnrollURLs, CMCSigner: rt.Key, Logger: rt.Log,
 		PolicyID: policyID(rt.CACert.Raw), Proxies: lim.proxies, PerSource: lim.enrollSource, PerAccount: lim.enrollAccount})
 	if err != nil {
 		ln.Close()

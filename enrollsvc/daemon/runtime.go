@@ -47,6 +47,14 @@ type Runtime struct {
 	healthy    atomic.Bool    // the monitor's last verdict: what the unauthenticated health check serves
 	revocation *revocation    // nil without CRL distribution and SCEP
 	kerberos   *kerberosAuth  // nil without the enrollment web services
+	// enrollBases are this instance's enrollment web services base URLs (once they listen);
+	// peers caches the other instances' (peerEnrollURLs).
+	enrollBases []string
+	peers       struct {
+		mu   sync.Mutex
+		urls []string
+		at   time.Time
+	}
 
 	limitsOnce sync.Once
 	limits     *limits // limitsOf

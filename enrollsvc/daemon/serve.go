@@ -241,6 +241,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	in := store.Instance{Name: rt.InstanceName(), Version: o.Version, Started: rt.Started, Addresses: []string{"https://" + addr}}
 	if enrollDone != nil {
 		in.Addresses = append(in.Addresses, "https://"+enrollAddr)
+		in.EnrollURLs = rt.enrollBases
 	}
 	if httpDone != nil {
 		in.Addresses = append(in.Addresses, "http://"+httpAddr)

@@ -22,11 +22,14 @@ type Cluster struct {
 
 // Instance is one appliance (or enrollsvc) serving from the store, as it last said.
 type Instance struct {
-	Name      string    `json:"name"`
-	Version   string    `json:"version"`
-	Addresses []string  `json:"addresses"` // the URLs it serves on
-	Started   time.Time `json:"started"`
-	Heartbeat time.Time `json:"heartbeat"`
+	Name      string   `json:"name"`
+	Version   string   `json:"version"`
+	Addresses []string `json:"addresses"` // the URLs it serves on
+	// EnrollURLs are the base URLs of its enrollment web services as clients reach them
+	// (https://host[:port], MS-XCEP CA URIs are under them).
+	EnrollURLs []string  `json:"enroll_urls,omitempty"`
+	Started    time.Time `json:"started"`
+	Heartbeat  time.Time `json:"heartbeat"`
 }
 
 // ClusterStore is the part of the store that knows the CA and the instances sharing it.
@@ -103,10 +106,15 @@ func (s *core) Heartbeat(ctx context.Context, in Instance) error {
 	if err != nil {
 		return err
 	}
+	enroll, err := json.Marshal(append([]string{}, in.EnrollURLs...))
+	if err != nil {
+		return err
+	}
 	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
-		_, err := tx.exec(ctx, `INSERT INTO instances (name, version, addresses, started, heartbeat) VALUES (?, ?, ?, ?, ?)
+		_, err := tx.exec(ctx, `INSERT INTO instances (name, version, addresses, started, heartbeat, enroll_urls) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET version = excluded.version, addresses = excluded.addresses,
-			started = excluded.started, heartbeat = excluded.heartbeat`, in.Name, in.Version, string(addrs), in.Started, in.Heartbeat)
+			started = excluded.started, heartbeat = excluded.heartbeat, enroll_urls = excluded.enroll_urls`,
+			in.Name, in.Version, string(addrs), in.Started, in.Heartbeat, string(enroll))
 		if err != nil {
 			return fmt.Errorf("store: instance %s: %w", in.Name, err)
 		}
@@ -120,16 +128,22 @@ func (s *core) ListInstances(ctx context.Context) ([]Instance, error) {
 	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
 		return eachRow(ctx, db, func(row scanner) error {
 			var in Instance
-			var addrs string
-			if err := row.Scan(&in.Name, &in.Version, &addrs, &in.Started, &in.Heartbeat); err != nil {
+			var addrs, enroll string
+			if err := row.Scan(&in.Name, &in.Version, &addrs, &in.Started, &in.Heartbeat, &enroll); err != nil {
 				return err
 			}
 			if err := json.Unmarshal([]byte(addrs), &in.Addresses); err != nil {
 				return fmt.Errorf("instance %s: addresses: %w", in.Name, err)
 			}
+			if err := json.Unmarshal([]byte(enroll), &in.EnrollURLs); err != nil {
+				return fmt.Errorf("instance %s: enrollment URLs: %w", in.Name, err)
+			}
+			if len(in.EnrollURLs) == 0 {
+				in.EnrollURLs = nil
+			}
 			out = append(out, in)
 			return nil
-		}, "SELECT name, version, addresses, started, heartbeat FROM instances ORDER BY name")
+		}, "SELECT name, version, addresses, started, heartbeat, enroll_urls FROM instances ORDER BY name")
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: listing instances: %w", err)

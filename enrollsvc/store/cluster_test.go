@@ -47,7 +47,8 @@ func testClusterAndInstances(t *testing.T, s Store) {
 		t.Errorf("events of InitCluster: %d, %v; want one (the first recording)", len(evs), err)
 	}
 
-	a := Instance{Name: "a", Version: "1.0", Addresses: []string{"https://a:9443"}, Started: epoch, Heartbeat: epoch.Add(time.Second)}
+	a := Instance{Name: "a", Version: "1.0", Addresses: []string{"https://a:9443"}, Started: epoch, Heartbeat: epoch.Add(time.Second),
+		EnrollURLs: []string{"https://a.corp.example.test"}}
 	b := Instance{Name: "b", Version: "1.0", Addresses: []string{}, Started: epoch, Heartbeat: epoch.Add(2 * time.Second)}
 	for _, in := range []Instance{a, b} {
 		if err := cs.Heartbeat(ctx, in); err != nil {

@@ -171,6 +171,11 @@ CREATE TABLE crls (
 	PRIMARY KEY (kind, number)
 ) WITHOUT ROWID;
 `},
+	{8, "instances name their enrollment web services", `
+-- The base URLs (https://host[:port]) of an instance's enrollment web services, which the
+-- MS-XCEP policy of every instance lists, so that clients fail over.
+ALTER TABLE instances ADD COLUMN enroll_urls TEXT NOT NULL DEFAULT '[]';
+`},
 }
 
 // latestVersion is the schema version this code writes.

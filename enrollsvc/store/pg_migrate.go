@@ -182,6 +182,11 @@ CREATE TABLE crls (
 	PRIMARY KEY (kind, number)
 );
 `},
+	{8, "instances name their enrollment web services", `
+-- The base URLs (https://host[:port]) of an instance's enrollment web services, which the
+-- MS-XCEP policy of every instance lists, so that clients fail over.
+ALTER TABLE instances ADD COLUMN enroll_urls text NOT NULL DEFAULT '[]';
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -43,7 +44,11 @@ func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
 		return
 	}
 	ca := xcep.CA{Certificate: s.cfg.CACert.Raw, EnrollPermission: true, ReferenceID: 0}
-	for i, base := range s.cfg.BaseURLs {
+	bases := s.cfg.BaseURLs
+	if s.cfg.Peers != nil {
+		bases = append(slices.Clone(bases), s.cfg.Peers(c.r.Context())...)
+	}
+	for i, base := range bases {
 		if s.cfg.Kerberos != nil && s.cfg.Kerberos.Ready() {
 			ca.URIs = append(ca.URIs, xcep.CAURI{ClientAuthentication: xcep.AuthKerberos,
 				URI: base + CESPath(s.cfg.CAName, "Kerberos"), Priority: i + 1})

@@ -70,6 +70,10 @@ type Config struct {
 	CACert   *x509.Certificate
 	CAName   string   // the CA's name in the CES paths (<CA>_CES_<auth>)
 	BaseURLs []string // https://host[:port] for each configured host name, in order of preference
+	// Peers, when set, returns the base URLs of the other live instances of this CA (a shared
+	// store), listed in the policy after this instance's with greater priority numbers, so that
+	// clients try them when this one is down (MS-XCEP 3.1.4.1.3.3, CAURI priority).
+	Peers func(ctx context.Context) []string
 	// CMCSigner signs the CMC responses of issued requests, as AD CS does with the CA key.
 	CMCSigner crypto.Signer
 	Logger    *slog.Logger
