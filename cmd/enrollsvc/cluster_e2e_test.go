@@ -564,3 +564,109 @@ func directoryInstance(t *testing.T) (s *ldaptest.Sample, dirA string, join func
 	}
 	return s, dirA, join
 }
+
+// enrollsvc store migrate moves a running single appliance's history into PostgreSQL: refused
+// while the service answers; once stopped, every certificate, request, event, revocation and the
+// CRL number move and the counts are checked; served from PostgreSQL the service answers as before
+// (a revoked certificate is revoked in its OCSP answer, the CRL number goes on growing) and goes on
+// issuing; a second move into the same database is refused.
+func TestStoreMigrate(t *testing.T) {
+	needSoftHSM(t)
+	port := freePort(t)
+	base := "http://127.0.0.1:" + port
+	dir := initDir(t, "--http-url", base, "--http-listen", "127.0.0.1:"+port)
+	srv := startServe(t, dir)
+	cl, err := apiclient.DialDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	csr := newCSR(t, "migrate.example.test")
+	var serials []string
+	for range 20 {
+		res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: csr, Profile: "server"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, res.Serial)
+	}
+	if c, err := cl.Revoke(ctx, serials[3], "keyCompromise"); err != nil || c.Status != "revoked" {
+		t.Fatalf("revoke: %+v, %v", c, err)
+	}
+	revoked, err := cl.Certificate(ctx, serials[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := cl.PublishCRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evBefore, err := cl.Events(ctx, apiclient.EventQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	db := pgtest.Shared(t).NewDatabase(t)
+	args := []string{"store", "migrate", "--from", dir, "--to", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile}
+	if _, errOut, err := runBin(t, "enrollsvc", args...); err == nil || !strings.Contains(errOut, "the service is running") {
+		t.Errorf("store migrate while serving: %v %s, want refused", err, errOut)
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	<-srv.done
+	out, errOut, err := runBin(t, "enrollsvc", args...)
+	if err != nil || !strings.Contains(out, fmt.Sprintf("certificates       %d\n", before.Store.Certificates)) {
+		t.Fatalf("store migrate: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("%s", out)
+	if cfg, err := os.ReadFile(filepath.Join(dir, "config.json")); err != nil || !strings.Contains(string(cfg), `"postgres"`) ||
+		strings.Contains(string(cfg), `"store": "enrollsvc.db"`) || strings.Contains(string(cfg), db.Password) {
+		t.Errorf("config.json after the move: %v\n%s", err, cfg)
+	}
+
+	startServe(t, dir)
+	cl, err = apiclient.DialDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := cl.Status(ctx)
+	if err != nil || after.Store.Certificates != before.Store.Certificates {
+		t.Errorf("certificates after the move: %+v, %v; want %d", after.Store, err, before.Store.Certificates)
+	}
+	var cs apiclient.Cluster
+	aectlJSON(t, dir, &cs, "cluster", "status")
+	if !strings.HasPrefix(cs.Store, "postgresql ") || !cs.StoreOK {
+		t.Errorf("cluster status after the move = %+v", cs)
+	}
+	evAfter, err := cl.Events(ctx, apiclient.EventQuery{Limit: 1000})
+	if err != nil || len(evAfter) < len(evBefore) {
+		t.Fatalf("events after the move: %d (%v), want at least the %d before", len(evAfter), err, len(evBefore))
+	}
+	for i, e := range evBefore {
+		if evAfter[i].Seq != e.Seq || evAfter[i].ID != e.ID || evAfter[i].Message != e.Message {
+			t.Errorf("event %d after the move = %+v, want %+v", i, evAfter[i], e)
+			break
+		}
+	}
+	certFile := filepath.Join(t.TempDir(), "revoked.pem")
+	os.WriteFile(certFile, []byte(revoked.PEM), 0o600)
+	caFile := filepath.Join(dir, "ca.pem")
+	if out, err := exec.Command("openssl", "ocsp", "-issuer", caFile, "-cert", certFile, "-url", base+"/ocsp", "-CAfile", caFile).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), certFile+": revoked") {
+		t.Errorf("OCSP for the certificate revoked before the move: %v\n%s", err, out)
+	}
+	next, err := cl.PublishCRL(ctx)
+	if err != nil || next.Number <= crl.DeltaNumber || next.Entries != 1 {
+		t.Errorf("a CRL after the move = %+v, %v; want a number above %d listing the one revocation", next, err, crl.DeltaNumber)
+	}
+	if res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: csr, Profile: "server"}); err != nil || res.Serial == "" {
+		t.Errorf("issuing after the move: %+v, %v", res, err)
+	}
+	if _, errOut, err := runBin(t, "enrollsvc", "store", "migrate", "--from", initDir(t), "--to", db.URL, "--store-ca-file", db.CAFile,
+		"--store-password-file", db.PasswordFile); err == nil || !strings.Contains(errOut, "must be empty") {
+		t.Errorf("a second move into the same database: %v %s, want refused", err, errOut)
+	}
+}

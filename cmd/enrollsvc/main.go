@@ -56,6 +56,8 @@ Usage:
                                                                     step by step (the appliance's)
   enrollsvc join  --data DIR --store-url URL [flags]                one more instance of the CA
                                                                     whose store is PostgreSQL
+  enrollsvc store migrate --from DIR --to URL [flags]               move a SQLite store's history
+                                                                    into PostgreSQL
   enrollsvc relay --listen ADDR --socket PATH [flags]               the provisioning API's
                                                                     unprivileged network front
   enrollsvc version                                                 print the version
@@ -79,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdRelay(args[1:], stdout, stderr)
 	case "join":
 		return cmdJoin(args[1:], stdout, stderr)
+	case "store":
+		return cmdStore(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil

@@ -85,6 +85,8 @@ const (
 	ClusterCARecorded ID = 3050
 	// InstanceRefused: an instance refused to serve from the shared store (another version).
 	InstanceRefused ID = 3051
+	// StoreMigrated: a single appliance's SQLite history was moved into PostgreSQL.
+	StoreMigrated ID = 3052
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
@@ -142,6 +144,7 @@ func init() {
 	def(EnrollAuthRefused, "enrollment web service authentication refused", Admin, slog.LevelWarn)
 	def(FirmwareInstalled, "firmware update installed for the next boot", Admin, slog.LevelInfo)
 	def(ClusterCARecorded, "the store records the CA its instances serve", Admin, slog.LevelInfo)
+	def(StoreMigrated, "the store was moved from SQLite to PostgreSQL", Admin, slog.LevelInfo)
 	def(InstanceRefused, "an instance of another version refused to serve", Operational, slog.LevelError)
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
