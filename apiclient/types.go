@@ -238,11 +238,16 @@ type DenyRequest struct {
 
 // Cluster is GET /api/v1/cluster: the store and the instances serving from it.
 type Cluster struct {
-	Instance   string     `json:"instance"` // the one that answered
-	Store      string     `json:"store"`    // "sqlite" or "postgresql postgres://..."
-	StoreOK    bool       `json:"store_ok"`
-	StoreError string     `json:"store_error,omitempty"`
-	Instances  []Instance `json:"instances"`
+	Instance   string `json:"instance"` // the one that answered
+	Store      string `json:"store"`    // "sqlite" or "postgresql postgres://..."
+	StoreOK    bool   `json:"store_ok"`
+	StoreError string `json:"store_error,omitempty"`
+	// What the PostgreSQL server says: its version, which instance publishes the CRLs (holds the
+	// lock), its streaming replicas and their replay lag ("name state lag").
+	DatabaseVersion string     `json:"database_version,omitempty"`
+	CRLPublisher    string     `json:"crl_publisher,omitempty"`
+	Replicas        []string   `json:"replicas,omitempty"`
+	Instances       []Instance `json:"instances"`
 }
 
 // Instance is one instance serving from the store.

@@ -29,6 +29,19 @@ func clusterCommand(fs *flag.FlagSet) runner {
 				store = "NOT REACHABLE: " + st.StoreError
 			}
 			fmt.Fprintf(w, "Store:\t%s, %s (asked %s)\n", st.Store, store, st.Instance)
+			if st.DatabaseVersion != "" {
+				pub := st.CRLPublisher
+				if pub == "" {
+					pub = "none holds the lock now"
+				}
+				fmt.Fprintf(w, "Database:\tPostgreSQL %s; CRL publisher: %s\n", st.DatabaseVersion, pub)
+				if len(st.Replicas) == 0 {
+					fmt.Fprintf(w, "Replicas:\tnone reported\n")
+				}
+				for _, r := range st.Replicas {
+					fmt.Fprintf(w, "Replica:\t%s\n", r)
+				}
+			}
 			fmt.Fprintln(w, "INSTANCE\tVERSION\tSTATE\tLAST HEARTBEAT\tSTARTED\tADDRESSES")
 			for _, in := range st.Instances {
 				state := "down"

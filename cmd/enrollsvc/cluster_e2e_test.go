@@ -198,8 +198,9 @@ func TestTwoInstancesOnePostgres(t *testing.T) {
 	// Both instances, live, one version.
 	var cs apiclient.Cluster
 	aectlJSON(t, dirB, &cs, "cluster", "status")
-	if !cs.StoreOK || !strings.HasPrefix(cs.Store, "postgresql ") || len(cs.Instances) != 2 || cs.Instance != "b" {
-		t.Fatalf("aectl cluster status = %+v", cs)
+	if !cs.StoreOK || !strings.HasPrefix(cs.Store, "postgresql ") || len(cs.Instances) != 2 || cs.Instance != "b" ||
+		!strings.HasPrefix(cs.DatabaseVersion, "15") || (cs.CRLPublisher != "a" && cs.CRLPublisher != "b") {
+		t.Fatalf("aectl cluster status = %+v; want both instances, PostgreSQL 15 and the CRL publisher named", cs)
 	}
 	for _, in := range cs.Instances {
 		if !in.Live || in.Version != cs.Instances[0].Version || len(in.Addresses) < 2 {

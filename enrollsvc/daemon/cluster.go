@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
@@ -173,6 +174,17 @@ func (rt *Runtime) ClusterStatus(ctx context.Context) (apiclient.Cluster, error)
 	st.StoreOK = true
 	if err := rt.Store.Ping(ctx); err != nil {
 		st.StoreOK, st.StoreError = false, err.Error()
+	}
+	if pg, ok := rt.Store.(*store.Postgres); ok && st.StoreOK {
+		if info, err := pg.ServerInfo(ctx); err == nil {
+			st.DatabaseVersion = info.Version
+			st.CRLPublisher = strings.TrimPrefix(info.CRLPublisher, "enrollsvc/")
+			for _, r := range info.Replicas {
+				st.Replicas = append(st.Replicas, fmt.Sprintf("%s %s lag %s", r.Name, r.State, r.ReplayLag.Round(time.Millisecond)))
+			}
+		} else {
+			rt.Log.Warn("asking the database server for the cluster status", "error", err)
+		}
 	}
 	cs, ok := rt.Store.(store.ClusterStore)
 	if !ok {

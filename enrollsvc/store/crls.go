@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // StoredCRL is one CRL as published (RFC 5280 §5): a full CRL or a delta CRL, by its number.
@@ -123,4 +125,58 @@ func (p *Postgres) LeadCRLs(ctx context.Context) (bool, error) {
 		return nil
 	})
 	return lead, err
+}
+
+// ServerInfo is what the PostgreSQL server says about the instances' shared database.
+type ServerInfo struct {
+	Version string // server_version
+	// CRLPublisher is the application name ("enrollsvc/NAME") of the session holding the CRL
+	// publisher's lock; "" when none holds it.
+	CRLPublisher string
+	// Replicas are the standbys streaming from this server (pg_stat_replication), with their lag.
+	Replicas []Replica
+}
+
+// Replica is one standby of the database server.
+type Replica struct {
+	Name      string        // application_name of the standby's WAL receiver
+	State     string        // streaming, catchup, ...
+	ReplayLag time.Duration // how far behind it replays (0 when the server does not know)
+}
+
+// ServerInfo asks the server for its version, the CRL publisher's session and its replicas.
+// Reading pg_stat_replication's details needs the pg_monitor role; without it they read empty.
+func (p *Postgres) ServerInfo(ctx context.Context) (ServerInfo, error) {
+	var info ServerInfo
+	err := p.run(func() error {
+		if err := p.pool.QueryRow(ctx, "SHOW server_version").Scan(&info.Version); err != nil {
+			return err
+		}
+		err := p.pool.QueryRow(ctx, `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1`,
+			pgLockCRL>>32, pgLockCRL&0xffffffff).Scan(&info.CRLPublisher)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		rows, err := p.pool.Query(ctx, `SELECT COALESCE(application_name, ''), COALESCE(state, ''),
+			COALESCE(EXTRACT(EPOCH FROM replay_lag), 0)::float8 FROM pg_stat_replication ORDER BY application_name`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r Replica
+			var lag float64
+			if err := rows.Scan(&r.Name, &r.State, &lag); err != nil {
+				return err
+			}
+			r.ReplayLag = time.Duration(lag * float64(time.Second))
+			info.Replicas = append(info.Replicas, r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return ServerInfo{}, fmt.Errorf("store: asking the database server: %w", err)
+	}
+	return info, nil
 }

@@ -51,6 +51,9 @@ type PGConfig struct {
 	ClientCertFile, ClientKeyFile string
 	// MaxConns bounds the connection pool; 0 means 10.
 	MaxConns int32
+	// Instance names this instance to the server (application_name "enrollsvc/NAME"), so that
+	// the server's views say which instance holds a lock; "" leaves "enrollsvc".
+	Instance string
 }
 
 // Postgres is the Store kept in a PostgreSQL database, which several instances may share.
@@ -206,6 +209,9 @@ func pgPoolConfig(cfg PGConfig) (pcfg *pgxpool.Config, where string, secret []st
 	rp["synchronous_commit"] = "on" // a write is durable when it returns, whatever the server's default
 	if rp["application_name"] == "" {
 		rp["application_name"] = "enrollsvc"
+		if cfg.Instance != "" {
+			rp["application_name"] = "enrollsvc/" + cfg.Instance
+		}
 	}
 	return pcfg, where, secret, nil
 }

@@ -630,3 +630,25 @@ func TestPGCRLLeader(t *testing.T) {
 		}
 	}
 }
+
+// The server names the instance holding the CRL publisher's lock (by its application_name).
+func TestPGServerInfo(t *testing.T) {
+	db := pgtest.Shared(t).NewDatabase(t)
+	cfg := pgConfig(db)
+	cfg.Instance = "node-a"
+	a, err := OpenPostgres(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	if info, err := a.ServerInfo(ctx); err != nil || info.CRLPublisher != "" || !strings.HasPrefix(info.Version, "15") {
+		t.Fatalf("ServerInfo before any lead = %+v, %v", info, err)
+	}
+	if lead, err := a.LeadCRLs(ctx); err != nil || !lead {
+		t.Fatal(lead, err)
+	}
+	if info, err := a.ServerInfo(ctx); err != nil || info.CRLPublisher != "enrollsvc/node-a" {
+		t.Errorf("ServerInfo while node-a leads = %+v, %v", info, err)
+	}
+}
