@@ -146,6 +146,27 @@ func (a *Appliance) cmdDirectory(ctx context.Context, args []string, w io.Writer
 	return printTo(w)(a.steps().Directory(ctx, d))
 }
 
+// cmdStore checks and saves the shared PostgreSQL store: the role's password and the server's
+// CA are asked for (a client certificate is given over the provisioning API).
+func (a *Appliance) cmdStore(ctx context.Context, args []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	pw, err := a.con.Ask("Password of the database role: ", true)
+	if err != nil {
+		return err
+	}
+	lines, err := a.con.AskLines("Paste the CA certificate of the database server (PEM), then an empty line:", 2000)
+	if err != nil {
+		return err
+	}
+	s := provisioning.Store{URL: args[0], Password: pw}
+	if len(lines) > 0 {
+		s.CAPEM = []byte(strings.Join(lines, "\n") + "\n")
+	}
+	return printTo(w)(a.steps().Store(ctx, s))
+}
+
 // cmdFinish writes the service's configuration for the management address and starts it.
 func (a *Appliance) cmdFinish(ctx context.Context, _ []string, w io.Writer) error {
 	t := time.Now()

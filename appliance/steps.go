@@ -126,6 +126,32 @@ func (s steps) Directory(ctx context.Context, d provisioning.Directory) (provisi
 	return s.report(ctx, call, err)
 }
 
+// Store checks and saves the shared PostgreSQL store's settings, its PEM files handed to the
+// step in temporary files.
+func (s steps) Store(ctx context.Context, st provisioning.Store) (provisioning.Report, error) {
+	var files stepcmd.StoreFiles
+	for _, f := range []struct {
+		b   []byte
+		dst *string
+	}{{st.CAPEM, &files.CA}, {st.ClientCertPEM, &files.ClientCert}, {st.ClientKeyPEM, &files.ClientKey}} {
+		if len(f.b) == 0 {
+			continue
+		}
+		tf, err := os.CreateTemp("", "store-*.pem")
+		if err != nil {
+			return provisioning.Report{}, err
+		}
+		defer os.Remove(tf.Name())
+		_, werr := tf.Write(f.b)
+		if err := errors.Join(werr, tf.Chmod(0o600), tf.Close()); err != nil {
+			return provisioning.Report{}, err
+		}
+		*f.dst = tf.Name()
+	}
+	call, err := stepcmd.Store(st, files)
+	return s.report(ctx, call, err)
+}
+
 // Finish writes the service's configuration for the management address: the API there,
 // the plain-HTTP listener on port 80 named by the host name (or the address), and with a
 // directory the enrollment web services on 443.

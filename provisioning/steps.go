@@ -13,7 +13,8 @@ const (
 	StepKey        = "key"        // 4. the CA key in the token
 	StepCA         = "ca"         // 5. the CA certificate, one of the three ways below
 	StepDirectory  = "directory"  // 6. Active Directory (optional)
-	StepFinish     = "finish"     // 7. write the service's configuration: it can start
+	StepStore      = "store"      // 7. a PostgreSQL store several appliances share (optional)
+	StepFinish     = "finish"     // 8. write the service's configuration: it can start
 )
 
 // The three ways of step ca. Each is a command of its own (`provision selfsigned`,

@@ -38,6 +38,9 @@ type State struct {
 	Key       *KeyState         `json:"key,omitempty"`
 	CA        *CAState          `json:"ca,omitempty"`
 	Directory *config.Directory `json:"directory,omitempty"`
+	// Store is the shared PostgreSQL store's section (its files in the data directory); nil: the
+	// appliance's own SQLite file.
+	Store *config.Postgres `json:"store,omitempty"`
 }
 
 // TokenState is the initialised token.
@@ -65,6 +68,16 @@ type CAState struct {
 	Issuer    string    `json:"issuer,omitempty"`
 	NotAfter  time.Time `json:"not_after,omitzero"`
 	SHA256    string    `json:"sha256,omitempty"`
+}
+
+// Store is the store step's input: a PostgreSQL database (TLS required, verified against CAPEM)
+// and the role's password or a client certificate and key.
+type Store struct {
+	URL           string // postgres://ROLE@HOST[:PORT]/DATABASE, no password in it
+	Password      string
+	CAPEM         []byte
+	ClientCertPEM []byte
+	ClientKeyPEM  []byte
 }
 
 // Directory is the directory step's input.

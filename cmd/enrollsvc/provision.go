@@ -31,6 +31,9 @@ Steps:
                                   (PEM, stdin by default); checked against the key and verified
   directory --ldap-url U --ldap-bind-user B --ca-cn CN [--ldap-ca-file F] [--ldap-server-name DC]
                                   Active Directory settings, checked by a bind; stdin: password
+  store --store-url U --store-ca-file F [--store-client-cert F --store-client-key F]
+                                  a PostgreSQL store several appliances share, checked by a
+                                  connection (TLS verified); stdin: the role's password
   finish [--api-listen A] [--http-url U --http-listen A] [--enroll-listen A --hostname H...]
                                   write the service configuration: the service can start
 
@@ -111,6 +114,10 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		}
 	case provisioning.StepDirectory:
 		if r, err = c.Directory(ctx, req.Directory); err != nil {
+			return err
+		}
+	case provisioning.StepStore:
+		if r, err = c.Store(ctx, req.Store); err != nil {
 			return err
 		}
 	case provisioning.StepFinish:

@@ -727,6 +727,9 @@ func (c *Ceremony) Finish(ctx context.Context, o FinishOptions) (Report, error) 
 			TokenFile: config.APITokenFile, TokenHash: hex.EncodeToString(sum[:])},
 		CRLURLs: io.CRLURLs, OCSPURLs: io.OCSPURLs, CAIssuerURLs: io.CAIssuerURLs, Directory: st.Directory,
 		Instance: o.Instance}
+	if o.Postgres == nil && st.Store != nil {
+		o.Postgres = st.Store // the store step's settings, files in place
+	}
 	if o.Postgres != nil {
 		cfg.Store, cfg.Postgres = "", o.Postgres
 	}
@@ -802,6 +805,7 @@ func (c *Ceremony) Progress() ([]Step, error) {
 	}
 	steps := []Step{{Name: StepToken, Detail: "not initialised"}, {Name: StepKey, Detail: "not generated"},
 		{Name: StepCA, Detail: "no CA certificate"}, {Name: StepDirectory, Detail: "not configured (optional)"},
+		{Name: StepStore, Detail: "this appliance's own (SQLite); PostgreSQL for several (optional)"},
 		{Name: StepFinish, Detail: "not provisioned"}}
 	if t := st.Token; t != nil {
 		steps[0] = Step{Name: StepToken, Done: true, Detail: fmt.Sprintf("token %q serial %s", t.Label, t.Serial)}
@@ -819,8 +823,11 @@ func (c *Ceremony) Progress() ([]Step, error) {
 	if d := st.Directory; d != nil {
 		steps[3] = Step{Name: StepDirectory, Done: true, Detail: d.URL + " (" + d.CACN + ")"}
 	}
+	if s := st.Store; s != nil {
+		steps[4] = Step{Name: StepStore, Done: true, Detail: "PostgreSQL " + s.URL}
+	}
 	if c.Provisioned() {
-		steps[4] = Step{Name: StepFinish, Done: true, Detail: "provisioned"}
+		steps[5] = Step{Name: StepFinish, Done: true, Detail: "provisioned"}
 	}
 	return steps, nil
 }

@@ -57,6 +57,11 @@ func (l *Local) Directory(ctx context.Context, d provisioning.Directory) (provis
 	return l.Ceremony.Directory(ctx, d)
 }
 
+// Store implements Steps.
+func (l *Local) Store(ctx context.Context, s provisioning.Store) (provisioning.Report, error) {
+	return l.Ceremony.Store(ctx, s)
+}
+
 // Finish implements Steps.
 func (l *Local) Finish(ctx context.Context) (provisioning.Report, error) {
 	return l.Ceremony.Finish(ctx, l.FinishOptions)

@@ -142,6 +142,12 @@ func (c *Client) Directory(ctx context.Context, d provisioning.Directory) (provi
 		CACN: d.CACN, CAPEM: string(d.CAPEM), ServerName: d.ServerName})
 }
 
+// Store is POST /store: check and save the shared PostgreSQL store's settings.
+func (c *Client) Store(ctx context.Context, s provisioning.Store) (provisioning.Report, error) {
+	return c.step(ctx, "/"+provisioning.StepStore, StoreRequest{URL: s.URL, Password: s.Password, CAPEM: string(s.CAPEM),
+		ClientCertPEM: string(s.ClientCertPEM), ClientKeyPEM: string(s.ClientKeyPEM)})
+}
+
 // Finish is POST /finish: write the service's configuration; the appliance then starts it.
 func (c *Client) Finish(ctx context.Context) (provisioning.Report, error) {
 	var r provisioning.Report

@@ -88,6 +88,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	g.POST("/"+provisioning.CACSR, s.csr)
 	g.POST("/"+provisioning.CAImport, s.importChain)
 	g.POST("/"+provisioning.StepDirectory, s.directory)
+	g.POST("/"+provisioning.StepStore, s.store)
 	g.POST("/"+provisioning.StepFinish, s.finish)
 	s.e = e
 	return s, nil
@@ -375,6 +376,16 @@ func (s *server) directory(c echo.Context) error {
 	}
 	return s.reply(c)(s.run(c, provisioning.StepDirectory, func(ctx context.Context) (provisioning.Report, error) {
 		return s.cfg.Steps.Directory(ctx, in.directory())
+	}))
+}
+
+func (s *server) store(c echo.Context) error {
+	var in StoreRequest
+	if err := decode(c, &in, false); err != nil {
+		return err
+	}
+	return s.reply(c)(s.run(c, provisioning.StepStore, func(ctx context.Context) (provisioning.Report, error) {
+		return s.cfg.Steps.Store(ctx, in.store())
 	}))
 }
 

@@ -22,5 +22,6 @@ type Steps interface {
 	CSR(ctx context.Context, name string) ([]byte, provisioning.Report, error)
 	Import(ctx context.Context, bundle []byte) (provisioning.Report, error)
 	Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error)
+	Store(ctx context.Context, s provisioning.Store) (provisioning.Report, error)
 	Finish(ctx context.Context) (provisioning.Report, error)
 }

@@ -93,6 +93,23 @@ type DirectoryRequest struct {
 	ServerName string `json:"server_name,omitempty"`
 }
 
+// StoreRequest is the body of POST /store: the shared PostgreSQL store.
+type StoreRequest struct {
+	URL           string `json:"url"` // postgres://ROLE@HOST[:PORT]/DATABASE, no password in it
+	Password      string `json:"password,omitempty"`
+	CAPEM         string `json:"ca_pem"`
+	ClientCertPEM string `json:"client_cert_pem,omitempty"`
+	ClientKeyPEM  string `json:"client_key_pem,omitempty"`
+}
+
+func (s StoreRequest) store() provisioning.Store {
+	ps := provisioning.Store{URL: s.URL, Password: s.Password, CAPEM: []byte(s.CAPEM)}
+	if s.ClientCertPEM != "" || s.ClientKeyPEM != "" {
+		ps.ClientCertPEM, ps.ClientKeyPEM = []byte(s.ClientCertPEM), []byte(s.ClientKeyPEM)
+	}
+	return ps
+}
+
 func (d DirectoryRequest) directory() provisioning.Directory {
 	pd := provisioning.Directory{URL: d.URL, BindUser: d.BindUser, Password: d.Password, CACN: d.CACN, ServerName: d.ServerName}
 	if d.CAPEM != "" {

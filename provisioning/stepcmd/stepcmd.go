@@ -43,6 +43,10 @@ const (
 	flagLDAPBindUser = "ldap-bind-user"
 	flagCACN         = "ca-cn"
 	flagLDAPCAFile   = "ldap-ca-file"
+	flagStoreURL     = "store-url"
+	flagStoreCA      = "store-ca-file"
+	flagStoreCert    = "store-client-cert"
+	flagStoreKey     = "store-client-key"
 	flagLDAPServer   = "ldap-server-name"
 	flagAPIListen    = "api-listen"
 	flagHTTPURL      = "http-url"
@@ -120,6 +124,23 @@ func Directory(d provisioning.Directory, caFile string) (Call, error) {
 	return Call{Step: provisioning.StepDirectory, Args: args, Stdin: d.Password + "\n"}, nil
 }
 
+// StoreFiles are the files a Store call names: the server's CA and the client certificate and key
+// (empty: none), written by the caller.
+type StoreFiles struct{ CA, ClientCert, ClientKey string }
+
+// Store checks and saves the shared PostgreSQL store's settings; the password (possibly empty,
+// with a client certificate) goes on standard input.
+func Store(s provisioning.Store, f StoreFiles) (Call, error) {
+	if strings.ContainsAny(s.Password, "\n\r") {
+		return Call{}, errors.New("the password holds a line break: nothing changed")
+	}
+	args := []string{"--" + flagStoreURL, s.URL, "--" + flagStoreCA, f.CA}
+	if f.ClientCert != "" {
+		args = append(args, "--"+flagStoreCert, f.ClientCert, "--"+flagStoreKey, f.ClientKey)
+	}
+	return Call{Step: provisioning.StepStore, Args: args, Stdin: s.Password + "\n"}, nil
+}
+
 // FinishCall writes the service's configuration.
 func FinishCall(f Finish) Call {
 	args := []string{"--" + flagAPIListen, f.APIListen, "--" + flagHTTPURL, f.HTTPURL, "--" + flagHTTPListen, f.HTTPListen}
@@ -193,6 +214,8 @@ type Request struct {
 	Bundle     []byte                 // import: from --in or standard input
 	Directory  provisioning.Directory // directory (CAPEM read from LDAPCAFile)
 	LDAPCAFile string
+	Store      provisioning.Store // store (PEMs read from StoreFiles)
+	StoreFiles StoreFiles
 	Finish     Finish
 	Keytab     []byte // finish: from --keytab
 }
@@ -228,6 +251,11 @@ func Parse(args []string, stdin io.Reader, stderr io.Writer, usage string) (Requ
 		fs.StringVar(&r.Directory.CACN, flagCACN, "", "cn of the pKIEnrollmentService object")
 		fs.StringVar(&r.LDAPCAFile, flagLDAPCAFile, "", "PEM file: the CA of the domain controllers' certificates")
 		fs.StringVar(&r.Directory.ServerName, flagLDAPServer, "", "the DC's name in its certificate, when the URL has an IP address")
+	case provisioning.StepStore:
+		fs.StringVar(&r.Store.URL, flagStoreURL, "", "postgres://ROLE@HOST[:PORT]/DATABASE (no password in it)")
+		fs.StringVar(&r.StoreFiles.CA, flagStoreCA, "", "PEM file: the CA of the database server's certificate")
+		fs.StringVar(&r.StoreFiles.ClientCert, flagStoreCert, "", "PEM client certificate, instead of or besides a password")
+		fs.StringVar(&r.StoreFiles.ClientKey, flagStoreKey, "", "its PEM key")
 	case provisioning.StepFinish:
 		fs.StringVar(&r.Finish.APIListen, flagAPIListen, config.DefaultAPIListen, "address of the management API")
 		fs.StringVar(&r.Finish.HTTPURL, flagHTTPURL, "", "how clients reach the plain-HTTP listener (CRLs, OCSP, AIA, SCEP)")
@@ -287,6 +315,22 @@ func (r *Request) readInput(stdin io.Reader, in, keytab string) error {
 		if r.LDAPCAFile != "" {
 			if r.Directory.CAPEM, err = os.ReadFile(r.LDAPCAFile); err != nil {
 				return fmt.Errorf("--%s: %w", flagLDAPCAFile, err)
+			}
+		}
+	case provisioning.StepStore:
+		if r.Store.Password, err = secret("the database role's password (an empty line with a client certificate)"); err != nil {
+			return err
+		}
+		for _, f := range []struct {
+			path, flag string
+			dst        *[]byte
+		}{{r.StoreFiles.CA, flagStoreCA, &r.Store.CAPEM}, {r.StoreFiles.ClientCert, flagStoreCert, &r.Store.ClientCertPEM},
+			{r.StoreFiles.ClientKey, flagStoreKey, &r.Store.ClientKeyPEM}} {
+			if f.path == "" {
+				continue
+			}
+			if *f.dst, err = os.ReadFile(f.path); err != nil {
+				return fmt.Errorf("--%s: %w", f.flag, err)
 			}
 		}
 	case provisioning.StepFinish:

@@ -57,6 +57,16 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for name, body := range map[string]string{"db-ca.pem": "DB CA PEM", "client.pem": "CLIENT CERT", "client-key.pem": "CLIENT KEY"} {
+		if err := os.WriteFile(tmp+"/"+name, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sto := provisioning.Store{URL: "postgres://enroll@db1:5432/enroll", Password: "db pass"}
+	storeCall, err := Store(sto, StoreFiles{CA: tmp + "/db-ca.pem", ClientCert: tmp + "/client.pem", ClientKey: tmp + "/client-key.pem"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	fin := Finish{APIListen: "10.0.2.15:9443", HTTPURL: "http://ca.corp", HTTPListen: "10.0.2.15:80",
 		EnrollListen: "10.0.2.15:443", Hostnames: []string{"10.0.2.15", "ca.corp"}}
 	for _, c := range []struct {
@@ -73,6 +83,11 @@ func TestRoundTrip(t *testing.T) {
 			want := d
 			want.CAPEM = []byte("DC CA PEM")
 			return reflect.DeepEqual(r.Directory, want)
+		}},
+		{storeCall, func(r Request) bool {
+			want := sto
+			want.CAPEM, want.ClientCertPEM, want.ClientKeyPEM = []byte("DB CA PEM"), []byte("CLIENT CERT"), []byte("CLIENT KEY")
+			return reflect.DeepEqual(r.Store, want)
 		}},
 		{FinishCall(fin), func(r Request) bool { return reflect.DeepEqual(r.Finish, fin) }},
 	} {
@@ -94,6 +109,9 @@ func TestRoundTrip(t *testing.T) {
 func TestSecretsWithLineBreaksRefused(t *testing.T) {
 	if _, err := Token("so\n", "user"); err == nil {
 		t.Error("Token with a line break in the SO PIN: no error")
+	}
+	if _, err := Store(provisioning.Store{Password: "a\nb"}, StoreFiles{}); err == nil {
+		t.Error("Store with a line break in the password: no error")
 	}
 	if _, err := Directory(provisioning.Directory{Password: "a\rb"}, ""); err == nil {
 		t.Error("Directory with a line break in the password: no error")
