@@ -91,9 +91,29 @@ func initDir(t *testing.T, extra ...string) string {
 
 type server struct {
 	cmd    *exec.Cmd
+	mu     sync.Mutex // guards stdout, which the process's output goroutine writes
 	stdout *bytes.Buffer
 	stderr *bytes.Buffer
 	done   chan error
+}
+
+// output is what the service printed on standard output so far.
+func (s *server) output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stdout.String()
+}
+
+// lockedWriter writes to w holding mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // startServe runs `enrollsvc serve` on a free port and waits until the API answers.
@@ -107,8 +127,12 @@ func startServe(t *testing.T, dir string) *server {
 	if cfg, err := config.Load(dir); err == nil && cfg.Enroll != nil {
 		args = append(args, "--enroll-listen", "127.0.0.1:0")
 	}
+	httpConfigured := false
+	if cfg, err := config.Load(dir); err == nil && cfg.HTTP != nil {
+		httpConfigured = true
+	}
 	s.cmd = exec.Command(filepath.Join(binDir, "enrollsvc"), args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
+	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{mu: &s.mu, w: s.stdout}, s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,11 +147,12 @@ func startServe(t *testing.T, dir string) *server {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-s.done:
-			t.Fatalf("enrollsvc serve exited: %v\n%s\n%s", err, s.stdout, s.stderr)
+			t.Fatalf("enrollsvc serve exited: %v\n%s\n%s", err, s.output(), s.stderr)
 		default:
 		}
 		if cl, err := apiclient.DialDataDir(dir); err == nil {
-			if err := cl.Health(context.Background()); err == nil {
+			// The plain-HTTP listener, when configured, starts after the API: wait for it too.
+			if err := cl.Health(context.Background()); err == nil && (!httpConfigured || strings.Contains(s.output(), "Revocation and SCEP listening")) {
 				return s
 			}
 		}
@@ -164,8 +189,8 @@ func aectlJSON(t *testing.T, dir string, v any, args ...string) {
 func TestServeAndAectl(t *testing.T) {
 	dir := initDir(t, "--key", "rsa-2048")
 	s := startServe(t, dir)
-	if !strings.Contains(s.stdout.String(), "Local API listening on https://127.0.0.1:") || !strings.Contains(s.stdout.String(), "aectl --data") {
-		t.Errorf("serve printed %q, want where the API listens and how to use aectl", s.stdout)
+	if !strings.Contains(s.output(), "Local API listening on https://127.0.0.1:") || !strings.Contains(s.output(), "aectl --data") {
+		t.Errorf("serve printed %q, want where the API listens and how to use aectl", s.output())
 	}
 
 	var st apiclient.Status
@@ -241,8 +266,8 @@ func TestServeAndAectl(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop within 20s of SIGINT")
 	}
-	if !strings.Contains(s.stdout.String(), "enrollsvc stopped") {
-		t.Errorf("serve output %q lacks the stop message", s.stdout)
+	if !strings.Contains(s.output(), "enrollsvc stopped") {
+		t.Errorf("serve output %q lacks the stop message", s.output())
 	}
 	if _, err := os.Stat(filepath.Join(dir, config.APIAddrFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Error("the API address file was left behind")

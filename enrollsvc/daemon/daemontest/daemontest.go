@@ -131,10 +131,14 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 		t.Fatalf("daemon.Open: %v", err)
 	}
 	addrc := make(chan string, 1)
+	httpUp := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
+		// The plain-HTTP listener starts after the enrollment web services: Start returns once
+		// both listen, so that a test's first request to either finds it.
 		done <- daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", EnrollListen: "127.0.0.1:0",
-			HTTPListen: httpListen, OnEnrollListen: func(addr string) { addrc <- addr }}, rt)
+			HTTPListen: httpListen, OnEnrollListen: func(addr string) { addrc <- addr },
+			OnHTTPListen: func(string) { close(httpUp) }}, rt)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -150,6 +154,15 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 		t.Fatalf("daemon.Serve ended before listening: %v", err)
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the enrollment web services did not start")
+	}
+	if o.HTTP {
+		select {
+		case <-httpUp:
+		case err := <-done:
+			t.Fatalf("daemon.Serve ended before the plain-HTTP listener started: %v", err)
+		case <-time.After(2 * time.Minute):
+			t.Fatal("the plain-HTTP listener did not start")
+		}
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	caFile := filepath.Join(dir, "ca.pem")

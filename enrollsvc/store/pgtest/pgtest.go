@@ -432,18 +432,40 @@ func (s *Server) logTail() string {
 // NewDatabase creates a fresh database owned by Role and drops it when the test ends.
 func (s *Server) NewDatabase(t testing.TB) *Database {
 	t.Helper()
-	name := fmt.Sprintf("t%d_%s", s.dbs.Add(1), hex.EncodeToString(randomBytes(4)))
-	if err := s.admin(context.Background(), "postgres", fmt.Sprintf("CREATE DATABASE %s OWNER %s", name, Role)); err != nil {
+	db, err := s.CreateDatabase()
+	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
 		// The server may be stopped by a failed test; its files go at the end anyway.
-		s.admin(context.Background(), "postgres", fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name))
+		s.admin(context.Background(), "postgres", fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", db.Name))
 	})
+	return db
+}
+
+// CreateDatabase is NewDatabase for programs that are not tests (enrollbench): the database
+// goes with the server (Destroy).
+func (s *Server) CreateDatabase() (*Database, error) {
+	name := fmt.Sprintf("t%d_%s", s.dbs.Add(1), hex.EncodeToString(randomBytes(4)))
+	if err := s.admin(context.Background(), "postgres", fmt.Sprintf("CREATE DATABASE %s OWNER %s", name, Role)); err != nil {
+		return nil, err
+	}
 	u := url.URL{Scheme: "postgres", User: url.User(Role), Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)),
 		Path: "/" + name, RawQuery: "sslmode=verify-full"}
-	return &Database{Name: name, URL: u.String(), CAFile: s.CAFile, PasswordFile: s.PasswordFile, Password: s.Password}
+	return &Database{Name: name, URL: u.String(), CAFile: s.CAFile, PasswordFile: s.PasswordFile, Password: s.Password}, nil
 }
+
+// Start starts a server of the calling program's own, for programs that are not tests
+// (enrollbench); Destroy stops it and removes its files.
+func Start() (*Server, error) {
+	if why := unavailable(); why != "" {
+		return nil, fmt.Errorf("pgtest: %s", why)
+	}
+	return start()
+}
+
+// Destroy stops a server Start started and removes its files.
+func (s *Server) Destroy() { s.destroy() }
 
 // Exec runs statements in database db as the superuser, failing the test on an error.
 func (s *Server) Exec(t testing.TB, db string, stmts ...string) {
