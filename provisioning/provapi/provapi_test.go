@@ -351,7 +351,7 @@ func TestSubordinateCeremony(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Steps) != 5 || doneSteps(st.Steps) != "" || st.Network.Mode != "dhcp" {
+	if len(st.Steps) != 6 || doneSteps(st.Steps) != "" || st.Network.Mode != "dhcp" {
 		t.Errorf("status at the start: %+v", st)
 	}
 
