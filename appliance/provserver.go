@@ -172,16 +172,20 @@ func relaySetup(dir, settings string, user *svcctl.User) (l net.Listener, certFi
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		return nil, "", "", err
 	}
-	own := func(p string, uid, gid int) error {
+	// own gives p the relay's group, and to the relay's user too when relays (root keeps it
+	// otherwise); in development mode everything stays the caller's.
+	own := func(p string, relays bool) error {
 		if user == nil {
 			return nil
 		}
-		return os.Lchown(p, uid, gid)
-	}
-	if user != nil {
-		if err := own(dir, 0, user.GID); err != nil {
-			return nil, "", "", err
+		uid := 0
+		if relays {
+			uid = user.UID
 		}
+		return os.Lchown(p, uid, user.GID)
+	}
+	if err := own(dir, false); err != nil {
+		return nil, "", "", err
 	}
 	certFile, keyFile = filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls-key.pem")
 	for _, f := range []struct{ from, to string }{{bootstrapCert, certFile}, {bootstrapKey, keyFile}} {
@@ -192,10 +196,8 @@ func relaySetup(dir, settings string, user *svcctl.User) (l net.Listener, certFi
 		if err := os.WriteFile(f.to, b, 0o400); err != nil {
 			return nil, "", "", err
 		}
-		if user != nil {
-			if err := own(f.to, user.UID, user.GID); err != nil {
-				return nil, "", "", err
-			}
+		if err := own(f.to, true); err != nil {
+			return nil, "", "", err
 		}
 	}
 	sock := filepath.Join(dir, relaySocket)
@@ -203,10 +205,7 @@ func relaySetup(dir, settings string, user *svcctl.User) (l net.Listener, certFi
 	if err != nil {
 		return nil, "", "", err
 	}
-	if err := os.Chmod(sock, 0o660); err == nil && user != nil {
-		err = own(sock, 0, user.GID)
-	}
-	if err != nil {
+	if err := errors.Join(os.Chmod(sock, 0o660), own(sock, false)); err != nil {
 		l.Close()
 		return nil, "", "", err
 	}

@@ -105,7 +105,7 @@ func (a *Agent) fetchPolicy(ctx context.Context, st *store.Store, c *wsclient.Cl
 		// A policy server that does not answer leaves the cached policy in force until its
 		// nextUpdateHours ends (MS-XCEP 3.1.4.1.3.1): enrollment then goes to the enrollment
 		// services it lists, in order, whichever of them answers.
-		if cached != nil && unreachable(err) && time.Now().Before(cached.Fetched.Add(cachedPolicyLife(cached))) {
+		if cached != nil && unreachable(ctx, err) && time.Now().Before(cached.Fetched.Add(cachedPolicyLife(cached))) {
 			a.log.Warn("policy server unreachable; using the cached policy", "server", a.cfg.Server,
 				"fetched", cached.Fetched, "error", err)
 			return cached, nil

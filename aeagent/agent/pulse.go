@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -242,15 +243,21 @@ func (x *executor) enrollmentURLs(t wsclient.Template) ([]string, error) {
 	return urls, nil
 }
 
-// unreachable reports whether err says nothing answered at a CES URI, or that the service there
-// is unavailable (HTTP 5xx): the next URI is worth trying. A SOAP answer (a refusal, a fault about
-// the request, an authentication failure) is final: another instance of the same CA answers alike.
-func unreachable(err error) bool {
+// unreachable reports whether err says nothing answered at a URI (the HTTP exchange failed), or
+// that the service there is unavailable (HTTP 503, or a 5xx without a SOAP fault): the next URI is
+// worth trying. A SOAP answer (a refusal, a fault about the request, an authentication failure) or
+// a reply that does not make sense is final: another instance of the same CA answers alike. Once
+// ctx is done nothing is worth trying.
+func unreachable(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
 	var we *wsclient.Error
 	if errors.As(err, &we) {
 		return we.StatusCode == http.StatusServiceUnavailable || we.StatusCode >= 500 && we.Code == ""
 	}
-	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	var ue *url.Error
+	return errors.As(err, &ue)
 }
 
 // submit sends a request to the first of urls that answers (failing over to the next while they
@@ -262,7 +269,7 @@ func (x *executor) submit(ctx context.Context, t wsclient.Template, c *wsclient.
 	for i, u := range urls {
 		url = u
 		res, err = c.Issue(ctx, url, token, map[string]string{"CertificateTemplate": t.Name})
-		if err == nil || !unreachable(err) {
+		if !unreachable(ctx, err) {
 			break
 		}
 		if i+1 < len(urls) {

@@ -57,7 +57,6 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 	addr := ln.Addr().String()
 	_, port, _ := net.SplitHostPort(addr)
 	var bases []string
-	defer func() { rt.enrollBases = bases }()
 	for _, h := range e.Hostnames {
 		if port == "443" {
 			bases = append(bases, "https://"+h)
@@ -65,6 +64,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 			bases = append(bases, "https://"+net.JoinHostPort(h, port))
 		}
 	}
+	rt.enrollBases = bases
 	realms := func(ctx context.Context) ([]string, error) {
 		own, err := rt.directory.Realm(ctx)
 		if err != nil {
