@@ -5,6 +5,7 @@ go 1.26.0
 replace github.com/weppos/publicsuffix-go => github.com/weppos/publicsuffix-go v0.50.3
 
 require (
+	filippo.io/age v1.3.2
 	github.com/ThalesIgnite/crypto11 v1.2.5
 	github.com/elastic/go-seccomp-bpf v1.6.0
 	github.com/go-ldap/ldap/v3 v3.4.15
@@ -26,6 +27,7 @@ require (
 )
 
 require (
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/Azure/go-ntlmssp v0.1.1 // indirect
 	github.com/alexbrainman/sspi v0.0.0-20250919150558-7d374ff0d59e // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect

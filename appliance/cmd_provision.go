@@ -1,9 +1,12 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -167,10 +170,54 @@ func (a *Appliance) cmdStore(ctx context.Context, args []string, w io.Writer) er
 	return printTo(w)(a.steps().Store(ctx, s))
 }
 
+// cmdJoin joins the CA whose store is the PostgreSQL database args[0] names, instead of steps
+// token to finish: the role's password, the server's CA, the first appliance's token bundle (ca
+// export-token at its console) and its passphrase, the token's user PIN and, for a CA with a
+// directory, the service account's password are asked for. It ends like finish: the service
+// starts.
+func (a *Appliance) cmdJoin(ctx context.Context, args []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	t := time.Now()
+	j := provisioning.Join{Store: provisioning.Store{URL: args[0]}}
+	var err error
+	if j.Store.Password, err = a.con.Ask("Password of the database role: ", true); err != nil {
+		return err
+	}
+	lines, err := a.con.AskLines("Paste the CA certificate of the database server (PEM), then an empty line:", 2000)
+	if err != nil {
+		return err
+	}
+	j.Store.CAPEM = []byte(strings.Join(lines, "\n") + "\n")
+	if lines, err = a.con.AskLines("Paste the token bundle (ca export-token at the first appliance's console), then an empty line:", 4000); err != nil {
+		return err
+	}
+	j.TokenBundle = []byte(strings.Join(lines, "\n") + "\n")
+	if j.BundlePassphrase, err = a.con.Ask("Passphrase of the token bundle: ", true); err != nil {
+		return err
+	}
+	if j.UserPIN, err = a.con.Ask("User PIN of the token: ", true); err != nil {
+		return err
+	}
+	if j.LDAPPassword, err = a.con.Ask("Password of the directory service account (an empty line if the CA uses no directory): ", true); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Checking the store, the bundle and the CA key...")
+	r, err := a.steps().Join(ctx, j)
+	return a.started(ctx, w, t, r, err)
+}
+
 // cmdFinish writes the service's configuration for the management address and starts it.
 func (a *Appliance) cmdFinish(ctx context.Context, _ []string, w io.Writer) error {
 	t := time.Now()
 	r, err := a.steps().Finish(ctx)
+	return a.started(ctx, w, t, r, err)
+}
+
+// started prints the report of a step that ends provisioned (finish, join), begun at t, and
+// starts the service.
+func (a *Appliance) started(ctx context.Context, w io.Writer, t time.Time, r provisioning.Report, err error) error {
 	if err := printStep(w, r, err); err != nil {
 		return err
 	}
@@ -187,6 +234,36 @@ func (a *Appliance) cmdFinish(ctx context.Context, _ []string, w io.Writer) erro
 	fmt.Fprintf(w, "Service running: API %s, CRLs and OCSP %s\n", url, a.httpURL(ctx))
 	fmt.Fprintln(w, "The API's admin token: api token. The CA certificate: ca.")
 	return nil
+}
+
+// cmdExportToken prints the SoftHSM token (with the CA key, which SoftHSM keeps encrypted under
+// the user PIN) encrypted to a passphrase the admin chooses, for another appliance to join the CA
+// (provision join). The export is recorded in the audit trail.
+func (a *Appliance) cmdExportToken(ctx context.Context, _ []string, w io.Writer) error {
+	if !a.provisioned() {
+		return errors.New("the appliance is not provisioned (see provision status)")
+	}
+	fmt.Fprintln(w, "The bundle is a copy of the CA key, encrypted to the passphrase you choose; the user PIN")
+	fmt.Fprintln(w, "is not in it. Carry it only to the appliance that joins, then destroy it.")
+	pass, err := a.askTwice("Passphrase for the bundle (at least 12 characters)")
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, a.o.Enrollsvc, "token", "export", "--data", a.varDir(), "--by", "console")
+	cmd.Stdin = strings.NewReader(pass + "\n")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		why := strings.TrimPrefix(strings.TrimSpace(stderr.String()), "enrollsvc: ")
+		if why == "" {
+			why = err.Error()
+		}
+		return errors.New(why)
+	}
+	a.log.Warn("the SoftHSM token was exported on the console (event 1104)")
+	fmt.Fprintln(w, "Token bundle (paste it at the joining appliance's provision join):")
+	_, err = w.Write(stdout.Bytes())
+	return err
 }
 
 // serveAfterFinish stops the provisioning API (the service takes its port), starts the

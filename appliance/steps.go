@@ -160,23 +160,90 @@ func (s steps) Finish(ctx context.Context) (provisioning.Report, error) {
 	if err := a.needDisk(); err != nil {
 		return provisioning.Report{}, err
 	}
-	ip, err := a.net.Address(ctx, 30*time.Second)
+	st, _ := provisioning.LoadState(a.varDir())
+	f, err := a.listeners(ctx, st.Directory != nil)
 	if err != nil {
-		return provisioning.Report{}, fmt.Errorf("%w; nothing changed, try again once the network is up", err)
-	}
-	host := ip.String()
-	f := stepcmd.Finish{APIListen: net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
-		HTTPURL: a.httpURL(ctx), HTTPListen: net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort))}
-	if st, err := provisioning.LoadState(a.varDir()); err == nil && st.Directory != nil {
-		f.EnrollListen, f.Hostnames = net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort)), []string{host}
-		if n, _ := provisioning.LoadNetwork(a.settingsDir()); n.Hostname != "" {
-			f.Hostnames = append(f.Hostnames, n.Hostname)
-		}
+		return provisioning.Report{}, err
 	}
 	r, err := s.report(ctx, stepcmd.FinishCall(f), nil)
 	if err != nil {
 		return r, err
 	}
+	return s.provisioned(ctx, r)
+}
+
+// Join joins the CA whose store j.Store names, instead of steps token to finish: its PEM files
+// and the token bundle handed to the step in temporary files, the listeners as Finish's (the
+// enrollment web services' used when the CA has a directory).
+func (s steps) Join(ctx context.Context, j provisioning.Join) (provisioning.Report, error) {
+	a := s.a
+	if err := a.needDisk(); err != nil {
+		return provisioning.Report{}, err
+	}
+	f, err := a.listeners(ctx, true)
+	if err != nil {
+		return provisioning.Report{}, err
+	}
+	var files stepcmd.StoreFiles
+	var bundle string
+	for _, t := range []struct {
+		b   []byte
+		dst *string
+	}{{j.Store.CAPEM, &files.CA}, {j.Store.ClientCertPEM, &files.ClientCert}, {j.Store.ClientKeyPEM, &files.ClientKey}, {j.TokenBundle, &bundle}} {
+		if len(t.b) == 0 {
+			continue
+		}
+		tf, err := os.CreateTemp("", "join-*")
+		if err != nil {
+			return provisioning.Report{}, err
+		}
+		defer os.Remove(tf.Name())
+		_, werr := tf.Write(t.b)
+		if err := errors.Join(werr, tf.Chmod(0o600), tf.Close()); err != nil {
+			return provisioning.Report{}, err
+		}
+		*t.dst = tf.Name()
+	}
+	call, err := stepcmd.JoinCall(j, files, bundle, f)
+	r, err := s.report(ctx, call, err)
+	if err != nil {
+		return r, err
+	}
+	return s.provisioned(ctx, r)
+}
+
+// listeners are the service's listeners on the management address: the API, the plain-HTTP
+// listener named by the host name (or the address), and with a directory the enrollment web
+// services on 443 named by the address and the host name.
+func (a *Appliance) listeners(ctx context.Context, directory bool) (stepcmd.Finish, error) {
+	ip, err := a.net.Address(ctx, 30*time.Second)
+	if err != nil {
+		return stepcmd.Finish{}, fmt.Errorf("%w; nothing changed, try again once the network is up", err)
+	}
+	host := ip.String()
+	f := stepcmd.Finish{APIListen: net.JoinHostPort(host, strconv.Itoa(a.o.APIPort)),
+		HTTPURL: a.httpURL(ctx), HTTPListen: net.JoinHostPort(host, strconv.Itoa(a.o.HTTPPort))}
+	n, _ := provisioning.LoadNetwork(a.settingsDir())
+	if directory {
+		f.EnrollListen, f.Hostnames = net.JoinHostPort(host, strconv.Itoa(a.o.EnrollPort)), []string{host}
+		if n.Hostname != "" {
+			f.Hostnames = append(f.Hostnames, n.Hostname)
+		}
+	}
+	// Its name among the appliances sharing a store: the host name, else the serial number.
+	switch {
+	case n.Hostname != "":
+		f.Instance = n.Hostname
+	case a.serial != "":
+		f.Instance = "appliance-" + a.serial
+	}
+	return f, nil
+}
+
+// provisioned completes a step that ends provisioned (finish, join): the data disk's recovery
+// passphrase.
+func (s steps) provisioned(ctx context.Context, r provisioning.Report) (provisioning.Report, error) {
+	a := s.a
 	lines, err := a.finishRecovery(ctx)
 	if err != nil {
 		r.Say("The data disk's recovery passphrase could not be set: %v (disk recovery tries again)", err)

@@ -15,6 +15,10 @@ const (
 	StepDirectory  = "directory"  // 6. Active Directory (optional)
 	StepStore      = "store"      // 7. a PostgreSQL store several appliances share (optional)
 	StepFinish     = "finish"     // 8. write the service's configuration: it can start
+	// StepJoin replaces steps 3 to 8 on an appliance that joins a CA whose store is PostgreSQL:
+	// the CA key comes from the first appliance's HSM (a SoftHSM token bundle), the CA
+	// certificate and the shared settings from the store; it ends provisioned, like finish.
+	StepJoin = "join"
 )
 
 // The three ways of step ca. Each is a command of its own (`provision selfsigned`,

@@ -80,6 +80,17 @@ type Store struct {
 	ClientKeyPEM  []byte
 }
 
+// Join is the join step's input: the shared store, the first appliance's SoftHSM token bundle
+// (`ca export-token` at its console) with its passphrase, the token's user PIN, and the
+// directory service account's password when the CA uses a directory.
+type Join struct {
+	Store            Store
+	TokenBundle      []byte
+	BundlePassphrase string
+	UserPIN          string
+	LDAPPassword     string
+}
+
 // Directory is the directory step's input.
 type Directory struct {
 	URL      string // ldaps://dc:636 or ldap://dc:389 (StartTLS)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -18,6 +19,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/aeagent/plan"
 	"github.com/enrollment-appliance/aeappliance/aeagent/wsclient"
 	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/apiclient/apitest"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -85,39 +87,8 @@ func TestTwoInstancesOnePostgres(t *testing.T) {
 	for i := range csrs {
 		csrs[i] = newCSR(t, fmt.Sprintf("node%d.example.test", i))
 	}
-	var mu sync.Mutex
-	serials := map[string]string{}
-	var wg sync.WaitGroup
-	next := make(chan int, total)
-	for i := range total {
-		next <- i
-	}
-	close(next)
 	start := time.Now()
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				cl := clA
-				if i%2 == 1 {
-					cl = clB
-				}
-				res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: csrs[w], Profile: "server"})
-				if err != nil {
-					t.Errorf("issue %d: %v", i, err)
-					return
-				}
-				mu.Lock()
-				if _, dup := serials[res.Serial]; dup {
-					t.Errorf("serial %s issued twice", res.Serial)
-				}
-				serials[res.Serial] = res.Certificate
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	serials := apitest.IssueSpread(t, ctx, []*apiclient.Client{clA, clB}, csrs, "server", total)
 	t.Logf("%d issuances over two instances in %s", len(serials), time.Since(start).Round(time.Millisecond))
 	if len(serials) != total {
 		t.Fatalf("%d distinct serials, want %d", len(serials), total)
@@ -213,6 +184,8 @@ func TestTwoInstancesOnePostgres(t *testing.T) {
 
 	// SIGKILL A in the middle of a burst over both: every certificate a client received is in the
 	// store, B keeps serving, A comes back.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	received := map[string]string{}
 	killed := make(chan struct{})
 	var once sync.Once
@@ -669,5 +642,89 @@ func TestStoreMigrate(t *testing.T) {
 	if _, errOut, err := runBin(t, "enrollsvc", "store", "migrate", "--from", initDir(t), "--to", db.URL, "--store-ca-file", db.CAFile,
 		"--store-password-file", db.PasswordFile); err == nil || !strings.Contains(errOut, "must be empty") {
 		t.Errorf("a second move into the same database: %v %s, want refused", err, errOut)
+	}
+}
+
+// A second instance joins with a token bundle, the only way a SoftHSM key reaches another
+// appliance: enrollsvc token export seals the token to a passphrase (refused for an appliance with
+// its own SQLite store, and recorded in the shared audit trail first); join refuses a wrong
+// passphrase or a wrong user PIN and leaves nothing; with both, the joined instance issues
+// certificates signed by the same CA key.
+func TestJoinWithATokenBundle(t *testing.T) {
+	needSoftHSM(t)
+	db := pgtest.Shared(t).NewDatabase(t)
+	storeArgs := []string{"--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile}
+	tmp := t.TempDir()
+	export := func(dir, passphrase string) (string, string, error) {
+		cmd := exec.Command(filepath.Join(binDir, "enrollsvc"), "token", "export", "--data", dir, "--by", "e2e")
+		cmd.Stdin = strings.NewReader(passphrase + "\n")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	if _, errOut, err := export(initDir(t), "a good long passphrase"); err == nil || !strings.Contains(errOut, "move it to PostgreSQL") {
+		t.Errorf("export from an appliance with its own store: %v %s, want refused", err, errOut)
+	}
+	dirA := initDir(t, append(storeArgs, "--instance", "a")...)
+	if _, errOut, err := export(dirA, "short"); err == nil || !strings.Contains(errOut, "at least 12 characters") {
+		t.Errorf("export with a short passphrase: %v %s", err, errOut)
+	}
+	const passphrase = "bundle passphrase for the e2e test"
+	bundle, errOut, err := export(dirA, passphrase)
+	if err != nil || !strings.HasPrefix(bundle, "-----BEGIN AGE ENCRYPTED FILE-----") {
+		t.Fatalf("enrollsvc token export: %v %s\n%.200s", err, errOut, bundle)
+	}
+	pin, _ := os.ReadFile(filepath.Join(dirA, "hsm", "pin"))
+	files := map[string]string{"bundle": bundle, "pass": passphrase + "\n", "wrongpass": "not the bundle passphrase\n",
+		"pin": string(pin), "wrongpin": "not-the-pin-1\n"}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(tmp, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	join := func(dir, pass, pin string) (string, string, error) {
+		return runBin(t, "enrollsvc", append([]string{"join", "--data", dir, "--token-bundle", filepath.Join(tmp, "bundle"),
+			"--bundle-passphrase-file", filepath.Join(tmp, pass), "--pin-file", filepath.Join(tmp, pin), "--instance", "b"}, storeArgs...)...)
+	}
+	dirB := filepath.Join(tmp, "b")
+	for _, c := range []struct{ pass, pin, want string }{
+		{"wrongpass", "pin", "the passphrase does not open this token bundle"},
+		{"pass", "wrongpin", "opening the HSM"},
+	} {
+		if _, errOut, err := join(dirB, c.pass, c.pin); err == nil || !strings.Contains(errOut, c.want) {
+			t.Errorf("join with %s and %s: %v %s, want refused: %s", c.pass, c.pin, err, errOut, c.want)
+		}
+		if _, err := os.Stat(dirB); err == nil {
+			t.Errorf("the refused join (%s, %s) left its data directory", c.pass, c.pin)
+		}
+	}
+	if out, errOut, err := join(dirB, "pass", "pin"); err != nil || !strings.Contains(out, "CN=E2E Root CA") {
+		t.Fatalf("enrollsvc join --token-bundle: %v\n%s%s", err, out, errOut)
+	}
+	startServe(t, dirB)
+	clB, err := apiclient.DialDataDir(dirB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := clB.Issue(ctx, apiclient.IssueRequest{CSR: newCSR(t, "bundle.example.test"), Profile: "server"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(dirA, "ca.pem"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	blk, _ := pem.Decode([]byte(res.Certificate))
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("the joined instance's certificate does not chain to A's CA: %v", err)
+	}
+	evs, err := clB.Events(ctx, apiclient.EventQuery{ID: 1104, Limit: 10})
+	if err != nil || len(evs) != 1 || evs[0].Fields["by"] != "e2e" || evs[0].Fields["instance"] != "a" {
+		t.Errorf("the export's audit event, as B reads the shared trail: %+v, %v; want one by e2e on a", evs, err)
 	}
 }

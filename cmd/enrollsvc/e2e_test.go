@@ -449,7 +449,7 @@ func TestSIGKILLMidBurstLosesNothing(t *testing.T) {
 }
 
 func TestCommandsHaveHelp(t *testing.T) {
-	for _, args := range [][]string{{"enrollsvc", "-h"}, {"enrollsvc", "init", "-h"}, {"enrollsvc", "serve", "-h"}, {"enrollsvc", "relay", "-h"},
+	for _, args := range [][]string{{"enrollsvc", "-h"}, {"enrollsvc", "init", "-h"}, {"enrollsvc", "serve", "-h"}, {"enrollsvc", "relay", "-h"}, {"enrollsvc", "token", "-h"}, {"enrollsvc", "store", "-h"}, {"enrollsvc", "join", "-h"},
 		{"aectl", "-h"}, {"aectl", "certs", "-h"}} {
 		out, errOut, _ := runBin(t, args[0], args[1:]...)
 		if !strings.Contains(out+errOut, "Usage") {

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
@@ -26,6 +30,9 @@ func cmdJoin(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Dir, "data", "", "data directory to create for this instance (must not exist or be empty)")
 	storeFlags(fs, &o.Store)
 	fs.StringVar(&o.TokenFrom, "token-from", "", "TESTS ONLY: copy the SoftHSM token of another instance's DIR/hsm (a copy of the CA key)")
+	var bundleFile, bundlePassFile string
+	fs.StringVar(&bundleFile, "token-bundle", "", "a SoftHSM token bundle exported by another instance (enrollsvc token export); with --pin-file")
+	fs.StringVar(&bundlePassFile, "bundle-passphrase-file", "", "file holding the token bundle's passphrase")
 	fs.StringVar(&o.Module, "pkcs11-module", "", "PKCS#11 module of the HSM that holds the CA key (a network HSM)")
 	fs.StringVar(&o.PINFile, "pin-file", "", "file holding the token's user PIN (copied into DIR, mode 0600)")
 	fs.StringVar(&o.APIListen, "api-listen", "", "address of this instance's management API (default 127.0.0.1:9443)")
@@ -37,7 +44,8 @@ func cmdJoin(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: enrollsvc join --data DIR --store-url URL --store-ca-file F (--store-password-file F | --store-client-cert F --store-client-key F)
-                     (--token-from OTHER/hsm | --pkcs11-module M --pin-file F) [flags]
+                     (--token-from OTHER/hsm | --token-bundle F --bundle-passphrase-file F --pin-file F |
+                      --pkcs11-module M --pin-file F) [flags]
 
 Makes a data directory for one more instance of a CA whose store is a shared PostgreSQL database
 (made by enrollsvc init --store-url): it reads the CA certificate and the shared settings from
@@ -55,6 +63,16 @@ Flags:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
+	if bundleFile != "" {
+		b, err := os.ReadFile(bundleFile)
+		if err != nil {
+			return fmt.Errorf("--token-bundle: %w", err)
+		}
+		o.TokenBundle = b
+		if o.BundlePassphrase, err = readSecretFile(bundlePassFile, "--bundle-passphrase-file"); err != nil {
+			return err
+		}
+	}
 	log, err := newLogger(stderr, logLevel)
 	if err != nil {
 		return err
@@ -69,8 +87,79 @@ Flags:
 	return nil
 }
 
+// isHelp reports whether arg asks for a command's help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// readSecretFile reads a one-line secret from the file flag names.
+func readSecretFile(path, flag string) (string, error) {
+	if path == "" {
+		return "", fmt.Errorf("%w: %s is required", errUsage, flag)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// cmdToken runs `enrollsvc token export`.
+func cmdToken(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	const tokenUsage = `Usage: enrollsvc token export --data DIR [--by NAME] < passphrase > bundle
+
+Seals the SoftHSM token of the provisioned data directory DIR (holding the CA key, which SoftHSM
+keeps encrypted under the user PIN) into an ASCII-armored bundle encrypted to the passphrase read
+from the first line of standard input (age, scrypt), for another appliance to join the CA
+(enrollsvc join --token-bundle, or provision join). The bundle is a copy of the CA key: keep it
+like one. The export is recorded in the audit trail (event 1104) before the bundle is written.
+The user PIN is not in it. Refused when the CA key is in a hardware HSM (it never leaves it) and
+when the store is not PostgreSQL (no other instance could share it).
+
+Flags:
+`
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, tokenUsage)
+		return nil
+	}
+	if len(args) == 0 || args[0] != "export" {
+		fmt.Fprint(stderr, tokenUsage)
+		return fmt.Errorf("%w: enrollsvc token export", errUsage)
+	}
+	fs := flag.NewFlagSet("enrollsvc token export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var dir, by, logLevel string
+	fs.StringVar(&dir, "data", "", "the provisioned data directory")
+	fs.StringVar(&by, "by", "enrollsvc token export", "who exports it, for the audit event")
+	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), tokenUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 || dir == "" {
+		return fmt.Errorf("%w: --data DIR is required, and nothing else", errUsage)
+	}
+	line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+	if err != nil && line == "" {
+		return errors.New("the bundle's passphrase: expected on standard input")
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	b, err := ceremony.ExportToken(context.Background(), dir, strings.TrimRight(line, "\r\n"), by, log)
+	if err != nil {
+		return fmt.Errorf("token export: %w", err)
+	}
+	_, err = stdout.Write(b)
+	return err
+}
+
 // cmdStore runs `enrollsvc store migrate`.
 func cmdStore(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		return cmdStore([]string{"migrate", "-h"}, stdout, stdout)
+	}
 	if len(args) == 0 || args[0] != "migrate" {
 		fmt.Fprintln(stderr, "Usage: enrollsvc store migrate --from DIR --to URL --store-ca-file F (--store-password-file F | --store-client-cert F --store-client-key F)")
 		return fmt.Errorf("%w: enrollsvc store migrate", errUsage)

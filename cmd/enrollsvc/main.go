@@ -58,6 +58,8 @@ Usage:
                                                                     whose store is PostgreSQL
   enrollsvc store migrate --from DIR --to URL [flags]               move a SQLite store's history
                                                                     into PostgreSQL
+  enrollsvc token export --data DIR < passphrase > bundle           the SoftHSM token, encrypted,
+                                                                    for another instance to join
   enrollsvc relay --listen ADDR --socket PATH [flags]               the provisioning API's
                                                                     unprivileged network front
   enrollsvc version                                                 print the version
@@ -83,6 +85,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdJoin(args[1:], stdout, stderr)
 	case "store":
 		return cmdStore(args[1:], stdout, stderr)
+	case "token":
+		return cmdToken(args[1:], os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil

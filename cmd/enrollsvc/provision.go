@@ -36,6 +36,11 @@ Steps:
                                   connection (TLS verified); stdin: the role's password
   finish [--api-listen A] [--http-url U --http-listen A] [--enroll-listen A --hostname H...]
                                   write the service configuration: the service can start
+  join --store-url U --store-ca-file F --token-bundle F [finish's flags]
+                                  instead of token to finish: join the CA whose store is U with
+                                  the CA key from the first appliance's token bundle (ca
+                                  export-token); stdin: the role's password, the bundle's
+                                  passphrase, the token's user PIN, the directory password
 
 Flags common to every step:
   --data DIR            the service's data directory
@@ -120,10 +125,15 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		if r, err = c.Store(ctx, req.Store); err != nil {
 			return err
 		}
-	case provisioning.StepFinish:
+	case provisioning.StepFinish, provisioning.StepJoin:
 		fo := ceremony.FinishOptions{APIListen: req.Finish.APIListen, HTTPURL: req.Finish.HTTPURL, HTTPListen: req.Finish.HTTPListen,
-			EnrollListen: req.Finish.EnrollListen, Hostnames: req.Finish.Hostnames, Keytab: req.Keytab}
-		if r, err = c.Finish(ctx, fo); err != nil {
+			EnrollListen: req.Finish.EnrollListen, Hostnames: req.Finish.Hostnames, Keytab: req.Keytab, Instance: req.Finish.Instance}
+		if req.Step == provisioning.StepJoin {
+			r, err = c.Join(ctx, req.Join, fo)
+		} else {
+			r, err = c.Finish(ctx, fo)
+		}
+		if err != nil {
 			return err
 		}
 	}

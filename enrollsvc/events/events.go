@@ -44,8 +44,11 @@ const (
 	// HSMKeyDestroyed: a key the appliance no longer uses was destroyed in the token (e.g. the
 	// single SCEP RA key of older versions, which both signed and decrypted).
 	HSMKeyDestroyed ID = 1103
-	HSMFailure      ID = 1110
-	HSMRecovered    ID = 1111
+	// HSMTokenExported: the SoftHSM token holding the CA key left the appliance in an encrypted
+	// bundle (for another appliance to join the CA); a hardware HSM's key never does.
+	HSMTokenExported ID = 1104
+	HSMFailure       ID = 1110
+	HSMRecovered     ID = 1111
 
 	DirectoryConnected   ID = 1200
 	DirectoryUnreachable ID = 1210
@@ -116,6 +119,7 @@ func init() {
 	def(HSMKeyCreated, "CA key generated in HSM", Admin, slog.LevelInfo)
 	def(HSMKeyLoaded, "CA key loaded from HSM", Operational, slog.LevelInfo)
 	def(HSMKeyDestroyed, "key destroyed in HSM", Admin, slog.LevelWarn)
+	def(HSMTokenExported, "SoftHSM token exported in an encrypted bundle", Admin, slog.LevelWarn)
 	def(HSMFailure, "HSM failure", Operational, slog.LevelError)
 	def(HSMRecovered, "HSM recovered", Operational, slog.LevelWarn)
 	def(DirectoryConnected, "directory connected", Operational, slog.LevelInfo)

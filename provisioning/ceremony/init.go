@@ -64,15 +64,19 @@ type InitOptions struct {
 type StoreOptions struct {
 	URL            string // postgres://ROLE@HOST[:PORT]/DATABASE, no password in it
 	CAFile         string // PEM: the CA of the server's certificate (required)
-	PasswordFile   string // the role's password, or
+	PasswordFile   string // the role's password (or Password), or
 	ClientCertFile string // a client certificate and its key
 	ClientKeyFile  string
+	Password       string // the role's password itself, instead of PasswordFile
 }
 
 // stage checks the options and copies the files into dir, returning the configuration's section.
 func (s *StoreOptions) stage(dir string) (*config.Postgres, error) {
 	p := &config.Postgres{URL: s.URL, CAFile: config.StoreCAFile}
-	if s.PasswordFile != "" {
+	if s.PasswordFile != "" && s.Password != "" {
+		return nil, errors.New("give the store's password in a file or itself, not both")
+	}
+	if s.PasswordFile != "" || s.Password != "" {
 		p.PasswordFile = config.StorePassword
 	}
 	if s.ClientCertFile != "" || s.ClientKeyFile != "" {
@@ -86,6 +90,14 @@ func (s *StoreOptions) stage(dir string) (*config.Postgres, error) {
 	}
 	if err := os.MkdirAll(filepath.Join(dir, config.StoreDir), 0o700); err != nil {
 		return nil, err
+	}
+	if s.Password != "" {
+		if strings.ContainsAny(s.Password, "\r\n") {
+			return nil, errors.New("the store's password holds a line break")
+		}
+		if err := os.WriteFile(filepath.Join(dir, config.StorePassword), []byte(s.Password+"\n"), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	for _, f := range []struct {
 		from, to, flag string

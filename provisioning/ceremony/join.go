@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
@@ -22,6 +23,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/tokenbundle"
 )
 
 // JoinOptions describe a new instance of a CA whose store is a shared PostgreSQL database.
@@ -32,14 +35,25 @@ type JoinOptions struct {
 	// user PIN) for this instance. For tests only: a copy of a token is a copy of the CA key. In
 	// production every instance reaches the same key in a network HSM (Module, PINFile).
 	TokenFrom string
-	Module    string // PKCS#11 module reaching the CA key (without TokenFrom)
-	PINFile   string // the token's user PIN (without TokenFrom)
-	// The listeners of this instance (defaults as for init); the shared settings come from the store.
+	// TokenBundle is a SoftHSM token exported by another instance (ExportToken: encrypted to
+	// BundlePassphrase); its user PIN is PIN or PINFile. A software token's key can only reach
+	// another appliance this way.
+	TokenBundle      []byte
+	BundlePassphrase string
+	Module           string // PKCS#11 module reaching the CA key (without TokenFrom or TokenBundle)
+	PINFile          string // the token's user PIN (without TokenFrom), or
+	PIN              string // the PIN itself
+	// The listeners of this instance (defaults as for init); the shared settings come from the
+	// store. Hostnames, when set, are this instance's names for its enrollment web services
+	// (default: the first instance's).
 	APIListen, EnrollListen, HTTPListen string
-	// LDAPPasswordFile is the directory service account's password (required when the CA uses
-	// the directory); Keytab the Kerberos service keytab (optional).
+	Hostnames                           []string
+	// LDAPPasswordFile (or LDAPPassword) is the directory service account's password (required
+	// when the CA uses the directory); Keytab the Kerberos service keytab (optional).
 	LDAPPasswordFile string
+	LDAPPassword     string
 	Keytab           string
+	KeytabBytes      []byte
 	Instance         string
 	Logger           *slog.Logger
 }
@@ -56,11 +70,17 @@ func Join(ctx context.Context, o JoinOptions) (*Result, error) {
 	if o.Store.URL == "" {
 		return nil, errors.New("--store-url: join needs the shared store of the CA")
 	}
-	if (o.TokenFrom == "") == (o.Module == "") {
-		return nil, errors.New("give --token-from (a SoftHSM token copy, tests only) or --pkcs11-module and --pin-file (the HSM that holds the CA key)")
+	ways := 0
+	for _, set := range []bool{o.TokenFrom != "", o.TokenBundle != nil, o.Module != ""} {
+		if set {
+			ways++
+		}
 	}
-	if o.Module != "" && o.PINFile == "" {
-		return nil, errors.New("--pin-file is required with --pkcs11-module")
+	if ways != 1 {
+		return nil, errors.New("give one of --token-from (a SoftHSM token copy, tests only), --token-bundle (a SoftHSM token exported by another instance) or --pkcs11-module (the HSM that holds the CA key)")
+	}
+	if o.TokenFrom == "" && (o.PINFile == "") == (o.PIN == "") {
+		return nil, errors.New("the token's user PIN is required (--pin-file)")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -68,7 +88,7 @@ func Join(ctx context.Context, o JoinOptions) (*Result, error) {
 	if o.APIListen == "" {
 		o.APIListen = config.DefaultAPIListen
 	}
-	return buildAside(o.Dir, "join", o.TokenFrom != "", func(stage string) (*Result, error) { return joinIn(ctx, stage, o) })
+	return buildAside(o.Dir, "join", o.Module == "", func(stage string) (*Result, error) { return joinIn(ctx, stage, o) })
 }
 
 func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
@@ -112,15 +132,24 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 	if err := os.MkdirAll(filepath.Join(stage, config.HSMDir), 0o700); err != nil {
 		return nil, err
 	}
-	if o.TokenFrom != "" {
+	if o.Module == "" {
 		if hc.Module, err = softhsm.ModulePath(); err != nil {
 			return nil, fmt.Errorf("finding SoftHSM (run `make deps`): %w", err)
 		}
-		if err := copyTree(filepath.Join(o.TokenFrom, "tokens"), filepath.Join(stage, config.SoftHSMTokens)); err != nil {
-			return nil, fmt.Errorf("--token-from: %w", err)
-		}
-		if err := copyFile(filepath.Join(o.TokenFrom, "pin"), filepath.Join(stage, config.PINFile), 0o600); err != nil {
-			return nil, fmt.Errorf("--token-from: %w", err)
+		if o.TokenFrom != "" {
+			if err := copyTree(filepath.Join(o.TokenFrom, "tokens"), filepath.Join(stage, config.SoftHSMTokens)); err != nil {
+				return nil, fmt.Errorf("--token-from: %w", err)
+			}
+			if err := copyFile(filepath.Join(o.TokenFrom, "pin"), filepath.Join(stage, config.PINFile), 0o600); err != nil {
+				return nil, fmt.Errorf("--token-from: %w", err)
+			}
+		} else {
+			if err := tokenbundle.Open(o.TokenBundle, o.BundlePassphrase, filepath.Join(stage, config.SoftHSMTokens)); err != nil {
+				return nil, err
+			}
+			if err := writePIN(stage, o); err != nil {
+				return nil, err
+			}
 		}
 		hc.SoftHSMConf = config.SoftHSMConf
 		if err := softhsm.WriteConfig(filepath.Join(stage, config.SoftHSMConf), filepath.Join(stage, config.SoftHSMTokens)); err != nil {
@@ -131,8 +160,8 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 		}
 	} else {
 		hc.Module = o.Module
-		if err := copyFile(o.PINFile, filepath.Join(stage, config.PINFile), 0o600); err != nil {
-			return nil, fmt.Errorf("--pin-file: %w", err)
+		if err := writePIN(stage, o); err != nil {
+			return nil, err
 		}
 	}
 	if err := checkJoinKey(ctx, stage, hc, uri, caCert, o.Logger); err != nil {
@@ -173,14 +202,21 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 		}
 	}
 	if d := shared.Directory; d != nil {
-		if o.LDAPPasswordFile == "" {
-			return nil, errors.New("the CA takes its policy from the directory: --ldap-password-file (the service account's password) is required")
+		if o.LDAPPasswordFile == "" && o.LDAPPassword == "" {
+			return nil, fmt.Errorf("the CA takes its policy from the directory %s: the password of its service account %s is required (--ldap-password-file)", d.URL, d.BindUser)
 		}
 		dd := *d
 		if err := os.MkdirAll(filepath.Join(stage, config.LDAPDir), 0o700); err != nil {
 			return nil, err
 		}
-		if err := copyFile(o.LDAPPasswordFile, filepath.Join(stage, config.LDAPPassword), 0o600); err != nil {
+		if o.LDAPPassword != "" {
+			if strings.ContainsAny(o.LDAPPassword, "\r\n") {
+				return nil, errors.New("the directory password holds a line break")
+			}
+			if err := os.WriteFile(filepath.Join(stage, config.LDAPPassword), []byte(o.LDAPPassword+"\n"), 0o600); err != nil {
+				return nil, err
+			}
+		} else if err := copyFile(o.LDAPPasswordFile, filepath.Join(stage, config.LDAPPassword), 0o600); err != nil {
 			return nil, fmt.Errorf("--ldap-password-file: %w", err)
 		}
 		dd.PasswordFile, dd.CAFile = config.LDAPPassword, ""
@@ -196,6 +232,9 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 			ee.CertFile, ee.KeyFile = config.EnrollCert, config.EnrollKey
 			if o.EnrollListen != "" {
 				ee.Listen = o.EnrollListen
+			}
+			if len(o.Hostnames) > 0 {
+				ee.Hostnames = o.Hostnames
 			}
 			cfg.Enroll = &ee
 		}
@@ -213,10 +252,12 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 			return nil, fmt.Errorf("checking the directory settings: %w", err)
 		}
 	}
-	if o.Keytab != "" {
-		kt, err := os.ReadFile(o.Keytab)
-		if err != nil {
-			return nil, fmt.Errorf("reading --keytab: %w", err)
+	if o.Keytab != "" || o.KeytabBytes != nil {
+		kt := o.KeytabBytes
+		if o.Keytab != "" {
+			if kt, err = os.ReadFile(o.Keytab); err != nil {
+				return nil, fmt.Errorf("reading --keytab: %w", err)
+			}
 		}
 		if err := rt.InstallKeytab(ctx, kt); err != nil {
 			return nil, fmt.Errorf("the keytab: %w", err)
@@ -229,6 +270,20 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 		"instance", rt.InstanceName(), "key", cl.KeyURI)
 	return &Result{KeyURI: cl.KeyURI, CASubject: caCert.Subject.String(), CASerial: certutil.SerialString(caCert.SerialNumber),
 		APIListen: o.APIListen}, nil
+}
+
+// writePIN writes the token's user PIN (o.PIN or o.PINFile's) into stage.
+func writePIN(stage string, o JoinOptions) error {
+	if o.PIN != "" {
+		if strings.ContainsAny(o.PIN, "\r\n") {
+			return errors.New("the PIN holds a line break")
+		}
+		return os.WriteFile(filepath.Join(stage, config.PINFile), []byte(o.PIN+"\n"), 0o600)
+	}
+	if err := copyFile(o.PINFile, filepath.Join(stage, config.PINFile), 0o600); err != nil {
+		return fmt.Errorf("--pin-file: %w", err)
+	}
+	return nil
 }
 
 // checkJoinKey opens the HSM as cfg says and checks that the key uri names is caCert's.
@@ -286,4 +341,97 @@ func copyFile(from, to string, mode os.FileMode) error {
 		return err
 	}
 	return os.WriteFile(to, b, mode)
+}
+
+// StepJoin is the join step's name.
+const StepJoin = provisioning.StepJoin
+
+// Join is the appliance's join step: instead of its own token, key and CA, an appliance with a
+// blank data directory joins the CA whose store j.Store names, with the CA key from the first
+// appliance's SoftHSM token bundle (ExportToken), and ends provisioned with the listeners of fo
+// (as Finish). Everything Join (the function) checks holds: the key must be the store's CA's, the
+// store must serve a CA, and nothing is left when a check fails.
+func (c *Ceremony) Join(ctx context.Context, j provisioning.Join, fo FinishOptions) (Report, error) {
+	r := Report{Step: StepJoin}
+	if c.Provisioned() {
+		return r, errors.New("the appliance is provisioned already: nothing changed")
+	}
+	st, err := c.State()
+	if err != nil {
+		return r, err
+	}
+	if st.Token != nil {
+		return r, errors.New("this appliance has begun a CA of its own (its token is initialised); an appliance joins with a blank data disk: nothing changed")
+	}
+	if len(j.Store.CAPEM) == 0 {
+		return r, errors.New("the database server's CA (PEM) is required: the connection is TLS, verified: nothing changed")
+	}
+	if len(j.TokenBundle) == 0 {
+		return r, errors.New("the token bundle is required (ca export-token at the first appliance's console): nothing changed")
+	}
+	tmp, err := os.MkdirTemp("", "join-")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(tmp)
+	so := StoreOptions{URL: j.Store.URL, Password: j.Store.Password}
+	for _, f := range []struct {
+		b    []byte
+		name string
+		dst  *string
+	}{{j.Store.CAPEM, "ca.pem", &so.CAFile}, {j.Store.ClientCertPEM, "client.pem", &so.ClientCertFile}, {j.Store.ClientKeyPEM, "client-key.pem", &so.ClientKeyFile}} {
+		if len(f.b) == 0 {
+			continue
+		}
+		*f.dst = filepath.Join(tmp, f.name)
+		if err := os.WriteFile(*f.dst, f.b, 0o600); err != nil {
+			return r, err
+		}
+	}
+	if _, err := parsePEMCerts(j.Store.CAPEM); err != nil {
+		return r, fmt.Errorf("the database server's CA: %w: nothing changed", err)
+	}
+	res, err := Join(ctx, JoinOptions{Dir: c.Dir, Store: so, TokenBundle: j.TokenBundle, BundlePassphrase: j.BundlePassphrase,
+		PIN: j.UserPIN, APIListen: fo.APIListen, EnrollListen: fo.EnrollListen, HTTPListen: fo.HTTPListen, Hostnames: fo.Hostnames,
+		LDAPPassword: j.LDAPPassword, KeytabBytes: fo.Keytab, Instance: fo.Instance, Logger: c.log()})
+	if err != nil {
+		return r, fmt.Errorf("%w: nothing changed", err)
+	}
+	// The ceremony's state, as if its steps had run: status shows what the appliance joined.
+	cfg, err := config.Load(c.Dir)
+	if err != nil {
+		return r, err
+	}
+	caCert, err := parsePEMFile(filepath.Join(c.Dir, config.CACertFile))
+	if err != nil {
+		return r, err
+	}
+	now := c.now()
+	st = State{Token: &TokenState{Module: cfg.HSM.Module, SoftHSM: true, Label: cfg.HSM.TokenLabel, Serial: cfg.HSM.TokenSerial, At: now},
+		Key: &KeyState{URI: cfg.HSM.KeyURI, Type: cfg.HSM.KeyType, At: now}, CA: caState("joined", cfg.CAName, caCert),
+		Directory: cfg.Directory, Store: cfg.Postgres}
+	if err := c.save(st); err != nil {
+		return r, err
+	}
+	r.Changed = true
+	r.Say("Joined the CA %s (serial %s) whose store is PostgreSQL at %s.", res.CASubject, res.CASerial, so.URL)
+	r.Say("The CA key %s is the CA certificate's; this appliance has a copy of the first one's token.", res.KeyURI)
+	r.Say("Wrote the service configuration: API on %s.", cfg.API.Listen)
+	if cfg.Directory != nil && cfg.Enroll != nil {
+		r.Say("Enrollment web services on %s for %s.", cfg.Enroll.Listen, strings.Join(cfg.Enroll.Hostnames, ", "))
+	}
+	return r, nil
+}
+
+// parsePEMFile reads the first certificate of a PEM file.
+func parsePEMFile(p string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parsePEMCerts(b)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
 }

@@ -66,3 +66,8 @@ func (l *Local) Store(ctx context.Context, s provisioning.Store) (provisioning.R
 func (l *Local) Finish(ctx context.Context) (provisioning.Report, error) {
 	return l.Ceremony.Finish(ctx, l.FinishOptions)
 }
+
+// Join implements Steps.
+func (l *Local) Join(ctx context.Context, j provisioning.Join) (provisioning.Report, error) {
+	return l.Ceremony.Join(ctx, j, l.FinishOptions)
+}

@@ -148,6 +148,15 @@ func (c *Client) Store(ctx context.Context, s provisioning.Store) (provisioning.
 		ClientCertPEM: string(s.ClientCertPEM), ClientKeyPEM: string(s.ClientKeyPEM)})
 }
 
+// Join is POST /join: join the CA whose store j.Store names (instead of token to finish); the
+// appliance then starts the service.
+func (c *Client) Join(ctx context.Context, j provisioning.Join) (provisioning.Report, error) {
+	s := j.Store
+	return c.step(ctx, "/"+provisioning.StepJoin, JoinRequest{Store: StoreRequest{URL: s.URL, Password: s.Password, CAPEM: string(s.CAPEM),
+		ClientCertPEM: string(s.ClientCertPEM), ClientKeyPEM: string(s.ClientKeyPEM)}, TokenBundle: string(j.TokenBundle),
+		BundlePassphrase: j.BundlePassphrase, UserPIN: j.UserPIN, LDAPPassword: j.LDAPPassword})
+}
+
 // Finish is POST /finish: write the service's configuration; the appliance then starts it.
 func (c *Client) Finish(ctx context.Context) (provisioning.Report, error) {
 	var r provisioning.Report

@@ -113,7 +113,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	api := provapi.NewUnixServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/finish") { // the tests send one at a time
+		if strings.HasSuffix(r.URL.Path, "/finish") || strings.HasSuffix(r.URL.Path, "/join") { // the tests send one at a time
 			f.finishWritten.Store(false)
 			w = &watchWriter{ResponseWriter: w, wrote: &f.finishWritten}
 		}

@@ -90,6 +90,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	g.POST("/"+provisioning.StepDirectory, s.directory)
 	g.POST("/"+provisioning.StepStore, s.store)
 	g.POST("/"+provisioning.StepFinish, s.finish)
+	g.POST("/"+provisioning.StepJoin, s.join)
 	s.e = e
 	return s, nil
 }
@@ -393,7 +394,23 @@ func (s *server) finish(c echo.Context) error {
 	if err := decode(c, &struct{}{}, true); err != nil {
 		return err
 	}
-	r, err := s.run(c, provisioning.StepFinish, s.cfg.Steps.Finish)
+	return s.provisioned(c, provisioning.StepFinish, s.cfg.Steps.Finish)
+}
+
+func (s *server) join(c echo.Context) error {
+	var in JoinRequest
+	if err := decode(c, &in, false); err != nil {
+		return err
+	}
+	return s.provisioned(c, provisioning.StepJoin, func(ctx context.Context) (provisioning.Report, error) {
+		return s.cfg.Steps.Join(ctx, in.join())
+	})
+}
+
+// provisioned runs a step that ends provisioned (finish, join) and, once it has answered, lets
+// OnFinish start the service.
+func (s *server) provisioned(c echo.Context, step string, f func(ctx context.Context) (provisioning.Report, error)) error {
+	r, err := s.run(c, step, f)
 	if err != nil {
 		return err
 	}

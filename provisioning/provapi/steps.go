@@ -24,4 +24,7 @@ type Steps interface {
 	Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error)
 	Store(ctx context.Context, s provisioning.Store) (provisioning.Report, error)
 	Finish(ctx context.Context) (provisioning.Report, error)
+	// Join replaces Token to Finish on an appliance that joins a CA whose store is PostgreSQL;
+	// it ends provisioned, as Finish does.
+	Join(ctx context.Context, j provisioning.Join) (provisioning.Report, error)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
 	"github.com/enrollment-appliance/aeappliance/provisioning"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
 )
 
@@ -102,6 +103,36 @@ func TestStoreStep(t *testing.T) {
 	f2 := newFixture(t)
 	cl2 := ceremonyToCA(f2, "Another Root CA")
 	f2.refused(http.StatusConflict, "already serves another CA", func() error { _, err := cl2.Store(ctx, good); return err })
+
+	// A third appliance joins the first one's CA with its token bundle: a wrong passphrase is
+	// refused and leaves nothing; the right one ends provisioned with the same CA.
+	bundle, err := ceremony.ExportToken(ctx, f.dir, "join bundle passphrase", "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f3 := newFixture(t)
+	if _, err := provisioning.SetPassphrase(f3.settings, "", passphrase); err != nil {
+		t.Fatal(err)
+	}
+	cl3 := f3.client(passphrase)
+	j := provisioning.Join{Store: good, TokenBundle: bundle, BundlePassphrase: "not the passphrase", UserPIN: userPIN}
+	f3.refused(http.StatusConflict, "the passphrase does not open this token bundle: nothing changed", func() error { _, err := cl3.Join(ctx, j); return err })
+	if st, err := cl3.Status(ctx); err != nil || doneSteps(st.Steps) != "" {
+		t.Fatalf("status after a refused join: %+v, %v; want nothing done", st, err)
+	}
+	j.BundlePassphrase = "join bundle passphrase"
+	r, err := cl3.Join(ctx, j)
+	if err != nil || !r.Changed || !strings.Contains(r.String(), "Joined the CA CN=Shared Root CA") {
+		t.Fatalf("join: %v %+v", err, r)
+	}
+	f3.waitFinish()
+	ca3, _ := os.ReadFile(filepath.Join(f3.dir, config.CACertFile))
+	if string(ca3) != string(ca) {
+		t.Error("the joined appliance's CA certificate is not the first one's")
+	}
+	if st, err := cl3.Status(ctx); err != nil || !strings.Contains(doneSteps(st.Steps), "finish") {
+		t.Errorf("status after the join: %+v, %v; want every step done", st, err)
+	}
 }
 
 // otherCAPEM is a CA certificate that issued nothing the database server has.

@@ -110,6 +110,22 @@ func (s StoreRequest) store() provisioning.Store {
 	return ps
 }
 
+// JoinRequest is the body of POST /join: the shared store, the first appliance's SoftHSM token
+// bundle (ASCII armor) with its passphrase, the token's user PIN, and the directory service
+// account's password when the CA uses a directory.
+type JoinRequest struct {
+	Store            StoreRequest `json:"store"`
+	TokenBundle      string       `json:"token_bundle"`
+	BundlePassphrase string       `json:"bundle_passphrase"`
+	UserPIN          string       `json:"user_pin"`
+	LDAPPassword     string       `json:"ldap_password,omitempty"`
+}
+
+func (j JoinRequest) join() provisioning.Join {
+	return provisioning.Join{Store: j.Store.store(), TokenBundle: []byte(j.TokenBundle), BundlePassphrase: j.BundlePassphrase,
+		UserPIN: j.UserPIN, LDAPPassword: j.LDAPPassword}
+}
+
 func (d DirectoryRequest) directory() provisioning.Directory {
 	pd := provisioning.Directory{URL: d.URL, BindUser: d.BindUser, Password: d.Password, CACN: d.CACN, ServerName: d.ServerName}
 	if d.CAPEM != "" {

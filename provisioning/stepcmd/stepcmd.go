@@ -54,6 +54,8 @@ const (
 	flagEnrollListen = "enroll-listen"
 	flagHostname     = "hostname"
 	flagKeytab       = "keytab"
+	flagTokenBundle  = "token-bundle"
+	flagInstance     = "instance"
 )
 
 // maxStdin bounds what a step reads from standard input.
@@ -66,6 +68,7 @@ type Finish struct {
 	HTTPListen   string
 	EnrollListen string
 	Hostnames    []string
+	Instance     string // this appliance's name among those sharing a store
 }
 
 // Call is one step to run as a child process.
@@ -143,6 +146,10 @@ func Store(s provisioning.Store, f StoreFiles) (Call, error) {
 
 // FinishCall writes the service's configuration.
 func FinishCall(f Finish) Call {
+	return Call{Step: provisioning.StepFinish, Args: f.args()}
+}
+
+func (f Finish) args() []string {
 	args := []string{"--" + flagAPIListen, f.APIListen, "--" + flagHTTPURL, f.HTTPURL, "--" + flagHTTPListen, f.HTTPListen}
 	if f.EnrollListen != "" {
 		args = append(args, "--"+flagEnrollListen, f.EnrollListen)
@@ -150,7 +157,28 @@ func FinishCall(f Finish) Call {
 	for _, h := range f.Hostnames {
 		args = append(args, "--"+flagHostname, h)
 	}
-	return Call{Step: provisioning.StepFinish, Args: args}
+	if f.Instance != "" {
+		args = append(args, "--"+flagInstance, f.Instance)
+	}
+	return args
+}
+
+// JoinCall joins the CA whose store j.Store names: the store's files and the token bundle in
+// files f and bundle (written by the caller), this appliance's listeners in fin, and the secrets
+// (the role's password, the bundle's passphrase, the user PIN, the directory password, each
+// possibly empty) on standard input.
+func JoinCall(j provisioning.Join, f StoreFiles, bundle string, fin Finish) (Call, error) {
+	for _, s := range []string{j.Store.Password, j.BundlePassphrase, j.UserPIN, j.LDAPPassword} {
+		if strings.ContainsAny(s, "\n\r") {
+			return Call{}, errors.New("a password, passphrase or PIN holds a line break: nothing changed")
+		}
+	}
+	args := []string{"--" + flagStoreURL, j.Store.URL, "--" + flagStoreCA, f.CA, "--" + flagTokenBundle, bundle}
+	if f.ClientCert != "" {
+		args = append(args, "--"+flagStoreCert, f.ClientCert, "--"+flagStoreKey, f.ClientKey)
+	}
+	return Call{Step: provisioning.StepJoin, Args: append(args, fin.args()...),
+		Stdin: j.Store.Password + "\n" + j.BundlePassphrase + "\n" + j.UserPIN + "\n" + j.LDAPPassword + "\n"}, nil
 }
 
 // Argv is the child's arguments after the program name, for the service's data
@@ -216,6 +244,8 @@ type Request struct {
 	LDAPCAFile string
 	Store      provisioning.Store // store (PEMs read from StoreFiles)
 	StoreFiles StoreFiles
+	Join       provisioning.Join // join (Join.Store is Store, its PEMs from StoreFiles)
+	BundleFile string            // join: the token bundle
 	Finish     Finish
 	Keytab     []byte // finish: from --keytab
 }
@@ -251,11 +281,16 @@ func Parse(args []string, stdin io.Reader, stderr io.Writer, usage string) (Requ
 		fs.StringVar(&r.Directory.CACN, flagCACN, "", "cn of the pKIEnrollmentService object")
 		fs.StringVar(&r.LDAPCAFile, flagLDAPCAFile, "", "PEM file: the CA of the domain controllers' certificates")
 		fs.StringVar(&r.Directory.ServerName, flagLDAPServer, "", "the DC's name in its certificate, when the URL has an IP address")
-	case provisioning.StepStore:
+	case provisioning.StepStore, provisioning.StepJoin:
 		fs.StringVar(&r.Store.URL, flagStoreURL, "", "postgres://ROLE@HOST[:PORT]/DATABASE (no password in it)")
 		fs.StringVar(&r.StoreFiles.CA, flagStoreCA, "", "PEM file: the CA of the database server's certificate")
 		fs.StringVar(&r.StoreFiles.ClientCert, flagStoreCert, "", "PEM client certificate, instead of or besides a password")
 		fs.StringVar(&r.StoreFiles.ClientKey, flagStoreKey, "", "its PEM key")
+		if r.Step == provisioning.StepStore {
+			break
+		}
+		fs.StringVar(&r.BundleFile, flagTokenBundle, "", "the first appliance's SoftHSM token bundle (ca export-token)")
+		fallthrough
 	case provisioning.StepFinish:
 		fs.StringVar(&r.Finish.APIListen, flagAPIListen, config.DefaultAPIListen, "address of the management API")
 		fs.StringVar(&r.Finish.HTTPURL, flagHTTPURL, "", "how clients reach the plain-HTTP listener (CRLs, OCSP, AIA, SCEP)")
@@ -266,6 +301,7 @@ func Parse(args []string, stdin io.Reader, stderr io.Writer, usage string) (Requ
 			return nil
 		})
 		fs.StringVar(&keytab, flagKeytab, "", "Kerberos service keytab (HTTP/<hostname>)")
+		fs.StringVar(&r.Finish.Instance, flagInstance, "", "this appliance's name among those sharing a store (default: the host name)")
 	default:
 		fmt.Fprint(stderr, usage)
 		return r, fmt.Errorf("%w: unknown provisioning step %q", ErrUsage, r.Step)
@@ -317,9 +353,31 @@ func (r *Request) readInput(stdin io.Reader, in, keytab string) error {
 				return fmt.Errorf("--%s: %w", flagLDAPCAFile, err)
 			}
 		}
-	case provisioning.StepStore:
+	case provisioning.StepStore, provisioning.StepJoin:
 		if r.Store.Password, err = secret("the database role's password (an empty line with a client certificate)"); err != nil {
 			return err
+		}
+		if r.Step == provisioning.StepJoin {
+			for _, s := range []struct {
+				what string
+				dst  *string
+			}{{"the token bundle's passphrase", &r.Join.BundlePassphrase}, {"the token's user PIN", &r.Join.UserPIN},
+				{"the directory password (an empty line without a directory)", &r.Join.LDAPPassword}} {
+				if *s.dst, err = secret(s.what); err != nil {
+					return err
+				}
+			}
+			if r.BundleFile == "" {
+				return fmt.Errorf("%w: --%s is required", ErrUsage, flagTokenBundle)
+			}
+			if r.Join.TokenBundle, err = os.ReadFile(r.BundleFile); err != nil {
+				return fmt.Errorf("--%s: %w", flagTokenBundle, err)
+			}
+			if keytab != "" {
+				if r.Keytab, err = os.ReadFile(keytab); err != nil {
+					return fmt.Errorf("--%s: %w", flagKeytab, err)
+				}
+			}
 		}
 		for _, f := range []struct {
 			path, flag string
@@ -333,6 +391,7 @@ func (r *Request) readInput(stdin io.Reader, in, keytab string) error {
 				return fmt.Errorf("--%s: %w", f.flag, err)
 			}
 		}
+		r.Join.Store = r.Store
 	case provisioning.StepFinish:
 		if keytab != "" {
 			if r.Keytab, err = os.ReadFile(keytab); err != nil {

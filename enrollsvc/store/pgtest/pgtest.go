@@ -57,7 +57,7 @@ const (
 type Server struct {
 	Host         string // 127.0.0.1
 	Port         int
-	CAFile       string // PEM of the CA that issued the server certificate (names 127.0.0.1 and localhost)
+	CAFile       string // PEM of the CA that issued the server certificate (names 127.0.0.1, localhost and VMHost)
 	Password     string // Role's password
 	PasswordFile string // Password in a file, as the store reads it
 	Dir          string // the server's files: data/, the socket, certificates, server.log
@@ -72,6 +72,10 @@ type Server struct {
 	exited chan struct{}
 	dbs    atomic.Int64
 }
+
+// VMHost is the host's loopback as a QEMU guest on a user-mode network sees it; the server's
+// certificate names it too.
+const VMHost = "10.0.2.2"
 
 // Database is a fresh database owned by Role.
 type Database struct {
@@ -567,4 +571,14 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// VMURL is d's URL as an appliance in a QEMU guest on a user-mode network reaches it (VMHost).
+func (d *Database) VMURL() string {
+	u, err := url.Parse(d.URL)
+	if err != nil {
+		panic(err) // made by CreateDatabase
+	}
+	u.Host = net.JoinHostPort(VMHost, u.Port())
+	return u.String()
 }
