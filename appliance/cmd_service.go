@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/appliance/svcctl"
@@ -47,6 +48,21 @@ func (a *Appliance) cmdRequests(ctx context.Context, args []string, w io.Writer)
 			clip(r.Template, 18), clip(r.Account, 28))
 	}
 	return nil
+}
+
+// cmdCluster shows the store and the instances serving the CA from it (aectl cluster status).
+func (a *Appliance) cmdCluster(ctx context.Context, _ []string, w io.Writer) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	st, err := cl.Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	st.WriteText(tw)
+	return tw.Flush()
 }
 
 // requestClient parses a request ID and dials the API, for approve and deny.

@@ -76,6 +76,8 @@ func (a *Appliance) commandTable() []command {
 		{Command: console.Command{Name: "deny", Args: "ID REASON...", MinArgs: 2, MaxArgs: -1, Help: "refuse a pending request", Run: a.cmdDeny}},
 		{Command: console.Command{Name: "revoke", Args: "SERIAL REASON", MinArgs: 2, MaxArgs: 2, Help: "revoke a certificate (final)",
 			Confirm: "Revoke the certificate? This cannot be undone.", Run: a.cmdRevoke}},
+		{Command: console.Command{Name: "cluster", Help: "the store and the appliances serving the CA from it", Menu: "Cluster status",
+			Run: a.cmdCluster}},
 		{Command: console.Command{Name: "events", Args: "[N]", MaxArgs: 1, Help: "the latest audit events", Menu: "Events", Run: a.cmdEvents}},
 		{Command: console.Command{Name: "ca", Help: "the CA certificate and its chain (PEM)", Menu: "CA certificate", Run: a.cmdCA}},
 		{Command: console.Command{Name: "ca export-token", Help: "the SoftHSM token, encrypted, for an appliance to join",

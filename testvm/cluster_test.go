@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -204,6 +205,10 @@ func TestApplianceCluster(t *testing.T) {
 		if !in.Live || (in.Name != "ae-a" && in.Name != "ae-b") {
 			t.Errorf("instance %+v: want ae-a or ae-b, live", in)
 		}
+	}
+	if out := command(t, vmB, "cluster", 30*time.Second); !regexp.MustCompile(`ae-a\s+\S+\s+live`).MatchString(out) ||
+		!regexp.MustCompile(`ae-b\s+\S+\s+live`).MatchString(out) || !strings.Contains(out, "PostgreSQL 15") {
+		t.Errorf("cluster at B's console:\n%s", out)
 	}
 
 	// A dies in the middle of a burst over both: every certificate a client received is in the

@@ -4,9 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"strings"
-	"time"
 )
 
 func init() {
@@ -23,34 +20,6 @@ func clusterCommand(fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		return e.print(st, func(w io.Writer) {
-			store := "reachable"
-			if !st.StoreOK {
-				store = "NOT REACHABLE: " + st.StoreError
-			}
-			fmt.Fprintf(w, "Store:\t%s, %s (asked %s)\n", st.Store, store, st.Instance)
-			if st.DatabaseVersion != "" {
-				pub := st.CRLPublisher
-				if pub == "" {
-					pub = "none holds the lock now"
-				}
-				fmt.Fprintf(w, "Database:\tPostgreSQL %s; CRL publisher: %s\n", st.DatabaseVersion, pub)
-				if len(st.Replicas) == 0 {
-					fmt.Fprintf(w, "Replicas:\tnone reported\n")
-				}
-				for _, r := range st.Replicas {
-					fmt.Fprintf(w, "Replica:\t%s\n", r)
-				}
-			}
-			fmt.Fprintln(w, "INSTANCE\tVERSION\tSTATE\tLAST HEARTBEAT\tSTARTED\tADDRESSES")
-			for _, in := range st.Instances {
-				state := "down"
-				if in.Live {
-					state = "live"
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.Version, state, in.Heartbeat.Format(time.RFC3339),
-					in.Started.Format(time.RFC3339), strings.Join(in.Addresses, " "))
-			}
-		})
+		return e.print(st, st.WriteText)
 	}
 }

@@ -89,10 +89,11 @@ func TestOCSPFloodMakesNoHSMSignatures(t *testing.T) {
 			}
 		}
 	}
-	// One pre-signed answer per certificate; the monitor's health check (every 30 s) and a late
-	// CRL republish may add one or two.
-	if n := rt.Key.Signatures() - before; n > 4 {
-		t.Errorf("10,000 OCSP requests made %d HSM signatures, want at most 2 (+2 for background work)", n)
+	// One pre-signed answer per certificate; background work may add three: the monitor's health
+	// check (every 30 s) one, and the republish the revocation scheduled, if it runs after the
+	// PublishCRL above, two (the full CRL and the delta CRL).
+	if n := rt.Key.Signatures() - before; n > 5 {
+		t.Errorf("10,000 OCSP requests made %d HSM signatures, want at most 2 (+3 for background work)", n)
 	}
 	if _, err := rt.Service.Revoke(ctx, certutil.SerialString(good.Certificate.SerialNumber), 4, "test"); err != nil {
 		t.Fatal(err)
