@@ -56,7 +56,11 @@ func SelfSigned(ctx context.Context, signer crypto.Signer, o RootOrder, now time
 	if o.MaxPathLen < 0 {
 		tmpl.MaxPathLen = -1
 	}
-	lintKey, err := newLintKey(signer.Public())
+	alg, algDER, err := caAlgorithm(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	lintKey, err := newLintKey()
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +70,7 @@ func SelfSigned(ctx context.Context, signer crypto.Signer, o RootOrder, now time
 	}
 	lintParent := *tmpl
 	lintParent.PublicKey = lintKey.Public()
-	i := &Issuer{cfg: Config{CACert: tmpl, Signer: signer, Rand: rand.Reader}, linter: l, lintKey: lintKey}
+	i := &Issuer{cfg: Config{CACert: tmpl, Signer: signer, Rand: rand.Reader}, linter: l, lintKey: lintKey, alg: alg, algDER: algDER}
 	p, err := i.prepare(tmpl, &lintParent, signer.Public())
 	if err != nil {
 		return nil, err

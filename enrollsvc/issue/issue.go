@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -18,6 +19,9 @@ import (
 	"net"
 	"net/url"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
@@ -46,6 +50,8 @@ type Issuer struct {
 	linter     *linter
 	lintKey    crypto.Signer
 	lintParent *x509.Certificate // the CA certificate with the lint key's public key
+	alg        x509.SignatureAlgorithm
+	algDER     []byte // the CA's signature AlgorithmIdentifier
 }
 
 // New validates cfg and prepares the lint key. The CA signer must match the CA certificate.
@@ -84,7 +90,11 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
-	lintKey, err := newLintKey(cfg.Signer.Public())
+	alg, algDER, err := caAlgorithm(cfg.Signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	lintKey, err := newLintKey()
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +104,7 @@ func New(cfg Config) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Issuer{cfg: cfg, linter: l, lintKey: lintKey, lintParent: &lintParent}, nil
+	return &Issuer{cfg: cfg, linter: l, lintKey: lintKey, lintParent: &lintParent, alg: alg, algDER: algDER}, nil
 }
 
 // CACert returns the issuing CA certificate.
@@ -111,18 +121,75 @@ func checkURL(s string) error {
 	return nil
 }
 
-// newLintKey makes the throwaway software key the lint copy is signed with. It only has to
-// produce the same signature algorithm as the CA key: the TBSCertificate does not contain the
-// issuer's public key. For RSA a 1024-bit key does that at a quarter of the cost; for ECDSA the
-// curve decides the hash, so the same curve is used.
-func newLintKey(caPub crypto.PublicKey) (crypto.Signer, error) {
-	switch pub := caPub.(type) {
-	case *ecdsa.PublicKey:
-		return ecdsa.GenerateKey(pub.Curve, rand.Reader)
+// The lint copy. Prepare lints a certificate before the CA key signs it, so it builds a copy
+// signed by a throwaway software key (x509.CreateCertificate signs and checks what it signs).
+// The copy's signature value is never used; only its TBSCertificate is, which the CA key then
+// signs, and which must name the CA's own signature algorithm (RFC 5280 4.1.2.3). The lint key is
+// ECDSA P-256 whatever the CA key is, the cheapest signature Go makes and checks (an RSA-1024 lint
+// key cost two thirds of an RSA-2048 signature in SoftHSM); when the CA's algorithm is another,
+// build puts the CA's AlgorithmIdentifier in the TBSCertificate and the copy in place of the lint
+// key's, and the copy keeps the lint key's signature bits.
+
+// lintAlg is the lint key's signature algorithm.
+const lintAlg = x509.ECDSAWithSHA256
+
+func newLintKey() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
+
+var (
+	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11} // RFC 4055 5
+	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}   // RFC 5758 3.2
+	oidECDSAWithSHA384 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
+	oidECDSAWithSHA512 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
+)
+
+// caAlgorithm is the signature algorithm a CA key signs certificates with, as Go chooses it for
+// the key (SHA-256 with RSA; ECDSA with the hash of the curve's size), and its DER
+// AlgorithmIdentifier (RSA's with NULL parameters, RFC 4055 5; ECDSA's without, RFC 5758 3.2).
+func caAlgorithm(pub crypto.PublicKey) (x509.SignatureAlgorithm, []byte, error) {
+	var alg x509.SignatureAlgorithm
+	var ai pkix.AlgorithmIdentifier
+	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		return rsa.GenerateKey(rand.Reader, 1024)
+		alg, ai = x509.SHA256WithRSA, pkix.AlgorithmIdentifier{Algorithm: oidSHA256WithRSA, Parameters: asn1.NullRawValue}
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			alg, ai = x509.ECDSAWithSHA256, pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
+		case elliptic.P384():
+			alg, ai = x509.ECDSAWithSHA384, pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA384}
+		case elliptic.P521():
+			alg, ai = x509.ECDSAWithSHA512, pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA512}
+		default:
+			return 0, nil, fmt.Errorf("issue: unsupported CA curve %s", k.Curve.Params().Name)
+		}
+	default:
+		return 0, nil, fmt.Errorf("issue: unsupported CA key type %T (want RSA or ECDSA)", pub)
 	}
-	return nil, fmt.Errorf("issue: unsupported CA key type %T (want RSA or ECDSA)", caPub)
+	der, err := asn1.Marshal(ai)
+	return alg, der, err
+}
+
+// replaceTBSAlgorithm returns tbs (a DER TBSCertificate) with its signature AlgorithmIdentifier,
+// the field after the optional version and the serial number, replaced by alg.
+func replaceTBSAlgorithm(tbs, alg []byte) ([]byte, error) {
+	in := cryptobyte.String(tbs)
+	var body, version, serial, old cryptobyte.String
+	if !in.ReadASN1(&body, cbasn1.SEQUENCE) || !in.Empty() {
+		return nil, errors.New("issue: the built TBSCertificate is not one SEQUENCE")
+	}
+	versionTag := cbasn1.Tag(0).Constructed().ContextSpecific()
+	if body.PeekASN1Tag(versionTag) && !body.ReadASN1Element(&version, versionTag) ||
+		!body.ReadASN1Element(&serial, cbasn1.INTEGER) || !body.ReadASN1Element(&old, cbasn1.SEQUENCE) {
+		return nil, errors.New("issue: the built TBSCertificate has no signature algorithm where RFC 5280 puts it")
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(version)
+		b.AddBytes(serial)
+		b.AddBytes(alg)
+		b.AddBytes(body)
+	})
+	return b.Bytes()
 }
 
 // Order is what policy approved: who the certificate is for and what it may contain.
@@ -240,6 +307,30 @@ func (i *Issuer) validity(d time.Duration) (time.Time, time.Time, error) {
 // so no certificate reaches the CA key without passing both checks. A refused key is a
 // *KeyError (errors.Is ErrKeyRefused); a lint failure wraps ErrLint.
 func (i *Issuer) Prepare(o Order) (*Prepared, error) {
+	b, err := i.Build(o)
+	if err != nil {
+		return nil, err
+	}
+	return i.lint(b)
+}
+
+// Built is a certificate built for an order and signed with the throwaway lint key, not yet
+// linted: what the CA would sign, which Sign never accepts (only a *Prepared).
+type Built struct {
+	der  []byte // the lint copy: TBS, signature algorithm, the lint key's signature
+	tbs  []byte
+	alg  asn1.RawValue
+	cert *x509.Certificate
+	hash crypto.Hash
+}
+
+// TBS is the TBSCertificate the CA key would sign; Hash the hash its signature algorithm takes.
+func (b *Built) TBS() []byte       { return b.tbs }
+func (b *Built) Hash() crypto.Hash { return b.hash }
+
+// Build checks the subject's key and builds the certificate for o (the first half of Prepare;
+// enrollbench measures it alone).
+func (i *Issuer) Build(o Order) (*Built, error) {
 	if problems := KeyProblems(o.PublicKey, o.Key, i.cfg.CACert.PublicKey); len(problems) > 0 {
 		return nil, &KeyError{Problems: problems}
 	}
@@ -278,16 +369,15 @@ func (i *Issuer) Prepare(o Order) (*Prepared, error) {
 		tmpl.CRLDistributionPoints = i.cfg.CRLURLs
 		tmpl.OCSPServer = i.cfg.OCSPURLs
 	}
-	p, err := i.prepare(tmpl, i.lintParent, o.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return i.build(tmpl, i.lintParent, o.PublicKey)
 }
 
-// prepare signs tmpl with the lint key under lintParent, lints the result and keeps its TBS.
-func (i *Issuer) prepare(tmpl, lintParent *x509.Certificate, pub crypto.PublicKey) (*Prepared, error) {
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, lintParent, pub, i.lintKey)
+// build signs tmpl with the lint key under lintParent and keeps its TBS, made to name the CA's
+// signature algorithm.
+func (i *Issuer) build(tmpl, lintParent *x509.Certificate, pub crypto.PublicKey) (*Built, error) {
+	t := *tmpl
+	t.SignatureAlgorithm = lintAlg
+	der, err := x509.CreateCertificate(rand.Reader, &t, lintParent, pub, i.lintKey)
 	if err != nil {
 		return nil, fmt.Errorf("issue: building certificate: %w", err)
 	}
@@ -295,9 +385,15 @@ func (i *Issuer) prepare(tmpl, lintParent *x509.Certificate, pub crypto.PublicKe
 	if rest, err := asn1.Unmarshal(der, &raw); err != nil || len(rest) != 0 {
 		return nil, fmt.Errorf("issue: re-reading built certificate: %v", err)
 	}
-	warnings, err := i.linter.lint(der, i.cfg.CACert)
-	if err != nil {
-		return nil, err
+	if i.alg != lintAlg {
+		tbs, err := replaceTBSAlgorithm(raw.TBS.FullBytes, i.algDER)
+		if err != nil {
+			return nil, err
+		}
+		raw.TBS, raw.SigAlg = asn1.RawValue{FullBytes: tbs}, asn1.RawValue{FullBytes: i.algDER}
+		if der, err = asn1.Marshal(raw); err != nil {
+			return nil, fmt.Errorf("issue: re-encoding built certificate: %w", err)
+		}
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -307,10 +403,34 @@ func (i *Issuer) prepare(tmpl, lintParent *x509.Certificate, pub crypto.PublicKe
 	if err != nil {
 		return nil, err
 	}
+	return &Built{der: der, tbs: raw.TBS.FullBytes, alg: raw.SigAlg, cert: cert, hash: h}, nil
+}
+
+// Lint lints b (the second half of Prepare; enrollbench measures it alone).
+func (i *Issuer) Lint(b *Built) error {
+	_, err := i.linter.lint(b.der, b.cert, i.cfg.CACert)
+	return err
+}
+
+// lint lints b and makes it a *Prepared.
+func (i *Issuer) lint(b *Built) (*Prepared, error) {
+	warnings, err := i.linter.lint(b.der, b.cert, i.cfg.CACert)
+	if err != nil {
+		return nil, err
+	}
 	return &Prepared{
-		tbs: raw.TBS.FullBytes, sigAlg: raw.SigAlg, hash: h, serial: tmpl.SerialNumber,
-		subject: FormatName(cert.RawSubject), notBefore: cert.NotBefore, notAfter: cert.NotAfter, warnings: warnings,
+		tbs: b.tbs, sigAlg: b.alg, hash: b.hash, serial: b.cert.SerialNumber,
+		subject: FormatName(b.cert.RawSubject), notBefore: b.cert.NotBefore, notAfter: b.cert.NotAfter, warnings: warnings,
 	}, nil
+}
+
+// prepare builds tmpl under lintParent and lints it.
+func (i *Issuer) prepare(tmpl, lintParent *x509.Certificate, pub crypto.PublicKey) (*Prepared, error) {
+	b, err := i.build(tmpl, lintParent, pub)
+	if err != nil {
+		return nil, err
+	}
+	return i.lint(b)
 }
 
 type rawCertificate struct {

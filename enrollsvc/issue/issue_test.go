@@ -86,10 +86,11 @@ func TestIssuedCertificateVerifies(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		key  func() crypto.Signer
+		alg  x509.SignatureAlgorithm // whatever the lint key's is
 	}{
-		{"ecdsa-p256", func() crypto.Signer { return mustECKey(t) }},
-		{"ecdsa-p384", func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader); return k }},
-		{"rsa-2048", func() crypto.Signer { k, _ := rsa.GenerateKey(rand.Reader, 2048); return k }},
+		{"ecdsa-p256", func() crypto.Signer { return mustECKey(t) }, x509.ECDSAWithSHA256},
+		{"ecdsa-p384", func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader); return k }, x509.ECDSAWithSHA384},
+		{"rsa-2048", func() crypto.Signer { k, _ := rsa.GenerateKey(rand.Reader, 2048); return k }, x509.SHA256WithRSA},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			iss, cs := newTestCA(t, tc.key(), 10*365*24*time.Hour)
@@ -104,6 +105,9 @@ func TestIssuedCertificateVerifies(t *testing.T) {
 				t.Errorf("crypto/x509 Verify: %v", err)
 			}
 			opensslVerify(t, iss.CACert(), c)
+			if c.SignatureAlgorithm != tc.alg {
+				t.Errorf("signature algorithm %v, want the CA key's %v", c.SignatureAlgorithm, tc.alg)
+			}
 			if len(c.SubjectKeyId) != 20 || string(c.AuthorityKeyId) != string(iss.CACert().SubjectKeyId) {
 				t.Errorf("SKI = %x, AKI = %x, want 20-byte SKI and AKI = CA SKI %x", c.SubjectKeyId, c.AuthorityKeyId, iss.CACert().SubjectKeyId)
 			}

@@ -45,7 +45,7 @@ func newLinter() (*linter, error) {
 }
 
 // lint returns the findings below error level, or a *LintError.
-func (l *linter) lint(der []byte, ca *x509.Certificate) ([]string, error) {
+func (l *linter) lint(der []byte, c *x509.Certificate, ca *x509.Certificate) ([]string, error) {
 	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
 		return nil, &LintError{Findings: []string{"parse: " + err.Error()}}
@@ -60,7 +60,7 @@ func (l *linter) lint(der []byte, ca *x509.Certificate) ([]string, error) {
 			warns = append(warns, name+": "+r.Details)
 		}
 	}
-	errs = append(errs, ownChecks(der, ca)...)
+	errs = append(errs, ownChecks(c, ca)...)
 	sort.Strings(errs)
 	sort.Strings(warns)
 	if len(errs) > 0 {
@@ -69,12 +69,9 @@ func (l *linter) lint(der []byte, ca *x509.Certificate) ([]string, error) {
 	return warns, nil
 }
 
-// ownChecks are the RFC 5280 rules this CA promises and checks itself, whatever zlint covers.
-func ownChecks(der []byte, ca *x509.Certificate) []string {
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return []string{"parse: " + err.Error()}
-	}
+// ownChecks are the RFC 5280 rules this CA promises and checks itself, whatever zlint covers,
+// on c (the built certificate, parsed once).
+func ownChecks(c *x509.Certificate, ca *x509.Certificate) []string {
 	var f []string
 	if c.SerialNumber.Sign() <= 0 {
 		f = append(f, "serial: not positive")

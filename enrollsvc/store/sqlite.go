@@ -51,6 +51,11 @@ type SQLite struct {
 
 	batches    atomic.Int64 // transactions committed or attempted by the writer
 	batchedOps atomic.Int64 // ops run in those transactions
+
+	// stmts are the writer's prepared statements by query text, used only by the writer
+	// goroutine: SQLite then parses each statement once, not once per write.
+	stmts      map[string]*sql.Stmt
+	unprepared map[string]bool
 }
 
 var _ Store = (*SQLite)(nil)
@@ -289,6 +294,9 @@ func (s *SQLite) Close() error {
 	s.mu.Unlock()
 
 	<-s.writerDone
+	for _, st := range s.stmts {
+		st.Close()
+	}
 	return errors.Join(s.rdb.Close(), s.wdb.Close())
 }
 
@@ -332,6 +340,56 @@ func (c sqliteConn) query(ctx context.Context, query string, args ...any) (rows,
 		return nil, err
 	}
 	return convRows{rs, func() { rs.Close() }, newSQLiteTime}, nil
+}
+
+// txStmts runs a writer transaction's statements through the writer's prepared statements.
+type txStmts struct {
+	tx *sql.Tx
+	s  *SQLite
+}
+
+// stmt is query prepared on the write connection, bound to the transaction; nil when it is not
+// prepared yet (the caller then runs the text). The write connection is the transaction's while
+// it runs, so a new query is prepared after the batch (prepareNew).
+func (t txStmts) stmt(ctx context.Context, query string) *sql.Stmt {
+	st, ok := t.s.stmts[query]
+	if !ok {
+		t.s.unprepared[query] = true
+		return nil
+	}
+	return t.tx.StmtContext(ctx, st)
+}
+
+// prepareNew prepares the queries the last batch ran as text, now that the write connection is
+// free again. A query that does not prepare stays text.
+func (s *SQLite) prepareNew(ctx context.Context) {
+	for q := range s.unprepared {
+		if st, err := s.wdb.PrepareContext(ctx, q); err == nil {
+			s.stmts[q] = st
+		}
+		delete(s.unprepared, q)
+	}
+}
+
+func (t txStmts) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, query, args...)
+}
+
+func (t txStmts) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, query, args...)
+}
+
+func (t txStmts) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
 // sqliteTime is a time column as SQLite returns it.

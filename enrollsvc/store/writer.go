@@ -140,20 +140,25 @@ func (s *SQLite) runBatch(batch []*writeOp) {
 		abort(nil, fmt.Errorf("store: begin transaction: %w", err))
 		return
 	}
+	if s.stmts == nil {
+		s.stmts, s.unprepared = map[string]*sql.Stmt{}, map[string]bool{}
+	}
+	defer s.prepareNew(ctx) // after the commit or the rollback has freed the connection
+	q := txStmts{tx, s}
 	for i, op := range batch {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT op"); err != nil {
+		if _, err := q.ExecContext(ctx, "SAVEPOINT op"); err != nil {
 			abort(tx, fmt.Errorf("store: savepoint: %w", err))
 			return
 		}
-		if errs[i] = runOp(ctx, sqliteConn{tx}, op.fn); errs[i] != nil {
+		if errs[i] = runOp(ctx, sqliteConn{q}, op.fn); errs[i] != nil {
 			// If SQLite rolled the whole transaction back itself (after an I/O error, say), the
 			// savepoint is gone and this fails: then nothing of the batch can be kept.
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
+			if _, err := q.ExecContext(ctx, "ROLLBACK TO op"); err != nil {
 				abort(tx, fmt.Errorf("store: rolling back failed write (%v): %w", errs[i], err))
 				return
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE op"); err != nil {
+		if _, err := q.ExecContext(ctx, "RELEASE op"); err != nil {
 			abort(tx, fmt.Errorf("store: release savepoint: %w", err))
 			return
 		}
