@@ -60,7 +60,7 @@ func (s setup) String() string {
 	if s.store == "sqlite" {
 		return "SQLite"
 	}
-	return fmt.Sprintf("PostgreSQL×%d", s.instances)
+	return fmt.Sprintf("PG×%d", s.instances)
 }
 
 func run(args []string, out io.Writer) error {
@@ -110,8 +110,8 @@ func run(args []string, out io.Writer) error {
 			setups = append(setups, s)
 		}
 	}
-	fmt.Fprintf(out, "enrollbench: %d CPUs (GOMAXPROCS %d), %s each, SoftHSM2 CA keys; figures per second unless said\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), *dur)
+	fmt.Fprintf(out, "enrollbench: %d CPUs (GOMAXPROCS %d), %s each, SoftHSM2 CA keys; figures per second unless said;\n"+
+		"PG×n: PostgreSQL 15 on loopback (TLS) shared by n instances\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), *dur)
 	leaf, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	req := enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileServer, Subject: pkix.Name{CommonName: "bench.example.test"},
 		DNSNames: []string{"bench.example.test"}, PublicKey: leaf.Public(), Validity: 30 * 24 * time.Hour,
