@@ -138,6 +138,7 @@ type Appliance struct {
 	net      *mgmtnet.Manager  // the management network
 	access   map[string]access // of each console command, from commandTable
 	start    time.Time
+	boot     bootTimeline // on the image: when each boot phase ended
 	serial   string
 	mods     kmod.Result
 	stop     context.CancelFunc // ends Run (Dev mode)
@@ -214,7 +215,17 @@ func Run(ctx context.Context, o Options) error {
 	if o.Dev {
 		a.net.SetConfigured(netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}})
 	} else {
+		if err := a.boot.kernelMarks("/dev/kmsg"); err != nil {
+			a.log.Warn("reading the kernel log for the boot timeline", "err", err)
+		}
+		a.boot.mark(bootInit)
 		a.bootSystem()
+		a.boot.mark(bootModules)
+		go func() {
+			if _, err := a.net.Address(ctx, 10*time.Minute); err == nil {
+				a.boot.mark(bootNetwork)
+			}
+		}()
 		go a.net.Run(ctx, a.diskDone, a.initialNetwork,
 			func() (provisioning.Network, error) { return provisioning.LoadNetwork(a.settingsDir()) }, a.addressMoved)
 	}
@@ -227,6 +238,9 @@ func Run(ctx context.Context, o Options) error {
 	a.prepareData(ctx)
 	a.chooseFirmware() // may boot another firmware and not return
 	a.capTPM()
+	if !o.Dev {
+		a.boot.mark(bootDisk)
+	}
 	close(a.diskDone)
 	if !o.Dev {
 		a.serial = readSerial()
@@ -243,6 +257,10 @@ func Run(ctx context.Context, o Options) error {
 		wg.Go(func() {
 			if err := a.startService(ctx); err != nil {
 				a.con.Printf("enrollsvc: %v", err)
+				return
+			}
+			if _, err := svcctl.WaitHealthy(ctx, a.varDir(), 5*time.Minute); err == nil && !a.o.Dev {
+				a.boot.mark(bootService)
 			}
 		})
 	}

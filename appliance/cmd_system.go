@@ -68,6 +68,9 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	row("Version", a.versionLine())
 	row("Serial number", orNone(a.serial))
 	row("Uptime", a.uptime().String())
+	if !a.o.Dev {
+		row("Boot", a.boot.String())
+	}
 	disk, ok := a.diskReady()
 	switch {
 	case ok && a.o.Dev:

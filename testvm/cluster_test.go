@@ -266,6 +266,7 @@ func TestApplianceCluster(t *testing.T) {
 	vmA2 := startVM(t, ctx, Options{DataDisk: diskA})
 	must(t, vmA2, prompt, 2*time.Minute)
 	checkService(t, ctx, vmA2, fingerprint, 2*time.Minute)
+	logBoot(t, vmA2, time.Since(vmA2.Started()))
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		cs, err := clB.Cluster(ctx)
 		live := 0
@@ -287,6 +288,29 @@ func TestApplianceCluster(t *testing.T) {
 	if _, err := vmClient(t, vmA2).Issue(ctx, apiclient.IssueRequest{CSR: csrs[0], Profile: "server"}); err != nil {
 		t.Errorf("A after it rejoined: %v", err)
 	}
+}
+
+// logBoot logs the boot's breakdown as status shows it (each phase, from the kernel's clock),
+// with what came before the kernel's clock: the host's time from QEMU's start (or the reboot) to
+// the API's first answer, minus the guest's time to its service's.
+func logBoot(t *testing.T, vm *VM, toServing time.Duration) {
+	t.Helper()
+	re := regexp.MustCompile(`Boot:\s+(.*?service done ([0-9.]+)s after the kernel started)`)
+	var m []string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		// The appliance marks the service once it has seen its API answer, a moment after the host.
+		out := command(t, vm, "status", 30*time.Second)
+		if m = re.FindStringSubmatch(out); m != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("status has no boot timeline ending with the service:\n%s", out)
+			return
+		}
+	}
+	guest, _ := time.ParseDuration(m[2] + "s")
+	t.Logf("boot to serving %s (TCG): firmware, boot loader and kernel decompression %s (host), then %s",
+		toServing.Round(100*time.Millisecond), (toServing - guest).Round(100*time.Millisecond), m[1])
 }
 
 // pasteLines types text line by line, then an empty line, slowly enough for a serial line

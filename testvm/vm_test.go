@@ -302,8 +302,10 @@ func TestAppliance(t *testing.T) {
 	}
 	toPrompt := time.Since(start)
 	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
+	toServing := time.Since(start)
 	t.Logf("reboot to the console prompt: %s; to serving (API healthy on the forwarded port): %s",
-		toPrompt.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+		toPrompt.Round(100*time.Millisecond), toServing.Round(100*time.Millisecond))
+	logBoot(t, vm, toServing)
 
 	if out := command(t, vm, "reboot", 30*time.Second); !strings.Contains(out, "log in first") {
 		t.Errorf("reboot without a login after the reboot: %q", out)
