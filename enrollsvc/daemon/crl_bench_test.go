@@ -1,0 +1,151 @@
+package daemon_test
+
+import (
+	"context"
+	"crypto/x509"
+	"database/sql"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
+)
+
+// BenchmarkCRLMillion: a full CRL (and its delta) of 1,000,000 revoked certificates published by
+// the running service through its real store (SQLite) and signed with the CA key in SoftHSM, then
+// fetched from its plain-HTTP listener and parsed. The revoked rows are written into the store's
+// file before the service opens it (setup, not measured). It reports the publication's time, the
+// largest Go heap seen while publishing, and the CRL's size; the CRL must list every one of them.
+func BenchmarkCRLMillion(b *testing.B) {
+	const n = 1_000_000
+	needSoftHSM(b)
+	b.Setenv("SOFTHSM2_CONF", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	httpListen := l.Addr().String()
+	l.Close()
+	dir := filepath.Join(b.TempDir(), "var")
+	if _, err := ceremony.Init(ctx, ceremony.InitOptions{Dir: dir, CAName: "CRL Bench CA", KeyType: "ecdsa-p256",
+		HTTPURL: "http://" + httpListen, HTTPListen: httpListen, Logger: quiet}); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := config.Load(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fillRevoked(b, config.Path(dir, cfg.Store), n)
+	rt, err := daemon.Open(ctx, dir, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	up := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", HTTPListen: httpListen,
+			OnHTTPListen: func(string) { close(up) }}, rt)
+	}()
+	defer func() { cancel(); <-done; rt.Close() }()
+	select {
+	case <-up:
+	case err := <-done:
+		b.Fatalf("Serve: %v", err)
+	}
+	for b.Loop() {
+		runtime.GC()
+		var peak uint64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			var ms runtime.MemStats
+			for {
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapInuse)
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		})
+		start := time.Now()
+		info, err := rt.PublishCRL(ctx)
+		took := time.Since(start)
+		close(stop)
+		wg.Wait()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.Entries != n {
+			b.Fatalf("the CRL lists %d certificates, want %d", info.Entries, n)
+		}
+		b.ReportMetric(took.Seconds(), "s/publish")
+		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		b.ReportMetric(float64(info.Bytes)/(1<<20), "crl-MiB")
+	}
+	resp, err := http.Get("http://" + httpListen + "/crl/CRL-Bench-CA.crl")
+	if err != nil {
+		b.Fatal(err)
+	}
+	der, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil || len(crl.RevokedCertificateEntries) != n {
+		b.Fatalf("the CRL served: %v, %d entries; want %d", err, len(crl.RevokedCertificateEntries), n)
+	}
+	if err := crl.CheckSignatureFrom(rt.CACert); err != nil {
+		b.Fatalf("the CRL served does not verify: %v", err)
+	}
+}
+
+// fillRevoked writes n revoked certificates (a serial reserved, a certificate row) into the
+// SQLite store at path, in one transaction.
+func fillRevoked(b *testing.B, path string, n int) {
+	b.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ser, err := tx.Prepare("INSERT INTO serials (serial, reserved_at) VALUES (?, ?)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, err := tx.Prepare(`INSERT INTO certificates (serial, der, template, account, subject, not_before, not_after,
+		status, revoked_at, revocation_reason, issued_at) VALUES (?, ?, 'bench', 'bench', 'CN=bench', ?, ?, 'revoked', ?, 1, ?)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const layout = "2006-01-02T15:04:05.000000000Z" // the store's
+	now := time.Now().UTC().Add(-time.Hour)
+	nb, na := now.Add(-24*time.Hour).Format(layout), now.Add(365*24*time.Hour).Format(layout)
+	der := []byte{0x30, 0x00} // the CRL reads serial, time and reason only
+	for i := range n {
+		serial := fmt.Sprintf("7f%016x%016x", i, i*2654435761)
+		at := now.Add(time.Duration(i) * time.Microsecond).Format(layout)
+		if _, err := ser.Exec(serial, at); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cert.Exec(serial, der, nb, na, at, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+}
