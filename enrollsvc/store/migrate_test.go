@@ -194,3 +194,14 @@ func TestOpenOddPath(t *testing.T) {
 		t.Errorf("CountCertificates() = %d, %v, want 1", n, err)
 	}
 }
+
+// SQLite's index hints leave a query PostgreSQL reads as it was written without them.
+func TestRebindDropsIndexHints(t *testing.T) {
+	q := "SELECT serial FROM certificates" + indexedBy("certificates_revoked") + " WHERE status = ? AND revoked_at >= ?"
+	if got, want := rebind(q), "SELECT serial FROM certificates WHERE status = $1 AND revoked_at >= $2"; got != want {
+		t.Errorf("rebind = %q, want %q", got, want)
+	}
+	if got := dropIndexedBy("SELECT 1 FROM t" + indexedBy("i")); got != "SELECT 1 FROM t" {
+		t.Errorf("a hint at the end: %q", got)
+	}
+}

@@ -486,8 +486,12 @@ func (c pgConn) query(ctx context.Context, query string, args ...any) (rows, err
 }
 
 // rebind numbers the ? placeholders of query as PostgreSQL's $1, $2, ... (the store's queries
-// have no ? anywhere else).
+// have no ? anywhere else), and drops SQLite's index hints (indexedBy), which PostgreSQL's
+// planner, with its statistics, does not need.
 func rebind(query string) string {
+	if strings.Contains(query, indexedByPrefix) {
+		query = dropIndexedBy(query)
+	}
 	var b strings.Builder
 	b.Grow(len(query) + 16)
 	n := 0
