@@ -22,6 +22,7 @@ import (
 const (
 	bootKernel    = "kernel"           // the kernel's own initialisation, to the initramfs
 	bootInitramfs = "initramfs unpack" // the kernel unpacks the initramfs
+	bootToInit    = "kernel to /init"  // the rest of the kernel's start, to running /init
 	bootInit      = "init"             // from the kernel's handing over to /init to appinit's start (u-root's init)
 	bootModules   = "mounts and modules"
 	bootDisk      = "data disk" // find, unlock (TPM), check, mount
@@ -112,7 +113,7 @@ func (b *bootTimeline) kernelMarks(kmsg string) error {
 		b.markAt(bootInitramfs, unpacked)
 	}
 	if runInit > 0 {
-		b.markAt("kernel to /init", runInit)
+		b.markAt(bootToInit, runInit)
 	}
 	return nil
 }

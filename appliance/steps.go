@@ -109,45 +109,61 @@ func (s steps) Import(ctx context.Context, bundle []byte) (provisioning.Report, 
 
 // Directory checks and saves the Active Directory settings.
 func (s steps) Directory(ctx context.Context, d provisioning.Directory) (provisioning.Report, error) {
-	caFile := ""
-	if len(d.CAPEM) > 0 {
-		f, err := os.CreateTemp("", "dc-ca-*.pem")
-		if err != nil {
-			return provisioning.Report{}, err
-		}
-		defer os.Remove(f.Name())
-		_, werr := f.Write(d.CAPEM)
-		if err := errors.Join(werr, f.Close()); err != nil {
-			return provisioning.Report{}, err
-		}
-		caFile = f.Name()
+	var caFile string
+	remove, err := tempFiles(tempFile{d.CAPEM, &caFile})
+	if err != nil {
+		return provisioning.Report{}, err
 	}
+	defer remove()
 	call, err := stepcmd.Directory(d, caFile)
 	return s.report(ctx, call, err)
+}
+
+// tempFile is content for a step's child process, and where to put the file's name.
+type tempFile struct {
+	b   []byte
+	dst *string
+}
+
+// tempFiles writes each non-empty content into a temporary file (mode 0600, os.CreateTemp's)
+// and sets its dst to the file's name; remove removes them all.
+func tempFiles(files ...tempFile) (remove func(), err error) {
+	var names []string
+	remove = func() {
+		for _, n := range names {
+			os.Remove(n)
+		}
+	}
+	for _, f := range files {
+		if len(f.b) == 0 {
+			continue
+		}
+		tf, err := os.CreateTemp("", "step-*")
+		if err != nil {
+			remove()
+			return nil, err
+		}
+		names = append(names, tf.Name())
+		_, werr := tf.Write(f.b)
+		if err := errors.Join(werr, tf.Close()); err != nil {
+			remove()
+			return nil, err
+		}
+		*f.dst = tf.Name()
+	}
+	return remove, nil
 }
 
 // Store checks and saves the shared PostgreSQL store's settings, its PEM files handed to the
 // step in temporary files.
 func (s steps) Store(ctx context.Context, st provisioning.Store) (provisioning.Report, error) {
 	var files stepcmd.StoreFiles
-	for _, f := range []struct {
-		b   []byte
-		dst *string
-	}{{st.CAPEM, &files.CA}, {st.ClientCertPEM, &files.ClientCert}, {st.ClientKeyPEM, &files.ClientKey}} {
-		if len(f.b) == 0 {
-			continue
-		}
-		tf, err := os.CreateTemp("", "store-*.pem")
-		if err != nil {
-			return provisioning.Report{}, err
-		}
-		defer os.Remove(tf.Name())
-		_, werr := tf.Write(f.b)
-		if err := errors.Join(werr, tf.Chmod(0o600), tf.Close()); err != nil {
-			return provisioning.Report{}, err
-		}
-		*f.dst = tf.Name()
+	remove, err := tempFiles(tempFile{st.CAPEM, &files.CA}, tempFile{st.ClientCertPEM, &files.ClientCert},
+		tempFile{st.ClientKeyPEM, &files.ClientKey})
+	if err != nil {
+		return provisioning.Report{}, err
 	}
+	defer remove()
 	call, err := stepcmd.Store(st, files)
 	return s.report(ctx, call, err)
 }
@@ -186,24 +202,12 @@ func (s steps) Join(ctx context.Context, j provisioning.Join) (provisioning.Repo
 	}
 	var files stepcmd.StoreFiles
 	var bundle string
-	for _, t := range []struct {
-		b   []byte
-		dst *string
-	}{{j.Store.CAPEM, &files.CA}, {j.Store.ClientCertPEM, &files.ClientCert}, {j.Store.ClientKeyPEM, &files.ClientKey}, {j.TokenBundle, &bundle}} {
-		if len(t.b) == 0 {
-			continue
-		}
-		tf, err := os.CreateTemp("", "join-*")
-		if err != nil {
-			return provisioning.Report{}, err
-		}
-		defer os.Remove(tf.Name())
-		_, werr := tf.Write(t.b)
-		if err := errors.Join(werr, tf.Chmod(0o600), tf.Close()); err != nil {
-			return provisioning.Report{}, err
-		}
-		*t.dst = tf.Name()
+	remove, err := tempFiles(tempFile{j.Store.CAPEM, &files.CA}, tempFile{j.Store.ClientCertPEM, &files.ClientCert},
+		tempFile{j.Store.ClientKeyPEM, &files.ClientKey}, tempFile{j.TokenBundle, &bundle})
+	if err != nil {
+		return provisioning.Report{}, err
 	}
+	defer remove()
 	call, err := stepcmd.JoinCall(j, files, bundle, f)
 	r, err := s.report(ctx, call, err)
 	if err != nil {

@@ -198,7 +198,11 @@ func BenchmarkOCSPOverHTTP(b *testing.B) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "answers/s")
-	b.ReportMetric(float64(rt.Key.Signatures()-before), "hsm-signatures")
+	signed := rt.Key.Signatures() - before
+	b.ReportMetric(float64(signed), "hsm-signatures")
+	if signed > 1 { // the monitor's health check (every 30 s) may make one
+		b.Errorf("answering pre-signed certificates made %d HSM signatures", signed)
+	}
 	for i := 0; i < certs; i += 97 {
 		if err := ask(queries[i], true); err != nil {
 			b.Fatal(err)

@@ -92,10 +92,7 @@ func (s *StoreOptions) stage(dir string) (*config.Postgres, error) {
 		return nil, err
 	}
 	if s.Password != "" {
-		if strings.ContainsAny(s.Password, "\r\n") {
-			return nil, errors.New("the store's password holds a line break")
-		}
-		if err := os.WriteFile(filepath.Join(dir, config.StorePassword), []byte(s.Password+"\n"), 0o600); err != nil {
+		if err := writeSecret(filepath.Join(dir, config.StorePassword), "store's password", s.Password, "", ""); err != nil {
 			return nil, err
 		}
 	}

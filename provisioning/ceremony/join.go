@@ -209,15 +209,9 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 		if err := os.MkdirAll(filepath.Join(stage, config.LDAPDir), 0o700); err != nil {
 			return nil, err
 		}
-		if o.LDAPPassword != "" {
-			if strings.ContainsAny(o.LDAPPassword, "\r\n") {
-				return nil, errors.New("the directory password holds a line break")
-			}
-			if err := os.WriteFile(filepath.Join(stage, config.LDAPPassword), []byte(o.LDAPPassword+"\n"), 0o600); err != nil {
-				return nil, err
-			}
-		} else if err := copyFile(o.LDAPPasswordFile, filepath.Join(stage, config.LDAPPassword), 0o600); err != nil {
-			return nil, fmt.Errorf("--ldap-password-file: %w", err)
+		if err := writeSecret(filepath.Join(stage, config.LDAPPassword), "directory password", o.LDAPPassword,
+			o.LDAPPasswordFile, "--ldap-password-file"); err != nil {
+			return nil, err
 		}
 		dd.PasswordFile, dd.CAFile = config.LDAPPassword, ""
 		if shared.LDAPCA != "" {
@@ -274,14 +268,20 @@ func joinIn(ctx context.Context, stage string, o JoinOptions) (*Result, error) {
 
 // writePIN writes the token's user PIN (o.PIN or o.PINFile's) into stage.
 func writePIN(stage string, o JoinOptions) error {
-	if o.PIN != "" {
-		if strings.ContainsAny(o.PIN, "\r\n") {
-			return errors.New("the PIN holds a line break")
+	return writeSecret(filepath.Join(stage, config.PINFile), "PIN", o.PIN, o.PINFile, "--pin-file")
+}
+
+// writeSecret writes a secret into the file to (mode 0600): value itself, one line, or when it
+// is empty a copy of the file from (flag names it in errors).
+func writeSecret(to, what, value, from, flag string) error {
+	if value != "" {
+		if strings.ContainsAny(value, "\r\n") {
+			return fmt.Errorf("the %s holds a line break", what)
 		}
-		return os.WriteFile(filepath.Join(stage, config.PINFile), []byte(o.PIN+"\n"), 0o600)
+		return os.WriteFile(to, []byte(value+"\n"), 0o600)
 	}
-	if err := copyFile(o.PINFile, filepath.Join(stage, config.PINFile), 0o600); err != nil {
-		return fmt.Errorf("--pin-file: %w", err)
+	if err := copyFile(from, to, 0o600); err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
 	}
 	return nil
 }
