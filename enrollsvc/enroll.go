@@ -176,10 +176,10 @@ func accountState(a *ldap.Account, now time.Time) []string {
 	return reasons
 }
 
-func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool) (policy.Input, error) {
+func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll, waitNames bool) (policy.Input, error) {
 	set := dc.Settings[t.Name]
 	in := policy.Input{Template: t, Account: a, Request: r, CACert: s.issuer.CACert(), Now: s.rec.Now(),
-		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject, Names: s.aceNames(ctx, dc, t)}
+		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject, Names: s.aceNames(ctx, dc, t, waitNames)}
 	if names := a.DNSNames(); len(names) > 0 {
 		// Policy certifies a host name only when no other object holds it (Certifried).
 		holders, err := dc.Dir.DNSNameHolders(ctx, names)
@@ -202,11 +202,23 @@ func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Templ
 // SIDNamer is a directory that can name SIDs (optional).
 type SIDNamer interface {
 	SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]string, error)
+	// CachedSIDNames answers from what the directory client has cached, without a round trip;
+	// complete is false when some SID is not cached.
+	CachedSIDNames(sids []secdesc.SID) (names map[string]string, complete bool)
 }
 
+// How aceNames resolves the names of ACE trustees:
+const (
+	namesWait   = true  // now, with a round trip if the cache lacks them (explain)
+	namesCached = false // from the cache, filled in the background when it lacks them (requests)
+)
+
 // aceNames names the trustees of t's ACEs, so that reasons say which group decided. Names are
-// for people: a failure leaves the SIDs as they are.
-func (s *Service) aceNames(ctx context.Context, dc *DirectoryConfig, t policy.Template) map[string]string {
+// for people: a failure leaves the SIDs as they are. A request's decision (wait false) takes the
+// names the directory client has cached and never waits for a round trip: if some are missing, one
+// background search fills the cache for the next decisions, and this one's reasons show SIDs
+// where names are missing. Explain waits for them.
+func (s *Service) aceNames(ctx context.Context, dc *DirectoryConfig, t policy.Template, wait bool) map[string]string {
 	namer, ok := dc.Dir.(SIDNamer)
 	if !ok || t.SD == nil || t.SD.DACL == nil {
 		return nil
@@ -214,6 +226,20 @@ func (s *Service) aceNames(ctx context.Context, dc *DirectoryConfig, t policy.Te
 	sids := make([]secdesc.SID, 0, len(t.SD.DACL.ACEs))
 	for _, a := range t.SD.DACL.ACEs {
 		sids = append(sids, a.SID)
+	}
+	if !wait {
+		names, complete := namer.CachedSIDNames(sids)
+		if !complete && s.naming.CompareAndSwap(false, true) {
+			go func() {
+				defer s.naming.Store(false)
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				if _, err := namer.SIDNames(ctx, sids); err != nil {
+					s.log.DebugContext(ctx, "naming ACE trustees", "template", t.Name, "error", err)
+				}
+			}()
+		}
+		return names
 	}
 	names, err := namer.SIDNames(ctx, sids)
 	if err != nil {
@@ -260,7 +286,7 @@ func (s *Service) Explain(ctx context.Context, account, template string) (*Expla
 			return ex, nil
 		}
 		ex.Account = a
-		in, err := s.input(ctx, dc, *ot.Template, *a, nil, false)
+		in, err := s.input(ctx, dc, *ot.Template, *a, nil, false, namesWait)
 		if err != nil {
 			return nil, err
 		}
@@ -343,7 +369,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return s.refuse(ctx, meta, reasons, nil)
 	}
 	meta.Account = accountName(a)
-	in, err := s.input(ctx, dc, *t, *a, &req, er.Autoenroll)
+	in, err := s.input(ctx, dc, *t, *a, &req, er.Autoenroll, namesCached)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
@@ -103,6 +104,7 @@ type Service struct {
 	onRevoke func(serial string) // nil: nothing to do after a revocation
 
 	scepRefused refusalCounts // anonymous SCEP refusals, recorded per profile per window
+	naming      atomic.Bool   // a background search for ACE trustees' names is running (aceNames)
 }
 
 // New returns a Service. rec writes audit events (to the same store).

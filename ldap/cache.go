@@ -17,6 +17,7 @@ type cache struct {
 
 	mu    sync.Mutex
 	items map[string]cacheItem
+	byDN  map[string]map[string]bool // lower-case DN → the keys of the items read from it, for dropDN
 }
 
 type cacheItem struct {
@@ -26,7 +27,7 @@ type cacheItem struct {
 }
 
 func newCache(ttl time.Duration, now func() time.Time) *cache {
-	return &cache{ttl: ttl, now: now, items: map[string]cacheItem{}}
+	return &cache{ttl: ttl, now: now, items: map[string]cacheItem{}, byDN: map[string]map[string]bool{}}
 }
 
 // get returns a value that has not expired. Expired items are never returned.
@@ -41,7 +42,7 @@ func (c *cache) get(key string) (any, bool) {
 		return nil, false
 	}
 	if !c.now().Before(it.expires) {
-		delete(c.items, key)
+		c.deleteLocked(key, it)
 		return nil, false
 	}
 	return it.v, true
@@ -57,14 +58,38 @@ func (c *cache) put(key, dn string, v any) {
 	if len(c.items) >= maxCacheItems {
 		for k, it := range c.items {
 			if !now.Before(it.expires) {
-				delete(c.items, k)
+				c.deleteLocked(k, it)
 			}
 		}
 		if len(c.items) >= maxCacheItems {
 			clear(c.items)
+			clear(c.byDN)
 		}
 	}
-	c.items[key] = cacheItem{v: v, dn: strings.ToLower(dn), expires: now.Add(c.ttl)}
+	if old, ok := c.items[key]; ok {
+		c.deleteLocked(key, old)
+	}
+	it := cacheItem{v: v, dn: strings.ToLower(dn), expires: now.Add(c.ttl)}
+	c.items[key] = it
+	if it.dn != "" {
+		keys := c.byDN[it.dn]
+		if keys == nil {
+			keys = map[string]bool{}
+			c.byDN[it.dn] = keys
+		}
+		keys[key] = true
+	}
+}
+
+// deleteLocked removes the item key (it) and its entry in byDN. Call with c.mu held.
+func (c *cache) deleteLocked(key string, it cacheItem) {
+	delete(c.items, key)
+	if keys := c.byDN[it.dn]; keys != nil {
+		delete(keys, key)
+		if len(keys) == 0 {
+			delete(c.byDN, it.dn)
+		}
+	}
 }
 
 // dropDN forgets every item read from the object dn (after we changed it).
@@ -72,15 +97,15 @@ func (c *cache) dropDN(dn string) {
 	dn = strings.ToLower(dn)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, it := range c.items {
-		if it.dn == dn {
-			delete(c.items, k)
-		}
+	for k := range c.byDN[dn] {
+		delete(c.items, k)
 	}
+	delete(c.byDN, dn)
 }
 
 func (c *cache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.items)
+	clear(c.byDN)
 }

@@ -3,11 +3,14 @@ package ldap_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/ldap"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 )
 
 func TestCache(t *testing.T) {
@@ -29,6 +32,24 @@ func TestCache(t *testing.T) {
 	}
 	account := func() error { _, err := e.c.Account(ctx, "deep50"); return err }
 	byDN := func() error { _, err := e.c.Account(ctx, e.s.Deep50.DN); return err }
+	bySID := func() error {
+		a, err := e.c.Account(ctx, ldap.SIDAccount(e.s.Deep50.SID))
+		if err == nil && (a.DN != e.s.Deep50.DN || len(a.Groups) < ldaptest.NestDepth) {
+			err = fmt.Errorf("Account(SID of deep50) = %s with %d groups, want deep50 with its nested groups", a.DN, len(a.Groups))
+		}
+		return err
+	}
+	// A cold decision reads the enrollment service, then its templates: one round trip for both.
+	serviceAndTemplates := func() error {
+		if _, err := e.c.EnrollmentService(ctx, ldaptest.CACN); err != nil {
+			return err
+		}
+		got, err := e.c.Templates(ctx, e.s.Offered)
+		if err == nil && len(got) != len(e.s.Offered) {
+			err = fmt.Errorf("Templates = %d entries, want the %d offered", len(got), len(e.s.Offered))
+		}
+		return err
+	}
 	templates := func() error { _, err := e.c.Templates(ctx, e.s.Offered); return err }
 	service := func() error { _, err := e.c.EnrollmentService(ctx, ldaptest.CACN); return err }
 
@@ -39,6 +60,7 @@ func TestCache(t *testing.T) {
 	}{
 		{"Account(deep50)", account, 2}, // find, then tokenGroups on the entry
 		{"Account(DN)", byDN, 1},        // one base search returns both
+		{"Account(SID)", bySID, 1},      // the same, with <SID=...> as the base (a PAC's SID)
 		{"Templates", templates, 1},
 		{"EnrollmentService", service, 1},
 	} {
@@ -59,6 +81,13 @@ func TestCache(t *testing.T) {
 		}
 		clock.Advance(ttl + time.Second)
 	}
+
+	// The enrollment service's search brings every template with it: then Templates costs nothing.
+	e.c.Invalidate()
+	if n := calls("EnrollmentService + Templates", serviceAndTemplates); n != 1 {
+		t.Errorf("cold EnrollmentService then Templates: %d round trips, want 1", n)
+	}
+	e.c.Invalidate()
 
 	// Templates: a partly cached request fetches only what is missing, absent templates are cached too.
 	if n := calls("Templates(AEUser)", func() error { _, err := e.c.Templates(ctx, []string{"AEUser", "Nope"}); return err }); n != 1 {
@@ -154,6 +183,64 @@ func BenchmarkAccountCold(b *testing.B) {
 		a, err := e.c.Account(ctx, "deep50")
 		if err != nil || len(a.Groups) < ldaptest.NestDepth {
 			b.Fatal(a, err)
+		}
+	}
+}
+
+// The pool: concurrent callers are spread over Config.Connections connections, dialled as load asks
+// for them; a paged search keeps to the connection of its first page (the cookie is that
+// connection's) while other callers use the others; bad sizes are refused.
+func TestConnectionPool(t *testing.T) {
+	t.Parallel()
+	dc, s := ldaptest.StartPopulatedDC(t, ldaptest.Population{Users: 600})
+	cfg := svcConfig(dc, s)
+	cfg.CacheTTL, cfg.Connections = -1, 4
+	c, err := ldap.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := c.Stats().Connections; n != 1 {
+		t.Errorf("after Dial: %d connections, want 1 (the rest are dialled on demand)", n)
+	}
+	ctx := context.Background()
+	pop := ldaptest.Population{Users: 600}
+	var sids []secdesc.SID
+	for i := range 600 {
+		a, err := c.Account(ctx, pop.UserName(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sids = append(sids, a.SID)
+	}
+	errs := make(chan error, 64)
+	for i := range 64 {
+		go func() {
+			if i%16 == 0 { // 601 entries: two pages of PageSize, on one connection, amid the others
+				names, err := c.SIDNames(ctx, append(sids, s.Alice.SID))
+				if err == nil && len(names) != 601 {
+					err = fmt.Errorf("SIDNames named %d of 601 SIDs", len(names))
+				}
+				errs <- err
+				return
+			}
+			_, err := c.Account(ctx, []string{"alice", "bob", "WS1$", "deep50"}[i%4])
+			errs <- err
+		}()
+	}
+	for range 64 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := c.Stats().Connections; n != 4 {
+		t.Errorf("after 600 sequential and 64 concurrent requests: %d connections, want the pool's 4", n)
+	}
+	for _, n := range []int{-1, 65} {
+		bad := cfg
+		bad.Connections = n
+		if _, err := ldap.Dial(ctx, bad); err == nil || !strings.Contains(err.Error(), "Connections") {
+			t.Errorf("Dial with Connections %d = %v, want an error naming Connections", n, err)
 		}
 	}
 }

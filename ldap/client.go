@@ -22,25 +22,30 @@ const (
 	maxBackoff = 2 * time.Second
 )
 
-// Client is a connection to one domain controller, shared by concurrent callers. Its methods are safe for
-// concurrent use. Values it returns (entries, accounts) may be shared with its cache: treat them as read-only.
+// Client is a pool of connections to one domain controller (Config.Connections), shared by concurrent
+// callers: each request goes to the next connection in turn, and a connection that is not there yet (or
+// was lost) is dialled. Its methods are safe for concurrent use. Values it returns (entries, accounts)
+// may be shared with its cache: treat them as read-only.
 type Client struct {
 	cfg Config
 	ep  endpoint
 	now func() time.Time
 
 	dialSem chan struct{} // one dial at a time; a channel so waiters can give up on their ctx
+	next    atomic.Uint32 // the slot the next request takes (mod len(conns))
 
 	mu       sync.Mutex
-	conn     *goldap.Conn
+	conns    []*goldap.Conn // the pool's slots; nil: not dialled, or lost
 	root     RootDSE
 	closed   bool
+	lost     bool // a connection was lost since the last dial: the next successful dial says so
 	nextDial time.Time
 	backoff  time.Duration
 	dialErr  error
 
 	cache                    *cache
 	hits, misses, roundTrips atomic.Int64
+	dialTrips                atomic.Int64 // StartTLS, bind and RootDSE of the pool's dials
 }
 
 // RootDSE holds the naming contexts read from the DC's RootDSE when connecting.
@@ -52,10 +57,13 @@ type RootDSE struct {
 	DomainDNS                  string // corp.example.test, from DefaultNamingContext
 }
 
-// CacheStats counts cache lookups and the LDAP requests sent (including those of dialing: StartTLS, bind,
-// RootDSE), so tests can prove that a cache hit costs no round trip.
+// CacheStats counts cache lookups and the LDAP requests sent, so tests can prove that a cache hit costs
+// no round trip: RoundTrips are the requests made for callers (a password check's own connection, its
+// StartTLS and bind included), DialTrips those of dialling the pool's connections (StartTLS, bind,
+// RootDSE); and the pool's live connections.
 type CacheStats struct {
-	Hits, Misses, RoundTrips int64
+	Hits, Misses, RoundTrips, DialTrips int64
+	Connections                         int
 }
 
 // Dial validates cfg, connects, binds and reads the RootDSE. It fails with an error wrapping ErrUnavailable
@@ -66,27 +74,29 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, ep: ep, now: time.Now, dialSem: make(chan struct{}, 1)}
+	c := &Client{cfg: cfg, ep: ep, now: time.Now, dialSem: make(chan struct{}, 1), conns: make([]*goldap.Conn, cfg.Connections)}
 	c.cache = newCache(cfg.CacheTTL, func() time.Time { return c.now() })
 	conn, root, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ldap: %w", err)
 	}
-	c.conn, c.root = conn, root
+	c.conns[0], c.root = conn, root
 	return c, nil
 }
 
-// Close closes the connection; later calls fail with ErrUnavailable.
+// Close closes the connections; later calls fail with ErrUnavailable.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	if c.conn != nil {
-		err := c.conn.Close()
-		c.conn = nil
-		return err
+	var errs []error
+	for i, conn := range c.conns {
+		if conn != nil {
+			errs = append(errs, conn.Close())
+			c.conns[i] = nil
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // RootDSE returns the naming contexts read when the connection was (re)established.
@@ -104,29 +114,48 @@ func (c *Client) Ping(ctx context.Context) error {
 	return err
 }
 
-// Stats returns cache and round-trip counters since Dial.
+// Stats returns cache and round-trip counters since Dial, and the live connections now.
 func (c *Client) Stats() CacheStats {
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), RoundTrips: c.roundTrips.Load()}
+	st := CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), RoundTrips: c.roundTrips.Load(), DialTrips: c.dialTrips.Load()}
+	c.mu.Lock()
+	for _, conn := range c.conns {
+		if conn != nil && !conn.IsClosing() {
+			st.Connections++
+		}
+	}
+	c.mu.Unlock()
+	return st
 }
 
 // Invalidate drops every cached template, enrollment service and account.
 func (c *Client) Invalidate() { c.cache.clear() }
 
-// do sends one request on the shared connection and is, with dial, the only place that does: RoundTrips counts
-// here. The whole call, including a redial, takes at most cfg.Timeout (or less if ctx says so). On a network
-// error or a timeout it drops the connection; if that connection was not freshly dialed by this call, time is
-// left and retry is set, it redials once and sends the request again, so a DC restart is invisible to
-// callers. Requests passed with retry must be idempotent.
+// do sends one request on a connection of the pool and is, with dial, the only place that does:
+// RoundTrips counts here. The whole call, including a redial, takes at most cfg.Timeout (or less if ctx
+// says so). On a network error or a timeout it drops the connection; if that connection was not freshly
+// dialed by this call, time is left and retry is set, it redials once and sends the request again, so a
+// DC restart is invisible to callers. Requests passed with retry must be idempotent.
 func (c *Client) do(ctx context.Context, op string, retry bool, f func(*goldap.Conn) error) error {
+	return c.doOn(ctx, op, retry, nil, f)
+}
+
+// doOn is do on the connection pinned, when it is not nil (a paged search's later pages: the
+// cookie belongs to the connection of the first); it is never redialled nor retried.
+func (c *Client) doOn(ctx context.Context, op string, retry bool, pinned *goldap.Conn, f func(*goldap.Conn) error) error {
 	opCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		conn, fresh, err := c.getConn(opCtx)
-		if err != nil {
-			return fmt.Errorf("ldap: %s: %w", op, err)
+		conn, fresh := pinned, false
+		if conn == nil {
+			var err error
+			if conn, fresh, err = c.getConn(opCtx); err != nil {
+				return fmt.Errorf("ldap: %s: %w", op, err)
+			}
+		} else if conn.IsClosing() {
+			return unavailable(op, errors.New("the connection of the search's first page was lost"))
 		}
 		c.roundTrips.Add(1)
-		err = runCtx(opCtx, func() error { return f(conn) })
+		err := runCtx(opCtx, func() error { return f(conn) })
 		switch {
 		case err == nil:
 			return nil
@@ -139,7 +168,7 @@ func (c *Client) do(ctx context.Context, op string, retry bool, f func(*goldap.C
 			return fmt.Errorf("ldap: %s: %w", op, err)
 		}
 		c.drop(conn, err)
-		if fresh || attempt > 0 || !retry {
+		if fresh || attempt > 0 || !retry || pinned != nil {
 			return unavailable(op, err)
 		}
 	}
@@ -161,10 +190,11 @@ func runCtx(ctx context.Context, f func() error) error {
 	}
 }
 
-// getConn returns the live connection, or dials a new one (at most one dial in flight; respecting backoff).
-// fresh reports that this call dialed it.
+// getConn returns the live connection of the next slot of the pool, or dials one for it (at most one dial
+// in flight; respecting backoff). fresh reports that this call dialed it.
 func (c *Client) getConn(ctx context.Context) (conn *goldap.Conn, fresh bool, err error) {
-	if conn, err := c.liveConn(); conn != nil || err != nil {
+	slot := int(c.next.Add(1)-1) % len(c.conns)
+	if conn, err := c.liveConn(slot); conn != nil || err != nil {
 		return conn, false, err
 	}
 	select {
@@ -174,7 +204,7 @@ func (c *Client) getConn(ctx context.Context) (conn *goldap.Conn, fresh bool, er
 	}
 	defer func() { <-c.dialSem }()
 	// Someone else may have dialed while we waited.
-	if conn, err := c.liveConn(); conn != nil || err != nil {
+	if conn, err := c.liveConn(slot); conn != nil || err != nil {
 		return conn, false, err
 	}
 	c.mu.Lock()
@@ -201,29 +231,37 @@ func (c *Client) getConn(ctx context.Context) (conn *goldap.Conn, fresh bool, er
 		conn.Close()
 		return nil, false, fmt.Errorf("%w: client closed", ErrUnavailable)
 	}
-	c.cfg.Logger.Info("directory reconnected", "url", c.cfg.URL)
-	c.conn, c.root, c.backoff, c.nextDial, c.dialErr = conn, root, 0, time.Time{}, nil
+	if c.lost {
+		c.cfg.Logger.Info("directory reconnected", "url", c.cfg.URL)
+		c.lost = false
+	}
+	c.conns[slot], c.root, c.backoff, c.nextDial, c.dialErr = conn, root, 0, time.Time{}, nil
 	return conn, true, nil
 }
 
-func (c *Client) liveConn() (*goldap.Conn, error) {
+func (c *Client) liveConn(slot int) (*goldap.Conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, fmt.Errorf("%w: client closed", ErrUnavailable)
 	}
-	if c.conn != nil && !c.conn.IsClosing() {
-		return c.conn, nil
+	if conn := c.conns[slot]; conn != nil && !conn.IsClosing() {
+		return conn, nil
 	}
 	return nil, nil
 }
 
-// drop forgets conn after a network error, so the next call redials.
+// drop forgets conn after a network error, so the next call on its slot redials.
 func (c *Client) drop(conn *goldap.Conn, cause error) {
 	c.mu.Lock()
-	if c.conn == conn {
-		c.conn = nil
-		c.cfg.Logger.Warn("directory connection lost", "url", c.cfg.URL, "err", cause)
+	for i, have := range c.conns {
+		if have == conn {
+			c.conns[i] = nil
+			if !c.lost {
+				c.cfg.Logger.Warn("directory connection lost", "url", c.cfg.URL, "err", cause)
+			}
+			c.lost = true
+		}
 	}
 	c.mu.Unlock()
 	conn.Close()
@@ -260,12 +298,12 @@ func (c *Client) dial(ctx context.Context) (*goldap.Conn, RootDSE, error) {
 		return nil, root, err
 	}
 	if !c.ep.ldaps {
-		c.roundTrips.Add(1)
+		c.dialTrips.Add(1)
 		if err := conn.StartTLS(c.ep.tls); err != nil {
 			return fail(fmt.Errorf("StartTLS with %s: %w: %w", c.cfg.URL, ErrUnavailable, err))
 		}
 	}
-	c.roundTrips.Add(1)
+	c.dialTrips.Add(1)
 	bind, as := func() error { return simpleBind(conn, c.cfg.BindUser, c.cfg.Password) }, c.cfg.BindUser
 	if c.ep.krb != nil {
 		bind, as = func() error { return c.ep.krb.bind(conn) }, c.cfg.Principal+" (Kerberos)"
@@ -284,7 +322,7 @@ func (c *Client) dial(ctx context.Context) (*goldap.Conn, RootDSE, error) {
 		}
 		return fail(fmt.Errorf("bind to %s as %s: %w: %w", c.cfg.URL, as, kind, err))
 	}
-	c.roundTrips.Add(1)
+	c.dialTrips.Add(1)
 	res, err := conn.Search(goldap.NewSearchRequest("", goldap.ScopeBaseObject, goldap.NeverDerefAliases, 0, 0,
 		false, "(objectClass=*)", []string{"defaultNamingContext", "configurationNamingContext",
 			"schemaNamingContext", "dnsHostName"}, nil))

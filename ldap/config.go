@@ -17,6 +17,9 @@ import (
 const (
 	DefaultTimeout  = 10 * time.Second
 	DefaultCacheTTL = 5 * time.Minute
+	// DefaultConnections is the default size of a Client's connection pool.
+	DefaultConnections = 4
+	maxConnections     = 64
 	// PageSize is the Simple Paged Results page size of every search that can return many entries.
 	PageSize = 500
 )
@@ -42,6 +45,12 @@ type Config struct {
 	// CacheTTL is how long templates, the enrollment service and accounts are served from memory:
 	// 0 means DefaultCacheTTL, negative disables the cache.
 	CacheTTL time.Duration
+	// Connections is how many connections to the DC the Client keeps at most (default
+	// DefaultConnections, at most 64): concurrent requests are spread over them, so that a DC that
+	// serves each connection in turn (Samba's worker per connection; AD's per-connection request
+	// queue) works on several at once and one slow answer holds up only its connection. They are
+	// dialled as load asks for them.
+	Connections int
 	// Logger receives connection events (never credentials). Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -64,6 +73,12 @@ func (cfg *Config) validate() (endpoint, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Connections == 0 {
+		cfg.Connections = DefaultConnections
+	}
+	if cfg.Connections < 0 || cfg.Connections > maxConnections {
+		return ep, fmt.Errorf("ldap: Config.Connections %d: want 1 to %d", cfg.Connections, maxConnections)
 	}
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Host == "" {

@@ -45,7 +45,9 @@ type EnrollmentService struct {
 }
 
 // EnrollmentService reads CN=<caCN>,CN=Enrollment Services,CN=Public Key Services,CN=Services,<configNC>.
-// ErrNotFound if there is no such object.
+// ErrNotFound if there is no such object. A cache miss reads the enrollment service and every
+// certificate template (with its security descriptor) in one subtree search of Public Key Services
+// and caches them all, so that the Templates call a decision makes next costs no round trip.
 func (c *Client) EnrollmentService(ctx context.Context, caCN string) (EnrollmentService, error) {
 	key := "es:" + strings.ToLower(caCN)
 	if v, ok := c.cache.get(key); ok {
@@ -53,21 +55,51 @@ func (c *Client) EnrollmentService(ctx context.Context, caCN string) (Enrollment
 		return v.(EnrollmentService), nil
 	}
 	c.misses.Add(1)
-	dn := "CN=" + escapeRDNValue(caCN) + "," + EnrollmentServicesRDN + "," + c.RootDSE().ConfigurationNamingContext
-	entries, err := c.search(ctx, "read enrollment service", searchSpec{base: dn, scope: goldap.ScopeBaseObject,
-		filter: "(objectClass=pKIEnrollmentService)",
-		attrs:  []string{"cn", "dNSHostName", "certificateTemplates", "cACertificate"}})
-	if notFound(err) || (err == nil && len(entries) == 0) {
-		return EnrollmentService{}, fmt.Errorf("ldap: enrollment service %q (%s): %w", caCN, dn, ErrNotFound)
-	}
-	if err != nil {
+	config := c.RootDSE().ConfigurationNamingContext
+	dn := "CN=" + escapeRDNValue(caCN) + "," + EnrollmentServicesRDN + "," + config
+	entries, err := c.search(ctx, "read enrollment service and templates", searchSpec{
+		base: PublicKeyServicesRDN + "," + config, scope: goldap.ScopeWholeSubtree,
+		filter: "(|(&(objectClass=pKIEnrollmentService)(cn=" + goldap.EscapeFilter(caCN) + "))(objectClass=pKICertificateTemplate))",
+		attrs:  []string{"*", "nTSecurityDescriptor"}, controls: []goldap.Control{sdFlagsControl}, paged: true})
+	if err != nil && !notFound(err) {
 		return EnrollmentService{}, err
 	}
-	e := entries[0]
-	es := EnrollmentService{DN: e.DN, CN: e.Get("cn"), DNSHostName: e.Get("dNSHostName"),
-		CertificateTemplates: e.GetAll("certificateTemplates"), CACertificates: e.Raw("cACertificate")}
-	c.cache.put(key, e.DN, es)
-	return es, nil
+	var es *EnrollmentService
+	templates := map[string]*Entry{}
+	tmplSuffix := "," + strings.ToLower(TemplatesRDN+","+config)
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case strings.EqualFold(e.DN, dn):
+			es = &EnrollmentService{DN: e.DN, CN: e.Get("cn"), DNSHostName: e.Get("dNSHostName"),
+				CertificateTemplates: e.GetAll("certificateTemplates"), CACertificates: e.Raw("cACertificate")}
+		case strings.HasSuffix(strings.ToLower(e.DN), tmplSuffix) && isTemplate(*e):
+			templates[strings.ToLower(e.Get("cn"))] = e
+		}
+	}
+	for k, e := range templates {
+		c.cache.put("tmpl:"+k, e.DN, e)
+	}
+	if es == nil {
+		return EnrollmentService{}, fmt.Errorf("ldap: enrollment service %q (%s): %w", caCN, dn, ErrNotFound)
+	}
+	for _, name := range es.CertificateTemplates {
+		if k := strings.ToLower(name); templates[k] == nil {
+			c.cache.put("tmpl:"+k, "", (*Entry)(nil)) // offered but absent (or unreadable): remembered too
+		}
+	}
+	c.cache.put(key, es.DN, *es)
+	return *es, nil
+}
+
+// isTemplate reports whether e is a pKICertificateTemplate object.
+func isTemplate(e Entry) bool {
+	for _, oc := range e.GetAll("objectClass") {
+		if strings.EqualFold(oc, "pKICertificateTemplate") {
+			return true
+		}
+	}
+	return false
 }
 
 // Templates returns the pKICertificateTemplate objects with the given cn values, with all their attributes and
@@ -203,9 +235,15 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	c.misses.Add(1)
 	attrs := append(slices.Clone(AccountAttributes), extraAttrs...)
 	var e Entry
-	if isDN(name) {
+	base, byBase := name, isDN(name)
+	if sid, ok := sidOf(name); ok {
+		// AD and Samba take "<SID=S-1-5-...>" as a base DN naming the object with that objectSid
+		// (MS-ADTS 3.1.1.3.1.2.4), as they take a DN.
+		base, byBase = "<SID="+sid.String()+">", true
+	}
+	if byBase {
 		// One round trip: a base search can return the constructed tokenGroups with everything else.
-		entries, err := c.search(ctx, "read account", searchSpec{base: name, scope: goldap.ScopeBaseObject,
+		entries, err := c.search(ctx, "read account", searchSpec{base: base, scope: goldap.ScopeBaseObject,
 			filter: "(objectClass=user)", attrs: append(attrs, "tokenGroups", attrUACComputed)})
 		if notFound(err) || (err == nil && len(entries) == 0) {
 			return nil, fmt.Errorf("ldap: account %q: %w", name, ErrNotFound)

@@ -8,9 +8,9 @@ import (
 // SetNow replaces the cache's clock.
 func SetNow(c *Client, now func() time.Time) { c.now = now }
 
-// TLSState returns the TLS state of the current connection (ok false if not TLS or not connected).
+// TLSState returns the TLS state of the pool's first connection (ok false if not TLS or not connected).
 func TLSState(c *Client) (tls.ConnectionState, bool) {
-	conn, _ := c.liveConn()
+	conn, _ := c.liveConn(0)
 	if conn == nil {
 		return tls.ConnectionState{}, false
 	}

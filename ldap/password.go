@@ -39,7 +39,7 @@ func (c *Client) Authenticate(ctx context.Context, user, password string) (secde
 	ep.krb = nil
 	tmp := &Client{cfg: cfg, ep: ep, now: c.now}
 	conn, _, err := tmp.dial(ctx)
-	c.roundTrips.Add(tmp.roundTrips.Load())
+	c.roundTrips.Add(tmp.dialTrips.Load())
 	if err != nil {
 		return secdesc.SID{}, err
 	}

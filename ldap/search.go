@@ -64,10 +64,12 @@ var sdFlagsControl = &goldap.ControlString{ControlType: goldap.ControlTypeMicros
 	ControlValue: "\x30\x03\x02\x01\x07"}
 
 // search runs a search, page by page if spec.paged. The first page may be retried once on a fresh connection;
-// later pages may not (the paging cookie belongs to the connection), so a break mid-search fails the call.
+// later pages go to the first page's connection (the paging cookie belongs to it) and may not be retried,
+// so a break mid-search fails the call.
 func (c *Client) search(ctx context.Context, op string, spec searchSpec) ([]Entry, error) {
 	var out []Entry
 	var cookie []byte
+	var pinned *goldap.Conn // the connection of the first page, which the cookie belongs to
 	for page := 0; ; page++ {
 		controls := spec.controls
 		if spec.paged {
@@ -77,8 +79,9 @@ func (c *Client) search(ctx context.Context, op string, spec searchSpec) ([]Entr
 		req := goldap.NewSearchRequest(spec.base, spec.scope, goldap.NeverDerefAliases, 0,
 			int(c.cfg.Timeout.Seconds()), false, spec.filter, spec.attrs, controls)
 		var res *goldap.SearchResult
-		err := c.do(ctx, op, page == 0, func(conn *goldap.Conn) error {
+		err := c.doOn(ctx, op, page == 0, pinned, func(conn *goldap.Conn) error {
 			var err error
+			pinned = conn
 			res, err = conn.Search(req)
 			return err
 		})

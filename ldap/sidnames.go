@@ -80,6 +80,29 @@ func (c *Client) SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]s
 	return out, nil
 }
 
+// CachedSIDNames is SIDNames from the cache and the well-known names only, without a round trip;
+// complete reports that every SID was answered (named, or known to the cache as unknown to the
+// directory).
+func (c *Client) CachedSIDNames(sids []secdesc.SID) (names map[string]string, complete bool) {
+	names, complete = make(map[string]string, len(sids)), true
+	for _, s := range sids {
+		str := s.String()
+		if name, ok := wellKnown[str]; ok {
+			names[str] = name
+			continue
+		}
+		v, ok := c.cache.get("sid:" + str)
+		if !ok {
+			complete = false
+			continue
+		}
+		if name := v.(string); name != "" {
+			names[str] = name
+		}
+	}
+	return names, complete
+}
+
 // escapeBinary writes bytes as an LDAP filter value (RFC 4515: every byte as \hh).
 func escapeBinary(b []byte) string {
 	var sb strings.Builder

@@ -500,7 +500,7 @@ func installAEUser(t *testing.T, w *world, p ldaptest.Principal, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := newRequest(tmpl, key, p.Name)
+	csr, err := NewRequest(tmpl, key, p.Name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,10 +43,10 @@ func newKey(t wsclient.Template) (crypto.Signer, error) {
 	return k, nil
 }
 
-// newRequest is a PKCS#10 for key naming template t as Windows does: the template information
+// NewRequest is a PKCS#10 for key naming template t as Windows does: the template information
 // extension (OID and revision) for schema 2 and later, the template name extension for schema 1.
 // The subject is only a hint: the CA builds the real one from the directory.
-func newRequest(t wsclient.Template, key crypto.Signer, cn string) ([]byte, error) {
+func NewRequest(t wsclient.Template, key crypto.Signer, cn string) ([]byte, error) {
 	var ext pkix.Extension
 	if t.SchemaVersion >= 2 && t.OID != "" {
 		oid, err := parseOID(t.OID)

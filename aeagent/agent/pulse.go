@@ -186,7 +186,7 @@ func (x *executor) enroll(ctx context.Context, act plan.Action) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	csr, err := newRequest(t, key, x.a.cfg.subject())
+	csr, err := NewRequest(t, key, x.a.cfg.subject())
 	if err != nil {
 		return "", err
 	}
@@ -208,7 +208,7 @@ func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
 			return "", err
 		}
 	}
-	csr, err := newRequest(t, key, x.a.cfg.subject())
+	csr, err := NewRequest(t, key, x.a.cfg.subject())
 	if err != nil {
 		return "", err
 	}

@@ -187,6 +187,22 @@ func New(policyURL string, auth Auth, rootCAs *x509.CertPool) (*Client, error) {
 	return c, nil
 }
 
+// Login logs in now rather than at the first request, with KerberosAuth: the AS exchange with the
+// keytab's key, or reading the credential cache's TGT (what a Windows client has from its logon).
+// A wrong key or an expired cache shows here. Later requests reuse the login. Other Auths have no
+// login: nil.
+func (c *Client) Login(ctx context.Context) error {
+	if c.negotiate == nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("wsclient: %w", err)
+	}
+	c.negotiate.mu.Lock()
+	defer c.negotiate.mu.Unlock()
+	return c.negotiate.login(time.Now())
+}
+
 // PolicyURL is the CEP URL the client was made for.
 func (c *Client) PolicyURL() string { return c.policyURL }
 

@@ -53,6 +53,9 @@ func TestKerberosAgainstEnrollmentWebServices(t *testing.T) {
 		if who := c.negotiate.who(); who != "WS1$@"+ldaptest.Realm {
 			t.Errorf("principal picked from the keytab = %s, want WS1$@%s", who, ldaptest.Realm)
 		}
+		if err := c.Login(ctx); err != nil || c.negotiate.logins != 1 || c.negotiate.cl == nil {
+			t.Fatalf("Login = %v after %d logins, want one login with a TGT", err, c.negotiate.logins)
+		}
 		p, err := c.GetPolicies(ctx, nil)
 		if err != nil {
 			t.Fatalf("GetPolicies as WS1$: %v", err)
@@ -86,7 +89,17 @@ func TestKerberosAgainstEnrollmentWebServices(t *testing.T) {
 		}
 		wg.Wait()
 		if c.negotiate.logins != 1 {
-			t.Errorf("%d logins for ten requests, want one", c.negotiate.logins)
+			t.Errorf("%d logins for Login and ten requests, want one", c.negotiate.logins)
+		}
+	})
+
+	t.Run("Login with a wrong key fails there", func(t *testing.T) {
+		c, err := New(cep, KerberosAuth{Keytab: writeKeytab(t, "WS1$@"+ldaptest.Realm), Krb5Conf: conf}, roots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx); err == nil || c.negotiate.cl != nil {
+			t.Errorf("Login of WS1$ with a wrong key = %v, want an error and no login", err)
 		}
 	})
 

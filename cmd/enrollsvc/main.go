@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -210,6 +211,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	var confine, landlock bool
 	fs.BoolVar(&confine, "seccomp", false, "confine the service before it opens anything: no_new_privs and a seccomp allow-list whose violation kills it (the appliance always sets it)")
 	fs.BoolVar(&landlock, "landlock", false, "let the service change the file system only beneath --data (and --firmware-dir), with Landlock; refused by a kernel without it (the appliance always sets it)")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the whole run to FILE when the service stops; for measuring, never on an appliance: not with --seccomp (the profiler's timers are not on its allow-list), and beneath --data with --landlock")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: enrollsvc serve --data DIR [--api-listen ADDR] [--enroll-listen ADDR] [--http-listen ADDR] [--seccomp] [--landlock]
 
@@ -234,6 +237,9 @@ Flags:
 	}
 	if (firmwareDir == "") != (updateKeys == "") {
 		return fmt.Errorf("%w: --firmware-dir and --update-keys go together", errUsage)
+	}
+	if cpuProfile != "" && confine {
+		return fmt.Errorf("%w: --cpuprofile cannot go with --seccomp: the profiler's timers (timer_create, setitimer) are not on the allow-list", errUsage)
 	}
 	log, err := newLogger(stderr, logLevel)
 	if err != nil {
@@ -283,6 +289,17 @@ Flags:
 	// shows seccomp in /proc/PID/status, but not Landlock).
 	if err := config.WriteFileAtomic(config.Path(dir, config.ConfinementFile), []byte(strings.Join(confinement, "; ")+"\n"), 0o600); err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return fmt.Errorf("serve: --cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("serve: --cpuprofile: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -54,6 +54,13 @@ func (l *lazyDirectory) client(ctx context.Context) (*ldap.Client, error) {
 	return c, nil
 }
 
+// connected is the client if one is connected, without dialling.
+func (l *lazyDirectory) connected() *ldap.Client {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.c
+}
+
 func (l *lazyDirectory) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -126,6 +133,14 @@ func (l *lazyDirectory) SIDNames(ctx context.Context, sids []secdesc.SID) (map[s
 		return nil, err
 	}
 	return c.SIDNames(ctx, sids)
+}
+
+func (l *lazyDirectory) CachedSIDNames(sids []secdesc.SID) (map[string]string, bool) {
+	c := l.connected()
+	if c == nil {
+		return nil, false
+	}
+	return c.CachedSIDNames(sids)
 }
 
 func (l *lazyDirectory) PublishCertificate(ctx context.Context, dn string, der []byte) error {

@@ -176,6 +176,12 @@ CREATE TABLE crls (
 -- MS-XCEP policy of every instance lists, so that clients fail over.
 ALTER TABLE instances ADD COLUMN enroll_urls TEXT NOT NULL DEFAULT '[]';
 `},
+	{9, "the CRL walk reads the index alone", `
+-- A CRL lists every revoked certificate's serial, revocation time and reason: with the reason in
+-- the index the walk reads the index alone, not also each certificate's row (with its DER).
+DROP INDEX certificates_revoked;
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial, revocation_reason) WHERE status = 'revoked';
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -187,6 +187,12 @@ CREATE TABLE crls (
 -- MS-XCEP policy of every instance lists, so that clients fail over.
 ALTER TABLE instances ADD COLUMN enroll_urls text NOT NULL DEFAULT '[]';
 `},
+	{9, "the CRL walk reads the index alone", `
+-- A CRL lists every revoked certificate's serial, revocation time and reason: with the reason in
+-- the index the walk reads the index alone, not also each certificate's row (with its DER).
+DROP INDEX certificates_revoked;
+CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) INCLUDE (revocation_reason) WHERE status = 'revoked';
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

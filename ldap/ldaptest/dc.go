@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,62 +79,106 @@ type DC struct {
 // ends. It takes about a second, plus a few seconds for the first provisioning on a machine.
 func StartDC(t testing.TB) *DC {
 	t.Helper()
-	samba, err := exec.LookPath("samba")
-	if err == nil {
-		_, err = exec.LookPath("samba-tool")
-	}
+	needSamba(t)
+	dc, err := Launch()
 	if err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+	t.Cleanup(dc.Close)
+	return dc
+}
+
+// needSamba skips the test without Samba, or fails it when CI=true.
+func needSamba(t testing.TB) {
+	t.Helper()
+	if err := haveSamba(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("ldaptest: Samba is not installed (%v); CI=true needs it: run `make deps`", err)
 		}
 		t.Skipf("ldaptest: Samba is not installed (%v); `make deps` installs it", err)
 	}
-	tmpl, err := templateDir(samba)
-	if err != nil {
-		t.Fatalf("ldaptest: provisioning the template domain: %v", err)
+}
+
+func haveSamba() error {
+	_, err := exec.LookPath("samba")
+	if err == nil {
+		_, err = exec.LookPath("samba-tool")
+	}
+	return err
+}
+
+// Launch is StartDC for programs that are not tests (enrollbench): the caller stops the DC and
+// removes its files with Close.
+func Launch() (*DC, error) { return launchFrom("") }
+
+// launchFrom starts a DC from a copy of the template directory tmpl ("" for the empty domain).
+func launchFrom(tmpl string) (*DC, error) {
+	if err := haveSamba(); err != nil {
+		return nil, fmt.Errorf("samba is not installed (%v): run `make deps`", err)
+	}
+	if tmpl == "" {
+		samba, _ := exec.LookPath("samba")
+		var err error
+		if tmpl, err = templateDir(samba); err != nil {
+			return nil, fmt.Errorf("provisioning the template domain: %w", err)
+		}
 	}
 	dir, err := os.MkdirTemp("", "aedc-") // short: Samba's unix sockets live under it
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	dc := &DC{Realm: Realm, Domain: Domain, BaseDN: BaseDN, ConfigDN: ConfigDN, AdminUser: AdminUser,
 		AdminPassword: AdminPassword, Dir: dir}
-	t.Cleanup(func() {
-		dc.stop()
-		if dc.ipLock != nil {
-			dc.ipLock.Close()
-		}
-		os.RemoveAll(dir)
-	})
+	fail := func(err error) (*DC, error) {
+		dc.Close()
+		return nil, err
+	}
 	if out, err := exec.Command("cp", "-a", tmpl+"/.", dir).CombinedOutput(); err != nil {
-		t.Fatalf("ldaptest: copying the template domain: %v: %s", err, out)
+		return fail(fmt.Errorf("copying the template domain: %v: %s", err, out))
 	}
 	if dc.IP, dc.ipLock, err = reserveIP(); err != nil {
-		t.Fatalf("ldaptest: %v", err)
+		return fail(err)
 	}
 	dc.URL, dc.LDAPSURL = "ldap://"+dc.IP, "ldaps://"+dc.IP
 	if dc.CAFile, err = writeTLS(dir, dc.IP); err != nil {
-		t.Fatalf("ldaptest: %v", err)
+		return fail(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "etc", "smb.conf"), []byte(smbConf(dir, dc.IP)), 0o644); err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
-	dc.Start(t)
-	return dc
+	if err := dc.start(); err != nil {
+		return fail(err)
+	}
+	return dc, nil
+}
+
+// Close stops the DC and removes its files.
+func (dc *DC) Close() {
+	dc.stop()
+	if dc.ipLock != nil {
+		dc.ipLock.Close()
+	}
+	os.RemoveAll(dc.Dir)
 }
 
 // Start starts the DC's samba process (again, after Stop: same data, same address) and waits until LDAP
 // answers.
 func (dc *DC) Start(t testing.TB) {
 	t.Helper()
+	if err := dc.start(); err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+}
+
+func (dc *DC) start() error {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
 	if dc.cmd != nil {
-		return
+		return nil
 	}
 	out, err := os.OpenFile(filepath.Join(dc.Dir, "log", "samba.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer out.Close()
 	cmd := exec.Command("samba", "-F", "-M", "single", "--debug-stdout", "-s", filepath.Join(dc.Dir, "etc", "smb.conf"))
@@ -141,7 +186,7 @@ func (dc *DC) Start(t testing.TB) {
 	// Kill samba if the test binary dies without running its cleanups.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("ldaptest: starting samba: %v", err)
+		return fmt.Errorf("starting samba: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
@@ -150,16 +195,16 @@ func (dc *DC) Start(t testing.TB) {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		if err := probe(dc.IP); err == nil {
-			return
+			return nil
 		} else if time.Now().After(deadline) {
 			dc.stopLocked()
-			t.Fatalf("ldaptest: samba on %s did not answer LDAP within %v (%v); last log lines:\n%s", dc.IP,
+			return fmt.Errorf("samba on %s did not answer LDAP within %v (%v); last log lines:\n%s", dc.IP,
 				startTimeout, err, dc.logTail(30))
 		}
 		select {
 		case <-exited:
 			dc.cmd = nil
-			t.Fatalf("ldaptest: samba on %s exited during start-up (%v); last log lines:\n%s", dc.IP,
+			return fmt.Errorf("samba on %s exited during start-up (%v); last log lines:\n%s", dc.IP,
 				cmd.ProcessState, dc.logTail(30))
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -211,6 +256,32 @@ func (dc *DC) signal(t testing.TB, sig syscall.Signal) {
 	if err := syscall.Kill(-dc.cmd.Process.Pid, sig); err != nil {
 		t.Fatalf("ldaptest: signalling the DC: %v", err)
 	}
+}
+
+// Pids are the process IDs of the DC's samba processes (its process group), for measuring their CPU
+// time.
+func (dc *DC) Pids() ([]int, error) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	if dc.cmd == nil {
+		return nil, fmt.Errorf("the DC on %s is not running", dc.IP)
+	}
+	pgid := dc.cmd.Process.Pid
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 // probe does an anonymous RootDSE read, as a client would see the DC come up.

@@ -20,11 +20,24 @@ import (
 // once per DC.
 func (dc *DC) HTTPService(t testing.TB, account, spn string) (keytabPath string) {
 	t.Helper()
-	conn := dc.Admin(t)
+	keytabPath, err := dc.ServiceKeytab(account, spn)
+	if err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+	return keytabPath
+}
+
+// ServiceKeytab is HTTPService for programs that are not tests.
+func (dc *DC) ServiceKeytab(account, spn string) (keytabPath string, err error) {
+	conn, err := dc.dialAdmin()
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
 	res, err := conn.Search(goldap.NewSearchRequest(BaseDN, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases, 0, 0,
 		false, "(sAMAccountName="+goldap.EscapeFilter(account)+")", []string{"dn"}, nil))
 	if err != nil {
-		t.Fatalf("ldaptest: looking up %s: %v", account, err)
+		return "", fmt.Errorf("looking up %s: %w", account, err)
 	}
 	var dn string
 	switch len(res.Entries) {
@@ -38,22 +51,22 @@ func (dc *DC) HTTPService(t testing.TB, account, spn string) (keytabPath string)
 			"unicodePwd":         {unicodePwd("Svc-" + hex.EncodeToString(secret) + "!")},
 			"userAccountControl": {"66048"}, // NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD
 		}); err != nil {
-			t.Fatalf("ldaptest: %v", err)
+			return "", err
 		}
 	case 1:
 		dn = res.Entries[0].DN
 	default:
-		t.Fatalf("ldaptest: %d accounts named %s", len(res.Entries), account)
+		return "", fmt.Errorf("%d accounts named %s", len(res.Entries), account)
 	}
 	// AES128 | AES256: without it the KDC issues RC4 tickets and exportkeytab writes RC4 keys only.
 	mod := goldap.NewModifyRequest(dn, nil)
 	mod.Replace("msDS-SupportedEncryptionTypes", []string{"24"})
 	if err := conn.Modify(mod); err != nil {
-		t.Fatalf("ldaptest: setting msDS-SupportedEncryptionTypes on %s: %v", dn, err)
+		return "", fmt.Errorf("setting msDS-SupportedEncryptionTypes on %s: %w", dn, err)
 	}
 	conf := filepath.Join(dc.Dir, "etc", "smb.conf")
 	if out, err := exec.Command("samba-tool", "spn", "add", spn, account, "-s", conf).CombinedOutput(); err != nil {
-		t.Fatalf("ldaptest: samba-tool spn add %s %s: %v\n%s", spn, account, err, out)
+		return "", fmt.Errorf("samba-tool spn add %s %s: %v\n%s", spn, account, err, out)
 	}
 	name := strings.NewReplacer("/", "_", "@", "_").Replace(spn)
 	keytabPath = filepath.Join(dc.Dir, "private", "http-"+name+".keytab")
@@ -61,9 +74,9 @@ func (dc *DC) HTTPService(t testing.TB, account, spn string) (keytabPath string)
 	out, err := exec.Command("samba-tool", "domain", "exportkeytab", keytabPath, "--principal="+spn,
 		"-s", conf).CombinedOutput()
 	if err != nil {
-		t.Fatalf("ldaptest: samba-tool domain exportkeytab --principal=%s: %v\n%s", spn, err, out)
+		return "", fmt.Errorf("samba-tool domain exportkeytab --principal=%s: %v\n%s", spn, err, out)
 	}
-	return keytabPath
+	return keytabPath, nil
 }
 
 // Krb5Conf writes a krb5.conf for this DC's realm (KDC on dc.IP, no DNS, no reverse lookups, AES only) for
@@ -71,6 +84,15 @@ func (dc *DC) HTTPService(t testing.TB, account, spn string) (keytabPath string)
 // sample domain's do, and "localhost" too, so that tests can use http://localhost/ with HTTP/localhost.
 func (dc *DC) Krb5Conf(t testing.TB) string {
 	t.Helper()
+	path := filepath.Join(t.TempDir(), "krb5.conf")
+	if err := dc.WriteKrb5Conf(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// WriteKrb5Conf writes the krb5.conf of Krb5Conf to path.
+func (dc *DC) WriteKrb5Conf(path string) error {
 	const aes = "aes256-cts-hmac-sha1-96 aes128-cts-hmac-sha1-96"
 	conf := fmt.Sprintf(`# Written by ldaptest for the DC on %[2]s.
 [libdefaults]
@@ -96,9 +118,5 @@ func (dc *DC) Krb5Conf(t testing.TB) string {
 	%[4]s = %[1]s
 	localhost = %[1]s
 `, Realm, dc.IP, aes, DomainDNS)
-	path := filepath.Join(t.TempDir(), "krb5.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return os.WriteFile(path, []byte(conf), 0o644)
 }

@@ -55,62 +55,58 @@ func (dc *DC) dialAdmin() (*goldap.Conn, error) {
 // returns the first result.
 func (dc *DC) Seed(t testing.TB) *Sample {
 	t.Helper()
+	s, err := dc.SeedSample()
+	if err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+	return s
+}
+
+// SeedSample is Seed for programs that are not tests.
+func (dc *DC) SeedSample() (*Sample, error) {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
 	if dc.sample != nil {
-		return dc.sample
+		return dc.sample, nil
 	}
 	conn, err := dc.dialAdmin()
 	if err != nil {
-		t.Fatalf("ldaptest: seeding: %v", err)
+		return nil, fmt.Errorf("seeding: %w", err)
 	}
 	defer conn.Close()
-	s, err := seed(conn)
+	if err := create(conn); err != nil {
+		return nil, fmt.Errorf("seeding the sample domain: %w", err)
+	}
+	s, err := load(conn)
 	if err != nil {
-		t.Fatalf("ldaptest: seeding the sample domain: %v", err)
+		return nil, fmt.Errorf("reading the seeded sample domain: %w", err)
 	}
 	dc.sample = s
-	return s
+	return s, nil
 }
 
 // Password is the sample password of an account.
 func Password(name string) string { return "Passw0rd-" + strings.TrimSuffix(name, "$") + "!" }
 
-func seed(conn *goldap.Conn) (*Sample, error) {
-	s := &Sample{CACN: CACN, EnrollmentServiceDN: EnrollSvcDN, TemplatesDN: TemplatesDN,
-		Templates: map[string]Template{}, byName: map[string]Principal{}}
-	var err error
-	if s.DomainSID, err = readSID(conn, BaseDN); err != nil {
-		return nil, err
+// create adds the sample domain's objects: OUs, groups and their members, users, the computer,
+// the templates (whose ACLs need the SIDs the objects got) and the enrollment service.
+func create(conn *goldap.Conn) error {
+	byName, err := wellKnown(conn)
+	if err != nil {
+		return err
 	}
-	rid := func(r uint32) secdesc.SID {
-		return secdesc.SID{Revision: 1, Authority: 5, Sub: append(append([]uint32(nil), s.DomainSID.Sub...), r)}
-	}
-	s.DomainAdmins, s.DomainUsers, s.DomainComputers, s.CertPublishers = rid(512), rid(513), rid(515), rid(517)
-	wellKnown := map[string]Principal{
-		AuthenticatedUsers: {Name: AuthenticatedUsers, SID: secdesc.AuthenticatedUsers},
-		DomainAdmins:       {Name: DomainAdmins, DN: "CN=Domain Admins,CN=Users," + BaseDN, SID: s.DomainAdmins},
-		DomainUsers:        {Name: DomainUsers, DN: "CN=Domain Users,CN=Users," + BaseDN, SID: s.DomainUsers},
-		DomainComputers:    {Name: DomainComputers, DN: "CN=Domain Computers,CN=Users," + BaseDN, SID: s.DomainComputers},
-		CertPublishers:     {Name: CertPublishers, DN: "CN=Cert Publishers,CN=Users," + BaseDN, SID: s.CertPublishers},
-	}
-	for name, p := range wellKnown {
-		s.byName[name] = p
-	}
-
 	for _, ou := range []string{StaffOU, GroupsOU, ComputersOU, ServiceOU} {
 		name, _, _ := strings.Cut(strings.TrimPrefix(ou, "OU="), ",")
 		if err := add(conn, ou, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {name}}); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	members := map[string][]string{} // group name → member DNs
 	for _, g := range sampleGroups {
 		dn := "CN=" + g.Name + "," + GroupsOU
 		if err := add(conn, dn, map[string][]string{"objectClass": {"group"}, "sAMAccountName": {g.Name}}); err != nil {
-			return nil, err
+			return err
 		}
-		s.byName[g.Name] = Principal{Name: g.Name, DN: dn}
 		for _, parent := range g.MemberOf {
 			members[parent] = append(members[parent], dn)
 		}
@@ -118,36 +114,105 @@ func seed(conn *goldap.Conn) (*Sample, error) {
 	for _, u := range sampleUsers {
 		p, attrs := userEntry(u)
 		if err := add(conn, p.DN, attrs); err != nil {
-			return nil, err
+			return err
 		}
-		s.byName[p.Name] = p
 		for _, parent := range u.MemberOf {
 			members[parent] = append(members[parent], p.DN)
 		}
 	}
 	for group, dns := range members {
-		req := goldap.NewModifyRequest(s.byName[group].DN, nil)
+		req := goldap.NewModifyRequest(groupDN(group, byName), nil)
 		req.Add("member", dns)
 		if err := conn.Modify(req); err != nil {
-			return nil, fmt.Errorf("adding members to %s: %w", group, err)
+			return fmt.Errorf("adding members to %s: %w", group, err)
 		}
 	}
-	for name, p := range s.byName {
-		if _, ok := wellKnown[name]; ok {
-			continue
-		}
-		if p.SID, err = readSID(conn, p.DN); err != nil {
-			return nil, err
-		}
-		s.byName[name] = p
+	if err := principals(conn, byName); err != nil {
+		return err
 	}
-
+	var offered []string
 	for _, ts := range sampleTemplates {
-		tmpl, attrs, err := templateEntry(ts, s.byName)
+		_, attrs, err := templateEntry(ts, byName)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := add(conn, tmpl.DN, attrs); err != nil {
+		if err := add(conn, "CN="+ts.CN+","+TemplatesDN, attrs); err != nil {
+			return err
+		}
+		if !ts.NotOffered {
+			offered = append(offered, ts.CN)
+		}
+	}
+	return add(conn, EnrollSvcDN, map[string][]string{"objectClass": {"pKIEnrollmentService"},
+		"dNSHostName": {CADNSName}, "certificateTemplates": offered, "flags": {"10"}})
+}
+
+// groupDN is the DN of a sample group or well-known group by name.
+func groupDN(name string, wellKnown map[string]Principal) string {
+	if p, ok := wellKnown[name]; ok {
+		return p.DN
+	}
+	return "CN=" + name + "," + GroupsOU
+}
+
+// wellKnown reads the domain's SID and returns the well-known principals the sample names.
+func wellKnown(conn *goldap.Conn) (map[string]Principal, error) {
+	domain, err := readSID(conn, BaseDN)
+	if err != nil {
+		return nil, err
+	}
+	rid := func(r uint32) secdesc.SID {
+		return secdesc.SID{Revision: 1, Authority: 5, Sub: append(append([]uint32(nil), domain.Sub...), r)}
+	}
+	return map[string]Principal{
+		"":                 {SID: domain}, // the domain itself
+		AuthenticatedUsers: {Name: AuthenticatedUsers, SID: secdesc.AuthenticatedUsers},
+		DomainAdmins:       {Name: DomainAdmins, DN: "CN=Domain Admins,CN=Users," + BaseDN, SID: rid(512)},
+		DomainUsers:        {Name: DomainUsers, DN: "CN=Domain Users,CN=Users," + BaseDN, SID: rid(513)},
+		DomainComputers:    {Name: DomainComputers, DN: "CN=Domain Computers,CN=Users," + BaseDN, SID: rid(515)},
+		CertPublishers:     {Name: CertPublishers, DN: "CN=Cert Publishers,CN=Users," + BaseDN, SID: rid(517)},
+	}, nil
+}
+
+// principals adds the sample's groups and accounts, with the SIDs the DC gave them, to byName.
+func principals(conn *goldap.Conn, byName map[string]Principal) error {
+	for _, g := range sampleGroups {
+		byName[g.Name] = Principal{Name: g.Name, DN: "CN=" + g.Name + "," + GroupsOU}
+	}
+	for _, u := range sampleUsers {
+		p, _ := userEntry(u)
+		byName[p.Name] = p
+	}
+	for name, p := range byName {
+		if p.DN == "" || p.SID.Revision != 0 {
+			continue // the domain, and well-known principals whose SIDs are known
+		}
+		var err error
+		if p.SID, err = readSID(conn, p.DN); err != nil {
+			return err
+		}
+		byName[name] = p
+	}
+	return nil
+}
+
+// load reads the sample domain back from a DC that holds it (seeded now, or copied from a cache).
+func load(conn *goldap.Conn) (*Sample, error) {
+	byName, err := wellKnown(conn)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sample{CACN: CACN, EnrollmentServiceDN: EnrollSvcDN, TemplatesDN: TemplatesDN,
+		Templates: map[string]Template{}, byName: byName, DomainSID: byName[""].SID}
+	delete(byName, "")
+	s.DomainAdmins, s.DomainUsers = byName[DomainAdmins].SID, byName[DomainUsers].SID
+	s.DomainComputers, s.CertPublishers = byName[DomainComputers].SID, byName[CertPublishers].SID
+	if err := principals(conn, byName); err != nil {
+		return nil, err
+	}
+	for _, ts := range sampleTemplates {
+		tmpl, _, err := templateEntry(ts, byName)
+		if err != nil {
 			return nil, err
 		}
 		s.Templates[ts.CN] = tmpl
@@ -155,11 +220,6 @@ func seed(conn *goldap.Conn) (*Sample, error) {
 			s.Offered = append(s.Offered, ts.CN)
 		}
 	}
-	if err := add(conn, EnrollSvcDN, map[string][]string{"objectClass": {"pKIEnrollmentService"},
-		"dNSHostName": {CADNSName}, "certificateTemplates": s.Offered, "flags": {"10"}}); err != nil {
-		return nil, err
-	}
-
 	get := func(n string) Principal { return s.byName[n] }
 	s.Alice, s.Bob, s.Carol, s.Dave, s.Erin = get("alice"), get("bob"), get("carol"), get("dave"), get("erin")
 	s.Deep50, s.SvcEnroll, s.WS1 = get("deep50"), get("svc-enroll"), get("WS1$")
