@@ -176,10 +176,10 @@ func accountState(a *ldap.Account, now time.Time) []string {
 	return reasons
 }
 
-func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll, waitNames bool) (policy.Input, error) {
+func (s *Service) input(ctx context.Context, dc *DirectoryConfig, t policy.Template, a policy.Account, r *policy.Request, autoenroll bool, names namesMode) (policy.Input, error) {
 	set := dc.Settings[t.Name]
 	in := policy.Input{Template: t, Account: a, Request: r, CACert: s.issuer.CACert(), Now: s.rec.Now(),
-		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject, Names: s.aceNames(ctx, dc, t, waitNames)}
+		Autoenroll: autoenroll, Custom: set.Custom, ExtraSubject: set.ExtraSubject, Names: s.aceNames(ctx, dc, t, names)}
 	if names := a.DNSNames(); len(names) > 0 {
 		// Policy certifies a host name only when no other object holds it (Certifried).
 		holders, err := dc.Dir.DNSNameHolders(ctx, names)
@@ -207,27 +207,31 @@ type SIDNamer interface {
 	CachedSIDNames(sids []secdesc.SID) (names map[string]string, complete bool)
 }
 
-// How aceNames resolves the names of ACE trustees:
+// How aceNames resolves the names of ACE trustees (namesWait, namesCached, namesNone).
+type namesMode int
+
 const (
-	namesWait   = true  // now, with a round trip if the cache lacks them (explain)
-	namesCached = false // from the cache, filled in the background when it lacks them (requests)
+	namesWait   namesMode = iota // now, with a round trip if the cache lacks them (explain)
+	namesCached                  // from the cache, filled in the background when it lacks them (requests)
+	namesNone                    // not at all: no reason is shown (the policy listing)
 )
 
 // aceNames names the trustees of t's ACEs, so that reasons say which group decided. Names are
-// for people: a failure leaves the SIDs as they are. A request's decision (wait false) takes the
+// for people: a failure leaves the SIDs as they are. A request's decision (namesCached) takes the
 // names the directory client has cached and never waits for a round trip: if some are missing, one
 // background search fills the cache for the next decisions, and this one's reasons show SIDs
-// where names are missing. Explain waits for them.
-func (s *Service) aceNames(ctx context.Context, dc *DirectoryConfig, t policy.Template, wait bool) map[string]string {
+// where names are missing. Explain waits for them; the policy listing shows no reason and needs
+// none.
+func (s *Service) aceNames(ctx context.Context, dc *DirectoryConfig, t policy.Template, mode namesMode) map[string]string {
 	namer, ok := dc.Dir.(SIDNamer)
-	if !ok || t.SD == nil || t.SD.DACL == nil {
+	if !ok || t.SD == nil || t.SD.DACL == nil || mode == namesNone {
 		return nil
 	}
 	sids := make([]secdesc.SID, 0, len(t.SD.DACL.ACEs))
 	for _, a := range t.SD.DACL.ACEs {
 		sids = append(sids, a.SID)
 	}
-	if !wait {
+	if mode == namesCached {
 		names, complete := namer.CachedSIDNames(sids)
 		if !complete && s.naming.CompareAndSwap(false, true) {
 			go func() {

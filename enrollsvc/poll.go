@@ -99,7 +99,7 @@ func (s *Service) Policies(ctx context.Context, account string) (*PolicySet, err
 		if reasons != nil {
 			return nil, &Error{Kind: KindNotFound, Op: "listing policies", Err: errors.New(strings.Join(reasons, "; "))}
 		}
-		in, err := s.input(ctx, dc, *ot.Template, *a, nil, false, namesCached)
+		in, err := s.input(ctx, dc, *ot.Template, *a, nil, false, namesNone)
 		if err != nil {
 			return nil, err
 		}

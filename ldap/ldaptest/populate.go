@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,8 +25,9 @@ import (
 //     Bulk-Mid-(k mod 100), mid group m of Bulk-Top-(m mod 10), and every top group of
 //     PKI-Users: four levels to the template's grant.
 //
-// Samba sets about 50 passwords and adds about 300 accounts a second, so a population is made once
-// per machine and cached beside the template domain (see LaunchPopulated).
+// Samba sets about 50 passwords a second and adds accounts at 400 a second at first, slowing as
+// the domain grows, so a population is made once per machine and cached beside the template
+// domain (see LaunchPopulated).
 type Population struct {
 	Users int
 	Bulk  int
@@ -41,12 +41,7 @@ const (
 	bulkLeaves = 1000
 	bulkMids   = 100
 	bulkTops   = 10
-	bulkOU     = "OU=Bulk," + BaseDN
 )
-
-func bulkGroup(level string, i int) string {
-	return fmt.Sprintf("CN=Bulk-%s-%04d,%s", level, i, GroupsOU)
-}
 
 // UserName is the sAMAccountName of the population's user i (0 ≤ i < Users).
 func (Population) UserName(i int) string { return fmt.Sprintf("storm%06d", i) }
@@ -65,8 +60,8 @@ func StartPopulatedDC(t testing.TB, p Population) (*DC, *Sample) {
 
 // LaunchPopulated starts a DC holding the sample domain and population p, from a copy of the
 // population's cached directory ($TMPDIR/aeappliance-samba-<hash>-pop-<hash>, made on the
-// machine's first call: the sample seeded and the users added over LDAP, the DC stopped, its files
-// kept). The caller stops it with Close.
+// machine's first call: a domain provisioned with Samba's lmdb store, the sample seeded and the
+// users added over LDAP, the DC stopped, its files kept). The caller stops it with Close.
 func LaunchPopulated(p Population) (*DC, *Sample, error) {
 	if p.Users < 0 || p.Bulk < 0 {
 		return nil, nil, fmt.Errorf("population of %d users and %d bulk accounts", p.Users, p.Bulk)
@@ -75,7 +70,7 @@ func LaunchPopulated(p Population) (*DC, *Sample, error) {
 		return nil, nil, fmt.Errorf("samba is not installed (%v): run `make deps`", err)
 	}
 	samba, _ := exec.LookPath("samba")
-	base, err := templateDir(samba)
+	base, err := templateDir(samba, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("provisioning the template domain: %w", err)
 	}
@@ -86,7 +81,7 @@ func LaunchPopulated(p Population) (*DC, *Sample, error) {
 	}
 	h := sha256.Sum256(recipe)
 	dir := base + "-pop-" + hex.EncodeToString(h[:6])
-	if err := populate(dir, p); err != nil {
+	if err := populate(dir, base, p); err != nil {
 		return nil, nil, fmt.Errorf("making the population of %d users and %d bulk accounts: %w", p.Users, p.Bulk, err)
 	}
 	dc, err := launchFrom(dir)
@@ -110,7 +105,7 @@ func LaunchPopulated(p Population) (*DC, *Sample, error) {
 
 // populate makes the cached directory dir for p unless it is complete: an flock keeps test
 // processes apart, a marker file tells a complete directory from a half-written one.
-func populate(dir string, p Population) error {
+func populate(dir, base string, p Population) error {
 	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
@@ -124,7 +119,7 @@ func populate(dir string, p Population) error {
 		return nil
 	}
 	os.RemoveAll(dir)
-	dc, err := Launch()
+	dc, err := launchFrom(base)
 	if err != nil {
 		return err
 	}
@@ -189,11 +184,15 @@ func populate(dir string, p Population) error {
 	return os.WriteFile(marker, nil, 0o644)
 }
 
-// addBulk adds the population's bulk accounts and their groups.
+// addBulk adds the population's bulk accounts and their groups over LDAP. Samba's adds slow down as
+// the domain grows (each rewrites index records that list every user, and every child of the
+// OU): about 400 a second at first, 150 at 15,000 accounts.
 func addBulk(conn *goldap.Conn, p Population) error {
+	bulkOU := "OU=Bulk," + BaseDN
 	if err := add(conn, bulkOU, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {"Bulk"}}); err != nil {
 		return err
 	}
+	group := func(level string, i int) string { return fmt.Sprintf("CN=Bulk-%s-%04d,%s", level, i, GroupsOU) }
 	members := map[string][]string{}
 	for _, g := range []struct {
 		level  string
@@ -201,13 +200,13 @@ func addBulk(conn *goldap.Conn, p Population) error {
 		parent func(int) string
 	}{
 		{"Top", bulkTops, func(int) string { return groupDN("PKI-Users", nil) }},
-		{"Mid", bulkMids, func(i int) string { return bulkGroup("Top", i%bulkTops) }},
-		{"Leaf", bulkLeaves, func(i int) string { return bulkGroup("Mid", i%bulkMids) }},
+		{"Mid", bulkMids, func(i int) string { return group("Top", i%bulkTops) }},
+		{"Leaf", bulkLeaves, func(i int) string { return group("Mid", i%bulkMids) }},
 	} {
 		for i := range g.n {
-			dn := bulkGroup(g.level, i)
-			name, _, _ := strings.Cut(strings.TrimPrefix(dn, "CN="), ",")
-			if err := add(conn, dn, map[string][]string{"objectClass": {"group"}, "sAMAccountName": {name}}); err != nil {
+			dn := group(g.level, i)
+			if err := add(conn, dn, map[string][]string{"objectClass": {"group"},
+				"sAMAccountName": {fmt.Sprintf("Bulk-%s-%04d", g.level, i)}}); err != nil {
 				return err
 			}
 			members[g.parent(i)] = append(members[g.parent(i)], dn)
@@ -224,19 +223,19 @@ func addBulk(conn *goldap.Conn, p Population) error {
 		}); err != nil {
 			return err
 		}
-		leaf := bulkGroup("Leaf", i%bulkLeaves)
+		leaf := group("Leaf", i%bulkLeaves)
 		members[leaf] = append(members[leaf], dn)
-		if i > 0 && i%10000 == 0 {
+		if i > 0 && i%5000 == 0 {
 			fmt.Fprintf(os.Stderr, "ldaptest: %d of %d bulk accounts added (%s)\n", i, p.Bulk, time.Since(start).Round(time.Second))
 		}
 	}
-	for group, dns := range members {
+	for g, dns := range members {
 		for len(dns) > 0 {
 			n := min(len(dns), 500)
-			req := goldap.NewModifyRequest(group, nil)
+			req := goldap.NewModifyRequest(g, nil)
 			req.Add("member", dns[:n])
 			if err := conn.Modify(req); err != nil {
-				return fmt.Errorf("adding members to %s: %w", group, err)
+				return fmt.Errorf("adding members to %s: %w", g, err)
 			}
 			dns = dns[n:]
 		}
