@@ -34,11 +34,48 @@ func decTime(v sql.NullString) (time.Time, error) {
 	if !v.Valid {
 		return time.Time{}, nil
 	}
+	if t, ok := parseTimeLayout(v.String); ok {
+		return t, nil
+	}
 	t, err := time.Parse(timeLayout, v.String)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: stored time %q: %w", v.String, err)
 	}
 	return t.UTC(), nil
+}
+
+// parseTimeLayout reads the exact form timeLayout writes, digit by digit (a CRL reads a million);
+// ok is false for anything else, which time.Parse then judges.
+func parseTimeLayout(s string) (time.Time, bool) {
+	// 2006-01-02T15:04:05.000000000Z
+	if len(s) != len(timeLayout) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+		s[19] != '.' || s[29] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(from, to int) (int, bool) {
+		n := 0
+		for i := from; i < to; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	var f [7]int
+	for i, r := range [7][2]int{{0, 4}, {5, 7}, {8, 10}, {11, 13}, {14, 16}, {17, 19}, {20, 29}} {
+		var ok bool
+		if f[i], ok = num(r[0], r[1]); !ok {
+			return time.Time{}, false
+		}
+	}
+	t := time.Date(f[0], time.Month(f[1]), f[2], f[3], f[4], f[5], f[6], time.UTC)
+	// time.Date normalises out-of-range fields (month 13, 31 April): such text is not ours.
+	if t.Year() != f[0] || int(t.Month()) != f[1] || t.Day() != f[2] || t.Hour() != f[3] || t.Minute() != f[4] || t.Second() != f[5] {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // checkTimes refuses times outside the years 0000 to 9999, which not every store keeps.

@@ -36,3 +36,24 @@ func TestPublicKeysEqual(t *testing.T) {
 		t.Error("PublicKeysEqual(a, b) = true")
 	}
 }
+
+// ParseSerial's fast path and its general path agree: every hex spelling, odd and even lengths,
+// leading zeros, both cases, up to 20 octets; and refuse what they must.
+func TestParseSerialFastPath(t *testing.T) {
+	for _, s := range []string{"1", "a", "F", "10", "abc", "00ff", "7fffffffffffffffffffffffffffffffffffffff", "DeadBeef",
+		"0123456789abcdef0123456789ABCDEF01234567"} {
+		want, ok := new(big.Int).SetString(s, 16)
+		got, err := ParseSerial(s)
+		if !ok || err != nil || got.Cmp(want) != 0 {
+			t.Errorf("ParseSerial(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "0", "000", "-1", "0x10", "g1", "1 2"} {
+		if n, err := ParseSerial(s); err == nil {
+			t.Errorf("ParseSerial(%q) = %v, want an error", s, n)
+		}
+	}
+	if n, err := ParseSerial("01:02"); err != nil || n.Int64() != 0x102 {
+		t.Errorf("ParseSerial(01:02) = %v, %v; want 0x102 by the general path", n, err)
+	}
+}
