@@ -134,6 +134,9 @@ type Directory struct {
 	PasswordFile string `json:"password_file"`
 	CACN         string `json:"ca_cn"`               // cn of the pKIEnrollmentService object naming the offered templates
 	CacheTTL     string `json:"cache_ttl,omitempty"` // Go duration; default 5m
+	// Connections is how many connections to the DC the service keeps at most (1 to 64; default
+	// 4): concurrent lookups are spread over them.
+	Connections int `json:"connections,omitempty"`
 	// ServerName is the DC's name to check in its certificate when the URL names it
 	// otherwise (an IP address, a forwarded port); default: the URL's host.
 	ServerName string `json:"server_name,omitempty"`
@@ -330,6 +333,9 @@ func (d *Directory) Validate() error {
 	}
 	if d.ServerName != "" && (strings.ContainsAny(d.ServerName, "/:@ ") || len(d.ServerName) > 253) {
 		return fmt.Errorf("directory.server_name %q: want the DC's DNS name", d.ServerName)
+	}
+	if d.Connections < 0 || d.Connections > 64 {
+		return fmt.Errorf("directory.connections %d: want 1 to 64 (0: the default, 4)", d.Connections)
 	}
 	if d.CacheTTL != "" {
 		if _, err := time.ParseDuration(d.CacheTTL); err != nil {

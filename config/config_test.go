@@ -50,6 +50,9 @@ func TestValidateNamesTheBadField(t *testing.T) {
 		{"directory.cache_ttl", func(c *Config) {
 			c.Directory = &Directory{URL: "ldap://dc", BindUser: "u", PasswordFile: "p", CACN: "CA", CacheTTL: "soon"}
 		}},
+		{"directory.connections", func(c *Config) {
+			c.Directory = &Directory{URL: "ldap://dc", BindUser: "u", PasswordFile: "p", CACN: "CA", Connections: 65}
+		}},
 		{"directory.server_name", func(c *Config) {
 			c.Directory = &Directory{URL: "ldap://10.0.0.1", BindUser: "u", PasswordFile: "p", CACN: "CA", ServerName: "dc1/x"}
 		}},

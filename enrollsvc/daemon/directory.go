@@ -167,7 +167,7 @@ func LDAPConfig(dir string, d *config.Directory, log *slog.Logger) (ldap.Config,
 		return ldap.Config{}, fmt.Errorf("reading the directory password: %w", err)
 	}
 	cfg := ldap.Config{URL: d.URL, CAFile: config.Path(dir, d.CAFile), BindUser: d.BindUser,
-		Password: strings.TrimRight(string(pw), "\r\n"), ServerName: d.ServerName, Logger: log}
+		Password: strings.TrimRight(string(pw), "\r\n"), ServerName: d.ServerName, Connections: d.Connections, Logger: log}
 	if d.CacheTTL != "" {
 		if cfg.CacheTTL, err = time.ParseDuration(d.CacheTTL); err != nil {
 			return ldap.Config{}, fmt.Errorf("directory.cache_ttl: %w", err)
