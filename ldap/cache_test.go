@@ -213,11 +213,12 @@ func TestConnectionPool(t *testing.T) {
 		}
 		sids = append(sids, a.SID)
 	}
+	all := append(sids, s.Alice.SID) // built before the goroutines share it
 	errs := make(chan error, 64)
 	for i := range 64 {
 		go func() {
 			if i%16 == 0 { // 601 entries: two pages of PageSize, on one connection, amid the others
-				names, err := c.SIDNames(ctx, append(sids, s.Alice.SID))
+				names, err := c.SIDNames(ctx, all)
 				if err == nil && len(names) != 601 {
 					err = fmt.Errorf("SIDNames named %d of 601 SIDs", len(names))
 				}
