@@ -25,6 +25,10 @@ type Entry struct {
 	// 5 cessationOfOperation, 6 certificateHold, 8 removeFromCRL (delta CRLs only),
 	// 9 privilegeWithdrawn, 10 aACompromise.
 	Reason int
+	// Recorded is when the source recorded the revocation, which decides whether a delta CRL
+	// lists it (CRLOptions.Since); zero means RevokedAt, for a source that dates a revocation
+	// when it records it (enrollsvc's store). It is not encoded.
+	Recorded time.Time
 }
 
 // Status is what the store knows about a serial number.
@@ -57,7 +61,8 @@ type Source interface {
 	// EachRevoked calls fn for every revoked certificate of this CA whose revocation was
 	// recorded at or after since (the zero time: every one), in any order, and stops at the first
 	// error fn returns, returning it. Delta CRLs rely on since meaning "recorded": a revocation
-	// entered with a RevokedAt in the past must still be found by a later since. fn does not
+	// entered with a RevokedAt in the past must still be found by a later since (and says so
+	// in Entry.Recorded, which BuildCRLs uses to pick a delta's entries). fn does not
 	// keep the Entry, so one *big.Int may be reused for every call.
 	EachRevoked(ctx context.Context, since time.Time, fn func(Entry) error) error
 	// CertStatus says whether serial was issued by this CA and whether it is revoked; for
@@ -159,27 +164,10 @@ func (o *CRLOptions) check() error {
 // is about twice the size of the CRL (some 47 octets an entry).
 func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 	start := time.Now()
-	if err := o.check(); err != nil {
-		return nil, fmt.Errorf("revoke: %w", err)
-	}
-	alg, err := sigAlgFor(o.Signer.Public())
+	b, err := newCRLBuild(o)
 	if err != nil {
-		return nil, fmt.Errorf("revoke: CA key: %w", err)
+		return nil, err
 	}
-	delta := o.BaseNumber != nil
-	// version v2, signature, issuer, thisUpdate, nextUpdate
-	prefix := []byte{0x02, 0x01, 0x01}
-	prefix = append(prefix, alg.algID...)
-	prefix = append(prefix, o.CA.RawSubject...)
-	prefix = appendTime(prefix, o.ThisUpdate)
-	prefix = appendTime(prefix, o.NextUpdate)
-	exts, err := crlExtensions(&o)
-	if err != nil {
-		return nil, fmt.Errorf("revoke: %w", err)
-	}
-
-	var entries chunks
-	var scratch [maxSerialOctets + 1]byte
 	n := 0
 	err = src.EachRevoked(ctx, o.Since, func(e Entry) error {
 		if n%4096 == 0 {
@@ -187,26 +175,144 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 				return err
 			}
 		}
-		if e.Reason == 8 && !delta {
-			return fmt.Errorf("serial %s: removeFromCRL belongs in delta CRLs only", certutil.SerialString(e.Serial))
-		}
-		var err error
-		cur := entries.room()
-		*cur, err = appendEntry(*cur, e, scratch[:])
 		n++
+		_, _, _, err := b.add(e)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke: listing revoked certificates: %w", err)
 	}
+	return b.finish(ctx, start)
+}
 
+// BuildCRLs builds a full CRL and a delta CRL on it from one walk of src (RFC 5280 5.2.4): every
+// revocation goes into the full CRL, and those recorded at or after delta.Since (Entry.Recorded)
+// into the delta too. The delta's entries are not encoded twice: its parts are the stretches of
+// the full CRL's encoded entries it shares, so the pair costs one walk and one encoding, then a
+// digest, a signature and a copy each. full must be a full CRL and delta a delta CRL whose
+// BaseNumber is full's Number. The delta is nil when the full CRL is made and the delta fails
+// (deltaErr says why); err is for the full CRL, in which case neither is returned.
+func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions) (fc, dc *CRL, deltaErr, err error) {
+	start := time.Now()
+	if full.BaseNumber != nil || delta.BaseNumber == nil || delta.BaseNumber.Cmp(full.Number) != 0 || !full.Since.IsZero() {
+		return nil, nil, nil, errors.New("revoke: BuildCRLs needs a full CRL of every revocation and a delta CRL on it")
+	}
+	fb, err := newCRLBuild(full)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := newCRLBuild(delta)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	n := 0
+	err = src.EachRevoked(ctx, time.Time{}, func(e Entry) error {
+		if n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		n++
+		enc, chunk, off, err := fb.add(e)
+		if err != nil {
+			return err
+		}
+		recorded := e.Recorded
+		if recorded.IsZero() {
+			recorded = e.RevokedAt
+		}
+		if !recorded.Before(delta.Since) {
+			db.share(enc, chunk, off)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("revoke: listing revoked certificates: %w", err)
+	}
+	walked := time.Since(start)
+	fc, err = fb.finish(ctx, start)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dstart := time.Now()
+	dc, deltaErr = db.finish(ctx, dstart.Add(-walked)) // the delta's Took counts the shared walk
+	return fc, dc, deltaErr, nil
+}
+
+// crlBuild is one CRL being built: the fixed parts, then the encoded entries as parts (chunks
+// of its own, or stretches of another build's chunks), then the extensions.
+type crlBuild struct {
+	o       CRLOptions
+	alg     sigAlg
+	prefix  []byte // version, signature, issuer, thisUpdate, nextUpdate
+	exts    []byte
+	entries chunks
+	n       int
+	scratch [maxSerialOctets + 1]byte
+	// sharedChunk and sharedEnd are where the last shared entry (share) ended in the other
+	// build's chunks.
+	sharedChunk, sharedEnd int
+}
+
+func newCRLBuild(o CRLOptions) (*crlBuild, error) {
+	if err := o.check(); err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	alg, err := sigAlgFor(o.Signer.Public())
+	if err != nil {
+		return nil, fmt.Errorf("revoke: CA key: %w", err)
+	}
+	b := &crlBuild{o: o, alg: alg, sharedChunk: -1}
+	b.prefix = []byte{0x02, 0x01, 0x01}
+	b.prefix = append(b.prefix, alg.algID...)
+	b.prefix = append(b.prefix, o.CA.RawSubject...)
+	b.prefix = appendTime(b.prefix, o.ThisUpdate)
+	b.prefix = appendTime(b.prefix, o.NextUpdate)
+	if b.exts, err = crlExtensions(&o); err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	return b, nil
+}
+
+// add encodes e into b's chunks and returns its encoding, which stays where it is (a chunk never
+// grows past its capacity), with the chunk's index and the encoding's offset in it.
+func (b *crlBuild) add(e Entry) (enc []byte, chunk, off int, err error) {
+	if e.Reason == 8 && b.o.BaseNumber == nil {
+		return nil, 0, 0, fmt.Errorf("serial %s: removeFromCRL belongs in delta CRLs only", certutil.SerialString(e.Serial))
+	}
+	cur := b.entries.room()
+	off = len(*cur)
+	if *cur, err = appendEntry(*cur, e, b.scratch[:]); err != nil {
+		return nil, 0, 0, err
+	}
+	b.n++
+	return (*cur)[off:], len(b.entries.bufs) - 1, off, nil
+}
+
+// share lists an entry another build encoded, as add returned it: when it directly follows the
+// previous shared one in the same chunk the last part grows over it, else it starts a part.
+func (b *crlBuild) share(enc []byte, chunk, off int) {
+	b.n++
+	if k := len(b.entries.bufs); k > 0 && chunk == b.sharedChunk && off == b.sharedEnd {
+		last := b.entries.bufs[k-1]
+		b.entries.bufs[k-1] = last[:len(last)+len(enc)]
+	} else {
+		b.entries.bufs = append(b.entries.bufs, enc)
+	}
+	b.sharedChunk, b.sharedEnd = chunk, off+len(enc)
+}
+
+// finish signs the CRL: the TBSCertList is hashed from its parts, the CA key signs the digest,
+// the signature is verified (signDigest) and the parts are copied once into the DER.
+func (b *crlBuild) finish(ctx context.Context, start time.Time) (*CRL, error) {
+	o, alg := &b.o, b.alg
 	// revokedCertificates is left out when empty (RFC 5280 5.1.2.6).
 	var revHdr []byte
-	if size := entries.size(); size > 0 {
+	if size := b.entries.size(); size > 0 {
 		revHdr = appendHeader(nil, 0x30, size)
 	}
-	tbs := [][]byte{nil, prefix, revHdr}
-	tbs = append(append(tbs, entries.bufs...), exts)
+	tbs := [][]byte{nil, b.prefix, revHdr}
+	tbs = append(append(tbs, b.entries.bufs...), b.exts)
 	tbsLen := 0
 	for _, p := range tbs[1:] {
 		tbsLen += len(p)
@@ -229,11 +335,12 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 	der = append(der, alg.algID...)
 	der = appendHeader(der, byte(casn1.BIT_STRING), sigLen)
 	der = append(append(der, 0), sig...)
+	b.entries.bufs = nil
 
 	c := &CRL{DER: der, Number: new(big.Int).Set(o.Number),
 		ThisUpdate: o.ThisUpdate.UTC().Truncate(time.Second), NextUpdate: o.NextUpdate.UTC().Truncate(time.Second),
-		Entries: n}
-	if delta {
+		Entries: b.n}
+	if o.BaseNumber != nil {
 		c.BaseNumber = new(big.Int).Set(o.BaseNumber)
 	}
 	if !o.NextPublish.IsZero() {
@@ -243,7 +350,8 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 	return c, nil
 }
 
-// chunks holds the encoded entries: growing one slice would copy them over and over.
+// chunks holds the encoded entries: growing one slice would copy them over and over. A build
+// that shares another's entries (share) holds stretches of that build's chunks instead.
 type chunks struct{ bufs [][]byte }
 
 const (

@@ -441,3 +441,115 @@ func TestSignatureChecks(t *testing.T) {
 		t.Errorf("Respond with a faulty RSA key = %x, %v; want internalError and an error", der, err)
 	}
 }
+
+// listSource lists its entries in order; since applies to Recorded (RevokedAt when zero).
+type listSource []Entry
+
+func (s listSource) EachRevoked(ctx context.Context, since time.Time, fn func(Entry) error) error {
+	for _, e := range s {
+		recorded := e.Recorded
+		if recorded.IsZero() {
+			recorded = e.RevokedAt
+		}
+		if recorded.Before(since) {
+			continue
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (listSource) CertStatus(context.Context, *big.Int) (Status, Entry, error) {
+	return Unknown, Entry{}, nil
+}
+
+// BuildCRLs makes from one walk exactly the CRLs two walks make (RSA PKCS #1 v1.5 signatures are
+// deterministic, so the DER must be byte for byte the same), whatever the pattern of the delta's
+// entries among the full CRL's: runs of every length, single entries, across the 1 MiB chunks,
+// and a revocation recorded late but dated early (Entry.Recorded).
+func TestBuildCRLsOneWalk(t *testing.T) {
+	key := keyFor(t, "rsa")
+	ca := newCA(t, key, "Pair CA")
+	since := epoch.Add(-time.Hour)
+	var src listSource
+	serial := new(big.Int).Lsh(big.NewInt(0x77), 100)
+	inDelta := 0
+	for i := 0; len(src) < 60_000; i++ {
+		run := 1 + i%37 // runs of 1 to 37 entries, in the delta and out of it by turns
+		for j := 0; j < run; j++ {
+			e := Entry{Serial: new(big.Int).Add(serial, big.NewInt(int64(len(src)))), Reason: len(src) % 7, RevokedAt: since.Add(-time.Duration(len(src)+1) * time.Second)}
+			if i%2 == 1 {
+				if j%5 == 0 {
+					e.Recorded = since.Add(time.Duration(j) * time.Second) // dated before since, recorded after
+				} else {
+					e.RevokedAt = since.Add(time.Duration(j) * time.Second)
+				}
+				inDelta++
+			}
+			src = append(src, e)
+		}
+	}
+	full := CRLOptions{CA: ca, Signer: key, Number: big.NewInt(41), ThisUpdate: epoch, NextUpdate: epoch.Add(24 * time.Hour),
+		FreshestCRL: []string{"http://pki.example/ca+.crl"}}
+	delta := CRLOptions{CA: ca, Signer: key, Number: big.NewInt(42), BaseNumber: big.NewInt(41), Since: since,
+		ThisUpdate: epoch, NextUpdate: epoch.Add(time.Hour)}
+	fc, dc, deltaErr, err := BuildCRLs(context.Background(), src, full, delta)
+	if err != nil || deltaErr != nil {
+		t.Fatalf("BuildCRLs = %v, %v", err, deltaErr)
+	}
+	wantFull, err := BuildCRL(context.Background(), src, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDelta, err := BuildCRL(context.Background(), src, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.Entries != len(src) || dc.Entries != inDelta {
+		t.Errorf("BuildCRLs listed %d and %d entries, want %d and %d", fc.Entries, dc.Entries, len(src), inDelta)
+	}
+	if !bytes.Equal(fc.DER, wantFull.DER) {
+		t.Error("the full CRL of one walk differs from BuildCRL's")
+	}
+	if !bytes.Equal(dc.DER, wantDelta.DER) {
+		t.Error("the delta CRL of one walk differs from BuildCRL's")
+	}
+	rl, err := x509.ParseRevocationList(dc.DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.CheckSignatureFrom(ca); err != nil {
+		t.Errorf("delta signature: %v", err)
+	}
+	if len(rl.RevokedCertificateEntries) != inDelta {
+		t.Errorf("the delta lists %d entries, want %d", len(rl.RevokedCertificateEntries), inDelta)
+	}
+
+	// Bad pairs are refused before anything is walked.
+	for _, tc := range []struct {
+		name        string
+		full, delta CRLOptions
+	}{
+		{"delta on another base", full, func() CRLOptions { d := delta; d.BaseNumber = big.NewInt(40); return d }()},
+		{"two full CRLs", full, full},
+		{"a full CRL with since", func() CRLOptions { f := full; f.Since = since; return f }(), delta},
+	} {
+		if _, _, _, err := BuildCRLs(context.Background(), failingSource{t}, tc.full, tc.delta); err == nil {
+			t.Errorf("%s: BuildCRLs accepted it", tc.name)
+		}
+	}
+}
+
+// failingSource fails the test when walked.
+type failingSource struct{ t *testing.T }
+
+func (s failingSource) EachRevoked(context.Context, time.Time, func(Entry) error) error {
+	s.t.Error("the source was walked")
+	return nil
+}
+
+func (failingSource) CertStatus(context.Context, *big.Int) (Status, Entry, error) {
+	return Unknown, Entry{}, nil
+}

@@ -183,7 +183,9 @@ func (m *memSource) EachRevoked(ctx context.Context, since time.Time, fn func(En
 		if r.recorded.Before(since) {
 			continue
 		}
-		if err := fn(r.e); err != nil {
+		e := r.e
+		e.Recorded = r.recorded
+		if err := fn(e); err != nil {
 			return err
 		}
 	}

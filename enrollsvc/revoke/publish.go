@@ -152,8 +152,8 @@ func (p *Publisher) Delta() *CRL {
 	return nil
 }
 
-// Publish builds and signs a new full CRL and then a delta CRL on it, each with the next CRL
-// number, and serves them from then on. When the full CRL fails the current CRLs stay; when
+// Publish builds and signs a new full CRL and a delta CRL on it, each with the next CRL number,
+// from one walk of the revocations (BuildCRLs), and serves them from then on. When the full CRL fails the current CRLs stay; when
 // only the delta fails the new full CRL is served with the previous delta until the next try.
 func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
 	p.mu.Lock()
@@ -164,7 +164,17 @@ func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
 		}
 		return p.adopt(ctx)
 	}
-	if full, err = p.build(ctx, nil); err != nil {
+	now := p.o.Now().UTC().Truncate(time.Second)
+	fo, err := p.options(ctx, nil, now)
+	if err != nil {
+		return nil, nil, p.done(ctx, false, nil, err)
+	}
+	do, err := p.options(ctx, &CRL{Number: fo.Number, ThisUpdate: now}, now)
+	if err != nil {
+		return nil, nil, p.done(ctx, false, nil, err)
+	}
+	full, delta, deltaErr, err := BuildCRLs(ctx, p.src, fo, do)
+	if err = p.done(ctx, false, full, err); err != nil {
 		return nil, nil, err
 	}
 	old := p.cur.Load()
@@ -173,7 +183,7 @@ func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
 		next.delta = old.delta
 	}
 	p.cur.Store(next)
-	if delta, err = p.build(ctx, full); err != nil {
+	if err = p.done(ctx, true, delta, deltaErr); err != nil {
 		return full, nil, err
 	}
 	p.cur.Store(&published{full: full, delta: delta})
@@ -206,46 +216,59 @@ func (p *Publisher) PublishDelta(ctx context.Context) (*CRL, error) {
 }
 
 // build makes a full CRL (base nil) or a delta CRL on base. p.mu is held.
-func (p *Publisher) build(ctx context.Context, base *CRL) (c *CRL, err error) {
-	delta := base != nil
+func (p *Publisher) build(ctx context.Context, base *CRL) (*CRL, error) {
+	o, err := p.options(ctx, base, p.o.Now().UTC().Truncate(time.Second))
+	var c *CRL
+	if err == nil {
+		c, err = BuildCRL(ctx, p.src, o)
+	}
+	return c, p.done(ctx, base != nil, c, err)
+}
+
+// options are the next full CRL's (base nil) or delta CRL's on base, made at now, with the next
+// CRL number from the store. p.mu is held.
+func (p *Publisher) options(ctx context.Context, base *CRL, now time.Time) (CRLOptions, error) {
+	number, err := p.numbers.NextCRLNumber(ctx)
+	if err != nil {
+		return CRLOptions{}, fmt.Errorf("next CRL number: %w", err)
+	}
+	if number == nil || p.last != nil && number.Cmp(p.last) <= 0 {
+		return CRLOptions{}, fmt.Errorf("the store's next CRL number %v is not above the last one, %v", number, p.last)
+	}
+	p.last = new(big.Int).Set(number)
+	o := CRLOptions{CA: p.o.CA, Signer: p.o.Signer, Number: number, ThisUpdate: now,
+		NextUpdate: now.Add(p.o.FullValidity), NextPublish: now.Add(p.o.FullInterval), FreshestCRL: p.o.DeltaURLs}
+	if base != nil {
+		o.NextUpdate, o.NextPublish, o.FreshestCRL = now.Add(p.o.DeltaValidity), now.Add(p.o.DeltaInterval), nil
+		o.BaseNumber, o.Since = base.Number, base.ThisUpdate.Add(-DeltaMargin)
+	}
+	return o, nil
+}
+
+// done finishes one CRL's publication: a CRL made is kept for the other instances (Shared); then
+// the outcome is logged and notified. It returns the error, if any, wrapped with the CRL's kind.
+func (p *Publisher) done(ctx context.Context, delta bool, c *CRL, err error) error {
 	kind := "full"
 	if delta {
 		kind = "delta"
 	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("revoke: publishing the %s CRL: %w", kind, err)
-			p.log.Error("CRL not published", "kind", kind, "error", err)
-		} else {
-			p.log.Info("CRL published", "kind", kind, "number", c.Number.String(), "entries", c.Entries,
-				"bytes", len(c.DER), "took", c.Took, "next_update", c.NextUpdate)
-		}
-		if p.o.Notify != nil {
-			p.o.Notify(ctx, delta, c, err)
-		}
-	}()
-	number, err := p.numbers.NextCRLNumber(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("next CRL number: %w", err)
-	}
-	if number == nil || p.last != nil && number.Cmp(p.last) <= 0 {
-		return nil, fmt.Errorf("the store's next CRL number %v is not above the last one, %v", number, p.last)
-	}
-	p.last = new(big.Int).Set(number)
-	now := p.o.Now().UTC().Truncate(time.Second)
-	o := CRLOptions{CA: p.o.CA, Signer: p.o.Signer, Number: number, ThisUpdate: now,
-		NextUpdate: now.Add(p.o.FullValidity), NextPublish: now.Add(p.o.FullInterval), FreshestCRL: p.o.DeltaURLs}
-	if delta {
-		o.NextUpdate, o.NextPublish, o.FreshestCRL = now.Add(p.o.DeltaValidity), now.Add(p.o.DeltaInterval), nil
-		o.BaseNumber, o.Since = base.Number, base.ThisUpdate.Add(-DeltaMargin)
-	}
-	c, err = BuildCRL(ctx, p.src, o)
 	if err == nil && p.o.Shared != nil {
 		if err = p.o.Shared.Save(ctx, c); err != nil {
-			return nil, fmt.Errorf("keeping it for the other instances: %w", err)
+			err = fmt.Errorf("keeping it for the other instances: %w", err)
 		}
 	}
-	return c, err
+	if err != nil {
+		err = fmt.Errorf("revoke: publishing the %s CRL: %w", kind, err)
+		p.log.Error("CRL not published", "kind", kind, "error", err)
+		c = nil
+	} else {
+		p.log.Info("CRL published", "kind", kind, "number", c.Number.String(), "entries", c.Entries,
+			"bytes", len(c.DER), "took", c.Took, "next_update", c.NextUpdate)
+	}
+	if p.o.Notify != nil {
+		p.o.Notify(ctx, delta, c, err)
+	}
+	return err
 }
 
 // lead reports whether this publisher builds CRLs: always, unless it shares a store with others.

@@ -80,7 +80,7 @@ func Start(state string, o Options) (*TPM, error) {
 	}
 	go func() { t.cmd.Wait(); close(t.done) }()
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := os.Stat(wait); err == nil {
+		if listening(wait) {
 			return t, nil
 		}
 		select {
@@ -94,6 +94,25 @@ func Start(state string, o Options) (*TPM, error) {
 			return nil, fmt.Errorf("swtpm: the socket did not appear: %s", strings.TrimSpace(stderr.String()))
 		}
 	}
+}
+
+// listening reports whether a Unix socket bound to path accepts connections: its file appears
+// at bind(2), before listen(2), and a connection in between is refused. /proc/net/unix has
+// the __SO_ACCEPTCON flag (00010000) once the socket listens. A test connection would not do:
+// with --terminate swtpm ends when its control connection closes.
+func listening(path string) bool {
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		// Num RefCount Protocol Flags Type St Inode Path
+		if len(f) == 8 && f[7] == path && f[3] == "00010000" {
+			return true
+		}
+	}
+	return false
 }
 
 // Dial connects to the command socket (Options.Server).
