@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -103,6 +104,9 @@ type CRL struct {
 	NextPublish            time.Time // zero when not set
 	Entries                int
 	Took                   time.Duration // building and signing
+
+	carryOff int    // where the entries start in DER (finish)
+	carry    *carry // a full CRL BuildCRLs built: what the next one carries over
 }
 
 // IsDelta reports whether c is a delta CRL.
@@ -192,10 +196,21 @@ func BuildCRL(ctx context.Context, src Source, o CRLOptions) (*CRL, error) {
 // digest, a signature and a copy each. full must be a full CRL and delta a delta CRL whose
 // BaseNumber is full's Number. The delta is nil when the full CRL is made and the delta fails
 // (deltaErr says why); err is for the full CRL, in which case neither is returned.
-func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions) (fc, dc *CRL, deltaErr, err error) {
+//
+// With prev, a full CRL BuildCRLs built before in this process, the walk does not start at the
+// beginning: when prev's walk came in order of recording (as enrollsvc's store lists), prev's
+// entries recorded before its newest less CarryMargin are carried over as they are, encoded, and
+// the walk lists the rest again, so the result is the CRL a walk from the beginning makes, byte
+// for byte. This relies on revocation being final (Source): an entry, once listed, never
+// changes or goes. When prev cannot be used (its walk was out of order, the clock stepped back
+// past the margin) the walk starts at the beginning.
+func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions, prev *CRL) (fc, dc *CRL, deltaErr, err error) {
 	start := time.Now()
 	if full.BaseNumber != nil || delta.BaseNumber == nil || delta.BaseNumber.Cmp(full.Number) != 0 || !full.Since.IsZero() {
 		return nil, nil, nil, errors.New("revoke: BuildCRLs needs a full CRL of every revocation and a delta CRL on it")
+	}
+	if prev != nil && (prev.carry == nil || prev.IsDelta()) {
+		return nil, nil, nil, errors.New("revoke: BuildCRLs carries over only a full CRL it built itself")
 	}
 	fb, err := newCRLBuild(full)
 	if err != nil {
@@ -205,21 +220,40 @@ func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions) (fc, dc 
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	c := &carry{ordered: true, walked: full.ThisUpdate}
+	var since time.Time // the walk's: zero for every revocation
+	if cp, ok := prev.carryPoint(delta.Since); ok {
+		pc := prev.carry
+		c.walked, c.upTo, c.last = pc.walked, pc.upTo, cp.t
+		for _, k := range pc.points {
+			if !k.t.Before(cp.t) {
+				break
+			}
+			c.points = append(c.points, k)
+		}
+		since = cp.t
+		// prev's entries before the point, capacity cut so that nothing is appended into prev.DER.
+		if cp.off > 0 {
+			fb.entries.bufs = append(fb.entries.bufs, prev.DER[pc.off:pc.off+cp.off:pc.off+cp.off])
+		}
+		fb.n, fb.bytes = cp.n, cp.off
+	}
 	n := 0
-	err = src.EachRevoked(ctx, time.Time{}, func(e Entry) error {
+	err = src.EachRevoked(ctx, since, func(e Entry) error {
 		if n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
 		n++
-		enc, chunk, off, err := fb.add(e)
-		if err != nil {
-			return err
-		}
 		recorded := e.Recorded
 		if recorded.IsZero() {
 			recorded = e.RevokedAt
+		}
+		c.note(recorded, fb.bytes, fb.n)
+		enc, chunk, off, err := fb.add(e)
+		if err != nil {
+			return err
 		}
 		if !recorded.Before(delta.Since) {
 			db.share(enc, chunk, off)
@@ -234,9 +268,94 @@ func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions) (fc, dc 
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	c.off = fc.carryOff
+	fc.carry = c
 	dstart := time.Now()
 	dc, deltaErr = db.finish(ctx, dstart.Add(-walked)) // the delta's Took counts the shared walk
 	return fc, dc, deltaErr, nil
+}
+
+// CarryMargin: a full CRL built on a previous one (BuildCRLs with prev) lists again, from the
+// store, the previous one's revocations recorded since its newest less this margin. The margin
+// covers revocations committed after the previous walk with a time before its newest
+// (transactions in flight) and small clock steps.
+const CarryMargin = DeltaMargin
+
+// carryEvery spaces the points where a later build may start its walk (carry.points).
+const carryEvery = time.Second
+
+// carry is what a full CRL built by BuildCRLs keeps for the next one built on it.
+type carry struct {
+	off int // where its entries lie in its DER
+	// points are where a walk may start again: the entries before each point were recorded
+	// before its time, those from it on at or after it. One per carryEvery of recording time
+	// at most, the older ones dropped once past the margin (one before it is kept).
+	points  []carryPoint
+	upTo    time.Time // the newest revocation listed (by Entry.Recorded)
+	last    time.Time // the previous entry's (note)
+	ordered bool      // the walk came in order of recording
+	walked  time.Time // the thisUpdate of the CRL whose walk from the beginning the chain of carried CRLs started with
+}
+
+// carryPoint: n entries (off octets) come before the first recorded at or after t.
+type carryPoint struct {
+	t      time.Time
+	off, n int
+}
+
+// note records the next entry, recorded at t, to be encoded at off (octets into the entries) as
+// the entry after n others.
+func (c *carry) note(t time.Time, off, n int) {
+	if t.Before(c.last) {
+		c.ordered = false
+	}
+	c.last = t
+	if t.After(c.upTo) {
+		c.upTo = t
+	}
+	if k := len(c.points); k == 0 || !t.Before(c.points[k-1].t.Add(carryEvery)) {
+		c.points = append(c.points, carryPoint{t: t, off: off, n: n})
+	}
+	if len(c.points) > 4096 { // keep one point before the margin
+		cut := c.upTo.Add(-CarryMargin)
+		i := 0
+		for i+1 < len(c.points) && !c.points[i+1].t.After(cut) {
+			i++
+		}
+		c.points = slices.Delete(c.points, 0, i)
+	}
+}
+
+// carryPoint returns where a build on c (nil: none) starts its walk: the last point at or before
+// c's newest revocation less CarryMargin, and before deltaSince too (the new delta's entries all
+// come from the walk). ok is false when a walk must start at the beginning.
+func (c *CRL) carryPoint(deltaSince time.Time) (carryPoint, bool) {
+	if c == nil || c.carry == nil || !c.carry.ordered {
+		return carryPoint{}, false
+	}
+	cut := c.carry.upTo.Add(-CarryMargin)
+	if deltaSince.Before(cut) {
+		cut = deltaSince
+	}
+	var cp carryPoint
+	ok := false
+	for _, p := range c.carry.points {
+		if p.t.After(cut) {
+			break
+		}
+		cp, ok = p, true
+	}
+	return cp, ok
+}
+
+// Walked is the thisUpdate of the CRL whose walk over every revocation this full CRL's entries go
+// back to: its own, or the first of the chain it was carried over from (BuildCRLs with prev).
+// Zero for a CRL this process did not build.
+func (c *CRL) Walked() time.Time {
+	if c.carry == nil {
+		return time.Time{}
+	}
+	return c.carry.walked
 }
 
 // crlBuild is one CRL being built: the fixed parts, then the encoded entries as parts (chunks
@@ -247,7 +366,8 @@ type crlBuild struct {
 	prefix  []byte // version, signature, issuer, thisUpdate, nextUpdate
 	exts    []byte
 	entries chunks
-	n       int
+	n       int // entries
+	bytes   int // their encodings' octets
 	scratch [maxSerialOctets + 1]byte
 	// sharedChunk and sharedEnd are where the last shared entry (share) ended in the other
 	// build's chunks.
@@ -286,6 +406,7 @@ func (b *crlBuild) add(e Entry) (enc []byte, chunk, off int, err error) {
 		return nil, 0, 0, err
 	}
 	b.n++
+	b.bytes += len(*cur) - off
 	return (*cur)[off:], len(b.entries.bufs) - 1, off, nil
 }
 
@@ -329,6 +450,7 @@ func (b *crlBuild) finish(ctx context.Context, start time.Time) (*CRL, error) {
 	sigLen := 1 + len(sig) // the BIT STRING's unused-bits octet, then the signature
 	total := len(tbs[0]) + tbsLen + len(alg.algID) + headerLen(sigLen) + sigLen
 	der := appendHeader(make([]byte, 0, headerLen(total)+total), 0x30, total)
+	entOff := len(der) + len(tbs[0]) + len(tbs[1]) + len(tbs[2])
 	for _, p := range tbs {
 		der = append(der, p...)
 	}
@@ -339,7 +461,7 @@ func (b *crlBuild) finish(ctx context.Context, start time.Time) (*CRL, error) {
 
 	c := &CRL{DER: der, Number: new(big.Int).Set(o.Number),
 		ThisUpdate: o.ThisUpdate.UTC().Truncate(time.Second), NextUpdate: o.NextUpdate.UTC().Truncate(time.Second),
-		Entries: b.n}
+		Entries: b.n, carryOff: entOff}
 	if o.BaseNumber != nil {
 		c.BaseNumber = new(big.Int).Set(o.BaseNumber)
 	}

@@ -12,7 +12,9 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -495,7 +497,7 @@ func TestBuildCRLsOneWalk(t *testing.T) {
 		FreshestCRL: []string{"http://pki.example/ca+.crl"}}
 	delta := CRLOptions{CA: ca, Signer: key, Number: big.NewInt(42), BaseNumber: big.NewInt(41), Since: since,
 		ThisUpdate: epoch, NextUpdate: epoch.Add(time.Hour)}
-	fc, dc, deltaErr, err := BuildCRLs(context.Background(), src, full, delta)
+	fc, dc, deltaErr, err := BuildCRLs(context.Background(), src, full, delta, nil)
 	if err != nil || deltaErr != nil {
 		t.Fatalf("BuildCRLs = %v, %v", err, deltaErr)
 	}
@@ -536,7 +538,7 @@ func TestBuildCRLsOneWalk(t *testing.T) {
 		{"two full CRLs", full, full},
 		{"a full CRL with since", func() CRLOptions { f := full; f.Since = since; return f }(), delta},
 	} {
-		if _, _, _, err := BuildCRLs(context.Background(), failingSource{t}, tc.full, tc.delta); err == nil {
+		if _, _, _, err := BuildCRLs(context.Background(), failingSource{t}, tc.full, tc.delta, nil); err == nil {
 			t.Errorf("%s: BuildCRLs accepted it", tc.name)
 		}
 	}
@@ -552,4 +554,166 @@ func (s failingSource) EachRevoked(context.Context, time.Time, func(Entry) error
 
 func (failingSource) CertStatus(context.Context, *big.Int) (Status, Entry, error) {
 	return Unknown, Entry{}, nil
+}
+
+// orderedSource lists its entries in order of recording, as enrollsvc's store does, and notes
+// where each walk started and how many entries it listed.
+type orderedSource struct {
+	mu     sync.Mutex
+	list   listSource
+	sinces []time.Time
+	listed []int
+}
+
+func (s *orderedSource) add(es ...Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.list = append(s.list, es...)
+	slices.SortStableFunc(s.list, func(a, b Entry) int { return a.RevokedAt.Compare(b.RevokedAt) })
+}
+
+func (s *orderedSource) EachRevoked(ctx context.Context, since time.Time, fn func(Entry) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	err := s.list.EachRevoked(ctx, since, func(e Entry) error { n++; return fn(e) })
+	s.sinces, s.listed = append(s.sinces, since), append(s.listed, n)
+	return err
+}
+
+func (*orderedSource) CertStatus(context.Context, *big.Int) (Status, Entry, error) {
+	return Unknown, Entry{}, nil
+}
+
+// lastWalk is where the last walk started and how many entries it listed.
+func (s *orderedSource) lastWalk() (time.Time, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sinces[len(s.sinces)-1], s.listed[len(s.listed)-1]
+}
+
+// A full CRL built on the previous one (BuildCRLs with prev) walks only the recent revocations
+// and is, byte for byte, the CRL a walk from the beginning makes: with revocations recorded
+// since, and one committed late with a time before the previous walk's newest (within
+// CarryMargin). Its delta is the same as well. A source out of order is walked from the start.
+func TestBuildCRLsCarriesOver(t *testing.T) {
+	key := keyFor(t, "rsa")
+	ca := newCA(t, key, "Carry CA")
+	serial := int64(0x1000)
+	entry := func(at time.Time) Entry {
+		serial++
+		return Entry{Serial: big.NewInt(serial), RevokedAt: at, Reason: int(serial % 7)}
+	}
+	src := &orderedSource{}
+	t1 := epoch
+	var old []Entry
+	for at := t1.Add(-30 * 24 * time.Hour); at.Before(t1.Add(-time.Minute)); at = at.Add(97 * time.Second) {
+		old = append(old, entry(at))
+	}
+	src.add(old...)
+	opts := func(number int64, now time.Time) (CRLOptions, CRLOptions) {
+		return CRLOptions{CA: ca, Signer: key, Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)},
+			CRLOptions{CA: ca, Signer: key, Number: big.NewInt(number + 1), BaseNumber: big.NewInt(number), Since: now.Add(-DeltaMargin),
+				ThisUpdate: now, NextUpdate: now.Add(time.Hour)}
+	}
+	f1, d1 := opts(1, t1)
+	first, _, derr, err := BuildCRLs(context.Background(), src, f1, d1, nil)
+	if err != nil || derr != nil {
+		t.Fatalf("BuildCRLs = %v, %v", err, derr)
+	}
+	if since, _ := src.lastWalk(); !since.IsZero() {
+		t.Fatalf("the first walk started at %v, want the beginning", since)
+	}
+
+	t2 := t1.Add(time.Hour)
+	src.add(entry(t1.Add(-3*time.Minute)), entry(t1.Add(-2*time.Minute))) // committed after the first walk, dated before its newest
+	for at := t1.Add(time.Second); at.Before(t2); at = at.Add(5 * time.Minute) {
+		src.add(entry(at))
+	}
+	f2, d2 := opts(3, t2)
+	carried, carriedDelta, derr, err := BuildCRLs(context.Background(), src, f2, d2, first)
+	if err != nil || derr != nil {
+		t.Fatalf("BuildCRLs(prev) = %v, %v", err, derr)
+	}
+	since, listed := src.lastWalk()
+	if since.IsZero() || listed > 40 {
+		t.Errorf("the walk on the previous CRL started at %v and listed %d entries, want a recent start and a few", since, listed)
+	}
+	if since.After(t1.Add(-CarryMargin)) {
+		t.Errorf("the walk started at %v, after the previous CRL's newest less the margin (%v)", since, t1.Add(-CarryMargin))
+	}
+	walked, wantDelta, derr, err := BuildCRLs(context.Background(), src, f2, d2, nil)
+	if err != nil || derr != nil {
+		t.Fatalf("BuildCRLs = %v, %v", err, derr)
+	}
+	if carried.Entries != len(src.list) || !bytes.Equal(carried.DER, walked.DER) {
+		t.Errorf("the carried-over CRL (%d entries) differs from a walk from the beginning (%d entries, %d revoked)", carried.Entries, walked.Entries, len(src.list))
+	}
+	if !bytes.Equal(carriedDelta.DER, wantDelta.DER) {
+		t.Error("the delta built with the carried-over CRL differs")
+	}
+	if !carried.Walked().Equal(first.Walked()) || first.Walked().IsZero() {
+		t.Errorf("Walked() = %v, want the first walk's %v", carried.Walked(), first.Walked())
+	}
+
+	// A third on the second (a chain), then a source out of order: walked from the start.
+	t3 := t2.Add(time.Hour)
+	src.add(entry(t2.Add(time.Minute)))
+	f3, d3 := opts(5, t3)
+	third, _, _, err := BuildCRLs(context.Background(), src, f3, d3, carried)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _, _, _ := BuildCRLs(context.Background(), src, f3, d3, nil); !bytes.Equal(third.DER, want.DER) {
+		t.Error("a CRL carried over twice differs from a walk from the beginning")
+	}
+	shuffled := &orderedSource{list: slices.Clone(src.list)}
+	shuffled.list[0], shuffled.list[len(shuffled.list)-1] = shuffled.list[len(shuffled.list)-1], shuffled.list[0]
+	unordered, _, _, err := BuildCRLs(context.Background(), shuffled, f3, d3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := BuildCRLs(context.Background(), shuffled, f3, d3, unordered); err != nil {
+		t.Fatal(err)
+	}
+	if since, listed := shuffled.lastWalk(); !since.IsZero() || listed != len(src.list) {
+		t.Errorf("on a CRL whose walk was out of order the walk started at %v and listed %d, want the beginning and all %d", since, listed, len(src.list))
+	}
+	// A parsed CRL cannot be carried over.
+	if _, _, _, err := BuildCRLs(context.Background(), src, f3, d3, &CRL{DER: third.DER, Number: third.Number}); err == nil {
+		t.Error("BuildCRLs carried over a CRL it did not build")
+	}
+}
+
+// The publisher carries its last full CRL over, and walks from the beginning once the chain's
+// first walk is FullWalkEvery old.
+func TestPublisherWalksFullyEveryDay(t *testing.T) {
+	f := newCRLFixture(t, "p256")
+	src := &orderedSource{}
+	for i := range 50 {
+		src.add(Entry{Serial: big.NewInt(int64(0x100 + i)), RevokedAt: epoch.Add(-time.Duration(50-i) * time.Hour)})
+	}
+	clock := &fakeClock{t: epoch}
+	p, err := NewPublisher(src, &memNumbers{}, PublisherOptions{CA: f.ca, Signer: f.key, Now: clock.Now}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		after     time.Duration
+		fromStart bool
+	}{{0, true}, {time.Hour, false}, {12 * time.Hour, false}, {12 * time.Hour, true}, {time.Hour, false}} {
+		now := clock.Add(tc.after)
+		src.add(Entry{Serial: big.NewInt(int64(0x1000 + i)), RevokedAt: now.Add(-time.Minute)})
+		full, _, err := p.Publish(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		since, _ := src.lastWalk()
+		if since.IsZero() != tc.fromStart {
+			t.Errorf("publication %d (at %v): walk from %v, want from the beginning %v", i, now, since, tc.fromStart)
+		}
+		if full.Entries != len(src.list) {
+			t.Errorf("publication %d lists %d entries, want %d", i, full.Entries, len(src.list))
+		}
+	}
 }

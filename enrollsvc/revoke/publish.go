@@ -67,6 +67,9 @@ const (
 	// this margin, which covers revocations committed while the base was being read and small
 	// clock steps. Listing a revocation in both base and delta is harmless.
 	DeltaMargin = 10 * time.Minute
+	// FullWalkEvery: a full CRL carries over the entries of the previous one (BuildCRLs) unless
+	// the walk over every revocation they go back to is older than this; then it walks them all.
+	FullWalkEvery = 24 * time.Hour
 	// retryAfter is how long Run waits after a failed publication before trying again.
 	retryAfter = time.Minute
 	// FollowEvery is how often Run looks for newer CRLs while another instance publishes (Shared).
@@ -86,6 +89,7 @@ type Publisher struct {
 
 	mu        sync.Mutex // held while publishing
 	last      *big.Int   // the last CRL number used, to catch a NumberStore going backwards
+	built     *CRL       // the last full CRL this publisher built, for the next to carry over (nil after a failure or when following)
 	cur       atomic.Pointer[published]
 	following atomic.Bool // Shared: another instance published last time we asked
 }
@@ -173,10 +177,18 @@ func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
 	if err != nil {
 		return nil, nil, p.done(ctx, false, nil, err)
 	}
-	full, delta, deltaErr, err := BuildCRLs(ctx, p.src, fo, do)
+	// The last full CRL this publisher built carries over (BuildCRLs) unless its chain goes back
+	// to a walk from the beginning more than FullWalkEvery ago.
+	var prev *CRL
+	if c := p.built; c != nil && now.Sub(c.Walked()) < FullWalkEvery {
+		prev = c
+	}
+	p.built = nil
+	full, delta, deltaErr, err := BuildCRLs(ctx, p.src, fo, do, prev)
 	if err = p.done(ctx, false, full, err); err != nil {
 		return nil, nil, err
 	}
+	p.built = full
 	old := p.cur.Load()
 	next := &published{full: full}
 	if old != nil {
@@ -303,6 +315,7 @@ func (p *Publisher) Refresh(ctx context.Context) error {
 // checked, so that whoever can write the database cannot make an instance serve a CRL the CA did
 // not sign) and newer than the one served. p.mu is held.
 func (p *Publisher) adopt(ctx context.Context) (full, delta *CRL, err error) {
+	p.built = nil // when this instance leads again it walks from the beginning
 	cur := p.cur.Load()
 	var haveFull, haveDelta *big.Int
 	if cur != nil && cur.full != nil {
