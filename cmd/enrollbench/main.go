@@ -67,6 +67,9 @@ func run(args []string, out io.Writer) error {
 	if len(args) > 0 && args[0] == "storm" {
 		return runStorm(args[1:], out)
 	}
+	if len(args) > 0 && args[0] == "scep-peer" {
+		return runPeer(args[1:], out)
+	}
 	fs := flag.NewFlagSet("enrollbench", flag.ContinueOnError)
 	keys := fs.String("keys", "rsa-2048,ecdsa-p256,ecdsa-p384", "CA key types to measure")
 	dur := fs.Duration("duration", 2*time.Second, "how long each measurement runs")
@@ -74,7 +77,7 @@ func run(args []string, out io.Writer) error {
 	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles of the complete issuances (first store, most goroutines) to FILE.KEYTYPE")
 	stores := fs.String("stores", "sqlite,postgres", "stores to measure: sqlite, postgres (1 and 2 instances)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: enrollbench [flags]\n       enrollbench storm [flags]   (see enrollbench storm -h)\n\nPrints, per CA key type, raw HSM signatures/s, build+sign/s and complete issuances/s\non each store, their ratios, and the CPU time of one issuance by stage.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: enrollbench [flags]\n       enrollbench storm [flags]   (see enrollbench storm -h)\n       enrollbench scep-peer [flags]   (see enrollbench scep-peer -h)\n\nPrints, per CA key type, raw HSM signatures/s, build+sign/s and complete issuances/s\non each store, their ratios, and the CPU time of one issuance by stage.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

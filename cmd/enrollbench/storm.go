@@ -115,12 +115,7 @@ Flags:
 		}
 	}
 	if o.enrollsvc == "" {
-		o.enrollsvc = "enrollsvc"
-		if self, err := os.Executable(); err == nil {
-			if p := filepath.Join(filepath.Dir(self), "enrollsvc"); fileExists(p) {
-				o.enrollsvc = p
-			}
-		}
+		o.enrollsvc = defaultEnrollsvc()
 	}
 	return o, nil
 }
@@ -528,6 +523,8 @@ type client struct {
 	key     *rsa.PrivateKey
 	scepMsg []byte            // scep: the whole pkiMessage
 	self    *x509.Certificate // scep: the self-signed certificate the message is signed with
+	tx      string            // scep: the transactionID the reply must carry
+	nonce   []byte            // scep: the senderNonce the reply must carry as its recipientNonce
 	// who is what the certificate must name: the account's e-mail address (AEUser puts the
 	// directory's mail in the SAN), or the device's common name (the challenge binds it).
 	who string
@@ -643,26 +640,33 @@ func (env *stormEnv) prepareOne(ctx context.Context, kind string, i int, key *rs
 		if err != nil {
 			return nil, fmt.Errorf("a one-time challenge: %w", err)
 		}
-		csr, err := scep.NewCSR(&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key, ch.Challenge)
-		if err != nil {
-			return nil, err
-		}
-		envelope, err := cms.Encrypt(csr, ra, cms.AES256CBC)
-		if err != nil {
-			return nil, err
-		}
-		if c.self, err = selfSigned(key, cn); err != nil {
-			return nil, err
-		}
-		nonce, err := scep.NewNonce()
-		if err != nil {
-			return nil, err
-		}
-		tx := fmt.Sprintf("storm-%d-%06d", time.Now().UnixNano(), i)
-		m := &scep.PKIMessage{MessageType: scep.PKCSReq, TransactionID: tx, SenderNonce: nonce, Signer: c.self}
-		if c.scepMsg, err = m.Sign(envelope, key); err != nil {
-			return nil, err
-		}
+		return newSCEPClient(key, cn, ch.Challenge, ra, fmt.Sprintf("storm-%d-%06d", time.Now().UnixNano(), i))
+	}
+	return c, nil
+}
+
+// newSCEPClient makes a SCEP device's PKCSReq: a CSR for cn from key with the challenge, in an
+// AES-256-CBC envelope to the RA's encryption certificate ra, signed with key under a self-signed
+// certificate, with transactionID tx and a fresh senderNonce.
+func newSCEPClient(key *rsa.PrivateKey, cn, challenge string, ra *x509.Certificate, tx string) (*client, error) {
+	c := &client{key: key, who: cn, tx: tx}
+	csr, err := scep.NewCSR(&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key, challenge)
+	if err != nil {
+		return nil, err
+	}
+	envelope, err := cms.Encrypt(csr, ra, cms.AES256CBC)
+	if err != nil {
+		return nil, err
+	}
+	if c.self, err = selfSigned(key, cn); err != nil {
+		return nil, err
+	}
+	if c.nonce, err = scep.NewNonce(); err != nil {
+		return nil, err
+	}
+	m := &scep.PKIMessage{MessageType: scep.PKCSReq, TransactionID: tx, SenderNonce: c.nonce, Signer: c.self}
+	if c.scepMsg, err = m.Sign(envelope, key); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -679,7 +683,16 @@ func selfSigned(key *rsa.PrivateKey, cn string) (*x509.Certificate, error) {
 
 // raCert is the RA certificate SCEP requests are encrypted to, from GetCACert.
 func (env *stormEnv) raCert(ctx context.Context) (*x509.Certificate, error) {
-	body, status, err := httpDo(ctx, http.MethodGet, env.httpBase+"/scep/storm?operation=GetCACert", nil, nil)
+	certs, err := getCACert(ctx, env.httpBase+"/scep/storm")
+	if err != nil {
+		return nil, err
+	}
+	return raEncryptionCert(certs)
+}
+
+// getCACert asks the SCEP service at u (http://host/scep/PROFILE) for its certificates.
+func getCACert(ctx context.Context, u string) ([]*x509.Certificate, error) {
+	body, status, err := httpDo(ctx, http.MethodGet, u+"?operation=GetCACert", nil, nil)
 	if err != nil || status != http.StatusOK {
 		return nil, fmt.Errorf("GetCACert: HTTP %d, %v", status, err)
 	}
@@ -687,7 +700,13 @@ func (env *stormEnv) raCert(ctx context.Context) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("GetCACert: %w", err)
 	}
-	for _, c := range sd.Certificates {
+	return sd.Certificates, nil
+}
+
+// raEncryptionCert is the first of GetCACert's certificates whose key may encrypt keys: the RA
+// certificate requests are encrypted to (RFC 8894 §3.5.1).
+func raEncryptionCert(certs []*x509.Certificate) (*x509.Certificate, error) {
+	for _, c := range certs {
 		if c.KeyUsage&x509.KeyUsageKeyEncipherment != 0 {
 			return c, nil
 		}
@@ -785,34 +804,7 @@ func (env *stormEnv) run(ctx context.Context, o stormOptions, kind string, keys 
 // SCEP PKCSReq; it returns the certificate received.
 func (env *stormEnv) one(ctx context.Context, kind string, c *client, ph *phases) (*x509.Certificate, error) {
 	if kind == kindSCEP {
-		body, status, err := httpDo(ctx, http.MethodPost, env.httpBase+"/scep/storm?operation=PKIOperation", c.scepMsg, tracer(ph))
-		if err != nil {
-			return nil, err
-		}
-		if status != http.StatusOK {
-			return nil, fmt.Errorf("SCEP: HTTP %d", status)
-		}
-		m, err := scep.ParsePKIMessage(body)
-		if err != nil {
-			return nil, fmt.Errorf("SCEP: the reply: %w", err)
-		}
-		if m.MessageType != scep.CertRep || m.PKIStatus != 0 {
-			return nil, fmt.Errorf("SCEP: pkiStatus %d failInfo %d", m.PKIStatus, m.FailInfo)
-		}
-		inner, err := m.Decrypt(c.self, c.key)
-		if err != nil {
-			return nil, fmt.Errorf("SCEP: decrypting the reply: %w", err)
-		}
-		sd, err := cms.ParseSignedData(inner)
-		if err != nil || len(sd.Certificates) == 0 {
-			return nil, fmt.Errorf("SCEP: the reply carries no certificate (%v)", err)
-		}
-		for _, cert := range sd.Certificates {
-			if certutil.PublicKeysEqual(cert.PublicKey, c.key.Public()) {
-				return cert, nil
-			}
-		}
-		return nil, errors.New("SCEP: no certificate in the reply is for the request's key")
+		return scepEnroll(ctx, env.httpBase+"/scep/storm", c, nil, ph)
 	}
 	pctx := httptrace.WithClientTrace(ctx, tracer(ph))
 	p, err := c.ws.GetPolicies(pctx, nil)
@@ -839,6 +831,47 @@ func (env *stormEnv) one(ctx context.Context, kind string, c *client, ph *phases
 		return nil, fmt.Errorf("%s: %s", res.Status, res.Reason)
 	}
 	return res.Certificate, nil
+}
+
+// scepEnroll sends c's PKCSReq to the SCEP service at u (http://host/scep/PROFILE) and returns the
+// certificate of the reply, which must be a SUCCESS CertRep with c's transactionID and c's
+// senderNonce as its recipientNonce, signed (the signature verified) by one of signers when
+// signers is not nil, whose envelope c's key opens and holds a certificate for c's key.
+func scepEnroll(ctx context.Context, u string, c *client, signers []*x509.Certificate, ph *phases) (*x509.Certificate, error) {
+	body, status, err := httpDo(ctx, http.MethodPost, u+"?operation=PKIOperation", c.scepMsg, tracer(ph))
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("SCEP: HTTP %d", status)
+	}
+	m, err := scep.ParsePKIMessage(body)
+	if err != nil {
+		return nil, fmt.Errorf("SCEP: the reply: %w", err)
+	}
+	if m.MessageType != scep.CertRep || m.PKIStatus != 0 {
+		return nil, fmt.Errorf("SCEP: pkiStatus %d failInfo %d", m.PKIStatus, m.FailInfo)
+	}
+	if m.TransactionID != c.tx || !bytes.Equal(m.RecipientNonce, c.nonce) {
+		return nil, errors.New("SCEP: the reply's transactionID or recipientNonce is not the request's")
+	}
+	if signers != nil && !slices.ContainsFunc(signers, func(s *x509.Certificate) bool { return s.Equal(m.Signer) }) {
+		return nil, fmt.Errorf("SCEP: the reply is signed by %v, not by a certificate of GetCACert", m.Signer.Subject)
+	}
+	inner, err := m.Decrypt(c.self, c.key)
+	if err != nil {
+		return nil, fmt.Errorf("SCEP: decrypting the reply: %w", err)
+	}
+	sd, err := cms.ParseSignedData(inner)
+	if err != nil || len(sd.Certificates) == 0 {
+		return nil, fmt.Errorf("SCEP: the reply carries no certificate (%v)", err)
+	}
+	for _, cert := range sd.Certificates {
+		if certutil.PublicKeysEqual(cert.PublicKey, c.key.Public()) {
+			return cert, nil
+		}
+	}
+	return nil, errors.New("SCEP: no certificate in the reply is for the request's key")
 }
 
 // tracer adds a request's phases to ph: from the request's start to asking for a connection
