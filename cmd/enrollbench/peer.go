@@ -50,6 +50,7 @@ type peerOptions struct {
 	warmup      int           // requests per server before the first run, not measured
 	timeout     time.Duration // per request
 	servers     []string      // serverAppliance, serverStepCA
+	cpuProfile  string        // write enrollsvc's CPU profile here (then it runs without seccomp)
 	out         io.Writer
 	progress    io.Writer
 }
@@ -66,6 +67,7 @@ func parsePeer(args []string, out io.Writer) (peerOptions, error) {
 	fs.DurationVar(&o.rawDuration, "raw-duration", 2*time.Second, "how long the raw RSA-2048 HSM signature rate is measured at each concurrency (0: not measured)")
 	fs.IntVar(&o.warmup, "warmup", 32, "requests each server answers before its first run, not measured")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long one request may take before it counts as an error")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write enrollsvc's CPU profile of all its runs to FILE (enrollsvc then runs without its seccomp allow-list, which has no profiling timers)")
 	servers := fs.String("servers", serverAppliance+","+serverStepCA, "the servers to run")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: enrollbench scep-peer [flags]
@@ -487,7 +489,7 @@ type peerSide struct {
 // a Samba DC, the SCEP per-source limit raised) and adds a static-challenge SCEP profile for
 // SuppliesSubject and the sample's dave, as BenchmarkSCEP does.
 func startAppliance(ctx context.Context, o peerOptions, _ *peerReport) (*peerSide, error) {
-	env, err := startStormEnv(ctx, stormOptions{enrollsvc: o.enrollsvc, timeout: o.timeout, out: io.Discard, progress: o.progress})
+	env, err := startStormEnv(ctx, stormOptions{enrollsvc: o.enrollsvc, timeout: o.timeout, cpuProfile: o.cpuProfile, out: io.Discard, progress: o.progress})
 	if err != nil {
 		if env != nil {
 			env.close()
@@ -523,6 +525,15 @@ func startAppliance(ctx context.Context, o peerOptions, _ *peerReport) (*peerSid
 	sd.finish = func(ctx context.Context, received []*x509.Certificate) (string, string, error) {
 		if err := env.stopService(); err != nil {
 			return "", "", err
+		}
+		if o.cpuProfile != "" {
+			b, err := os.ReadFile(filepath.Join(env.dir, "cpu.pprof"))
+			if err == nil {
+				err = os.WriteFile(o.cpuProfile, b, 0o644)
+			}
+			if err != nil {
+				return "", "", fmt.Errorf("enrollsvc's CPU profile: %w", err)
+			}
 		}
 		stored, err := storedCertificates(ctx, filepath.Join(env.dir, config.StoreFile))
 		if err != nil {
