@@ -245,6 +245,9 @@ Flags:
 	if err != nil {
 		return err
 	}
+	if set, limit := tuneGC(); set {
+		log.Debug("garbage collector", "gogc", serveGCPercent, "memory_limit", limit)
+	}
 	// Refuse what cannot take effect before opening anything, so that nothing changes.
 	cfg, err := config.Load(dir)
 	if err != nil {
