@@ -278,7 +278,10 @@ func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions, prev *CR
 // CarryMargin: a full CRL built on a previous one (BuildCRLs with prev) lists again, from the
 // store, the previous one's revocations recorded since its newest less this margin. The margin
 // covers revocations committed after the previous walk with a time before its newest
-// (transactions in flight) and small clock steps.
+// (transactions in flight), small clock steps and, with a clustered store, instances whose clocks
+// differ by less than it (as DeltaMargin does for delta CRLs; Kerberos already needs them within
+// five minutes). A revocation dated further back than the margin when it is recorded is listed
+// by the next walk from the beginning (FullWalkEvery).
 const CarryMargin = DeltaMargin
 
 // carryEvery spaces the points where a later build may start its walk (carry.points).
