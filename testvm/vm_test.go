@@ -290,25 +290,29 @@ func TestAppliance(t *testing.T) {
 
 	issueThroughAectl(t, ctx, vm, nil)
 
-	// Reboot: the state is on the data disk, the service comes back by itself.
-	if err := vm.SendLine("reboot"); err != nil {
-		t.Fatal(err)
+	if strings.Contains(vm.Transcript(), userPIN) || strings.Contains(vm.Transcript(), passphrase) {
+		t.Error("the console echoed a PIN or the passphrase")
 	}
-	must(t, vm, "Rebooting.", time.Minute)
-	start = time.Now()
+
+	// Power off, then on: QEMU started afresh on the same disk and TPM. The state is on the data
+	// disk and the service comes back by itself; the boot is timed from QEMU's start to the API's
+	// first answer (issue 16's boot figure). The console's reboot command is tested by the
+	// sealed-disk and update tests.
+	powerOff(t, vm)
+	vm = startVM(t, ctx, Options{DataDisk: disk})
 	banner = must(t, vm, prompt, 2*time.Minute)
 	if !strings.Contains(banner, "State:          provisioned (CA CN=VM Test Root CA)") || strings.Contains(banner, "first boot") {
-		t.Errorf("banner after reboot:\n%s", banner)
+		t.Errorf("banner after power-on:\n%s", banner)
 	}
-	toPrompt := time.Since(start)
+	toPrompt := time.Since(vm.Started())
 	checkService(t, ctx, vm, fingerprint, 2*time.Minute)
-	toServing := time.Since(start)
-	t.Logf("reboot to the console prompt: %s; to serving (API healthy on the forwarded port): %s",
+	toServing := time.Since(vm.Started())
+	t.Logf("power-on to the console prompt: %s; to serving (API healthy on the forwarded port): %s",
 		toPrompt.Round(100*time.Millisecond), toServing.Round(100*time.Millisecond))
 	logBoot(t, vm, toServing)
 
 	if out := command(t, vm, "reboot", 30*time.Second); !strings.Contains(out, "log in first") {
-		t.Errorf("reboot without a login after the reboot: %q", out)
+		t.Errorf("reboot without a login after the power-on: %q", out)
 	}
 	if out := secretLines(t, vm, time.Minute, "login", "not the passphrase"); !strings.Contains(out, "wrong passphrase") {
 		t.Errorf("login with a wrong passphrase: %q", out)
@@ -320,17 +324,6 @@ func TestAppliance(t *testing.T) {
 		t.Error("the console echoed a PIN or the passphrase")
 	}
 	powerOff(t, vm)
-
-	// Power on: QEMU started afresh on the same disk and TPM, timed from QEMU's start to the
-	// API's first answer (issue 16's boot figure; the reboot above keeps QEMU running).
-	on := startVM(t, ctx, Options{DataDisk: disk})
-	must(t, on, prompt, 2*time.Minute)
-	checkService(t, ctx, on, fingerprint, 2*time.Minute)
-	logBoot(t, on, time.Since(on.Started()))
-	if out := secretLines(t, on, time.Minute, "login", passphrase); !strings.Contains(out, "Logged in") {
-		t.Fatalf("login after power-on: %q", out)
-	}
-	powerOff(t, on)
 
 	checkSealedDisk(t, disk, recovery)
 	movedDisk(t, ctx, disk, recovery, fingerprint)
