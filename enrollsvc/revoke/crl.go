@@ -234,7 +234,8 @@ func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions, prev *CR
 		since = cp.t
 		// prev's entries before the point, capacity cut so that nothing is appended into prev.DER.
 		if cp.off > 0 {
-			fb.entries.bufs = append(fb.entries.bufs, prev.DER[pc.off:pc.off+cp.off:pc.off+cp.off])
+			off := prev.carryOff
+			fb.entries.bufs = append(fb.entries.bufs, prev.DER[off:off+cp.off:off+cp.off])
 		}
 		fb.n, fb.bytes = cp.n, cp.off
 	}
@@ -268,10 +269,8 @@ func BuildCRLs(ctx context.Context, src Source, full, delta CRLOptions, prev *CR
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c.off = fc.carryOff
 	fc.carry = c
-	dstart := time.Now()
-	dc, deltaErr = db.finish(ctx, dstart.Add(-walked)) // the delta's Took counts the shared walk
+	dc, deltaErr = db.finish(ctx, time.Now().Add(-walked)) // the delta's Took counts the shared walk
 	return fc, dc, deltaErr, nil
 }
 
@@ -289,7 +288,6 @@ const carryEvery = time.Second
 
 // carry is what a full CRL built by BuildCRLs keeps for the next one built on it.
 type carry struct {
-	off int // where its entries lie in its DER
 	// points are where a walk may start again: the entries before each point were recorded
 	// before its time, those from it on at or after it. One per carryEvery of recording time
 	// at most, the older ones dropped once past the margin (one before it is kept).

@@ -157,8 +157,9 @@ func (p *Publisher) Delta() *CRL {
 }
 
 // Publish builds and signs a new full CRL and a delta CRL on it, each with the next CRL number,
-// from one walk of the revocations (BuildCRLs), and serves them from then on. When the full CRL fails the current CRLs stay; when
-// only the delta fails the new full CRL is served with the previous delta until the next try.
+// from one walk of the revocations (BuildCRLs), and serves them from then on. When the full CRL
+// fails the current CRLs stay; when only the delta fails the new full CRL is served with the
+// previous delta until the next try.
 func (p *Publisher) Publish(ctx context.Context) (full, delta *CRL, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
