@@ -123,7 +123,14 @@ type Event struct {
 	Level    string         `json:"level"`    // "info", "warning", "error"
 	Time     time.Time      `json:"time"`
 	Message  string         `json:"message"`
-	Fields   map[string]any `json:"fields,omitempty"`
+	Fields   map[string]any `json:"fields,omitempty"` // numbers as json.Number (Client.Events)
+	// The audit chain (proto/auditlog): the instance whose chain holds the event, its position,
+	// the previous event's hash and its own (hex). Empty for events from before the trail was
+	// chained.
+	Instance string `json:"instance,omitempty"`
+	N        int64  `json:"n,omitempty"`
+	Prev     string `json:"prev,omitempty"`
+	Hash     string `json:"hash,omitempty"`
 }
 
 // IssueRequest is POST /api/v1/certificates: an administrator issues a certificate for a CSR.

@@ -47,6 +47,8 @@ Commands:
   requests [--state pending|issued|denied|failed] [--account A] [--after ID] [--limit N]
   request ID                  one request
   events  [--after SEQ] [--id N] [--category Admin|Operational] [--limit N] [--newest]
+  events verify               check the audit trail's hash chains from the first event to the
+                              last; names the first broken link (exit status 1)
   templates                   the directory templates this CA offers, decoded
   explain ACCOUNT [TEMPLATE]  what policy decides for an account (sAMAccountName, UPN, HOST$
                               or DN), template by template: permissions, subject, SANs, why
@@ -147,13 +149,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	timeout := 2 * time.Minute
+	if cmd == "events" && len(positional) > 0 { // verify reads the whole trail
+		timeout = time.Hour
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return run(ctx, &env{cl: cl, g: g, out: stdout, args: positional})
 }
 
 // noArgs are the commands that take flags only.
-var noArgs = map[string]bool{"status": true, "certs": true, "requests": true, "events": true, "templates": true}
+var noArgs = map[string]bool{"status": true, "certs": true, "requests": true, "templates": true}
 
 // given is the set of flags given on the command line.
 func given(fs *flag.FlagSet) map[string]bool {
@@ -342,6 +348,12 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
 		fs.BoolVar(&q.Newest, "newest", false, "the last --limit events instead of the first")
 		return func(ctx context.Context, e *env) error {
+			switch {
+			case len(e.args) == 1 && e.args[0] == "verify":
+				return verifyEvents(ctx, e)
+			case len(e.args) > 0:
+				return fmt.Errorf("%w: aectl events takes no arguments (but verify), got %q", errUsage, e.args)
+			}
 			list, err := e.cl.Events(ctx, q)
 			if err != nil {
 				return err

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -178,7 +179,8 @@ func (s *Server) listEvents(c echo.Context) error {
 	out := make([]apiclient.Event, 0, len(list))
 	for _, e := range list {
 		out = append(out, apiclient.Event{Seq: e.Seq, ID: e.ID, Category: e.Category, Level: e.Level, Time: e.Time,
-			Message: e.Message, Fields: e.Fields})
+			Message: e.Message, Fields: e.Fields, Instance: e.Instance, N: e.N, Prev: hex.EncodeToString(e.Prev),
+			Hash: hex.EncodeToString(e.Hash)})
 	}
 	return c.JSON(http.StatusOK, out)
 }

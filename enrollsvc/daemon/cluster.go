@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
@@ -31,9 +32,11 @@ const (
 
 // InstanceName is this instance's name among those sharing the store: the configuration's, or
 // the host name.
-func (rt *Runtime) InstanceName() string {
-	if rt.Config.Instance != "" {
-		return rt.Config.Instance
+func (rt *Runtime) InstanceName() string { return instanceName(rt.Config) }
+
+func instanceName(cfg *config.Config) string {
+	if cfg.Instance != "" {
+		return cfg.Instance
 	}
 	if h, err := os.Hostname(); err == nil && h != "" {
 		return h

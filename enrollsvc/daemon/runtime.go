@@ -148,7 +148,7 @@ func OpenStore(ctx context.Context, dir string, cfg *config.Config, log *slog.Lo
 	}
 	s, err := store.OpenPostgres(ctx, store.PGConfig{URL: p.URL, CAFile: config.Path(dir, p.CAFile),
 		PasswordFile: config.Path(dir, p.PasswordFile), ClientCertFile: config.Path(dir, p.ClientCertFile),
-		ClientKeyFile: config.Path(dir, p.ClientKeyFile), Instance: cfg.Instance}, log)
+		ClientKeyFile: config.Path(dir, p.ClientKeyFile), Instance: instanceName(cfg)}, log)
 	if err != nil {
 		return nil, err
 	}

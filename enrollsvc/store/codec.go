@@ -103,18 +103,6 @@ func checkSerial(serial string) error {
 	return nil
 }
 
-// encFields stores event fields as JSON text; a nil map is NULL.
-func encFields(m map[string]any) (any, error) {
-	if m == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("store: event fields: %w", err)
-	}
-	return string(b), nil
-}
-
 // decFields reads event fields back. Numbers come back as json.Number, which keeps large
 // integers exact (float64 would not) and writes itself out unchanged.
 func decFields(v sql.NullString) (map[string]any, error) {

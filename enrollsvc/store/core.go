@@ -58,6 +58,9 @@ type engine interface {
 type core struct {
 	eng engine
 	now func() time.Time // the clock; tests replace it
+	// chain names the audit chain this store's events are appended to: the instance's name
+	// (PostgreSQL), "" for a single appliance's SQLite store.
+	chain string
 }
 
 // checkText refuses strings neither database stores alike.

@@ -3,11 +3,16 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/proto/auditlog"
 )
 
 // AppendEvent stores e and returns its Seq. A zero Time means now.
@@ -53,24 +58,64 @@ func (s *core) insertEvents(ctx context.Context, tx conn, requestID int64, evs [
 // eventInserter inserts a prepared event inside a write and returns its Seq.
 type eventInserter func(ctx context.Context, tx conn) (int64, error)
 
-// prepareEvent checks and encodes e before the transaction, so that the write itself only inserts.
+// prepareEvent checks and encodes e before the transaction, so that the write itself only
+// inserts. The inserter appends the event to this store's chain (proto/auditlog): the upsert of
+// the chain's head row hands out the next position and the previous hash, and its row lock
+// (PostgreSQL) or the one writer (SQLite) keeps every other writer of the chain waiting until
+// this transaction ends, so positions follow Seq and no two events share one.
 func (s *core) prepareEvent(e Event) (eventInserter, error) {
 	if e.Time.IsZero() {
 		e.Time = s.now()
 	}
+	e.Time = e.Time.UTC().Truncate(time.Microsecond)
 	if err := checkTimes(e.Time); err != nil {
 		return nil, err
 	}
-	fields, err := encFields(e.Fields)
+	canon, err := auditlog.CanonicalFields(e.Fields)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: event fields: %w", err)
+	}
+	var fields any
+	if canon != nil {
+		fields = string(canon)
+		// The hash covers the fields as a reader decodes them from the stored text.
+		d := json.NewDecoder(bytes.NewReader(canon))
+		d.UseNumber()
+		if err := d.Decode(&e.Fields); err != nil {
+			return nil, fmt.Errorf("store: event fields: %w", err)
+		}
+	}
+	for _, t := range []string{e.Category, e.Level, e.Message, s.chain} {
+		if err := checkText(t); err != nil {
+			return nil, err
+		}
 	}
 	return func(ctx context.Context, tx conn) (int64, error) {
-		var seq int64
-		err := tx.queryRow(ctx, `INSERT INTO events (id, category, level, "time", message, fields)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING seq`, e.ID, e.Category, e.Level, e.Time, e.Message, fields).Scan(&seq)
+		var (
+			n    int64
+			prev []byte
+		)
+		if err := tx.queryRow(ctx, `INSERT INTO event_chains (instance, n, hash) VALUES (?, 1, NULL)
+			ON CONFLICT (instance) DO UPDATE SET n = event_chains.n + 1 RETURNING n, hash`, s.chain).Scan(&n, &prev); err != nil {
+			return 0, fmt.Errorf("store: append event %d: the audit chain: %w", e.ID, err)
+		}
+		if prev == nil {
+			prev = auditlog.Zero()
+		}
+		hash, err := auditlog.Hash(auditlog.Record{Instance: s.chain, N: n, Prev: prev, ID: e.ID, Category: e.Category,
+			Level: e.Level, Time: e.Time, Message: e.Message, Fields: e.Fields})
 		if err != nil {
 			return 0, fmt.Errorf("store: append event %d: %w", e.ID, err)
+		}
+		var seq int64
+		err = tx.queryRow(ctx, `INSERT INTO events (id, category, level, "time", message, fields, instance, n, prev, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`, e.ID, e.Category, e.Level, e.Time, e.Message, fields,
+			s.chain, n, prev, hash).Scan(&seq)
+		if err != nil {
+			return 0, fmt.Errorf("store: append event %d: %w", e.ID, err)
+		}
+		if _, err := tx.exec(ctx, "UPDATE event_chains SET hash = ? WHERE instance = ?", hash, s.chain); err != nil {
+			return 0, fmt.Errorf("store: append event %d: the audit chain: %w", e.ID, err)
 		}
 		return seq, nil
 	}, nil
@@ -95,10 +140,11 @@ func (s *core) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 		where = append(where, "category = ?")
 		args = append(args, f.Category)
 	}
-	q := `SELECT seq, id, category, level, "time", message, fields FROM events WHERE ` +
+	const cols = `seq, id, category, level, "time", message, fields, instance, n, prev, hash`
+	q := `SELECT ` + cols + ` FROM events WHERE ` +
 		strings.Join(where, " AND ") + " ORDER BY seq LIMIT ?"
 	if f.Newest {
-		q = `SELECT * FROM (SELECT seq, id, category, level, "time", message, fields FROM events WHERE ` +
+		q = `SELECT * FROM (SELECT ` + cols + ` FROM events WHERE ` +
 			strings.Join(where, " AND ") + " ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
 	}
 	args = append(args, n)
@@ -109,10 +155,14 @@ func (s *core) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 			var (
 				e         Event
 				fieldsRaw sql.NullString
+				instance  sql.NullString
+				n         sql.NullInt64
 			)
-			if err := row.Scan(&e.Seq, &e.ID, &e.Category, &e.Level, &e.Time, &e.Message, &fieldsRaw); err != nil {
+			if err := row.Scan(&e.Seq, &e.ID, &e.Category, &e.Level, &e.Time, &e.Message, &fieldsRaw,
+				&instance, &n, &e.Prev, &e.Hash); err != nil {
 				return err
 			}
+			e.Instance, e.N = instance.String, n.Int64
 			var err error
 			if e.Fields, err = decFields(fieldsRaw); err != nil {
 				return err

@@ -182,6 +182,26 @@ ALTER TABLE instances ADD COLUMN enroll_urls TEXT NOT NULL DEFAULT '[]';
 DROP INDEX certificates_revoked;
 CREATE INDEX certificates_revoked ON certificates (revoked_at, serial, revocation_reason) WHERE status = 'revoked';
 `},
+	{10, "the audit trail is a hash chain per instance", `
+-- Each instance chains the events it records (proto/auditlog): n is the event's position in its
+-- instance's chain, prev the hash of the one before, hash its own. Events recorded before this
+-- step have none. event_chains holds each chain's head, whose row lock orders an instance's
+-- writers. Events are never changed or removed; the triggers keep honest code to that, and the
+-- chain shows when something else did not.
+ALTER TABLE events ADD COLUMN instance TEXT;
+ALTER TABLE events ADD COLUMN n INTEGER;
+ALTER TABLE events ADD COLUMN prev BLOB;
+ALTER TABLE events ADD COLUMN hash BLOB;
+CREATE TABLE event_chains (
+	instance TEXT PRIMARY KEY,
+	n        INTEGER NOT NULL,
+	hash     BLOB
+) WITHOUT ROWID;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are never deleted'); END;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are never changed'); END;
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -193,6 +193,27 @@ ALTER TABLE instances ADD COLUMN enroll_urls text NOT NULL DEFAULT '[]';
 DROP INDEX certificates_revoked;
 CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) INCLUDE (revocation_reason) WHERE status = 'revoked';
 `},
+	{10, "the audit trail is a hash chain per instance", `
+-- Each instance chains the events it records (proto/auditlog): n is the event's position in its
+-- instance's chain, prev the hash of the one before, hash its own. Events recorded before this
+-- step have none. event_chains holds each chain's head, whose row lock orders an instance's
+-- writers. Events are never changed or removed; the triggers keep honest code to that, and the
+-- chain shows when something else did not.
+ALTER TABLE events ADD COLUMN instance text, ADD COLUMN n bigint, ADD COLUMN prev bytea, ADD COLUMN hash bytea;
+CREATE TABLE event_chains (
+	instance text PRIMARY KEY,
+	n        bigint NOT NULL,
+	hash     bytea
+);
+CREATE FUNCTION events_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'audit events are never changed or deleted';
+END $$;
+CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events
+	FOR EACH ROW EXECUTE FUNCTION events_immutable();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+	FOR EACH STATEMENT EXECUTE FUNCTION events_immutable();
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

@@ -52,7 +52,8 @@ type PGConfig struct {
 	// MaxConns bounds the connection pool; 0 means 10.
 	MaxConns int32
 	// Instance names this instance to the server (application_name "enrollsvc/NAME"), so that
-	// the server's views say which instance holds a lock; "" leaves "enrollsvc".
+	// the server's views say which instance holds a lock ("" leaves "enrollsvc"), and names the
+	// audit chain its events are appended to (proto/auditlog).
 	Instance string
 }
 
@@ -129,7 +130,7 @@ func OpenPostgres(ctx context.Context, cfg PGConfig, logger *slog.Logger) (*Post
 	if err := migratePG(ctx, p.pool, logger, where); err != nil {
 		return fail(err)
 	}
-	p.core = core{eng: p, now: time.Now}
+	p.core = core{eng: p, now: time.Now, chain: cfg.Instance}
 	logger.Info("store: opened PostgreSQL store", "url", where, "server_version", version)
 	return p, nil
 }

@@ -96,6 +96,13 @@ type Event struct {
 	Time     time.Time      `json:"time"`
 	Message  string         `json:"message"`
 	Fields   map[string]any `json:"fields,omitempty"`
+	// The audit chain (proto/auditlog), set by the store: the instance whose chain holds the
+	// event, its position there, the previous event's hash and its own. Events recorded before
+	// the trail was chained have none.
+	Instance string `json:"instance,omitempty"`
+	N        int64  `json:"n,omitempty"`
+	Prev     []byte `json:"prev,omitempty"`
+	Hash     []byte `json:"hash,omitempty"`
 }
 
 // RequestFilter selects requests; zero values match everything. Results are ordered by ID.

@@ -1,0 +1,238 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
+	"github.com/enrollment-appliance/aeappliance/proto/auditlog"
+)
+
+// verifyTrail walks every event of s in order, as `aectl events verify` does over the API, and
+// returns what the verifier found.
+func verifyTrail(t *testing.T, s Store) auditlog.Result {
+	t.Helper()
+	v := auditlog.NewVerifier()
+	after := int64(0)
+	for {
+		page, err := s.ListEvents(context.Background(), EventFilter{AfterSeq: after, Limit: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			return v.Result()
+		}
+		for _, e := range page {
+			_ = v.Add(auditlog.Record{Seq: e.Seq, Instance: e.Instance, N: e.N, Prev: e.Prev, Hash: e.Hash, ID: e.ID,
+				Category: e.Category, Level: e.Level, Time: e.Time, Message: e.Message, Fields: e.Fields})
+			after = e.Seq
+		}
+	}
+}
+
+// tamper runs sql on s's database past the triggers that keep events unchanged, as someone with
+// the database file or a superuser's connection could.
+func tamper(t *testing.T, s Store, sql string, args ...any) {
+	t.Helper()
+	var eng engine
+	drop := []string{"DROP TRIGGER IF EXISTS events_no_update", "DROP TRIGGER IF EXISTS events_no_delete"}
+	switch st := s.(type) {
+	case *SQLite:
+		eng = st
+	case *Postgres:
+		eng = st
+		drop = []string{"DROP TRIGGER IF EXISTS events_no_change ON events"}
+	}
+	err := eng.write(context.Background(), func(ctx context.Context, tx conn) error {
+		for _, d := range drop {
+			if _, err := tx.exec(ctx, d); err != nil {
+				return err
+			}
+		}
+		_, err := tx.exec(ctx, sql, args...)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("tampering: %v", err)
+	}
+}
+
+// writeTrail records events through every path that writes them and returns their Seqs.
+func writeTrail(t *testing.T, s Store) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	fields := map[string]any{"big": uint64(1) << 63, "html": "<a&b>", "nested": struct {
+		Z string `json:"z"`
+		A []int  `json:"a"`
+	}{"last", []int{3, 1}}, "float": 0.1, "none": nil}
+	for i := range 3 {
+		e := ev(2000, fmt.Sprintf("event %d", i))
+		e.Fields = fields
+		if _, err := s.AppendEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CreateRequest(ctx, Request{Template: "T", Account: "a"}, ev(2000, "received"), ev(2001, "pending")); err != nil {
+		t.Fatal(err)
+	}
+	// An event that cannot be stored fails its write and takes no place in the chain.
+	bad := ev(2000, "bad")
+	bad.Fields = map[string]any{"x": make(chan int)}
+	if _, err := s.AppendEvent(ctx, bad); err == nil {
+		t.Fatal("an event with fields that are not JSON was stored")
+	}
+	if _, err := s.AppendEvent(ctx, ev(2000, "empty fields")); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	evs, err := s.ListEvents(ctx, EventFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		seqs = append(seqs, e.Seq)
+	}
+	return seqs
+}
+
+// Every event is chained, and the chain verifies from the events as a reader gets them.
+func TestAuditTrailChains(t *testing.T) { eachStore(t, testAuditTrailChains) }
+
+func testAuditTrailChains(t *testing.T, s Store) {
+	seqs := writeTrail(t, s)
+	res := verifyTrail(t, s)
+	if res.Broken != nil {
+		t.Fatalf("untouched trail: %v", res.Broken)
+	}
+	if res.Events != int64(len(seqs)) || res.Unchained != 0 || len(res.Chains) != 1 {
+		t.Fatalf("verified %+v; want %d chained events in one chain", res, len(seqs))
+	}
+	evs, _ := s.ListEvents(context.Background(), EventFilter{Limit: 1})
+	if fmt.Sprint(evs[0].Fields["big"]) != "9223372036854775808" {
+		t.Errorf("a large integer field reads back as %v", evs[0].Fields["big"])
+	}
+}
+
+// Editing, removing or re-hashing one event breaks the chain exactly there.
+func TestAuditTrailTamper(t *testing.T) {
+	cases := []struct {
+		name   string
+		sql    string
+		at     int // index of the event the verifier must name (into the trail's events)
+		reason string
+	}{
+		{"message edited", "UPDATE events SET message = 'nothing happened' WHERE seq = ?", 2, "contents do not match"},
+		{"fields edited", `UPDATE events SET fields = '{"by":"someone else"}' WHERE seq = ?`, 3, "contents do not match"},
+		{"time edited", `UPDATE events SET "time" = ? WHERE seq = ?`, 4, "contents do not match"},
+		{"removed", "DELETE FROM events WHERE seq = ?", 3, "missing"},
+		{"hash recomputed", "UPDATE events SET message = ?, hash = ? WHERE seq = ?", 3, "does not link"},
+		{"hash removed", "UPDATE events SET hash = NULL, n = NULL, prev = NULL, instance = NULL WHERE seq = ?", 2, "no hash"},
+	}
+	for _, b := range backends {
+		for _, c := range cases {
+			t.Run(b.name+"/"+c.name, func(t *testing.T) {
+				s, _ := b.open(t)
+				seqs := writeTrail(t, s)
+				target := seqs[2]
+				if c.name == "fields edited" || c.name == "time edited" {
+					target = seqs[c.at]
+				}
+				switch c.name {
+				case "time edited":
+					tamper(t, s, c.sql, epoch.Add(-time.Hour), target)
+				case "hash recomputed": // the edited event's hash made anew: it verifies, the next does not
+					evs, err := s.ListEvents(context.Background(), EventFilter{AfterSeq: target - 1, Limit: 1})
+					if err != nil {
+						t.Fatal(err)
+					}
+					e := evs[0]
+					h, err := auditlog.Hash(auditlog.Record{Instance: e.Instance, N: e.N, Prev: e.Prev, ID: e.ID, Category: e.Category,
+						Level: e.Level, Time: e.Time, Message: "nothing happened", Fields: e.Fields})
+					if err != nil {
+						t.Fatal(err)
+					}
+					tamper(t, s, c.sql, "nothing happened", h, target)
+				default:
+					tamper(t, s, c.sql, target)
+				}
+				want := seqs[c.at]
+				if c.name == "removed" || c.name == "hash recomputed" {
+					want = seqs[3] // the next event shows it
+				}
+				res := verifyTrail(t, s)
+				if res.Broken == nil {
+					t.Fatalf("%s: the trail still verifies: %+v", c.name, res)
+				}
+				if res.Broken.Seq != want || !strings.Contains(res.Broken.Reason, c.reason) {
+					t.Fatalf("%s: broken at seq %d (%s); want seq %d (%s)", c.name, res.Broken.Seq, res.Broken.Reason, want, c.reason)
+				}
+			})
+		}
+	}
+}
+
+// The store refuses to change or delete an event through SQL (the triggers).
+func TestEventsAreImmutable(t *testing.T) { eachStore(t, testEventsAreImmutable) }
+
+func testEventsAreImmutable(t *testing.T, s Store) {
+	writeTrail(t, s)
+	var eng engine
+	switch st := s.(type) {
+	case *SQLite:
+		eng = st
+	case *Postgres:
+		eng = st
+	}
+	for _, q := range []string{"UPDATE events SET message = 'x' WHERE seq = 1", "DELETE FROM events WHERE seq = 1"} {
+		err := eng.write(context.Background(), func(ctx context.Context, tx conn) error {
+			_, err := tx.exec(ctx, q)
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "audit events are never") {
+			t.Errorf("%s: %v; want refused by the trigger", q, err)
+		}
+	}
+}
+
+// Several instances (and several connections of each) append to a shared PostgreSQL store at
+// once: each instance's chain stays whole, in the order of Seq.
+func TestAuditTrailConcurrentInstances(t *testing.T) {
+	db := pgtest.Shared(t).NewDatabase(t)
+	var stores []*Postgres
+	for _, name := range []string{"a", "b", "a"} { // two stores of instance a: one chain, two pools
+		cfg := pgConfig(db)
+		cfg.Instance = name
+		s, err := OpenPostgres(context.Background(), cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+	}
+	var wg sync.WaitGroup
+	const perWorker = 25
+	for i, s := range stores {
+		for w := range 4 {
+			wg.Go(func() {
+				for k := range perWorker {
+					if _, err := s.AppendEvent(context.Background(), ev(2000, fmt.Sprintf("store %d worker %d event %d", i, w, k))); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	res := verifyTrail(t, stores[0])
+	if res.Broken != nil {
+		t.Fatal(res.Broken)
+	}
+	if len(res.Chains) != 2 || res.Chains[0].Events != 2*4*perWorker || res.Chains[1].Events != 4*perWorker {
+		t.Fatalf("chains %+v; want a with %d events and b with %d", res.Chains, 2*4*perWorker, 4*perWorker)
+	}
+}
