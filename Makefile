@@ -12,9 +12,10 @@ DEB_PKGS := softhsm2 opensc openssl gcc ca-certificates \
             samba samba-ad-dc samba-ad-provision python3-ldb winbind krb5-user ldap-utils \
             certmonger scep dbus curl \
             qemu-system-x86 zstd e2fsprogs cpio chrony \
-            swtpm swtpm-tools cryptsetup-bin postgresql-15
+            swtpm swtpm-tools cryptsetup-bin postgresql-15 \
+            libestr0 libfastjson4 liblognorm5 libgnutls30
 
-.PHONY: all deps build run run-native test bench lint clean image image-check update-bundle run-vm
+.PHONY: all deps tools build run run-native test bench lint clean image image-check update-bundle run-vm
 
 all: build
 
@@ -46,8 +47,23 @@ run-native: build
 	fi
 	bin/enrollsvc serve --data $(DATA)
 
+# Tools the tests run but the machine must not run as services: Prometheus's promtool (from
+# Debian's prometheus package) and rsyslogd with its TLS driver (rsyslog, rsyslog-gnutls), fetched
+# with apt-get download into build/cache and unpacked into build/tools, never installed (installing
+# them would start a Prometheus server and a system syslog daemon).
+TOOLS := $(CURDIR)/build/tools
+TOOL_DEBS := prometheus rsyslog rsyslog-gnutls
+tools: $(TOOLS)/.done
+$(TOOLS)/.done:
+	mkdir -p build/cache/tools $(TOOLS)
+	cd build/cache/tools && (apt-get download -qq $(TOOL_DEBS) || ($(SUDO) apt-get update -qq && apt-get download -qq $(TOOL_DEBS)))
+	for d in $(TOOL_DEBS); do dpkg-deb -x build/cache/tools/$${d}_*.deb $(TOOLS)/root; done
+	mkdir -p $(TOOLS)/bin && ln -sf ../root/usr/bin/promtool $(TOOLS)/bin/promtool && ln -sf ../root/usr/sbin/rsyslogd $(TOOLS)/bin/rsyslogd
+	touch $@
+
 # The whole suite: unit, SoftHSM integration, real binaries. CI runs exactly this.
-test: deps lint
+test: export PATH := $(TOOLS)/bin:$(PATH)
+test: deps tools lint
 	CI=true $(GO) test -count=1 -timeout 20m ./...
 	CI=true $(GO) test -race -count=1 -timeout 20m ./proto/... ./enrollsvc/... ./hsm/... ./ldap/... ./aeagent/... \
 		./appliance/... ./provisioning/... ./firmware/slots/ ./firmware/update/ ./firmware/fwapi/ ./apiclient/ ./config/ ./ratelimit/

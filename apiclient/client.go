@@ -319,3 +319,42 @@ func query(v url.Values) string {
 	}
 	return "?" + v.Encode()
 }
+
+// Ready asks whether the service is ready to take work (no credential needed); a service that is
+// not answers 503 with its checks, which are returned with the error.
+func (c *Client) Ready(ctx context.Context) (Ready, error) {
+	var raw []byte
+	err := c.do(ctx, http.MethodGet, "/api/v1/ready", nil, &raw)
+	var he *HTTPError
+	if errors.As(err, &he) && he.StatusCode == http.StatusServiceUnavailable {
+		var r Ready
+		if json.Unmarshal([]byte(he.Body.Error), &r) == nil {
+			return r, err
+		}
+	}
+	if err != nil {
+		return Ready{}, err
+	}
+	var r Ready
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return Ready{}, fmt.Errorf("decoding API answer: %w", err)
+	}
+	return r, nil
+}
+
+// Metrics returns GET /metrics (the Prometheus text format) with the client's token.
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var raw []byte
+	return raw, c.do(ctx, http.MethodGet, MetricsPath, nil, &raw)
+}
+
+// NewMetricsToken has the service make a new metrics token and require it on GET /metrics.
+func (c *Client) NewMetricsToken(ctx context.Context) (string, error) {
+	var out MetricsToken
+	return out.Token, c.do(ctx, http.MethodPost, "/api/v1/metrics/token", nil, &out)
+}
+
+// ClearMetricsToken opens GET /metrics again.
+func (c *Client) ClearMetricsToken(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/metrics/token", nil, nil)
+}

@@ -266,3 +266,25 @@ type Instance struct {
 	Heartbeat time.Time `json:"heartbeat"`
 	Live      bool      `json:"live"` // its last heartbeat is recent
 }
+
+// CheckOK is a Ready check that passed; any other value says what is wrong.
+const CheckOK = "ok"
+
+// Ready is GET /api/v1/ready (no credential): whether this instance can serve (for load
+// balancers), with each check: "hsm", "store", "ca" (the CA certificate is valid), "directory"
+// (with one), "crl" (with CRL distribution: the full and delta CRLs served are within nextUpdate).
+// The service checks in the background; Checked is when. HTTP 200 when ready, else 503.
+type Ready struct {
+	Ready   bool              `json:"ready"`
+	Checks  map[string]string `json:"checks"`
+	Checked time.Time         `json:"checked"`
+}
+
+// MetricsPath is where the Prometheus metrics are served, on the API's listener.
+const MetricsPath = "/metrics"
+
+// MetricsToken is POST /api/v1/metrics/token: the new token GET /metrics requires from now on,
+// shown once (the service keeps its hash).
+type MetricsToken struct {
+	Token string `json:"token"`
+}

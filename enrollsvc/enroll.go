@@ -365,6 +365,10 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	if named != "" && !templateMatches(t, named) {
 		return s.refuse(ctx, meta, []string{fmt.Sprintf("the request names template %s, not %s", named, t.Name)}, nil)
 	}
+	// From here the request is recorded under the template's name, however the client named it
+	// (by OID in the template extension, MS-WCCE §2.2.2.7.7.2): one name per template in the
+	// store, the audit trail and the metrics.
+	meta.Template = t.Name
 	a, reasons, err := s.account(ctx, dc, er.Account, t)
 	if err != nil {
 		return nil, err

@@ -142,7 +142,7 @@ func (s *Service) issueOrder(ctx context.Context, o issue.Order, m Meta, extra .
 		Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now}
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
-		kind, ev := s.gateRefusal(err)
+		kind, ev := s.gateRefusal(err, m.Template)
 		req.State, req.Reason = store.RequestFailed, err.Error()
 		reqID, serr := s.store.CreateRequest(context.WithoutCancel(ctx), req, ev)
 		if serr != nil {
@@ -162,7 +162,7 @@ func (s *Service) issueOrder(ctx context.Context, o issue.Order, m Meta, extra .
 func (s *Service) issueForRequest(ctx context.Context, reqID int64, o issue.Order, m Meta, approved store.Event) (*Issued, error) {
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
-		kind, ev := s.gateRefusal(err)
+		kind, ev := s.gateRefusal(err, m.Template)
 		if serr := s.store.SetRequestState(context.WithoutCancel(ctx), reqID, store.RequestFailed, err.Error(), approved, ev); serr != nil {
 			return nil, &Error{Kind: KindInternal, Op: fmt.Sprintf("recording the failure of request %d", reqID), RequestID: reqID, Err: errors.Join(err, serr)}
 		}
@@ -178,8 +178,8 @@ func (s *Service) issueForRequest(ctx context.Context, reqID int64, o issue.Orde
 	}, nil)
 }
 
-// gateRefusal is the error kind and audit event for an order the gate refused.
-func (s *Service) gateRefusal(err error) (Kind, store.Event) {
+// gateRefusal is the error kind and audit event for an order for template the gate refused.
+func (s *Service) gateRefusal(err error, template string) (Kind, store.Event) {
 	kind, id := KindBadRequest, events.RequestFailed
 	switch {
 	case errors.Is(err, issue.ErrKeyRefused):
@@ -187,7 +187,7 @@ func (s *Service) gateRefusal(err error) (Kind, store.Event) {
 	case errors.Is(err, issue.ErrLint):
 		kind, id = KindRefused, events.LintRefused
 	}
-	return kind, events.New(s.rec.Now(), id, "", "error", err.Error())
+	return kind, events.New(s.rec.Now(), id, "", "error", err.Error(), "template", template)
 }
 
 // signAndCommit durably begins the issuance (begin reserves the serial and writes the "signing"
@@ -208,7 +208,7 @@ func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, 
 	cert, err := s.issuer.Sign(ctx, p)
 	if err != nil {
 		return nil, &Error{Kind: KindUnavailable, Op: "signing serial " + serial, RequestID: reqID,
-			Err: errors.Join(err, s.fail(ctx, reqID, events.SigningFailed, err))}
+			Err: errors.Join(err, s.fail(ctx, reqID, m.Template, events.SigningFailed, err))}
 	}
 	if len(p.Warnings()) > 0 {
 		fields = append(fields, "lint_warnings", p.Warnings())
@@ -228,7 +228,7 @@ func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, 
 	if err := s.store.CommitCertificate(ctx, c, after...); err != nil {
 		// The certificate was signed but is not stored: nobody gets it, and its serial stays used.
 		return nil, &Error{Kind: KindInternal, Op: "storing serial " + serial, RequestID: reqID,
-			Err: errors.Join(err, s.fail(ctx, reqID, events.RequestFailed, fmt.Errorf("storing certificate: %w", err)))}
+			Err: errors.Join(err, s.fail(ctx, reqID, m.Template, events.RequestFailed, fmt.Errorf("storing certificate: %w", err)))}
 	}
 	for _, e := range after {
 		s.rec.Log(ctx, e)
@@ -238,10 +238,10 @@ func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, 
 
 // fail marks a request failed and records why, in one transaction. The caller already returns
 // the original error; fail's own error, if any, is joined to it.
-func (s *Service) fail(ctx context.Context, reqID int64, id events.ID, cause error) error {
+func (s *Service) fail(ctx context.Context, reqID int64, template string, id events.ID, cause error) error {
 	// A cancelled caller must not stop us recording the failure.
 	ctx = context.WithoutCancel(ctx)
-	ev := events.New(s.rec.Now(), id, "", "error", cause.Error())
+	ev := events.New(s.rec.Now(), id, "", "error", cause.Error(), "template", template)
 	if err := s.store.SetRequestState(ctx, reqID, store.RequestFailed, cause.Error(), ev); err != nil {
 		s.log.ErrorContext(ctx, "marking request failed", "request_id", reqID, "error", err)
 		return fmt.Errorf("marking request %d failed: %w", reqID, err)

@@ -16,6 +16,7 @@ import (
 	"io"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThalesIgnite/crypto11"
 	"github.com/miekg/pkcs11"
@@ -101,7 +102,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 		if err != nil {
 			return err
 		}
-		return runCtx(ctx, k.ks.cfg.SignTimeout, func() error {
+		return k.ks.observed("sign", ctx, func() error {
 			var err error
 			sig, err = s.Sign(nil, digest, opts)
 			if errors.Is(err, pool.ErrTimeout) {
@@ -140,7 +141,7 @@ func (k *Key) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byt
 		if !ok {
 			return errors.New("the PKCS#11 key cannot decrypt")
 		}
-		return runCtx(ctx, k.ks.cfg.SignTimeout, func() error {
+		return k.ks.observed("decrypt", ctx, func() error {
 			var err error
 			out, err = d.Decrypt(nil, msg, nil)
 			return err
@@ -150,6 +151,30 @@ func (k *Key) Decrypt(_ io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byt
 		return nil, fmt.Errorf("hsm: decrypting with %s: %w", k.uri.Object, err)
 	}
 	return out, nil
+}
+
+// Observer is told of every private-key operation in the token: "sign" or "decrypt", how long it
+// took (the wait for a free session included) and its error.
+type Observer func(op string, d time.Duration, err error)
+
+// SetObserver has f told of every private-key operation of every Key of k from now on.
+func (k *KeyStore) SetObserver(f Observer) { k.observer.Store(&f) }
+
+// Sessions are the pool's sessions taken by an operation now, and the pool's size
+// (Config.Sessions).
+func (k *KeyStore) Sessions() (inUse, size int) { return int(k.inUse.Load()), k.cfg.Sessions }
+
+// observed runs op in the token with the deadline of Config.SignTimeout, counted in Sessions and
+// told to the observer.
+func (k *KeyStore) observed(op string, ctx context.Context, f func() error) error {
+	start := time.Now()
+	k.inUse.Add(1)
+	err := runCtx(ctx, k.cfg.SignTimeout, f)
+	k.inUse.Add(-1)
+	if o := k.observer.Load(); o != nil {
+		(*o)(op, time.Since(start), err)
+	}
+	return err
 }
 
 // signerIn returns the crypto11 signer of k in generation g, finding it there

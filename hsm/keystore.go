@@ -38,6 +38,11 @@ type KeyStore struct {
 	keysMu sync.Mutex
 	keys   []*Key // every Key handed out, re-found after a reopen
 
+	// observer, when set, is told of every private-key operation (SetObserver).
+	observer atomic.Pointer[Observer]
+	// inUse counts operations in the token now: the sessions of the pool taken.
+	inUse atomic.Int64
+
 	closed   atomic.Bool
 	stop     chan struct{}
 	bg       sync.WaitGroup

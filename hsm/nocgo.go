@@ -7,6 +7,7 @@ import (
 	"crypto"
 	"fmt"
 	"io"
+	"time"
 )
 
 // This file gives builds without cgo the same API. Nothing can be opened: Open and
@@ -93,3 +94,12 @@ func (k *Key) URI() URI { return URI{} }
 
 // Type is empty: this build has no cgo.
 func (k *Key) Type() KeyType { return "" }
+
+// Observer is told of every private-key operation in the token (none without cgo).
+type Observer func(op string, d time.Duration, err error)
+
+// SetObserver does nothing: this build has no cgo.
+func (k *KeyStore) SetObserver(f Observer) {}
+
+// Sessions is zero: this build has no cgo.
+func (k *KeyStore) Sessions() (inUse, size int) { return 0, 0 }

@@ -46,6 +46,7 @@ type Client struct {
 	cache                    *cache
 	hits, misses, roundTrips atomic.Int64
 	dialTrips                atomic.Int64 // StartTLS, bind and RootDSE of the pool's dials
+	failures                 atomic.Int64 // calls that failed because the DC could not be reached or did not answer
 }
 
 // RootDSE holds the naming contexts read from the DC's RootDSE when connecting.
@@ -63,7 +64,10 @@ type RootDSE struct {
 // RootDSE); and the pool's live connections.
 type CacheStats struct {
 	Hits, Misses, RoundTrips, DialTrips int64
-	Connections                         int
+	// Failures are calls that failed with ErrUnavailable: no connection, a lost one or no answer
+	// in time (not the directory's own refusals, such as a wrong password).
+	Failures    int64
+	Connections int
 }
 
 // Dial validates cfg, connects, binds and reads the RootDSE. It fails with an error wrapping ErrUnavailable
@@ -116,7 +120,8 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // Stats returns cache and round-trip counters since Dial, and the live connections now.
 func (c *Client) Stats() CacheStats {
-	st := CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), RoundTrips: c.roundTrips.Load(), DialTrips: c.dialTrips.Load()}
+	st := CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), RoundTrips: c.roundTrips.Load(), DialTrips: c.dialTrips.Load(),
+		Failures: c.failures.Load()}
 	c.mu.Lock()
 	for _, conn := range c.conns {
 		if conn != nil && !conn.IsClosing() {
@@ -139,9 +144,21 @@ func (c *Client) do(ctx context.Context, op string, retry bool, f func(*goldap.C
 	return c.doOn(ctx, op, retry, nil, f)
 }
 
+// countFailure counts err in Failures when it says the DC could not be reached; it returns err.
+func (c *Client) countFailure(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		c.failures.Add(1)
+	}
+	return err
+}
+
 // doOn is do on the connection pinned, when it is not nil (a paged search's later pages: the
 // cookie belongs to the connection of the first); it is never redialled nor retried.
 func (c *Client) doOn(ctx context.Context, op string, retry bool, pinned *goldap.Conn, f func(*goldap.Conn) error) error {
+	return c.countFailure(c.tryOn(ctx, op, retry, pinned, f))
+}
+
+func (c *Client) tryOn(ctx context.Context, op string, retry bool, pinned *goldap.Conn, f func(*goldap.Conn) error) error {
 	opCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {

@@ -49,6 +49,11 @@ Commands:
   events  [--after SEQ] [--id N] [--category Admin|Operational] [--limit N] [--newest]
   events verify               check the audit trail's hash chains from the first event to the
                               last; names the first broken link (exit status 1)
+  ready                       whether the service is ready for work: HSM, store, CA, directory,
+                              CRLs (exit status 1 when not)
+  metrics                     the Prometheus metrics (GET /metrics)
+  metrics token new|clear     require a new bearer token on GET /metrics (printed once), or
+                              open it again; the admin token is always accepted
   templates                   the directory templates this CA offers, decoded
   explain ACCOUNT [TEMPLATE]  what policy decides for an account (sAMAccountName, UPN, HOST$
                               or DN), template by template: permissions, subject, SANs, why
@@ -159,7 +164,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // noArgs are the commands that take flags only.
-var noArgs = map[string]bool{"status": true, "certs": true, "requests": true, "templates": true}
+var noArgs = map[string]bool{"status": true, "certs": true, "requests": true, "templates": true, "ready": true}
 
 // given is the set of flags given on the command line.
 func given(fs *flag.FlagSet) map[string]bool {
@@ -338,6 +343,60 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				}
 				fmt.Fprint(w, r.CSRPEM)
 			})
+		}
+	},
+	"ready": func(fs *flag.FlagSet) runner {
+		return func(ctx context.Context, e *env) error {
+			r, err := e.cl.Ready(ctx)
+			if r.Checks == nil && err != nil {
+				return err
+			}
+			if perr := e.print(r, func(w io.Writer) {
+				fmt.Fprintf(w, "Ready:\t%v (checked %s)\n", r.Ready, r.Checked.Format(time.RFC3339))
+				names := make([]string, 0, len(r.Checks))
+				for n := range r.Checks {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					fmt.Fprintf(w, "  %s:\t%s\n", n, r.Checks[n])
+				}
+			}); perr != nil {
+				return perr
+			}
+			if !r.Ready {
+				return errors.New("the service is not ready")
+			}
+			return nil
+		}
+	},
+	"metrics": func(fs *flag.FlagSet) runner {
+		return func(ctx context.Context, e *env) error {
+			switch strings.Join(e.args, " ") {
+			case "":
+				b, err := e.cl.Metrics(ctx)
+				if err != nil {
+					return err
+				}
+				_, err = e.out.Write(b)
+				return err
+			case "token new":
+				token, err := e.cl.NewMetricsToken(ctx)
+				if err != nil {
+					return err
+				}
+				return e.print(apiclient.MetricsToken{Token: token}, func(w io.Writer) {
+					fmt.Fprintln(w, token)
+				})
+			case "token clear":
+				if err := e.cl.ClearMetricsToken(ctx); err != nil {
+					return err
+				}
+				return e.print(map[string]bool{"metrics_open": true}, func(w io.Writer) {
+					fmt.Fprintln(w, "GET /metrics needs no token now")
+				})
+			}
+			return fmt.Errorf("%w: aectl metrics [token new|token clear], got %q", errUsage, e.args)
 		}
 	},
 	"events": func(fs *flag.FlagSet) runner {

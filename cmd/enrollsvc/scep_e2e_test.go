@@ -132,9 +132,19 @@ func TestSCEPWithDirectory(t *testing.T) {
 		}
 	})
 	t.Run("static challenge with scepclient", func(t *testing.T) {
+		scraped := scrape(t, dir)
 		path, out, err := scepclient(nil, base+"/scep/devices", static, "scep-dev-1")
 		if err != nil {
 			t.Fatalf("scepclient: %v\n%s", err, out)
+		}
+		// One issuance over SCEP moves exactly its counters, and the RA key's decryption is timed.
+		after := scrape(t, dir)
+		movedExactly(t, scraped, after, map[string]float64{
+			`aeappliance_requests_total{protocol="scep",result="issued",template="SuppliesSubject"}`: 1,
+			`aeappliance_certificates_issued_total{protocol="scep",template="SuppliesSubject"}`:      1,
+		})
+		if d := `aeappliance_hsm_operation_duration_seconds_count{operation="decrypt"}`; after[d] <= scraped[d] {
+			t.Errorf("%s did not move with a SCEP request (%v)", d, after[d])
 		}
 		first := verified(t, path, "scep-dev-1")
 		var c apiclient.Certificate

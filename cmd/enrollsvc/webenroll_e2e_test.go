@@ -248,11 +248,17 @@ func TestEnrollmentWebServices(t *testing.T) {
 
 	t.Run("Issue for AEUser: issued to alice, reply shaped like the captured one", func(t *testing.T) {
 		csr, key := templateCSRKey(t, s.Templates["AEUser"].OID)
+		before := scrape(t, dir)
 		code, body := c.post(c.ces, withToken(t, alice.UPN, alice.Password, csr))
 		var r rstr
 		if err := xml.Unmarshal(body, &r); err != nil || code != 200 || r.Disposition != "Issued" || r.RequestID == "" {
 			t.Fatalf("Issue AEUser = %d %+v\n%s", code, r, body)
 		}
+		// One issuance over MS-WSTEP moves exactly its counters.
+		movedExactly(t, before, scrape(t, dir), map[string]float64{
+			`aeappliance_requests_total{protocol="wstep",result="issued",template="AEUser"}`: 1,
+			`aeappliance_certificates_issued_total{protocol="wstep",template="AEUser"}`:      1,
+		})
 		der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(r.Leaf), ""))
 		if err != nil {
 			t.Fatal(err)
@@ -361,9 +367,13 @@ func TestEnrollmentWebServices(t *testing.T) {
 	})
 
 	t.Run("Issue as bob: denied by his group, fault with the reason", func(t *testing.T) {
+		before := scrape(t, dir)
 		code, body := c.post(c.ces, issueBody(t, bob.UPN, bob.Password, "AEUser"))
 		var r rstr
 		xml.Unmarshal(body, &r)
+		movedExactly(t, before, scrape(t, dir), map[string]float64{
+			`aeappliance_requests_total{protocol="wstep",result="refused",template="AEUser"}`: 1,
+		})
 		if code != 500 || !strings.Contains(r.Fault, "Denied-Group") || !bytes.Contains(body, []byte("CertificateEnrollmentWSDetail")) {
 			t.Errorf("bob's Issue = %d %q, want 500 naming Denied-Group with CertificateEnrollmentWSDetail", code, r.Fault)
 		}

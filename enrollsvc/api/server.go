@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -28,6 +29,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/ratelimit"
 )
@@ -79,6 +81,23 @@ type Config struct {
 	// Healthy is the service's verdict computed in the background, which the unauthenticated
 	// health check serves from memory; nil: Status is asked.
 	Healthy func() bool
+	// Ready is the readiness verdict computed in the background (GET /api/v1/ready); nil, or a
+	// nil verdict: not ready.
+	Ready func() *apiclient.Ready
+	// Metrics is what GET /metrics serves (nil: 404).
+	Metrics *metrics.Metrics
+	// Settings are the operations settings an administrator changes here (nil: not available).
+	Settings OpsSettings
+}
+
+// OpsSettings are the operations settings of the running service, shared by the instances of its
+// store.
+type OpsSettings interface {
+	// MetricsToken is the SHA-256 of the token GET /metrics requires; nil: /metrics is open.
+	MetricsToken() []byte
+	// SetMetricsToken requires the token whose SHA-256 is sum from now on (nil: open again),
+	// recording who did it.
+	SetMetricsToken(ctx context.Context, sum []byte, by, remote string) error
 }
 
 // After MaxFailures failed authentications from one client address within FailureWindow
@@ -129,8 +148,24 @@ func New(cfg Config) (*Server, error) {
 	e.Use(middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: strconv.Itoa(MaxBody),
 		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == apiclient.FirmwarePath }})) // its own limit (MaxFirmware)
 	e.Use(s.authenticate)
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc { // requests of the management API (not the checks)
+		return func(c echo.Context) error {
+			if public[c.Request().URL.Path] {
+				return next(c)
+			}
+			start := time.Now()
+			c.SetRequest(c.Request().WithContext(metrics.WithProtocol(c.Request().Context(), metrics.ProtocolAPI)))
+			err := next(c)
+			cfg.Metrics.Observe(metrics.ProtocolAPI, time.Since(start))
+			return err
+		}
+	})
+	e.GET(apiclient.MetricsPath, s.metrics)
 	g := e.Group("/api/v1")
 	g.GET("/health", s.health)
+	g.GET("/ready", s.ready)
+	g.POST("/metrics/token", s.newMetricsToken)
+	g.DELETE("/metrics/token", s.clearMetricsToken)
 	g.GET("/ca/certificate", s.caCert)
 	g.GET("/status", s.status)
 	g.GET("/cluster", s.cluster)
@@ -195,7 +230,9 @@ func ServeTLS(ctx context.Context, h http.Handler, ln net.Listener, tlsCfg *tls.
 	return nil
 }
 
-var public = map[string]bool{"/api/v1/health": true, "/api/v1/ca/certificate": true}
+// public paths need no admin token (GET /metrics checks its own, when one is set).
+var public = map[string]bool{"/api/v1/health": true, "/api/v1/ready": true, "/api/v1/ca/certificate": true,
+	apiclient.MetricsPath: true}
 
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -272,14 +309,25 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	_ = c.JSON(code, body)
 }
 
+// limitChecks applies the per-address limit of the unauthenticated checks (health, ready, metrics).
+func (s *Server) limitChecks(c echo.Context, what string) error {
+	if s.cfg.Health == nil {
+		return nil
+	}
+	ip := c.RealIP()
+	if d := s.cfg.Health.Allow(ratelimit.SourceKeyOf(ip)); !d.Allowed {
+		s.cfg.Recorder.Limited(c.Request().Context(), events.RateLimited, d, "remote", ip, "service", what)
+		c.Response().Header().Set("Retry-After", ratelimit.RetryAfterSeconds(d.RetryAfter))
+		return echo.NewHTTPError(http.StatusTooManyRequests, "too many "+what+" requests; try again later")
+	}
+	return nil
+}
+
+// health is liveness: the service answers (200), with the background verdict on its parts as
+// "healthy"; whether to send it work is GET /api/v1/ready.
 func (s *Server) health(c echo.Context) error {
-	if s.cfg.Health != nil {
-		ip := c.RealIP()
-		if d := s.cfg.Health.Allow(ratelimit.SourceKeyOf(ip)); !d.Allowed {
-			s.cfg.Recorder.Limited(c.Request().Context(), events.RateLimited, d, "remote", ip, "service", "health")
-			c.Response().Header().Set("Retry-After", ratelimit.RetryAfterSeconds(d.RetryAfter))
-			return echo.NewHTTPError(http.StatusTooManyRequests, "too many health checks; try again later")
-		}
+	if err := s.limitChecks(c, "health"); err != nil {
+		return err
 	}
 	var healthy bool
 	if s.cfg.Healthy != nil {
@@ -287,11 +335,79 @@ func (s *Server) health(c echo.Context) error {
 	} else {
 		healthy = s.cfg.Status(c.Request().Context()).Healthy
 	}
+	return c.JSON(http.StatusOK, map[string]any{"alive": true, "healthy": healthy})
+}
+
+// ready is readiness, for load balancers: 200 when every check of the last background verdict
+// passed, else 503, with the checks either way.
+func (s *Server) ready(c echo.Context) error {
+	if err := s.limitChecks(c, "ready"); err != nil {
+		return err
+	}
+	var r *apiclient.Ready
+	if s.cfg.Ready != nil {
+		r = s.cfg.Ready()
+	}
+	if r == nil {
+		r = &apiclient.Ready{Checks: map[string]string{"service": "not checked yet"}}
+	}
 	code := http.StatusOK
-	if !healthy {
+	if !r.Ready {
 		code = http.StatusServiceUnavailable
 	}
-	return c.JSON(code, map[string]any{"healthy": healthy})
+	return c.JSON(code, r)
+}
+
+// metrics serves the Prometheus registry: open, unless an administrator set a metrics token;
+// then the metrics token or the admin token, as a bearer token.
+func (s *Server) metrics(c echo.Context) error {
+	if s.cfg.Metrics == nil {
+		return echo.NewHTTPError(http.StatusNotFound, "no metrics in this service")
+	}
+	if err := s.limitChecks(c, "metrics"); err != nil {
+		return err
+	}
+	if s.cfg.Settings != nil {
+		if want := s.cfg.Settings.MetricsToken(); want != nil {
+			token, _ := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+			sum := sha256.Sum256([]byte(token))
+			if subtle.ConstantTimeCompare(sum[:], want) != 1 && subtle.ConstantTimeCompare(sum[:], s.tokenHash) != 1 {
+				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="metrics"`)
+				return echo.NewHTTPError(http.StatusUnauthorized, "a metrics token is set: send it as \"Authorization: Bearer TOKEN\"")
+			}
+		}
+	}
+	s.cfg.Metrics.Handler().ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+// newMetricsToken makes a new random metrics token, requires it from now on, and returns it
+// (only its hash is kept).
+func (s *Server) newMetricsToken(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	token := hex.EncodeToString(b)
+	sum := sha256.Sum256([]byte(token))
+	if err := s.cfg.Settings.SetMetricsToken(c.Request().Context(), sum[:], "admin-api", c.RealIP()); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, apiclient.MetricsToken{Token: token})
+}
+
+// clearMetricsToken opens GET /metrics again.
+func (s *Server) clearMetricsToken(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	if err := s.cfg.Settings.SetMetricsToken(c.Request().Context(), nil, "admin-api", c.RealIP()); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) caCert(c echo.Context) error {

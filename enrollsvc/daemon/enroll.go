@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
 )
@@ -84,11 +86,20 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		ln.Close()
 		return "", nil, err
 	}
-	var handler http.Handler = ws
+	// MS-XCEP policy requests end in /CEP, MS-WSTEP enrollment in /CES.
+	xcep, wstep := rt.metrics.Instrument(metrics.ProtocolXCEP, ws), rt.metrics.Instrument(metrics.ProtocolWSTEP, ws)
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/CEP") {
+			xcep.ServeHTTP(w, r)
+			return
+		}
+		wstep.ServeHTTP(w, r)
+	})
+	services := handler
 	if rt.revocation != nil && rt.revocation.scep != nil { // SCEP over HTTPS too
 		mux := http.NewServeMux()
 		mux.Handle("/scep/", rt.limitedHTTP(lim, rt.revocation.scep, http.NotFoundHandler()))
-		mux.Handle("/", ws)
+		mux.Handle("/", services)
 		handler = mux
 	}
 	if err := config.WriteFileAtomic(config.Path(rt.Dir, config.EnrollAddr), []byte(addr+"\n"), 0o644); err != nil {

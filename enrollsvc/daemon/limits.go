@@ -10,6 +10,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/ldap"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
@@ -78,9 +79,9 @@ func (rt *Runtime) limitedHTTP(l *limits, scep, rev http.Handler) http.Handler {
 			ratelimit.TooMany(w, d, "too many "+service+" requests from "+client.String()+"; try again later")
 		}
 	}
-	scep = l.proxies.Handler(l.scep, audit("scep"), scep)
-	ocsp := l.proxies.Handler(l.ocsp, audit("ocsp"), rev)
-	rev = l.proxies.Handler(nil, nil, rev)
+	scep = rt.metrics.Instrument(metrics.ProtocolSCEP, l.proxies.Handler(l.scep, audit("scep"), scep))
+	ocsp := rt.metrics.Instrument(metrics.ProtocolOCSP, l.proxies.Handler(l.ocsp, audit("ocsp"), rev))
+	rev = rt.metrics.Instrument(metrics.ProtocolCRL, l.proxies.Handler(nil, nil, rev))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/scep/"):

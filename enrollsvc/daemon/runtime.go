@@ -19,10 +19,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -43,10 +45,13 @@ type Runtime struct {
 	Log      *slog.Logger
 	Started  time.Time
 
-	directory  *lazyDirectory // nil without a directory
-	healthy    atomic.Bool    // the monitor's last verdict: what the unauthenticated health check serves
-	revocation *revocation    // nil without CRL distribution and SCEP
-	kerberos   *kerberosAuth  // nil without the enrollment web services
+	directory  *lazyDirectory                  // nil without a directory
+	healthy    atomic.Bool                     // the monitor's last verdict: what the unauthenticated health check serves
+	ready      atomic.Pointer[apiclient.Ready] // the monitor's last readiness verdict (GET /api/v1/ready)
+	metrics    *metrics.Metrics                // what GET /metrics serves (Serve)
+	settings   *opsSettings                    // the operations settings, cached (Serve)
+	revocation *revocation                     // nil without CRL distribution and SCEP
+	kerberos   *kerberosAuth                   // nil without the enrollment web services
 	// enrollBases are this instance's enrollment web services base URLs (once they listen);
 	// peers caches the other instances' (peerEnrollURLs).
 	enrollBases []string

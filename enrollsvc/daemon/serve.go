@@ -168,6 +168,16 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		return err
 	}
 	defer os.Remove(addrFile)
+	slot := ""
+	if o.Firmware != nil {
+		if fs, err := o.Firmware.FirmwareStatus(ctx); err == nil {
+			slot = fs.Running
+		}
+	}
+	rt.metrics = rt.startMetrics(o.Version, slot)
+	if rt.settings, err = rt.newOpsSettings(ctx); err != nil {
+		return fmt.Errorf("reading the operations settings: %w", err)
+	}
 	mon := &monitor{rt: rt}
 	if err := rt.startRevocation(ctx); err != nil {
 		return err
@@ -181,7 +191,10 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Proxies: lim.proxies, Health: lim.health,
 		Status:  func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) },
-		Healthy: rt.healthy.Load, Cluster: rt.ClusterStatus}
+		Healthy: rt.healthy.Load, Ready: rt.Ready, Cluster: rt.ClusterStatus, Metrics: rt.metrics}
+	if rt.settings != nil {
+		acfg.Settings = rt.settings
+	}
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
@@ -250,6 +263,10 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	go func() { defer wg.Done(); rt.runCluster(mctx, in) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); mon.run(mctx, o.HealthInterval) }()
+	if rt.settings != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); rt.settings.run(mctx) }()
+	}
 	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12})
 	stop()
 	wg.Wait()
@@ -338,4 +355,5 @@ func (m *monitor) check(ctx context.Context) {
 	}
 	dir := m.rt.directoryStatus(cctx)
 	m.rt.healthy.Store(herr == nil && derr == nil && time.Now().Before(m.rt.CACert.NotAfter) && (!dir.Configured || dir.OK))
+	m.rt.ready.Store(m.rt.readiness(herr, derr, dir, time.Now()))
 }

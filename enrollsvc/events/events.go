@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
@@ -90,6 +91,9 @@ const (
 	InstanceRefused ID = 3051
 	// StoreMigrated: a single appliance's SQLite history was moved into PostgreSQL.
 	StoreMigrated ID = 3052
+	// SettingChanged: an administrator changed an operations setting (metrics token, remote
+	// syslog, backups); the event names the setting, never a secret.
+	SettingChanged ID = 3060
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
@@ -153,6 +157,7 @@ func init() {
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
 	def(SCEPAnonymousRefused, "SCEP requests refused: wrong or missing challenge", Admin, slog.LevelWarn)
+	def(SettingChanged, "operations setting changed", Admin, slog.LevelInfo)
 	def(APILockout, "authentication locked out for a client address after repeated failures", Admin, slog.LevelWarn)
 	def(RateLimited, "requests refused by a rate limit", Operational, slog.LevelWarn)
 	def(PasswordStopped, "password attempts for an account stopped before the domain locks it out", Admin, slog.LevelWarn)
@@ -224,10 +229,15 @@ type Appender interface {
 
 // Recorder writes audit events to the store and the structured log.
 type Recorder struct {
-	store Appender
-	log   *slog.Logger
-	now   func() time.Time
+	store    Appender
+	log      *slog.Logger
+	now      func() time.Time
+	observer atomic.Pointer[func(context.Context, store.Event)]
 }
+
+// SetObserver has f called with every event the recorder logs (after it was stored), with the
+// context of the request that caused it: metrics count what the audit trail records.
+func (r *Recorder) SetObserver(f func(context.Context, store.Event)) { r.observer.Store(&f) }
 
 // NewRecorder returns a Recorder. now may be nil (time.Now).
 func NewRecorder(s Appender, log *slog.Logger, now func() time.Time) *Recorder {
@@ -276,4 +286,7 @@ func (r *Recorder) Log(ctx context.Context, e store.Event) {
 		attrs = append(attrs, slog.Any(k, e.Fields[k]))
 	}
 	r.log.LogAttrs(ctx, level, e.Message, slog.Attr{Key: "audit", Value: slog.GroupValue(attrs...)})
+	if o := r.observer.Load(); o != nil {
+		(*o)(ctx, e)
+	}
 }

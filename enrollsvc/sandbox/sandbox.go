@@ -28,6 +28,8 @@ var Allowed = []string{
 	"stat", "fstat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2", "readlinkat",
 	"getdents64", "fcntl", "flock", "fsync", "fdatasync", "ftruncate", "fchmod", "fchown", "unlink",
 	"unlinkat", "rename", "renameat", "mkdir", "mkdirat", "ioctl", "dup", "dup3", "pipe2", "umask",
+	// The metrics' process collector: statfs tells it /proc is procfs (it reads only).
+	"statfs", "fstatfs",
 	// Memory.
 	"mmap", "munmap", "mprotect", "madvise", "brk", "mremap", "mlock", "munlock", "mincore",
 	// Threads, signals, time (the Go runtime and the C libraries).

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -234,5 +235,59 @@ func TestAuditTrailConcurrentInstances(t *testing.T) {
 	}
 	if len(res.Chains) != 2 || res.Chains[0].Events != 2*4*perWorker || res.Chains[1].Events != 4*perWorker {
 		t.Fatalf("chains %+v; want a with %d events and b with %d", res.Chains, 2*4*perWorker, 4*perWorker)
+	}
+}
+
+// A setting is kept with who set it and when, replaced as a whole, and its change is audited.
+func TestSettings(t *testing.T) { eachStore(t, testSettings) }
+
+func testSettings(t *testing.T, s Store) {
+	ctx := context.Background()
+	ss := s.(SettingsStore)
+	if _, err := ss.GetSetting(ctx, "syslog"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a setting never set: %v; want ErrNotFound", err)
+	}
+	for i, v := range []string{`{"address":"a:514"}`, `{"address":"b:6514","tls":true}`} {
+		if err := ss.PutSetting(ctx, Setting{Name: "syslog", Value: []byte(v), Updated: epoch.Add(time.Duration(i) * time.Hour), By: "admin"},
+			ev(3060, "set")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := ss.GetSetting(ctx, "syslog")
+	if err != nil || string(got.Value) != `{"address":"b:6514","tls":true}` || got.By != "admin" || !got.Updated.Equal(epoch.Add(time.Hour)) {
+		t.Fatalf("setting = %+v %s, %v", got, got.Value, err)
+	}
+	if err := ss.PutSetting(ctx, Setting{Name: "syslog", Value: []byte(`{`), Updated: epoch, By: "admin"}, ev(3060, "bad")); err == nil {
+		t.Fatal("a setting that is not JSON was stored")
+	}
+	if evs, _ := s.ListEvents(ctx, EventFilter{ID: 3060}); len(evs) != 2 {
+		t.Fatalf("settings events = %d, want 2", len(evs))
+	}
+}
+
+// The monitoring figures: pending requests, valid certificates expiring within the window (not
+// expired ones, not revoked ones), and a database size.
+func TestOpsStats(t *testing.T) { eachStore(t, testOpsStats) }
+
+func testOpsStats(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.CreateRequest(ctx, Request{State: RequestPending, Template: "T", Account: "a"}, ev(2001, "held")); err != nil {
+		t.Fatal(err)
+	}
+	soon := issue(t, s, Certificate{NotAfter: epoch.Add(10 * 24 * time.Hour)})
+	issue(t, s, Certificate{NotAfter: epoch.Add(40 * 24 * time.Hour)})
+	issue(t, s, Certificate{NotAfter: epoch.Add(-time.Hour)})
+	revoked := issue(t, s, Certificate{NotAfter: epoch.Add(5 * 24 * time.Hour)})
+	if err := s.RevokeCertificate(ctx, revoked.Serial, 1, epoch, ev(2200, "revoked")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.(interface {
+		OpsStats(context.Context, time.Time, time.Duration) (OpsStats, error)
+	}).OpsStats(ctx, epoch, 30*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 1 || st.Expiring != 1 || st.Size <= 0 {
+		t.Fatalf("stats %+v; want 1 pending, 1 expiring (%s) and a size", st, soon.Serial)
 	}
 }

@@ -47,6 +47,7 @@ var copyTables = []copyTable{
 		"instance", "n", "prev", "hash"},
 		kinds: []colKind{colInt, colInt, colText, colText, colTime, colText, colNullText, colNullText, colNullInt, colBytes, colBytes}},
 	{name: "event_chains", cols: []string{"instance", "n", "hash"}, kinds: []colKind{colText, colInt, colBytes}},
+	{name: "settings", cols: []string{"name", "value", "updated", "by"}, kinds: []colKind{colText, colText, colTime, colText}},
 	{name: "scep_profiles", cols: []string{"name", "template", "account", "mode", "challenge_sha256", "created", "allow_des", "account_sid"},
 		kinds: []colKind{colText, colText, colText, colText, colBytes, colTime, colBool, colText}},
 	{name: "scep_challenges", cols: []string{"sha256", "profile", "subject", "account", "created", "expires", "used_at", "account_sid"},

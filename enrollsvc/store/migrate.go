@@ -202,6 +202,18 @@ BEGIN SELECT RAISE(ABORT, 'audit events are never deleted'); END;
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'audit events are never changed'); END;
 `},
+	{11, "operations settings", `
+-- Settings an administrator changes while the service runs (the metrics token, remote syslog, the
+-- backup schedule), shared by every instance of the store: name -> JSON, with who set it when.
+CREATE TABLE settings (
+	name    TEXT PRIMARY KEY,
+	value   TEXT NOT NULL CHECK (json_valid(value)),
+	updated TEXT NOT NULL,
+	by      TEXT NOT NULL
+) WITHOUT ROWID;
+-- Monitoring counts the valid certificates that expire soon.
+CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'valid';
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -214,6 +214,18 @@ CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
 	FOR EACH STATEMENT EXECUTE FUNCTION events_immutable();
 `},
+	{11, "operations settings", `
+-- Settings an administrator changes while the service runs (the metrics token, remote syslog, the
+-- backup schedule), shared by every instance of the store: name -> JSON, with who set it when.
+CREATE TABLE settings (
+	name    text PRIMARY KEY,
+	value   json NOT NULL,
+	updated timestamptz NOT NULL,
+	by      text NOT NULL
+);
+-- Monitoring counts the valid certificates that expire soon.
+CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'valid';
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.
