@@ -358,3 +358,21 @@ func (c *Client) NewMetricsToken(ctx context.Context) (string, error) {
 func (c *Client) ClearMetricsToken(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/metrics/token", nil, nil)
 }
+
+// Syslog returns the remote syslog setting and how its streams fare.
+func (c *Client) Syslog(ctx context.Context) (SyslogStatus, error) {
+	var out SyslogStatus
+	return out, c.do(ctx, http.MethodGet, "/api/v1/syslog", nil, &out)
+}
+
+// SetSyslog sends the audit events and the log to a remote syslog server from now on.
+func (c *Client) SetSyslog(ctx context.Context, s SyslogSettings) (SyslogStatus, error) {
+	var out SyslogStatus
+	return out, c.do(ctx, http.MethodPut, "/api/v1/syslog", s, &out)
+}
+
+// SyslogOff stops sending to the remote syslog server.
+func (c *Client) SyslogOff(ctx context.Context) (SyslogStatus, error) {
+	var out SyslogStatus
+	return out, c.do(ctx, http.MethodDelete, "/api/v1/syslog", nil, &out)
+}

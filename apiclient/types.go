@@ -288,3 +288,21 @@ const MetricsPath = "/metrics"
 type MetricsToken struct {
 	Token string `json:"token"`
 }
+
+// SyslogSettings are the remote syslog server (GET, PUT and DELETE /api/v1/syslog): RFC 5424
+// messages, the audit events (in order, caught up after an outage) and the operational log
+// (best effort), each on its own connection.
+type SyslogSettings struct {
+	Address    string `json:"address"`               // host:port; "" means off
+	Transport  string `json:"transport,omitempty"`   // "tls" (default, RFC 5425), "tcp" or "udp"
+	CAPEM      string `json:"ca_pem,omitempty"`      // the server's CA (tls; default: the system's)
+	ServerName string `json:"server_name,omitempty"` // the name its certificate must carry (default: Address's host)
+}
+
+// SyslogStatus is GET /api/v1/syslog: the setting and how the streams fare on this instance.
+type SyslogStatus struct {
+	SyslogSettings
+	Audit      string `json:"audit"` // off, connecting, sending, caught up, or the last error
+	LogSent    int64  `json:"log_sent"`
+	LogDropped int64  `json:"log_dropped"` // operational log lines dropped while the server was away
+}

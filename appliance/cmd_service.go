@@ -179,3 +179,45 @@ func clip(s string, n int) string {
 	}
 	return s[:n-1] + "~"
 }
+
+// cmdSyslog shows or sets the remote syslog server (the API's /api/v1/syslog).
+func (a *Appliance) cmdSyslog(mode string) func(ctx context.Context, args []string, w io.Writer) error {
+	return func(ctx context.Context, args []string, w io.Writer) error {
+		cl, err := a.client()
+		if err != nil {
+			return err
+		}
+		var st apiclient.SyslogStatus
+		switch mode {
+		case "":
+			st, err = cl.Syslog(ctx)
+		case "off":
+			st, err = cl.SyslogOff(ctx)
+		case "udp":
+			st, err = cl.SetSyslog(ctx, apiclient.SyslogSettings{Address: args[0], Transport: "udp"})
+		case "tls":
+			in := apiclient.SyslogSettings{Address: args[0], Transport: "tls"}
+			if len(args) > 1 {
+				in.ServerName = args[1]
+			}
+			lines, lerr := a.con.AskLines("Paste the CA certificate of the syslog server (PEM) then an empty line,\nor just an empty line to trust the system's roots:", 2000)
+			if lerr != nil {
+				return lerr
+			}
+			if len(lines) > 0 {
+				in.CAPEM = strings.Join(lines, "\n") + "\n"
+			}
+			st, err = cl.SetSyslog(ctx, in)
+		}
+		if err != nil {
+			return err
+		}
+		if st.Address == "" {
+			fmt.Fprintln(w, "Remote syslog: off")
+			return nil
+		}
+		fmt.Fprintf(w, "Remote syslog: %s (%s)\nAudit stream:  %s\nLog stream:    %d sent, %d dropped\n",
+			st.Address, st.Transport, st.Audit, st.LogSent, st.LogDropped)
+		return nil
+	}
+}

@@ -54,6 +54,10 @@ Commands:
   metrics                     the Prometheus metrics (GET /metrics)
   metrics token new|clear     require a new bearer token on GET /metrics (printed once), or
                               open it again; the admin token is always accepted
+  syslog [status]             the remote syslog server and how its streams fare
+  syslog set --address HOST:PORT [--transport tls|tcp|udp] [--ca-file F] [--server-name N]
+                              send the audit events (in order, caught up after an outage) and
+                              the log there as RFC 5424; syslog off stops
   templates                   the directory templates this CA offers, decoded
   explain ACCOUNT [TEMPLATE]  what policy decides for an account (sAMAccountName, UPN, HOST$
                               or DN), template by template: permissions, subject, SANs, why
@@ -397,6 +401,49 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				})
 			}
 			return fmt.Errorf("%w: aectl metrics [token new|token clear], got %q", errUsage, e.args)
+		}
+	},
+	"syslog": func(fs *flag.FlagSet) runner {
+		var in apiclient.SyslogSettings
+		var caFile string
+		fs.StringVar(&in.Address, "address", "", "host:port of the syslog server (set)")
+		fs.StringVar(&in.Transport, "transport", "tls", "tls (RFC 5425), tcp or udp (set)")
+		fs.StringVar(&caFile, "ca-file", "", "PEM: the CA of the server's certificate (set, tls; default: the system's)")
+		fs.StringVar(&in.ServerName, "server-name", "", "the name the server's certificate carries (set; default: the address's host)")
+		return func(ctx context.Context, e *env) error {
+			var st apiclient.SyslogStatus
+			var err error
+			switch strings.Join(e.args, " ") {
+			case "", "status":
+				st, err = e.cl.Syslog(ctx)
+			case "set":
+				if in.Address == "" {
+					return fmt.Errorf("%w: aectl syslog set --address HOST:PORT [--transport tls|tcp|udp] [--ca-file F]", errUsage)
+				}
+				if caFile != "" {
+					b, rerr := os.ReadFile(caFile)
+					if rerr != nil {
+						return rerr
+					}
+					in.CAPEM = string(b)
+				}
+				st, err = e.cl.SetSyslog(ctx, in)
+			case "off":
+				st, err = e.cl.SyslogOff(ctx)
+			default:
+				return fmt.Errorf("%w: aectl syslog [status|set|off], got %q", errUsage, e.args)
+			}
+			if err != nil {
+				return err
+			}
+			return e.print(st, func(w io.Writer) {
+				if st.Address == "" {
+					fmt.Fprintln(w, "Remote syslog:\toff")
+					return
+				}
+				fmt.Fprintf(w, "Remote syslog:\t%s (%s)\nAudit stream:\t%s\nLog stream:\t%d sent, %d dropped\n",
+					st.Address, st.Transport, st.Audit, st.LogSent, st.LogDropped)
+			})
 		}
 	},
 	"events": func(fs *flag.FlagSet) runner {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/remotelog"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/sandbox"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/firmware/fwapi"
@@ -245,6 +246,9 @@ Flags:
 	if err != nil {
 		return err
 	}
+	// The log also goes to a remote syslog server once an administrator names one.
+	tee := remotelog.NewTee(log.Handler(), slog.LevelInfo)
+	log = slog.New(tee)
 	if set, limit := tuneGC(); set {
 		log.Debug("garbage collector", "gogc", serveGCPercent, "memory_limit", limit)
 	}
@@ -253,7 +257,8 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	so := daemon.ServeOptions{APIListen: listen, Version: version, EnrollListen: enrollListen, HTTPListen: httpListen}
+	so := daemon.ServeOptions{APIListen: listen, Version: version, EnrollListen: enrollListen, HTTPListen: httpListen,
+		LogTee: tee}
 	if err := so.Check(cfg); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

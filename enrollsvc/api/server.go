@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -98,6 +99,10 @@ type OpsSettings interface {
 	// SetMetricsToken requires the token whose SHA-256 is sum from now on (nil: open again),
 	// recording who did it.
 	SetMetricsToken(ctx context.Context, sum []byte, by, remote string) error
+	// Syslog is the remote syslog setting and how its streams fare.
+	Syslog(ctx context.Context) apiclient.SyslogStatus
+	// SetSyslog checks and stores the remote syslog setting (nil: off).
+	SetSyslog(ctx context.Context, s *apiclient.SyslogSettings, by, remote string) error
 }
 
 // After MaxFailures failed authentications from one client address within FailureWindow
@@ -166,6 +171,9 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/ready", s.ready)
 	g.POST("/metrics/token", s.newMetricsToken)
 	g.DELETE("/metrics/token", s.clearMetricsToken)
+	g.GET("/syslog", s.syslog)
+	g.PUT("/syslog", s.setSyslog)
+	g.DELETE("/syslog", s.setSyslog)
 	g.GET("/ca/certificate", s.caCert)
 	g.GET("/status", s.status)
 	g.GET("/cluster", s.cluster)
@@ -431,4 +439,34 @@ func (s *Server) cluster(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, st)
+}
+
+func (s *Server) syslog(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	return c.JSON(http.StatusOK, s.cfg.Settings.Syslog(c.Request().Context()))
+}
+
+// setSyslog is PUT (a SyslogSettings body) and DELETE (off) /api/v1/syslog.
+func (s *Server) setSyslog(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	var in *apiclient.SyslogSettings
+	if c.Request().Method == http.MethodPut {
+		in = &apiclient.SyslogSettings{}
+		dec := json.NewDecoder(c.Request().Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(in); err != nil {
+			return badRequest("request body: %v", err)
+		}
+		if in.Address == "" {
+			return badRequest("address is required (DELETE /api/v1/syslog turns remote syslog off)")
+		}
+	}
+	if err := s.cfg.Settings.SetSyslog(c.Request().Context(), in, "admin-api", c.RealIP()); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.cfg.Settings.Syslog(c.Request().Context()))
 }

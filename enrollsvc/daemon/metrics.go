@@ -60,7 +60,13 @@ func observeEvent(m *metrics.Metrics) func(ctx context.Context, e store.Event) {
 // slot running ("" off the appliance).
 func (rt *Runtime) startMetrics(version, slot string) *metrics.Metrics {
 	m := metrics.New(version, slot)
-	rt.Recorder.SetObserver(observeEvent(m))
+	count := observeEvent(m)
+	rt.Recorder.SetObserver(func(ctx context.Context, e store.Event) {
+		count(ctx, e)
+		if rt.audit != nil {
+			rt.audit.poke()
+		}
+	})
 	rt.KeyStore.SetObserver(m.HSMOp)
 	reg := m.Registry()
 	gauge := func(name, help string, f func() float64) {

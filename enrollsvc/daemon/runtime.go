@@ -25,6 +25,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/remotelog"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -50,6 +51,8 @@ type Runtime struct {
 	ready      atomic.Pointer[apiclient.Ready] // the monitor's last readiness verdict (GET /api/v1/ready)
 	metrics    *metrics.Metrics                // what GET /metrics serves (Serve)
 	settings   *opsSettings                    // the operations settings, cached (Serve)
+	audit      *auditStream                    // the audit events to remote syslog (Serve)
+	logTee     *remotelog.Tee                  // the operational log to remote syslog (nil: not teed)
 	revocation *revocation                     // nil without CRL distribution and SCEP
 	kerberos   *kerberosAuth                   // nil without the enrollment web services
 	// enrollBases are this instance's enrollment web services base URLs (once they listen);

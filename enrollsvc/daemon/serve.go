@@ -23,6 +23,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/remotelog"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
@@ -120,6 +121,9 @@ type ServeOptions struct {
 	// Firmware is the appliance's firmware slots (nil elsewhere), handed in by the command so
 	// that the service does not import firmware/.
 	Firmware api.FirmwareAdmin
+	// LogTee is the service's log handler, which the remote syslog setting connects to a
+	// server (nil: the operational log stays local; the audit stream is sent regardless).
+	LogTee *remotelog.Tee
 }
 
 // Check refuses options that cannot take effect with the configuration cfg: an address for a
@@ -173,6 +177,12 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		if fs, err := o.Firmware.FirmwareStatus(ctx); err == nil {
 			slot = fs.Running
 		}
+	}
+	if c, ok := rt.Store.(interface{ Chain() string }); ok {
+		rt.audit = newAuditStream(rt, c.Chain(), rt.InstanceName())
+	}
+	if rt.logTee = o.LogTee; rt.logTee != nil {
+		rt.logTee.SetHostname(rt.InstanceName())
 	}
 	rt.metrics = rt.startMetrics(o.Version, slot)
 	if rt.settings, err = rt.newOpsSettings(ctx); err != nil {
@@ -266,6 +276,14 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if rt.settings != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); rt.settings.run(mctx) }()
+	}
+	if rt.audit != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); rt.audit.run(mctx) }()
+	}
+	if rt.logTee != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); rt.logTee.Run(mctx) }()
 	}
 	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12})
 	stop()

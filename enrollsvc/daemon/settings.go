@@ -9,9 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
+	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
@@ -34,7 +36,8 @@ type opsSettings struct {
 	st store.SettingsStore
 
 	mu      sync.Mutex
-	metrics []byte // SHA-256 of the metrics token, nil: open
+	metrics []byte                    // SHA-256 of the metrics token, nil: open
+	syslog  *apiclient.SyslogSettings // nil: off
 }
 
 // newOpsSettings loads the settings (nil when the store keeps none).
@@ -57,12 +60,26 @@ func (o *opsSettings) load(ctx context.Context) error {
 	if err != nil || (len(sum) != 0 && len(sum) != 32) {
 		return fmt.Errorf("setting %q: token_sha256 is not a hex SHA-256", settingMetrics)
 	}
+	var sl apiclient.SyslogSettings
+	if err := o.get(ctx, settingSyslog, &sl); err != nil {
+		return err
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(sum) == 0 {
 		sum = nil
 	}
 	o.metrics = sum
+	var next *apiclient.SyslogSettings
+	if sl.Address != "" {
+		next = &sl
+	}
+	if !reflect.DeepEqual(next, o.syslog) {
+		if err := o.rt.applySyslog(next); err != nil {
+			return fmt.Errorf("setting %q: %w", settingSyslog, err)
+		}
+		o.syslog = next
+	}
 	return nil
 }
 
@@ -127,4 +144,24 @@ func (o *opsSettings) SetMetricsToken(ctx context.Context, sum []byte, by, remot
 	}
 	return o.put(ctx, settingMetrics, metricsSetting{TokenSHA256: hex.EncodeToString(sum)}, by, remote,
 		"metrics_token", sum != nil)
+}
+
+// Syslog implements api.OpsSettings.
+func (o *opsSettings) Syslog(ctx context.Context) apiclient.SyslogStatus {
+	o.mu.Lock()
+	s := o.syslog
+	o.mu.Unlock()
+	return o.rt.syslogStatus(s)
+}
+
+// SetSyslog implements api.OpsSettings: it checks s (nil: off) before storing it.
+func (o *opsSettings) SetSyslog(ctx context.Context, s *apiclient.SyslogSettings, by, remote string) error {
+	v := apiclient.SyslogSettings{}
+	if s != nil {
+		if _, err := syslogConfig(*s); err != nil {
+			return &enrollsvc.Error{Kind: enrollsvc.KindBadRequest, Op: "remote syslog", Err: err}
+		}
+		v = *s
+	}
+	return o.put(ctx, settingSyslog, v, by, remote, "address", v.Address, "transport", v.Transport)
 }

@@ -179,3 +179,6 @@ func eachRow(ctx context.Context, db conn, fn func(scanner) error, query string,
 
 // noRows reports whether err says a single-row query found nothing.
 func noRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// Chain is the name of the audit chain this store appends its events to.
+func (s *core) Chain() string { return s.chain }

@@ -140,6 +140,10 @@ func (s *core) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 		where = append(where, "category = ?")
 		args = append(args, f.Category)
 	}
+	if f.Chain != nil {
+		where = append(where, "instance = ?")
+		args = append(args, *f.Chain)
+	}
 	const cols = `seq, id, category, level, "time", message, fields, instance, n, prev, hash`
 	q := `SELECT ` + cols + ` FROM events WHERE ` +
 		strings.Join(where, " AND ") + " ORDER BY seq LIMIT ?"

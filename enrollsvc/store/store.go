@@ -131,6 +131,8 @@ type EventFilter struct {
 	// Newest selects the last Limit events that match instead of the first (still in
 	// ascending order).
 	Newest bool
+	// Chain, when not nil, selects the events of that instance's audit chain.
+	Chain *string
 }
 
 // Store is the durable state of the enrollment service. Implementations are safe for
