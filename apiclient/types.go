@@ -1,6 +1,9 @@
 package apiclient
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Status is GET /api/v1/status.
 type Status struct {
@@ -14,6 +17,28 @@ type Status struct {
 	Store   StoreStatus `json:"store"`
 	// Directory is the Active Directory the templates and accounts come from.
 	Directory DirectoryStatus `json:"directory"`
+	// Backup is the last complete backup; Activity the figures an operator looks at first.
+	Backup   BackupInfo `json:"backup"`
+	Activity Activity   `json:"activity"`
+}
+
+// BackupInfo is the last backup written completely (zero Last: never).
+type BackupInfo struct {
+	Last  time.Time `json:"last,omitempty"`
+	By    string    `json:"by,omitempty"`
+	Bytes int64     `json:"bytes,omitempty"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Activity is what this instance did since it started, from its metrics.
+type Activity struct {
+	Issued      int64   `json:"issued"`       // certificates, every protocol
+	Failed      int64   `json:"failed"`       // requests that failed inside the service
+	Refused     int64   `json:"refused"`      // by policy, the key checks or lint
+	HSMErrors   int64   `json:"hsm_errors"`   // private-key operations the HSM failed
+	HSMSignP50  float64 `json:"hsm_sign_p50"` // seconds, estimated from the histogram; 0: none yet
+	HSMSignP99  float64 `json:"hsm_sign_p99"`
+	HSMSessions string  `json:"hsm_sessions"` // "in use/size"
 }
 
 // CAStatus describes the issuing CA.
@@ -306,3 +331,38 @@ type SyslogStatus struct {
 	LogSent    int64  `json:"log_sent"`
 	LogDropped int64  `json:"log_dropped"` // operational log lines dropped while the server was away
 }
+
+// BackupRequest is POST /api/v1/backup: whom to encrypt the backup to (a passphrase of at least
+// 12 characters, or age X25519 recipients "age1..."). The answer is the encrypted backup.
+type BackupRequest struct {
+	Passphrase string   `json:"passphrase,omitempty"`
+	Recipients []string `json:"recipients,omitempty"`
+}
+
+// BackupPath is where backups are made.
+const BackupPath = "/api/v1/backup"
+
+// OpsRows are the status lines an operator looks at first, as aectl status and the console show
+// them: the last backup, and what the instance did since it started.
+func (st Status) OpsRows() [][2]string {
+	backup := "never"
+	switch {
+	case st.Backup.Error != "":
+		backup = "unknown: " + st.Backup.Error
+	case !st.Backup.Last.IsZero():
+		backup = fmt.Sprintf("%s (%s ago, %d bytes, by %s)", st.Backup.Last.UTC().Format(time.RFC3339),
+			time.Since(st.Backup.Last).Truncate(time.Second), st.Backup.Bytes, st.Backup.By)
+	}
+	a := st.Activity
+	sign := "no signature yet"
+	if a.HSMSignP50 > 0 {
+		sign = fmt.Sprintf("p50 <= %s, p99 <= %s", secs(a.HSMSignP50), secs(a.HSMSignP99))
+	}
+	return [][2]string{
+		{"Last backup", backup},
+		{"Since start", fmt.Sprintf("%d issued, %d refused, %d failed", a.Issued, a.Refused, a.Failed)},
+		{"HSM", fmt.Sprintf("signatures %s; %d errors; sessions %s", sign, a.HSMErrors, a.HSMSessions)},
+	}
+}
+
+func secs(s float64) string { return time.Duration(s * float64(time.Second)).String() }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/proto/auditlog"
@@ -85,3 +87,36 @@ func record(ev apiclient.Event) (auditlog.Record, error) {
 	}
 	return r, nil
 }
+
+// writeBackup writes the backup to a temporary file beside out and renames it into place only
+// once it was received whole: a cut-short backup never lies at out.
+func writeBackup(ctx context.Context, cl *apiclient.Client, in apiclient.BackupRequest, out string) (int64, error) {
+	if _, err := os.Lstat(out); err == nil {
+		return 0, fmt.Errorf("%s exists", out)
+	}
+	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".part-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	n, err := cl.Backup(ctx, in, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, err
+	}
+	if err := os.Chmod(f.Name(), 0o600); err != nil {
+		return n, err
+	}
+	return n, os.Rename(f.Name(), out)
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return fmt.Sprint(*l) }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }

@@ -54,6 +54,10 @@ Commands:
   metrics                     the Prometheus metrics (GET /metrics)
   metrics token new|clear     require a new bearer token on GET /metrics (printed once), or
                               open it again; the admin token is always accepted
+  backup --out FILE (--passphrase-file F | --recipient age1...)
+                              an encrypted online backup: store, configuration, directory
+                              settings, SCEP profiles, firmware state and, with SoftHSM, the
+                              token holding the CA key (restore: enrollsvc restore)
   syslog [status]             the remote syslog server and how its streams fare
   syslog set --address HOST:PORT [--transport tls|tcp|udp] [--ca-file F] [--server-name N]
                               send the audit events (in order, caught up after an outage) and
@@ -159,8 +163,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	timeout := 2 * time.Minute
-	if cmd == "events" && len(positional) > 0 { // verify reads the whole trail
-		timeout = time.Hour
+	if (cmd == "events" && len(positional) > 0) || cmd == "backup" { // verify reads the whole trail
+		timeout = 6 * time.Hour
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -401,6 +405,33 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 				})
 			}
 			return fmt.Errorf("%w: aectl metrics [token new|token clear], got %q", errUsage, e.args)
+		}
+	},
+	"backup": func(fs *flag.FlagSet) runner {
+		var out, passFile string
+		var recipients listFlag
+		fs.StringVar(&out, "out", "", "file to write the encrypted backup to (must not exist)")
+		fs.StringVar(&passFile, "passphrase-file", "", "file holding the passphrase to encrypt to (12 characters or more)")
+		fs.Var(&recipients, "recipient", "an age X25519 recipient (age1...) to encrypt to instead; repeatable")
+		return func(ctx context.Context, e *env) error {
+			if out == "" || (passFile == "") == (len(recipients) == 0) {
+				return fmt.Errorf("%w: aectl backup --out FILE (--passphrase-file F | --recipient age1...)", errUsage)
+			}
+			in := apiclient.BackupRequest{Recipients: recipients}
+			if passFile != "" {
+				b, err := os.ReadFile(passFile)
+				if err != nil {
+					return err
+				}
+				in.Passphrase = strings.TrimRight(string(b), "\r\n")
+			}
+			n, err := writeBackup(ctx, e.cl, in, out)
+			if err != nil {
+				return err
+			}
+			return e.print(map[string]any{"file": out, "bytes": n}, func(w io.Writer) {
+				fmt.Fprintf(w, "Backup:\t%s (%d bytes, encrypted)\n", out, n)
+			})
 		}
 	},
 	"syslog": func(fs *flag.FlagSet) runner {

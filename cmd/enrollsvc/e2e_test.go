@@ -449,8 +449,8 @@ func TestSIGKILLMidBurstLosesNothing(t *testing.T) {
 }
 
 func TestCommandsHaveHelp(t *testing.T) {
-	for _, args := range [][]string{{"enrollsvc", "-h"}, {"enrollsvc", "init", "-h"}, {"enrollsvc", "serve", "-h"}, {"enrollsvc", "relay", "-h"}, {"enrollsvc", "token", "-h"}, {"enrollsvc", "store", "-h"}, {"enrollsvc", "join", "-h"},
-		{"aectl", "-h"}, {"aectl", "certs", "-h"}} {
+	for _, args := range [][]string{{"enrollsvc", "-h"}, {"enrollsvc", "init", "-h"}, {"enrollsvc", "serve", "-h"}, {"enrollsvc", "relay", "-h"}, {"enrollsvc", "token", "-h"}, {"enrollsvc", "restore", "-h"}, {"enrollsvc", "store", "-h"}, {"enrollsvc", "join", "-h"},
+		{"aectl", "-h"}, {"aectl", "certs", "-h"}, {"aectl", "backup", "-h"}, {"aectl", "syslog", "-h"}} {
 		out, errOut, _ := runBin(t, args[0], args[1:]...)
 		if !strings.Contains(out+errOut, "Usage") {
 			t.Errorf("%v printed %q, want usage text", args, out+errOut)

@@ -62,6 +62,8 @@ Usage:
                                                                     into PostgreSQL
   enrollsvc token export --data DIR < passphrase > bundle           the SoftHSM token, encrypted,
                                                                     for another instance to join
+  enrollsvc restore --data NEWDIR --from FILE --passphrase-file F  a backup (aectl backup) into a
+                                                                    new data directory
   enrollsvc relay --listen ADDR --socket PATH [flags]               the provisioning API's
                                                                     unprivileged network front
   enrollsvc version                                                 print the version
@@ -89,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdStore(args[1:], stdout, stderr)
 	case "token":
 		return cmdToken(args[1:], os.Stdin, stdout, stderr)
+	case "restore":
+		return cmdRestore(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollsvc", version)
 		return nil

@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -89,6 +90,9 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Settings are the operations settings an administrator changes here (nil: not available).
 	Settings OpsSettings
+	// Backup writes an encrypted backup to w (nil: not available). An error once writing began
+	// cuts the answer short, which the client sees as an incomplete body.
+	Backup func(ctx context.Context, w io.Writer, in apiclient.BackupRequest, remote string) error
 }
 
 // OpsSettings are the operations settings of the running service, shared by the instances of its
@@ -171,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/ready", s.ready)
 	g.POST("/metrics/token", s.newMetricsToken)
 	g.DELETE("/metrics/token", s.clearMetricsToken)
+	g.POST("/backup", s.backup)
 	g.GET("/syslog", s.syslog)
 	g.PUT("/syslog", s.setSyslog)
 	g.DELETE("/syslog", s.setSyslog)
@@ -469,4 +474,47 @@ func (s *Server) setSyslog(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, s.cfg.Settings.Syslog(c.Request().Context()))
+}
+
+// backup streams an encrypted backup. Its write deadline is lifted: a large store takes longer
+// than the API's usual minute.
+func (s *Server) backup(c echo.Context) error {
+	if s.cfg.Backup == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "backups are not available in this service")
+	}
+	var in apiclient.BackupRequest
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return badRequest("request body: %v", err)
+	}
+	_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Time{})
+	w := &lazyHeader{c: c}
+	if err := s.cfg.Backup(c.Request().Context(), w, in, c.RealIP()); err != nil {
+		if w.started {
+			s.cfg.Logger.Error("backup cut short", "error", err)
+			panic(http.ErrAbortHandler) // the client must not take a partial backup for a whole one
+		}
+		return err
+	}
+	if !w.started {
+		c.Response().WriteHeader(http.StatusOK)
+	}
+	return nil
+}
+
+// lazyHeader sends the success header with the first byte, so that an error found before
+// (a bad passphrase, no snapshot) is still an HTTP error.
+type lazyHeader struct {
+	c       echo.Context
+	started bool
+}
+
+func (l *lazyHeader) Write(p []byte) (int, error) {
+	if !l.started {
+		l.started = true
+		l.c.Response().Header().Set(echo.HeaderContentType, "application/octet-stream")
+		l.c.Response().WriteHeader(http.StatusOK)
+	}
+	return l.c.Response().Write(p)
 }

@@ -112,6 +112,9 @@ func (rt *Runtime) startMetrics(version, slot string) *metrics.Metrics {
 	gauge("aeappliance_ca_certificate_expiry_timestamp_seconds", "notAfter of the CA certificate.", func() float64 {
 		return float64(rt.CACert.NotAfter.Unix())
 	})
+	gauge("aeappliance_backup_last_success_timestamp_seconds", "When the last backup was written completely (0: never).", func() float64 {
+		return float64(rt.lastBackup.Load())
+	})
 	reg.MustRegister(&crlCollector{rt: rt}, &storeCollector{rt: rt})
 	return m
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
@@ -53,6 +54,9 @@ type Runtime struct {
 	settings   *opsSettings                    // the operations settings, cached (Serve)
 	audit      *auditStream                    // the audit events to remote syslog (Serve)
 	logTee     *remotelog.Tee                  // the operational log to remote syslog (nil: not teed)
+	version    string                          // the service's (Serve)
+	firmware   api.FirmwareAdmin               // the appliance's slots (nil elsewhere)
+	lastBackup atomic.Int64                    // unix time of the last complete backup, 0: none known
 	revocation *revocation                     // nil without CRL distribution and SCEP
 	kerberos   *kerberosAuth                   // nil without the enrollment web services
 	// enrollBases are this instance's enrollment web services base URLs (once they listen);

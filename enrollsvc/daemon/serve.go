@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/backup"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/remotelog"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
@@ -178,6 +180,10 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 			slot = fs.Running
 		}
 	}
+	rt.version, rt.firmware = o.Version, o.Firmware
+	if last, err := rt.LastBackup(ctx); err == nil && !last.Time.IsZero() {
+		rt.lastBackup.Store(last.Time.Unix())
+	}
 	if c, ok := rt.Store.(interface{ Chain() string }); ok {
 		rt.audit = newAuditStream(rt, c.Chain(), rt.InstanceName())
 	}
@@ -201,7 +207,11 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Proxies: lim.proxies, Health: lim.health,
 		Status:  func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) },
-		Healthy: rt.healthy.Load, Ready: rt.Ready, Cluster: rt.ClusterStatus, Metrics: rt.metrics}
+		Healthy: rt.healthy.Load, Ready: rt.Ready, Cluster: rt.ClusterStatus, Metrics: rt.metrics,
+		Backup: func(ctx context.Context, w io.Writer, in apiclient.BackupRequest, remote string) error {
+			_, err := rt.Backup(ctx, w, backup.Encryption{Passphrase: in.Passphrase, Recipients: in.Recipients}, "admin-api", remote)
+			return err
+		}}
 	if rt.settings != nil {
 		acfg.Settings = rt.settings
 	}
@@ -315,6 +325,11 @@ func (rt *Runtime) Status(ctx context.Context, addr, version string) apiclient.S
 		st.Store.Certificates = n
 	}
 	st.Directory = rt.directoryStatus(ctx)
+	st.Backup = rt.backupInfo(ctx)
+	sum := rt.metrics.Summary()
+	inUse, size := rt.KeyStore.Sessions()
+	st.Activity = apiclient.Activity{Issued: sum.Issued, Failed: sum.Failed, Refused: sum.Refused, HSMErrors: sum.HSMErrors,
+		HSMSignP50: sum.HSMSignP50, HSMSignP99: sum.HSMSignP99, HSMSessions: fmt.Sprintf("%d/%d", inUse, size)}
 	st.Healthy = st.HSM.OK && st.Store.OK && time.Now().Before(rt.CACert.NotAfter) && (!st.Directory.Configured || st.Directory.OK)
 	return st
 }

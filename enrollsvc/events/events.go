@@ -91,6 +91,10 @@ const (
 	InstanceRefused ID = 3051
 	// StoreMigrated: a single appliance's SQLite history was moved into PostgreSQL.
 	StoreMigrated ID = 3052
+	// StoreRestored: this data directory was restored from a backup (enrollsvc restore).
+	StoreRestored ID = 3053
+	// BackupWritten: a backup was written completely (its size, what it holds, who asked).
+	BackupWritten ID = 3070
 	// SettingChanged: an administrator changed an operations setting (metrics token, remote
 	// syslog, backups); the event names the setting, never a secret.
 	SettingChanged ID = 3060
@@ -157,6 +161,8 @@ func init() {
 	def(SCEPProfileAdded, "SCEP profile added", Admin, slog.LevelInfo)
 	def(SCEPChallengeIssued, "SCEP one-time challenge issued", Admin, slog.LevelInfo)
 	def(SCEPAnonymousRefused, "SCEP requests refused: wrong or missing challenge", Admin, slog.LevelWarn)
+	def(StoreRestored, "the data directory was restored from a backup", Admin, slog.LevelWarn)
+	def(BackupWritten, "backup written", Admin, slog.LevelInfo)
 	def(SettingChanged, "operations setting changed", Admin, slog.LevelInfo)
 	def(APILockout, "authentication locked out for a client address after repeated failures", Admin, slog.LevelWarn)
 	def(RateLimited, "requests refused by a rate limit", Operational, slog.LevelWarn)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Protocols, the values of the protocol label.
@@ -174,4 +175,75 @@ func (m *Metrics) HSMOp(op string, d time.Duration, err error) {
 	if err != nil {
 		m.hsmErrs.WithLabelValues(op).Inc()
 	}
+}
+
+// Summary is what this instance did since it started, read from its instruments.
+type Summary struct {
+	Issued, Refused, Failed, HSMErrors int64
+	// HSMSignP50 and HSMSignP99 are estimated from the histogram's buckets (the upper bound of
+	// the bucket the quantile falls in); 0 when nothing was signed.
+	HSMSignP50, HSMSignP99 float64
+}
+
+// Summary reads the instruments.
+func (m *Metrics) Summary() Summary {
+	var s Summary
+	if m == nil {
+		return s
+	}
+	fams, err := m.reg.Gather()
+	if err != nil {
+		return s
+	}
+	label := func(lp []*dto.LabelPair, name string) string {
+		for _, l := range lp {
+			if l.GetName() == name {
+				return l.GetValue()
+			}
+		}
+		return ""
+	}
+	for _, f := range fams {
+		for _, mt := range f.Metric {
+			switch f.GetName() {
+			case "aeappliance_requests_total":
+				v := int64(mt.GetCounter().GetValue())
+				switch label(mt.Label, "result") {
+				case ResultIssued:
+					s.Issued += v
+				case ResultRefused:
+					s.Refused += v
+				case ResultFailed:
+					s.Failed += v
+				}
+			case "aeappliance_hsm_errors_total":
+				s.HSMErrors += int64(mt.GetCounter().GetValue())
+			case "aeappliance_hsm_operation_duration_seconds":
+				if label(mt.Label, "operation") == "sign" {
+					s.HSMSignP50, s.HSMSignP99 = quantile(mt.GetHistogram(), 0.5), quantile(mt.GetHistogram(), 0.99)
+				}
+			}
+		}
+	}
+	return s
+}
+
+// quantile is the upper bound of the bucket holding quantile q of h (+Inf: the largest bound).
+func quantile(h *dto.Histogram, q float64) float64 {
+	n := h.GetSampleCount()
+	if n == 0 {
+		return 0
+	}
+	rank := uint64(q * float64(n))
+	if rank == 0 {
+		rank = 1
+	}
+	last := 0.0
+	for _, b := range h.GetBucket() {
+		last = b.GetUpperBound()
+		if b.GetCumulativeCount() >= rank {
+			return last
+		}
+	}
+	return last
 }

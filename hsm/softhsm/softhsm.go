@@ -34,6 +34,15 @@ func ModulePath() (string, error) {
 	return "", fmt.Errorf("softhsm: %w (looked in %s)", ErrNotInstalled, strings.Join(ModulePaths, ", "))
 }
 
+// Config is the softhsm2.conf WriteConfig writes for tokenDir.
+func Config(tokenDir string) string {
+	return "# written by hsm/softhsm\n" +
+		"directories.tokendir = " + tokenDir + "\n" +
+		"objectstore.backend = file\n" +
+		"log.level = ERROR\n" +
+		"slots.removable = false\n"
+}
+
 // WriteConfig writes a softhsm2.conf at confPath that keeps tokens as files in
 // tokenDir (created with mode 0700), logs only errors and makes slots
 // non-removable.
@@ -44,12 +53,7 @@ func WriteConfig(confPath, tokenDir string) error {
 	if err := os.MkdirAll(tokenDir, 0o700); err != nil {
 		return fmt.Errorf("softhsm: %w", err)
 	}
-	conf := "# written by hsm/softhsm\n" +
-		"directories.tokendir = " + tokenDir + "\n" +
-		"objectstore.backend = file\n" +
-		"log.level = ERROR\n" +
-		"slots.removable = false\n"
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(confPath, []byte(Config(tokenDir)), 0o600); err != nil {
 		return fmt.Errorf("softhsm: %w", err)
 	}
 	return nil
