@@ -208,6 +208,23 @@ func (a *Appliance) cmdJoin(ctx context.Context, args []string, w io.Writer) err
 	return a.started(ctx, w, t, r, err)
 }
 
+// cmdRestore brings the appliance's CA back from a backup (aectl backup) at the URL args[0],
+// instead of steps token to finish; the backup's passphrase is asked for. It ends like finish:
+// the service starts.
+func (a *Appliance) cmdRestore(ctx context.Context, args []string, w io.Writer) error {
+	if err := a.needDisk(); err != nil {
+		return err
+	}
+	t := time.Now()
+	pass, err := a.con.Ask("Passphrase of the backup: ", true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Fetching the backup, checking it and restoring...")
+	r, err := a.steps().Restore(ctx, provisioning.Restore{From: args[0], Passphrase: pass})
+	return a.started(ctx, w, t, r, err)
+}
+
 // cmdFinish writes the service's configuration for the management address and starts it.
 func (a *Appliance) cmdFinish(ctx context.Context, _ []string, w io.Writer) error {
 	t := time.Now()

@@ -216,6 +216,26 @@ func (s steps) Join(ctx context.Context, j provisioning.Join) (provisioning.Repo
 	return s.provisioned(ctx, r)
 }
 
+// Restore brings the data directory back from a backup, instead of steps token to finish,
+// listening where Finish would (the enrollment web services' used when the backup's CA has a
+// directory).
+func (s steps) Restore(ctx context.Context, rs provisioning.Restore) (provisioning.Report, error) {
+	a := s.a
+	if err := a.needDisk(); err != nil {
+		return provisioning.Report{}, err
+	}
+	f, err := a.listeners(ctx, true)
+	if err != nil {
+		return provisioning.Report{}, err
+	}
+	call, err := stepcmd.RestoreCall(rs, f)
+	r, err := s.report(ctx, call, err)
+	if err != nil {
+		return r, err
+	}
+	return s.provisioned(ctx, r)
+}
+
 // listeners are the service's listeners on the management address: the API, the plain-HTTP
 // listener named by the host name (or the address), and with a directory the enrollment web
 // services on 443 named by the address and the host name.

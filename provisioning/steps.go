@@ -19,6 +19,10 @@ const (
 	// the CA key comes from the first appliance's HSM (a SoftHSM token bundle), the CA
 	// certificate and the shared settings from the store; it ends provisioned, like finish.
 	StepJoin = "join"
+	// StepRestore replaces steps 3 to 8 too: the data directory comes back from a backup
+	// (aectl backup), with the same CA, certificates, revocations and settings; it ends
+	// provisioned, like finish.
+	StepRestore = "restore"
 )
 
 // The three ways of step ca. Each is a command of its own (`provision selfsigned`,

@@ -91,6 +91,13 @@ type Join struct {
 	LDAPPassword     string
 }
 
+// Restore is the restore step's input: where the backup is (an http:// or https:// URL, or a
+// file on the appliance) and its passphrase.
+type Restore struct {
+	From       string
+	Passphrase string
+}
+
 // Directory is the directory step's input.
 type Directory struct {
 	URL      string // ldaps://dc:636 or ldap://dc:389 (StartTLS)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,5 +185,36 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 	}
 	if o, errOut, err := runBin(t, "aectl", "--data", newDir, "events", "verify"); err != nil {
 		t.Errorf("the restored audit trail does not verify: %v\n%s%s", err, o, errOut)
+	}
+
+	// The appliance's provisioning step fetches the backup over HTTP and listens on its own
+	// addresses, keeping the CA's URLs.
+	hs := httptest.NewServer(http.FileServer(http.Dir(tmp)))
+	defer hs.Close()
+	provision := func(data, from, passphrase string) (string, string, error) {
+		cmd := exec.Command(filepath.Join(binDir, "enrollsvc"), "provision", "restore", "--data", data, "--from", from,
+			"--api-listen", "127.0.0.1:19443", "--http-listen", "127.0.0.1:18080", "--json")
+		cmd.Stdin = strings.NewReader(passphrase + "\n")
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		return o.String(), e.String(), err
+	}
+	appliance := filepath.Join(tmp, "appliance-var")
+	if _, errOut, err := provision(appliance, hs.URL+"/ca.backup", "not the passphrase at all"); err == nil {
+		t.Error("provision restore with a wrong passphrase succeeded")
+	} else if _, serr := os.Lstat(appliance); serr == nil {
+		t.Errorf("provision restore with a wrong passphrase left %s (%s)", appliance, errOut)
+	}
+	o, errOut, err := provision(appliance, hs.URL+"/ca.backup", "correct horse battery staple")
+	if err != nil || !strings.Contains(o, "Restored the backup") {
+		t.Fatalf("enrollsvc provision restore: %v\n%s%s", err, o, errOut)
+	}
+	cfg, err := config.Load(appliance)
+	if err != nil || cfg.API.Listen != "127.0.0.1:19443" || cfg.HTTP.Listen != "127.0.0.1:18080" || cfg.HTTP.BaseURL != base {
+		t.Errorf("restored configuration: %+v %v; want this machine's listeners and the CA's URL %s", cfg, err, base)
+	}
+	if _, errOut, err := provision(appliance, hs.URL+"/ca.backup", "correct horse battery staple"); err == nil || !strings.Contains(errOut, "holds a provisioning already") {
+		t.Errorf("provision restore over a provisioned directory: %v %s", err, errOut)
 	}
 }

@@ -41,6 +41,10 @@ Steps:
                                   the CA key from the first appliance's token bundle (ca
                                   export-token); stdin: the role's password, the bundle's
                                   passphrase, the token's user PIN, the directory password
+  restore --from FILE|URL [finish's flags]
+                                  instead of token to finish: the data directory from a backup
+                                  (aectl backup), listening where finish would; stdin: the
+                                  backup's passphrase
 
 Flags common to every step:
   --data DIR            the service's data directory
@@ -68,7 +72,11 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		return err
 	}
 	c.Logger = log
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	timeout := 5 * time.Minute
+	if req.Step == provisioning.StepRestore { // a large store takes longer to fetch and check
+		timeout = 6 * time.Hour
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	jsonOut := req.JSON
 
@@ -123,6 +131,12 @@ func cmdProvision(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		}
 	case provisioning.StepStore:
 		if r, err = c.Store(ctx, req.Store); err != nil {
+			return err
+		}
+	case provisioning.StepRestore:
+		fo := ceremony.FinishOptions{APIListen: req.Finish.APIListen, HTTPListen: req.Finish.HTTPListen,
+			EnrollListen: req.Finish.EnrollListen, Hostnames: req.Finish.Hostnames, Instance: req.Finish.Instance}
+		if r, err = c.Restore(ctx, req.Restore, fo); err != nil {
 			return err
 		}
 	case provisioning.StepFinish, provisioning.StepJoin:

@@ -10,9 +10,10 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/daemon"
+	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
-const restoreUsage = `Usage: enrollsvc restore --data NEWDIR --from FILE (--passphrase-file F | --identity-file F)
+const restoreUsage = `Usage: enrollsvc restore --data NEWDIR --from FILE|URL (--passphrase-file F | --identity-file F)
 
 Restores a backup (aectl backup, POST /api/v1/backup) into the new data directory NEWDIR, which
 must not exist: the same CA certificate, every certificate, revocation, request (pending ones stay
@@ -31,7 +32,7 @@ func cmdRestore(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var dir, from, passFile, idFile, logLevel string
 	fs.StringVar(&dir, "data", "", "the new data directory (must not exist)")
-	fs.StringVar(&from, "from", "", "the backup file")
+	fs.StringVar(&from, "from", "", "the backup: a file, or an http:// or https:// URL")
 	fs.StringVar(&passFile, "passphrase-file", "", "file holding the backup's passphrase")
 	fs.StringVar(&idFile, "identity-file", "", "file holding the age identity (AGE-SECRET-KEY-1...) the backup was encrypted to")
 	fs.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
@@ -57,13 +58,13 @@ func cmdRestore(args []string, stdout, stderr io.Writer) error {
 	} else if o.IdentityFile, err = os.ReadFile(idFile); err != nil {
 		return err
 	}
-	f, err := os.Open(from)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
+	defer cancel()
+	f, err := ceremony.OpenBackup(ctx, from)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Hour)
-	defer cancel()
 	m, err := daemon.Restore(ctx, f, dir, o)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)

@@ -169,6 +169,9 @@ type RestoreOptions struct {
 	Passphrase   string
 	IdentityFile []byte // age identities, instead of or besides Passphrase
 	Log          *slog.Logger
+	// Adjust, when set, changes the backup's configuration for this machine (its listeners)
+	// before the directory is put in place.
+	Adjust func(cfg *config.Config) error
 }
 
 // Restore writes the data directory a backup holds into dir (which must not exist), ready to
@@ -194,6 +197,14 @@ func Restore(ctx context.Context, r io.Reader, dir string, o RestoreOptions) (*b
 		}
 		if cfg.Store == "" {
 			return errors.New("the backup holds no SQLite store")
+		}
+		if o.Adjust != nil {
+			if err := o.Adjust(cfg); err != nil {
+				return err
+			}
+			if err := cfg.Write(tmp); err != nil {
+				return err
+			}
 		}
 		if cfg.HSM.SoftHSMConf != "" {
 			conf := softhsm.Config(filepath.Join(abs, config.SoftHSMTokens))

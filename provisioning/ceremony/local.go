@@ -71,3 +71,8 @@ func (l *Local) Finish(ctx context.Context) (provisioning.Report, error) {
 func (l *Local) Join(ctx context.Context, j provisioning.Join) (provisioning.Report, error) {
 	return l.Ceremony.Join(ctx, j, l.FinishOptions)
 }
+
+// Restore implements Steps.
+func (l *Local) Restore(ctx context.Context, r provisioning.Restore) (provisioning.Report, error) {
+	return l.Ceremony.Restore(ctx, r, l.FinishOptions)
+}

@@ -157,6 +157,12 @@ func (c *Client) Join(ctx context.Context, j provisioning.Join) (provisioning.Re
 		BundlePassphrase: j.BundlePassphrase, UserPIN: j.UserPIN, LDAPPassword: j.LDAPPassword})
 }
 
+// Restore is POST /restore: the data directory from a backup the appliance fetches, instead of
+// token to finish.
+func (c *Client) Restore(ctx context.Context, r provisioning.Restore) (provisioning.Report, error) {
+	return c.step(ctx, "/"+provisioning.StepRestore, RestoreRequest{From: r.From, Passphrase: r.Passphrase})
+}
+
 // Finish is POST /finish: write the service's configuration; the appliance then starts it.
 func (c *Client) Finish(ctx context.Context) (provisioning.Report, error) {
 	var r provisioning.Report

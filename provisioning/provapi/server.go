@@ -91,6 +91,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	g.POST("/"+provisioning.StepStore, s.store)
 	g.POST("/"+provisioning.StepFinish, s.finish)
 	g.POST("/"+provisioning.StepJoin, s.join)
+	g.POST("/"+provisioning.StepRestore, s.restore)
 	s.e = e
 	return s, nil
 }
@@ -407,7 +408,17 @@ func (s *server) join(c echo.Context) error {
 	})
 }
 
-// provisioned runs a step that ends provisioned (finish, join) and, once it has answered, lets
+func (s *server) restore(c echo.Context) error {
+	var in RestoreRequest
+	if err := decode(c, &in, false); err != nil {
+		return err
+	}
+	return s.provisioned(c, provisioning.StepRestore, func(ctx context.Context) (provisioning.Report, error) {
+		return s.cfg.Steps.Restore(ctx, provisioning.Restore{From: in.From, Passphrase: in.Passphrase})
+	})
+}
+
+// provisioned runs a step that ends provisioned (finish, join, restore) and, once it has answered, lets
 // OnFinish start the service.
 func (s *server) provisioned(c echo.Context, step string, f func(ctx context.Context) (provisioning.Report, error)) error {
 	r, err := s.run(c, step, f)

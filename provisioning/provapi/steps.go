@@ -27,4 +27,7 @@ type Steps interface {
 	// Join replaces Token to Finish on an appliance that joins a CA whose store is PostgreSQL;
 	// it ends provisioned, as Finish does.
 	Join(ctx context.Context, j provisioning.Join) (provisioning.Report, error)
+	// Restore replaces Token to Finish too: the data directory from a backup; it ends
+	// provisioned, as Finish does.
+	Restore(ctx context.Context, r provisioning.Restore) (provisioning.Report, error)
 }

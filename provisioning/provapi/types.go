@@ -121,6 +121,13 @@ type JoinRequest struct {
 	LDAPPassword     string       `json:"ldap_password,omitempty"`
 }
 
+// RestoreRequest is the body of POST /restore: where the backup is (an http:// or https:// URL
+// the appliance fetches it from) and its passphrase.
+type RestoreRequest struct {
+	From       string `json:"from"`
+	Passphrase string `json:"passphrase"`
+}
+
 func (j JoinRequest) join() provisioning.Join {
 	return provisioning.Join{Store: j.Store.store(), TokenBundle: []byte(j.TokenBundle), BundlePassphrase: j.BundlePassphrase,
 		UserPIN: j.UserPIN, LDAPPassword: j.LDAPPassword}

@@ -56,6 +56,7 @@ const (
 	flagKeytab       = "keytab"
 	flagTokenBundle  = "token-bundle"
 	flagInstance     = "instance"
+	flagFrom         = "from"
 )
 
 // maxStdin bounds what a step reads from standard input.
@@ -181,6 +182,20 @@ func JoinCall(j provisioning.Join, f StoreFiles, bundle string, fin Finish) (Cal
 		Stdin: j.Store.Password + "\n" + j.BundlePassphrase + "\n" + j.UserPIN + "\n" + j.LDAPPassword + "\n"}, nil
 }
 
+// RestoreCall restores the data directory from the backup r.From names, with this appliance's
+// listeners in fin (the backup's addresses are another machine's) and the passphrase on standard
+// input.
+func RestoreCall(r provisioning.Restore, fin Finish) (Call, error) {
+	if strings.ContainsAny(r.Passphrase, "\n\r") {
+		return Call{}, errors.New("the passphrase holds a line break: nothing changed")
+	}
+	if r.From == "" {
+		return Call{}, errors.New("where the backup is (a URL or a file) is required")
+	}
+	return Call{Step: provisioning.StepRestore, Args: append([]string{"--" + flagFrom, r.From}, fin.args()...),
+		Stdin: r.Passphrase + "\n"}, nil
+}
+
 // Argv is the child's arguments after the program name, for the service's data
 // directory dataDir and the PKCS#11 module ("" for SoftHSM2).
 func (c Call) Argv(dataDir, module string) []string {
@@ -246,6 +261,7 @@ type Request struct {
 	StoreFiles StoreFiles
 	Join       provisioning.Join // join (Join.Store is Store, its PEMs from StoreFiles)
 	BundleFile string            // join: the token bundle
+	Restore    provisioning.Restore
 	Finish     Finish
 	Keytab     []byte // finish: from --keytab
 }
@@ -290,18 +306,12 @@ func Parse(args []string, stdin io.Reader, stderr io.Writer, usage string) (Requ
 			break
 		}
 		fs.StringVar(&r.BundleFile, flagTokenBundle, "", "the first appliance's SoftHSM token bundle (ca export-token)")
-		fallthrough
+		r.finishFlags(fs, &keytab)
+	case provisioning.StepRestore:
+		fs.StringVar(&r.Restore.From, flagFrom, "", "the backup: an http:// or https:// URL, or a file")
+		r.finishFlags(fs, &keytab)
 	case provisioning.StepFinish:
-		fs.StringVar(&r.Finish.APIListen, flagAPIListen, config.DefaultAPIListen, "address of the management API")
-		fs.StringVar(&r.Finish.HTTPURL, flagHTTPURL, "", "how clients reach the plain-HTTP listener (CRLs, OCSP, AIA, SCEP)")
-		fs.StringVar(&r.Finish.HTTPListen, flagHTTPListen, "", "address of the plain-HTTP listener")
-		fs.StringVar(&r.Finish.EnrollListen, flagEnrollListen, "", "address of the enrollment web services (with a directory)")
-		fs.Func(flagHostname, "host name of the enrollment web services (repeatable)", func(s string) error {
-			r.Finish.Hostnames = append(r.Finish.Hostnames, s)
-			return nil
-		})
-		fs.StringVar(&keytab, flagKeytab, "", "Kerberos service keytab (HTTP/<hostname>)")
-		fs.StringVar(&r.Finish.Instance, flagInstance, "", "this appliance's name among those sharing a store (default: the host name)")
+		r.finishFlags(fs, &keytab)
 	default:
 		fmt.Fprint(stderr, usage)
 		return r, fmt.Errorf("%w: unknown provisioning step %q", ErrUsage, r.Step)
@@ -316,6 +326,20 @@ func Parse(args []string, stdin io.Reader, stderr io.Writer, usage string) (Requ
 		return r, fmt.Errorf("%w: --%s is required", ErrUsage, flagData)
 	}
 	return r, r.readInput(stdin, in, keytab)
+}
+
+// finishFlags are finish's flags, which join and restore take too.
+func (r *Request) finishFlags(fs *flag.FlagSet, keytab *string) {
+	fs.StringVar(&r.Finish.APIListen, flagAPIListen, config.DefaultAPIListen, "address of the management API")
+	fs.StringVar(&r.Finish.HTTPURL, flagHTTPURL, "", "how clients reach the plain-HTTP listener (CRLs, OCSP, AIA, SCEP)")
+	fs.StringVar(&r.Finish.HTTPListen, flagHTTPListen, "", "address of the plain-HTTP listener")
+	fs.StringVar(&r.Finish.EnrollListen, flagEnrollListen, "", "address of the enrollment web services (with a directory)")
+	fs.Func(flagHostname, "host name of the enrollment web services (repeatable)", func(s string) error {
+		r.Finish.Hostnames = append(r.Finish.Hostnames, s)
+		return nil
+	})
+	fs.StringVar(keytab, flagKeytab, "", "Kerberos service keytab (HTTP/<hostname>)")
+	fs.StringVar(&r.Finish.Instance, flagInstance, "", "this appliance's name among those sharing a store (default: the host name)")
 }
 
 // readInput reads the step's secrets and files.
@@ -392,6 +416,13 @@ func (r *Request) readInput(stdin io.Reader, in, keytab string) error {
 			}
 		}
 		r.Join.Store = r.Store
+	case provisioning.StepRestore:
+		if r.Restore.Passphrase, err = secret("the backup's passphrase"); err != nil {
+			return err
+		}
+		if r.Restore.From == "" {
+			return fmt.Errorf("%w: --%s is required", ErrUsage, flagFrom)
+		}
 	case provisioning.StepFinish:
 		if keytab != "" {
 			if r.Keytab, err = os.ReadFile(keytab); err != nil {
