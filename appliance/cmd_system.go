@@ -115,6 +115,11 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 			h = "not answering: " + si.Health.Error()
 		}
 		row("API", si.API+" "+h)
+		if si.Health == nil {
+			if err := a.opsRows(ctx, row); err != nil {
+				row("Activity", "unavailable: "+err.Error())
+			}
+		}
 	}
 	if !a.o.Dev {
 		row("Listening", listening())
@@ -293,4 +298,22 @@ func (a *Appliance) cmdShell(ctx context.Context, _ []string, w io.Writer) error
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, out
 	cmd.Dir = a.o.DataDir
 	return cmd.Run()
+}
+
+// opsRows writes the service's last backup and activity (apiclient.Status.OpsRows).
+func (a *Appliance) opsRows(ctx context.Context, row func(k, v string)) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := cl.Status(sctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range st.OpsRows() {
+		row(r[0], r[1])
+	}
+	return nil
 }
