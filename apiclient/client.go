@@ -413,3 +413,31 @@ func (c *Client) Backup(ctx context.Context, in BackupRequest, w io.Writer) (int
 	}
 	return n, nil
 }
+
+// BackupSchedule returns the backup schedule and how it fares.
+func (c *Client) BackupSchedule(ctx context.Context) (BackupScheduleStatus, error) {
+	var out BackupScheduleStatus
+	return out, c.do(ctx, http.MethodGet, "/api/v1/backup/schedule", nil, &out)
+}
+
+// SetBackupSchedule sets the backup schedule.
+func (c *Client) SetBackupSchedule(ctx context.Context, s BackupSchedule) (BackupScheduleStatus, error) {
+	var out BackupScheduleStatus
+	return out, c.do(ctx, http.MethodPut, "/api/v1/backup/schedule", s, &out)
+}
+
+// BackupScheduleOff stops the scheduled backups.
+func (c *Client) BackupScheduleOff(ctx context.Context) (BackupScheduleStatus, error) {
+	var out BackupScheduleStatus
+	return out, c.do(ctx, http.MethodDelete, "/api/v1/backup/schedule", nil, &out)
+}
+
+// RunBackupSchedule writes a scheduled backup now (kept and pushed as the schedule says).
+func (c *Client) RunBackupSchedule(ctx context.Context) (BackupRun, error) {
+	var out BackupRun
+	long := *c
+	hc := *c.hc
+	hc.Timeout = 0
+	long.hc = &hc
+	return out, long.do(ctx, http.MethodPost, "/api/v1/backup/schedule/run", nil, &out)
+}

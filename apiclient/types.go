@@ -339,6 +339,33 @@ type BackupRequest struct {
 	Recipients []string `json:"recipients,omitempty"`
 }
 
+// BackupSchedule is the backup schedule (GET, PUT and DELETE /api/v1/backup/schedule): a backup
+// every Every, encrypted to age Recipients (public keys: the appliance holds nothing that opens
+// its own backups), the newest Keep kept on the appliance, and each pushed with an HTTPS PUT to
+// PushURL (its name appended when the URL ends in '/'), with PushToken as a bearer token and
+// PushCAPEM as the server's CA when given. PushToken is never shown back.
+type BackupSchedule struct {
+	Every      string   `json:"every"` // a Go duration, at least 1m: "24h"
+	Recipients []string `json:"recipients"`
+	Keep       int      `json:"keep"`
+	PushURL    string   `json:"push_url,omitempty"`
+	PushToken  string   `json:"push_token,omitempty"`
+	PushCAPEM  string   `json:"push_ca_pem,omitempty"`
+}
+
+// BackupScheduleStatus is GET /api/v1/backup/schedule.
+type BackupScheduleStatus struct {
+	Schedule   *BackupSchedule `json:"schedule,omitempty"` // nil: no schedule
+	LastBackup time.Time       `json:"last_backup,omitempty"`
+	LastRun    time.Time       `json:"last_run,omitempty"`   // of the schedule, on this instance
+	LastError  string          `json:"last_error,omitempty"` // of its last run
+}
+
+// BackupRun is POST /api/v1/backup/schedule/run: the file a scheduled backup was written to.
+type BackupRun struct {
+	File string `json:"file"`
+}
+
 // BackupPath is where backups are made.
 const BackupPath = "/api/v1/backup"
 

@@ -58,6 +58,10 @@ Commands:
                               an encrypted online backup: store, configuration, directory
                               settings, SCEP profiles, firmware state and, with SoftHSM, the
                               token holding the CA key (restore: enrollsvc restore)
+  backup schedule [set --every 24h --recipient age1... [--keep 7] [--push-url https://.../]
+                  [--push-token-file F] [--push-ca-file F] | off | run]
+                              scheduled backups, encrypted to age recipients, kept on the
+                              appliance and pushed with HTTPS PUT; run writes one now
   syslog [status]             the remote syslog server and how its streams fare
   syslog set --address HOST:PORT [--transport tls|tcp|udp] [--ca-file F] [--server-name N]
                               send the audit events (in order, caught up after an outage) and
@@ -413,7 +417,21 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		fs.StringVar(&out, "out", "", "file to write the encrypted backup to (must not exist)")
 		fs.StringVar(&passFile, "passphrase-file", "", "file holding the passphrase to encrypt to (12 characters or more)")
 		fs.Var(&recipients, "recipient", "an age X25519 recipient (age1...) to encrypt to instead; repeatable")
+		var sched apiclient.BackupSchedule
+		var pushTokenFile, pushCAFile string
+		fs.StringVar(&sched.Every, "every", "24h", "schedule set: how often")
+		fs.IntVar(&sched.Keep, "keep", 7, "schedule set: how many to keep on the appliance (0: none)")
+		fs.StringVar(&sched.PushURL, "push-url", "", "schedule set: https://host/path/ to PUT each backup to")
+		fs.StringVar(&pushTokenFile, "push-token-file", "", "schedule set: file holding a bearer token for the push URL")
+		fs.StringVar(&pushCAFile, "push-ca-file", "", "schedule set: PEM, the push server's CA (default: the system's)")
 		return func(ctx context.Context, e *env) error {
+			if len(e.args) > 0 && e.args[0] == "schedule" {
+				sched.Recipients = recipients
+				return backupSchedule(ctx, e, e.args[1:], sched, pushTokenFile, pushCAFile)
+			}
+			if len(e.args) > 0 {
+				return fmt.Errorf("%w: aectl backup --out FILE ... | aectl backup schedule [set|off|run], got %q", errUsage, e.args)
+			}
 			if out == "" || (passFile == "") == (len(recipients) == 0) {
 				return fmt.Errorf("%w: aectl backup --out FILE (--passphrase-file F | --recipient age1...)", errUsage)
 			}

@@ -107,6 +107,12 @@ type OpsSettings interface {
 	Syslog(ctx context.Context) apiclient.SyslogStatus
 	// SetSyslog checks and stores the remote syslog setting (nil: off).
 	SetSyslog(ctx context.Context, s *apiclient.SyslogSettings, by, remote string) error
+	// BackupSchedule is the backup schedule and how it fares on this instance.
+	BackupSchedule(ctx context.Context) apiclient.BackupScheduleStatus
+	// SetBackupSchedule checks and stores the backup schedule (nil: off).
+	SetBackupSchedule(ctx context.Context, s *apiclient.BackupSchedule, by, remote string) error
+	// RunBackupSchedule writes a scheduled backup now and returns its file name.
+	RunBackupSchedule(ctx context.Context, by string) (string, error)
 }
 
 // After MaxFailures failed authentications from one client address within FailureWindow
@@ -176,6 +182,10 @@ func New(cfg Config) (*Server, error) {
 	g.POST("/metrics/token", s.newMetricsToken)
 	g.DELETE("/metrics/token", s.clearMetricsToken)
 	g.POST("/backup", s.backup)
+	g.GET("/backup/schedule", s.backupSchedule)
+	g.PUT("/backup/schedule", s.setBackupSchedule)
+	g.DELETE("/backup/schedule", s.setBackupSchedule)
+	g.POST("/backup/schedule/run", s.runBackupSchedule)
 	g.GET("/syslog", s.syslog)
 	g.PUT("/syslog", s.setSyslog)
 	g.DELETE("/syslog", s.setSyslog)
@@ -517,4 +527,43 @@ func (l *lazyHeader) Write(p []byte) (int, error) {
 		l.c.Response().WriteHeader(http.StatusOK)
 	}
 	return l.c.Response().Write(p)
+}
+
+func (s *Server) backupSchedule(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	return c.JSON(http.StatusOK, s.cfg.Settings.BackupSchedule(c.Request().Context()))
+}
+
+// setBackupSchedule is PUT (a BackupSchedule body) and DELETE (off) /api/v1/backup/schedule.
+func (s *Server) setBackupSchedule(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	var in *apiclient.BackupSchedule
+	if c.Request().Method == http.MethodPut {
+		in = &apiclient.BackupSchedule{}
+		dec := json.NewDecoder(c.Request().Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(in); err != nil {
+			return badRequest("request body: %v", err)
+		}
+	}
+	if err := s.cfg.Settings.SetBackupSchedule(c.Request().Context(), in, "admin-api", c.RealIP()); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.cfg.Settings.BackupSchedule(c.Request().Context()))
+}
+
+func (s *Server) runBackupSchedule(c echo.Context) error {
+	if s.cfg.Settings == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "settings are not available in this service")
+	}
+	_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Time{})
+	name, err := s.cfg.Settings.RunBackupSchedule(c.Request().Context(), "admin-api")
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, apiclient.BackupRun{File: name})
 }

@@ -48,7 +48,7 @@ type backupLast struct {
 func skipInBackup(store string) backup.Skip {
 	return func(rel string) bool {
 		switch rel {
-		case config.APIAddrFile, config.EnrollAddr, config.ConfinementFile, BackupTmpDir:
+		case config.APIAddrFile, config.EnrollAddr, config.ConfinementFile, BackupTmpDir, BackupsDir:
 			return true
 		}
 		if store != "" && (rel == store || strings.HasPrefix(rel, store+"-")) { // -wal, -shm, -journal

@@ -57,6 +57,7 @@ type Runtime struct {
 	version    string                          // the service's (Serve)
 	firmware   api.FirmwareAdmin               // the appliance's slots (nil elsewhere)
 	lastBackup atomic.Int64                    // unix time of the last complete backup, 0: none known
+	scheduler  *scheduler                      // the scheduled backups (Serve)
 	revocation *revocation                     // nil without CRL distribution and SCEP
 	kerberos   *kerberosAuth                   // nil without the enrollment web services
 	// enrollBases are this instance's enrollment web services base URLs (once they listen);

@@ -191,6 +191,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		rt.logTee.SetHostname(rt.InstanceName())
 	}
 	rt.metrics = rt.startMetrics(o.Version, slot)
+	rt.scheduler = &scheduler{rt: rt, now: time.Now}
 	if rt.settings, err = rt.newOpsSettings(ctx); err != nil {
 		return fmt.Errorf("reading the operations settings: %w", err)
 	}
@@ -291,6 +292,8 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); rt.audit.run(mctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); rt.scheduler.run(mctx, 30*time.Second) }()
 	if rt.logTee != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); rt.logTee.Run(mctx) }()

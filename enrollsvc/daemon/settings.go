@@ -64,6 +64,10 @@ func (o *opsSettings) load(ctx context.Context) error {
 	if err := o.get(ctx, settingSyslog, &sl); err != nil {
 		return err
 	}
+	var bs apiclient.BackupSchedule
+	if err := o.get(ctx, settingBackupSchedule, &bs); err != nil {
+		return err
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(sum) == 0 {
@@ -73,6 +77,15 @@ func (o *opsSettings) load(ctx context.Context) error {
 	var next *apiclient.SyslogSettings
 	if sl.Address != "" {
 		next = &sl
+	}
+	if o.rt.scheduler != nil {
+		var sched *apiclient.BackupSchedule
+		if bs.Every != "" {
+			sched = &bs
+		}
+		if err := o.rt.scheduler.set(sched); err != nil {
+			return fmt.Errorf("setting %q: %w", settingBackupSchedule, err)
+		}
 	}
 	if !reflect.DeepEqual(next, o.syslog) {
 		if err := o.rt.applySyslog(next); err != nil {
@@ -164,4 +177,27 @@ func (o *opsSettings) SetSyslog(ctx context.Context, s *apiclient.SyslogSettings
 		v = *s
 	}
 	return o.put(ctx, settingSyslog, v, by, remote, "address", v.Address, "transport", v.Transport)
+}
+
+// BackupSchedule implements api.OpsSettings.
+func (o *opsSettings) BackupSchedule(ctx context.Context) apiclient.BackupScheduleStatus {
+	return o.rt.scheduler.status()
+}
+
+// SetBackupSchedule implements api.OpsSettings: it checks s (nil: off) before storing it.
+func (o *opsSettings) SetBackupSchedule(ctx context.Context, s *apiclient.BackupSchedule, by, remote string) error {
+	v := apiclient.BackupSchedule{}
+	if s != nil {
+		if _, err := checkSchedule(*s); err != nil {
+			return &enrollsvc.Error{Kind: enrollsvc.KindBadRequest, Op: "backup schedule", Err: err}
+		}
+		v = *s
+	}
+	return o.put(ctx, settingBackupSchedule, v, by, remote, "every", v.Every, "keep", v.Keep, "push_url", v.PushURL,
+		"recipients", len(v.Recipients))
+}
+
+// RunBackupSchedule implements api.OpsSettings: a scheduled backup now.
+func (o *opsSettings) RunBackupSchedule(ctx context.Context, by string) (string, error) {
+	return o.rt.scheduler.runOnce(ctx, by)
 }

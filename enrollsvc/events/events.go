@@ -95,6 +95,8 @@ const (
 	StoreRestored ID = 3053
 	// BackupWritten: a backup was written completely (its size, what it holds, who asked).
 	BackupWritten ID = 3070
+	// BackupFailed: a scheduled backup could not be written or pushed.
+	BackupFailed ID = 3071
 	// SettingChanged: an administrator changed an operations setting (metrics token, remote
 	// syslog, backups); the event names the setting, never a secret.
 	SettingChanged ID = 3060
@@ -163,6 +165,7 @@ func init() {
 	def(SCEPAnonymousRefused, "SCEP requests refused: wrong or missing challenge", Admin, slog.LevelWarn)
 	def(StoreRestored, "the data directory was restored from a backup", Admin, slog.LevelWarn)
 	def(BackupWritten, "backup written", Admin, slog.LevelInfo)
+	def(BackupFailed, "scheduled backup failed", Operational, slog.LevelError)
 	def(SettingChanged, "operations setting changed", Admin, slog.LevelInfo)
 	def(APILockout, "authentication locked out for a client address after repeated failures", Admin, slog.LevelWarn)
 	def(RateLimited, "requests refused by a rate limit", Operational, slog.LevelWarn)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/proto/auditlog"
@@ -120,3 +122,60 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return fmt.Sprint(*l) }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// backupSchedule is aectl backup schedule [set|off|run].
+func backupSchedule(ctx context.Context, e *env, args []string, sched apiclient.BackupSchedule, tokenFile, caFile string) error {
+	var st apiclient.BackupScheduleStatus
+	var err error
+	switch strings.Join(args, " ") {
+	case "", "status":
+		st, err = e.cl.BackupSchedule(ctx)
+	case "off":
+		st, err = e.cl.BackupScheduleOff(ctx)
+	case "run":
+		run, err := e.cl.RunBackupSchedule(ctx)
+		if err != nil {
+			return err
+		}
+		return e.print(run, func(w io.Writer) { fmt.Fprintf(w, "Backup:\t%s\n", run.File) })
+	case "set":
+		if tokenFile != "" {
+			b, rerr := os.ReadFile(tokenFile)
+			if rerr != nil {
+				return rerr
+			}
+			sched.PushToken = strings.TrimSpace(string(b))
+		}
+		if caFile != "" {
+			b, rerr := os.ReadFile(caFile)
+			if rerr != nil {
+				return rerr
+			}
+			sched.PushCAPEM = string(b)
+		}
+		st, err = e.cl.SetBackupSchedule(ctx, sched)
+	default:
+		return fmt.Errorf("%w: aectl backup schedule [status|set|off|run], got %q", errUsage, args)
+	}
+	if err != nil {
+		return err
+	}
+	return e.print(st, func(w io.Writer) {
+		if st.Schedule == nil {
+			fmt.Fprintln(w, "Schedule:\toff")
+		} else {
+			s := st.Schedule
+			fmt.Fprintf(w, "Schedule:\tevery %s, to %d recipient(s), keep %d on the appliance", s.Every, len(s.Recipients), s.Keep)
+			if s.PushURL != "" {
+				fmt.Fprintf(w, ", push to %s", s.PushURL)
+			}
+			fmt.Fprintln(w)
+		}
+		if !st.LastBackup.IsZero() {
+			fmt.Fprintf(w, "Last backup:\t%s\n", st.LastBackup.Format(time.RFC3339))
+		}
+		if st.LastError != "" {
+			fmt.Fprintf(w, "Last run failed:\t%s\n", st.LastError)
+		}
+	})
+}
