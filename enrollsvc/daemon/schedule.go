@@ -111,22 +111,15 @@ func (s *scheduler) due(now time.Time, last time.Time) bool {
 
 // run checks every tick whether a backup is due, until ctx ends.
 func (s *scheduler) run(ctx context.Context, tick time.Duration) {
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		last := time.Unix(s.rt.lastBackup.Load(), 0)
-		if s.rt.lastBackup.Load() == 0 {
-			last = time.Time{}
+	runEvery(ctx, tick, func() {
+		var last time.Time
+		if u := s.rt.lastBackup.Load(); u != 0 {
+			last = time.Unix(u, 0)
 		}
 		if s.due(s.now(), last) {
 			_, _ = s.runOnce(ctx, "schedule")
 		}
-	}
+	})
 }
 
 // runOnce writes one backup now: into backups/ (renamed into place once whole), the oldest beyond

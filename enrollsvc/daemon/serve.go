@@ -351,14 +351,19 @@ func (m *monitor) run(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		every = 30 * time.Second
 	}
-	t := time.NewTicker(every)
+	runEvery(ctx, every, func() { m.check(ctx) })
+}
+
+// runEvery calls f every d until ctx ends.
+func runEvery(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.check(ctx)
+			f()
 		}
 	}
 }

@@ -129,18 +129,11 @@ func (o *opsSettings) put(ctx context.Context, name string, v any, by, remote st
 
 // run reads the settings again every settingsRefresh until ctx ends.
 func (o *opsSettings) run(ctx context.Context) {
-	t := time.NewTicker(settingsRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := o.load(ctx); err != nil && ctx.Err() == nil {
-				o.rt.Log.Warn("reading the operations settings", "error", err)
-			}
+	runEvery(ctx, settingsRefresh, func() {
+		if err := o.load(ctx); err != nil && ctx.Err() == nil {
+			o.rt.Log.Warn("reading the operations settings", "error", err)
 		}
-	}
+	})
 }
 
 // MetricsToken implements api.OpsSettings.
