@@ -14,6 +14,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
 )
 
 // TestBackupUnderLoadAndRestore: aectl backup writes an encrypted backup while clients keep
@@ -216,5 +217,47 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 	}
 	if _, errOut, err := provision(appliance, hs.URL+"/ca.backup", "correct horse battery staple"); err == nil || !strings.Contains(errOut, "holds a provisioning already") {
 		t.Errorf("provision restore over a provisioned directory: %v %s", err, errOut)
+	}
+}
+
+// TestBackupOfAPostgresInstance: an instance on a shared PostgreSQL store backs up the store
+// as one consistent snapshot; the backup restores as a single appliance on SQLite that serves
+// the same CA with every certificate and revocation, and its CRL numbers go on upward.
+func TestBackupOfAPostgresInstance(t *testing.T) {
+	db := pgtest.Shared(t).NewDatabase(t)
+	dir := initDir(t, "--store-url", db.URL, "--store-ca-file", db.CAFile, "--store-password-file", db.PasswordFile)
+	srv := startServe(t, dir)
+	tmp := t.TempDir()
+	csr := filepath.Join(tmp, "a.csr")
+	os.WriteFile(csr, []byte(newCSR(t, "pg.example.test")), 0o600)
+	var res apiclient.IssueResponse
+	aectlJSON(t, dir, &res, "issue", "--csr", csr, "--profile", "server")
+	var revoked apiclient.Certificate
+	aectlJSON(t, dir, &revoked, "revoke", res.Serial, "--reason", "superseded")
+	pass := filepath.Join(tmp, "pass")
+	os.WriteFile(pass, []byte("correct horse battery staple\n"), 0o600)
+	out := filepath.Join(tmp, "pg.backup")
+	if o, errOut, err := runBin(t, "aectl", "--data", dir, "backup", "--out", out, "--passphrase-file", pass); err != nil {
+		t.Fatalf("aectl backup of a PostgreSQL instance: %v\n%s%s", err, o, errOut)
+	}
+	srv.cmd.Process.Signal(os.Interrupt)
+	<-srv.done
+	restored := filepath.Join(tmp, "restored")
+	o, errOut, err := runBin(t, "enrollsvc", "restore", "--data", restored, "--from", out, "--passphrase-file", pass)
+	if err != nil || !strings.Contains(o, "single appliance") {
+		t.Fatalf("enrollsvc restore: %v\n%s%s", err, o, errOut)
+	}
+	cfg, err := config.Load(restored)
+	if err != nil || cfg.Postgres != nil || cfg.Store != config.StoreFile {
+		t.Fatalf("restored configuration: %+v %v; want the SQLite store", cfg, err)
+	}
+	startServe(t, restored)
+	var c apiclient.Certificate
+	aectlJSON(t, restored, &c, "cert", res.Serial)
+	if c.Status != "revoked" {
+		t.Errorf("the restored certificate: %+v", c)
+	}
+	if o, errOut, err := runBin(t, "aectl", "--data", restored, "events", "verify"); err != nil {
+		t.Errorf("the restored trail: %v\n%s%s", err, o, errOut)
 	}
 }

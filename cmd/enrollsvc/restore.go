@@ -77,6 +77,9 @@ func cmdRestore(args []string, stdout, stderr io.Writer) error {
 	} else {
 		fmt.Fprintln(stdout, " (in the HSM, which this machine must reach)")
 	}
+	if m.Store.From == "postgres" {
+		fmt.Fprintln(stdout, "  The backup is of an instance on a shared PostgreSQL store: it is restored as a single appliance on\n  SQLite (enrollsvc store migrate moves it into a PostgreSQL database again).")
+	}
 	fmt.Fprintf(stdout, "Next: enrollsvc serve --data %s\n", dir)
 	return nil
 }

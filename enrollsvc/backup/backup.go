@@ -72,6 +72,7 @@ type Manifest struct {
 // StoreSummary is what the snapshot holds, counted in the snapshot itself.
 type StoreSummary struct {
 	File         string `json:"file"` // its path in the data directory
+	From         string `json:"from"` // "sqlite", or "postgres": the shared store, snapshotted into File
 	Certificates int64  `json:"certificates"`
 	Revoked      int64  `json:"revoked"`
 	Pending      int64  `json:"pending"`

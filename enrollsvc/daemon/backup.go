@@ -78,9 +78,11 @@ func (rt *Runtime) Backup(ctx context.Context, w io.Writer, enc backup.Encryptio
 	if err := enc.Check(); err != nil {
 		return nil, &enrollsvc.Error{Kind: enrollsvc.KindBadRequest, Op: op, Err: err}
 	}
-	sq, ok := rt.Store.(*store.SQLite)
+	sq, ok := rt.Store.(interface {
+		Snapshot(ctx context.Context, path string) error
+	})
 	if !ok {
-		return nil, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: op, Err: store.ErrNoSnapshot}
+		return nil, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: op, Err: errors.New("this store cannot be snapshotted")}
 	}
 	tmpDir := config.Path(rt.Dir, BackupTmpDir)
 	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
@@ -102,7 +104,10 @@ func (rt *Runtime) Backup(ctx context.Context, w io.Writer, enc backup.Encryptio
 	m.CA.Subject, m.CA.SHA256, m.CA.KeyURI = rt.CACert.Subject.String(), hex.EncodeToString(sha256Of(rt.CACert.Raw)), rt.Key.URI().String()
 	m.HSM.Module, m.HSM.TokenIncluded = rt.Config.HSM.Module, rt.Config.HSM.SoftHSMConf != ""
 	m.Store = backup.StoreSummary{File: rt.Config.Store, Certificates: sum.Certificates, Revoked: sum.Revoked,
-		Pending: sum.Pending, Events: sum.Events, LastSeq: sum.LastSeq, CRLNumber: sum.CRLNumber}
+		Pending: sum.Pending, Events: sum.Events, LastSeq: sum.LastSeq, CRLNumber: sum.CRLNumber, From: "sqlite"}
+	if rt.Config.Postgres != nil { // the shared store, snapshotted into a SQLite file
+		m.Store.File, m.Store.From = config.StoreFile, "postgres"
+	}
 	if rt.firmware != nil {
 		if fs, err := rt.firmware.FirmwareStatus(ctx); err == nil {
 			m.Firmware, _ = json.Marshal(fs)
@@ -116,7 +121,7 @@ func (rt *Runtime) Backup(ctx context.Context, w io.Writer, enc backup.Encryptio
 	if err := bw.AddDir(rt.Dir, skipInBackup(rt.Config.Store)); err != nil {
 		return nil, &enrollsvc.Error{Kind: enrollsvc.KindInternal, Op: op, Err: err}
 	}
-	if err := bw.AddFile(rt.Config.Store, snap); err != nil {
+	if err := bw.AddFile(m.Store.File, snap); err != nil {
 		return nil, &enrollsvc.Error{Kind: enrollsvc.KindInternal, Op: op, Err: err}
 	}
 	if err := bw.Close(); err != nil {
@@ -195,7 +200,15 @@ func Restore(ctx context.Context, r io.Reader, dir string, o RestoreOptions) (*b
 		if ca, err := parseCertPEM(caPEM); err != nil || hex.EncodeToString(sha256Of(ca.Raw)) != m.CA.SHA256 {
 			return errors.New("the backup's CA certificate is not the one its manifest names")
 		}
-		if cfg.Store == "" {
+		if cfg.Postgres != nil {
+			// A member of a cluster: restored as a single appliance on the SQLite snapshot of the
+			// shared store (enrollsvc store migrate moves it into PostgreSQL again).
+			cfg.Postgres, cfg.Store = nil, m.Store.File
+			if err := cfg.Write(tmp); err != nil {
+				return err
+			}
+		}
+		if cfg.Store == "" || cfg.Store != m.Store.File {
 			return errors.New("the backup holds no SQLite store")
 		}
 		if o.Adjust != nil {

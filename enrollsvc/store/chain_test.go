@@ -355,3 +355,51 @@ func TestSnapshotUnderWrites(t *testing.T) {
 		t.Error("a snapshot over an existing file succeeded")
 	}
 }
+
+// A PostgreSQL store snapshots into a SQLite file that opens as a store with the same rows, the
+// CRL number, and every instance's audit chain whole.
+func TestPostgresSnapshot(t *testing.T) {
+	db := pgtest.Shared(t).NewDatabase(t)
+	cfg := pgConfig(db)
+	cfg.Instance = "ca1"
+	p, err := OpenPostgres(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	ctx := context.Background()
+	writeTrail(t, p)
+	c := issue(t, p, Certificate{NotAfter: epoch.Add(time.Hour)})
+	if err := p.RevokeCertificate(ctx, c.Serial, 1, epoch, ev(2200, "revoked")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.NextCRLNumber(ctx); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "snap.db")
+	if err := p.Snapshot(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := SummarizeFile(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Certificates != 1 || sum.Revoked != 1 || sum.Pending != 1 || sum.CRLNumber != 1 {
+		t.Fatalf("snapshot summary %+v", sum)
+	}
+	snap := openAt(t, path)
+	res := verifyTrail(t, snap)
+	if res.Broken != nil || len(res.Chains) != 1 || res.Chains[0].Instance != "ca1" || res.Events != sum.Events {
+		t.Fatalf("the snapshot's trail: %+v", res)
+	}
+	// It goes on as a single appliance's store: its own chain, and CRL numbers upward.
+	if _, err := snap.AppendEvent(ctx, ev(3053, "restored")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := snap.NextCRLNumber(ctx); err != nil || n != 2 {
+		t.Fatalf("next CRL number in the snapshot: %v %v; want 2", n, err)
+	}
+	if res := verifyTrail(t, snap); res.Broken != nil || len(res.Chains) != 2 {
+		t.Fatalf("after an event: %+v", res)
+	}
+}

@@ -139,15 +139,28 @@ func (s *SQLite) CopyTo(ctx context.Context, dst *Postgres) (Counts, error) {
 	return counts, nil
 }
 
-// copyTable copies t's rows from s into tx and returns how many.
+// copyTable copies t's rows from s into tx (PostgreSQL's) and returns how many.
 func (s *SQLite) copyTable(ctx context.Context, t copyTable, tx conn) (int64, error) {
 	var n int64
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		var err error
+		n, err = copyRows(ctx, t, db, tx, true)
+		return err
+	})
+	return n, err
+}
+
+// copyRows copies t's rows from src into dst and returns how many; toPG says dst is PostgreSQL
+// (whose identity columns take the source's values only when told so).
+func copyRows(ctx context.Context, t copyTable, src, dst conn, toPG bool) (int64, error) {
+	var n int64
 	insert := "INSERT INTO " + t.name + " (" + strings.Join(t.cols, ", ") + ")"
-	if t.identity != "" {
+	if t.identity != "" && toPG {
 		insert += " OVERRIDING SYSTEM VALUE"
 	}
 	insert += " VALUES (" + strings.TrimSuffix(strings.Repeat("?, ", len(t.cols)), ", ") + ")"
-	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+	err := func() error {
+		db := src
 		return eachRow(ctx, db, func(row scanner) error {
 			dest, args := make([]any, len(t.cols)), make([]any, len(t.cols))
 			for i, k := range t.kinds {
@@ -195,13 +208,13 @@ func (s *SQLite) copyTable(ctx context.Context, t copyTable, tx conn) (int64, er
 					args[i] = *v
 				}
 			}
-			if _, err := tx.exec(ctx, insert, args...); err != nil {
+			if _, err := dst.exec(ctx, insert, args...); err != nil {
 				return err
 			}
 			n++
 			return nil
 		}, "SELECT "+strings.Join(t.cols, ", ")+" FROM "+t.name)
-	})
+	}()
 	if err != nil {
 		return n, err
 	}

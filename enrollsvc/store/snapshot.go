@@ -5,10 +5,11 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Snapshot writes a consistent copy of the store to path (which must not exist) while the
@@ -72,6 +73,56 @@ func SummarizeFile(ctx context.Context, path string) (Summary, error) {
 	return sum, nil
 }
 
-// ErrNoSnapshot: the store cannot be snapshotted by the service (PostgreSQL's are backed up with
-// PostgreSQL's own tools).
-var ErrNoSnapshot = errors.New("store: a PostgreSQL store is backed up with PostgreSQL's tools (pg_dump, or the server's base backups and WAL archive), not by the appliance")
+// Snapshot writes a consistent copy of the PostgreSQL store to path as a new SQLite store file:
+// every table a migration moves (copyTables: the instances register themselves anew), read in
+// one REPEATABLE READ transaction, so the copy is the database as one moment saw it, and the CRL
+// number. Each instance's audit chain is whole in it (an instance's events are appended under
+// its chain's row lock, so none is missing before one that is there). Restored, it is a single
+// appliance's store; enrollsvc store migrate moves it into a PostgreSQL database again.
+func (p *Postgres) Snapshot(ctx context.Context, path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("store: snapshot: %s exists", path)
+	}
+	dst, err := Open(ctx, path, nil)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			dst.Close()
+			os.Remove(path)
+			os.Remove(path + "-wal")
+			os.Remove(path + "-shm")
+		}
+	}()
+	err = p.run(func() error {
+		tx, err := p.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		src := pgConn{tx}
+		var number int64
+		if err := src.queryRow(ctx, "SELECT number FROM crl_numbers WHERE id = 1").Scan(&number); err != nil {
+			return fmt.Errorf("the CRL number: %w", err)
+		}
+		return dst.eng.write(ctx, func(ctx context.Context, w conn) error {
+			for _, t := range copyTables {
+				if _, err := copyRows(ctx, t, src, w, false); err != nil {
+					return fmt.Errorf("table %s: %w", t.name, err)
+				}
+			}
+			if number == 0 {
+				return nil
+			}
+			_, err := w.exec(ctx, "UPDATE crl_numbers SET number = ? WHERE id = 1", number)
+			return err
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: snapshot: %w", err)
+	}
+	ok = true
+	return dst.Close() // checkpoints the write-ahead log into the file
+}

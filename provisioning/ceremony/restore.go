@@ -83,6 +83,9 @@ func (c *Ceremony) Restore(ctx context.Context, rs provisioning.Restore, fin Fin
 	r.Say("Restored the backup of %s made %s (version %s): CA %s.", m.Instance, m.Created.Format(time.RFC3339), m.Version, m.CA.Subject)
 	r.Say("%d certificates (%d revoked), %d pending requests, %d audit events; the next CRL number follows %d.",
 		m.Store.Certificates, m.Store.Revoked, m.Store.Pending, m.Store.Events, m.Store.CRLNumber)
+	if m.Store.From == "postgres" {
+		r.Say("The backup is of an instance on a shared PostgreSQL store: this appliance is now a single one on SQLite.")
+	}
 	if m.HSM.TokenIncluded {
 		r.Say("The CA key came back in the SoftHSM token the backup holds.")
 	} else {
