@@ -67,9 +67,9 @@ func newCSRPEM(t *testing.T, cn string) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
 
-// TestApplianceRestore: a CA's backup (made by aectl backup from a running enrollsvc on this
-// host, another machine with another SoftHSM path) is restored at the console of a fresh
-// appliance: provision passphrase, then provision restore URL with the backup's passphrase. The
+// TestApplianceRestore: a CA's backup (made through the API of a running enrollsvc on this host,
+// another machine with another SoftHSM path, while two clients keep issuing) is restored at the
+// console of a fresh appliance, which then holds every certificate issued before the backup began: provision passphrase, then provision restore URL with the backup's passphrase. The
 // appliance comes up as the same CA: its OCSP responder says revoked for the certificate
 // revoked before the backup, the admin token of the backup works, a new certificate chains to
 // the same CA certificate, the CRL number goes on upward, the audit trail verifies, and the
@@ -125,10 +125,48 @@ func TestApplianceRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Under load: two clients issue while the backup is written.
+	var (
+		mu        sync.Mutex
+		preBackup []string // issued before the backup began
+		started   bool
+		stopLoad  = make(chan struct{})
+		load      sync.WaitGroup
+	)
+	for range 2 {
+		load.Go(func() {
+			for {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				res, err := cl.Issue(ctx, apiclient.IssueRequest{CSR: newCSRPEM(t, "load.restore.test"), Profile: "server"})
+				if err != nil {
+					t.Errorf("issuing during the backup: %v", err)
+					return
+				}
+				mu.Lock()
+				if !started {
+					preBackup = append(preBackup, res.Serial)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	started = true
+	mu.Unlock()
 	if _, err := cl.Backup(ctx, apiclient.BackupRequest{Passphrase: backupPass}, f); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
+	close(stopLoad)
+	load.Wait()
+	if len(preBackup) == 0 {
+		t.Fatal("nothing was issued before the backup began")
+	}
 	serve.Process.Signal(os.Interrupt)
 	serve.Wait()
 
@@ -194,6 +232,19 @@ func TestApplianceRestore(t *testing.T) {
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool}); err != nil || issued.Serial == revoked.Serial {
 		t.Errorf("the restored appliance's certificate does not chain to the same CA: %v", err)
+	}
+	certs, err := vcl.Certificates(ctx, apiclient.CertQuery{Limit: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, c := range certs {
+		have[c.Serial] = true
+	}
+	for _, s := range append(preBackup, revoked.Serial) {
+		if !have[s] {
+			t.Errorf("certificate %s, issued before the backup began, is not on the restored appliance", s)
+		}
 	}
 	after, err := vcl.PublishCRL(ctx)
 	if err != nil {
