@@ -392,9 +392,7 @@ func (c *Client) Backup(ctx context.Context, in BackupRequest, w io.Writer) (int
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	long := *c.hc
-	long.Timeout = 0 // a large store takes longer than a minute; ctx bounds it
-	resp, err := long.Do(req)
+	resp, err := c.withoutTimeout().hc.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("calling the enrollsvc API (is `enrollsvc serve` running?): %w", err)
 	}
@@ -435,9 +433,15 @@ func (c *Client) BackupScheduleOff(ctx context.Context) (BackupScheduleStatus, e
 // RunBackupSchedule writes a scheduled backup now (kept and pushed as the schedule says).
 func (c *Client) RunBackupSchedule(ctx context.Context) (BackupRun, error) {
 	var out BackupRun
-	long := *c
+	return out, c.withoutTimeout().do(ctx, http.MethodPost, "/api/v1/backup/schedule/run", nil, &out)
+}
+
+// withoutTimeout is c without its per-request timeout, for backups: a large store takes longer
+// than a minute; the caller's context bounds them.
+func (c *Client) withoutTimeout() *Client {
 	hc := *c.hc
 	hc.Timeout = 0
+	long := *c
 	long.hc = &hc
-	return out, long.do(ctx, http.MethodPost, "/api/v1/backup/schedule/run", nil, &out)
+	return &long
 }

@@ -79,37 +79,38 @@ func startChronyd(t *testing.T) int {
 }
 
 var (
-	aectlOnce sync.Once
-	aectlBin  string
-	aectlErr  error
+	toolsMu sync.Mutex
+	tools   = map[string]string{} // built commands: ./cmd/NAME -> binary
 )
 
-// aectl builds cmd/aectl once.
-func aectl(t *testing.T) string {
+// hostTool builds ./cmd/NAME for this host once per test binary and returns the binary.
+func hostTool(t *testing.T, name string) string {
 	t.Helper()
-	aectlOnce.Do(func() {
-		root, err := RepoRoot(".")
-		if err != nil {
-			aectlErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "testvm-aectl-")
-		if err != nil {
-			aectlErr = err
-			return
-		}
-		aectlBin = filepath.Join(dir, "aectl")
-		cmd := exec.Command("go", "build", "-o", aectlBin, "./cmd/aectl")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			aectlErr = fmt.Errorf("go build aectl: %v\n%s", err, out)
-		}
-	})
-	if aectlErr != nil {
-		t.Fatal(aectlErr)
+	toolsMu.Lock()
+	defer toolsMu.Unlock()
+	if bin, ok := tools[name]; ok {
+		return bin
 	}
-	return aectlBin
+	root, err := RepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "testvm-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
+	}
+	tools[name] = bin
+	return bin
 }
+
+// aectl builds cmd/aectl once.
+func aectl(t *testing.T) string { return hostTool(t, "aectl") }
 
 // apiCredentials writes the API token and the CA certificate the console shows into dir.
 func apiCredentials(t *testing.T, vm *VM, dir string) (tokenFile, caFile string) {

@@ -24,39 +24,6 @@ import (
 	"github.com/enrollment-appliance/aeappliance/config"
 )
 
-var (
-	enrollsvcOnce sync.Once
-	enrollsvcBin  string
-	enrollsvcErr  error
-)
-
-// hostEnrollsvc builds enrollsvc (with cgo, for SoftHSM) for this host, once.
-func hostEnrollsvc(t *testing.T) string {
-	t.Helper()
-	enrollsvcOnce.Do(func() {
-		root, err := RepoRoot(".")
-		if err != nil {
-			enrollsvcErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "testvm-enrollsvc-")
-		if err != nil {
-			enrollsvcErr = err
-			return
-		}
-		enrollsvcBin = filepath.Join(dir, "enrollsvc")
-		cmd := exec.Command("go", "build", "-o", enrollsvcBin, "./cmd/enrollsvc")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			enrollsvcErr = fmt.Errorf("go build enrollsvc: %v\n%s", err, out)
-		}
-	})
-	if enrollsvcErr != nil {
-		t.Fatal(enrollsvcErr)
-	}
-	return enrollsvcBin
-}
-
 func newCSRPEM(t *testing.T, cn string) string {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -79,7 +46,7 @@ func TestApplianceRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	work := t.TempDir()
-	bin := hostEnrollsvc(t)
+	bin := hostTool(t, "enrollsvc") // with cgo, for SoftHSM
 
 	// The CA to restore, on this host.
 	host := filepath.Join(work, "var")

@@ -61,9 +61,9 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 		wg        sync.WaitGroup
 		issuedAll int
 	)
-	for w := range 3 {
+	for range 3 {
 		wg.Go(func() {
-			for i := 0; ; i++ {
+			for {
 				select {
 				case <-stop:
 					return
@@ -76,7 +76,6 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 					done = append(done, res.Serial)
 				}
 				mu.Unlock()
-				_ = w
 			}
 		})
 	}

@@ -103,7 +103,7 @@ func TestScheduledBackups(t *testing.T) {
 	var all []apiclient.Event
 	aectlJSON(t, dir, &all, "events", "--limit", "1000")
 	for _, e := range all {
-		if strings.Contains(strings.Join(strings.Fields(e.Message), " ")+mustString(e.Fields), "push-secret") {
+		if b, _ := json.Marshal(e); strings.Contains(string(b), "push-secret") {
 			t.Errorf("event %d holds the push token", e.Seq)
 		}
 	}
@@ -115,10 +115,3 @@ func TestScheduledBackups(t *testing.T) {
 		t.Error("a plain-HTTP push URL was accepted")
 	}
 }
-
-func mustString(v any) string {
-	b, _ := jsonMarshal(v)
-	return string(b)
-}
-
-var jsonMarshal = func(v any) ([]byte, error) { return json.Marshal(v) }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
@@ -61,12 +60,12 @@ func skipInBackup(store string) backup.Skip {
 // countingWriter counts what passes.
 type countingWriter struct {
 	w io.Writer
-	n atomic.Int64
+	n int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
+	c.n += int64(n)
 	return n, err
 }
 
@@ -128,10 +127,10 @@ func (rt *Runtime) Backup(ctx context.Context, w io.Writer, enc backup.Encryptio
 		return nil, &enrollsvc.Error{Kind: enrollsvc.KindInternal, Op: op, Err: err}
 	}
 	now := rt.Recorder.Now()
-	ev := events.New(now, events.BackupWritten, "", "by", by, "remote", remote, "bytes", cw.n.Load(), "files", len(m.Files),
+	ev := events.New(now, events.BackupWritten, "", "by", by, "remote", remote, "bytes", cw.n, "files", len(m.Files),
 		"certificates", sum.Certificates, "last_event_seq", sum.LastSeq, "crl_number", sum.CRLNumber,
 		"token_included", m.HSM.TokenIncluded, "took_ms", time.Since(start).Milliseconds())
-	last, _ := json.Marshal(backupLast{Time: now.UTC(), By: by, Bytes: cw.n.Load()})
+	last, _ := json.Marshal(backupLast{Time: now.UTC(), By: by, Bytes: cw.n})
 	if ss, ok := rt.Store.(store.SettingsStore); ok {
 		if err := ss.PutSetting(context.WithoutCancel(ctx), store.Setting{Name: settingBackupLast, Value: last, Updated: now, By: by}, ev); err != nil {
 			rt.Log.Error("recording the backup", "error", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/revoke"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/ldap"
 )
 
 // ExpiringWithin is the window of aeappliance_certificates_expiring.
@@ -98,17 +99,22 @@ func (rt *Runtime) startMetrics(version, slot string) *metrics.Metrics {
 		return !ok || c == apiclient.CheckOK
 	})
 	up("aeappliance_ready", "everything /api/v1/ready checks", func(r *apiclient.Ready) bool { return r.Ready })
-	dir := func(f func(st dirStats) int64) func() float64 {
-		return func() float64 { return float64(f(rt.dirStats())) }
+	// The directory client's counters (zero without a connected directory; they restart when it
+	// reconnects, which rate() takes as a counter reset).
+	dir := func(f func(st ldap.CacheStats) int64) func() float64 {
+		return func() float64 {
+			st, _ := rt.DirectoryStats()
+			return float64(f(st))
+		}
 	}
 	counter("aeappliance_directory_round_trips_total", "LDAP requests sent to the domain controller.",
-		dir(func(s dirStats) int64 { return s.RoundTrips + s.DialTrips }))
+		dir(func(s ldap.CacheStats) int64 { return s.RoundTrips + s.DialTrips }))
 	counter("aeappliance_directory_cache_hits_total", "Directory lookups answered from the cache.",
-		dir(func(s dirStats) int64 { return s.Hits }))
+		dir(func(s ldap.CacheStats) int64 { return s.Hits }))
 	counter("aeappliance_directory_cache_misses_total", "Directory lookups the cache could not answer.",
-		dir(func(s dirStats) int64 { return s.Misses }))
+		dir(func(s ldap.CacheStats) int64 { return s.Misses }))
 	counter("aeappliance_directory_errors_total", "Directory calls that failed because the domain controller could not be reached or did not answer.",
-		dir(func(s dirStats) int64 { return s.Failures }))
+		dir(func(s ldap.CacheStats) int64 { return s.Failures }))
 	gauge("aeappliance_ca_certificate_expiry_timestamp_seconds", "notAfter of the CA certificate.", func() float64 {
 		return float64(rt.CACert.NotAfter.Unix())
 	})
@@ -117,17 +123,6 @@ func (rt *Runtime) startMetrics(version, slot string) *metrics.Metrics {
 	})
 	reg.MustRegister(&crlCollector{rt: rt}, &storeCollector{rt: rt})
 	return m
-}
-
-// dirStats are the directory client's counters, kept monotonic across its reconnections.
-type dirStats struct{ Hits, Misses, RoundTrips, DialTrips, Failures int64 }
-
-func (rt *Runtime) dirStats() dirStats {
-	st, ok := rt.DirectoryStats()
-	if !ok {
-		return dirStats{}
-	}
-	return dirStats{Hits: st.Hits, Misses: st.Misses, RoundTrips: st.RoundTrips, DialTrips: st.DialTrips, Failures: st.Failures}
 }
 
 var (
@@ -276,6 +271,21 @@ func crlFresh(rv *revocation, now time.Time) error {
 
 // Ready is the readiness verdict the API serves (nil before the first check).
 func (rt *Runtime) Ready() *apiclient.Ready { return rt.ready.Load() }
+
+// healthy is the health check's verdict: the readiness checks but the CRLs' freshness (a stale
+// CRL takes an instance out of a load balancer, but the service still works).
+func (rt *Runtime) healthy() bool {
+	r := rt.ready.Load()
+	if r == nil {
+		return false
+	}
+	for name, v := range r.Checks {
+		if name != "crl" && v != apiclient.CheckOK {
+			return false
+		}
+	}
+	return true
+}
 
 // crlGetter returns the CRL served now (nil before the first).
 type crlGetter func() *revoke.CRL

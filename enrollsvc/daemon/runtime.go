@@ -48,7 +48,6 @@ type Runtime struct {
 	Started  time.Time
 
 	directory  *lazyDirectory                  // nil without a directory
-	healthy    atomic.Bool                     // the monitor's last verdict: what the unauthenticated health check serves
 	ready      atomic.Pointer[apiclient.Ready] // the monitor's last readiness verdict (GET /api/v1/ready)
 	metrics    *metrics.Metrics                // what GET /metrics serves (Serve)
 	settings   *opsSettings                    // the operations settings, cached (Serve)

@@ -208,7 +208,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Proxies: lim.proxies, Health: lim.health,
 		Status:  func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) },
-		Healthy: rt.healthy.Load, Ready: rt.Ready, Cluster: rt.ClusterStatus, Metrics: rt.metrics,
+		Healthy: rt.healthy, Ready: rt.Ready, Cluster: rt.ClusterStatus, Metrics: rt.metrics,
 		Backup: func(ctx context.Context, w io.Writer, in apiclient.BackupRequest, remote string) error {
 			_, err := rt.Backup(ctx, w, backup.Encryption{Passphrase: in.Passphrase, Recipients: in.Recipients}, "admin-api", remote)
 			return err
@@ -395,6 +395,5 @@ func (m *monitor) check(ctx context.Context) {
 		_ = m.rt.Recorder.Record(ctx, events.ServiceHealthy, "store answers again")
 	}
 	dir := m.rt.directoryStatus(cctx)
-	m.rt.healthy.Store(herr == nil && derr == nil && time.Now().Before(m.rt.CACert.NotAfter) && (!dir.Configured || dir.OK))
 	m.rt.ready.Store(m.rt.readiness(herr, derr, dir, time.Now()))
 }

@@ -3,10 +3,8 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
@@ -78,12 +76,6 @@ func (s *core) prepareEvent(e Event) (eventInserter, error) {
 	var fields any
 	if canon != nil {
 		fields = string(canon)
-		// The hash covers the fields as a reader decodes them from the stored text.
-		d := json.NewDecoder(bytes.NewReader(canon))
-		d.UseNumber()
-		if err := d.Decode(&e.Fields); err != nil {
-			return nil, fmt.Errorf("store: event fields: %w", err)
-		}
 	}
 	for _, t := range []string{e.Category, e.Level, e.Message, s.chain} {
 		if err := checkText(t); err != nil {
@@ -102,8 +94,8 @@ func (s *core) prepareEvent(e Event) (eventInserter, error) {
 		if prev == nil {
 			prev = auditlog.Zero()
 		}
-		hash, err := auditlog.Hash(auditlog.Record{Instance: s.chain, N: n, Prev: prev, ID: e.ID, Category: e.Category,
-			Level: e.Level, Time: e.Time, Message: e.Message, Fields: e.Fields})
+		hash, err := auditlog.HashFields(auditlog.Record{Instance: s.chain, N: n, Prev: prev, ID: e.ID, Category: e.Category,
+			Level: e.Level, Time: e.Time, Message: e.Message}, canon)
 		if err != nil {
 			return 0, fmt.Errorf("store: append event %d: %w", e.ID, err)
 		}

@@ -79,15 +79,21 @@ func CanonicalFields(m map[string]any) ([]byte, error) {
 // Fields are hashed in their canonical form, so r may hold them as decoded by any reader that
 // keeps numbers as json.Number.
 func Hash(r Record) ([]byte, error) {
+	fields, err := CanonicalFields(r.Fields)
+	if err != nil {
+		return nil, err
+	}
+	return HashFields(r, fields)
+}
+
+// HashFields is Hash for a writer that holds the fields' canonical text already (CanonicalFields;
+// nil for no fields); r.Fields is not read.
+func HashFields(r Record, fields []byte) ([]byte, error) {
 	if r.N < 1 {
 		return nil, fmt.Errorf("auditlog: chain position %d: want 1 or more", r.N)
 	}
 	if len(r.Prev) != HashSize {
 		return nil, fmt.Errorf("auditlog: previous hash of %d bytes: want %d", len(r.Prev), HashSize)
-	}
-	fields, err := CanonicalFields(r.Fields)
-	if err != nil {
-		return nil, err
 	}
 	h := sha256.New()
 	h.Write([]byte(domain))
