@@ -121,12 +121,17 @@ func (a *Appliance) startProvisioningAPI(ctx context.Context) error {
 		return fmt.Errorf("its relay's log: %w", err)
 	}
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(a.o.APIPort))
-	sc := supervise.Config{Name: "provisioning API relay", Path: a.o.Enrollsvc, Dir: dir, Output: logf,
+	out := &supervise.LastLine{W: logf}
+	sc := supervise.Config{Name: "provisioning API relay", Path: a.o.Enrollsvc, Dir: dir, Output: out,
 		Args: []string{"relay", "--listen", addr, "--socket", filepath.Join(dir, relaySocket), "--tls-cert", certFile,
 			"--tls-key", keyFile, "--seccomp"},
 		OnEvent: func(msg string) {
 			a.log.Info(msg)
 			if strings.Contains(msg, "restarting") {
+				// The relay's last words say why (its error is its last line).
+				if last := out.Last(); last != "" {
+					msg += " after: " + last
+				}
 				a.con.Printf("%s (see log/provapi-relay.log)", msg)
 			}
 		}}

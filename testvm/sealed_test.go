@@ -250,7 +250,7 @@ func TestApplianceMigratesPlainDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, vm, "Type it back to confirm you have it: ", time.Minute)
-	if out := secretLines(t, vm, time.Minute, "AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA"); !strings.Contains(out, "that is not the recovery passphrase: nothing changed") {
+	if out := answerLines(t, vm, time.Minute, "AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA"); !strings.Contains(out, "that is not the recovery passphrase: nothing changed") {
 		t.Errorf("disk migrate with the passphrase typed back wrong: %q", out)
 	}
 	if err := vm.SendLine("disk migrate"); err != nil {
@@ -263,7 +263,7 @@ func TestApplianceMigratesPlainDisk(t *testing.T) {
 	}
 	recovery := m[1]
 	start := time.Now()
-	if out := secretLines(t, vm, 6*time.Minute, recovery); !strings.Contains(out, "Encrypted the data disk in") || !strings.Contains(out, "State: unprovisioned") {
+	if out := answerLines(t, vm, 6*time.Minute, recovery); !strings.Contains(out, "Encrypted the data disk in") || !strings.Contains(out, "State: unprovisioned") {
 		t.Fatalf("disk migrate: %q", out)
 	}
 	t.Logf("encrypting the 256 MiB data disk in place under TCG: %s", time.Since(start).Round(time.Second))

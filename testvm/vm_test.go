@@ -134,7 +134,19 @@ func command(t *testing.T, vm *VM, line string, timeout time.Duration) string {
 	if err := vm.SendLine(line); err != nil {
 		t.Fatal(err)
 	}
+	echoed(t, vm, line, timeout)
 	return must(t, vm, prompt, timeout)
+}
+
+// echoed waits for the console's echo of the command line just typed, so that the output
+// awaited next is the command's: a message the appliance printed on its own before it (a
+// service restarting, the network's news) and the prompt it printed again after it are not
+// taken for the command's answer.
+func echoed(t *testing.T, vm *VM, line string, timeout time.Duration) {
+	t.Helper()
+	if strings.TrimSpace(line) != "" {
+		must(t, vm, line, timeout)
+	}
 }
 
 const (
@@ -144,13 +156,23 @@ const (
 )
 
 // secretLines types a command and the answers to its questions.
-func secretLines(t *testing.T, vm *VM, timeout time.Duration, lines ...string) string {
+func secretLines(t *testing.T, vm *VM, timeout time.Duration, command string, answers ...string) string {
 	t.Helper()
-	for _, l := range lines {
+	if err := vm.SendLine(command); err != nil {
+		t.Fatal(err)
+	}
+	echoed(t, vm, command, timeout) // the answers to its questions are not echoed
+	return answerLines(t, vm, timeout, answers...)
+}
+
+// answerLines types the answers to the questions of a command already typed (not echoed).
+func answerLines(t *testing.T, vm *VM, timeout time.Duration, answers ...string) string {
+	t.Helper()
+	for _, l := range answers {
+		time.Sleep(300 * time.Millisecond) // the serial line has no flow control for a paste
 		if err := vm.SendLine(l); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond) // the serial line has no flow control for a paste
 	}
 	return must(t, vm, prompt, timeout)
 }

@@ -4,12 +4,14 @@
 package supervise
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -238,4 +240,49 @@ func describeExit(err error) string {
 		return "could not start: " + err.Error()
 	}
 	return "failed: " + err.Error()
+}
+
+// LastLine is an io.Writer that passes everything to W and remembers the last complete
+// non-empty line written (at most 300 bytes of it), so that an exit can be reported with the
+// reason the process gave last.
+type LastLine struct {
+	W io.Writer
+
+	mu      sync.Mutex
+	partial []byte
+	last    string
+}
+
+// Write passes p to W and keeps its last line.
+func (l *LastLine) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if line := strings.TrimSpace(string(l.partial[:i])); line != "" {
+			if len(line) > 300 {
+				line = line[:300] + "..."
+			}
+			l.last = line
+		}
+		l.partial = l.partial[i+1:]
+	}
+	if len(l.partial) > 4096 { // a runaway line: keep its start only
+		l.partial = l.partial[:4096]
+	}
+	l.mu.Unlock()
+	if l.W == nil {
+		return len(p), nil
+	}
+	return l.W.Write(p)
+}
+
+// Last is the last complete non-empty line written ("" if none).
+func (l *LastLine) Last() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
 }

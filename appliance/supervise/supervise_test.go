@@ -182,3 +182,29 @@ func TestParseConfinement(t *testing.T) {
 		t.Error("a status without Seccomp parsed")
 	}
 }
+
+// TestLastLine: an exit is reported with the process's last line, whatever the writes' sizes.
+func TestLastLine(t *testing.T) {
+	var sink strings.Builder
+	l := &LastLine{W: &sink}
+	var e events
+	s := New(Config{Name: "failing", Path: "/bin/sh", Args: []string{"-c", "echo starting; printf 'enrollsvc: relay: listen tcp: bind: '; echo 'address in use' >&2; exit 1"},
+		Output: l, OnEvent: e.add, MinBackoff: time.Hour})
+	s.Start()
+	waitFor(t, "the exit", func() bool { return len(e.all()) >= 2 })
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.Last(), "enrollsvc: relay: listen tcp: bind: address in use"; got != want {
+		t.Errorf("Last() = %q, want %q", got, want)
+	}
+	if !strings.Contains(sink.String(), "starting\n") {
+		t.Errorf("the output did not reach W: %q", sink.String())
+	}
+	var w LastLine
+	w.Write([]byte("one\n\n  \ntw"))
+	w.Write([]byte("o\nthree"))
+	if w.Last() != "two" {
+		t.Errorf("Last() = %q, want the last complete line \"two\"", w.Last())
+	}
+}
