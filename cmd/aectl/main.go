@@ -85,6 +85,13 @@ Commands:
                               bind /scep/NAME to a directory template
   scep challenge --profile P [--subject S] [--account A] [--ttl 1h]
                               a one-time challenge password (printed once)
+  mdm [list] | mdm add NAME | mdm remove NAME
+                              the MDMs allowed to call the MDM connector (docs/mdm.md); add
+                              prints the new MDM's bearer token once
+  pkcs12 issue --template T --account A (--password-file F | --recipient-cert F) --out FILE
+                              a key pair made by the appliance, issued by directory policy: a
+                              PKCS#12 encrypted to the password, or a CMS envelope to the
+                              recipient's RSA key holding it [--device-id ID]
   firmware [status]           the appliance's firmware: running, slots a and b, last update
   firmware upload FILE.aeu    install a signed update bundle in the free slot; it is tried at
                               the next boot and kept only if it comes up

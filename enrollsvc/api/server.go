@@ -31,6 +31,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/issue"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/mdm"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/ratelimit"
@@ -93,6 +94,8 @@ type Config struct {
 	// Backup writes an encrypted backup to w (nil: not available). An error once writing began
 	// cuts the answer short, which the client sees as an incomplete body.
 	Backup func(ctx context.Context, w io.Writer, in apiclient.BackupRequest, remote string) error
+	// MDM is the MDM connector (nil: its endpoints answer 503, and no MDM token is accepted).
+	MDM MDMConnector
 }
 
 // OpsSettings are the operations settings of the running service, shared by the instances of its
@@ -209,6 +212,12 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/scep/profiles", s.scepProfiles)
 	g.POST("/scep/profiles", s.addSCEPProfile)
 	g.POST("/scep/challenges", s.scepChallenge)
+	g.GET("/mdm/clients", s.mdmClients)
+	g.POST("/mdm/clients", s.addMDMClient)
+	g.DELETE("/mdm/clients/:name", s.removeMDMClient)
+	g.POST("/mdm/pkcs", s.submitPKCS)
+	g.GET("/mdm/pkcs/:id", s.pkcsJob)
+	g.POST("/mdm/revoke", s.mdmRevoke)
 	g.GET("/firmware", s.firmwareStatus)
 	g.PUT("/firmware", s.installFirmware)
 	s.e = e
@@ -277,7 +286,13 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		if reason == "" {
+			c.Set(callerKey, mdm.Admin)
 			return next(c)
+		}
+		if reason == "wrong token" && s.cfg.MDM != nil {
+			if name, ok := s.cfg.MDM.Authenticate(token); ok {
+				return s.mdmOnly(c, name, next)
+			}
 		}
 		source := c.RealIP()
 		if d := s.failures.Check(ratelimit.SourceKeyOf(source)); !d.Allowed {

@@ -25,6 +25,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/api"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/backup"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/mdm"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/remotelog"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
@@ -219,6 +220,18 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
+		if ms, ok := rt.Store.(mdm.Store); ok {
+			conn, err := mdm.New(ctx, mdm.Config{Core: rt.Service, Store: ms, Recorder: rt.Recorder,
+				Chain: append([]*x509.Certificate{rt.CACert}, rt.CAChain...), Log: rt.Log})
+			if err != nil {
+				return fmt.Errorf("the MDM connector: %w", err)
+			}
+			mctx, stopMDM := context.WithCancel(ctx)
+			mdone := make(chan struct{})
+			go func() { conn.Run(mctx); close(mdone) }()
+			defer func() { stopMDM(); <-mdone }()
+			acfg.MDM = conn
+		}
 	}
 	if rt.kerberos != nil {
 		acfg.Keytabs = rt

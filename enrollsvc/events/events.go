@@ -33,6 +33,12 @@ const (
 //	1000-1099 service health     1100-1199 HSM        1200-1299 directory
 //	2000-2099 requests           2100-2199 issuance   2200-2299 revocation
 //	3000-3099 administration and API access
+//
+// The MDM connector's events follow the grouping of a certificate connector for an MDM (general,
+// PKCS, imported PKCS, revocation, SCEP, connector health), one hundred each from 4000:
+//
+//	4000-4099 MDM clients        4100-4199 PKCS (server-generated keys)   4200-4299 imported PKCS
+//	4300-4399 MDM revocation     4400-4499 MDM-validated SCEP             4500-4599 connector health
 const (
 	ServiceStarted  ID = 1000
 	ServiceStopping ID = 1001
@@ -104,6 +110,26 @@ const (
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
 	PasswordStopped ID = 3042
+
+	// MDMAdded and MDMRemoved: an administrator registered an MDM (a credential with the MDM
+	// role) or withdrew it. MDMDenied: an MDM credential called something outside its role.
+	MDMAdded   ID = 4000
+	MDMRemoved ID = 4001
+	MDMDenied  ID = 4002
+	// PKCSSubmitted: an MDM (or an administrator) asked for a key pair made here and delivered
+	// as a PKCS#12; PKCSIssued: the PKCS#12 is ready (the certificate's serial, never the key);
+	// PKCSRefused: policy or the request refused it; PKCSFailed: it could not be done.
+	// PKCSCollected: the result was fetched; PKCSExpired: results no one fetched were erased.
+	PKCSSubmitted ID = 4100
+	PKCSIssued    ID = 4101
+	PKCSRefused   ID = 4102
+	PKCSFailed    ID = 4103
+	PKCSCollected ID = 4104
+	PKCSExpired   ID = 4105
+	// MDMRevoked: an MDM had a certificate revoked (device retired or wiped); MDMRevokeRefused:
+	// the request named no certificate of this CA or was already final.
+	MDMRevoked       ID = 4300
+	MDMRevokeRefused ID = 4301
 )
 
 // Def describes one event ID.
@@ -170,6 +196,17 @@ func init() {
 	def(APILockout, "authentication locked out for a client address after repeated failures", Admin, slog.LevelWarn)
 	def(RateLimited, "requests refused by a rate limit", Operational, slog.LevelWarn)
 	def(PasswordStopped, "password attempts for an account stopped before the domain locks it out", Admin, slog.LevelWarn)
+	def(MDMAdded, "MDM registered", Admin, slog.LevelInfo)
+	def(MDMRemoved, "MDM removed", Admin, slog.LevelWarn)
+	def(MDMDenied, "MDM credential refused outside its role", Admin, slog.LevelWarn)
+	def(PKCSSubmitted, "PKCS request received (key made here)", Admin, slog.LevelInfo)
+	def(PKCSIssued, "PKCS#12 made for a device", Admin, slog.LevelInfo)
+	def(PKCSRefused, "PKCS request refused", Admin, slog.LevelWarn)
+	def(PKCSFailed, "PKCS request failed", Operational, slog.LevelError)
+	def(PKCSCollected, "PKCS#12 collected", Operational, slog.LevelInfo)
+	def(PKCSExpired, "PKCS#12 results expired uncollected", Operational, slog.LevelWarn)
+	def(MDMRevoked, "certificate revoked at an MDM's request", Admin, slog.LevelWarn)
+	def(MDMRevokeRefused, "MDM revocation request refused", Admin, slog.LevelWarn)
 }
 
 // Limited records event id for a refusal by a limit when d says to report it: the first

@@ -214,6 +214,29 @@ CREATE TABLE settings (
 -- Monitoring counts the valid certificates that expire soon.
 CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'valid';
 `},
+	{12, "MDM connector jobs", `
+-- PKCS requests of the MDM connector (a key pair made here, delivered as a PKCS#12): the job, and
+-- its result (the PKCS#12 encrypted to the delivery password or the device's key, never a clear
+-- key) until it is collected or expires. Transient: a store move or backup does not carry them.
+CREATE TABLE mdm_jobs (
+	id         TEXT PRIMARY KEY,
+	mdm        TEXT NOT NULL,
+	template   TEXT NOT NULL,
+	account    TEXT NOT NULL,
+	device_id  TEXT NOT NULL DEFAULT '',
+	delivery   TEXT NOT NULL CHECK (delivery IN ('password', 'device-key')),
+	state      TEXT NOT NULL CHECK (state IN ('queued', 'issued', 'refused', 'failed')),
+	request_id INTEGER NOT NULL DEFAULT 0,
+	serial     TEXT NOT NULL DEFAULT '',
+	result     BLOB,
+	reason     TEXT NOT NULL DEFAULT '',
+	created    TEXT NOT NULL,
+	updated    TEXT NOT NULL,
+	expires    TEXT NOT NULL,
+	collected  TEXT
+) WITHOUT ROWID;
+CREATE INDEX mdm_jobs_expires ON mdm_jobs (expires);
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -226,6 +226,29 @@ CREATE TABLE settings (
 -- Monitoring counts the valid certificates that expire soon.
 CREATE INDEX certificates_expiry ON certificates (not_after) WHERE status = 'valid';
 `},
+	{12, "MDM connector jobs", `
+-- PKCS requests of the MDM connector (a key pair made here, delivered as a PKCS#12): the job, and
+-- its result (the PKCS#12 encrypted to the delivery password or the device's key, never a clear
+-- key) until it is collected or expires. Transient: a store move or backup does not carry them.
+CREATE TABLE mdm_jobs (
+	id         text PRIMARY KEY,
+	mdm        text NOT NULL,
+	template   text NOT NULL,
+	account    text NOT NULL,
+	device_id  text NOT NULL DEFAULT '',
+	delivery   text NOT NULL CHECK (delivery IN ('password', 'device-key')),
+	state      text NOT NULL CHECK (state IN ('queued', 'issued', 'refused', 'failed')),
+	request_id bigint NOT NULL DEFAULT 0,
+	serial     text NOT NULL DEFAULT '',
+	result     bytea,
+	reason     text NOT NULL DEFAULT '',
+	created    timestamptz NOT NULL,
+	updated    timestamptz NOT NULL,
+	expires    timestamptz NOT NULL,
+	collected  timestamptz
+);
+CREATE INDEX mdm_jobs_expires ON mdm_jobs (expires);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

@@ -9,6 +9,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -231,12 +232,82 @@ func rejectionKey(secret []byte, c ContentCipher, encryptedKey []byte) []byte {
 // issuer and serial number. Never DES: OpenSSL 3 (certmonger) cannot decrypt it (docs/architecture.md
 // section 11).
 func Encrypt(content []byte, recipient *x509.Certificate, c ContentCipher) ([]byte, error) {
-	if !c.oid.Equal(oidAES128CBC) && !c.oid.Equal(oidAES256CBC) {
-		return nil, fmt.Errorf("cms: content encryption %v: only AES-128-CBC and AES-256-CBC are written", c.oid)
-	}
 	pub, ok := recipient.PublicKey.(*rsa.PublicKey)
 	if !ok {
 		return nil, errf(BadAlg, "the recipient's key is not RSA")
+	}
+	return envelop(content, c, func(cek []byte) ([]byte, error) {
+		return rsa.EncryptPKCS1v15(rand.Reader, pub, cek)
+	}, func(b *cryptobyte.Builder) {
+		b.AddASN1Int64(0)
+		addIssuerAndSerial(b, recipient)
+		addAlgorithm(b, oidRSAEncryption, addNULL)
+	})
+}
+
+// OID of RSAES-OAEP (RFC 8017 appendix A.2.1, RFC 4055 section 4) and of MGF1.
+var (
+	oidRSAESOAEP = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 7}
+	oidMGF1      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 8}
+)
+
+// EncryptOAEP writes a DER ContentInfo EnvelopedData holding content (id-data), encrypted with c
+// (AES128CBC or AES256CBC) under a fresh key transported to pub with RSAES-OAEP, SHA-256 and MGF1
+// with SHA-256 (RFC 4055 section 4.1; RFC 8017). The recipient is named by issuer and serial number
+// when cert (whose key pub must be) is given, else by subjectKeyIdentifier: the SHA-1 of the key's
+// subjectPublicKey bits (RFC 5280 section 4.2.1.2, method 1), what OpenSSL computes for a bare key.
+func EncryptOAEP(content []byte, pub *rsa.PublicKey, cert *x509.Certificate, c ContentCipher) ([]byte, error) {
+	if pub == nil {
+		return nil, errf(BadAlg, "no recipient key")
+	}
+	if cert != nil {
+		if cp, ok := cert.PublicKey.(*rsa.PublicKey); !ok || !cp.Equal(pub) {
+			return nil, errf(BadAlg, "the recipient certificate does not hold the recipient key")
+		}
+	}
+	var ski []byte
+	if cert == nil {
+		spki, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			return nil, err
+		}
+		var info struct {
+			Algorithm asn1.RawValue
+			Key       asn1.BitString
+		}
+		if _, err := asn1.Unmarshal(spki, &info); err != nil {
+			return nil, err
+		}
+		sum := sha1.Sum(info.Key.Bytes)
+		ski = sum[:]
+	}
+	sha256Alg := func(b *cryptobyte.Builder) { addAlgorithm(b, oidSHA256, addNULL) }
+	return envelop(content, c, func(cek []byte) ([]byte, error) {
+		return rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, cek, nil)
+	}, func(b *cryptobyte.Builder) {
+		if cert != nil {
+			b.AddASN1Int64(0)
+			addIssuerAndSerial(b, cert)
+		} else {
+			b.AddASN1Int64(2)
+			b.AddASN1(tagImplicit0, func(b *cryptobyte.Builder) { b.AddBytes(ski) })
+		}
+		addAlgorithm(b, oidRSAESOAEP, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // RSAES-OAEP-params
+				b.AddASN1(tagExplicit0, sha256Alg)                    // hashFunc
+				b.AddASN1(tagExplicit1, func(b *cryptobyte.Builder) { // maskGenFunc
+					addAlgorithm(b, oidMGF1, sha256Alg)
+				})
+			})
+		})
+	})
+}
+
+// envelop encrypts content with c under a fresh key, which wrap encrypts for the one recipient whose
+// KeyTransRecipientInfo fields before encryptedKey (version, rid, keyEncryptionAlgorithm) ri writes.
+func envelop(content []byte, c ContentCipher, wrap func(cek []byte) ([]byte, error), ri func(*cryptobyte.Builder)) ([]byte, error) {
+	if !c.oid.Equal(oidAES128CBC) && !c.oid.Equal(oidAES256CBC) {
+		return nil, fmt.Errorf("cms: content encryption %v: only AES-128-CBC and AES-256-CBC are written", c.oid)
 	}
 	cek, iv := make([]byte, c.keyLen), make([]byte, aes.BlockSize)
 	if _, err := io.ReadFull(rand.Reader, cek); err != nil {
@@ -252,19 +323,25 @@ func Encrypt(content []byte, recipient *x509.Certificate, c ContentCipher) ([]by
 	pad := aes.BlockSize - len(content)%aes.BlockSize
 	ciphertext := append(bytes.Clone(content), bytes.Repeat([]byte{byte(pad)}, pad)...)
 	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ciphertext, ciphertext)
-	encryptedKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, cek)
+	encryptedKey, err := wrap(cek)
 	if err != nil {
 		return nil, fmt.Errorf("cms: encrypting the content key: %w", err)
+	}
+	// RFC 5652 section 6.1: version 0 when every RecipientInfo is version 0, else 2.
+	probe := cryptobyte.NewBuilder(nil)
+	ri(probe)
+	head, _ := probe.Bytes()
+	version := int64(0)
+	if len(head) < 3 || head[0] != 0x02 || head[1] != 1 || head[2] != 0 {
+		version = 2
 	}
 	var b cryptobyte.Builder
 	addContentInfo(&b, OIDEnvelopedData, func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1Int64(0)
+			b.AddASN1Int64(version)
 			b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
 				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1Int64(0)
-					addIssuerAndSerial(b, recipient)
-					addAlgorithm(b, oidRSAEncryption, addNULL)
+					ri(b)
 					b.AddASN1OctetString(encryptedKey)
 				})
 			})

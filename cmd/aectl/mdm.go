@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/apiclient"
+)
+
+func init() {
+	commands["mdm"] = mdmCommand
+	commands["pkcs12"] = pkcs12Command
+}
+
+// mdmCommand: `aectl mdm add NAME` registers an MDM (its token is printed once), `aectl mdm
+// list`, `aectl mdm remove NAME`.
+func mdmCommand(fs *flag.FlagSet) runner {
+	return func(ctx context.Context, e *env) error {
+		switch {
+		case len(e.args) == 0 || len(e.args) == 1 && e.args[0] == "list":
+			cs, err := e.cl.MDMClients(ctx)
+			if err != nil {
+				return err
+			}
+			return e.print(cs, func(w io.Writer) {
+				if len(cs) == 0 {
+					fmt.Fprintln(w, "No MDM is registered (aectl mdm add NAME).")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tREGISTERED\tBY")
+				for _, c := range cs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, c.Created.Format(time.RFC3339), c.By)
+				}
+				tw.Flush()
+			})
+		case len(e.args) == 2 && e.args[0] == "add":
+			a, err := e.cl.AddMDMClient(ctx, e.args[1])
+			if err != nil {
+				return err
+			}
+			return e.print(a, func(w io.Writer) {
+				fmt.Fprintf(w, "Registered MDM %s. Its bearer token (shown this once; only its hash is kept):\n%s\n", a.Name, a.Token)
+				fmt.Fprintf(w, "It opens %s* (PKCS requests, revocation) and nothing else; see docs/mdm.md.\n", apiclient.MDMPathPrefix)
+			})
+		case len(e.args) == 2 && e.args[0] == "remove":
+			if err := e.cl.RemoveMDMClient(ctx, e.args[1]); err != nil {
+				return err
+			}
+			return e.print(map[string]string{"removed": e.args[1]}, func(w io.Writer) {
+				fmt.Fprintf(w, "Removed MDM %s: its token no longer opens anything.\n", e.args[1])
+			})
+		}
+		return fmt.Errorf("%w: aectl mdm [list] | mdm add NAME | mdm remove NAME, got %q", errUsage, e.args)
+	}
+}
+
+// pkcs12Command: `aectl pkcs12 issue --template T --account A (--password-file F |
+// --recipient-cert F) --out FILE`: a key pair made by the appliance, certified by directory
+// policy, written as a PKCS#12 encrypted to the password, or enveloped to the recipient's key.
+func pkcs12Command(fs *flag.FlagSet) runner {
+	var in apiclient.PKCSRequest
+	var passFile, recipFile, out string
+	fs.StringVar(&in.Template, "template", "", "directory template")
+	fs.StringVar(&in.Account, "account", "", "account the certificate is for (sAMAccountName, UPN or DN)")
+	fs.StringVar(&in.DeviceID, "device-id", "", "device the key is for (recorded)")
+	fs.StringVar(&passFile, "password-file", "", "file holding the PKCS#12 password (12 characters or more)")
+	fs.StringVar(&recipFile, "recipient-cert", "", "PEM certificate or public key: envelope the PKCS#12 to this RSA key (CMS, RSAES-OAEP)")
+	fs.StringVar(&out, "out", "", "file to write (must not exist): the PKCS#12, or the DER EnvelopedData")
+	return func(ctx context.Context, e *env) error {
+		if len(e.args) != 1 || e.args[0] != "issue" || in.Template == "" || in.Account == "" || out == "" || (passFile == "") == (recipFile == "") {
+			return fmt.Errorf("%w: aectl pkcs12 issue --template T --account A (--password-file F | --recipient-cert F) --out FILE", errUsage)
+		}
+		if passFile != "" {
+			b, err := os.ReadFile(passFile)
+			if err != nil {
+				return err
+			}
+			in.Delivery, in.Password = "password", strings.TrimRight(string(b), "\r\n")
+		} else {
+			b, err := os.ReadFile(recipFile)
+			if err != nil {
+				return err
+			}
+			in.Delivery, in.RecipientPEM = "device-key", string(b)
+		}
+		f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		written := false
+		defer func() {
+			f.Close()
+			if !written {
+				os.Remove(out)
+			}
+		}()
+		j, err := e.cl.SubmitPKCS(ctx, in)
+		if err != nil {
+			return err
+		}
+		if j, err = e.cl.WaitPKCS(ctx, j.ID, 200*time.Millisecond); err != nil {
+			return err
+		}
+		if j.State != "issued" {
+			return fmt.Errorf("PKCS request %s %s: %s", j.ID, j.State, j.Reason)
+		}
+		if _, err := f.Write(j.Result); err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		written = true
+		j.Result = nil
+		return e.print(j, func(w io.Writer) {
+			fmt.Fprintf(w, "Issued serial %s (request %d) for %s on %s.\n", j.Serial, j.RequestID, j.Account, j.Template)
+			if j.Format == "pkcs12" {
+				fmt.Fprintf(w, "Wrote %s: PKCS#12, key and certificate encrypted to the password (AES-256, PBKDF2-SHA-256).\n", out)
+			} else {
+				fmt.Fprintf(w, "Wrote %s: CMS EnvelopedData (DER) to the recipient key, holding a PKCS#12 with an empty password.\n", out)
+			}
+		})
+	}
+}

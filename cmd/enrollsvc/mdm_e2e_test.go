@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/config"
+	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+)
+
+// TestMDMConnectorPKCS: the MDM connector through the real binaries against a Samba AD DC.
+// An administrator registers an MDM (aectl mdm add); with its own token the MDM gets alice a key
+// pair made by the appliance, issued by directory policy: as a PKCS#12 for a password (opened by
+// openssl pkcs12, its key matching its certificate, alice's UPN in it) and enveloped to a
+// device's key (opened by openssl cms -decrypt with that key only); aectl pkcs12 issue does the
+// same for the administrator. Policy refusals and bad input end without a certificate; the MDM's
+// token opens nothing but the connector, and not another MDM's jobs or certificates; an MDM
+// revokes its own certificate, which OCSP then says is revoked. No clear key is on disk.
+func TestMDMConnectorPKCS(t *testing.T) {
+	needSoftHSM(t)
+	dc := ldaptest.StartDC(t)
+	s := dc.Seed(t)
+	port := freePort(t)
+	base := "http://127.0.0.1:" + port
+	dir := initDir(t, append(directoryFlags(t, dc, s), "--http-url", base, "--http-listen", "127.0.0.1:"+port)...)
+	startServe(t, dir)
+	tmp := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	openssl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("openssl", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	// Registration: the token is printed once; the name is taken once.
+	var added apiclient.MDMClientAdded
+	aectlJSON(t, dir, &added, "mdm", "add", "intune-test")
+	if len(added.Token) != 64 || added.Name != "intune-test" {
+		t.Fatalf("aectl mdm add = %+v, want a 64-hex-digit token", added)
+	}
+	if _, errOut, err := runBin(t, "aectl", "--data", dir, "mdm", "add", "intune-test"); err == nil || !strings.Contains(errOut, "registered") {
+		t.Errorf("adding the same MDM twice: %v %s, want a conflict", err, errOut)
+	}
+	var other apiclient.MDMClientAdded
+	aectlJSON(t, dir, &other, "mdm", "add", "other-mdm")
+	out, _, err := runBin(t, "aectl", "--data", dir, "mdm", "list")
+	if err != nil || !strings.Contains(out, "intune-test") || !strings.Contains(out, "other-mdm") || strings.Contains(out, added.Token) {
+		t.Errorf("aectl mdm list = %v\n%s\nwant both MDMs and no token", err, out)
+	}
+	caPEM, _ := os.ReadFile(caFile)
+	admin, err := apiclient.DialDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := os.ReadFile(config.Path(dir, config.APIAddrFile))
+	dialAs := func(token string) *apiclient.Client {
+		cl, err := apiclient.NewClient(strings.TrimSpace(string(addr)), token, caPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	mdmCl, otherCl := dialAs(added.Token), dialAs(other.Token)
+
+	// PKCS for a password, by the MDM.
+	const password = "device pfx password 1"
+	job, err := mdmCl.SubmitPKCS(ctx, apiclient.PKCSRequest{Template: "AEUser", Account: "alice", DeviceID: "iphone-0001",
+		Delivery: "password", Password: password})
+	if err != nil || job.State != "queued" || job.ID == "" {
+		t.Fatalf("SubmitPKCS = %+v, %v; want a queued job", job, err)
+	}
+	if _, err := otherCl.PKCSJob(ctx, job.ID); statusOf(err) != http.StatusNotFound {
+		t.Errorf("another MDM polling the job: %v, want 404", err)
+	}
+	job, err = mdmCl.WaitPKCS(ctx, job.ID, 100*time.Millisecond)
+	if err != nil || job.State != "issued" || job.Format != "pkcs12" || len(job.Result) == 0 || job.Serial == "" {
+		t.Fatalf("the PKCS job = %+v, %v; want issued with a PKCS#12", job, err)
+	}
+	pfx := write("alice.p12", job.Result)
+	if out, err := exec.Command("openssl", "pkcs12", "-in", pfx, "-passin", "pass:not the password", "-nodes").CombinedOutput(); err == nil {
+		t.Fatalf("openssl opened the PKCS#12 with a wrong password:\n%s", out)
+	}
+	info := openssl("pkcs12", "-in", pfx, "-passin", "pass:"+password, "-info", "-noout")
+	if !strings.Contains(info, "PBES2") || !strings.Contains(info, "AES-256-CBC") || !strings.Contains(info, "sha256") {
+		t.Errorf("the PKCS#12 is not PBES2/AES-256/SHA-256:\n%s", info)
+	}
+	aliceKey, aliceCert := openPKCS12(t, openssl("pkcs12", "-in", pfx, "-passin", "pass:"+password, "-nodes"))
+	if !aliceKey.PublicKey.Equal(aliceCert.PublicKey) {
+		t.Fatal("the PKCS#12's key does not match its certificate")
+	}
+	if got := hex.EncodeToString(aliceCert.SerialNumber.Bytes()); !strings.EqualFold(strings.TrimLeft(got, "0"), job.Serial) {
+		t.Errorf("the PKCS#12 holds serial %s, the job says %s", got, job.Serial)
+	}
+	if len(aliceCert.EmailAddresses) != 1 || aliceCert.EmailAddresses[0] != s.Alice.Mail || aliceKey.N.BitLen() != 2048 {
+		t.Errorf("alice's certificate: e-mail %v, key %d bits; want %s from the directory and 2048 bits (AEUser's minimum)",
+			aliceCert.EmailAddresses, aliceKey.N.BitLen(), s.Alice.Mail)
+	}
+	if job2, err := mdmCl.PKCSJob(ctx, job.ID); err != nil || !bytes.Equal(job2.Result, job.Result) {
+		t.Errorf("polling again: %v; want the same result until it expires", err)
+	}
+
+	// Enveloped to a device's key: by the MDM with the bare public key, by the administrator
+	// (aectl pkcs12 issue) with the device's certificate.
+	devKey := write("device.key", []byte(openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048")))
+	devPub := openssl("pkey", "-in", devKey, "-pubout")
+	devCert := write("device.pem", []byte(openssl("req", "-x509", "-new", "-key", devKey, "-subj", "/CN=device 0002", "-days", "1")))
+	otherKey := write("other.key", []byte(openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048")))
+	envJob, err := mdmCl.SubmitPKCS(ctx, apiclient.PKCSRequest{Template: "AEUser", Account: "alice", DeviceID: "android-0002",
+		Delivery: "device-key", RecipientPEM: devPub})
+	if err == nil {
+		envJob, err = mdmCl.WaitPKCS(ctx, envJob.ID, 100*time.Millisecond)
+	}
+	if err != nil || envJob.State != "issued" || envJob.Format != "cms-enveloped-pkcs12" {
+		t.Fatalf("the enveloped PKCS job = %+v, %v", envJob, err)
+	}
+	adminEnv := filepath.Join(tmp, "admin-env.der")
+	out, errOut, err := runBin(t, "aectl", "--data", dir, "pkcs12", "issue", "--template", "AEUser", "--account", "alice",
+		"--recipient-cert", devCert, "--out", adminEnv)
+	if err != nil || !strings.Contains(out, "CMS EnvelopedData") {
+		t.Fatalf("aectl pkcs12 issue --recipient-cert: %v\n%s%s", err, out, errOut)
+	}
+	var envKeys []*rsa.PrivateKey
+	for _, env := range []string{write("mdm-env.der", envJob.Result), adminEnv} {
+		inner := filepath.Join(tmp, filepath.Base(env)+".p12")
+		if out, err := exec.Command("openssl", "cms", "-decrypt", "-inform", "DER", "-in", env, "-inkey", otherKey, "-out", inner).CombinedOutput(); err == nil {
+			t.Fatalf("another key opened the envelope %s:\n%s", env, out)
+		}
+		openssl("cms", "-decrypt", "-inform", "DER", "-in", env, "-inkey", devKey, "-out", inner)
+		k, c := openPKCS12(t, openssl("pkcs12", "-in", inner, "-passin", "pass:", "-nodes"))
+		if !k.PublicKey.Equal(c.PublicKey) {
+			t.Fatalf("the PKCS#12 in %s: its key does not match its certificate", env)
+		}
+		envKeys = append(envKeys, k)
+	}
+	pwFile := write("pfx-password", []byte(password+"\n"))
+	adminPFX := filepath.Join(tmp, "admin.p12")
+	if _, errOut, err := runBin(t, "aectl", "--data", dir, "pkcs12", "issue", "--template", "AEUser", "--account", "alice",
+		"--password-file", pwFile, "--out", adminPFX); err != nil {
+		t.Fatalf("aectl pkcs12 issue --password-file: %v\n%s", err, errOut)
+	}
+	adminKey, _ := openPKCS12(t, openssl("pkcs12", "-in", adminPFX, "-passin", "pass:"+password, "-nodes"))
+
+	// Refused and bad: each ends without a certificate.
+	for _, tc := range []struct {
+		in   apiclient.PKCSRequest
+		want string
+	}{
+		{apiclient.PKCSRequest{Template: "AEUser", Account: "bob", Delivery: "password", Password: password}, "denied by ACE"},
+		{apiclient.PKCSRequest{Template: "PendUser", Account: "alice", Delivery: "password", Password: password}, "delivered at once"},
+		{apiclient.PKCSRequest{Template: "NoSuchTemplate", Account: "alice", Delivery: "password", Password: password}, "NoSuchTemplate"},
+	} {
+		j, err := mdmCl.SubmitPKCS(ctx, tc.in)
+		if err == nil {
+			j, err = mdmCl.WaitPKCS(ctx, j.ID, 100*time.Millisecond)
+		}
+		if err != nil || j.State != "refused" || !strings.Contains(j.Reason, tc.want) || j.Result != nil || j.Serial != "" {
+			t.Errorf("PKCS %s/%s = %+v, %v; want refused saying %q, no certificate", tc.in.Template, tc.in.Account, j, err, tc.want)
+		}
+	}
+	for _, in := range []apiclient.PKCSRequest{
+		{Template: "AEUser", Account: "alice", Delivery: "password", Password: "short"},
+		{Template: "AEUser", Account: "alice", Delivery: "device-key", RecipientPEM: "not PEM"},
+		{Template: "AEUser", Account: "alice", Delivery: "clear"},
+		{Template: "AEUser", Account: "alice", Delivery: "device-key", RecipientPEM: devPub, Password: password},
+	} {
+		if _, err := mdmCl.SubmitPKCS(ctx, in); statusOf(err) != http.StatusBadRequest {
+			t.Errorf("PKCS with delivery %q: %v, want 400", in.Delivery, err)
+		}
+	}
+
+	// The MDM's token opens nothing else.
+	if _, err := mdmCl.Status(ctx); statusOf(err) != http.StatusForbidden {
+		t.Errorf("an MDM asking for the status: %v, want 403", err)
+	}
+	if _, err := mdmCl.Certificates(ctx, apiclient.CertQuery{}); statusOf(err) != http.StatusForbidden {
+		t.Errorf("an MDM listing certificates: %v, want 403", err)
+	}
+	if _, err := mdmCl.Revoke(ctx, job.Serial, "keyCompromise"); statusOf(err) != http.StatusForbidden {
+		t.Errorf("an MDM calling the admin revocation: %v, want 403", err)
+	}
+	if _, err := mdmCl.AddMDMClient(ctx, "sneaky"); statusOf(err) != http.StatusForbidden {
+		t.Errorf("an MDM registering an MDM: %v, want 403", err)
+	}
+
+	// Revocation by the MDM: only its own certificates.
+	if _, err := otherCl.MDMRevoke(ctx, apiclient.MDMRevokeRequest{Serial: job.Serial, Reason: "cessationOfOperation"}); statusOf(err) != http.StatusNotFound {
+		t.Errorf("another MDM revoking intune-test's certificate: %v, want 404", err)
+	}
+	var adminSerial string
+	if certs, err := admin.Certificates(ctx, apiclient.CertQuery{Account: "alice"}); err == nil {
+		for _, c := range certs {
+			if c.Serial != job.Serial && c.Serial != envJob.Serial {
+				adminSerial = c.Serial
+			}
+		}
+	}
+	if _, err := mdmCl.MDMRevoke(ctx, apiclient.MDMRevokeRequest{Serial: adminSerial, Reason: "cessationOfOperation"}); statusOf(err) != http.StatusNotFound {
+		t.Errorf("the MDM revoking the administrator's certificate %s: %v, want 404", adminSerial, err)
+	}
+	rc, err := mdmCl.MDMRevoke(ctx, apiclient.MDMRevokeRequest{Serial: job.Serial, Reason: "cessationOfOperation"})
+	if err != nil || rc.Status != "revoked" {
+		t.Fatalf("the MDM revoking its certificate: %+v, %v", rc, err)
+	}
+	envPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mustCert(t, admin, envJob.Serial).Raw})
+	sum := sha256.Sum256(mustCert(t, admin, envJob.Serial).Raw)
+	if _, err := mdmCl.MDMRevoke(ctx, apiclient.MDMRevokeRequest{Thumbprint: hex.EncodeToString(sum[:]), Reason: "superseded"}); err != nil {
+		t.Errorf("the MDM revoking by thumbprint: %v", err)
+	}
+	alicePEM := write("alice.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: aliceCert.Raw}))
+	envFile := write("env.pem", envPEM)
+	for _, f := range []string{alicePEM, envFile} {
+		out := openssl("ocsp", "-issuer", caFile, "-cert", f, "-url", base+"/ocsp", "-CAfile", caFile)
+		if !strings.Contains(out, "Response verify OK") || !strings.Contains(out, f+": revoked") {
+			t.Errorf("OCSP for the certificate the MDM revoked:\n%s", out)
+		}
+	}
+
+	// Audited with the MDM's name.
+	evs, err := admin.Events(ctx, apiclient.EventQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, e := range evs {
+		if m, _ := e.Fields["mdm"].(string); m == "intune-test" {
+			seen[e.ID] = true
+		}
+	}
+	for _, id := range []int{4000, 4002, 4100, 4101, 4102, 4104, 4300} {
+		if !seen[id] {
+			t.Errorf("no event %d naming intune-test", id)
+		}
+	}
+
+	// Removed: the token opens nothing.
+	if _, _, err := runBin(t, "aectl", "--data", dir, "mdm", "remove", "intune-test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mdmCl.PKCSJob(ctx, job.ID); statusOf(err) != http.StatusUnauthorized {
+		t.Errorf("a removed MDM's token: %v, want 401", err)
+	}
+
+	// No clear key anywhere in the data directory (the store, its log, everything).
+	keys := append([]*rsa.PrivateKey{aliceKey, adminKey}, envKeys...)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for i, k := range keys {
+			if where := keyTrace(b, k); where != "" {
+				t.Errorf("%s holds key %d's %s", p, i, where)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openPKCS12 reads the key and the leaf certificate openssl pkcs12 -nodes printed.
+func openPKCS12(t *testing.T, text string) (*rsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	var key *rsa.PrivateKey
+	var leaf *x509.Certificate
+	rest := []byte(text)
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		switch blk.Type {
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ = k.(*rsa.PrivateKey)
+		case "CERTIFICATE":
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.IsCA {
+				leaf = c
+			}
+		}
+	}
+	if key == nil || leaf == nil {
+		t.Fatalf("openssl pkcs12 printed no RSA key or no leaf certificate:\n%s", text)
+	}
+	return key, leaf
+}
+
+// keyTrace says where b holds k in a form a key is stored in: its primes or private exponent
+// as raw bytes (any DER encoding), or a stretch of the base64 of its PKCS#1 or PKCS#8 DER (PEM).
+func keyTrace(b []byte, k *rsa.PrivateKey) string {
+	if bytes.Contains(b, k.Primes[0].Bytes()) || bytes.Contains(b, k.Primes[1].Bytes()) {
+		return "prime"
+	}
+	if bytes.Contains(b, k.D.Bytes()) {
+		return "private exponent"
+	}
+	p8, _ := x509.MarshalPKCS8PrivateKey(k)
+	for _, der := range [][]byte{x509.MarshalPKCS1PrivateKey(k), p8} {
+		enc := base64.StdEncoding.EncodeToString(der)
+		line := len(enc) / 128 * 64 // a whole 64-character PEM line from the middle
+		if bytes.Contains(b, []byte(enc[line:line+64])) {
+			return "PEM"
+		}
+	}
+	return ""
+}
+
+func statusOf(err error) int {
+	var he *apiclient.HTTPError
+	if errors.As(err, &he) {
+		return he.StatusCode
+	}
+	return 0
+}
+
+func mustCert(t *testing.T, cl *apiclient.Client, serial string) *x509.Certificate {
+	t.Helper()
+	c, err := cl.Certificate(context.Background(), serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode([]byte(c.PEM))
+	if blk == nil {
+		t.Fatalf("certificate %s has no PEM", serial)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}

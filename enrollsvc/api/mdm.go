@@ -1,0 +1,168 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/mdm"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+)
+
+// MDMConnector is the MDM connector behind /api/v1/mdm (package mdm).
+type MDMConnector interface {
+	// Authenticate returns the registered MDM whose bearer token this is.
+	Authenticate(token string) (string, bool)
+	// Denied records an MDM credential used outside its role.
+	Denied(ctx context.Context, mdm, method, path, remote string)
+	Clients(ctx context.Context) ([]apiclient.MDMClient, error)
+	Add(ctx context.Context, name, by, remote string) (apiclient.MDMClientAdded, error)
+	Remove(ctx context.Context, name, by, remote string) error
+	Submit(ctx context.Context, mdm string, in apiclient.PKCSRequest, remote string) (apiclient.PKCSJob, error)
+	Job(ctx context.Context, mdm, id, remote string) (apiclient.PKCSJob, error)
+	Revoke(ctx context.Context, mdm string, in apiclient.MDMRevokeRequest, remote string) (*store.Certificate, error)
+}
+
+// callerKey is the echo context key holding who authenticated: mdm.Admin (the admin token) or
+// a registered MDM's name.
+const callerKey = "caller"
+
+func caller(c echo.Context) string {
+	if v, ok := c.Get(callerKey).(string); ok {
+		return v
+	}
+	return ""
+}
+
+// mdmOnly lets an MDM's credential reach the connector's operations and nothing else: not the
+// MDM registry, not a single admin endpoint (403, recorded).
+func (s *Server) mdmOnly(c echo.Context, name string, next echo.HandlerFunc) error {
+	p := c.Request().URL.Path
+	if strings.HasPrefix(p, apiclient.MDMPathPrefix) && p != apiclient.MDMClientsPath && !strings.HasPrefix(p, apiclient.MDMClientsPath+"/") {
+		c.Set(callerKey, name)
+		return next(c)
+	}
+	s.cfg.MDM.Denied(c.Request().Context(), name, c.Request().Method, p, c.RealIP())
+	return echo.NewHTTPError(http.StatusForbidden, "an MDM credential opens the MDM connector's operations only ("+
+		apiclient.MDMPKCSPath+", "+apiclient.MDMRevokePath+")")
+}
+
+func (s *Server) connector() (MDMConnector, error) {
+	if s.cfg.MDM == nil {
+		return nil, echo.NewHTTPError(http.StatusServiceUnavailable, "the MDM connector needs a directory (enrollsvc init --ldap-url ...)")
+	}
+	return s.cfg.MDM, nil
+}
+
+// adminConnector is connector for the administrator's calls: anyone else is refused (the MDM
+// role never reaches them; this keeps it so if the routes change).
+func (s *Server) adminConnector(c echo.Context) (MDMConnector, error) {
+	m, err := s.connector()
+	if err != nil {
+		return nil, err
+	}
+	if caller(c) != mdm.Admin {
+		return nil, echo.NewHTTPError(http.StatusForbidden, "administrators only")
+	}
+	return m, nil
+}
+
+func decodeStrict(c echo.Context, v any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("request body: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) mdmClients(c echo.Context) error {
+	m, err := s.adminConnector(c)
+	if err != nil {
+		return err
+	}
+	out, err := m.Clients(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) addMDMClient(c echo.Context) error {
+	m, err := s.adminConnector(c)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	out, err := m.Add(c.Request().Context(), in.Name, "admin-api", c.RealIP())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+func (s *Server) removeMDMClient(c echo.Context) error {
+	m, err := s.adminConnector(c)
+	if err != nil {
+		return err
+	}
+	if err := m.Remove(c.Request().Context(), c.Param("name"), "admin-api", c.RealIP()); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) submitPKCS(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	var in apiclient.PKCSRequest
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	out, err := m.Submit(c.Request().Context(), caller(c), in, c.RealIP())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Location", apiclient.MDMPKCSPath+"/"+out.ID)
+	return c.JSON(http.StatusAccepted, out)
+}
+
+func (s *Server) pkcsJob(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	out, err := m.Job(c.Request().Context(), caller(c), c.Param("id"), c.RealIP())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) mdmRevoke(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	var in apiclient.MDMRevokeRequest
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	sc, err := m.Revoke(c.Request().Context(), caller(c), in, c.RealIP())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, certView(*sc, s.cfg.Now(), false))
+}

@@ -1,0 +1,187 @@
+// The MDM connector's PKCS jobs: a request for a key pair made here, its result (the PKCS#12
+// already encrypted for its delivery) until it is collected or expires.
+
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MDM job states.
+const (
+	MDMJobQueued  = "queued"
+	MDMJobIssued  = "issued"
+	MDMJobRefused = "refused"
+	MDMJobFailed  = "failed"
+)
+
+// MDMJob is one PKCS request of the MDM connector.
+type MDMJob struct {
+	ID       string // random, chosen by the caller
+	MDM      string // who asked: an MDM's name, or "admin"
+	Template string
+	Account  string
+	DeviceID string
+	Delivery string // "password" or "device-key"
+	State    string // MDMJobQueued, ...
+	// RequestID and Serial are the request and certificate the job led to (0 and "" none).
+	RequestID int64
+	Serial    string
+	// Result is the PKCS#12 (or the EnvelopedData holding it), encrypted for its delivery: never
+	// a clear key. Nil until issued, and once expired.
+	Result    []byte
+	Reason    string // why refused or failed
+	Created   time.Time
+	Updated   time.Time
+	Expires   time.Time // the job and its result are erased then
+	Collected time.Time // first fetched (zero: not yet)
+}
+
+// MDMJobStore keeps the MDM connector's jobs.
+type MDMJobStore interface {
+	AddMDMJob(ctx context.Context, j MDMJob, e Event) error
+	FinishMDMJob(ctx context.Context, j MDMJob, e Event) error
+	GetMDMJob(ctx context.Context, id string) (MDMJob, error)
+	CollectMDMJob(ctx context.Context, id string, now time.Time, e Event) (first bool, err error)
+	ExpireMDMJobs(ctx context.Context, now time.Time) ([]MDMJob, error)
+}
+
+var (
+	_ MDMJobStore = (*SQLite)(nil)
+	_ MDMJobStore = (*Postgres)(nil)
+)
+
+// AddMDMJob stores a new queued job with its audit event. ErrConflict if the ID is taken.
+func (s *core) AddMDMJob(ctx context.Context, j MDMJob, e Event) error {
+	if j.ID == "" || j.MDM == "" || j.Template == "" || j.Account == "" || (j.Delivery != "password" && j.Delivery != "device-key") {
+		return errors.New("store: MDM job: id, mdm, template, account and delivery (password or device-key) are required")
+	}
+	if j.Created.IsZero() || j.Expires.IsZero() || checkTimes(j.Created, j.Expires) != nil {
+		return errors.New("store: MDM job: creation and expiry times are required")
+	}
+	event, err := s.prepareEvent(e)
+	if err != nil {
+		return err
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, `INSERT INTO mdm_jobs (id, mdm, template, account, device_id, delivery, state, created, updated, expires)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			j.ID, j.MDM, j.Template, j.Account, j.DeviceID, j.Delivery, MDMJobQueued, j.Created, j.Created, j.Expires)
+		if err != nil {
+			return fmt.Errorf("store: adding MDM job: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("store: MDM job %s exists: %w", j.ID, ErrConflict)
+		}
+		_, err = event(ctx, tx)
+		return err
+	})
+}
+
+// FinishMDMJob records the outcome of a queued job (State, RequestID, Serial, Result, Reason,
+// Updated, Expires) with its audit event. ErrConflict if it is no longer queued, ErrNotFound if
+// it is gone.
+func (s *core) FinishMDMJob(ctx context.Context, j MDMJob, e Event) error {
+	if j.State != MDMJobIssued && j.State != MDMJobRefused && j.State != MDMJobFailed {
+		return fmt.Errorf("store: MDM job %s: %q is not an outcome", j.ID, j.State)
+	}
+	if (j.State == MDMJobIssued) != (len(j.Result) > 0) {
+		return fmt.Errorf("store: MDM job %s: an issued job has a result, no other", j.ID)
+	}
+	if j.Updated.IsZero() || j.Expires.IsZero() || checkTimes(j.Updated, j.Expires) != nil {
+		return errors.New("store: MDM job: update and expiry times are required")
+	}
+	event, err := s.prepareEvent(e)
+	if err != nil {
+		return err
+	}
+	var result any
+	if len(j.Result) > 0 {
+		result = j.Result
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, `UPDATE mdm_jobs SET state = ?, request_id = ?, serial = ?, result = ?, reason = ?, updated = ?, expires = ?
+			WHERE id = ? AND state = ?`, j.State, j.RequestID, j.Serial, result, j.Reason, j.Updated, j.Expires, j.ID, MDMJobQueued)
+		if err != nil {
+			return fmt.Errorf("store: finishing MDM job %s: %w", j.ID, err)
+		}
+		if n == 0 {
+			var state string
+			err := tx.queryRow(ctx, "SELECT state FROM mdm_jobs WHERE id = ?", j.ID).Scan(&state)
+			if noRows(err) {
+				return fmt.Errorf("store: MDM job %s: %w", j.ID, ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("store: MDM job %s is %s already: %w", j.ID, state, ErrConflict)
+		}
+		_, err = event(ctx, tx)
+		return err
+	})
+}
+
+const mdmJobColumns = "id, mdm, template, account, device_id, delivery, state, request_id, serial, result, reason, created, updated, expires, collected"
+
+// GetMDMJob returns a job, or ErrNotFound.
+func (s *core) GetMDMJob(ctx context.Context, id string) (MDMJob, error) {
+	var j MDMJob
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		err := db.queryRow(ctx, "SELECT "+mdmJobColumns+" FROM mdm_jobs WHERE id = ?", id).Scan(&j.ID, &j.MDM, &j.Template,
+			&j.Account, &j.DeviceID, &j.Delivery, &j.State, &j.RequestID, &j.Serial, &j.Result, &j.Reason, &j.Created,
+			&j.Updated, &j.Expires, &j.Collected)
+		if noRows(err) {
+			return fmt.Errorf("store: MDM job %s: %w", id, ErrNotFound)
+		}
+		return err
+	})
+	return j, err
+}
+
+// CollectMDMJob records the first collection of an issued job's result, with its audit event
+// (first true); later collections change nothing (first false).
+func (s *core) CollectMDMJob(ctx context.Context, id string, now time.Time, e Event) (bool, error) {
+	if now.IsZero() || checkTimes(now) != nil {
+		return false, errors.New("store: collecting an MDM job: bad time")
+	}
+	event, err := s.prepareEvent(e)
+	if err != nil {
+		return false, err
+	}
+	first := false
+	err = s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, "UPDATE mdm_jobs SET collected = ? WHERE id = ? AND state = ? AND collected IS NULL", now, id, MDMJobIssued)
+		if err != nil || n == 0 {
+			return err
+		}
+		first = true
+		_, err = event(ctx, tx)
+		return err
+	})
+	return first, err
+}
+
+// ExpireMDMJobs erases the jobs whose time is up (with their results) and returns them, without
+// their results.
+func (s *core) ExpireMDMJobs(ctx context.Context, now time.Time) ([]MDMJob, error) {
+	var out []MDMJob
+	err := s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		out = out[:0]
+		err := eachRow(ctx, tx, func(row scanner) error {
+			var j MDMJob
+			err := row.Scan(&j.ID, &j.MDM, &j.Template, &j.Account, &j.DeviceID, &j.Delivery, &j.State, &j.RequestID, &j.Serial,
+				&j.Reason, &j.Created, &j.Updated, &j.Expires, &j.Collected)
+			out = append(out, j)
+			return err
+		}, `DELETE FROM mdm_jobs WHERE expires <= ? RETURNING id, mdm, template, account, device_id, delivery, state, request_id,
+			serial, reason, created, updated, expires, collected`, now)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: expiring MDM jobs: %w", err)
+	}
+	return out, nil
+}
