@@ -23,6 +23,66 @@ type MDMClient struct {
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
 	By      string    `json:"by"`
+	// ValidateURL and NotifyURL are the MDM's URLs for SCEP profiles it validates ("" none).
+	ValidateURL string `json:"validate_url,omitempty"`
+	NotifyURL   string `json:"notify_url,omitempty"`
+}
+
+// MDMWebhooks are an MDM's URLs the appliance calls (HTTPS), for SCEP profiles whose challenges
+// the MDM issues and validates: ValidateURL is asked about each PKCSReq, NotifyURL told each
+// outcome. CAPEM is the CA of the MDM server's certificate ("" the system's).
+type MDMWebhooks struct {
+	ValidateURL string `json:"validate_url"`
+	NotifyURL   string `json:"notify_url"`
+	CAPEM       string `json:"ca_pem,omitempty"`
+}
+
+// MDMWebhooksSet is the answer to setting them: the HMAC-SHA-256 key the appliance signs its
+// calls with (hex), shown this once.
+type MDMWebhooksSet struct {
+	MDMClient
+	Secret string `json:"secret"`
+}
+
+// The signature on the appliance's calls to an MDM: the header carries the Unix time and the
+// HMAC-SHA-256, under the secret, of the time, a period and the body (docs/mdm.md).
+const (
+	MDMSignatureHeader = "X-Enrollment-Signature" // "t=UNIX,v1=HEX"
+	MDMNameHeader      = "X-Enrollment-MDM"
+)
+
+// SCEPValidationRequest is what the appliance POSTs to an MDM's validation URL.
+type SCEPValidationRequest struct {
+	Profile       string `json:"profile"`
+	TransactionID string `json:"transaction_id"`
+	Challenge     string `json:"challenge"`
+	CSR           string `json:"csr"` // PEM CERTIFICATE REQUEST
+}
+
+// SCEPValidationResponse is the MDM's answer: valid or not (with a reason); it may name the
+// account the certificate is for and the only names the request may carry.
+type SCEPValidationResponse struct {
+	Valid   bool     `json:"valid"`
+	Reason  string   `json:"reason,omitempty"`
+	Account string   `json:"account,omitempty"`
+	Names   []string `json:"names,omitempty"`
+}
+
+// SCEPNotification is what the appliance POSTs to an MDM's notification URL after a request its
+// validation allowed: issued (serial, thumbprint, validity) or failed (reason). The ID is the same
+// when a notification is sent again: an MDM counts each ID once.
+type SCEPNotification struct {
+	ID               string    `json:"id"`
+	Profile          string    `json:"profile"`
+	TransactionID    string    `json:"transaction_id"`
+	Status           string    `json:"status"` // "issued" or "failed"
+	RequestID        int64     `json:"request_id,omitempty"`
+	Serial           string    `json:"serial,omitempty"`
+	ThumbprintSHA1   string    `json:"thumbprint_sha1,omitempty"`
+	ThumbprintSHA256 string    `json:"thumbprint_sha256,omitempty"`
+	NotBefore        time.Time `json:"not_before,omitzero"`
+	NotAfter         time.Time `json:"not_after,omitzero"`
+	Reason           string    `json:"reason,omitempty"`
 }
 
 // MDMClientAdded is the answer to adding an MDM: its token, shown this once (only its SHA-256
@@ -85,6 +145,12 @@ func (c *Client) MDMClients(ctx context.Context) ([]MDMClient, error) {
 func (c *Client) AddMDMClient(ctx context.Context, name string) (MDMClientAdded, error) {
 	var out MDMClientAdded
 	return out, c.do(ctx, "POST", MDMClientsPath, map[string]string{"name": name}, &out)
+}
+
+// SetMDMWebhooks sets an MDM's URLs and returns the new signing secret (shown once).
+func (c *Client) SetMDMWebhooks(ctx context.Context, name string, h MDMWebhooks) (MDMWebhooksSet, error) {
+	var out MDMWebhooksSet
+	return out, c.do(ctx, "PUT", MDMClientsPath+"/"+url.PathEscape(name)+"/webhooks", h, &out)
 }
 
 // RemoveMDMClient withdraws an MDM's credential.

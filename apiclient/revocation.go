@@ -83,8 +83,9 @@ type SCEPProfile struct {
 	// AccountSID is the objectSid the profile enrolls (taken when it was made): a re-created
 	// account of the same name is another object. "" with an Account: an older profile bound by name.
 	AccountSID string    `json:"account_sid,omitempty"`
-	Mode       string    `json:"mode"` // SCEPStatic or SCEPOneTime
+	Mode       string    `json:"mode"` // "static", "one-time" or "mdm" (the MDM validates each challenge)
 	Created    time.Time `json:"created"`
+	MDM        string    `json:"mdm,omitempty"` // the MDM that issues and validates the challenges
 	// AllowDES: the profile accepts request envelopes encrypted with single DES or 3DES, which
 	// an eavesdropper can read (challenge included). For legacy devices that can do nothing else.
 	AllowDES bool `json:"allow_des,omitempty"`
@@ -99,6 +100,7 @@ type SCEPProfileSpec struct {
 	StaticChallenge string `json:"static_challenge,omitempty"` // static mode
 	OneTime         bool   `json:"one_time,omitempty"`         // one-time challenges instead
 	AllowDES        bool   `json:"allow_des,omitempty"`        // accept DES and 3DES envelopes (legacy devices)
+	MDM             string `json:"mdm,omitempty"`              // a registered MDM issues and validates the challenges
 }
 
 // ChallengeRequest is the body of POST /api/v1/scep/challenges.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,51 @@ type SCEPStore interface {
 	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (store.SCEPChallenge, error)
 	GetSCEPTransaction(ctx context.Context, profile, id string) (store.SCEPTransaction, error)
 	AddSCEPTransaction(ctx context.Context, t store.SCEPTransaction) error
+	SpendSCEPChallenge(ctx context.Context, profile string, sha []byte, now, expires time.Time) error
+	SCEPChallengeSpent(ctx context.Context, sha []byte) (bool, error)
 }
+
+// MDMValidator is the MDM connector as SCEP profiles whose challenges an MDM issues and
+// validates see it (package mdm implements it).
+type MDMValidator interface {
+	// CanValidate says why the MDM cannot validate challenges (not registered, no validation
+	// URL), or nil.
+	CanValidate(mdm string) error
+	// ValidateSCEP asks the MDM whether to issue; an error means it could not be asked (then
+	// nothing is issued).
+	ValidateSCEP(ctx context.Context, mdm string, v SCEPValidation) (SCEPVerdict, error)
+	// NotifySCEP queues the outcome for the MDM (delivered and retried in the background).
+	NotifySCEP(ctx context.Context, mdm string, n SCEPOutcome)
+}
+
+// SCEPValidation is what the MDM is asked to validate: a PKCSReq's challenge with its request.
+type SCEPValidation struct {
+	Profile       string
+	TransactionID string
+	Challenge     string
+	CSR           []byte // DER PKCS#10
+}
+
+// SCEPVerdict is the MDM's answer. Account, when given, is who the certificate is for (else the
+// profile's); Names, when given, are the only names the request may carry (subject and SANs).
+type SCEPVerdict struct {
+	Valid   bool
+	Reason  string
+	Account string
+	Names   []string
+}
+
+// SCEPOutcome is what the MDM is told after a request it validated: issued (with the
+// certificate) or failed (with why).
+type SCEPOutcome struct {
+	Profile, TransactionID string
+	RequestID              int64
+	Certificate            *x509.Certificate // nil: failed
+	Reason                 string
+}
+
+// WithMDM lets SCEP profiles delegate their challenges to the MDM connector v.
+func (s *Service) WithMDM(v MDMValidator) { s.mdm = v }
 
 // Limits of SCEP profiles and challenges.
 const (
@@ -54,6 +99,9 @@ type SCEPProfileSpec struct {
 	// AllowDES accepts request envelopes encrypted with single DES or 3DES: off unless a profile
 	// is for legacy devices that can do nothing else (an eavesdropper reads their challenge).
 	AllowDES bool `json:"allow_des,omitempty"`
+	// MDM names the registered MDM that issues and validates the profile's challenges, instead of
+	// a static or one-time challenge of ours.
+	MDM string `json:"mdm,omitempty"`
 }
 
 func (s *Service) scepStore(op string) (SCEPStore, error) {
@@ -78,8 +126,16 @@ func (s *Service) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec, by s
 	switch {
 	case !profileName.MatchString(spec.Name):
 		return bad("a profile name is 1 to 64 letters, digits, '.', '_' or '-'")
+	case spec.MDM != "" && (spec.OneTime || spec.StaticChallenge != ""):
+		return bad("a profile whose challenges an MDM validates has no challenge of its own")
+	case spec.MDM != "" && s.mdm == nil:
+		return bad("there is no MDM connector in this service")
+	case spec.MDM != "":
+		if err := s.mdm.CanValidate(spec.MDM); err != nil {
+			return bad("%v", err)
+		}
 	case spec.OneTime == (spec.StaticChallenge != ""):
-		return bad("give either a static challenge or one-time challenges")
+		return bad("give either a static challenge, one-time challenges or an MDM")
 	case !spec.OneTime && len(spec.StaticChallenge) < MinStaticChallenge:
 		return bad("a static challenge needs at least %d characters", MinStaticChallenge)
 	case !spec.OneTime && spec.Account == "":
@@ -108,13 +164,13 @@ func (s *Service) AddSCEPProfile(ctx context.Context, spec SCEPProfileSpec, by s
 		spec.Account, sid = accountName(a), a.SID.String()
 	}
 	p := store.SCEPProfile{Name: spec.Name, Template: t.Name, Account: spec.Account, AccountSID: sid, Mode: store.SCEPOneTime,
-		Created: s.rec.Now(), AllowDES: spec.AllowDES}
-	if !spec.OneTime {
+		Created: s.rec.Now(), AllowDES: spec.AllowDES, MDM: spec.MDM}
+	if !spec.OneTime && spec.MDM == "" {
 		h := sha256.Sum256([]byte(spec.StaticChallenge))
 		p.Mode, p.ChallengeSHA256 = store.SCEPStatic, h[:]
 	}
 	e := events.New(p.Created, events.SCEPProfileAdded, "", "profile", p.Name, "template", p.Template, "account", p.Account,
-		"account_sid", p.AccountSID, "mode", p.Mode, "allow_des", p.AllowDES, "by", by)
+		"account_sid", p.AccountSID, "mode", p.Mode, "allow_des", p.AllowDES, "mdm", p.MDM, "by", by)
 	if err := ss.AddSCEPProfile(ctx, p, e); err != nil {
 		return store.SCEPProfile{}, &Error{Kind: KindOf(err), Op: op, Err: err}
 	}
@@ -331,8 +387,10 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template}
 	account, sid := p.Account, p.AccountSID
 	h := sha256.Sum256([]byte(r.Challenge))
-	switch p.Mode {
-	case store.SCEPStatic:
+	switch {
+	case p.MDM != "":
+		return s.scepByMDM(ctx, ss, p, r, meta)
+	case p.Mode == store.SCEPStatic:
 		if r.Challenge == "" || subtle.ConstantTimeCompare(h[:], p.ChallengeSHA256) != 1 {
 			return s.refuseAnonymous(ctx, p.Name, "wrong or missing challenge password")
 		}
@@ -380,7 +438,14 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 // every subjectAltName value (DNS name, e-mail address, IP address, URI). A challenge bound to
 // one device must not also carry a second name into a template that takes names from the request.
 func requestNamesOnly(csr *x509.CertificateRequest, name string) bool {
-	eq := func(s string) bool { return strings.EqualFold(s, name) }
+	return requestNamesWithin(csr, []string{name})
+}
+
+// requestNamesWithin is requestNamesOnly for a set of names: every name csr carries is one of them.
+func requestNamesWithin(csr *x509.CertificateRequest, names []string) bool {
+	eq := func(s string) bool {
+		return slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(s, n) })
+	}
 	var cns []string
 	for _, atv := range csr.Subject.Names {
 		if atv.Type.Equal(oidCommonName) {

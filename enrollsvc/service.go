@@ -104,6 +104,7 @@ type Service struct {
 	onRevoke func(serial string) // nil: nothing to do after a revocation
 
 	scepRefused refusalCounts // anonymous SCEP refusals, recorded per profile per window
+	mdm         MDMValidator  // the MDM connector, for profiles an MDM validates (nil: none)
 	naming      atomic.Bool   // a background search for ACE trustees' names is running (aceNames)
 }
 

@@ -81,13 +81,17 @@ Commands:
   crl publish                 sign and publish a new full and delta CRL now
   cluster status              the store and the instances serving the CA from it
   scep profiles               the SCEP profiles
-  scep profile add NAME --template T [--account A] (--static-challenge-file F | --one-time)
-                              bind /scep/NAME to a directory template
+  scep profile add NAME --template T [--account A] (--static-challenge-file F | --one-time |
+                  --mdm NAME)  bind /scep/NAME to a directory template; --mdm: the MDM issues and
+                              validates the challenges
   scep challenge --profile P [--subject S] [--account A] [--ttl 1h]
                               a one-time challenge password (printed once)
   mdm [list] | mdm add NAME | mdm remove NAME
                               the MDMs allowed to call the MDM connector (docs/mdm.md); add
                               prints the new MDM's bearer token once
+  mdm webhooks NAME --validate-url https://... --notify-url https://... [--ca-file F] | --off
+                              the MDM's URLs for SCEP profiles it validates; prints the key
+                              the appliance signs its calls with (HMAC-SHA-256), once
   pkcs12 issue --template T --account A (--password-file F | --recipient-cert F) --out FILE
                               a key pair made by the appliance, issued by directory policy: a
                               PKCS#12 encrypted to the password, or a CMS envelope to the

@@ -21,8 +21,44 @@ func init() {
 // mdmCommand: `aectl mdm add NAME` registers an MDM (its token is printed once), `aectl mdm
 // list`, `aectl mdm remove NAME`.
 func mdmCommand(fs *flag.FlagSet) runner {
+	var h apiclient.MDMWebhooks
+	var caFile string
+	var off bool
+	fs.StringVar(&h.ValidateURL, "validate-url", "", "webhooks: https URL the appliance asks to validate each SCEP challenge")
+	fs.StringVar(&h.NotifyURL, "notify-url", "", "webhooks: https URL the appliance tells each outcome")
+	fs.StringVar(&caFile, "ca-file", "", "webhooks: PEM, the CA of the MDM server's certificate (default: the system's)")
+	fs.BoolVar(&off, "off", false, "webhooks: remove the MDM's URLs")
 	return func(ctx context.Context, e *env) error {
+		if len(e.args) != 2 || e.args[0] != "webhooks" {
+			if err := refuseFlags(fs, "aectl mdm "+strings.Join(e.args, " "), "validate-url", "notify-url", "ca-file", "off"); err != nil {
+				return err
+			}
+		}
 		switch {
+		case len(e.args) == 2 && e.args[0] == "webhooks":
+			if off == (h.ValidateURL != "" || h.NotifyURL != "") || (!off && (h.ValidateURL == "" || h.NotifyURL == "")) {
+				return fmt.Errorf("%w: aectl mdm webhooks NAME --validate-url https://... --notify-url https://... [--ca-file F] | --off", errUsage)
+			}
+			if caFile != "" {
+				b, err := os.ReadFile(caFile)
+				if err != nil {
+					return err
+				}
+				h.CAPEM = string(b)
+			}
+			set, err := e.cl.SetMDMWebhooks(ctx, e.args[1], h)
+			if err != nil {
+				return err
+			}
+			return e.print(set, func(w io.Writer) {
+				if off {
+					fmt.Fprintf(w, "MDM %s has no URLs now: profiles it validates refuse requests.\n", set.Name)
+					return
+				}
+				fmt.Fprintf(w, "MDM %s: validation %s, notification %s.\n", set.Name, set.ValidateURL, set.NotifyURL)
+				fmt.Fprintf(w, "Every call carries %s: t=UNIX,v1=HMAC-SHA-256 under this key (hex, shown this once):\n%s\n",
+					apiclient.MDMSignatureHeader, set.Secret)
+			})
 		case len(e.args) == 0 || len(e.args) == 1 && e.args[0] == "list":
 			cs, err := e.cl.MDMClients(ctx)
 			if err != nil {

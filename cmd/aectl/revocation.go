@@ -60,7 +60,7 @@ func crlCommand(fs *flag.FlagSet) runner {
 }
 
 const scepUsage = `aectl scep profiles
-aectl scep profile add NAME --template T [--account A] (--static-challenge-file F | --one-time) [--allow-des]
+aectl scep profile add NAME --template T [--account A] (--static-challenge-file F | --one-time | --mdm NAME) [--allow-des]
 aectl scep challenge --profile P [--subject S] [--account A] [--ttl 1h]`
 
 func scepCommand(fs *flag.FlagSet) runner {
@@ -70,6 +70,7 @@ func scepCommand(fs *flag.FlagSet) runner {
 	fs.StringVar(&spec.Account, "account", "", "the account certificates are for")
 	fs.StringVar(&challengeFile, "static-challenge-file", "", "profile add: file holding the static challenge password")
 	fs.BoolVar(&spec.OneTime, "one-time", false, "profile add: one-time challenges (aectl scep challenge)")
+	fs.StringVar(&spec.MDM, "mdm", "", "profile add: a registered MDM issues and validates the challenges (aectl mdm webhooks)")
 	fs.BoolVar(&spec.AllowDES, "allow-des", false, "profile add: also accept requests encrypted with DES or 3DES, for legacy devices that can do nothing else (an eavesdropper can read them, challenge included)")
 	fs.StringVar(&profile, "profile", "", "challenge: the profile")
 	fs.StringVar(&subject, "subject", "", "challenge: subject or SAN value the request must carry")
@@ -77,7 +78,7 @@ func scepCommand(fs *flag.FlagSet) runner {
 	return func(ctx context.Context, e *env) error {
 		switch {
 		case len(e.args) == 1 && e.args[0] == "profiles":
-			if err := refuseFlags(fs, "scep profiles", "template", "account", "static-challenge-file", "one-time", "allow-des", "profile", "subject", "ttl"); err != nil {
+			if err := refuseFlags(fs, "scep profiles", "template", "account", "static-challenge-file", "one-time", "allow-des", "mdm", "profile", "subject", "ttl"); err != nil {
 				return err
 			}
 			ps, err := e.cl.SCEPProfiles(ctx)
@@ -111,7 +112,7 @@ func scepCommand(fs *flag.FlagSet) runner {
 			if profile == "" {
 				return fmt.Errorf("%w: --profile is required\n%s", errUsage, scepUsage)
 			}
-			if err := refuseFlags(fs, "scep challenge", "template", "static-challenge-file", "one-time", "allow-des"); err != nil {
+			if err := refuseFlags(fs, "scep challenge", "template", "static-challenge-file", "one-time", "allow-des", "mdm"); err != nil {
 				return err
 			}
 			c, err := e.cl.SCEPChallenge(ctx, apiclient.ChallengeRequest{Profile: profile, Subject: subject, Account: spec.Account, TTL: ttl})
@@ -126,6 +127,9 @@ func scepCommand(fs *flag.FlagSet) runner {
 
 func printProfile(w io.Writer, p apiclient.SCEPProfile) {
 	fmt.Fprintf(w, "Profile:\t%s\nTemplate:\t%s\nAccount:\t%s\nChallenge:\t%s\n", p.Name, p.Template, p.Account, p.Mode)
+	if p.MDM != "" {
+		fmt.Fprintf(w, "Validated by:\tMDM %s\n", p.MDM)
+	}
 	if p.AllowDES {
 		fmt.Fprintf(w, "WARNING:\t%s\n", desWarning(p))
 	}

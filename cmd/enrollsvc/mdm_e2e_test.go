@@ -34,12 +34,7 @@ import (
 // revokes its own certificate, which OCSP then says is revoked. No clear key is on disk.
 func TestMDMConnectorPKCS(t *testing.T) {
 	needSoftHSM(t)
-	dc := ldaptest.StartDC(t)
-	s := dc.Seed(t)
-	port := freePort(t)
-	base := "http://127.0.0.1:" + port
-	dir := initDir(t, append(directoryFlags(t, dc, s), "--http-url", base, "--http-listen", "127.0.0.1:"+port)...)
-	startServe(t, dir)
+	s, dir, base := serveWithDirectory(t)
 	tmp := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -288,6 +283,19 @@ func TestMDMConnectorPKCS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// serveWithDirectory serves a data directory made against a seeded Samba DC, with the plain-HTTP
+// listener (OCSP, CRLs, SCEP) at base.
+func serveWithDirectory(t *testing.T) (s *ldaptest.Sample, dir, base string) {
+	t.Helper()
+	dc := ldaptest.StartDC(t)
+	s = dc.Seed(t)
+	port := freePort(t)
+	base = "http://127.0.0.1:" + port
+	dir = initDir(t, append(directoryFlags(t, dc, s), "--http-url", base, "--http-listen", "127.0.0.1:"+port)...)
+	startServe(t, dir)
+	return s, dir, base
 }
 
 // openPKCS12 reads the key and the leaf certificate openssl pkcs12 -nodes printed.

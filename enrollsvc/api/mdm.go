@@ -22,6 +22,7 @@ type MDMConnector interface {
 	Clients(ctx context.Context) ([]apiclient.MDMClient, error)
 	Add(ctx context.Context, name, by, remote string) (apiclient.MDMClientAdded, error)
 	Remove(ctx context.Context, name, by, remote string) error
+	SetHooks(ctx context.Context, name string, h apiclient.MDMWebhooks, by, remote string) (apiclient.MDMWebhooksSet, error)
 	Submit(ctx context.Context, mdm string, in apiclient.PKCSRequest, remote string) (apiclient.PKCSJob, error)
 	Job(ctx context.Context, mdm, id, remote string) (apiclient.PKCSJob, error)
 	Revoke(ctx context.Context, mdm string, in apiclient.MDMRevokeRequest, remote string) (*store.Certificate, error)
@@ -119,6 +120,22 @@ func (s *Server) removeMDMClient(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) setMDMHooks(c echo.Context) error {
+	m, err := s.adminConnector(c)
+	if err != nil {
+		return err
+	}
+	var in apiclient.MDMWebhooks
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	out, err := m.SetHooks(c.Request().Context(), c.Param("name"), in, "admin-api", c.RealIP())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 func (s *Server) submitPKCS(c echo.Context) error {

@@ -89,8 +89,12 @@ func (s *Server) scepProfiles(c echo.Context) error {
 }
 
 func profileView(p store.SCEPProfile) apiclient.SCEPProfile {
-	return apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, AccountSID: p.AccountSID, Mode: p.Mode, Created: p.Created,
-		AllowDES: p.AllowDES}
+	v := apiclient.SCEPProfile{Name: p.Name, Template: p.Template, Account: p.Account, AccountSID: p.AccountSID, Mode: p.Mode, Created: p.Created,
+		AllowDES: p.AllowDES, MDM: p.MDM}
+	if p.MDM != "" {
+		v.Mode = "mdm"
+	}
+	return v
 }
 
 func (s *Server) addSCEPProfile(c echo.Context) error {
@@ -103,7 +107,7 @@ func (s *Server) addSCEPProfile(c echo.Context) error {
 		return badRequest("request body: %v", err)
 	}
 	p, err := a.AddSCEPProfile(c.Request().Context(), enrollsvc.SCEPProfileSpec{Name: in.Name, Template: in.Template,
-		Account: in.Account, StaticChallenge: in.StaticChallenge, OneTime: in.OneTime, AllowDES: in.AllowDES}, "admin-api")
+		Account: in.Account, StaticChallenge: in.StaticChallenge, OneTime: in.OneTime, AllowDES: in.AllowDES, MDM: in.MDM}, "admin-api")
 	if err != nil {
 		return err
 	}

@@ -215,6 +215,7 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/mdm/clients", s.mdmClients)
 	g.POST("/mdm/clients", s.addMDMClient)
 	g.DELETE("/mdm/clients/:name", s.removeMDMClient)
+	g.PUT("/mdm/clients/:name/webhooks", s.setMDMHooks)
 	g.POST("/mdm/pkcs", s.submitPKCS)
 	g.GET("/mdm/pkcs/:id", s.pkcsJob)
 	g.POST("/mdm/revoke", s.mdmRevoke)

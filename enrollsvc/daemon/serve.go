@@ -231,6 +231,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 			go func() { conn.Run(mctx); close(mdone) }()
 			defer func() { stopMDM(); <-mdone }()
 			acfg.MDM = conn
+			rt.Service.WithMDM(conn)
 		}
 	}
 	if rt.kerberos != nil {

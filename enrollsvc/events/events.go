@@ -130,6 +130,15 @@ const (
 	// the request named no certificate of this CA or was already final.
 	MDMRevoked       ID = 4300
 	MDMRevokeRefused ID = 4301
+	// MDM-validated SCEP: the MDM accepted a challenge (the request then goes on as every
+	// request), rejected it, or could not be asked; the outcome notification was delivered, or
+	// given up after its retries. MDMWebhooksSet: an administrator set an MDM's URLs.
+	SCEPMDMValidated     ID = 4400
+	SCEPMDMRejected      ID = 4401
+	SCEPMDMUnreachable   ID = 4402
+	SCEPMDMNotified      ID = 4410
+	SCEPMDMNotifyDropped ID = 4411
+	MDMWebhooksSet       ID = 4003
 )
 
 // Def describes one event ID.
@@ -205,6 +214,12 @@ func init() {
 	def(PKCSFailed, "PKCS request failed", Operational, slog.LevelError)
 	def(PKCSCollected, "PKCS#12 collected", Operational, slog.LevelInfo)
 	def(PKCSExpired, "PKCS#12 results expired uncollected", Operational, slog.LevelWarn)
+	def(MDMWebhooksSet, "MDM validation and notification URLs set", Admin, slog.LevelInfo)
+	def(SCEPMDMValidated, "SCEP challenge validated by the MDM", Operational, slog.LevelInfo)
+	def(SCEPMDMRejected, "SCEP challenge rejected by the MDM", Admin, slog.LevelWarn)
+	def(SCEPMDMUnreachable, "the MDM could not be asked to validate a SCEP challenge", Operational, slog.LevelError)
+	def(SCEPMDMNotified, "SCEP outcome delivered to the MDM", Operational, slog.LevelInfo)
+	def(SCEPMDMNotifyDropped, "SCEP outcome notification given up after its retries", Operational, slog.LevelError)
 	def(MDMRevoked, "certificate revoked at an MDM's request", Admin, slog.LevelWarn)
 	def(MDMRevokeRefused, "MDM revocation request refused", Admin, slog.LevelWarn)
 }

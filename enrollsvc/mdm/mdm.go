@@ -50,6 +50,7 @@ type Core interface {
 type Store interface {
 	store.SettingsStore
 	store.MDMJobStore
+	store.MDMNotificationStore
 	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.CertFilter) ([]store.Certificate, error)
 	GetRequest(ctx context.Context, id int64) (store.Request, error)
@@ -88,9 +89,11 @@ type Connector struct {
 
 	mu      sync.Mutex
 	clients map[string]client // by hex SHA-256 of the token
+	byName  map[string]client
 	queued  int
 	slots   chan struct{}
 	work    sync.WaitGroup
+	kick    chan struct{} // a notification was queued: deliver now
 }
 
 // client is a registered MDM as the setting keeps it.
@@ -99,6 +102,18 @@ type client struct {
 	TokenSHA256 string    `json:"token_sha256"`
 	Created     time.Time `json:"created"`
 	By          string    `json:"by"`
+	// Hooks are the MDM's URLs the appliance calls (nil: none).
+	Hooks *hooks `json:"hooks,omitempty"`
+}
+
+// hooks are the URLs of an MDM the appliance calls, and the key its calls are signed with.
+type hooks struct {
+	ValidateURL string `json:"validate_url,omitempty"`
+	NotifyURL   string `json:"notify_url,omitempty"`
+	CAPEM       string `json:"ca_pem,omitempty"` // the MDM server's CA ("" the system's)
+	// Secret is the HMAC-SHA-256 key of the signature on every call (hex); shown to the
+	// administrator once, when the URLs are set.
+	Secret string `json:"secret"`
 }
 
 // settingClients is the setting holding the registered MDMs: {"clients": [client...]}.
@@ -122,14 +137,29 @@ func New(ctx context.Context, cfg Config) (*Connector, error) {
 	if cfg.ResultTTL <= 0 {
 		cfg.ResultTTL = time.Hour
 	}
-	c := &Connector{cfg: cfg, slots: make(chan struct{}, cfg.Workers)}
+	c := &Connector{cfg: cfg, slots: make(chan struct{}, cfg.Workers), kick: make(chan struct{}, 1)}
 	return c, c.load(ctx)
 }
 
-// Run reads the registered MDMs again every 10 s and erases expired jobs every 30 s until ctx
-// ends, then waits for the requests being worked on.
+// Run reads the registered MDMs again every 10 s, erases expired jobs every 30 s and delivers
+// the MDMs' notifications until ctx ends, then waits for the requests being worked on.
 func (c *Connector) Run(ctx context.Context) {
 	defer c.work.Wait()
+	c.work.Add(1)
+	go func() {
+		defer c.work.Done()
+		t := time.NewTicker(deliverEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-c.kick:
+			}
+			c.deliver(ctx)
+		}
+	}()
 	t := time.NewTicker(refresh)
 	defer t.Stop()
 	for n := 0; ; n++ {
@@ -156,11 +186,12 @@ func (c *Connector) load(ctx context.Context) error {
 		return err
 	}
 	m := make(map[string]client, len(cs.Clients))
+	byName := make(map[string]client, len(cs.Clients))
 	for _, cl := range cs.Clients {
-		m[cl.TokenSHA256] = cl
+		m[cl.TokenSHA256], byName[cl.Name] = cl, cl
 	}
 	c.mu.Lock()
-	c.clients = m
+	c.clients, c.byName = m, byName
 	c.mu.Unlock()
 	return nil
 }
@@ -200,7 +231,11 @@ func (c *Connector) Clients(ctx context.Context) ([]apiclient.MDMClient, error) 
 	}
 	out := make([]apiclient.MDMClient, 0, len(cs.Clients))
 	for _, cl := range cs.Clients {
-		out = append(out, apiclient.MDMClient{Name: cl.Name, Created: cl.Created, By: cl.By})
+		v := apiclient.MDMClient{Name: cl.Name, Created: cl.Created, By: cl.By}
+		if cl.Hooks != nil {
+			v.ValidateURL, v.NotifyURL = cl.Hooks.ValidateURL, cl.Hooks.NotifyURL
+		}
+		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b apiclient.MDMClient) int {
 		switch {

@@ -185,3 +185,104 @@ func (s *core) ExpireMDMJobs(ctx context.Context, now time.Time) ([]MDMJob, erro
 	}
 	return out, nil
 }
+
+// SpendSCEPChallenge records the challenge with hash sha of profile, which its MDM validated, as
+// used at now (kept until expires, after which the MDM's own expiry refuses it). ErrConflict when
+// it was spent before: of concurrent callers exactly one succeeds.
+func (s *core) SpendSCEPChallenge(ctx context.Context, profile string, sha []byte, now, expires time.Time) error {
+	if len(sha) != 32 || now.IsZero() || expires.IsZero() || checkTimes(now, expires) != nil {
+		return errors.New("store: spending a SCEP challenge: a SHA-256 and times are required")
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		n, err := tx.exec(ctx, `INSERT INTO scep_challenges (sha256, profile, created, expires, used_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (sha256) DO NOTHING`, sha, profile, now, expires, now)
+		if err != nil {
+			return fmt.Errorf("store: spending a SCEP challenge: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("store: SCEP challenge spent before: %w", ErrConflict)
+		}
+		return nil
+	})
+}
+
+// SCEPChallengeSpent reports whether the challenge with hash sha was spent (or issued) before.
+func (s *core) SCEPChallengeSpent(ctx context.Context, sha []byte) (bool, error) {
+	var n int64
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		return db.queryRow(ctx, "SELECT count(*) FROM scep_challenges WHERE sha256 = ?", sha).Scan(&n)
+	})
+	return n > 0, err
+}
+
+// MDMNotification is a message for an MDM, kept until the MDM acknowledged it.
+type MDMNotification struct {
+	ID        string
+	MDM       string
+	Payload   []byte // JSON, as sent
+	Created   time.Time
+	NextTry   time.Time
+	Attempts  int
+	LastError string
+}
+
+// MDMNotificationStore keeps the MDM notifications still to deliver.
+type MDMNotificationStore interface {
+	AddMDMNotification(ctx context.Context, n MDMNotification) error
+	DueMDMNotifications(ctx context.Context, now time.Time, limit int) ([]MDMNotification, error)
+	RetryMDMNotification(ctx context.Context, id string, next time.Time, attempts int, lastError string) error
+	DeleteMDMNotification(ctx context.Context, id string) error
+}
+
+var (
+	_ MDMNotificationStore = (*SQLite)(nil)
+	_ MDMNotificationStore = (*Postgres)(nil)
+)
+
+// AddMDMNotification stores a notification to deliver from n.NextTry.
+func (s *core) AddMDMNotification(ctx context.Context, n MDMNotification) error {
+	if n.ID == "" || n.MDM == "" || len(n.Payload) == 0 || n.Created.IsZero() || n.NextTry.IsZero() || checkTimes(n.Created, n.NextTry) != nil {
+		return errors.New("store: MDM notification: id, mdm, payload and times are required")
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		_, err := tx.exec(ctx, `INSERT INTO mdm_notifications (id, mdm, payload, created, next_try) VALUES (?, ?, ?, ?, ?)`,
+			n.ID, n.MDM, string(n.Payload), n.Created, n.NextTry)
+		return err
+	})
+}
+
+// DueMDMNotifications returns up to limit notifications due at now, oldest first.
+func (s *core) DueMDMNotifications(ctx context.Context, now time.Time, limit int) ([]MDMNotification, error) {
+	var out []MDMNotification
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		return eachRow(ctx, db, func(row scanner) error {
+			var n MDMNotification
+			var payload string
+			err := row.Scan(&n.ID, &n.MDM, &payload, &n.Created, &n.NextTry, &n.Attempts, &n.LastError)
+			n.Payload = []byte(payload)
+			out = append(out, n)
+			return err
+		}, `SELECT id, mdm, payload, created, next_try, attempts, last_error FROM mdm_notifications
+			WHERE next_try <= ? ORDER BY next_try, id LIMIT ?`, now, limit)
+	})
+	return out, err
+}
+
+// RetryMDMNotification records a failed delivery and when to try again.
+func (s *core) RetryMDMNotification(ctx context.Context, id string, next time.Time, attempts int, lastError string) error {
+	if checkTimes(next) != nil {
+		return errors.New("store: MDM notification: bad time")
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		_, err := tx.exec(ctx, "UPDATE mdm_notifications SET next_try = ?, attempts = ?, last_error = ? WHERE id = ?", next, attempts, lastError, id)
+		return err
+	})
+}
+
+// DeleteMDMNotification removes a delivered (or abandoned) notification.
+func (s *core) DeleteMDMNotification(ctx context.Context, id string) error {
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		_, err := tx.exec(ctx, "DELETE FROM mdm_notifications WHERE id = ?", id)
+		return err
+	})
+}

@@ -72,3 +72,71 @@ func testMDMJobs(t *testing.T, s Store) {
 		t.Errorf("the expired job is still there: %v", err)
 	}
 }
+
+func TestMDMChallengesAndNotifications(t *testing.T) { eachStore(t, testMDMChallengesAndNotifications) }
+
+// testMDMChallengesAndNotifications: an MDM-validated challenge is spent once; notifications are
+// due from their time, retried later, and gone once delivered.
+func testMDMChallengesAndNotifications(t *testing.T, s Store) {
+	ctx := context.Background()
+	ss := s.(interface {
+		SCEPStoreForTest
+		SpendSCEPChallenge(ctx context.Context, profile string, sha []byte, now, expires time.Time) error
+		SCEPChallengeSpent(ctx context.Context, sha []byte) (bool, error)
+	})
+	if err := ss.AddSCEPProfile(ctx, SCEPProfile{Name: "phones", Template: "T", Mode: SCEPOneTime, MDM: "intune", Created: epoch}, ev(3010, "added")); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ss.GetSCEPProfile(ctx, "phones"); err != nil || p.MDM != "intune" {
+		t.Fatalf("GetSCEPProfile = %+v, %v; want MDM intune", p, err)
+	}
+	if err := ss.AddSCEPProfile(ctx, SCEPProfile{Name: "bad", Template: "T", Mode: SCEPStatic, MDM: "intune", ChallengeSHA256: make([]byte, 32), Created: epoch}, ev(3010, "added")); err == nil {
+		t.Error("a static profile validated by an MDM was stored")
+	}
+	sha := make([]byte, 32)
+	sha[0] = 7
+	if spent, err := ss.SCEPChallengeSpent(ctx, sha); err != nil || spent {
+		t.Fatalf("SCEPChallengeSpent before = %v, %v", spent, err)
+	}
+	if err := ss.SpendSCEPChallenge(ctx, "phones", sha, epoch, epoch.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.SpendSCEPChallenge(ctx, "phones", sha, epoch, epoch.Add(time.Hour)); !errors.Is(err, ErrConflict) {
+		t.Errorf("spending again: %v, want ErrConflict", err)
+	}
+	if spent, err := ss.SCEPChallengeSpent(ctx, sha); err != nil || !spent {
+		t.Errorf("SCEPChallengeSpent after = %v, %v", spent, err)
+	}
+
+	ns := s.(MDMNotificationStore)
+	for i, id := range []string{"b", "a"} {
+		if err := ns.AddMDMNotification(ctx, MDMNotification{ID: id, MDM: "intune", Payload: []byte(`{"n":1}`), Created: epoch,
+			NextTry: epoch.Add(time.Duration(i) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due, err := ns.DueMDMNotifications(ctx, epoch, 10)
+	if err != nil || len(due) != 1 || due[0].ID != "b" || string(due[0].Payload) != `{"n":1}` {
+		t.Fatalf("due at the start = %+v, %v; want b", due, err)
+	}
+	if err := ns.RetryMDMNotification(ctx, "b", epoch.Add(5*time.Minute), 1, "500"); err != nil {
+		t.Fatal(err)
+	}
+	due, _ = ns.DueMDMNotifications(ctx, epoch.Add(2*time.Minute), 10)
+	if len(due) != 1 || due[0].ID != "a" {
+		t.Errorf("due after 2 minutes = %+v, want a (b waits)", due)
+	}
+	if err := ns.DeleteMDMNotification(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	due, _ = ns.DueMDMNotifications(ctx, epoch.Add(time.Hour), 10)
+	if len(due) != 1 || due[0].ID != "b" || due[0].Attempts != 1 || due[0].LastError != "500" {
+		t.Errorf("due after an hour = %+v, want b after one failed attempt", due)
+	}
+}
+
+// SCEPStoreForTest is the SCEP profile part of the store.
+type SCEPStoreForTest interface {
+	AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error
+	GetSCEPProfile(ctx context.Context, name string) (SCEPProfile, error)
+}

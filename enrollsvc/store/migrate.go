@@ -237,6 +237,23 @@ CREATE TABLE mdm_jobs (
 ) WITHOUT ROWID;
 CREATE INDEX mdm_jobs_expires ON mdm_jobs (expires);
 `},
+	{13, "MDM-validated SCEP", `
+-- A SCEP profile may have an MDM issue and validate its challenges: each one the MDM validated is
+-- spent in scep_challenges, so that a replay is refused without asking the MDM again.
+ALTER TABLE scep_profiles ADD COLUMN mdm TEXT NOT NULL DEFAULT '';
+-- What the MDM is told of the requests its challenges authorised (issued or failed), kept until
+-- the MDM acknowledged it, and retried; the id lets the MDM recognise a notification sent again.
+CREATE TABLE mdm_notifications (
+	id         TEXT PRIMARY KEY,
+	mdm        TEXT NOT NULL,
+	payload    TEXT NOT NULL,
+	created    TEXT NOT NULL,
+	next_try   TEXT NOT NULL,
+	attempts   INTEGER NOT NULL DEFAULT 0,
+	last_error TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX mdm_notifications_due ON mdm_notifications (next_try);
+`},
 }
 
 // latestVersion is the schema version this code writes.

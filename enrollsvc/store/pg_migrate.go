@@ -249,6 +249,23 @@ CREATE TABLE mdm_jobs (
 );
 CREATE INDEX mdm_jobs_expires ON mdm_jobs (expires);
 `},
+	{13, "MDM-validated SCEP", `
+-- A SCEP profile may have an MDM issue and validate its challenges: each one the MDM validated is
+-- spent in scep_challenges, so that a replay is refused without asking the MDM again.
+ALTER TABLE scep_profiles ADD COLUMN mdm text NOT NULL DEFAULT '';
+-- What the MDM is told of the requests its challenges authorised (issued or failed), kept until
+-- the MDM acknowledged it, and retried; the id lets the MDM recognise a notification sent again.
+CREATE TABLE mdm_notifications (
+	id         text PRIMARY KEY,
+	mdm        text NOT NULL,
+	payload    text NOT NULL,
+	created    timestamptz NOT NULL,
+	next_try   timestamptz NOT NULL,
+	attempts   integer NOT NULL DEFAULT 0,
+	last_error text NOT NULL DEFAULT ''
+);
+CREATE INDEX mdm_notifications_due ON mdm_notifications (next_try);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

@@ -28,6 +28,9 @@ type SCEPProfile struct {
 	AllowDES bool `json:"allow_des,omitempty"`
 	// ChallengeSHA256 is the SHA-256 of the static challenge password (static mode only).
 	ChallengeSHA256 []byte `json:"-"`
+	// MDM names the registered MDM that issues and validates this profile's challenges ("" none;
+	// the profile's Mode is then SCEPOneTime: each challenge the MDM validated is spent).
+	MDM string `json:"mdm,omitempty"`
 }
 
 // SCEPChallenge is a one-time challenge, known by the SHA-256 of its password.
@@ -56,6 +59,9 @@ func (s *core) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error
 	if p.Name == "" || p.Template == "" || (p.Mode != SCEPStatic && p.Mode != SCEPOneTime) {
 		return fmt.Errorf("store: SCEP profile %q: name, template and mode (static or one-time) are required", p.Name)
 	}
+	if p.MDM != "" && p.Mode != SCEPOneTime {
+		return fmt.Errorf("store: SCEP profile %q: a profile an MDM validates spends each challenge once (one-time mode)", p.Name)
+	}
 	if (p.Mode == SCEPStatic) != (len(p.ChallengeSHA256) == 32) {
 		return fmt.Errorf("store: SCEP profile %q: a static profile needs a challenge hash, a one-time profile none", p.Name)
 	}
@@ -71,8 +77,8 @@ func (s *core) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error
 		hash = p.ChallengeSHA256
 	}
 	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
-		n, err := tx.exec(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des, account_sid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, p.Created, p.AllowDES, p.AccountSID)
+		n, err := tx.exec(ctx, `INSERT INTO scep_profiles (name, template, account, mode, challenge_sha256, created, allow_des, account_sid, mdm)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`, p.Name, p.Template, p.Account, p.Mode, hash, p.Created, p.AllowDES, p.AccountSID, p.MDM)
 		if err != nil {
 			return fmt.Errorf("store: adding SCEP profile %q: %w", p.Name, err)
 		}
@@ -84,11 +90,11 @@ func (s *core) AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error
 	})
 }
 
-const scepProfileColumns = "name, template, account, mode, challenge_sha256, created, allow_des, account_sid"
+const scepProfileColumns = "name, template, account, mode, challenge_sha256, created, allow_des, account_sid, mdm"
 
 func scanSCEPProfile(row scanner) (SCEPProfile, error) {
 	var p SCEPProfile
-	err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &p.Created, &p.AllowDES, &p.AccountSID)
+	err := row.Scan(&p.Name, &p.Template, &p.Account, &p.Mode, &p.ChallengeSHA256, &p.Created, &p.AllowDES, &p.AccountSID, &p.MDM)
 	return p, err
 }
 
