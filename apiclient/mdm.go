@@ -13,6 +13,10 @@ const (
 	MDMClientsPath = "/api/v1/mdm/clients"
 	MDMPKCSPath    = "/api/v1/mdm/pkcs"
 	MDMRevokePath  = "/api/v1/mdm/revoke"
+	// MDMImportCertPath is the certificate imported keys are encrypted to (PEM); MDMImportsPath
+	// takes and lists imported keys, MDMImportsPath/ID/deliver re-encrypts one for a device.
+	MDMImportCertPath = "/api/v1/mdm/import-certificate"
+	MDMImportsPath    = "/api/v1/mdm/imports"
 	// MDMPathPrefix is what an MDM credential may call: the connector operations below it but
 	// the clients (an administrator's).
 	MDMPathPrefix = "/api/v1/mdm/"
@@ -133,6 +137,70 @@ type MDMRevokeRequest struct {
 	Serial     string `json:"serial,omitempty"`
 	Thumbprint string `json:"thumbprint,omitempty"`
 	Reason     string `json:"reason"`
+}
+
+// MDMImportRequest uploads a user's existing key and certificate: Envelope is a DER CMS
+// EnvelopedData to the import certificate (AES content encryption, RSA PKCS#1 v1.5 key
+// transport, as `openssl cms -encrypt -aes256 -binary` writes it) holding a PKCS#12, whose
+// password is Password ("" none). The certificate must carry the account's e-mail address.
+type MDMImportRequest struct {
+	Account  string `json:"account"`
+	Envelope []byte `json:"envelope"` // base64 in JSON
+	Password string `json:"password,omitempty"`
+}
+
+// MDMImport is an imported key, as listed (never the key).
+type MDMImport struct {
+	ID         string    `json:"id"`
+	MDM        string    `json:"mdm"`
+	Account    string    `json:"account"`
+	Subject    string    `json:"subject"`
+	Email      string    `json:"email"`
+	Serial     string    `json:"serial"`
+	Thumbprint string    `json:"thumbprint_sha256"`
+	NotAfter   time.Time `json:"not_after"`
+	Created    time.Time `json:"created"`
+}
+
+// MDMDeliverRequest names the device an imported key is re-encrypted for: its RSA key (PEM
+// CERTIFICATE or PUBLIC KEY).
+type MDMDeliverRequest struct {
+	DeviceID     string `json:"device_id,omitempty"`
+	RecipientPEM string `json:"recipient"`
+}
+
+// MDMDelivery is the re-encrypted key: a DER CMS EnvelopedData (RSAES-OAEP, AES-256) to the
+// device's key, holding the PKCS#12 with an empty password.
+type MDMDelivery struct {
+	ImportID string `json:"import_id"`
+	Result   []byte `json:"result"`
+	Format   string `json:"format"` // "cms-enveloped-pkcs12"
+}
+
+// MDMImportCertificate returns the PEM certificate imported keys are encrypted to.
+func (c *Client) MDMImportCertificate(ctx context.Context) (string, error) {
+	var out struct {
+		Certificate string `json:"certificate"`
+	}
+	return out.Certificate, c.do(ctx, "GET", MDMImportCertPath, nil, &out)
+}
+
+// ImportKey uploads a user's existing key and certificate.
+func (c *Client) ImportKey(ctx context.Context, in MDMImportRequest) (MDMImport, error) {
+	var out MDMImport
+	return out, c.do(ctx, "POST", MDMImportsPath, in, &out)
+}
+
+// Imports lists imported keys (of one account, or "" all).
+func (c *Client) Imports(ctx context.Context, account string) ([]MDMImport, error) {
+	var out []MDMImport
+	return out, c.do(ctx, "GET", MDMImportsPath+"?account="+url.QueryEscape(account), nil, &out)
+}
+
+// DeliverImport re-encrypts an imported key for a device.
+func (c *Client) DeliverImport(ctx context.Context, id string, in MDMDeliverRequest) (MDMDelivery, error) {
+	var out MDMDelivery
+	return out, c.do(ctx, "POST", MDMImportsPath+"/"+url.PathEscape(id)+"/deliver", in, &out)
 }
 
 // MDMClients lists the registered MDMs.

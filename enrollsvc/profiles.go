@@ -43,6 +43,9 @@ const (
 	// decryption that answers chosen ciphertexts must not be able to forge the RA's signatures.
 	ProfileSCEPRASign    = "scep-ra-sign"    // keyUsage digitalSignature only
 	ProfileSCEPRAEncrypt = "scep-ra-encrypt" // keyUsage keyEncipherment only: RSA only
+	// ProfileMDMImport is the MDM connector's import key: keys are uploaded encrypted to it
+	// (keyUsage keyEncipherment only, RSA), and it decrypts nothing else.
+	ProfileMDMImport = "mdm-import"
 )
 
 // DefaultProfileValidity is the validity of a profile certificate when the request names none.
@@ -56,6 +59,8 @@ var profiles = map[string]Profile{
 	ProfileSCEPRASign: {Name: ProfileSCEPRASign, KeyUsage: x509.KeyUsageDigitalSignature,
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
 	ProfileSCEPRAEncrypt: {Name: ProfileSCEPRAEncrypt, KeyUsage: x509.KeyUsageKeyEncipherment,
+		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
+	ProfileMDMImport: {Name: ProfileMDMImport, KeyUsage: x509.KeyUsageKeyEncipherment,
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
 }
 

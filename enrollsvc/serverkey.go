@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -116,4 +117,21 @@ func ServerKeyFor(t policy.Template) (crypto.Signer, error) {
 		return ecdsa.GenerateKey(c, rand.Reader)
 	}
 	return nil, fmt.Errorf("the template asks for %s keys, which are not made here", t.KeyAlgorithm)
+}
+
+// DirectoryAccount returns the directory object an account name (sAMAccountName, UPN, HOST$ or
+// DN) names: KindNotFound with the reasons when there is none (or it is disabled).
+func (s *Service) DirectoryAccount(ctx context.Context, name string) (*policy.Account, error) {
+	dc, err := s.directory("looking up an account")
+	if err != nil {
+		return nil, err
+	}
+	a, reasons, err := s.account(ctx, dc, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	if reasons != nil {
+		return nil, &Error{Kind: KindNotFound, Op: "looking up account " + name, Err: errors.New(strings.Join(reasons, "; "))}
+	}
+	return a, nil
 }

@@ -92,6 +92,13 @@ Commands:
   mdm webhooks NAME --validate-url https://... --notify-url https://... [--ca-file F] | --off
                               the MDM's URLs for SCEP profiles it validates; prints the key
                               the appliance signs its calls with (HMAC-SHA-256), once
+  mdm import-cert             the certificate a user's existing key is encrypted to for import
+  mdm import --account A --file F.p7m [--password-file F]
+                              keep a user's S/MIME key (a PKCS#12 in a CMS envelope to the
+                              import certificate), encrypted to the import key
+  mdm imports [--account A]   the imported keys
+  mdm deliver ID --recipient-cert F --out FILE [--device-id D]
+                              re-encrypt an imported key for a device (CMS envelope, RSA-OAEP)
   pkcs12 issue --template T --account A (--password-file F | --recipient-cert F) --out FILE
                               a key pair made by the appliance, issued by directory policy: a
                               PKCS#12 encrypted to the password, or a CMS envelope to the

@@ -28,6 +28,13 @@ func mdmCommand(fs *flag.FlagSet) runner {
 	fs.StringVar(&h.NotifyURL, "notify-url", "", "webhooks: https URL the appliance tells each outcome")
 	fs.StringVar(&caFile, "ca-file", "", "webhooks: PEM, the CA of the MDM server's certificate (default: the system's)")
 	fs.BoolVar(&off, "off", false, "webhooks: remove the MDM's URLs")
+	var account, file, passFile, recipFile, out, deviceID string
+	fs.StringVar(&account, "account", "", "import, imports: the user the key is for")
+	fs.StringVar(&file, "file", "", "import: DER CMS EnvelopedData to the import certificate, holding the PKCS#12")
+	fs.StringVar(&passFile, "password-file", "", "import: file holding the PKCS#12's password (default: none)")
+	fs.StringVar(&recipFile, "recipient-cert", "", "deliver: PEM certificate or public key of the device")
+	fs.StringVar(&out, "out", "", "deliver: file to write (must not exist)")
+	fs.StringVar(&deviceID, "device-id", "", "deliver: the device (recorded)")
 	return func(ctx context.Context, e *env) error {
 		if len(e.args) != 2 || e.args[0] != "webhooks" {
 			if err := refuseFlags(fs, "aectl mdm "+strings.Join(e.args, " "), "validate-url", "notify-url", "ca-file", "off"); err != nil {
@@ -35,6 +42,76 @@ func mdmCommand(fs *flag.FlagSet) runner {
 			}
 		}
 		switch {
+		case len(e.args) == 1 && e.args[0] == "import-cert":
+			p, err := e.cl.MDMImportCertificate(ctx)
+			if err != nil {
+				return err
+			}
+			return e.print(map[string]string{"certificate": p}, func(w io.Writer) { fmt.Fprint(w, p) })
+		case len(e.args) == 1 && e.args[0] == "import":
+			if account == "" || file == "" {
+				return fmt.Errorf("%w: aectl mdm import --account A --file F.p7m [--password-file F]", errUsage)
+			}
+			env, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			in := apiclient.MDMImportRequest{Account: account, Envelope: env}
+			if passFile != "" {
+				b, err := os.ReadFile(passFile)
+				if err != nil {
+					return err
+				}
+				in.Password = strings.TrimRight(string(b), "\r\n")
+			}
+			im, err := e.cl.ImportKey(ctx, in)
+			if err != nil {
+				return err
+			}
+			return e.print(im, func(w io.Writer) {
+				fmt.Fprintf(w, "Imported %s for %s (%s), certificate %s; kept encrypted to the import key as %s.\n",
+					im.Subject, im.Account, im.Email, im.Thumbprint, im.ID)
+			})
+		case len(e.args) == 1 && e.args[0] == "imports":
+			ims, err := e.cl.Imports(ctx, account)
+			if err != nil {
+				return err
+			}
+			return e.print(ims, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tACCOUNT\tE-MAIL\tSUBJECT\tEXPIRES\tBY")
+				for _, im := range ims {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", im.ID, im.Account, im.Email, im.Subject, im.NotAfter.Format(time.DateOnly), im.MDM)
+				}
+				tw.Flush()
+			})
+		case len(e.args) == 2 && e.args[0] == "deliver":
+			if recipFile == "" || out == "" {
+				return fmt.Errorf("%w: aectl mdm deliver ID --recipient-cert F --out FILE [--device-id D]", errUsage)
+			}
+			b, err := os.ReadFile(recipFile)
+			if err != nil {
+				return err
+			}
+			d, err := e.cl.DeliverImport(ctx, e.args[1], apiclient.MDMDeliverRequest{DeviceID: deviceID, RecipientPEM: string(b)})
+			if err != nil {
+				return err
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := f.Write(d.Result); err != nil {
+				f.Close()
+				os.Remove(out)
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			return e.print(map[string]string{"file": out, "format": d.Format}, func(w io.Writer) {
+				fmt.Fprintf(w, "Wrote %s: CMS EnvelopedData (DER) to the device key, holding the PKCS#12 (empty password).\n", out)
+			})
 		case len(e.args) == 2 && e.args[0] == "webhooks":
 			if off == (h.ValidateURL != "" || h.NotifyURL != "") || (!off && (h.ValidateURL == "" || h.NotifyURL == "")) {
 				return fmt.Errorf("%w: aectl mdm webhooks NAME --validate-url https://... --notify-url https://... [--ca-file F] | --off", errUsage)
@@ -93,7 +170,7 @@ func mdmCommand(fs *flag.FlagSet) runner {
 				fmt.Fprintf(w, "Removed MDM %s: its token no longer opens anything.\n", e.args[1])
 			})
 		}
-		return fmt.Errorf("%w: aectl mdm [list] | mdm add NAME | mdm remove NAME, got %q", errUsage, e.args)
+		return fmt.Errorf("%w: aectl mdm [list] | add NAME | remove NAME | webhooks NAME ... | import-cert | import ... | imports | deliver ID ..., got %q", errUsage, e.args)
 	}
 }
 

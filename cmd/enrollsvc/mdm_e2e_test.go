@@ -70,20 +70,8 @@ func TestMDMConnectorPKCS(t *testing.T) {
 	if err != nil || !strings.Contains(out, "intune-test") || !strings.Contains(out, "other-mdm") || strings.Contains(out, added.Token) {
 		t.Errorf("aectl mdm list = %v\n%s\nwant both MDMs and no token", err, out)
 	}
-	caPEM, _ := os.ReadFile(caFile)
-	admin, err := apiclient.DialDataDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := os.ReadFile(config.Path(dir, config.APIAddrFile))
-	dialAs := func(token string) *apiclient.Client {
-		cl, err := apiclient.NewClient(strings.TrimSpace(string(addr)), token, caPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cl
-	}
-	mdmCl, otherCl := dialAs(added.Token), dialAs(other.Token)
+	admin := apiclientFor(t, dir)
+	mdmCl, otherCl := mdmClient(t, dir, added.Token), mdmClient(t, dir, other.Token)
 
 	// PKCS for a password, by the MDM.
 	const password = "device pfx password 1"
@@ -285,6 +273,24 @@ func TestMDMConnectorPKCS(t *testing.T) {
 	}
 }
 
+// mdmClient is an API client of the service in dir with an MDM's token.
+func mdmClient(t *testing.T, dir, token string) *apiclient.Client {
+	t.Helper()
+	caPEM, err := os.ReadFile(filepath.Join(dir, config.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := os.ReadFile(config.Path(dir, config.APIAddrFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := apiclient.NewClient(strings.TrimSpace(string(addr)), token, caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
 // serveWithDirectory serves a data directory made against a seeded Samba DC, with the plain-HTTP
 // listener (OCSP, CRLs, SCEP) at base.
 func serveWithDirectory(t *testing.T) (s *ldaptest.Sample, dir, base string) {
@@ -376,4 +382,166 @@ func mustCert(t *testing.T, cl *apiclient.Client, serial string) *x509.Certifica
 		t.Fatal(err)
 	}
 	return cert
+}
+
+// TestMDMImportedPKCS: a user's existing S/MIME key, encrypted by openssl to the appliance's
+// import certificate, is kept encrypted to the HSM's import key and re-encrypted for two of the
+// user's devices, each opening it with its own key only (openssl cms -decrypt) and finding the
+// very key imported. An upload encrypted to another key, with a wrong password, or for another
+// user's address is refused; another MDM cannot have it delivered; no clear key is on disk.
+func TestMDMImportedPKCS(t *testing.T) {
+	needSoftHSM(t)
+	s, dir, _ := serveWithDirectory(t)
+	tmp := t.TempDir()
+	ctx := t.Context()
+	openssl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("openssl", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	file := func(name string) string { return filepath.Join(tmp, name) }
+	var m1, m2 apiclient.MDMClientAdded
+	aectlJSON(t, dir, &m1, "mdm", "add", "mdm-one")
+	aectlJSON(t, dir, &m2, "mdm", "add", "mdm-two")
+	one, two := mdmClient(t, dir, m1.Token), mdmClient(t, dir, m2.Token)
+
+	importPEM, err := one.MDMImportCertificate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(file("import.pem"), []byte(importPEM), 0o600)
+	if out := openssl("x509", "-in", file("import.pem"), "-noout", "-text"); !strings.Contains(out, "Key Encipherment") || strings.Contains(out, "Digital Signature") {
+		t.Errorf("the import certificate is not for key encipherment only:\n%s", out)
+	}
+	// Alice's existing S/MIME key and certificate (from another CA), and Bob's.
+	smime := func(user, mail string) (keyFile, p7m string) {
+		keyFile = file(user + ".key")
+		os.WriteFile(keyFile, []byte(openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048")), 0o600)
+		openssl("req", "-x509", "-new", "-key", keyFile, "-subj", "/CN="+user, "-addext", "subjectAltName=email:"+mail,
+			"-addext", "basicConstraints=critical,CA:FALSE", "-addext", "keyUsage=digitalSignature,keyEncipherment",
+			"-days", "30", "-out", file(user+".pem"))
+		openssl("pkcs12", "-export", "-inkey", keyFile, "-in", file(user+".pem"), "-passout", "pass:user pfx pw", "-out", file(user+".p12"))
+		p7m = file(user + ".p7m")
+		openssl("cms", "-encrypt", "-binary", "-aes256", "-in", file(user+".p12"), "-outform", "DER", "-out", p7m, file("import.pem"))
+		return keyFile, p7m
+	}
+	aliceKeyFile, aliceP7M := smime("alice", s.Alice.Mail)
+	_, bobP7M := smime("bob", s.Bob.Mail)
+	readEnv := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// Encrypted to another key: a certificate of our own.
+	openssl("req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", file("stranger.key"), "-subj", "/CN=stranger",
+		"-days", "1", "-out", file("stranger.pem"))
+	openssl("cms", "-encrypt", "-binary", "-aes256", "-in", file("alice.p12"), "-outform", "DER", "-out", file("stranger.p7m"), file("stranger.pem"))
+
+	for _, tc := range []struct {
+		in   apiclient.MDMImportRequest
+		want string
+	}{
+		{apiclient.MDMImportRequest{Account: "alice", Envelope: readEnv(file("stranger.p7m")), Password: "user pfx pw"}, "not encrypted to this appliance's import certificate"},
+		{apiclient.MDMImportRequest{Account: "alice", Envelope: readEnv(aliceP7M), Password: "wrong"}, "does not open"},
+		{apiclient.MDMImportRequest{Account: "alice", Envelope: readEnv(bobP7M), Password: "user pfx pw"}, "not alice's address"},
+		{apiclient.MDMImportRequest{Account: "alice", Envelope: []byte("not DER"), Password: "user pfx pw"}, "not a CMS EnvelopedData"},
+	} {
+		if _, err := one.ImportKey(ctx, tc.in); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("import: %v, want 400 saying %q", err, tc.want)
+		}
+	}
+	im, err := one.ImportKey(ctx, apiclient.MDMImportRequest{Account: "alice", Envelope: readEnv(aliceP7M), Password: "user pfx pw"})
+	if err != nil || im.Account != "alice" || im.Email != s.Alice.Mail {
+		t.Fatalf("import alice's key: %+v, %v", im, err)
+	}
+	if _, err := one.ImportKey(ctx, apiclient.MDMImportRequest{Account: "alice", Envelope: readEnv(aliceP7M), Password: "user pfx pw"}); statusOf(err) != http.StatusConflict {
+		t.Errorf("importing the same certificate again: %v, want 409", err)
+	}
+	if list, err := two.Imports(ctx, "alice"); err != nil || len(list) != 0 {
+		t.Errorf("another MDM lists %v, %v; want none", list, err)
+	}
+
+	aliceKey := readRSAKey(t, aliceKeyFile)
+	// Two devices: one named by its public key, one by its certificate.
+	devKey1 := file("dev1.key")
+	os.WriteFile(devKey1, []byte(openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048")), 0o600)
+	openssl("req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", file("dev2.key"), "-subj", "/CN=dev2", "-days", "1", "-out", file("dev2.pem"))
+	recipients := map[string]string{devKey1: openssl("pkey", "-in", devKey1, "-pubout"), file("dev2.key"): string(readEnv(file("dev2.pem")))}
+	if _, err := two.DeliverImport(ctx, im.ID, apiclient.MDMDeliverRequest{RecipientPEM: recipients[devKey1]}); statusOf(err) != http.StatusNotFound {
+		t.Errorf("another MDM delivering mdm-one's import: %v, want 404", err)
+	}
+	for devKey, recipient := range recipients {
+		d, err := one.DeliverImport(ctx, im.ID, apiclient.MDMDeliverRequest{DeviceID: filepath.Base(devKey), RecipientPEM: recipient})
+		if err != nil {
+			t.Fatalf("deliver to %s: %v", devKey, err)
+		}
+		env := file(filepath.Base(devKey) + ".der")
+		os.WriteFile(env, d.Result, 0o600)
+		if out, err := exec.Command("openssl", "cms", "-decrypt", "-inform", "DER", "-in", env, "-inkey", file("stranger.key")).CombinedOutput(); err == nil {
+			t.Fatalf("a stranger's key opened the delivery:\n%s", out)
+		}
+		inner := env + ".p12"
+		openssl("cms", "-decrypt", "-inform", "DER", "-in", env, "-inkey", devKey, "-out", inner)
+		k, c := openPKCS12(t, openssl("pkcs12", "-in", inner, "-passin", "pass:", "-nodes"))
+		if !k.Equal(aliceKey) || len(c.EmailAddresses) != 1 || c.EmailAddresses[0] != s.Alice.Mail {
+			t.Errorf("the device %s got another key or certificate (%v)", devKey, c.EmailAddresses)
+		}
+	}
+	// The administrator's aectl does the same.
+	if out, errOut, err := runBin(t, "aectl", "--data", dir, "mdm", "deliver", im.ID, "--recipient-cert", file("dev2.pem"), "--out", file("admin.der")); err != nil {
+		t.Errorf("aectl mdm deliver: %v\n%s%s", err, out, errOut)
+	}
+
+	evs, err := apiclientFor(t, dir).Events(ctx, apiclient.EventQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[int]int{}
+	for _, e := range evs {
+		counts[e.ID]++
+	}
+	if counts[4200] != 1 || counts[4201] != 3 {
+		t.Errorf("events 4200 x%d, 4201 x%d; want 1 import and 3 deliveries", counts[4200], counts[4201])
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err == nil {
+			if where := keyTrace(b, aliceKey); where != "" {
+				t.Errorf("%s holds the imported key's %s", p, where)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readRSAKey(t *testing.T, path string) *rsa.PrivateKey {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		t.Fatalf("%s: not RSA", path)
+	}
+	return rk
 }

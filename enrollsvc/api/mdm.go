@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"strings"
 
@@ -26,6 +28,10 @@ type MDMConnector interface {
 	Submit(ctx context.Context, mdm string, in apiclient.PKCSRequest, remote string) (apiclient.PKCSJob, error)
 	Job(ctx context.Context, mdm, id, remote string) (apiclient.PKCSJob, error)
 	Revoke(ctx context.Context, mdm string, in apiclient.MDMRevokeRequest, remote string) (*store.Certificate, error)
+	ImportCertificate() (*x509.Certificate, error)
+	Import(ctx context.Context, mdm string, in apiclient.MDMImportRequest, remote string) (apiclient.MDMImport, error)
+	Imports(ctx context.Context, mdm, account string) ([]apiclient.MDMImport, error)
+	Deliver(ctx context.Context, mdm, id string, in apiclient.MDMDeliverRequest, remote string) ([]byte, error)
 }
 
 // callerKey is the echo context key holding who authenticated: mdm.Admin (the admin token) or
@@ -182,4 +188,61 @@ func (s *Server) mdmRevoke(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, certView(*sc, s.cfg.Now(), false))
+}
+
+func (s *Server) importCertificate(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	cert, err := m.ImportCertificate()
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))})
+}
+
+func (s *Server) importKey(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	var in apiclient.MDMImportRequest
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	out, err := m.Import(c.Request().Context(), caller(c), in, c.RealIP())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+func (s *Server) imports(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	out, err := m.Imports(c.Request().Context(), caller(c), c.QueryParam("account"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deliverImport(c echo.Context) error {
+	m, err := s.connector()
+	if err != nil {
+		return err
+	}
+	var in apiclient.MDMDeliverRequest
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	env, err := m.Deliver(c.Request().Context(), caller(c), c.Param("id"), in, c.RealIP())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, apiclient.MDMDelivery{ImportID: c.Param("id"), Result: env, Format: "cms-enveloped-pkcs12"})
 }

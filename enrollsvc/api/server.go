@@ -219,6 +219,10 @@ func New(cfg Config) (*Server, error) {
 	g.POST("/mdm/pkcs", s.submitPKCS)
 	g.GET("/mdm/pkcs/:id", s.pkcsJob)
 	g.POST("/mdm/revoke", s.mdmRevoke)
+	g.GET("/mdm/import-certificate", s.importCertificate)
+	g.POST("/mdm/imports", s.importKey)
+	g.GET("/mdm/imports", s.imports)
+	g.POST("/mdm/imports/:id/deliver", s.deliverImport)
 	g.GET("/firmware", s.firmwareStatus)
 	g.PUT("/firmware", s.installFirmware)
 	s.e = e

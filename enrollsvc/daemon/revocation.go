@@ -49,7 +49,26 @@ type raKey struct {
 var (
 	raSigning    = raKey{"scep-ra-sign", "scep/ra-sign.pem", enrollsvc.ProfileSCEPRASign, "signing", hsm.UsageSign}
 	raEncryption = raKey{"scep-ra-encrypt", "scep/ra-encrypt.pem", enrollsvc.ProfileSCEPRAEncrypt, "encryption", hsm.UsageDecrypt}
+	// mdmImport is not the RA's: the MDM connector's import key, which uploaded keys are
+	// encrypted to (decrypt only), made and certified the same way.
+	mdmImport = raKey{"mdm-import", "mdm/import.pem", enrollsvc.ProfileMDMImport, "MDM import", hsm.UsageDecrypt}
 )
+
+// title names the key in messages.
+func (k raKey) title() string {
+	if k.profile == enrollsvc.ProfileMDMImport {
+		return k.role
+	}
+	return "SCEP RA " + k.role
+}
+
+// subject is the subject of the key's certificate.
+func (k raKey) subject(caName string) pkix.Name {
+	if k.profile == enrollsvc.ProfileMDMImport {
+		return pkix.Name{CommonName: caName + " MDM import", OrganizationalUnit: []string{"MDM connector"}}
+	}
+	return pkix.Name{CommonName: caName + " SCEP RA (" + k.role + ")", OrganizationalUnit: []string{"SCEP"}}
+}
 
 // revocationSource is the store seen by the CRL publisher and the OCSP responder.
 type revocationSource struct{ st store.Store }
@@ -347,7 +366,7 @@ func (rt *Runtime) ensureRAKey(ctx context.Context, k raKey) (*x509.Certificate,
 		key, err = rt.KeyStore.GenerateKeyFor(ctx, hsm.RSA2048, k.label, nil, k.usage)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("the SCEP RA %s key: %w", k.role, err)
+		return nil, nil, fmt.Errorf("the %s key: %w", k.title(), err)
 	}
 	want := x509.KeyUsageDigitalSignature
 	if k.usage == hsm.UsageDecrypt {
@@ -359,11 +378,11 @@ func (rt *Runtime) ensureRAKey(ctx context.Context, k raKey) (*x509.Certificate,
 		return c, key, nil
 	}
 	res, err := rt.Service.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: k.profile,
-		Subject:   pkix.Name{CommonName: rt.Config.CAName + " SCEP RA (" + k.role + ")", OrganizationalUnit: []string{"SCEP"}},
+		Subject:   k.subject(rt.Config.CAName),
 		PublicKey: key.Public(), Validity: raValidity,
 		Meta: enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-" + k.label}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuing the SCEP RA %s certificate: %w", k.role, err)
+		return nil, nil, fmt.Errorf("issuing the %s certificate: %w", k.title(), err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, nil, err

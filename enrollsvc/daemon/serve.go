@@ -221,8 +221,17 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
 		if ms, ok := rt.Store.(mdm.Store); ok {
+			importCert, importKey, err := rt.ensureRAKey(ctx, mdmImport)
+			if err != nil {
+				return err
+			}
+			rejection, err := rt.secret(scepRejectionKeyFile)
+			if err != nil {
+				return fmt.Errorf("the MDM connector: %w", err)
+			}
 			conn, err := mdm.New(ctx, mdm.Config{Core: rt.Service, Store: ms, Recorder: rt.Recorder,
-				Chain: append([]*x509.Certificate{rt.CACert}, rt.CAChain...), Log: rt.Log})
+				Chain: append([]*x509.Certificate{rt.CACert}, rt.CAChain...), Log: rt.Log, Accounts: rt.Service,
+				Import: &mdm.ImportKey{Cert: importCert, Key: importKey, RejectionKey: rejection}})
 			if err != nil {
 				return fmt.Errorf("the MDM connector: %w", err)
 			}

@@ -126,6 +126,10 @@ const (
 	PKCSFailed    ID = 4103
 	PKCSCollected ID = 4104
 	PKCSExpired   ID = 4105
+	// PKCSImported: a user's existing key and certificate were uploaded (kept encrypted to the
+	// import key); PKCSImportDelivered: one was re-encrypted for a device.
+	PKCSImported        ID = 4200
+	PKCSImportDelivered ID = 4201
 	// MDMRevoked: an MDM had a certificate revoked (device retired or wiped); MDMRevokeRefused:
 	// the request named no certificate of this CA or was already final.
 	MDMRevoked       ID = 4300
@@ -220,6 +224,8 @@ func init() {
 	def(SCEPMDMUnreachable, "the MDM could not be asked to validate a SCEP challenge", Operational, slog.LevelError)
 	def(SCEPMDMNotified, "SCEP outcome delivered to the MDM", Operational, slog.LevelInfo)
 	def(SCEPMDMNotifyDropped, "SCEP outcome notification given up after its retries", Operational, slog.LevelError)
+	def(PKCSImported, "key and certificate imported for a user (PKCS import)", Admin, slog.LevelInfo)
+	def(PKCSImportDelivered, "imported key re-encrypted for a device", Admin, slog.LevelInfo)
 	def(MDMRevoked, "certificate revoked at an MDM's request", Admin, slog.LevelWarn)
 	def(MDMRevokeRefused, "MDM revocation request refused", Admin, slog.LevelWarn)
 }

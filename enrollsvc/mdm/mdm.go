@@ -51,6 +51,7 @@ type Store interface {
 	store.SettingsStore
 	store.MDMJobStore
 	store.MDMNotificationStore
+	store.MDMImportStore
 	GetCertificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.CertFilter) ([]store.Certificate, error)
 	GetRequest(ctx context.Context, id int64) (store.Request, error)
@@ -68,6 +69,10 @@ type Config struct {
 	Workers int
 	// ResultTTL is how long an issued PKCS#12 can be collected (default 1h).
 	ResultTTL time.Duration
+	// Import is the import key of imported PKCS, Accounts the directory's accounts (nil: no
+	// imported PKCS).
+	Import   *ImportKey
+	Accounts Accounts
 }
 
 // Limits.

@@ -58,6 +58,10 @@ var copyTables = []copyTable{
 		kinds: []colKind{colInt, colBytes, colText, colText, colText, colTime}},
 	{name: "crls", cols: []string{"kind", "number", "this_update", "next_update", "der"},
 		kinds: []colKind{colText, colInt, colTime, colTime, colBytes}},
+	// Imported keys stay encrypted to the HSM's import key (not the MDM jobs and notifications,
+	// which are transient).
+	{name: "mdm_imports", cols: []string{"id", "mdm", "account", "subject", "email", "serial", "thumbprint", "not_after", "envelope", "created"},
+		kinds: []colKind{colText, colText, colText, colText, colText, colText, colText, colTime, colBytes, colTime}},
 }
 
 // Counts are the rows of each table moved (and found in both databases afterwards), and the

@@ -286,3 +286,94 @@ func (s *core) DeleteMDMNotification(ctx context.Context, id string) error {
 		return err
 	})
 }
+
+// MDMImport is an imported key and certificate (a user's existing S/MIME PKCS#12), kept
+// encrypted to the appliance's import key.
+type MDMImport struct {
+	ID         string
+	MDM        string // who uploaded it ("admin" for an administrator)
+	Account    string
+	Subject    string
+	Email      string
+	Serial     string // of the imported certificate (its own CA's)
+	Thumbprint string // hex SHA-256 of the certificate
+	NotAfter   time.Time
+	Envelope   []byte // CMS EnvelopedData to the import key, holding the PKCS#12
+	Created    time.Time
+}
+
+// MDMImportStore keeps the imported keys.
+type MDMImportStore interface {
+	AddMDMImport(ctx context.Context, im MDMImport, e Event) error
+	GetMDMImport(ctx context.Context, id string) (MDMImport, error)
+	ListMDMImports(ctx context.Context, account string) ([]MDMImport, error)
+}
+
+var (
+	_ MDMImportStore = (*SQLite)(nil)
+	_ MDMImportStore = (*Postgres)(nil)
+)
+
+// AddMDMImport stores an imported key with its audit event. ErrConflict if the account has that
+// certificate already.
+func (s *core) AddMDMImport(ctx context.Context, im MDMImport, e Event) error {
+	if im.ID == "" || im.MDM == "" || im.Account == "" || im.Thumbprint == "" || len(im.Envelope) == 0 ||
+		im.Created.IsZero() || im.NotAfter.IsZero() || checkTimes(im.Created, im.NotAfter) != nil {
+		return errors.New("store: MDM import: id, mdm, account, thumbprint, envelope and times are required")
+	}
+	event, err := s.prepareEvent(e)
+	if err != nil {
+		return err
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		var n int64
+		if err := tx.queryRow(ctx, "SELECT count(*) FROM mdm_imports WHERE account = ? AND thumbprint = ?", im.Account, im.Thumbprint).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("store: %s's certificate %s is imported already: %w", im.Account, im.Thumbprint, ErrConflict)
+		}
+		if _, err := tx.exec(ctx, `INSERT INTO mdm_imports (id, mdm, account, subject, email, serial, thumbprint, not_after, envelope, created)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, im.ID, im.MDM, im.Account, im.Subject, im.Email, im.Serial, im.Thumbprint,
+			im.NotAfter, im.Envelope, im.Created); err != nil {
+			return fmt.Errorf("store: adding an MDM import: %w", err)
+		}
+		_, err := event(ctx, tx)
+		return err
+	})
+}
+
+const mdmImportColumns = "id, mdm, account, subject, email, serial, thumbprint, not_after, envelope, created"
+
+func scanMDMImport(row scanner) (MDMImport, error) {
+	var im MDMImport
+	err := row.Scan(&im.ID, &im.MDM, &im.Account, &im.Subject, &im.Email, &im.Serial, &im.Thumbprint, &im.NotAfter, &im.Envelope, &im.Created)
+	return im, err
+}
+
+// GetMDMImport returns an imported key, or ErrNotFound.
+func (s *core) GetMDMImport(ctx context.Context, id string) (MDMImport, error) {
+	var im MDMImport
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		var err error
+		im, err = scanMDMImport(db.queryRow(ctx, "SELECT "+mdmImportColumns+" FROM mdm_imports WHERE id = ?", id))
+		if noRows(err) {
+			return fmt.Errorf("store: MDM import %s: %w", id, ErrNotFound)
+		}
+		return err
+	})
+	return im, err
+}
+
+// ListMDMImports returns the imported keys of account ("" every account), oldest first.
+func (s *core) ListMDMImports(ctx context.Context, account string) ([]MDMImport, error) {
+	var out []MDMImport
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		return eachRow(ctx, db, func(row scanner) error {
+			im, err := scanMDMImport(row)
+			out = append(out, im)
+			return err
+		}, "SELECT "+mdmImportColumns+" FROM mdm_imports WHERE ? = '' OR account = ? ORDER BY created, id", account, account)
+	})
+	return out, err
+}

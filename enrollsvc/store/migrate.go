@@ -254,6 +254,24 @@ CREATE TABLE mdm_notifications (
 ) WITHOUT ROWID;
 CREATE INDEX mdm_notifications_due ON mdm_notifications (next_try);
 `},
+	{14, "MDM imported keys", `
+-- Imported PKCS: a user's existing key and certificate (S/MIME), uploaded encrypted to the
+-- appliance's import key (an RSA key in the HSM that only decrypts) and kept so: the blob is a
+-- CMS EnvelopedData to that key holding the PKCS#12, re-encrypted per device on request.
+CREATE TABLE mdm_imports (
+	id         TEXT PRIMARY KEY,
+	mdm        TEXT NOT NULL,
+	account    TEXT NOT NULL,
+	subject    TEXT NOT NULL,
+	email      TEXT NOT NULL,
+	serial     TEXT NOT NULL,
+	thumbprint TEXT NOT NULL,
+	not_after  TEXT NOT NULL,
+	envelope   BLOB NOT NULL,
+	created    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX mdm_imports_account ON mdm_imports (account);
+`},
 }
 
 // latestVersion is the schema version this code writes.

@@ -266,6 +266,24 @@ CREATE TABLE mdm_notifications (
 );
 CREATE INDEX mdm_notifications_due ON mdm_notifications (next_try);
 `},
+	{14, "MDM imported keys", `
+-- Imported PKCS: a user's existing key and certificate (S/MIME), uploaded encrypted to the
+-- appliance's import key (an RSA key in the HSM that only decrypts) and kept so: the blob is a
+-- CMS EnvelopedData to that key holding the PKCS#12, re-encrypted per device on request.
+CREATE TABLE mdm_imports (
+	id         text PRIMARY KEY,
+	mdm        text NOT NULL,
+	account    text NOT NULL,
+	subject    text NOT NULL,
+	email      text NOT NULL,
+	serial     text NOT NULL,
+	thumbprint text NOT NULL,
+	not_after  timestamptz NOT NULL,
+	envelope   bytea NOT NULL,
+	created    timestamptz NOT NULL
+);
+CREATE INDEX mdm_imports_account ON mdm_imports (account);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.
