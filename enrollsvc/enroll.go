@@ -313,6 +313,8 @@ type EnrollRequest struct {
 	Requester  string
 	CSR        []byte // DER PKCS#10
 	Autoenroll bool
+	// KeyArchived: the CSR's private key is archived (EnrollServerKey did it): policy.Input.KeyArchived.
+	KeyArchived bool
 }
 
 // Outcomes of Enroll.
@@ -381,6 +383,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	if err != nil {
 		return nil, err
 	}
+	in.KeyArchived = er.KeyArchived
 	d := policy.Decide(in)
 	switch d.Outcome {
 	case policy.Refuse:

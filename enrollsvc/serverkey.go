@@ -62,9 +62,27 @@ func (s *Service) EnrollServerKey(ctx context.Context, r ServerKeyRequest) (*Enr
 	if err != nil {
 		return nil, nil, &Error{Kind: KindInternal, Op: "making the request for a key made here", Err: err}
 	}
-	res, err := s.Enroll(ctx, EnrollRequest{Template: t.Name, Account: r.Account, Requester: r.Requester, CSR: csr})
+	// A template that requires archival gets the key archived for the recovery agents before
+	// anything is issued; the archive goes again if nothing is.
+	archived := ""
+	if t.PrivateKeyFlags&policy.PrivateKeyRequireArchival != 0 {
+		h, reasons, err := s.archiveKey(ctx, key, t, meta)
+		if err != nil {
+			return nil, nil, err
+		}
+		if reasons != nil {
+			res, err := s.refuse(ctx, meta, reasons, nil)
+			return res, nil, err
+		}
+		archived = h
+	}
+	res, err := s.Enroll(ctx, EnrollRequest{Template: t.Name, Account: r.Account, Requester: r.Requester, CSR: csr, KeyArchived: archived != ""})
 	if err != nil {
+		s.dropArchive(ctx, archived, "the request failed: "+err.Error())
 		return nil, nil, err
+	}
+	if res.Status != StatusIssued {
+		s.dropArchive(ctx, archived, "the request was not issued")
 	}
 	switch res.Status {
 	case StatusIssued:

@@ -99,6 +99,10 @@ Commands:
   mdm imports [--account A]   the imported keys
   mdm deliver ID --recipient-cert F --out FILE [--device-id D]
                               re-encrypt an imported key for a device (CMS envelope, RSA-OAEP)
+  kra [list] | kra add CERT.pem | kra remove THUMBPRINT
+                              key recovery agents: keys of templates that require archival
+                              are encrypted to their certificates (RSA, Key Recovery Agent EKU)
+  recover SERIAL --out FILE   the archived key of a certificate, encrypted to the agents (CMS)
   pkcs12 issue --template T --account A (--password-file F | --recipient-cert F) --out FILE
                               a key pair made by the appliance, issued by directory policy: a
                               PKCS#12 encrypted to the password, or a CMS envelope to the

@@ -46,14 +46,7 @@ func TestMDMConnectorPKCS(t *testing.T) {
 		}
 		return p
 	}
-	openssl := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("openssl", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	openssl := func(args ...string) string { t.Helper(); return runOpenSSL(t, args...) }
 
 	// Registration: the token is printed once; the name is taken once.
 	var added apiclient.MDMClientAdded
@@ -252,25 +245,7 @@ func TestMDMConnectorPKCS(t *testing.T) {
 	}
 
 	// No clear key anywhere in the data directory (the store, its log, everything).
-	keys := append([]*rsa.PrivateKey{aliceKey, adminKey}, envKeys...)
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		for i, k := range keys {
-			if where := keyTrace(b, k); where != "" {
-				t.Errorf("%s holds key %d's %s", p, i, where)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	noKeyOnDisk(t, dir, append([]*rsa.PrivateKey{aliceKey, adminKey}, envKeys...)...)
 }
 
 // mdmClient is an API client of the service in dir with an MDM's token.
@@ -302,6 +277,53 @@ func serveWithDirectory(t *testing.T) (s *ldaptest.Sample, dir, base string) {
 	dir = initDir(t, append(directoryFlags(t, dc, s), "--http-url", base, "--http-listen", "127.0.0.1:"+port)...)
 	startServe(t, dir)
 	return s, dir, base
+}
+
+// noKeyOnDisk fails t when any file under dir holds one of keys in clear (keyTrace).
+func noKeyOnDisk(t *testing.T, dir string, keys ...*rsa.PrivateKey) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for i, k := range keys {
+			if where := keyTrace(b, k); where != "" {
+				t.Errorf("%s holds key %d's %s", p, i, where)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventCounts counts the service's audit events by ID.
+func eventCounts(t *testing.T, dir string) map[int]int {
+	t.Helper()
+	evs, err := apiclientFor(t, dir).Events(t.Context(), apiclient.EventQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[int]int{}
+	for _, e := range evs {
+		counts[e.ID]++
+	}
+	return counts
+}
+
+// runOpenSSL runs openssl and returns what it printed; a failure fails t.
+func runOpenSSL(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("openssl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 // openPKCS12 reads the key and the leaf certificate openssl pkcs12 -nodes printed.
@@ -394,14 +416,7 @@ func TestMDMImportedPKCS(t *testing.T) {
 	s, dir, _ := serveWithDirectory(t)
 	tmp := t.TempDir()
 	ctx := t.Context()
-	openssl := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("openssl", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	openssl := func(args ...string) string { t.Helper(); return runOpenSSL(t, args...) }
 	file := func(name string) string { return filepath.Join(tmp, name) }
 	var m1, m2 apiclient.MDMClientAdded
 	aectlJSON(t, dir, &m1, "mdm", "add", "mdm-one")
@@ -497,32 +512,10 @@ func TestMDMImportedPKCS(t *testing.T) {
 		t.Errorf("aectl mdm deliver: %v\n%s%s", err, out, errOut)
 	}
 
-	evs, err := apiclientFor(t, dir).Events(ctx, apiclient.EventQuery{Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	counts := map[int]int{}
-	for _, e := range evs {
-		counts[e.ID]++
-	}
-	if counts[4200] != 1 || counts[4201] != 3 {
+	if counts := eventCounts(t, dir); counts[4200] != 1 || counts[4201] != 3 {
 		t.Errorf("events 4200 x%d, 4201 x%d; want 1 import and 3 deliveries", counts[4200], counts[4201])
 	}
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err == nil {
-			if where := keyTrace(b, aliceKey); where != "" {
-				t.Errorf("%s holds the imported key's %s", p, where)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	noKeyOnDisk(t, dir, aliceKey)
 }
 
 func readRSAKey(t *testing.T, path string) *rsa.PrivateKey {

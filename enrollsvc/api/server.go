@@ -96,6 +96,8 @@ type Config struct {
 	Backup func(ctx context.Context, w io.Writer, in apiclient.BackupRequest, remote string) error
 	// MDM is the MDM connector (nil: its endpoints answer 503, and no MDM token is accepted).
 	MDM MDMConnector
+	// Archive is key archival: the recovery agents and recovery (nil: 503).
+	Archive Archiver
 }
 
 // OpsSettings are the operations settings of the running service, shared by the instances of its
@@ -212,6 +214,10 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/scep/profiles", s.scepProfiles)
 	g.POST("/scep/profiles", s.addSCEPProfile)
 	g.POST("/scep/challenges", s.scepChallenge)
+	g.GET("/kra", s.kras)
+	g.POST("/kra", s.addKRA)
+	g.DELETE("/kra/:thumbprint", s.removeKRA)
+	g.GET("/certificates/:serial/archived-key", s.recoverKey)
 	g.GET("/mdm/clients", s.mdmClients)
 	g.POST("/mdm/clients", s.addMDMClient)
 	g.DELETE("/mdm/clients/:name", s.removeMDMClient)

@@ -206,7 +206,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		return err
 	}
 	acfg := api.Config{TokenSHA256: rt.Config.API.TokenHash, CACert: rt.CACert, CAChain: rt.CAChain, Store: rt.Store,
-		Service: rt.Service, Revoker: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
+		Service: rt.Service, Revoker: rt.Service, Archive: rt.Service, Recorder: rt.Recorder, Logger: rt.Log, Firmware: o.Firmware,
 		Proxies: lim.proxies, Health: lim.health,
 		Status:  func(ctx context.Context) apiclient.Status { return rt.Status(ctx, addr, o.Version) },
 		Healthy: rt.healthy, Ready: rt.Ready, Cluster: rt.ClusterStatus, Metrics: rt.metrics,

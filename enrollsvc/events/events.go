@@ -77,6 +77,13 @@ const (
 	PublishFailed          ID = 2121
 	CertificateUnpublished ID = 2122
 
+	// KeyArchived: a private key was archived for the key recovery agents (before its
+	// certificate is issued); KeyRecovered: an administrator recovered one; KeyArchiveDropped:
+	// the archive of a key that was not certified after all was removed.
+	KeyArchived       ID = 2130
+	KeyRecovered      ID = 2131
+	KeyArchiveDropped ID = 2132
+
 	CertificateRevoked ID = 2200
 	CRLPublished       ID = 2201
 
@@ -106,6 +113,9 @@ const (
 	// SettingChanged: an administrator changed an operations setting (metrics token, remote
 	// syslog, backups); the event names the setting, never a secret.
 	SettingChanged ID = 3060
+	// KRAAdded and KRARemoved: an administrator registered or withdrew a key recovery agent.
+	KRAAdded   ID = 3080
+	KRARemoved ID = 3081
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
@@ -188,6 +198,11 @@ func init() {
 	def(LintRefused, "certificate refused by lint", Operational, slog.LevelError)
 	def(KeyRefused, "subject key refused by the issuance gate", Operational, slog.LevelWarn)
 	def(CACertificateMade, "CA certificate created", Admin, slog.LevelInfo)
+	def(KeyArchived, "private key archived for the key recovery agents", Operational, slog.LevelInfo)
+	def(KeyRecovered, "archived private key recovered", Admin, slog.LevelWarn)
+	def(KeyArchiveDropped, "archive of a key that was not certified removed", Operational, slog.LevelInfo)
+	def(KRAAdded, "key recovery agent registered", Admin, slog.LevelWarn)
+	def(KRARemoved, "key recovery agent removed", Admin, slog.LevelWarn)
 	def(CertificateRevoked, "certificate revoked", Admin, slog.LevelWarn)
 	def(CRLPublished, "CRL published", Operational, slog.LevelInfo)
 	def(DataDirInitialised, "data directory initialised", Admin, slog.LevelInfo)

@@ -62,6 +62,10 @@ type Input struct {
 	// DC maps such a name (weak certificate mapping, MS-PKCA 3.1.5.2.1) to whichever account it
 	// finds first.
 	UPNHolders map[string][]string
+	// KeyArchived says the request's private key is archived for the key recovery agents (the
+	// caller made the key and archived it, or checked the one the client sent against the
+	// request): a template that requires archival is then not refused for it.
+	KeyArchived bool
 }
 
 // Decision is policy's answer, with every reason for it.
@@ -225,8 +229,8 @@ func (x *decider) templateRules() {
 	if t.RASignatures > 0 {
 		x.refuse("the template needs %d enrollment agent signature(s) (msPKI-RA-Signature); not supported", t.RASignatures)
 	}
-	if t.PrivateKeyFlags&PrivateKeyRequireArchival != 0 {
-		x.refuse("the template requires private key archival, which this CA does not do")
+	if t.PrivateKeyFlags&PrivateKeyRequireArchival != 0 && !x.in.KeyArchived {
+		x.refuse("the template requires private key archival: only keys this CA makes and archives (PKCS, aectl pkcs12 issue) are issued on it")
 	}
 	if t.PrivateKeyFlags&PrivateKeyAttestRequired != 0 {
 		x.refuse("the template requires TPM key attestation, which this CA cannot verify")

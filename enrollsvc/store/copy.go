@@ -62,6 +62,8 @@ var copyTables = []copyTable{
 	// which are transient).
 	{name: "mdm_imports", cols: []string{"id", "mdm", "account", "subject", "email", "serial", "thumbprint", "not_after", "envelope", "created"},
 		kinds: []colKind{colText, colText, colText, colText, colText, colText, colText, colTime, colBytes, colTime}},
+	{name: "archived_keys", cols: []string{"spki_sha256", "account", "template", "envelope", "kras", "created"},
+		kinds: []colKind{colText, colText, colText, colBytes, colText, colTime}},
 }
 
 // Counts are the rows of each table moved (and found in both databases afterwards), and the

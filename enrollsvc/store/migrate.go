@@ -272,6 +272,19 @@ CREATE TABLE mdm_imports (
 ) WITHOUT ROWID;
 CREATE INDEX mdm_imports_account ON mdm_imports (account);
 `},
+	{15, "archived keys", `
+-- Key archival (templates with CT_FLAG_REQUIRE_PRIVATE_KEY_ARCHIVAL): a private key, encrypted to
+-- the key recovery agents' certificates (a CMS EnvelopedData only their keys open), by the SHA-256
+-- of its public key (the certificate's SubjectPublicKeyInfo), stored before the certificate is issued.
+CREATE TABLE archived_keys (
+	spki_sha256 TEXT PRIMARY KEY,
+	account     TEXT NOT NULL,
+	template    TEXT NOT NULL,
+	envelope    BLOB NOT NULL,
+	kras        TEXT NOT NULL, -- thumbprints of the agents it is encrypted to
+	created     TEXT NOT NULL
+) WITHOUT ROWID;
+`},
 }
 
 // latestVersion is the schema version this code writes.

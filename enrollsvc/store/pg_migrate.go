@@ -284,6 +284,19 @@ CREATE TABLE mdm_imports (
 );
 CREATE INDEX mdm_imports_account ON mdm_imports (account);
 `},
+	{15, "archived keys", `
+-- Key archival (templates with CT_FLAG_REQUIRE_PRIVATE_KEY_ARCHIVAL): a private key, encrypted to
+-- the key recovery agents' certificates (a CMS EnvelopedData only their keys open), by the SHA-256
+-- of its public key (the certificate's SubjectPublicKeyInfo), stored before the certificate is issued.
+CREATE TABLE archived_keys (
+	spki_sha256 text PRIMARY KEY,
+	account     text NOT NULL,
+	template    text NOT NULL,
+	envelope    bytea NOT NULL,
+	kras        text NOT NULL, -- thumbprints of the agents it is encrypted to
+	created     timestamptz NOT NULL
+);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

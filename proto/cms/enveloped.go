@@ -281,10 +281,31 @@ func EncryptOAEP(content []byte, pub *rsa.PublicKey, cert *x509.Certificate, c C
 		sum := sha1.Sum(info.Key.Bytes)
 		ski = sum[:]
 	}
+	r := oaepRecipient(pub, cert, ski)
+	return envelop(content, c, r.wrap, r.ri)
+}
+
+// EncryptOAEPTo is EncryptOAEP for several recipients, each named by its certificate (issuer and
+// serial number), each able to decrypt the content alone (key recovery agents).
+func EncryptOAEPTo(content []byte, certs []*x509.Certificate, c ContentCipher) ([]byte, error) {
+	var rs []keyTrans
+	for _, cert := range certs {
+		pub, ok := cert.PublicKey.(*rsa.PublicKey)
+		if !ok {
+			return nil, errf(BadAlg, "recipient %s: the key is not RSA", cert.Subject)
+		}
+		rs = append(rs, oaepRecipient(pub, cert, nil))
+	}
+	return envelopAll(content, c, rs)
+}
+
+// oaepRecipient is an RSAES-OAEP recipient: named by cert's issuer and serial when cert is
+// given, else by the subject key identifier ski.
+func oaepRecipient(pub *rsa.PublicKey, cert *x509.Certificate, ski []byte) keyTrans {
 	sha256Alg := func(b *cryptobyte.Builder) { addAlgorithm(b, oidSHA256, addNULL) }
-	return envelop(content, c, func(cek []byte) ([]byte, error) {
+	return keyTrans{wrap: func(cek []byte) ([]byte, error) {
 		return rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, cek, nil)
-	}, func(b *cryptobyte.Builder) {
+	}, ri: func(b *cryptobyte.Builder) {
 		if cert != nil {
 			b.AddASN1Int64(0)
 			addIssuerAndSerial(b, cert)
@@ -300,12 +321,27 @@ func EncryptOAEP(content []byte, pub *rsa.PublicKey, cert *x509.Certificate, c C
 				})
 			})
 		})
-	})
+	}}
+}
+
+// keyTrans is one recipient of envelop: wrap encrypts the content-encryption key for it, ri writes
+// its KeyTransRecipientInfo fields before encryptedKey (version, rid, keyEncryptionAlgorithm).
+type keyTrans struct {
+	wrap func(cek []byte) ([]byte, error)
+	ri   func(*cryptobyte.Builder)
 }
 
 // envelop encrypts content with c under a fresh key, which wrap encrypts for the one recipient whose
 // KeyTransRecipientInfo fields before encryptedKey (version, rid, keyEncryptionAlgorithm) ri writes.
 func envelop(content []byte, c ContentCipher, wrap func(cek []byte) ([]byte, error), ri func(*cryptobyte.Builder)) ([]byte, error) {
+	return envelopAll(content, c, []keyTrans{{wrap, ri}})
+}
+
+// envelopAll is envelop for one or more recipients, each getting the same content-encryption key.
+func envelopAll(content []byte, c ContentCipher, recipients []keyTrans) ([]byte, error) {
+	if len(recipients) == 0 {
+		return nil, errf(BadAlg, "no recipient")
+	}
 	if !c.oid.Equal(oidAES128CBC) && !c.oid.Equal(oidAES256CBC) {
 		return nil, fmt.Errorf("cms: content encryption %v: only AES-128-CBC and AES-256-CBC are written", c.oid)
 	}
@@ -323,27 +359,40 @@ func envelop(content []byte, c ContentCipher, wrap func(cek []byte) ([]byte, err
 	pad := aes.BlockSize - len(content)%aes.BlockSize
 	ciphertext := append(bytes.Clone(content), bytes.Repeat([]byte{byte(pad)}, pad)...)
 	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ciphertext, ciphertext)
-	encryptedKey, err := wrap(cek)
-	if err != nil {
-		return nil, fmt.Errorf("cms: encrypting the content key: %w", err)
-	}
+	encryptedKeys := make([][]byte, len(recipients))
 	// RFC 5652 section 6.1: version 0 when every RecipientInfo is version 0, else 2.
-	probe := cryptobyte.NewBuilder(nil)
-	ri(probe)
-	head, _ := probe.Bytes()
 	version := int64(0)
-	if len(head) < 3 || head[0] != 0x02 || head[1] != 1 || head[2] != 0 {
-		version = 2
+	for i, r := range recipients {
+		if encryptedKeys[i], err = r.wrap(cek); err != nil {
+			return nil, fmt.Errorf("cms: encrypting the content key: %w", err)
+		}
+		probe := cryptobyte.NewBuilder(nil)
+		r.ri(probe)
+		head, _ := probe.Bytes()
+		if len(head) < 3 || head[0] != 0x02 || head[1] != 1 || head[2] != 0 {
+			version = 2
+		}
 	}
+	ris := make([][]byte, len(recipients))
+	for i, r := range recipients {
+		rb := cryptobyte.NewBuilder(nil)
+		rb.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			r.ri(b)
+			b.AddASN1OctetString(encryptedKeys[i])
+		})
+		if ris[i], err = rb.Bytes(); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(ris, bytes.Compare)
 	var b cryptobyte.Builder
 	addContentInfo(&b, OIDEnvelopedData, func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddASN1Int64(version)
 			b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					ri(b)
-					b.AddASN1OctetString(encryptedKey)
-				})
+				for _, der := range ris { // sorted: DER's SET OF (X.690 section 11.6)
+					b.AddBytes(der)
+				}
 			})
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				b.AddASN1ObjectIdentifier(OIDData)

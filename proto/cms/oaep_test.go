@@ -79,3 +79,43 @@ func TestEncryptOAEPOpenSSL(t *testing.T) {
 		t.Error("EncryptOAEP accepted a certificate that does not hold the key")
 	}
 }
+
+// TestEncryptOAEPToOpenSSL: an envelope to several certificates opens with each one's key alone.
+func TestEncryptOAEPToOpenSSL(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("openssl is required on CI")
+		}
+		t.Skip("no openssl")
+	}
+	dir := t.TempDir()
+	content := []byte("an archived private key")
+	var certs []*x509.Certificate
+	var keyFiles []string
+	for _, name := range []string{"kra one", "kra two"} {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, selfSigned(t, k, name))
+		der, _ := x509.MarshalPKCS8PrivateKey(k)
+		p := filepath.Join(dir, name+".key")
+		os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		keyFiles = append(keyFiles, p)
+	}
+	der, err := EncryptOAEPTo(content, certs, AES256CBC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ed, err := ParseEnvelopedData(der); err != nil || len(ed.Recipients) != 2 {
+		t.Fatalf("ParseEnvelopedData: %v, %v; want two recipients", ed, err)
+	}
+	in := filepath.Join(dir, "env.der")
+	os.WriteFile(in, der, 0o600)
+	for _, kf := range keyFiles {
+		out, err := exec.Command("openssl", "cms", "-decrypt", "-inform", "DER", "-in", in, "-inkey", kf).Output()
+		if err != nil || !bytes.Equal(out, content) {
+			t.Errorf("openssl cms -decrypt with %s: %v", kf, err)
+		}
+	}
+}
