@@ -30,6 +30,8 @@ type MDMClient struct {
 	// ValidateURL and NotifyURL are the MDM's URLs for SCEP profiles it validates ("" none).
 	ValidateURL string `json:"validate_url,omitempty"`
 	NotifyURL   string `json:"notify_url,omitempty"`
+	// Certificates are the serials of the client certificates issued to the MDM.
+	Certificates []string `json:"certificates,omitempty"`
 }
 
 // MDMWebhooks are an MDM's URLs the appliance calls (HTTPS), for SCEP profiles whose challenges
@@ -219,6 +221,15 @@ func (c *Client) AddMDMClient(ctx context.Context, name string) (MDMClientAdded,
 func (c *Client) SetMDMWebhooks(ctx context.Context, name string, h MDMWebhooks) (MDMWebhooksSet, error) {
 	var out MDMWebhooksSet
 	return out, c.do(ctx, "PUT", MDMClientsPath+"/"+url.PathEscape(name)+"/webhooks", h, &out)
+}
+
+// IssueMDMCertificate has a client certificate issued to an MDM for the key of csrPEM, and
+// returns it (PEM).
+func (c *Client) IssueMDMCertificate(ctx context.Context, name, csrPEM string) (string, error) {
+	var out struct {
+		Certificate string `json:"certificate"`
+	}
+	return out.Certificate, c.do(ctx, "POST", MDMClientsPath+"/"+url.PathEscape(name)+"/certificate", map[string]string{"csr": csrPEM}, &out)
 }
 
 // RemoveMDMClient withdraws an MDM's credential.

@@ -46,6 +46,9 @@ const (
 	// ProfileMDMImport is the MDM connector's import key: keys are uploaded encrypted to it
 	// (keyUsage keyEncipherment only, RSA), and it decrypts nothing else.
 	ProfileMDMImport = "mdm-import"
+	// ProfileMDMClient is an MDM's client certificate for the MDM connector's API (TLS client
+	// authentication), an alternative to its bearer token.
+	ProfileMDMClient = "mdm-client"
 )
 
 // DefaultProfileValidity is the validity of a profile certificate when the request names none.
@@ -62,6 +65,8 @@ var profiles = map[string]Profile{
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
 	ProfileMDMImport: {Name: ProfileMDMImport, KeyUsage: x509.KeyUsageKeyEncipherment,
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
+	ProfileMDMClient: {Name: ProfileMDMClient, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, MaxValidity: 2 * 365 * 24 * time.Hour},
 }
 
 // AdminProfiles are the names of the profiles an administrator may issue from, sorted.

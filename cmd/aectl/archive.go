@@ -74,16 +74,7 @@ func recoverCommand(fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(k.Envelope); err != nil {
-			f.Close()
-			os.Remove(out)
-			return err
-		}
-		if err := f.Close(); err != nil {
+		if err := writeNew(out, k.Envelope); err != nil {
 			return err
 		}
 		return e.print(apiclient.RecoveredKey{Serial: k.Serial, Format: k.Format}, func(w io.Writer) {

@@ -92,6 +92,9 @@ Commands:
   mdm webhooks NAME --validate-url https://... --notify-url https://... [--ca-file F] | --off
                               the MDM's URLs for SCEP profiles it validates; prints the key
                               the appliance signs its calls with (HMAC-SHA-256), once
+  mdm cert NAME --csr FILE --out FILE
+                              a client certificate for the MDM (TLS client authentication
+                              instead of its token); revoked when the MDM is removed
   mdm import-cert             the certificate a user's existing key is encrypted to for import
   mdm import --account A --file F.p7m [--password-file F]
                               keep a user's S/MIME key (a PKCS#12 in a CMS envelope to the

@@ -35,6 +35,8 @@ func mdmCommand(fs *flag.FlagSet) runner {
 	fs.StringVar(&recipFile, "recipient-cert", "", "deliver: PEM certificate or public key of the device")
 	fs.StringVar(&out, "out", "", "deliver: file to write (must not exist)")
 	fs.StringVar(&deviceID, "device-id", "", "deliver: the device (recorded)")
+	var csrFile string
+	fs.StringVar(&csrFile, "csr", "", "cert: PEM certificate request of the MDM's key")
 	return func(ctx context.Context, e *env) error {
 		if len(e.args) != 2 || e.args[0] != "webhooks" {
 			if err := refuseFlags(fs, "aectl mdm "+strings.Join(e.args, " "), "validate-url", "notify-url", "ca-file", "off"); err != nil {
@@ -42,6 +44,24 @@ func mdmCommand(fs *flag.FlagSet) runner {
 			}
 		}
 		switch {
+		case len(e.args) == 2 && e.args[0] == "cert":
+			if csrFile == "" || out == "" {
+				return fmt.Errorf("%w: aectl mdm cert NAME --csr FILE --out FILE", errUsage)
+			}
+			b, err := os.ReadFile(csrFile)
+			if err != nil {
+				return err
+			}
+			certPEM, err := e.cl.IssueMDMCertificate(ctx, e.args[1], string(b))
+			if err != nil {
+				return err
+			}
+			if err := writeNew(out, []byte(certPEM)); err != nil {
+				return err
+			}
+			return e.print(map[string]string{"file": out, "certificate": certPEM}, func(w io.Writer) {
+				fmt.Fprintf(w, "Wrote %s: MDM %s's client certificate; with its key it opens what its token opens.\n", out, e.args[1])
+			})
 		case len(e.args) == 1 && e.args[0] == "import-cert":
 			p, err := e.cl.MDMImportCertificate(ctx)
 			if err != nil {
@@ -97,16 +117,7 @@ func mdmCommand(fs *flag.FlagSet) runner {
 			if err != nil {
 				return err
 			}
-			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			if _, err := f.Write(d.Result); err != nil {
-				f.Close()
-				os.Remove(out)
-				return err
-			}
-			if err := f.Close(); err != nil {
+			if err := writeNew(out, d.Result); err != nil {
 				return err
 			}
 			return e.print(map[string]string{"file": out, "format": d.Format}, func(w io.Writer) {
@@ -170,7 +181,7 @@ func mdmCommand(fs *flag.FlagSet) runner {
 				fmt.Fprintf(w, "Removed MDM %s: its token no longer opens anything.\n", e.args[1])
 			})
 		}
-		return fmt.Errorf("%w: aectl mdm [list] | add NAME | remove NAME | webhooks NAME ... | import-cert | import ... | imports | deliver ID ..., got %q", errUsage, e.args)
+		return fmt.Errorf("%w: aectl mdm [list] | add NAME | remove NAME | cert NAME ... | webhooks NAME ... | import-cert | import ... | imports | deliver ID ..., got %q", errUsage, e.args)
 	}
 }
 
@@ -241,4 +252,23 @@ func pkcs12Command(fs *flag.FlagSet) runner {
 			}
 		})
 	}
+}
+
+// writeNew writes b to a new file (mode 0600); it refuses to replace one, and leaves nothing
+// behind when writing fails.
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
 }

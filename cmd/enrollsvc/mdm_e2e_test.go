@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -22,6 +23,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/scep/sceptest"
 )
 
 // TestMDMConnectorPKCS: the MDM connector through the real binaries against a Samba AD DC.
@@ -184,6 +187,24 @@ func TestMDMConnectorPKCS(t *testing.T) {
 	}
 	if _, err := mdmCl.AddMDMClient(ctx, "sneaky"); statusOf(err) != http.StatusForbidden {
 		t.Errorf("an MDM registering an MDM: %v, want 403", err)
+	}
+	// Nor through a path that only looks like the connector's.
+	caPool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(caFile)
+	caPool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
+	addr, _ := os.ReadFile(config.Path(dir, config.APIAddrFile))
+	for _, p := range []string{"/api/v1/mdm/../status", "/api/v1/mdm/%2e%2e/status", "/api/v1/mdm//../certificates", "/api/v1/mdm/clients/../../status"} {
+		req, _ := http.NewRequest("GET", "https://"+strings.TrimSpace(string(addr))+p, nil)
+		req.Header.Set("Authorization", "Bearer "+added.Token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("an MDM's GET %s answered 200", p)
+		}
 	}
 
 	// Revocation by the MDM: only its own certificates.
@@ -537,4 +558,80 @@ func readRSAKey(t *testing.T, path string) *rsa.PrivateKey {
 		t.Fatalf("%s: not RSA", path)
 	}
 	return rk
+}
+
+// TestMDMClientCertificate: an MDM authenticated by a client certificate this CA issued to it
+// (aectl mdm cert) reaches the connector and nothing else; removing the MDM revokes the
+// certificate, which then opens nothing; a certificate of this CA not issued to an MDM opens
+// nothing either.
+func TestMDMClientCertificate(t *testing.T) {
+	needSoftHSM(t)
+	_, dir, _ := serveWithDirectory(t)
+	tmp := t.TempDir()
+	file := func(name string) string { return filepath.Join(tmp, name) }
+	var added apiclient.MDMClientAdded
+	aectlJSON(t, dir, &added, "mdm", "add", "cert-mdm")
+	runOpenSSL(t, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", file("mdm.key"),
+		"-subj", "/CN=whatever the MDM asks", "-out", file("mdm.csr"))
+	if out, errOut, err := runBin(t, "aectl", "--data", dir, "mdm", "cert", "cert-mdm", "--csr", file("mdm.csr"), "--out", file("mdm.pem")); err != nil {
+		t.Fatalf("aectl mdm cert: %v\n%s%s", err, out, errOut)
+	}
+	if text := runOpenSSL(t, "x509", "-in", file("mdm.pem"), "-noout", "-subject", "-ext", "extendedKeyUsage"); !strings.Contains(text, "CN = MDM cert-mdm") ||
+		!strings.Contains(text, "TLS Web Client Authentication") {
+		t.Errorf("the MDM's certificate:\n%s", text)
+	}
+	// Another certificate of this CA (a server profile), not issued to an MDM.
+	runOpenSSL(t, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", file("other.key"),
+		"-subj", "/CN=other.example.test", "-addext", "subjectAltName=DNS:other.example.test", "-out", file("other.csr"))
+	var other apiclient.IssueResponse
+	aectlJSON(t, dir, &other, "issue", "--csr", file("other.csr"), "--profile", "client")
+	os.WriteFile(file("other.pem"), []byte(other.Certificate), 0o600)
+
+	caPEM, _ := os.ReadFile(filepath.Join(dir, config.CACertFile))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	addr, _ := os.ReadFile(config.Path(dir, config.APIAddrFile))
+	call := func(certFile, keyFile, method, path, body string) int {
+		t.Helper()
+		kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{kp}}}}
+		req, _ := http.NewRequest(method, "https://"+strings.TrimSpace(string(addr))+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pkcs := `{"template": "AEUser", "account": "alice", "delivery": "password", "password": "client cert mdm pw"}`
+	if code := call(file("mdm.pem"), file("mdm.key"), "POST", apiclient.MDMPKCSPath, pkcs); code != http.StatusAccepted {
+		t.Errorf("the MDM's certificate on POST %s: %d, want 202", apiclient.MDMPKCSPath, code)
+	}
+	for _, p := range []string{"/api/v1/status", "/api/v1/certificates", apiclient.MDMClientsPath} {
+		if code := call(file("mdm.pem"), file("mdm.key"), "GET", p, ""); code != http.StatusForbidden {
+			t.Errorf("the MDM's certificate on GET %s: %d, want 403", p, code)
+		}
+	}
+	if code := call(file("other.pem"), file("other.key"), "POST", apiclient.MDMPKCSPath, pkcs); code != http.StatusUnauthorized {
+		t.Errorf("a certificate of this CA not issued to an MDM: %d, want 401", code)
+	}
+	if _, _, err := runBin(t, "aectl", "--data", dir, "mdm", "remove", "cert-mdm"); err != nil {
+		t.Fatal(err)
+	}
+	mdmCert := sceptest.ReadCert(t, file("mdm.pem"))
+	var c apiclient.Certificate
+	aectlJSON(t, dir, &c, "cert", certutil.SerialString(mdmCert.SerialNumber))
+	if c.Status != "revoked" {
+		t.Errorf("the removed MDM's certificate is %s, want revoked", c.Status)
+	}
+	if code := call(file("mdm.pem"), file("mdm.key"), "POST", apiclient.MDMPKCSPath, pkcs); code != http.StatusUnauthorized {
+		t.Errorf("a removed MDM's certificate: %d, want 401", code)
+	}
+	if eventCounts(t, dir)[4004] != 1 {
+		t.Error("no event 4004 for the certificate issued to the MDM")
+	}
 }

@@ -25,6 +25,9 @@ type MDMConnector interface {
 	Add(ctx context.Context, name, by, remote string) (apiclient.MDMClientAdded, error)
 	Remove(ctx context.Context, name, by, remote string) error
 	SetHooks(ctx context.Context, name string, h apiclient.MDMWebhooks, by, remote string) (apiclient.MDMWebhooksSet, error)
+	IssueCert(ctx context.Context, name, csrPEM, by, remote string) (*x509.Certificate, error)
+	// AuthenticateCert returns the MDM a verified TLS client certificate was issued to.
+	AuthenticateCert(ctx context.Context, cert *x509.Certificate) (string, bool)
 	Submit(ctx context.Context, mdm string, in apiclient.PKCSRequest, remote string) (apiclient.PKCSJob, error)
 	Job(ctx context.Context, mdm, id, remote string) (apiclient.PKCSJob, error)
 	Revoke(ctx context.Context, mdm string, in apiclient.MDMRevokeRequest, remote string) (*store.Certificate, error)
@@ -142,6 +145,24 @@ func (s *Server) setMDMHooks(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) issueMDMCert(c echo.Context) error {
+	m, err := s.adminConnector(c)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		CSR string `json:"csr"`
+	}
+	if err := decodeStrict(c, &in); err != nil {
+		return err
+	}
+	cert, err := m.IssueCert(c.Request().Context(), c.Param("name"), in.CSR, "admin-api", c.RealIP())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]string{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))})
 }
 
 func (s *Server) submitPKCS(c echo.Context) error {

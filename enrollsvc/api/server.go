@@ -222,6 +222,7 @@ func New(cfg Config) (*Server, error) {
 	g.POST("/mdm/clients", s.addMDMClient)
 	g.DELETE("/mdm/clients/:name", s.removeMDMClient)
 	g.PUT("/mdm/clients/:name/webhooks", s.setMDMHooks)
+	g.POST("/mdm/clients/:name/certificate", s.issueMDMCert)
 	g.POST("/mdm/pkcs", s.submitPKCS)
 	g.GET("/mdm/pkcs/:id", s.pkcsJob)
 	g.POST("/mdm/revoke", s.mdmRevoke)
@@ -285,6 +286,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		reason := ""
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
 		token, ok := strings.CutPrefix(h, "Bearer ")
+		if cs := c.Request().TLS; h == "" && s.cfg.MDM != nil && cs != nil && len(cs.VerifiedChains) > 0 {
+			// A client certificate this CA issued to an MDM (the TLS layer verified the chain).
+			if name, ok := s.cfg.MDM.AuthenticateCert(c.Request().Context(), cs.VerifiedChains[0][0]); ok {
+				return s.mdmOnly(c, name, next)
+			}
+		}
 		switch {
 		case h == "":
 			reason = "no credential"

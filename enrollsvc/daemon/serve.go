@@ -321,7 +321,12 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); rt.logTee.Run(mctx) }()
 	}
-	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12})
+	// A client certificate is asked for and, when given, must chain to this CA: MDMs may
+	// authenticate with one (the API checks it against the store); everyone else sends a token.
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(rt.CACert)
+	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs})
 	stop()
 	wg.Wait()
 	_ = rt.Recorder.Record(context.WithoutCancel(ctx), events.ServiceStopping, "", "api", addr)

@@ -153,6 +153,8 @@ const (
 	SCEPMDMNotified      ID = 4410
 	SCEPMDMNotifyDropped ID = 4411
 	MDMWebhooksSet       ID = 4003
+	// MDMCertIssued: an administrator had a client certificate issued to an MDM.
+	MDMCertIssued ID = 4004
 )
 
 // Def describes one event ID.
@@ -234,6 +236,7 @@ func init() {
 	def(PKCSCollected, "PKCS#12 collected", Operational, slog.LevelInfo)
 	def(PKCSExpired, "PKCS#12 results expired uncollected", Operational, slog.LevelWarn)
 	def(MDMWebhooksSet, "MDM validation and notification URLs set", Admin, slog.LevelInfo)
+	def(MDMCertIssued, "client certificate issued to an MDM", Admin, slog.LevelInfo)
 	def(SCEPMDMValidated, "SCEP challenge validated by the MDM", Operational, slog.LevelInfo)
 	def(SCEPMDMRejected, "SCEP challenge rejected by the MDM", Admin, slog.LevelWarn)
 	def(SCEPMDMUnreachable, "the MDM could not be asked to validate a SCEP challenge", Operational, slog.LevelError)

@@ -187,7 +187,11 @@ func (c *Connector) Deliver(ctx context.Context, mdm, id string, in apiclient.MD
 	}
 	key, cert, err := c.open(im.Envelope, "")
 	if err != nil {
-		return nil, fmt.Errorf("opening imported key %s: %w", id, err)
+		// Kept encrypted to the import key of the instance that took the upload: in a cluster
+		// whose instances made their own import keys (the key was not in the token bundle they
+		// joined with), another instance cannot open it.
+		return nil, &enrollsvc.Error{Kind: enrollsvc.KindUnavailable, Op: "opening imported key " + id,
+			Err: fmt.Errorf("this instance's import key does not open it (imported through an instance with another import key?): %w", err)}
 	}
 	pfx, err := pkcs12.Modern2023.Encode(key, cert, nil, "")
 	key = nil

@@ -8,18 +8,22 @@
 package mdm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +31,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Admin is who an administrator's calls are made as (the admin token).
@@ -44,6 +49,7 @@ func Requester(mdm string) string {
 type Core interface {
 	EnrollServerKey(ctx context.Context, r enrollsvc.ServerKeyRequest) (*enrollsvc.EnrollResult, crypto.Signer, error)
 	Revoke(ctx context.Context, serial string, reason int, by string) (*store.Certificate, error)
+	IssueProfile(ctx context.Context, r enrollsvc.ProfileRequest, extra ...store.Event) (*enrollsvc.Issued, error)
 }
 
 // Store is what the connector keeps and reads.
@@ -95,6 +101,7 @@ type Connector struct {
 	mu      sync.Mutex
 	clients map[string]client // by hex SHA-256 of the token
 	byName  map[string]client
+	byCert  map[string]string // MDM name by client certificate serial
 	queued  int
 	slots   chan struct{}
 	work    sync.WaitGroup
@@ -109,6 +116,9 @@ type client struct {
 	By          string    `json:"by"`
 	// Hooks are the MDM's URLs the appliance calls (nil: none).
 	Hooks *hooks `json:"hooks,omitempty"`
+	// Certs are the client certificates issued to the MDM (serials), which open what its token
+	// opens, over TLS client authentication.
+	Certs []string `json:"certs,omitempty"`
 }
 
 // hooks are the URLs of an MDM the appliance calls, and the key its calls are signed with.
@@ -192,11 +202,15 @@ func (c *Connector) load(ctx context.Context) error {
 	}
 	m := make(map[string]client, len(cs.Clients))
 	byName := make(map[string]client, len(cs.Clients))
+	byCert := map[string]string{}
 	for _, cl := range cs.Clients {
 		m[cl.TokenSHA256], byName[cl.Name] = cl, cl
+		for _, serial := range cl.Certs {
+			byCert[serial] = cl.Name
+		}
 	}
 	c.mu.Lock()
-	c.clients, c.byName = m, byName
+	c.clients, c.byName, c.byCert = m, byName, byCert
 	c.mu.Unlock()
 	return nil
 }
@@ -236,7 +250,7 @@ func (c *Connector) Clients(ctx context.Context) ([]apiclient.MDMClient, error) 
 	}
 	out := make([]apiclient.MDMClient, 0, len(cs.Clients))
 	for _, cl := range cs.Clients {
-		v := apiclient.MDMClient{Name: cl.Name, Created: cl.Created, By: cl.By}
+		v := apiclient.MDMClient{Name: cl.Name, Created: cl.Created, By: cl.By, Certificates: cl.Certs}
 		if cl.Hooks != nil {
 			v.ValidateURL, v.NotifyURL = cl.Hooks.ValidateURL, cl.Hooks.NotifyURL
 		}
@@ -296,8 +310,79 @@ func (c *Connector) Remove(ctx context.Context, name, by, remote string) error {
 	if i < 0 {
 		return &enrollsvc.Error{Kind: enrollsvc.KindNotFound, Op: "removing MDM " + name, Err: errors.New("no MDM of that name is registered")}
 	}
+	certs := cs.Clients[i].Certs
 	cs.Clients = slices.Delete(cs.Clients, i, i+1)
-	return c.put(ctx, cs, events.New(c.now(), events.MDMRemoved, "", "mdm", name, "by", by, "remote", remote))
+	if err := c.put(ctx, cs, events.New(c.now(), events.MDMRemoved, "", "mdm", name, "by", by, "remote", remote, "certs", certs)); err != nil {
+		return err
+	}
+	// Its client certificates are revoked too: they open nothing here any more, and nothing
+	// elsewhere that trusts this CA.
+	for _, serial := range certs {
+		if _, err := c.cfg.Core.Revoke(ctx, serial, reasonCessation, by); err != nil && enrollsvc.KindOf(err) != enrollsvc.KindConflict {
+			return fmt.Errorf("MDM %s removed, but revoking its client certificate %s: %w", name, serial, err)
+		}
+	}
+	return nil
+}
+
+// reasonCessation is RFC 5280 CRLReason cessationOfOperation.
+const reasonCessation = 5
+
+// IssueCert issues a client certificate to a registered MDM for the key of csrPEM (a PEM
+// CERTIFICATE REQUEST whose signature verifies), through the issuance gate: CN "MDM NAME",
+// clientAuth, for a year. It opens what the MDM's token opens, over TLS client authentication.
+func (c *Connector) IssueCert(ctx context.Context, name, csrPEM, by, remote string) (*x509.Certificate, error) {
+	blk, rest := pem.Decode([]byte(csrPEM))
+	if blk == nil || (blk.Type != "CERTIFICATE REQUEST" && blk.Type != "NEW CERTIFICATE REQUEST") || strings.TrimSpace(string(rest)) != "" {
+		return nil, badRequest("csr: want exactly one PEM CERTIFICATE REQUEST")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err == nil {
+		err = csr.CheckSignature()
+	}
+	if err != nil {
+		return nil, badRequest("csr: %v", err)
+	}
+	cs, err := c.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(cs.Clients, func(cl client) bool { return cl.Name == name })
+	if i < 0 {
+		return nil, &enrollsvc.Error{Kind: enrollsvc.KindNotFound, Op: "issuing a certificate to MDM " + name, Err: errors.New("no MDM of that name is registered")}
+	}
+	res, err := c.cfg.Core.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileMDMClient,
+		Subject: pkix.Name{CommonName: "MDM " + name, OrganizationalUnit: []string{"MDM connector"}}, PublicKey: csr.PublicKey,
+		Validity: 365 * 24 * time.Hour, Meta: enrollsvc.Meta{Requester: by, Account: "mdm:" + name}})
+	if err != nil {
+		return nil, err
+	}
+	serial := certutil.SerialString(res.Certificate.SerialNumber)
+	cs.Clients[i].Certs = append(cs.Clients[i].Certs, serial)
+	if err := c.put(ctx, cs, events.New(c.now(), events.MDMCertIssued, "", "mdm", name, "serial", serial, "by", by, "remote", remote)); err != nil {
+		return nil, err
+	}
+	return res.Certificate, nil
+}
+
+// AuthenticateCert returns the MDM a verified TLS client certificate was issued to, when it is
+// still valid in the store (not revoked).
+func (c *Connector) AuthenticateCert(ctx context.Context, cert *x509.Certificate) (string, bool) {
+	if cert == nil {
+		return "", false
+	}
+	serial := certutil.SerialString(cert.SerialNumber)
+	c.mu.Lock()
+	name, ok := c.byCert[serial]
+	c.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	sc, err := c.cfg.Store.GetCertificate(ctx, serial)
+	if err != nil || sc.Status != store.CertValid || !bytes.Equal(sc.DER, cert.Raw) {
+		return "", false
+	}
+	return name, true
 }
 
 func (c *Connector) put(ctx context.Context, cs clientsSetting, ev store.Event) error {
