@@ -102,6 +102,9 @@ func TestMDMConnectorPKCS(t *testing.T) {
 		t.Errorf("alice's certificate: e-mail %v, key %d bits; want %s from the directory and 2048 bits (AEUser's minimum)",
 			aliceCert.EmailAddresses, aliceKey.N.BitLen(), s.Alice.Mail)
 	}
+	if m, err := admin.Metrics(ctx); err != nil || !strings.Contains(string(m), `aeappliance_certificates_issued_total{protocol="mdm",template="AEUser"} 1`) {
+		t.Errorf("the metrics do not count the PKCS issuance under protocol mdm (%v)", err)
+	}
 	if job2, err := mdmCl.PKCSJob(ctx, job.ID); err != nil || !bytes.Equal(job2.Result, job.Result) {
 		t.Errorf("polling again: %v; want the same result until it expires", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"github.com/enrollment-appliance/aeappliance/proto/cms"
@@ -123,7 +124,7 @@ func (c *Connector) run(j store.MDMJob, d delivery) {
 	}()
 	c.slots <- struct{}{}
 	defer func() { <-c.slots }()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(metrics.WithProtocol(context.Background(), metrics.ProtocolMDM), 2*time.Minute)
 	defer cancel()
 	fields := []any{"job", j.ID, "mdm", j.MDM, "template", j.Template, "account", j.Account, "device_id", j.DeviceID}
 	finish := func(id events.ID, kv ...any) {

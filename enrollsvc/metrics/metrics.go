@@ -31,6 +31,7 @@ const (
 	ProtocolAPI   = "api"   // the management API (admin issuance, approvals)
 	ProtocolOCSP  = "ocsp"  // RFC 6960
 	ProtocolCRL   = "crl"   // CRL and AIA downloads over HTTP
+	ProtocolMDM   = "mdm"   // the MDM connector's PKCS requests (keys made here), worked on in the background
 )
 
 // Results, the values of the result label of aeappliance_requests_total.
