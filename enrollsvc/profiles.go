@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net"
@@ -30,6 +31,7 @@ type Profile struct {
 	// KeyUsage is for RSA keys; for ECDSA keys keyEncipherment and dataEncipherment are left
 	// out (RFC 5480 §3, RFC 8813).
 	KeyUsage    x509.KeyUsage
+	UnknownEKUs []asn1.ObjectIdentifier // extended key usages Go has no name for
 	MaxValidity time.Duration
 	Key         issue.KeyRules
 }
@@ -49,7 +51,13 @@ const (
 	// ProfileMDMClient is an MDM's client certificate for the MDM connector's API (TLS client
 	// authentication), an alternative to its bearer token.
 	ProfileMDMClient = "mdm-client"
+	// ProfileCAExchange is the CA exchange certificate (MS-WCCE 3.2.1.4.3.2.15.1): keys clients
+	// archive are encrypted to it; keyEncipherment, the CA Exchange EKU, a week at most.
+	ProfileCAExchange = "ca-exchange"
 )
+
+// OIDCAExchange is szOID_KP_CA_EXCHANGE, the extended key usage of a CA exchange certificate.
+var OIDCAExchange = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 5}
 
 // DefaultProfileValidity is the validity of a profile certificate when the request names none.
 const DefaultProfileValidity = 365 * 24 * time.Hour
@@ -65,6 +73,8 @@ var profiles = map[string]Profile{
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
 	ProfileMDMImport: {Name: ProfileMDMImport, KeyUsage: x509.KeyUsageKeyEncipherment,
 		MaxValidity: 5 * 365 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
+	ProfileCAExchange: {Name: ProfileCAExchange, KeyUsage: x509.KeyUsageKeyEncipherment, UnknownEKUs: []asn1.ObjectIdentifier{OIDCAExchange},
+		MaxValidity: 8 * 24 * time.Hour, Key: issue.KeyRules{Algorithm: "RSA"}},
 	ProfileMDMClient: {Name: ProfileMDMClient, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature, MaxValidity: 2 * 365 * 24 * time.Hour},
 }
@@ -111,7 +121,7 @@ func (p Profile) order(r ProfileRequest) (issue.Order, error) {
 	}
 	return issue.Order{Subject: r.Subject, DNSNames: r.DNSNames, EmailAddresses: r.EmailAddresses,
 		IPAddresses: r.IPAddresses, URIs: r.URIs, PublicKey: r.PublicKey, Key: p.Key, Validity: v,
-		KeyUsage: ku, ExtKeyUsage: p.ExtKeyUsage}, nil
+		KeyUsage: ku, ExtKeyUsage: p.ExtKeyUsage, UnknownEKUs: p.UnknownEKUs}, nil
 }
 
 // IssueProfile issues a certificate from one of the core's profiles through the issuance gate,

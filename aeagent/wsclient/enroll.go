@@ -3,11 +3,14 @@ package wsclient
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,6 +78,49 @@ func (c *Client) QueryTokenStatus(ctx context.Context, cesURL string, requestID 
 	return c.rst(ctx, cesURL, queryBody(requestID))
 }
 
+// KeyExchangeCertificate asks the enrollment service at cesURL for the CA exchange certificate
+// (MS-WSTEP Key Exchange Token), which a client encrypts the private key it archives to. It
+// must be issued by ca (the CA the client enrolls with), be valid now, and carry the CA Exchange
+// extended key usage and keyEncipherment with an RSA key; anything else is an error.
+func (c *Client) KeyExchangeCertificate(ctx context.Context, cesURL string, ca *x509.Certificate) (*x509.Certificate, error) {
+	body := []byte(`<RequestSecurityToken xmlns="` + wstep.NSTrust + `"><TokenType>` + wstep.TokenTypeX509v3 + `</TokenType>` +
+		`<RequestType>` + wstep.RequestTypeKET + `</RequestType><RequestKET/></RequestSecurityToken>`)
+	r, err := c.call(ctx, cesURL, wstep.KETAction, body)
+	if err != nil {
+		return nil, err
+	}
+	if r.Body.Fault != nil {
+		return nil, fmt.Errorf("wsclient: %s: no key exchange certificate: %s", cesURL, r.Body.Fault.reason())
+	}
+	if r.Body.RSTRC == nil || len(r.Body.RSTRC.RSTR) != 1 || r.Body.RSTRC.RSTR[0].Requested.KET == nil {
+		return nil, fmt.Errorf("wsclient: %s: the reply carries no key exchange token", cesURL)
+	}
+	der, err := r.Body.RSTRC.RSTR[0].Requested.KET.decode()
+	if err != nil {
+		return nil, fmt.Errorf("wsclient: %s: key exchange token: %w", cesURL, err)
+	}
+	x, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("wsclient: %s: key exchange token: %w", cesURL, err)
+	}
+	now := c.now()
+	_, isRSA := x.PublicKey.(*rsa.PublicKey)
+	switch {
+	case ca == nil || x.CheckSignatureFrom(ca) != nil:
+		return nil, fmt.Errorf("wsclient: %s: the exchange certificate %s is not issued by the CA", cesURL, x.Subject)
+	case now.Before(x.NotBefore) || now.After(x.NotAfter):
+		return nil, fmt.Errorf("wsclient: %s: the exchange certificate is not valid now (%s to %s)", cesURL, x.NotBefore, x.NotAfter)
+	case !isRSA || x.KeyUsage&x509.KeyUsageKeyEncipherment == 0 || !slices.ContainsFunc(x.UnknownExtKeyUsage, func(o asn1.ObjectIdentifier) bool {
+		return o.Equal(oidCAExchange)
+	}):
+		return nil, fmt.Errorf("wsclient: %s: %s is not a CA exchange certificate (RSA, keyEncipherment, EKU %s)", cesURL, x.Subject, oidCAExchange)
+	}
+	return x, nil
+}
+
+// oidCAExchange is szOID_KP_CA_EXCHANGE.
+var oidCAExchange = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 21, 5}
+
 // Namespace of AdditionalContext (WS-Federation authorization, MS-WSTEP 2.2.4.5).
 const nsAuthorization = "http://docs.oasis-open.org/wsfed/authorization/200706"
 
@@ -136,6 +182,8 @@ type rstrcXML struct {
 			Reference struct {
 				URI string `xml:"URI,attr"`
 			} `xml:"SecurityTokenReference>Reference"`
+			// KET is the CA exchange certificate of a Key Exchange Token reply (MS-WSTEP 4.1.2.2).
+			KET *bst `xml:"KeyExchangeToken>BinarySecurityToken"`
 		} `xml:"RequestedSecurityToken"`
 		RequestID string `xml:"RequestID"`
 	} `xml:"RequestSecurityTokenResponse"`

@@ -6,6 +6,8 @@ package wsclient
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -15,6 +17,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/url"
 	"strconv"
 	"strings"
@@ -287,4 +290,52 @@ func TestAgainstEnrollmentWebServices(t *testing.T) {
 			t.Errorf("new request over the certificate endpoint = %+v, %v, want denied: renewals only", res, err)
 		}
 	})
+}
+
+// TestKeyExchangeToken: the enrollment service answers MS-WSTEP's Key Exchange Token request
+// with the CA exchange certificate (CN "<CA>-Xchg", RSA, keyEncipherment only, the CA Exchange
+// EKU, a week), the same one each time; a client that trusts another CA refuses it.
+func TestKeyExchangeToken(t *testing.T) {
+	dc := ldaptest.StartDC(t)
+	s := dc.Seed(t)
+	rt, base, roots := startServer(t, dc, s, daemontest.Options{})
+	ctx := context.Background()
+	cep := base + "/ADPolicyProvider_CEP_UsernamePassword/service.svc/CEP"
+	ces := base + "/" + url.PathEscape(caName) + "_CES_UsernamePassword/service.svc/CES"
+	alice, err := New(cep, PasswordAuth{Username: s.Alice.UPN, Password: s.Alice.Password}, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := alice.KeyExchangeCertificate(ctx, ces, rt.CACert)
+	if err != nil {
+		t.Fatalf("KeyExchangeCertificate: %v", err)
+	}
+	if x.Subject.CommonName != caName+"-Xchg" || x.KeyUsage != x509.KeyUsageKeyEncipherment ||
+		x.NotAfter.Sub(x.NotBefore) > 8*24*time.Hour || len(x.ExtKeyUsage) != 0 {
+		t.Errorf("exchange certificate: CN %q, key usage %v, %s, EKU %v", x.Subject.CommonName, x.KeyUsage, x.NotAfter.Sub(x.NotBefore), x.ExtKeyUsage)
+	}
+	again, err := alice.KeyExchangeCertificate(ctx, ces, rt.CACert)
+	if err != nil || !again.Equal(x) {
+		t.Errorf("a second Key Exchange Token request: %v (the same certificate: %v)", err, err == nil && again.Equal(x))
+	}
+	other := selfSignedCA(t)
+	if _, err := alice.KeyExchangeCertificate(ctx, ces, other); err == nil || !strings.Contains(err.Error(), "not issued by the CA") {
+		t.Errorf("an exchange certificate checked against another CA: %v", err)
+	}
+}
+
+func selfSignedCA(t *testing.T) *x509.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Another CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
 }

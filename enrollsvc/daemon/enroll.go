@@ -79,7 +79,14 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		ln.Close()
 		return "", nil, err
 	}
+	// The CA exchange key and certificate exist from the start (so that a token bundle exported
+	// afterwards carries the key), renewed on use.
+	if _, err := rt.exchange(ctx); err != nil {
+		ln.Close()
+		return "", nil, err
+	}
 	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.passwordGuard(lim), Kerberos: rt.kerberos, KerberosRealms: realms,
+		Exchange: rt.exchange,
 		Recorder: rt.Recorder, CACert: rt.CACert, CAName: rt.Config.CAName, BaseURLs: bases, Peers: rt.peerEnrollURLs, CMCSigner: rt.Key, Logger: rt.Log,
 		PolicyID: policyID(rt.CACert.Raw), Proxies: lim.proxies, PerSource: lim.enrollSource, PerAccount: lim.enrollAccount})
 	if err != nil {

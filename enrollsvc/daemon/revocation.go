@@ -44,19 +44,25 @@ const (
 type raKey struct {
 	label, certFile, profile, role string
 	usage                          hsm.Usage
+	// validity and renewAhead of its certificate (0: raValidity and raRenewAhead).
+	validity, renewAhead time.Duration
 }
 
 var (
-	raSigning    = raKey{"scep-ra-sign", "scep/ra-sign.pem", enrollsvc.ProfileSCEPRASign, "signing", hsm.UsageSign}
-	raEncryption = raKey{"scep-ra-encrypt", "scep/ra-encrypt.pem", enrollsvc.ProfileSCEPRAEncrypt, "encryption", hsm.UsageDecrypt}
+	raSigning    = raKey{"scep-ra-sign", "scep/ra-sign.pem", enrollsvc.ProfileSCEPRASign, "signing", hsm.UsageSign, 0, 0}
+	raEncryption = raKey{"scep-ra-encrypt", "scep/ra-encrypt.pem", enrollsvc.ProfileSCEPRAEncrypt, "encryption", hsm.UsageDecrypt, 0, 0}
 	// mdmImport is not the RA's: the MDM connector's import key, which uploaded keys are
 	// encrypted to (decrypt only), made and certified the same way.
-	mdmImport = raKey{"mdm-import", "mdm/import.pem", enrollsvc.ProfileMDMImport, "MDM import", hsm.UsageDecrypt}
+	mdmImport = raKey{"mdm-import", "mdm/import.pem", enrollsvc.ProfileMDMImport, "MDM import", hsm.UsageDecrypt, 0, 0}
+	// caExchange is the CA exchange key, which clients encrypt the keys they archive to (MS-WCCE
+	// 3.1.1.4.3.6); its certificate lives a week, as AD CS's does, and is renewed two days ahead.
+	caExchange = raKey{"ca-exchange", "ca-exchange.pem", enrollsvc.ProfileCAExchange, "CA exchange", hsm.UsageDecrypt,
+		7 * 24 * time.Hour, 2 * 24 * time.Hour}
 )
 
 // title names the key in messages.
 func (k raKey) title() string {
-	if k.profile == enrollsvc.ProfileMDMImport {
+	if k.profile == enrollsvc.ProfileMDMImport || k.profile == enrollsvc.ProfileCAExchange {
 		return k.role
 	}
 	return "SCEP RA " + k.role
@@ -64,6 +70,9 @@ func (k raKey) title() string {
 
 // subject is the subject of the key's certificate.
 func (k raKey) subject(caName string) pkix.Name {
+	if k.profile == enrollsvc.ProfileCAExchange {
+		return pkix.Name{CommonName: caName + "-Xchg"} // MS-WCCE 3.2.1.4.3.2.15.1
+	}
 	if k.profile == enrollsvc.ProfileMDMImport {
 		return pkix.Name{CommonName: caName + " MDM import", OrganizationalUnit: []string{"MDM connector"}}
 	}
@@ -373,13 +382,17 @@ func (rt *Runtime) ensureRAKey(ctx context.Context, k raKey) (*x509.Certificate,
 		want = x509.KeyUsageKeyEncipherment
 	}
 	path := config.Path(rt.Dir, k.certFile)
+	validity, ahead := raValidity, raRenewAhead
+	if k.validity > 0 {
+		validity, ahead = k.validity, k.renewAhead
+	}
 	if c, err := readCert(path); err == nil && c.CheckSignatureFrom(rt.CACert) == nil &&
-		certutil.PublicKeysEqual(c.PublicKey, key.Public()) && c.KeyUsage == want && time.Until(c.NotAfter) > raRenewAhead {
+		certutil.PublicKeysEqual(c.PublicKey, key.Public()) && c.KeyUsage == want && time.Until(c.NotAfter) > ahead {
 		return c, key, nil
 	}
 	res, err := rt.Service.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: k.profile,
 		Subject:   k.subject(rt.Config.CAName),
-		PublicKey: key.Public(), Validity: raValidity,
+		PublicKey: key.Public(), Validity: validity,
 		Meta: enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-" + k.label}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("issuing the %s certificate: %w", k.title(), err)
@@ -499,4 +512,26 @@ func (b scepBackend) result(res *enrollsvc.EnrollResult, err error) (scep.Result
 		return scep.Result{Status: scep.Pending}, nil
 	}
 	return scep.Result{Status: scep.Failure, FailInfo: scep.BadRequest}, nil
+}
+
+// exchangeCert is the CA exchange certificate of a running service, renewed when it nears its end.
+type exchangeCert struct {
+	mu   sync.Mutex
+	cert *x509.Certificate
+}
+
+// exchange returns the CA exchange certificate, issuing a new one (for the same key in the HSM)
+// two days before the current one ends.
+func (rt *Runtime) exchange(ctx context.Context) (*x509.Certificate, error) {
+	rt.xchg.mu.Lock()
+	defer rt.xchg.mu.Unlock()
+	if c := rt.xchg.cert; c != nil && time.Until(c.NotAfter) > caExchange.renewAhead {
+		return c, nil
+	}
+	c, _, err := rt.ensureRAKey(ctx, caExchange)
+	if err != nil {
+		return nil, err
+	}
+	rt.xchg.cert = c
+	return c, nil
 }

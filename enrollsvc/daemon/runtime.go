@@ -58,6 +58,7 @@ type Runtime struct {
 	lastBackup atomic.Int64                    // unix time of the last complete backup, 0: none known
 	scheduler  *scheduler                      // the scheduled backups (Serve)
 	revocation *revocation                     // nil without CRL distribution and SCEP
+	xchg       exchangeCert                    // the CA exchange certificate (key archival), made when the web services start
 	kerberos   *kerberosAuth                   // nil without the enrollment web services
 	// enrollBases are this instance's enrollment web services base URLs (once they listen);
 	// peers caches the other instances' (peerEnrollURLs).

@@ -146,6 +146,19 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			return
 		}
 		s.answer(w, c, res, bodyPart(cr), cr.Kind != cmc.PKCS10)
+	case wstep.KET:
+		// MS-WSTEP 3.1.4.2.2.1: the CA exchange certificate, for clients archiving their keys.
+		if s.cfg.Exchange == nil {
+			s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "this CA offers no key exchange certificate",
+				wstep.FaultDetail(hrInvalidArg, 0, true, nil))
+			return
+		}
+		cert, err := s.cfg.Exchange(c.r.Context())
+		if err != nil {
+			s.coreFault(w, c, err, wstep.FaultDetail(hrOf(err), 0, false, nil))
+			return
+		}
+		s.reply(w, wstep.KETFinalAction, c.env.MessageID, wstep.KeyExchangeToken(cert.Raw))
 	default:
 		s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "request type "+req.RequestType+" is not supported",
 			wstep.FaultDetail(hrInvalidArg, 0, true, nil))

@@ -68,6 +68,9 @@ type Config struct {
 	// Recorder writes the audit events of refused authentications (nil: logged only).
 	Recorder *events.Recorder
 	CACert   *x509.Certificate
+	// Exchange returns the CA exchange certificate clients encrypt the keys they archive to
+	// (MS-WSTEP Key Exchange Token); nil: not offered.
+	Exchange func(ctx context.Context) (*x509.Certificate, error)
 	CAName   string   // the CA's name in the CES paths (<CA>_CES_<auth>)
 	BaseURLs []string // https://host[:port] for each configured host name, in order of preference
 	// Peers, when set, returns the base URLs of the other live instances of this CA (a shared

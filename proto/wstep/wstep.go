@@ -41,7 +41,11 @@ const (
 	RequestTypeIssue            = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue"
 	RequestTypeRenew            = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Renew"
 	RequestTypeQueryTokenStatus = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/QueryTokenStatus"
-	RequestTypeKET              = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/KET"
+	// RequestTypeKET is the Key Exchange Token request type of WS-Trust 1.3 section 10, which
+	// MS-WSTEP 3.1.4.1.2.7 uses to ask for the CA exchange certificate (key archival).
+	RequestTypeKET = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/KET"
+	// requestTypeKETMicrosoft is the same in Microsoft's namespace, which some clients send.
+	requestTypeKETMicrosoft = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/KET"
 
 	Issue            = "Issue"
 	Renew            = "Renew"
@@ -54,7 +58,14 @@ var requestTypes = map[string]string{
 	RequestTypeRenew:            Renew,
 	RequestTypeQueryTokenStatus: QueryTokenStatus,
 	RequestTypeKET:              KET,
+	requestTypeKETMicrosoft:     KET,
 }
+
+// The SOAP actions of a Key Exchange Token request and its answer (MS-WSTEP 3.1.4.2, 4.1.2).
+const (
+	KETAction      = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/RST/KET"
+	KETFinalAction = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/RSTR/KETFinal"
+)
 
 // Token and value types of the replies.
 const (
@@ -90,7 +101,8 @@ type rst struct {
 		EncodingType string `xml:"EncodingType,attr"`
 		Value        string `xml:",chardata"`
 	} `xml:"BinarySecurityToken"`
-	RequestID         []string `xml:"RequestID"`
+	RequestID         []string   `xml:"RequestID"`
+	RequestKET        []struct{} `xml:"RequestKET"`
 	AdditionalContext []struct {
 		Items []struct {
 			Name  string   `xml:"Name,attr"`
@@ -106,8 +118,8 @@ func ParseRequest(env *soap.Envelope) (Request, error) {
 	if env == nil {
 		return Request{}, fmt.Errorf("%w: no envelope", ErrRequest)
 	}
-	if env.Action != IssueAction {
-		return Request{}, fmt.Errorf("%w: SOAP action %q, want %q", ErrRequest, env.Action, IssueAction)
+	if env.Action != IssueAction && env.Action != KETAction {
+		return Request{}, fmt.Errorf("%w: SOAP action %q, want %q or %q", ErrRequest, env.Action, IssueAction, KETAction)
 	}
 	if env.BodyName != (xml.Name{Space: NSTrust, Local: "RequestSecurityToken"}) {
 		return Request{}, fmt.Errorf("%w: body element <%s> in namespace %q, want <RequestSecurityToken> in %s", ErrRequest, env.BodyName.Local, env.BodyName.Space, NSTrust)
@@ -184,6 +196,14 @@ func ParseRequest(env *soap.Envelope) (Request, error) {
 	default:
 		return Request{}, fmt.Errorf("%w: more than one AdditionalContext", ErrRequest)
 	}
+	// A Key Exchange Token request comes with its own action and a RequestKET element
+	// (MS-WSTEP 3.1.4.2.2.1: without it, a fault); other requests do not.
+	if (env.Action == KETAction) != (r.RequestType == KET) {
+		return Request{}, fmt.Errorf("%w: RequestType %s with SOAP action %q", ErrRequest, r.RequestType, env.Action)
+	}
+	if r.RequestType == KET && len(m.RequestKET) != 1 {
+		return Request{}, fmt.Errorf("%w: a Key Exchange Token request without one RequestKET element", ErrRequest)
+	}
 	switch r.RequestType {
 	case Issue, Renew:
 		if r.Token == nil {
@@ -211,6 +231,21 @@ func Issued(requestID int64, cmcResponse, leaf []byte) []byte {
 	b.WriteString(base64.StdEncoding.EncodeToString(leaf))
 	b.WriteString(`</BinarySecurityToken></RequestedSecurityToken>`)
 	closeWithID(&b, requestID)
+	return b.Bytes()
+}
+
+// KeyExchangeToken is the reply body of a Key Exchange Token request: the CA exchange
+// certificate (DER), which clients encrypt the private keys they archive to, as MS-WSTEP 4.1.2.2
+// shows it: RequestedSecurityToken/KeyExchangeToken/BinarySecurityToken (#X509v3), no
+// DispositionMessage and no RequestID.
+func KeyExchangeToken(cert []byte) []byte {
+	var b bytes.Buffer
+	open(&b)
+	b.WriteString(`<RequestedSecurityToken><KeyExchangeToken>`)
+	b.WriteString(`<BinarySecurityToken ValueType="` + TokenTypeX509v3 + `" EncodingType="` + EncodingTypeBase64 + `" xmlns="` + NSSecExt + `">`)
+	b.WriteString(base64.StdEncoding.EncodeToString(cert))
+	b.WriteString(`</BinarySecurityToken></KeyExchangeToken></RequestedSecurityToken>`)
+	b.WriteString(`</RequestSecurityTokenResponse></RequestSecurityTokenResponseCollection>`)
 	return b.Bytes()
 }
 

@@ -269,3 +269,49 @@ func FuzzParseRequest(f *testing.F) {
 		check(t, r, err)
 	})
 }
+
+// TestKeyExchangeToken: MS-WSTEP 4.1.2.1's Key Exchange Token request parses (with its own
+// action and RequestKET), KET without RequestKET or under the Issue action is refused, and the
+// reply carries the certificate where 4.1.2.2 puts it.
+func TestKeyExchangeToken(t *testing.T) {
+	ket := `<t:TokenType>` + TokenTypeX509v3 + `</t:TokenType><t:RequestType>` + RequestTypeKET + `</t:RequestType><t:RequestKET/>` +
+		`<e:RequestID xsi:nil="true" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>`
+	parse := func(in string) (Request, error) {
+		env, err := soap.Parse(strings.NewReader(in))
+		if err != nil {
+			t.Fatalf("soap.Parse: %v", err)
+		}
+		return ParseRequest(env)
+	}
+	r, err := parse(rstEnvelope(KETAction, ket))
+	if err != nil || r.RequestType != KET || r.Token != nil {
+		t.Fatalf("ParseRequest(KET) = %+v, %v", r, err)
+	}
+	for name, in := range map[string]string{
+		"KET without RequestKET":     rstEnvelope(KETAction, strings.ReplaceAll(ket, `<t:RequestKET/>`, "")),
+		"KET under the Issue action": rstEnvelope(IssueAction, ket),
+		"Issue under the KET action": rstEnvelope(KETAction, issueType+token),
+	} {
+		if _, err := parse(in); !errors.Is(err, ErrRequest) {
+			t.Errorf("%s: %v, want ErrRequest", name, err)
+		}
+	}
+	der := []byte{0x30, 0x03, 0x02, 0x01, 0x07}
+	var resp struct {
+		RSTR []struct {
+			TokenType string `xml:"TokenType"`
+			Token     struct {
+				ValueType string `xml:"ValueType,attr"`
+				Value     string `xml:",chardata"`
+			} `xml:"RequestedSecurityToken>KeyExchangeToken>BinarySecurityToken"`
+			RequestID []string `xml:"RequestID"`
+		} `xml:"RequestSecurityTokenResponse"`
+	}
+	if err := xml.Unmarshal(KeyExchangeToken(der), &resp); err != nil || len(resp.RSTR) != 1 {
+		t.Fatalf("KeyExchangeToken reply: %v, %d responses", err, len(resp.RSTR))
+	}
+	got, _ := base64.StdEncoding.DecodeString(resp.RSTR[0].Token.Value)
+	if !bytes.Equal(got, der) || resp.RSTR[0].Token.ValueType != TokenTypeX509v3 || len(resp.RSTR[0].RequestID) != 0 {
+		t.Errorf("KeyExchangeToken reply = %+v", resp.RSTR[0])
+	}
+}
