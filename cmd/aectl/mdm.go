@@ -214,17 +214,9 @@ func pkcs12Command(fs *flag.FlagSet) runner {
 			}
 			in.Delivery, in.RecipientPEM = "device-key", string(b)
 		}
-		f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
+		if _, err := os.Lstat(out); err == nil { // before anything is issued
+			return fmt.Errorf("%s exists", out)
 		}
-		written := false
-		defer func() {
-			f.Close()
-			if !written {
-				os.Remove(out)
-			}
-		}()
 		j, err := e.cl.SubmitPKCS(ctx, in)
 		if err != nil {
 			return err
@@ -235,13 +227,9 @@ func pkcs12Command(fs *flag.FlagSet) runner {
 		if j.State != "issued" {
 			return fmt.Errorf("PKCS request %s %s: %s", j.ID, j.State, j.Reason)
 		}
-		if _, err := f.Write(j.Result); err != nil {
+		if err := writeNew(out, j.Result); err != nil {
 			return err
 		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		written = true
 		j.Result = nil
 		return e.print(j, func(w io.Writer) {
 			fmt.Fprintf(w, "Issued serial %s (request %d) for %s on %s.\n", j.Serial, j.RequestID, j.Account, j.Template)

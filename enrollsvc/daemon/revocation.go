@@ -39,45 +39,43 @@ const (
 	combinedRACertFile = "scep/ra.pem"
 )
 
-// raKey is one of the SCEP RA's two keys (RFC 8894 §3.5.1): its token label, certificate file,
-// issuance profile and what the token lets it do.
+// raKey is a service key in the token that the CA certifies for the service's own use: the SCEP
+// RA's two keys (RFC 8894 section 3.5.1), the MDM connector's import key and the CA exchange key.
+// It has a token label, a certificate file, an issuance profile, what the token lets it do, the
+// name messages give it and its certificate's subject (under the CA's name).
 type raKey struct {
-	label, certFile, profile, role string
-	usage                          hsm.Usage
+	label, certFile, profile string
+	usage                    hsm.Usage
+	title                    string
+	subject                  func(caName string) pkix.Name
 	// validity and renewAhead of its certificate (0: raValidity and raRenewAhead).
 	validity, renewAhead time.Duration
 }
 
+// scepRASubject is the subject of the SCEP RA's certificate for role ("signing", "encryption").
+func scepRASubject(role string) func(string) pkix.Name {
+	return func(caName string) pkix.Name {
+		return pkix.Name{CommonName: caName + " SCEP RA (" + role + ")", OrganizationalUnit: []string{"SCEP"}}
+	}
+}
+
 var (
-	raSigning    = raKey{"scep-ra-sign", "scep/ra-sign.pem", enrollsvc.ProfileSCEPRASign, "signing", hsm.UsageSign, 0, 0}
-	raEncryption = raKey{"scep-ra-encrypt", "scep/ra-encrypt.pem", enrollsvc.ProfileSCEPRAEncrypt, "encryption", hsm.UsageDecrypt, 0, 0}
-	// mdmImport is not the RA's: the MDM connector's import key, which uploaded keys are
-	// encrypted to (decrypt only), made and certified the same way.
-	mdmImport = raKey{"mdm-import", "mdm/import.pem", enrollsvc.ProfileMDMImport, "MDM import", hsm.UsageDecrypt, 0, 0}
+	raSigning = raKey{label: "scep-ra-sign", certFile: "scep/ra-sign.pem", profile: enrollsvc.ProfileSCEPRASign,
+		usage: hsm.UsageSign, title: "SCEP RA signing", subject: scepRASubject("signing")}
+	raEncryption = raKey{label: "scep-ra-encrypt", certFile: "scep/ra-encrypt.pem", profile: enrollsvc.ProfileSCEPRAEncrypt,
+		usage: hsm.UsageDecrypt, title: "SCEP RA encryption", subject: scepRASubject("encryption")}
+	// mdmImport is the MDM connector's import key, which uploaded keys are encrypted to.
+	mdmImport = raKey{label: "mdm-import", certFile: "mdm/import.pem", profile: enrollsvc.ProfileMDMImport,
+		usage: hsm.UsageDecrypt, title: "MDM import", subject: func(caName string) pkix.Name {
+			return pkix.Name{CommonName: caName + " MDM import", OrganizationalUnit: []string{"MDM connector"}}
+		}}
 	// caExchange is the CA exchange key, which clients encrypt the keys they archive to (MS-WCCE
 	// 3.1.1.4.3.6); its certificate lives a week, as AD CS's does, and is renewed two days ahead.
-	caExchange = raKey{"ca-exchange", "ca-exchange.pem", enrollsvc.ProfileCAExchange, "CA exchange", hsm.UsageDecrypt,
-		7 * 24 * time.Hour, 2 * 24 * time.Hour}
+	caExchange = raKey{label: "ca-exchange", certFile: "ca-exchange.pem", profile: enrollsvc.ProfileCAExchange,
+		usage: hsm.UsageDecrypt, title: "CA exchange", subject: func(caName string) pkix.Name {
+			return pkix.Name{CommonName: caName + "-Xchg"} // MS-WCCE 3.2.1.4.3.2.15.1
+		}, validity: 7 * 24 * time.Hour, renewAhead: 2 * 24 * time.Hour}
 )
-
-// title names the key in messages.
-func (k raKey) title() string {
-	if k.profile == enrollsvc.ProfileMDMImport || k.profile == enrollsvc.ProfileCAExchange {
-		return k.role
-	}
-	return "SCEP RA " + k.role
-}
-
-// subject is the subject of the key's certificate.
-func (k raKey) subject(caName string) pkix.Name {
-	if k.profile == enrollsvc.ProfileCAExchange {
-		return pkix.Name{CommonName: caName + "-Xchg"} // MS-WCCE 3.2.1.4.3.2.15.1
-	}
-	if k.profile == enrollsvc.ProfileMDMImport {
-		return pkix.Name{CommonName: caName + " MDM import", OrganizationalUnit: []string{"MDM connector"}}
-	}
-	return pkix.Name{CommonName: caName + " SCEP RA (" + k.role + ")", OrganizationalUnit: []string{"SCEP"}}
-}
 
 // revocationSource is the store seen by the CRL publisher and the OCSP responder.
 type revocationSource struct{ st store.Store }
@@ -375,7 +373,7 @@ func (rt *Runtime) ensureRAKey(ctx context.Context, k raKey) (*x509.Certificate,
 		key, err = rt.KeyStore.GenerateKeyFor(ctx, hsm.RSA2048, k.label, nil, k.usage)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("the %s key: %w", k.title(), err)
+		return nil, nil, fmt.Errorf("the %s key: %w", k.title, err)
 	}
 	want := x509.KeyUsageDigitalSignature
 	if k.usage == hsm.UsageDecrypt {
@@ -395,7 +393,7 @@ func (rt *Runtime) ensureRAKey(ctx context.Context, k raKey) (*x509.Certificate,
 		PublicKey: key.Public(), Validity: validity,
 		Meta: enrollsvc.Meta{Requester: "enrollsvc", Account: "enrollsvc-" + k.label}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuing the %s certificate: %w", k.title(), err)
+		return nil, nil, fmt.Errorf("issuing the %s certificate: %w", k.title, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, nil, err

@@ -138,6 +138,15 @@ type clientsSetting struct {
 	Clients []client `json:"clients"`
 }
 
+// index is the position of the MDM name, or KindNotFound for op.
+func (cs clientsSetting) index(name, op string) (int, error) {
+	i := slices.IndexFunc(cs.Clients, func(cl client) bool { return cl.Name == name })
+	if i < 0 {
+		return 0, &enrollsvc.Error{Kind: enrollsvc.KindNotFound, Op: op, Err: errors.New("no MDM of that name is registered")}
+	}
+	return i, nil
+}
+
 // New checks cfg and loads the registered MDMs.
 func New(ctx context.Context, cfg Config) (*Connector, error) {
 	if cfg.Core == nil || cfg.Store == nil || cfg.Recorder == nil || len(cfg.Chain) == 0 {
@@ -306,9 +315,9 @@ func (c *Connector) Remove(ctx context.Context, name, by, remote string) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(cs.Clients, func(cl client) bool { return cl.Name == name })
-	if i < 0 {
-		return &enrollsvc.Error{Kind: enrollsvc.KindNotFound, Op: "removing MDM " + name, Err: errors.New("no MDM of that name is registered")}
+	i, err := cs.index(name, "removing MDM "+name)
+	if err != nil {
+		return err
 	}
 	certs := cs.Clients[i].Certs
 	cs.Clients = slices.Delete(cs.Clients, i, i+1)
@@ -347,9 +356,9 @@ func (c *Connector) IssueCert(ctx context.Context, name, csrPEM, by, remote stri
 	if err != nil {
 		return nil, err
 	}
-	i := slices.IndexFunc(cs.Clients, func(cl client) bool { return cl.Name == name })
-	if i < 0 {
-		return nil, &enrollsvc.Error{Kind: enrollsvc.KindNotFound, Op: "issuing a certificate to MDM " + name, Err: errors.New("no MDM of that name is registered")}
+	i, err := cs.index(name, "issuing a certificate to MDM "+name)
+	if err != nil {
+		return nil, err
 	}
 	res, err := c.cfg.Core.IssueProfile(ctx, enrollsvc.ProfileRequest{Profile: enrollsvc.ProfileMDMClient,
 		Subject: pkix.Name{CommonName: "MDM " + name, OrganizationalUnit: []string{"MDM connector"}}, PublicKey: csr.PublicKey,

@@ -17,7 +17,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"time"
 
@@ -70,9 +69,9 @@ func (c *Connector) SetHooks(ctx context.Context, name string, h apiclient.MDMWe
 	if err != nil {
 		return out, err
 	}
-	i := slices.IndexFunc(cs.Clients, func(cl client) bool { return cl.Name == name })
-	if i < 0 {
-		return out, &enrollsvc.Error{Kind: enrollsvc.KindNotFound, Op: "setting the URLs of MDM " + name, Err: errors.New("no MDM of that name is registered")}
+	i, err := cs.index(name, "setting the URLs of MDM "+name)
+	if err != nil {
+		return out, err
 	}
 	cs.Clients[i].Hooks = nil
 	if h.ValidateURL != "" {
