@@ -315,6 +315,9 @@ type EnrollRequest struct {
 	Autoenroll bool
 	// KeyArchived: the CSR's private key is archived (EnrollServerKey did it): policy.Input.KeyArchived.
 	KeyArchived bool
+	// NamedByConnector: Account was named by a connector (an MDM), not authenticated:
+	// policy.Input.NamedByConnector.
+	NamedByConnector bool
 }
 
 // Outcomes of Enroll.
@@ -383,7 +386,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	if err != nil {
 		return nil, err
 	}
-	in.KeyArchived = er.KeyArchived
+	in.KeyArchived, in.NamedByConnector = er.KeyArchived, er.NamedByConnector
 	d := policy.Decide(in)
 	switch d.Outcome {
 	case policy.Refuse:

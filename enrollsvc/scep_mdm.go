@@ -70,7 +70,10 @@ func (s *Service) scepByMDM(ctx context.Context, ss SCEPStore, p store.SCEPProfi
 		res, err = s.refuse(ctx, meta, []string{"the MDM bound the request to " + strings.Join(v.Names, ", ") +
 			": every name in the request (subject and subjectAltName) must be one of them"}, nil)
 	default:
-		res, err = s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR})
+		// An account the MDM named (not the profile's, which an administrator chose) is never a
+		// protected one.
+		res, err = s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR,
+			NamedByConnector: v.Account != ""})
 	}
 	out := SCEPOutcome{Profile: p.Name, TransactionID: r.TransactionID}
 	switch {

@@ -76,7 +76,8 @@ func (s *Service) EnrollServerKey(ctx context.Context, r ServerKeyRequest) (*Enr
 		}
 		archived = h
 	}
-	res, err := s.Enroll(ctx, EnrollRequest{Template: t.Name, Account: r.Account, Requester: r.Requester, CSR: csr, KeyArchived: archived != ""})
+	res, err := s.Enroll(ctx, EnrollRequest{Template: t.Name, Account: r.Account, Requester: r.Requester, CSR: csr, KeyArchived: archived != "",
+		NamedByConnector: true})
 	if err != nil {
 		s.dropArchive(ctx, archived, "the request failed: "+err.Error())
 		return nil, nil, err

@@ -37,7 +37,7 @@ import (
 // revokes its own certificate, which OCSP then says is revoked. No clear key is on disk.
 func TestMDMConnectorPKCS(t *testing.T) {
 	needSoftHSM(t)
-	s, dir, base := serveWithDirectory(t)
+	dc, s, dir, base := serveWithDirectory(t)
 	tmp := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -167,6 +167,13 @@ func TestMDMConnectorPKCS(t *testing.T) {
 			t.Errorf("PKCS %s/%s = %+v, %v; want refused saying %q, no certificate", tc.in.Template, tc.in.Account, j, err, tc.want)
 		}
 	}
+	// A member of Domain Admins who may enroll on the template is never an account an MDM names.
+	dc.AddUser(t, ldaptest.StaffOU, "padmin", s.PKIUsers.DN, "CN=Domain Admins,CN=Users,"+dc.BaseDN)
+	if j, err := mdmCl.SubmitPKCS(ctx, apiclient.PKCSRequest{Template: "AEUser", Account: "padmin", Delivery: "password", Password: password}); err != nil {
+		t.Fatal(err)
+	} else if j, err = mdmCl.WaitPKCS(ctx, j.ID, 100*time.Millisecond); err != nil || j.State != "refused" || !strings.Contains(j.Reason, "is protected (Domain Admins)") {
+		t.Errorf("PKCS for a Domain Admin = %+v, %v; want refused as protected", j, err)
+	}
 	for _, in := range []apiclient.PKCSRequest{
 		{Template: "AEUser", Account: "alice", Delivery: "password", Password: "short"},
 		{Template: "AEUser", Account: "alice", Delivery: "device-key", RecipientPEM: "not PEM"},
@@ -292,15 +299,15 @@ func mdmClient(t *testing.T, dir, token string) *apiclient.Client {
 
 // serveWithDirectory serves a data directory made against a seeded Samba DC, with the plain-HTTP
 // listener (OCSP, CRLs, SCEP) at base.
-func serveWithDirectory(t *testing.T) (s *ldaptest.Sample, dir, base string) {
+func serveWithDirectory(t *testing.T) (dc *ldaptest.DC, s *ldaptest.Sample, dir, base string) {
 	t.Helper()
-	dc := ldaptest.StartDC(t)
+	dc = ldaptest.StartDC(t)
 	s = dc.Seed(t)
 	port := freePort(t)
 	base = "http://127.0.0.1:" + port
 	dir = initDir(t, append(directoryFlags(t, dc, s), "--http-url", base, "--http-listen", "127.0.0.1:"+port)...)
 	startServe(t, dir)
-	return s, dir, base
+	return dc, s, dir, base
 }
 
 // noKeyOnDisk fails t when any file under dir holds one of keys in clear (keyTrace).
@@ -437,7 +444,7 @@ func mustCert(t *testing.T, cl *apiclient.Client, serial string) *x509.Certifica
 // user's address is refused; another MDM cannot have it delivered; no clear key is on disk.
 func TestMDMImportedPKCS(t *testing.T) {
 	needSoftHSM(t)
-	s, dir, _ := serveWithDirectory(t)
+	_, s, dir, _ := serveWithDirectory(t)
 	tmp := t.TempDir()
 	ctx := t.Context()
 	openssl := func(args ...string) string { t.Helper(); return runOpenSSL(t, args...) }
@@ -569,7 +576,7 @@ func readRSAKey(t *testing.T, path string) *rsa.PrivateKey {
 // nothing either.
 func TestMDMClientCertificate(t *testing.T) {
 	needSoftHSM(t)
-	_, dir, _ := serveWithDirectory(t)
+	_, _, dir, _ := serveWithDirectory(t)
 	tmp := t.TempDir()
 	file := func(name string) string { return filepath.Join(tmp, name) }
 	var added apiclient.MDMClientAdded

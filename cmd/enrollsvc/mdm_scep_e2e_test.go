@@ -161,7 +161,7 @@ func TestMDMValidatedSCEP(t *testing.T) {
 	needSoftHSM(t)
 	scepclientBin := sceptest.NeedTool(t, "scepclient")
 	cm := sceptest.StartCertmonger(t)
-	_, dir, base := serveWithDirectory(t)
+	_, _, dir, base := serveWithDirectory(t)
 	tmp := t.TempDir()
 	mdm := startTestMDM(t)
 

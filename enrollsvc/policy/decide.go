@@ -62,6 +62,11 @@ type Input struct {
 	// DC maps such a name (weak certificate mapping, MS-PKCA 3.1.5.2.1) to whichever account it
 	// finds first.
 	UPNHolders map[string][]string
+	// NamedByConnector says the account was named by a connector acting for others (an MDM's
+	// PKCS request or SCEP verdict), not authenticated as the requester: a protected account
+	// (ProtectedGroup) is then refused, as AD CS's enrollment agent restrictions keep
+	// administrators out of reach of agents.
+	NamedByConnector bool
 	// KeyArchived says the request's private key is archived for the key recovery agents (the
 	// caller made the key and archived it, or checked the one the client sent against the
 	// request): a template that requires archival is then not refused for it.
@@ -135,6 +140,11 @@ func (x *decider) run() {
 	}
 	if in.Now.IsZero() {
 		x.refuse("no decision time given")
+	}
+	if in.NamedByConnector {
+		if g := ProtectedGroup(in.Account); g != "" {
+			x.refuse("%s is protected (%s): an account a connector names is never one", x.who(), g)
+		}
 	}
 	x.access()
 	x.templateRules()
@@ -790,3 +800,28 @@ func (d Decision) why(v secdesc.Verdict) string {
 	}
 	return v.Reason
 }
+
+// ProtectedGroup names the administrative group the account belongs to, from its token:
+// Administrators (S-1-5-32-544), or the Domain Admins (RID 512), Schema Admins (518) or
+// Enterprise Admins (519) of a domain (MS-DTYP 2.4.2.4); "" when none.
+func ProtectedGroup(a Account) string {
+	for _, sid := range a.Token {
+		switch {
+		case sid.Equal(administrators):
+			return "Administrators"
+		case sid.Authority == 5 && len(sid.Sub) == 5 && sid.Sub[0] == 21:
+			switch sid.Sub[4] {
+			case 512:
+				return "Domain Admins"
+			case 518:
+				return "Schema Admins"
+			case 519:
+				return "Enterprise Admins"
+			}
+		}
+	}
+	return ""
+}
+
+// administrators is BUILTIN\Administrators.
+var administrators = secdesc.SID{Revision: 1, Authority: 5, Sub: []uint32{32, 544}}

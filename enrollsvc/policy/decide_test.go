@@ -98,6 +98,13 @@ func TestDecidePermissions(t *testing.T) {
 					t.Errorf("Decide(deny).Access.Enroll = %+v, want denied for %s", d.Access.Enroll, sidBlocked)
 				}
 			}},
+		{name: "a connector never names a Domain Admin", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers, rid(512)),
+			input: func(in *Input) { in.NamedByConnector = true }, want: Refuse, wantReason: "is protected (Domain Admins)"},
+		{name: "a connector never names an Administrator", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers,
+			secdesc.MustParseSID("S-1-5-32-544")), input: func(in *Input) { in.NamedByConnector = true }, want: Refuse, wantReason: "is protected (Administrators)"},
+		{name: "a Domain Admin authenticating for itself is not refused for it", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers, rid(512)),
+			want: Issue},
+		{name: "a connector names an ordinary account", input: func(in *Input) { in.NamedByConnector = true }, want: Issue},
 		{name: "deny for Everyone wins", tmpl: withACEs(append(defaultACEs(), secdesc.DenyEnroll(secdesc.Everyone))...), want: Refuse, wantReason: "denied"},
 		{name: "Enroll without Read", tmpl: withACEs(secdesc.AllowEnroll(sidPKIUsers)), want: Refuse, wantReason: "may not read the template"},
 		{name: "Read without Enroll", account: aliceIn(sidDomainUsers), want: Refuse, wantReason: "may not enroll: no ACE grants Enroll"},
