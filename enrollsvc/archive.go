@@ -20,6 +20,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/cmc"
 	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
@@ -202,6 +203,41 @@ func (s *Service) archiveKey(ctx context.Context, key crypto.Signer, t *policy.T
 	}
 	s.rec.Log(ctx, ev)
 	return h, nil, nil
+}
+
+// ExchangeKey opens what a client encrypted to the CA exchange certificate (MS-WCCE 3.1.1.4.3.6):
+// the CA exchange key, in the HSM.
+type ExchangeKey interface {
+	// OpenArchivedKey decrypts envelope (a DER ContentInfo EnvelopedData addressed to one of the
+	// CA exchange certificates) and returns its content; an error says it does not open.
+	OpenArchivedKey(ctx context.Context, envelope []byte) ([]byte, error)
+}
+
+// WithExchange lets clients archive their keys: x opens what they encrypt to the CA exchange
+// certificate.
+func (s *Service) WithExchange(x ExchangeKey) { s.exchange = x }
+
+// openArchivedKey opens the private key a client sent for archival and checks that it is the key
+// of the request (pub): MS-WCCE 3.2.2.6.2.1.2.2 has the CA refuse any other. A key that does not
+// open, is not an RSA private key BLOB, or is not the request's is a refusal (its reason); an
+// error means the exchange key could not be used at all.
+func (s *Service) openArchivedKey(ctx context.Context, envelope []byte, pub crypto.PublicKey) (crypto.Signer, string, error) {
+	if s.exchange == nil {
+		return nil, "this CA takes no archived keys: it has no CA exchange key", nil
+	}
+	blob, err := s.exchange.OpenArchivedKey(ctx, envelope)
+	if err != nil {
+		return nil, "the archived key does not open with the CA exchange key: " + err.Error(), nil
+	}
+	defer clear(blob)
+	key, err := cmc.ParseKeyBlob(blob)
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	if !certutil.PublicKeysEqual(key.Public(), pub) {
+		return nil, "the archived private key is not the key of the request", nil
+	}
+	return key, "", nil
 }
 
 // dropArchive removes the archive of a key that was not certified after all.

@@ -2,6 +2,7 @@ package enrollsvc
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -318,6 +319,11 @@ type EnrollRequest struct {
 	// NamedByConnector: Account was named by a connector (an MDM), not authenticated:
 	// policy.Input.NamedByConnector.
 	NamedByConnector bool
+	// ArchivedKey is the private key the client sent to be archived (MS-WCCE 3.1.1.4.3.6): the
+	// envelope to the CA exchange certificate of a key archival request (cmc.Request.ArchivedKey).
+	// The template must require archival and the key must be the request's, or the request is
+	// refused; the key is archived for the recovery agents before anything is issued.
+	ArchivedKey []byte
 }
 
 // Outcomes of Enroll.
@@ -382,28 +388,59 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return s.refuse(ctx, meta, reasons, nil)
 	}
 	meta.Account = accountName(a)
+	var clientKey crypto.Signer // the key the client archives, once checked
+	if er.ArchivedKey != nil {
+		if t.PrivateKeyFlags&policy.PrivateKeyRequireArchival == 0 {
+			return s.refuse(ctx, meta, []string{fmt.Sprintf("the request carries its private key for archival, and template %s "+
+				"does not archive keys (CERTSRV_E_ARCHIVED_KEY_UNEXPECTED)", t.Name)}, nil)
+		}
+		k, reason, err := s.openArchivedKey(ctx, er.ArchivedKey, req.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		if reason != "" {
+			return s.refuse(ctx, meta, []string{reason}, nil)
+		}
+		clientKey = k
+	}
 	in, err := s.input(ctx, dc, *t, *a, &req, er.Autoenroll, namesCached)
 	if err != nil {
 		return nil, err
 	}
-	in.KeyArchived, in.NamedByConnector = er.KeyArchived, er.NamedByConnector
+	in.KeyArchived, in.NamedByConnector = er.KeyArchived || clientKey != nil, er.NamedByConnector
 	d := policy.Decide(in)
-	switch d.Outcome {
-	case policy.Refuse:
+	if d.Outcome == policy.Refuse {
 		return s.refuse(ctx, meta, d.Reasons, &d)
-	case policy.Pend:
+	}
+	// A client's archived key is kept for the recovery agents before the request is held or
+	// issued (MS-WCCE 3.2.2.6.2.1.3), and dropped again if it comes to nothing.
+	archived := ""
+	if clientKey != nil {
+		h, reasons, err := s.archiveKey(ctx, clientKey, t, meta)
+		if err != nil {
+			return nil, err
+		}
+		if reasons != nil {
+			return s.refuse(ctx, meta, reasons, &d)
+		}
+		archived = h
+	}
+	if d.Outcome == policy.Pend {
 		// Hold only what could be issued: lint it now, not when the manager approves.
 		if _, err := s.issuer.Prepare(d.Order); err != nil {
+			s.dropArchive(ctx, archived, "the request cannot be issued")
 			return s.refuse(ctx, meta, append(slices.Clone(d.Reasons), err.Error()), &d)
 		}
 		id, err := s.Hold(ctx, d.Order, Held{Subject: d.Subject, SANs: d.SANs, Publish: d.Publish, AccountDN: a.DN, AccountSID: a.SID.String(), Reasons: d.Reasons}, meta)
 		if err != nil {
+			s.dropArchive(ctx, archived, "holding the request failed")
 			return nil, err
 		}
 		return &EnrollResult{Status: StatusPending, RequestID: id, Reasons: d.Reasons, Decision: &d}, nil
 	}
 	res, err := s.issueOrder(ctx, d.Order, meta)
 	if err != nil {
+		s.dropArchive(ctx, archived, "the request was not issued: "+err.Error())
 		return nil, err
 	}
 	reasons = d.Reasons

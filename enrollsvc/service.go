@@ -105,6 +105,7 @@ type Service struct {
 
 	scepRefused refusalCounts // anonymous SCEP refusals, recorded per profile per window
 	mdm         MDMValidator  // the MDM connector, for profiles an MDM validates (nil: none)
+	exchange    ExchangeKey   // opens the keys clients archive (nil: key archival requests are refused)
 	naming      atomic.Bool   // a background search for ACE trustees' names is running (aceNames)
 }
 

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -190,7 +193,58 @@ func (x *executor) enroll(ctx context.Context, act plan.Action) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	return x.submit(ctx, t, x.client, urls, csr, key)
+	if t.Archival() {
+		return x.enrollArchival(ctx, t, urls, csr, key)
+	}
+	return x.submit(ctx, t, x.client, urls, csr, key, nil)
+}
+
+// enrollArchival sends a key archival request (MS-WCCE 3.1.1.4.3.6) for a template whose keys
+// the CA archives: the private key encrypted to the CA exchange certificate, which the
+// enrollment service hands out (MS-WSTEP Key Exchange Token) and must be the issuing CA's. The
+// certificate is installed only if the CA's response names the archived key.
+func (x *executor) enrollArchival(ctx context.Context, t wsclient.Template, urls []string, csr []byte, key crypto.Signer) (string, error) {
+	rk, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return "", fmt.Errorf("template %s archives keys: only RSA keys are archived", t.Name)
+	}
+	ca := x.caOf(t)
+	if ca == nil {
+		return "", fmt.Errorf("template %s names no CA of the policy", t.Name)
+	}
+	var xcert *x509.Certificate
+	var err error
+	for i, u := range urls {
+		xcert, err = x.client.KeyExchangeCertificate(ctx, u, ca)
+		if !unreachable(ctx, err) || i+1 == len(urls) {
+			break
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("template %s archives keys, and the CA exchange certificate: %w", t.Name, err)
+	}
+	env, err := cmc.EncryptKey(rk, xcert)
+	if err != nil {
+		return "", fmt.Errorf("encrypting the key for archival: %w", err)
+	}
+	token, err := cmc.SignArchival(csr, key, env)
+	if err != nil {
+		return "", fmt.Errorf("building the key archival request: %w", err)
+	}
+	sum := sha256.Sum256(env)
+	return x.submit(ctx, t, x.client, urls, token, key, sum[:])
+}
+
+// caOf is the certificate of the first policy CA that issues t.
+func (x *executor) caOf(t wsclient.Template) *x509.Certificate {
+	for _, ref := range t.CARefs {
+		for _, ca := range x.pol.CAs {
+			if ca.Ref == ref && ca.Certificate != nil {
+				return ca.Certificate
+			}
+		}
+	}
+	return nil
 }
 
 func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
@@ -206,6 +260,22 @@ func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
 	if !act.SameKey {
 		if key, err = newKey(t); err != nil {
 			return "", err
+		}
+		if t.Archival() {
+			// A renewal signed with the old key has no room for an archived key: a new key of
+			// an archival template goes as a key archival request.
+			if x.a.cfg.Auth == AuthCertificate {
+				return "", fmt.Errorf("template %s archives keys: a new key goes as a key archival request, which needs kerberos or password authentication", t.Name)
+			}
+			urls, err := x.enrollmentURLs(t)
+			if err != nil {
+				return "", err
+			}
+			csr, err := NewRequest(t, key, x.a.cfg.subject())
+			if err != nil {
+				return "", err
+			}
+			return x.enrollArchival(ctx, t, urls, csr, key)
 		}
 	}
 	csr, err := NewRequest(t, key, x.a.cfg.subject())
@@ -227,7 +297,7 @@ func (x *executor) renew(ctx context.Context, act plan.Action) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return x.submit(ctx, t, client, urls, token, key)
+	return x.submit(ctx, t, client, urls, token, key, nil)
 }
 
 // enrollmentURLs are the policy's CES URIs for t and this agent's authentication, in the order of
@@ -261,8 +331,9 @@ func unreachable(ctx context.Context, err error) bool {
 }
 
 // submit sends a request to the first of urls that answers (failing over to the next while they
-// are unreachable) and installs, records as pending, or reports the refusal.
-func (x *executor) submit(ctx context.Context, t wsclient.Template, c *wsclient.Client, urls []string, token []byte, key crypto.Signer) (string, error) {
+// are unreachable) and installs, records as pending, or reports the refusal. keyHash, for a key
+// archival request, is the hash of the archived key, which an issuing response must repeat.
+func (x *executor) submit(ctx context.Context, t wsclient.Template, c *wsclient.Client, urls []string, token []byte, key crypto.Signer, keyHash []byte) (string, error) {
 	var res *wsclient.Result
 	var err error
 	var url string
@@ -292,6 +363,11 @@ func (x *executor) submit(ctx context.Context, t wsclient.Template, c *wsclient.
 		}
 		x.changed = true
 		return fmt.Sprintf("request %d waits for a certificate manager's approval", res.RequestID), nil
+	}
+	if keyHash != nil && !bytes.Equal(res.EncryptedKeyHash, keyHash) {
+		// Windows fails alike (XENROLL_E_RESPONSE_KA_HASH_NOT_FOUND / _MISMATCH).
+		return "", fmt.Errorf("the CA issued certificate %s but its response does not confirm that it archived this key; not installed",
+			serialOf(res.Certificate))
 	}
 	return x.install(ctx, t, res, key)
 }

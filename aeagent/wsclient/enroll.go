@@ -44,6 +44,9 @@ type Result struct {
 	// e.g. -2146877422 (0x80094012, CERTSRV_E_TEMPLATE_DENIED).
 	Reason    string
 	ErrorCode int32
+	// EncryptedKeyHash is the szOID_ENCRYPTED_KEY_HASH of the reply's CMC full response: the CA
+	// saying which archived key it took (MS-WCCE 3.2.1.4.2.1.4.8.2). Nil when it names none.
+	EncryptedKeyHash []byte
 }
 
 // Issue sends token, a DER PKCS#10, CMC request or renewal (PKCS#7 signed with the old key, see
@@ -233,6 +236,9 @@ func (r *response) result() (*Result, error) {
 	var certs []*x509.Certificate
 	if len(p7) > 0 {
 		if certs, err = pkcs7Certificates(p7); err != nil {
+			return nil, fmt.Errorf("BinarySecurityToken: %v", err)
+		}
+		if res.EncryptedKeyHash, err = cmc.ResponseKeyHash(p7); err != nil {
 			return nil, fmt.Errorf("BinarySecurityToken: %v", err)
 		}
 	}

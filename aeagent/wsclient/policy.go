@@ -50,6 +50,11 @@ type Template struct {
 	CARefs                                      []int    // CA.Ref of the CAs that issue it
 }
 
+// Archival reports whether the CA archives the template's keys (MS-XCEP privateKeyFlags
+// 0x1, CT_FLAG_REQUIRE_PRIVATE_KEY_ARCHIVAL): a request must carry the key, encrypted to the CA
+// exchange certificate (MS-WCCE 3.1.1.4.3.6).
+func (t Template) Archival() bool { return t.PrivateKeyFlags&0x1 != 0 }
+
 // CA is an issuer of the templates.
 type CA struct {
 	Ref              int

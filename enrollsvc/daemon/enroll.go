@@ -85,6 +85,7 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		ln.Close()
 		return "", nil, err
 	}
+	rt.Service.WithExchange(rt)
 	ws, err := webenroll.New(webenroll.Config{Core: rt.Service, Passwords: rt.passwordGuard(lim), Kerberos: rt.kerberos, KerberosRealms: realms,
 		Exchange: rt.exchange,
 		Recorder: rt.Recorder, CACert: rt.CACert, CAName: rt.Config.CAName, BaseURLs: bases, Peers: rt.peerEnrollURLs, CMCSigner: rt.Key, Logger: rt.Log,

@@ -26,6 +26,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/hsm"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
+	"github.com/enrollment-appliance/aeappliance/proto/cms"
 )
 
 // Files and keys of SCEP in the data directory and the token.
@@ -512,24 +513,78 @@ func (b scepBackend) result(res *enrollsvc.EnrollResult, err error) (scep.Result
 	return scep.Result{Status: scep.Failure, FailInfo: scep.BadRequest}, nil
 }
 
-// exchangeCert is the CA exchange certificate of a running service, renewed when it nears its end.
+// exchangeCert is the CA exchange certificate of a running service, renewed when it nears its end,
+// and its key in the HSM.
 type exchangeCert struct {
 	mu   sync.Mutex
 	cert *x509.Certificate
+	key  *hsm.Key
 }
 
 // exchange returns the CA exchange certificate, issuing a new one (for the same key in the HSM)
 // two days before the current one ends.
 func (rt *Runtime) exchange(ctx context.Context) (*x509.Certificate, error) {
+	c, _, err := rt.exchangeKey(ctx)
+	return c, err
+}
+
+func (rt *Runtime) exchangeKey(ctx context.Context) (*x509.Certificate, *hsm.Key, error) {
 	rt.xchg.mu.Lock()
 	defer rt.xchg.mu.Unlock()
 	if c := rt.xchg.cert; c != nil && time.Until(c.NotAfter) > caExchange.renewAhead {
-		return c, nil
+		return c, rt.xchg.key, nil
 	}
-	c, _, err := rt.ensureRAKey(ctx, caExchange)
+	c, k, err := rt.ensureRAKey(ctx, caExchange)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt.xchg.cert, rt.xchg.key = c, k
+	return c, k, nil
+}
+
+// exchangeRejectionKeyFile holds the secret of the implicit rejection when archived keys are
+// decrypted (cms.DecryptOptions.RejectionKey), made on first use.
+const exchangeRejectionKeyFile = "ca-exchange-rejection.key"
+
+// OpenArchivedKey opens a private key a client archived (enrollsvc.ExchangeKey) with the CA
+// exchange key in the HSM. The envelope must be addressed to a CA exchange certificate for that
+// key: the current one, or an earlier one this CA issued and recorded (a client may have fetched
+// it up to a week ago, MS-WCCE 3.2.1.4.3.2.15). Content encrypted with AES or 3DES (Windows'
+// default for archival) is accepted; single DES is not.
+func (rt *Runtime) OpenArchivedKey(ctx context.Context, envelope []byte) ([]byte, error) {
+	ed, err := cms.ParseEnvelopedData(envelope)
 	if err != nil {
 		return nil, err
 	}
-	rt.xchg.cert = c
-	return c, nil
+	cur, key, err := rt.exchangeKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recipient := (*x509.Certificate)(nil)
+	for _, r := range ed.Recipients {
+		if r.RID.Matches(cur) {
+			recipient = cur
+			break
+		}
+		if r.RID.Issuer == nil || !bytes.Equal(r.RID.Issuer, rt.CACert.RawSubject) || r.RID.Serial.Sign() <= 0 {
+			continue
+		}
+		sc, err := rt.Store.GetCertificate(ctx, certutil.SerialString(r.RID.Serial))
+		if err != nil {
+			continue
+		}
+		c, err := x509.ParseCertificate(sc.DER)
+		if err == nil && c.CheckSignatureFrom(rt.CACert) == nil && certutil.PublicKeysEqual(c.PublicKey, key.Public()) {
+			recipient = c
+			break
+		}
+	}
+	if recipient == nil {
+		return nil, errors.New("the envelope is not addressed to a CA exchange certificate of this CA")
+	}
+	rejection, err := rt.secret(exchangeRejectionKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return ed.Decrypt(recipient, key, cms.DecryptOptions{Allow3DES: true, RejectionKey: rejection})
 }

@@ -240,7 +240,9 @@ func (x *decider) templateRules() {
 		x.refuse("the template needs %d enrollment agent signature(s) (msPKI-RA-Signature); not supported", t.RASignatures)
 	}
 	if t.PrivateKeyFlags&PrivateKeyRequireArchival != 0 && !x.in.KeyArchived {
-		x.refuse("the template requires private key archival: only keys this CA makes and archives (PKCS, aectl pkcs12 issue) are issued on it")
+		x.refuse("the template requires private key archival: send the private key for archival with the request " +
+			"(a CMC key archival request to the CA exchange certificate), or have the CA make the key (PKCS, aectl pkcs12 issue) " +
+			"(CERTSRV_E_ARCHIVED_KEY_REQUIRED)")
 	}
 	if t.PrivateKeyFlags&PrivateKeyAttestRequired != 0 {
 		x.refuse("the template requires TPM key attestation, which this CA cannot verify")

@@ -9,10 +9,15 @@ import (
 	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/proto/cmc"
 	"github.com/enrollment-appliance/aeappliance/proto/wstep"
 	"github.com/enrollment-appliance/aeappliance/proto/xcep"
 )
+
+// oidAES256CBC is the content encryption clients are asked to archive keys with (MS-XCEP
+// keyArchivalAttributes).
+const oidAES256CBC = "2.16.840.1.101.3.4.1.42"
 
 // nextUpdateHours is how often clients should ask for policy again (AD CS: 8).
 const nextUpdateHours = 8
@@ -59,6 +64,7 @@ func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
 				URI: base + CESPath(s.cfg.CAName, "Certificate"), Priority: i + 1, RenewalOnly: true})
 	}
 	resp.CAs = []xcep.CA{ca}
+	aesRef := -1
 	for _, tp := range set.Templates {
 		t := tp.Template
 		if len(t.OID) == 0 {
@@ -76,6 +82,16 @@ func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
 			SubjectNameFlags:   uint32(t.NameFlags), EnrollmentFlags: uint32(t.EnrollmentFlags), GeneralFlags: uint32(t.GeneralFlags)}
 		if t.RASignatures > 0 {
 			p.RARequirements = &xcep.RARequirements{Signatures: uint32(t.RASignatures)}
+		}
+		if t.PrivateKeyFlags&policy.PrivateKeyRequireArchival != 0 {
+			// MS-XCEP 3.1.4.1.3.15: how the client encrypts the key it archives. AES-256-CBC,
+			// whatever msPKI-Symmetric-Algorithm says: the CA accepts AES and 3DES, and asks for
+			// the strongest.
+			if aesRef < 0 {
+				aesRef = len(resp.OIDs)
+				resp.OIDs = append(resp.OIDs, xcep.OID{Value: oidAES256CBC, Group: xcep.GroupEncryptionAlgorithm, ReferenceID: aesRef, DefaultName: "AES256"})
+			}
+			p.KeyArchivalAttributes = &xcep.KeyArchival{SymmetricAlgorithmOIDReference: aesRef, SymmetricAlgorithmKeyLength: 256}
 		}
 		resp.Policies = append(resp.Policies, p)
 	}
@@ -100,7 +116,7 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			s.coreFault(w, c, err, wstep.FaultDetail(hrOf(err), id, false, nil))
 			return
 		}
-		s.answer(w, c, res, 1, false)
+		s.answer(w, c, res, 1, false, nil)
 	case wstep.Issue:
 		cr, err := cmc.ParseRequest(req.Token)
 		if err != nil {
@@ -134,7 +150,7 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 				Template: template, Requester: c.who()})
 		} else {
 			res, err = s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: c.account,
-				Requester: c.who(), CSR: cr.CSR})
+				Requester: c.who(), CSR: cr.CSR, ArchivedKey: cr.ArchivedKey})
 		}
 		if err != nil {
 			var se *enrollsvc.Error
@@ -145,7 +161,11 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			s.coreFault(w, c, err, wstep.FaultDetail(hrOf(err), id, enrollsvc.KindOf(err) == enrollsvc.KindBadRequest, nil))
 			return
 		}
-		s.answer(w, c, res, bodyPart(cr), cr.Kind != cmc.PKCS10)
+		var keyHash []byte
+		if cr.ArchivedKey != nil {
+			keyHash = cr.EncryptedKeyHash
+		}
+		s.answer(w, c, res, bodyPart(cr), cr.Kind != cmc.PKCS10, keyHash)
 	case wstep.KET:
 		// MS-WSTEP 3.1.4.2.2.1: the CA exchange certificate, for clients archiving their keys.
 		if s.cfg.Exchange == nil {
@@ -174,7 +194,9 @@ func bodyPart(cr *cmc.Request) int {
 
 // answer turns a core result into the WSTEP reply: issued (CMC response + leaf), pending
 // (reference to this endpoint), or a fault carrying every reason.
-func (s *Server) answer(w http.ResponseWriter, c caller, res *enrollsvc.EnrollResult, bodyPartID int, signed bool) {
+// answer replies to an Issue or QueryTokenStatus. keyHash is the encrypted key hash of a key
+// archival request, which the CA's full response repeats (MS-WCCE 3.2.1.4.2.1.4.8.2).
+func (s *Server) answer(w http.ResponseWriter, c caller, res *enrollsvc.EnrollResult, bodyPartID int, signed bool, keyHash []byte) {
 	switch res.Status {
 	case enrollsvc.StatusIssued:
 		// A bare PKCS#10 gets the certificates-only PKCS#7 the captured clients accept; CMC requests
@@ -183,7 +205,14 @@ func (s *Server) answer(w http.ResponseWriter, c caller, res *enrollsvc.EnrollRe
 		if !signed || signer == nil {
 			signer, signerCert = nil, nil
 		}
-		resp, err := cmc.FullPKIResponse(res.Certificate, []*x509.Certificate{s.cfg.CACert}, bodyPartID, signer, signerCert)
+		chain := []*x509.Certificate{s.cfg.CACert}
+		var resp []byte
+		var err error
+		if keyHash != nil && signer != nil {
+			resp, err = cmc.FullPKIResponseArchived(res.Certificate, chain, bodyPartID, signer, signerCert, keyHash)
+		} else {
+			resp, err = cmc.FullPKIResponse(res.Certificate, chain, bodyPartID, signer, signerCert)
+		}
 		if err != nil {
 			s.cfg.Logger.ErrorContext(c.r.Context(), "building the CMC response", "request_id", res.RequestID, "error", err)
 			s.fault(w, http.StatusInternalServerError, false, c.env.MessageID, "the certificate was issued but the response could not be built; ask again with QueryTokenStatus",

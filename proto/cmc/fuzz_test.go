@@ -23,6 +23,12 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(signedDataT(f, oidData, renewal, []*x509.Certificate{old, ca.cert}, testSigner{key: oldKey, cert: old}))
 	f.Add(signedDataT(f, oidPKIData, pkiDataT(f, 1, renewal), []*x509.Certificate{old},
 		testSigner{key: oldKey, cert: old}, testSigner{key: key, ski: skiOf(f, key.Public())}))
+	xkey, rkey := rsaKeyNamed(f, "exchange"), rsaKeyNamed(f, "client")
+	if env, err := EncryptKey(rkey, exchangeCert(f, xkey)); err == nil {
+		if der, err := SignArchival(rsaCSR(f, rkey), rkey, env); err == nil {
+			f.Add(der)
+		}
+	}
 	if der, err := FailureResponse(1, FailBadRequest, "x"); err == nil {
 		f.Add(der)
 	}
@@ -39,12 +45,15 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		switch r.Kind {
 		case PKCS10, CMC:
+			if r.ArchivedKey != nil && (r.Kind != CMC || !r.SignerIsRequestKey || r.EncryptedKeyHash == nil) {
+				t.Fatalf("archived key accepted in a %v request (signed by the request key: %v)", r.Kind, r.SignerIsRequestKey)
+			}
 			if r.OldCert != nil {
 				t.Fatalf("%v request with an old certificate", r.Kind)
 			}
 		case Renewal:
-			if r.OldCert == nil {
-				t.Fatalf("renewal without an old certificate")
+			if r.OldCert == nil || r.ArchivedKey != nil {
+				t.Fatalf("renewal without an old certificate, or with an archived key")
 			}
 		default:
 			t.Fatalf("kind %v", r.Kind)

@@ -2,6 +2,7 @@ package cmc
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
@@ -67,6 +68,14 @@ type Request struct {
 	// caller must authorize or refuse.
 	SignerCert         *x509.Certificate
 	SignerIsRequestKey bool
+	// ArchivedKey is the private key a key archival request carries (MS-WCCE 3.1.1.4.3.6): the DER
+	// ContentInfo EnvelopedData of the szOID_ARCHIVED_KEY_ATTR unsigned attribute, encrypted to the
+	// CA exchange certificate, holding an RSA private key BLOB (ParseKeyBlob). ParseRequest has
+	// checked that the signed EncryptedKeyHash is its hash under KeyHash; the caller decrypts it and
+	// must refuse the request unless it holds the private key of CertificateRequest. Nil otherwise.
+	ArchivedKey      []byte
+	EncryptedKeyHash []byte
+	KeyHash          crypto.Hash
 }
 
 // NameValue returns the value of the request attribute name, compared case-insensitively.
@@ -266,6 +275,9 @@ func parseSigned(der []byte) (*Request, error) {
 		}
 	}
 	isPKIData := r.BodyPartID != 0
+	if err := checkArchivedKey(sd, r, c); err != nil {
+		return nil, err
+	}
 
 	switch {
 	case c.renewal != nil:
@@ -393,9 +405,17 @@ func parsePKIData(der []byte, r *Request) (*csrInfo, error) {
 			}
 		case ta.Type.Equal(oidCMCAddAttributes):
 			for _, v := range values {
-				if err := parseAddAttributes(v, r.BodyPartID, r.NameValues); err != nil {
+				if err := parseAddAttributes(v, r); err != nil {
 					return nil, err
 				}
+			}
+		case ta.Type.Equal(oidEncryptedKeyHash):
+			vs := make([][]byte, len(values))
+			for i, v := range values {
+				vs[i] = v.FullBytes
+			}
+			if err := setEncryptedKeyHash(r, vs); err != nil {
+				return nil, err
 			}
 		case ta.Type.Equal(oidCMCIdentification), ta.Type.Equal(oidCMCTransactionID), ta.Type.Equal(oidCMCSenderNonce):
 			// Informational: the identity comes from authentication, and replies carry no nonces here.
@@ -404,6 +424,44 @@ func parsePKIData(der []byte, r *Request) (*csrInfo, error) {
 		}
 	}
 	return c, nil
+}
+
+// cmcAddAttributes is Windows' CmcAddAttributes control value (wincrypt CMC_ADD_ATTRIBUTES_INFO):
+// attributes for the body parts certReferences names.
+type cmcAddAttributes struct {
+	PKIDataReference int64
+	CertReferences   []int64
+	Attributes       asn1.RawValue // SET OF Attribute
+}
+
+// addAttributesControl is a TaggedAttribute (bodyPartID controlID) holding a CmcAddAttributes
+// for body part requestID with attributes, each an OID and one DER value; a DER SET OF is
+// ordered by encoding, so the caller passes them in that order.
+func addAttributesControl(controlID, requestID int64, attrs ...cms.Attribute) ([]byte, error) {
+	var set []byte
+	for _, a := range attrs {
+		values := make([]asn1.RawValue, len(a.Values))
+		for i, v := range a.Values {
+			values[i] = asn1.RawValue{FullBytes: v}
+		}
+		b, err := asn1.Marshal(struct {
+			Type   asn1.ObjectIdentifier
+			Values []asn1.RawValue `asn1:"set"`
+		}{a.Type, values})
+		if err != nil {
+			return nil, err
+		}
+		set = append(set, b...)
+	}
+	aa, err := asn1.Marshal(cmcAddAttributes{0, []int64{requestID}, asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: set}})
+	if err != nil {
+		return nil, err
+	}
+	values, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: aa})
+	if err != nil {
+		return nil, err
+	}
+	return asn1.Marshal(taggedAttribute{BodyPartID: controlID, Type: oidCMCAddAttributes, Values: asn1.RawValue{FullBytes: values}})
 }
 
 // parseRegInfo decodes a regInfo OCTET STRING: UTF-8 "Name=Value&Name=Value" (MS-WCCE 2.2.2.6.3), with
@@ -440,13 +498,11 @@ func unescape(s string) string {
 
 // parseAddAttributes decodes Windows' CmcAddAttributes SEQUENCE { pkiDataReference BodyPartID,
 // certReferences SEQUENCE OF BodyPartID, attributes SET OF Attribute } and keeps its name-value pairs. The
-// attributes must apply to the request (or to the whole PKIData).
-func parseAddAttributes(v asn1.RawValue, requestID int, m map[string]string) error {
-	var aa struct {
-		PKIDataReference int64
-		CertReferences   []int64
-		Attributes       asn1.RawValue
-	}
+// attributes must apply to the request (or to the whole PKIData). An encrypted key hash (key
+// archival) among them is recorded in r.
+func parseAddAttributes(v asn1.RawValue, r *Request) error {
+	requestID, m := r.BodyPartID, r.NameValues
+	var aa cmcAddAttributes
 	if err := derUnmarshal(v.FullBytes, &aa, "CmcAddAttributes"); err != nil {
 		return err
 	}
@@ -469,6 +525,12 @@ func parseAddAttributes(v asn1.RawValue, requestID int, m map[string]string) err
 		if a.Type.Equal(oidRenewalCertificate) {
 			// Only the signed PKCS#10 may name the certificate being renewed.
 			return badRequest("renewal certificate given in a CMC control")
+		}
+		if a.Type.Equal(oidEncryptedKeyHash) {
+			if err := setEncryptedKeyHash(r, a.Values); err != nil {
+				return err
+			}
+			continue
 		}
 		if !a.Type.Equal(oidNameValuePair) {
 			continue // client information, OS version, CSP: informational

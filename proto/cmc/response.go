@@ -2,6 +2,7 @@ package cmc
 
 import (
 	"crypto"
+	"crypto/sha1"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
@@ -45,6 +46,21 @@ type pkiResponse struct {
 //
 // A bare PKCS#10 has no bodyPartID; bodyPartID 0 is answered as 1, as for the single request of a PKIData.
 func FullPKIResponse(issued *x509.Certificate, chain []*x509.Certificate, bodyPartID int, signer crypto.Signer, signerCert *x509.Certificate) ([]byte, error) {
+	return fullPKIResponse(issued, chain, bodyPartID, signer, signerCert, nil)
+}
+
+// FullPKIResponseArchived is FullPKIResponse for a request whose key the CA archived: the
+// PKIResponse has a second control (bodyPartID 2), a CmcAddAttributes for the request holding
+// szOID_ISSUED_CERT_HASH (the SHA-1 of issued) and szOID_ENCRYPTED_KEY_HASH, encryptedKeyHash as
+// the request carried it (MS-WCCE 3.2.1.4.2.1.4.8.2): the client checks that the CA took its key.
+func FullPKIResponseArchived(issued *x509.Certificate, chain []*x509.Certificate, bodyPartID int, signer crypto.Signer, signerCert *x509.Certificate, encryptedKeyHash []byte) ([]byte, error) {
+	if signer == nil || len(encryptedKeyHash) == 0 {
+		return nil, errors.New("cmc: an archival response is signed and carries the encrypted key hash")
+	}
+	return fullPKIResponse(issued, chain, bodyPartID, signer, signerCert, encryptedKeyHash)
+}
+
+func fullPKIResponse(issued *x509.Certificate, chain []*x509.Certificate, bodyPartID int, signer crypto.Signer, signerCert *x509.Certificate, keyHash []byte) ([]byte, error) {
 	if issued == nil {
 		return nil, errors.New("cmc: no issued certificate")
 	}
@@ -72,7 +88,15 @@ func FullPKIResponse(issued *x509.Certificate, chain []*x509.Certificate, bodyPa
 	if err != nil {
 		return nil, err
 	}
-	content, err := pkiResponseWithStatus(status)
+	var extra [][]byte
+	if keyHash != nil {
+		ctrl, err := archivalControl(issued, id, keyHash)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, ctrl)
+	}
+	content, err := pkiResponseWithStatus(status, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +149,9 @@ func responseBodyPartID(id int) (int64, error) {
 	return int64(id), nil
 }
 
-func pkiResponseWithStatus(status []byte) ([]byte, error) {
+// pkiResponseWithStatus is a PKIResponse whose first control (bodyPartID 1) is status, followed
+// by the extra controls (DER TaggedAttributes).
+func pkiResponseWithStatus(status []byte, extra ...[]byte) ([]byte, error) {
 	values, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: status})
 	if err != nil {
 		return nil, err
@@ -134,5 +160,23 @@ func pkiResponseWithStatus(status []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return asn1.Marshal(pkiResponse{Controls: []asn1.RawValue{{FullBytes: ctrl}}, CMS: []asn1.RawValue{}, OtherMsgs: []asn1.RawValue{}})
+	controls := []asn1.RawValue{{FullBytes: ctrl}}
+	for _, e := range extra {
+		controls = append(controls, asn1.RawValue{FullBytes: e})
+	}
+	return asn1.Marshal(pkiResponse{Controls: controls, CMS: []asn1.RawValue{}, OtherMsgs: []asn1.RawValue{}})
+}
+
+// archivalControl is the CmcAddAttributes control (bodyPartID 2) of an archival response for the
+// request bodyPartID: szOID_ISSUED_CERT_HASH and szOID_ENCRYPTED_KEY_HASH.
+func archivalControl(issued *x509.Certificate, bodyPartID int64, keyHash []byte) ([]byte, error) {
+	certHash := sha1.Sum(issued.Raw)
+	c, err1 := asn1.Marshal(certHash[:])
+	k, err2 := asn1.Marshal(keyHash)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	// 1.3.6.1.4.1.311.21.17 sorts before .21.21.
+	return addAttributesControl(2, bodyPartID, cms.Attribute{Type: oidIssuedCertHash, Values: [][]byte{c}},
+		cms.Attribute{Type: oidEncryptedKeyHash, Values: [][]byte{k}})
 }

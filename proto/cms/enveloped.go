@@ -140,6 +140,9 @@ type DecryptOptions struct {
 	// AllowDES accepts single DES-CBC and DES-EDE3-CBC content (Debian's scepclient, micromdm scep 2.1.0,
 	// always uses single DES). DES is broken: an eavesdropper can read the content; 3DES has 64-bit blocks.
 	AllowDES bool
+	// Allow3DES accepts DES-EDE3-CBC content but not single DES: Windows clients encrypt the keys
+	// they archive with 3DES unless the template names another algorithm (MS-WCCE 3.1.2.4.2.2.2.5).
+	Allow3DES bool
 	// RejectionKey, when set, makes the implicit rejection deterministic: a content-encryption key that
 	// does not decrypt (or has the wrong length) is replaced by HMAC-SHA256(RejectionKey, the content
 	// cipher and the encrypted key), so that the same encrypted key sent twice meets the same fate (the
@@ -176,7 +179,7 @@ func (e *EnvelopedData) Decrypt(recipient *x509.Certificate, key crypto.Decrypte
 		return nil, malformed("the envelope's content encryption parameters are not an IV")
 	}
 	i := slices.IndexFunc(contentCiphers, func(c ContentCipher) bool { return c.oid.Equal(e.ContentEncryption) })
-	des := e.ContentEncryption.Equal(oidDESCBC) || e.ContentEncryption.Equal(oidDESEDE3CBC)
+	des := e.ContentEncryption.Equal(oidDESCBC) || e.ContentEncryption.Equal(oidDESEDE3CBC) && !opts.Allow3DES
 	if i < 0 || des && !opts.AllowDES {
 		return nil, errf(BadAlg, "content encryption %v is not accepted (AES-CBC; DES and 3DES only where allowed)", e.ContentEncryption)
 	}

@@ -36,6 +36,9 @@ type SignerInfo struct {
 	SignedAttrs        []Attribute // nil when absent
 	SignatureAlgorithm asn1.ObjectIdentifier
 	Signature          []byte
+	// UnsignedAttrs are the unsignedAttrs (nil when absent): nothing vouches for them but what a
+	// signed attribute says about them (MS-WCCE's archived key is bound by a signed key hash).
+	UnsignedAttrs []Attribute
 
 	rawSignedAttrs []byte // the [0] IMPLICIT element as sent
 }
@@ -143,9 +146,9 @@ func ParseSignedData(der []byte) (*SignedData, error) {
 
 func parseSignerInfo(si cryptobyte.String) (SignerInfo, error) {
 	var out SignerInfo
-	var sid, signedAttrs cryptobyte.String
+	var sid, signedAttrs, unsignedAttrs cryptobyte.String
 	var sidTag cbasn1.Tag
-	var hasAttrs, ok bool
+	var hasAttrs, hasUnsigned, ok bool
 	if !si.ReadASN1Integer(&out.Version) || !si.ReadAnyASN1Element(&sid, &sidTag) {
 		return out, malformed("SignerInfo is malformed")
 	}
@@ -159,8 +162,18 @@ func parseSignerInfo(si cryptobyte.String) (SignerInfo, error) {
 		return out, malformed("SignerInfo signed attributes are malformed")
 	}
 	if out.SignatureAlgorithm, _, ok = readAlgorithm(&si); !ok || !si.ReadASN1Bytes(&out.Signature, cbasn1.OCTET_STRING) ||
-		!si.SkipOptionalASN1(tagExplicit1) || !si.Empty() {
+		!si.ReadOptionalASN1(&unsignedAttrs, &hasUnsigned, tagExplicit1) || !si.Empty() {
 		return out, malformed("SignerInfo is malformed")
+	}
+	if hasUnsigned {
+		attrs, err := ParseAttributes(unsignedAttrs)
+		if err != nil {
+			return out, err
+		}
+		out.UnsignedAttrs = attrs
+		if out.UnsignedAttrs == nil {
+			out.UnsignedAttrs = []Attribute{}
+		}
 	}
 	if hasAttrs {
 		content := signedAttrs
@@ -242,6 +255,9 @@ var digestAlgorithms = []struct {
 	oid  asn1.ObjectIdentifier
 	hash crypto.Hash
 }{{oidSHA1, crypto.SHA1}, {oidSHA256, crypto.SHA256}, {oidSHA384, crypto.SHA384}, {oidSHA512, crypto.SHA512}}
+
+// Hash is the hash of si's digestAlgorithm.
+func (si *SignerInfo) Hash() (crypto.Hash, error) { return hashFor(si.DigestAlgorithm) }
 
 func hashFor(oid asn1.ObjectIdentifier) (crypto.Hash, error) {
 	for _, d := range digestAlgorithms {
@@ -366,11 +382,16 @@ type SignOptions struct {
 	OmitContent  bool
 	Certificates []*x509.Certificate // in this order
 	// Signer, when set, signs as SignerCert's key (named by issuer and serial number): RSA PKCS#1 v1.5 with
-	// SHA-256, ECDSA with the curve's hash, or Ed25519. An HSM's crypto.Signer will do.
-	Signer     crypto.Signer
-	SignerCert *x509.Certificate
+	// SHA-256, ECDSA with the curve's hash, or Ed25519. An HSM's crypto.Signer will do. Without
+	// SignerCert the signer is named by SignerKeyID (subjectKeyIdentifier), as a key without a
+	// certificate (a request's own key, MS-WCCE 3.1.1.4.3.1.3) signs.
+	Signer      crypto.Signer
+	SignerCert  *x509.Certificate
+	SignerKeyID []byte
 	// Attributes are signed along with contentType and messageDigest (one DER value each).
 	Attributes []Attribute
+	// UnsignedAttributes go in the SignerInfo's unsignedAttrs, in this order.
+	UnsignedAttributes []Attribute
 }
 
 // NewSignedData writes a DER ContentInfo SignedData (RFC 5652 section 5): version 1 around id-data, else 3;
@@ -425,7 +446,10 @@ func NewSignedData(o SignOptions) ([]byte, error) {
 func sign(contentType asn1.ObjectIdentifier, content []byte, o SignOptions) ([]byte, asn1.ObjectIdentifier, error) {
 	cert := o.SignerCert
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if pub, ok := o.Signer.Public().(equaler); !ok || cert == nil || !pub.Equal(cert.PublicKey) {
+	switch pub, ok := o.Signer.Public().(equaler); {
+	case cert == nil && len(o.SignerKeyID) == 0:
+		return nil, nil, errf(Malformed, "the signer needs a certificate or a key identifier")
+	case cert != nil && (!ok || !pub.Equal(cert.PublicKey)):
 		return nil, nil, errf(Malformed, "the signer key does not match the signer certificate")
 	}
 	var hash crypto.Hash
@@ -451,19 +475,7 @@ func sign(contentType asn1.ObjectIdentifier, content []byte, o SignOptions) ([]b
 	attrs := append(slices.Clone(o.Attributes),
 		Attribute{OIDContentType, [][]byte{derOf(func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(contentType) })}},
 		Attribute{OIDMessageDigest, [][]byte{derOf(func(b *cryptobyte.Builder) { b.AddASN1OctetString(hashOf(hash, content)) })}})
-	encoded := make([][]byte, len(attrs))
-	for i, a := range attrs {
-		encoded[i] = derOf(func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1ObjectIdentifier(a.Type)
-				b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-					for _, v := range a.Values {
-						b.AddBytes(v)
-					}
-				})
-			})
-		})
-	}
+	encoded := encodeAttributes(attrs)
 	slices.SortFunc(encoded, bytes.Compare) // DER orders a SET OF by encoding
 	joined := bytes.Join(encoded, nil)
 	set := derOf(func(b *cryptobyte.Builder) { b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(joined) }) })
@@ -477,10 +489,17 @@ func sign(contentType asn1.ObjectIdentifier, content []byte, o SignOptions) ([]b
 	if err != nil {
 		return nil, nil, fmt.Errorf("cms: signing: %w", err)
 	}
+	unsigned := encodeAttributes(o.UnsignedAttributes)
+	slices.SortFunc(unsigned, bytes.Compare)
 	si := derOf(func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1Int64(1)
-			addIssuerAndSerial(b, cert)
+			if cert != nil {
+				b.AddASN1Int64(1)
+				addIssuerAndSerial(b, cert)
+			} else {
+				b.AddASN1Int64(3) // RFC 5652 section 5.3: version 3 with a subjectKeyIdentifier
+				b.AddASN1(tagImplicit0, func(b *cryptobyte.Builder) { b.AddBytes(o.SignerKeyID) })
+			}
 			addAlgorithm(b, digestAlg, nil)
 			b.AddASN1(tagExplicit0, func(b *cryptobyte.Builder) { b.AddBytes(joined) })
 			var params func(*cryptobyte.Builder)
@@ -489,9 +508,30 @@ func sign(contentType asn1.ObjectIdentifier, content []byte, o SignOptions) ([]b
 			}
 			addAlgorithm(b, sigAlg, params)
 			b.AddASN1OctetString(sig)
+			if len(unsigned) > 0 {
+				b.AddASN1(tagExplicit1, func(b *cryptobyte.Builder) { b.AddBytes(bytes.Join(unsigned, nil)) })
+			}
 		})
 	})
 	return si, digestAlg, nil
+}
+
+// encodeAttributes is the DER of each Attribute SEQUENCE.
+func encodeAttributes(attrs []Attribute) [][]byte {
+	encoded := make([][]byte, len(attrs))
+	for i, a := range attrs {
+		encoded[i] = derOf(func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(a.Type)
+				b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
+					for _, v := range a.Values {
+						b.AddBytes(v)
+					}
+				})
+			})
+		})
+	}
+	return encoded
 }
 
 func addIssuerAndSerial(b *cryptobyte.Builder, c *x509.Certificate) {
