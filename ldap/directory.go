@@ -26,7 +26,7 @@ const (
 // AccountAttributes are fetched for every account, in addition to the caller's extra attributes.
 var AccountAttributes = []string{"objectSid", "objectGUID", "objectClass", "sAMAccountName", "userPrincipalName",
 	"mail", "dNSHostName", "servicePrincipalName", "displayName", "cn", "givenName", "sn", "title", "ou",
-	"dnQualifier", "department", "company", "distinguishedName", "userAccountControl", "accountExpires"}
+	"dnQualifier", "department", "company", "distinguishedName", "userAccountControl", "accountExpires", "adminCount"}
 
 // attrUACComputed is constructed by the DC from lockoutTime and the domain's lockoutDuration (MS-ADTS
 // 3.1.1.4.5.17); like tokenGroups it is read with a base-scope search.

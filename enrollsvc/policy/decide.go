@@ -805,8 +805,20 @@ func (d Decision) why(v secdesc.Verdict) string {
 
 // ProtectedGroup names the administrative group the account belongs to, from its token:
 // Administrators (S-1-5-32-544), or the Domain Admins (RID 512), Schema Admins (518) or
-// Enterprise Admins (519) of a domain (MS-DTYP 2.4.2.4); "" when none.
+// Enterprise Admins (519) of a domain (MS-DTYP 2.4.2.4); or "adminCount=1" for an account the
+// directory protects with AdminSDHolder (MS-ADTS 3.1.1.6.1.1.1: a member of any protected group,
+// Account/Server/Backup Operators too, now or once); "" when none.
 func ProtectedGroup(a Account) string {
+	if g := protectedByToken(a); g != "" {
+		return g
+	}
+	if v := a.Attrs["admincount"]; len(v) == 1 && strings.TrimSpace(string(v[0])) == "1" {
+		return "adminCount=1"
+	}
+	return ""
+}
+
+func protectedByToken(a Account) string {
 	for _, sid := range a.Token {
 		switch {
 		case sid.Equal(administrators):

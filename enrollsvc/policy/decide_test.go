@@ -104,6 +104,11 @@ func TestDecidePermissions(t *testing.T) {
 			secdesc.MustParseSID("S-1-5-32-544")), input: func(in *Input) { in.NamedByConnector = true }, want: Refuse, wantReason: "is protected (Administrators)"},
 		{name: "a Domain Admin authenticating for itself is not refused for it", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers, rid(512)),
 			want: Issue},
+		{name: "a connector never names an account with adminCount=1", account: func(t testing.TB) Account {
+			a := alice(t, sidDomainUsers, sidNested, sidPKIUsers)
+			a.Attrs["admincount"] = [][]byte{[]byte("1")}
+			return a
+		}, input: func(in *Input) { in.NamedByConnector = true }, want: Refuse, wantReason: "is protected (adminCount=1)"},
 		{name: "a connector names an ordinary account", input: func(in *Input) { in.NamedByConnector = true }, want: Issue},
 		{name: "deny for Everyone wins", tmpl: withACEs(append(defaultACEs(), secdesc.DenyEnroll(secdesc.Everyone))...), want: Refuse, wantReason: "denied"},
 		{name: "Enroll without Read", tmpl: withACEs(secdesc.AllowEnroll(sidPKIUsers)), want: Refuse, wantReason: "may not read the template"},
