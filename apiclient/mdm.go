@@ -75,13 +75,14 @@ type SCEPValidationResponse struct {
 }
 
 // SCEPNotification is what the appliance POSTs to an MDM's notification URL after a request its
-// validation allowed: issued (serial, thumbprint, validity) or failed (reason). The ID is the same
+// validation allowed: issued (serial, thumbprint, validity), failed (reason), or pending a
+// certificate manager (a second notification says issued or failed once decided). The ID is the same
 // when a notification is sent again: an MDM counts each ID once.
 type SCEPNotification struct {
 	ID               string    `json:"id"`
 	Profile          string    `json:"profile"`
 	TransactionID    string    `json:"transaction_id"`
-	Status           string    `json:"status"` // "issued" or "failed"
+	Status           string    `json:"status"` // "issued", "failed" or "pending" (decided later: another notification follows)
 	RequestID        int64     `json:"request_id,omitempty"`
 	Serial           string    `json:"serial,omitempty"`
 	ThumbprintSHA1   string    `json:"thumbprint_sha1,omitempty"`

@@ -236,6 +236,7 @@ func (s *Service) Approve(ctx context.Context, id int64, by string, pub Publishe
 			s.log.ErrorContext(ctx, "approved request issued, publication not recorded", "request_id", id, "error", err)
 		}
 	}
+	s.notifyDecided(ctx, r, res.Certificate, "")
 	return res, nil
 }
 
@@ -245,7 +246,8 @@ func (s *Service) Deny(ctx context.Context, id int64, reason, by string) error {
 	if reason == "" {
 		return &Error{Kind: KindBadRequest, Op: op, RequestID: id, Err: errors.New("a reason is required")}
 	}
-	if _, err := s.pendingRequest(ctx, id, op); err != nil {
+	r, err := s.pendingRequest(ctx, id, op)
+	if err != nil {
 		return err
 	}
 	ev := events.New(s.rec.Now(), events.RequestDenied, "", "by", by, "reason", reason)
@@ -254,6 +256,7 @@ func (s *Service) Deny(ctx context.Context, id int64, reason, by string) error {
 	}
 	ev.Fields["request_id"] = id
 	s.rec.Log(ctx, ev)
+	s.notifyDecided(ctx, r, nil, "denied by a certificate manager: "+reason)
 	return nil
 }
 
@@ -285,6 +288,7 @@ func (s *Service) expire(ctx context.Context, r store.Request) error {
 	}
 	ev.Fields["request_id"] = r.ID
 	s.rec.Log(ctx, ev)
+	s.notifyDecided(ctx, r, nil, reason)
 	return nil
 }
 

@@ -33,6 +33,7 @@ type SCEPStore interface {
 	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (store.SCEPChallenge, error)
 	GetSCEPTransaction(ctx context.Context, profile, id string) (store.SCEPTransaction, error)
 	AddSCEPTransaction(ctx context.Context, t store.SCEPTransaction) error
+	SCEPTransactionOfRequest(ctx context.Context, id int64) (store.SCEPTransaction, error)
 	SpendSCEPChallenge(ctx context.Context, profile string, sha []byte, now, expires time.Time) error
 	SCEPChallengeSpent(ctx context.Context, sha []byte) (bool, error)
 }
@@ -72,8 +73,11 @@ type SCEPVerdict struct {
 type SCEPOutcome struct {
 	Profile, TransactionID string
 	RequestID              int64
-	Certificate            *x509.Certificate // nil: failed
-	Reason                 string
+	Certificate            *x509.Certificate // nil: failed, or pending
+	// Pending: held for a certificate manager; the MDM is told again once it is approved
+	// (issued) or denied (failed).
+	Pending bool
+	Reason  string
 }
 
 // WithMDM lets SCEP profiles delegate their challenges to the MDM connector v.

@@ -82,10 +82,35 @@ func (s *Service) scepByMDM(ctx context.Context, ss SCEPStore, p store.SCEPProfi
 	case res.Status == StatusIssued:
 		out.RequestID, out.Certificate = res.RequestID, res.Certificate
 	case res.Status == StatusPending:
-		out.RequestID, out.Reason = res.RequestID, "pending a certificate manager's approval"
+		out.RequestID, out.Pending, out.Reason = res.RequestID, true, "pending a certificate manager's approval"
 	default:
 		out.RequestID, out.Reason = res.RequestID, strings.Join(res.Reasons, "; ")
 	}
 	s.mdm.NotifySCEP(ctx, p.MDM, out)
 	return res, err
+}
+
+// notifyDecided tells the MDM that validated a held SCEP request what a certificate manager made
+// of it: issued (cert) or denied (reason). Requests of other origins are left alone.
+func (s *Service) notifyDecided(ctx context.Context, r store.Request, cert *x509.Certificate, reason string) {
+	profile, ok := strings.CutPrefix(r.Requester, "scep:")
+	if !ok || s.mdm == nil {
+		return
+	}
+	ss, ok := s.store.(SCEPStore)
+	if !ok {
+		return
+	}
+	p, err := ss.GetSCEPProfile(ctx, profile)
+	if err != nil || p.MDM == "" {
+		return
+	}
+	tx, err := ss.SCEPTransactionOfRequest(ctx, r.ID)
+	if err != nil {
+		s.log.WarnContext(ctx, "an MDM-validated SCEP request was decided, and its transaction is not on record: the MDM is not told",
+			"request_id", r.ID, "mdm", p.MDM, "error", err)
+		return
+	}
+	s.mdm.NotifySCEP(ctx, p.MDM, SCEPOutcome{Profile: p.Name, TransactionID: tx.TransactionID, RequestID: r.ID,
+		Certificate: cert, Reason: reason})
 }

@@ -131,6 +131,23 @@ func (m *testMDM) challenge(device string) string {
 	return c
 }
 
+// waitFor waits up to 30 seconds for the notification of request id with status, and returns it.
+func (m *testMDM) waitFor(t *testing.T, id int64, status string) apiclient.SCEPNotification {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		m.mu.Lock()
+		for _, n := range m.notifications {
+			if n.RequestID == id && n.Status == status {
+				m.mu.Unlock()
+				return n
+			}
+		}
+		m.mu.Unlock()
+	}
+	t.Fatalf("the MDM was not told that request %d is %s", id, status)
+	return apiclient.SCEPNotification{}
+}
+
 func (m *testMDM) setDown(down bool) {
 	m.mu.Lock()
 	m.down = down
@@ -280,6 +297,29 @@ func TestMDMValidatedSCEP(t *testing.T) {
 	}
 	if validations < 5 {
 		t.Errorf("the MDM was asked %d times, want every request with a fresh challenge", validations)
+	}
+
+	// A request the template holds for a certificate manager: the MDM hears "pending", and once
+	// the manager approves, "issued" for the same transaction.
+	aectlJSON(t, dir, &p, "scep", "profile", "add", "mdm-held", "--template", "PendUser", "--mdm", "intune-scep")
+	cm.AddCA(t, "MDMHeld", base+"/scep/mdm-held")
+	if status := cm.Submit(t, "MDMHeld", "held", "cm-held", mdm.challenge("cm-held")); !strings.Contains(status, "CA_WORKING") {
+		t.Fatalf("certmonger on a held MDM profile:\n%s", status)
+	}
+	var pending []apiclient.Request
+	aectlJSON(t, dir, &pending, "requests", "--state", "pending")
+	if len(pending) != 1 || pending[0].Template != "PendUser" || pending[0].Account != "dave" {
+		t.Fatalf("pending requests = %+v, want dave's PendUser", pending)
+	}
+	held := mdm.waitFor(t, pending[0].ID, "pending")
+	var ap apiclient.IssueResponse
+	aectlJSON(t, dir, &ap, "approve", strconv.FormatInt(pending[0].ID, 10))
+	if ap.Status != "issued" {
+		t.Fatalf("approve = %+v", ap)
+	}
+	done := mdm.waitFor(t, pending[0].ID, "issued")
+	if done.TransactionID != held.TransactionID || done.TransactionID == "" || done.Serial != ap.Serial || done.ID == held.ID {
+		t.Errorf("after approval the MDM heard %+v (before: %+v), want issued %s for the same transaction under a new ID", done, held, ap.Serial)
 	}
 
 	seen := eventCounts(t, dir)

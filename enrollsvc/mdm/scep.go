@@ -211,6 +211,8 @@ func (c *Connector) NotifySCEP(ctx context.Context, mdm string, o enrollsvc.SCEP
 		n.Status, n.Serial, n.ThumbprintSHA1, n.ThumbprintSHA256 = "issued", certutil.SerialString(cert.SerialNumber),
 			hex.EncodeToString(s1[:]), hex.EncodeToString(s256[:])
 		n.NotBefore, n.NotAfter = cert.NotBefore.UTC(), cert.NotAfter.UTC()
+	} else if o.Pending {
+		n.Status = "pending"
 	}
 	body, err := json.Marshal(n)
 	if err == nil {

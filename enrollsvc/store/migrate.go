@@ -285,6 +285,11 @@ CREATE TABLE archived_keys (
 	created     TEXT NOT NULL
 ) WITHOUT ROWID;
 `},
+	{16, "SCEP transactions by request", `
+-- The SCEP transaction of a request, for telling the MDM that validated it what became of it when
+-- a certificate manager approves or denies it later.
+CREATE INDEX scep_transactions_request ON scep_transactions (request_id);
+`},
 }
 
 // latestVersion is the schema version this code writes.

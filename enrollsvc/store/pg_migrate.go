@@ -297,6 +297,11 @@ CREATE TABLE archived_keys (
 	created     timestamptz NOT NULL
 );
 `},
+	{16, "SCEP transactions by request", `
+-- The SCEP transaction of a request, for telling the MDM that validated it what became of it when
+-- a certificate manager approves or denies it later.
+CREATE INDEX scep_transactions_request ON scep_transactions (request_id);
+`},
 }
 
 // migratePG brings the database to latestVersion, or refuses it without changing it.

@@ -218,6 +218,21 @@ func (s *core) GetSCEPTransaction(ctx context.Context, profile, id string) (SCEP
 	return t, err
 }
 
+// SCEPTransactionOfRequest returns the transaction that made request id, or ErrNotFound.
+func (s *core) SCEPTransactionOfRequest(ctx context.Context, id int64) (SCEPTransaction, error) {
+	var t SCEPTransaction
+	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
+		err := db.queryRow(ctx, `SELECT profile, transaction_id, body_sha256, created FROM scep_transactions
+			WHERE request_id = ? ORDER BY created LIMIT 1`, id).Scan(&t.Profile, &t.TransactionID, &t.BodySHA256, &t.Created)
+		if noRows(err) {
+			return fmt.Errorf("store: no SCEP transaction made request %d: %w", id, ErrNotFound)
+		}
+		t.RequestID = id
+		return err
+	})
+	return t, err
+}
+
 // AddSCEPTransaction records a transaction. ErrConflict if (profile, id) is recorded already.
 func (s *core) AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error {
 	if t.Created.IsZero() || checkTimes(t.Created) != nil || strings.TrimSpace(t.TransactionID) == "" || len(t.BodySHA256) != 32 {

@@ -129,4 +129,19 @@ func testSCEPProfilesAndChallenges(t *testing.T, s Store) {
 	if got, err := s.GetSCEPTransaction(ctx, "mdm", "abc"); err != nil || string(got.BodySHA256) != string(one[:]) {
 		t.Errorf("GetSCEPTransaction = %+v, %v", got, err)
 	}
+	// The transaction of a request (an MDM is told about a held request once it is decided).
+	id, err := s.CreateRequest(ctx, Request{State: RequestPending, Template: "PendUser", Requester: "scep:mdm", Account: "dave",
+		Submitted: epoch, Updated: epoch}, ev(2001, "pending"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SCEPTransactionOfRequest(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SCEPTransactionOfRequest before = %v, want ErrNotFound", err)
+	}
+	if err := s.AddSCEPTransaction(ctx, SCEPTransaction{Profile: "mdm", TransactionID: "held", BodySHA256: one[:], RequestID: id, Created: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SCEPTransactionOfRequest(ctx, id); err != nil || got.TransactionID != "held" || got.Profile != "mdm" || got.RequestID != id {
+		t.Errorf("SCEPTransactionOfRequest = %+v, %v", got, err)
+	}
 }

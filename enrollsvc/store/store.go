@@ -180,6 +180,7 @@ type Store interface {
 	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (SCEPChallenge, error)
 	GetSCEPTransaction(ctx context.Context, profile, id string) (SCEPTransaction, error)
 	AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error
+	SCEPTransactionOfRequest(ctx context.Context, id int64) (SCEPTransaction, error)
 
 	// AppendEvent stores an audit event and returns its Seq.
 	AppendEvent(ctx context.Context, e Event) (int64, error)
