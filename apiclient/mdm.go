@@ -32,6 +32,10 @@ type MDMClient struct {
 	NotifyURL   string `json:"notify_url,omitempty"`
 	// Certificates are the serials of the client certificates issued to the MDM.
 	Certificates []string `json:"certificates,omitempty"`
+	// NotAnsweringSince is set while the MDM's URLs do not answer (a network error or a 5xx,
+	// as the instance that answers this saw them), with the last error.
+	NotAnsweringSince *time.Time `json:"not_answering_since,omitempty"`
+	LastError         string     `json:"last_error,omitempty"`
 }
 
 // MDMWebhooks are an MDM's URLs the appliance calls (HTTPS), for SCEP profiles whose challenges

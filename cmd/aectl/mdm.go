@@ -158,9 +158,16 @@ func mdmCommand(fs *flag.FlagSet) runner {
 					return
 				}
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tREGISTERED\tBY")
+				fmt.Fprintln(tw, "NAME\tREGISTERED\tBY\tWEBHOOKS")
 				for _, c := range cs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, c.Created.Format(time.RFC3339), c.By)
+					hooks := "none"
+					switch {
+					case c.NotAnsweringSince != nil:
+						hooks = "NOT ANSWERING since " + c.NotAnsweringSince.Format(time.RFC3339) + ": " + c.LastError
+					case c.ValidateURL != "":
+						hooks = "answering"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, c.Created.Format(time.RFC3339), c.By, hooks)
 				}
 				tw.Flush()
 			})

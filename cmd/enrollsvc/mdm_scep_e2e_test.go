@@ -267,6 +267,20 @@ func TestMDMValidatedSCEP(t *testing.T) {
 	if status := cm.Submit(t, "MDM", "mdm5", "cm-mdm-5", c5); !strings.Contains(status, "CA_REJECTED") {
 		t.Errorf("certmonger while the MDM is down:\n%s", status)
 	}
+	health := func() *apiclient.MDMClient {
+		var cs []apiclient.MDMClient
+		aectlJSON(t, dir, &cs, "mdm", "list")
+		for i := range cs {
+			if cs[i].Name == "intune-scep" {
+				return &cs[i]
+			}
+		}
+		t.Fatal("aectl mdm list lacks intune-scep")
+		return nil
+	}
+	if h := health(); h.NotAnsweringSince == nil || h.LastError == "" {
+		t.Errorf("aectl mdm list while the MDM is down = %+v, want since when it does not answer and why", h)
+	}
 	mdm.setDown(false)
 	if n := countCerts(); n != before {
 		t.Fatalf("%d certificates after the refusals, want %d", n, before)
@@ -274,6 +288,9 @@ func TestMDMValidatedSCEP(t *testing.T) {
 	// The challenge the MDM could not be asked about was not spent.
 	cm.Request(t, "MDM", "mdm5b", "cm-mdm-5", c5)
 	serials = append(serials, certutil.SerialString(sceptest.ReadCert(t, cm.CertFile("mdm5b")).SerialNumber))
+	if h := health(); h.NotAnsweringSince != nil {
+		t.Errorf("aectl mdm list once the MDM answers again = %+v", h)
+	}
 
 	// Each issuance told to the MDM exactly once, the first after a failed attempt.
 	deadline := time.Now().Add(30 * time.Second)
@@ -323,7 +340,7 @@ func TestMDMValidatedSCEP(t *testing.T) {
 	}
 
 	seen := eventCounts(t, dir)
-	for _, id := range []int{4003, 4400, 4401, 4402, 4410} {
+	for _, id := range []int{4003, 4400, 4401, 4402, 4410, 4500, 4501} {
 		if seen[id] == 0 {
 			t.Errorf("no event %d", id)
 		}

@@ -155,6 +155,10 @@ const (
 	MDMWebhooksSet       ID = 4003
 	// MDMCertIssued: an administrator had a client certificate issued to an MDM.
 	MDMCertIssued ID = 4004
+	// Connector health: an MDM's URLs stopped answering (a network error or a 5xx, after
+	// answering or since the start), or answer again. One event per change, per instance.
+	MDMHooksDown ID = 4500
+	MDMHooksUp   ID = 4501
 )
 
 // Def describes one event ID.
@@ -242,6 +246,8 @@ func init() {
 	def(SCEPMDMUnreachable, "the MDM could not be asked to validate a SCEP challenge", Operational, slog.LevelError)
 	def(SCEPMDMNotified, "SCEP outcome delivered to the MDM", Operational, slog.LevelInfo)
 	def(SCEPMDMNotifyDropped, "SCEP outcome notification given up after its retries", Operational, slog.LevelError)
+	def(MDMHooksDown, "an MDM's URLs stopped answering", Operational, slog.LevelError)
+	def(MDMHooksUp, "an MDM's URLs answer again", Operational, slog.LevelInfo)
 	def(PKCSImported, "key and certificate imported for a user (PKCS import)", Admin, slog.LevelInfo)
 	def(PKCSImportDelivered, "imported key re-encrypted for a device", Admin, slog.LevelInfo)
 	def(MDMRevoked, "certificate revoked at an MDM's request", Admin, slog.LevelWarn)

@@ -106,6 +106,14 @@ type Connector struct {
 	slots   chan struct{}
 	work    sync.WaitGroup
 	kick    chan struct{} // a notification was queued: deliver now
+	// down is when each MDM whose URLs do not answer stopped answering (connector health).
+	down map[string]hookFailure
+}
+
+// hookFailure is an MDM's URLs not answering: since when, and the last error.
+type hookFailure struct {
+	Since time.Time
+	Error string
 }
 
 // client is a registered MDM as the setting keeps it.
@@ -263,6 +271,12 @@ func (c *Connector) Clients(ctx context.Context) ([]apiclient.MDMClient, error) 
 		if cl.Hooks != nil {
 			v.ValidateURL, v.NotifyURL = cl.Hooks.ValidateURL, cl.Hooks.NotifyURL
 		}
+		c.mu.Lock()
+		if f, ok := c.down[cl.Name]; ok {
+			since := f.Since
+			v.NotAnsweringSince, v.LastError = &since, f.Error
+		}
+		c.mu.Unlock()
 		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b apiclient.MDMClient) int {

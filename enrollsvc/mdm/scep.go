@@ -38,6 +38,9 @@ const (
 	// given up after notifyAttempts tries (about a day).
 	notifyMaxDelay = 10 * time.Minute
 	notifyAttempts = 150
+	// notifyLease is how long a notification an instance claimed is left to it: longer than a
+	// call; should the instance die meanwhile, another sends it after that.
+	notifyLease = time.Minute
 	// deliverEvery is how often due notifications are looked for.
 	deliverEvery = time.Second
 	// maxAnswer bounds what is read of an MDM's answer.
@@ -121,6 +124,49 @@ func (c *Connector) CanValidate(mdm string) error {
 
 // call POSTs body to u, signed with the MDM's secret, and returns the status and the answer.
 func (c *Connector) call(ctx context.Context, mdm string, h *hooks, u string, body []byte) (int, []byte, error) {
+	status, answer, err := c.post(ctx, mdm, h, u, body)
+	if ctx.Err() == nil {
+		why := ""
+		switch {
+		case err != nil:
+			why = err.Error()
+		case status >= 500:
+			why = fmt.Sprintf("%s answered %d", u, status)
+		}
+		c.health(ctx, mdm, why)
+	}
+	return status, answer, err
+}
+
+// health records a change of an MDM's health: its URLs stopped answering (why is the error) or
+// answer again (why is "").
+func (c *Connector) health(ctx context.Context, mdm, why string) {
+	c.mu.Lock()
+	f, wasDown := c.down[mdm]
+	switch {
+	case why != "" && !wasDown:
+		if c.down == nil {
+			c.down = map[string]hookFailure{}
+		}
+		c.down[mdm] = hookFailure{Since: c.now(), Error: why}
+	case why != "":
+		f.Error = why
+		c.down[mdm] = f
+	case wasDown:
+		delete(c.down, mdm)
+	}
+	c.mu.Unlock()
+	switch {
+	case why != "" && !wasDown:
+		_ = c.cfg.Recorder.Record(ctx, events.MDMHooksDown, "", "mdm", mdm, "error", why)
+	case why == "" && wasDown:
+		_ = c.cfg.Recorder.Record(ctx, events.MDMHooksUp, "", "mdm", mdm, "down_since", f.Since.UTC().Format(time.RFC3339),
+			"last_error", f.Error)
+	}
+}
+
+// post makes one signed call to an MDM's URL.
+func (c *Connector) post(ctx context.Context, mdm string, h *hooks, u string, body []byte) (int, []byte, error) {
 	var roots *x509.CertPool
 	if h.CAPEM != "" {
 		var err error
@@ -241,6 +287,10 @@ func (c *Connector) deliver(ctx context.Context) {
 	for _, n := range due {
 		if ctx.Err() != nil {
 			return
+		}
+		// Another instance of a shared store may have read it too: whoever claims it sends it.
+		if ok, err := c.cfg.Store.ClaimMDMNotification(ctx, n, c.now().Add(notifyLease)); err != nil || !ok {
+			continue
 		}
 		c.deliverOne(ctx, n)
 	}

@@ -230,6 +230,7 @@ type MDMNotification struct {
 type MDMNotificationStore interface {
 	AddMDMNotification(ctx context.Context, n MDMNotification) error
 	DueMDMNotifications(ctx context.Context, now time.Time, limit int) ([]MDMNotification, error)
+	ClaimMDMNotification(ctx context.Context, n MDMNotification, until time.Time) (bool, error)
 	RetryMDMNotification(ctx context.Context, id string, next time.Time, attempts int, lastError string) error
 	DeleteMDMNotification(ctx context.Context, id string) error
 }
@@ -266,6 +267,23 @@ func (s *core) DueMDMNotifications(ctx context.Context, now time.Time, limit int
 			WHERE next_try <= ? ORDER BY next_try, id LIMIT ?`, now, limit)
 	})
 	return out, err
+}
+
+// ClaimMDMNotification takes n (as DueMDMNotifications returned it) for delivery by this
+// instance: its next try moves to until, so that no other instance of a shared store sends it
+// meanwhile. False when another instance took it first (or it is gone).
+func (s *core) ClaimMDMNotification(ctx context.Context, n MDMNotification, until time.Time) (bool, error) {
+	if checkTimes(until) != nil {
+		return false, errors.New("store: MDM notification: bad time")
+	}
+	var claimed bool
+	err := s.eng.write(ctx, func(ctx context.Context, tx conn) error {
+		k, err := tx.exec(ctx, "UPDATE mdm_notifications SET next_try = ? WHERE id = ? AND next_try = ? AND attempts = ?",
+			until, n.ID, n.NextTry, n.Attempts)
+		claimed = k == 1
+		return err
+	})
+	return claimed, err
 }
 
 // RetryMDMNotification records a failed delivery and when to try again.

@@ -124,7 +124,18 @@ func testMDMChallengesAndNotifications(t *testing.T, s Store) {
 	}
 	due, _ = ns.DueMDMNotifications(ctx, epoch.Add(2*time.Minute), 10)
 	if len(due) != 1 || due[0].ID != "a" {
-		t.Errorf("due after 2 minutes = %+v, want a (b waits)", due)
+		t.Fatalf("due after 2 minutes = %+v, want a (b waits)", due)
+	}
+	// Two instances read a as due: the first to claim it sends it, the other does not; it is not
+	// due again until the lease ends.
+	if ok, err := ns.ClaimMDMNotification(ctx, due[0], epoch.Add(3*time.Minute)); err != nil || !ok {
+		t.Errorf("first claim = %v, %v; want claimed", ok, err)
+	}
+	if ok, err := ns.ClaimMDMNotification(ctx, due[0], epoch.Add(3*time.Minute)); err != nil || ok {
+		t.Errorf("second claim of the same read = %v, %v; want refused", ok, err)
+	}
+	if again, _ := ns.DueMDMNotifications(ctx, epoch.Add(2*time.Minute), 10); len(again) != 0 {
+		t.Errorf("due while claimed = %+v, want none", again)
 	}
 	if err := ns.DeleteMDMNotification(ctx, "a"); err != nil {
 		t.Fatal(err)
