@@ -71,17 +71,15 @@ func recoveryAgent(t *testing.T, dir string) (certPEM, keyFile string) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), keyFile
 }
 
-// recoverKey recovers the archived key of serial as an administrator does and opens the envelope
-// with the agent's key (openssl), returning the private key.
+// recoverKey recovers the archived key of serial as an administrator does (aectl recover) and
+// opens the envelope with the agent's key (openssl), returning the private key.
 func recoverKey(t *testing.T, srv *daemontest.Server, serial, kraKey string) any {
 	t.Helper()
-	env, err := srv.Runtime.Service.RecoverKey(context.Background(), serial, "test")
-	if err != nil {
-		t.Fatalf("recovering the key of %s: %v", serial, err)
-	}
 	dir := t.TempDir()
-	in := filepath.Join(dir, "env.der")
-	os.WriteFile(in, env, 0o600)
+	in := filepath.Join(dir, "blob.der")
+	if out, err := exec.Command(aectlBinary, "--data", srv.Dir, "recover", serial, "--out", in).CombinedOutput(); err != nil {
+		t.Fatalf("aectl recover %s: %v\n%s", serial, err, out)
+	}
 	out, err := exec.Command("openssl", "cms", "-decrypt", "-inform", "DER", "-in", in, "-inkey", kraKey, "-binary").Output()
 	if err != nil {
 		t.Fatalf("openssl cms -decrypt of the archived key: %v", err)
@@ -121,8 +119,10 @@ func TestKeyArchivalEnrollment(t *testing.T) {
 	}
 
 	kraPEM, kraKey := recoveryAgent(t, tmp)
-	if _, err := srv.Runtime.Service.AddKRA(ctx, kraPEM, "test"); err != nil {
-		t.Fatal(err)
+	kraFile := filepath.Join(tmp, "kra.pem")
+	os.WriteFile(kraFile, []byte(kraPEM), 0o600)
+	if out, err := exec.Command(aectlBinary, "--data", srv.Dir, "kra", "add", kraFile).CombinedOutput(); err != nil {
+		t.Fatalf("aectl kra add: %v\n%s", err, out)
 	}
 	out, errs, code = aeagent(t, nil, "--config", cfgFile, "pulse", "--json")
 	if code != 0 {

@@ -20,7 +20,8 @@ import (
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 )
 
-var binary string
+// binary is aeagent; aectlBinary the admin CLI, for what an administrator does in the tests.
+var binary, aectlBinary string
 
 func TestMain(m *testing.M) {
 	d, err := os.MkdirTemp("", "aeagent-bin-")
@@ -28,10 +29,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(d, "aeagent")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building aeagent: %v\n%s", err, out)
-		os.Exit(1)
+	binary, aectlBinary = filepath.Join(d, "aeagent"), filepath.Join(d, "aectl")
+	for _, b := range []struct{ out, pkg string }{{binary, "."}, {aectlBinary, "../aectl"}} {
+		if out, err := exec.Command("go", "build", "-o", b.out, b.pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", b.pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(d)
