@@ -235,7 +235,20 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	c.misses.Add(1)
 	attrs := append(slices.Clone(AccountAttributes), extraAttrs...)
 	var e Entry
-	base, byBase := name, isDN(name)
+	lookup := name
+	if domain, user, ok := strings.Cut(name, `\`); ok && !isDN(name) {
+		// DOMAIN\user (a down-level logon name, as requesters are named in
+		// enroll-on-behalf requests): the domain must be this directory's, by NetBIOS or DNS name.
+		nb, err := c.NetBIOSName(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if user == "" || strings.Contains(user, `\`) || !strings.EqualFold(domain, nb) && !strings.EqualFold(domain, c.RootDSE().DomainDNS) {
+			return nil, fmt.Errorf("ldap: account %q: the domain is not %s (%s): %w", name, nb, c.RootDSE().DomainDNS, ErrNotFound)
+		}
+		lookup = user
+	}
+	base, byBase := lookup, isDN(lookup)
 	if sid, ok := sidOf(name); ok {
 		// AD and Samba take "<SID=S-1-5-...>" as a base DN naming the object with that objectSid
 		// (MS-ADTS 3.1.1.3.1.2.4), as they take a DN.
@@ -254,11 +267,11 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 		e = entries[0]
 	} else {
 		entries, err := c.search(ctx, "find account", searchSpec{base: c.RootDSE().DefaultNamingContext,
-			scope: goldap.ScopeWholeSubtree, filter: c.accountFilter(name), attrs: attrs})
+			scope: goldap.ScopeWholeSubtree, filter: c.accountFilter(lookup), attrs: attrs})
 		if err != nil {
 			return nil, err
 		}
-		if e, err = pickAccount(name, entries); err != nil {
+		if e, err = pickAccount(lookup, entries); err != nil {
 			return nil, err
 		}
 		// tokenGroups is constructed and only returned by a base-scope search.
@@ -278,6 +291,29 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	}
 	c.cache.put(key, e.DN, a)
 	return a, nil
+}
+
+// NetBIOSName is the domain's NetBIOS name (nETBIOSName of its crossRef in the Partitions
+// container, MS-ADTS 6.1.1.2.1.1.6), read once per cache lifetime.
+func (c *Client) NetBIOSName(ctx context.Context) (string, error) {
+	if v, ok := c.cache.get("netbios"); ok {
+		c.hits.Add(1)
+		return v.(string), nil
+	}
+	c.misses.Add(1)
+	root := c.RootDSE()
+	entries, err := c.search(ctx, "read the domain's NetBIOS name", searchSpec{base: "CN=Partitions," + root.ConfigurationNamingContext,
+		scope: goldap.ScopeSingleLevel, filter: "(&(objectClass=crossRef)(nCName=" + goldap.EscapeFilter(root.DefaultNamingContext) + "))",
+		attrs: []string{"nETBIOSName"}})
+	if err != nil {
+		return "", err
+	}
+	if len(entries) != 1 || entries[0].Get("nETBIOSName") == "" {
+		return "", fmt.Errorf("ldap: the domain %s has no crossRef with a NetBIOS name: %w", root.DomainDNS, ErrNotFound)
+	}
+	nb := entries[0].Get("nETBIOSName")
+	c.cache.put("netbios", "", nb)
+	return nb, nil
 }
 
 // SIDAccount names, for Account, the user or computer whose objectSid is sid: "<SID=S-1-5-...>", the form

@@ -130,6 +130,9 @@ func TestAccount(t *testing.T) {
 		{"erin", s.Erin, false},
 		{ldap.SIDAccount(s.Alice.SID), s.Alice, false},
 		{ldap.SIDAccount(s.WS1.SID), s.WS1, true},
+		{ldaptest.Domain + `\alice`, s.Alice, false}, // the down-level name enroll-on-behalf requests carry
+		{strings.ToLower(ldaptest.Domain) + `\WS1$`, s.WS1, true},
+		{`corp.example.test\alice`, s.Alice, false},
 	} {
 		a, err := e.c.Account(ctx, tc.name)
 		if err != nil {
@@ -156,7 +159,7 @@ func TestAccount(t *testing.T) {
 	// A SID names only an account with that objectSid: not a group's, not one of another domain,
 	// and a name that merely looks like the SID form is not one.
 	for _, name := range []string{ldap.SIDAccount(s.PKIUsers.SID), ldap.SIDAccount(secdesc.MustParseSID("S-1-5-21-1-2-3-1104")),
-		"<SID=" + s.Alice.SID.String(), "<SID=alice>"} {
+		"<SID=" + s.Alice.SID.String(), "<SID=alice>", `OTHERDOM\alice`, ldaptest.Domain + `\`, ldaptest.Domain + `\x\alice`} {
 		if a, err := e.c.Account(ctx, name); !errors.Is(err, ldap.ErrNotFound) {
 			t.Errorf("Account(%q) = %v, %v; want ErrNotFound", name, a, err)
 		}
