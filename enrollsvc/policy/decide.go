@@ -71,6 +71,14 @@ type Input struct {
 	// caller made the key and archived it, or checked the one the client sent against the
 	// request): a template that requires archival is then not refused for it.
 	KeyArchived bool
+	// Agent, for a request an enrollment agent made on behalf of Account (MS-WCCE enroll on
+	// behalf of), is the agent's account as it authenticated: the template's DACL is checked for
+	// it, while the certificate's names and SID come from Account. AgentSignatures are the agent
+	// signatures on the request (msPKI-RA-Signature counts them), AgentRestrictions the enrollment
+	// agent restrictions (see AgentRestriction).
+	Agent             *Account
+	AgentSignatures   []AgentSignature
+	AgentRestrictions []AgentRestriction
 }
 
 // Decision is policy's answer, with every reason for it.
@@ -174,16 +182,17 @@ func (x *decider) access() {
 		x.refuse("the template has no security descriptor: nobody may enroll")
 		return
 	}
-	token := acc.Token
-	if len(token) == 0 {
-		token = buildToken(acc.SID, nil)
+	token, who := tokenOf(acc), x.who()
+	if x.in.Agent != nil {
+		// On behalf of another account: the agent is the one that enrolls (MS-WCCE).
+		token, who = tokenOf(*x.in.Agent), agentWho(x.in.Agent)
 	}
 	a := t.SD.Check(token)
 	x.d.Access = a
 	if a.Read.Allowed {
 		x.note("Read: %s", x.d.why(a.Read))
 	} else {
-		x.refuse("%s may not read the template: %s", x.who(), x.d.why(a.Read))
+		x.refuse("%s may not read the template: %s", who, x.d.why(a.Read))
 	}
 	if a.Enroll.Allowed {
 		x.note("Enroll: %s", x.d.why(a.Enroll))
@@ -191,7 +200,7 @@ func (x *decider) access() {
 			x.refuse("Enroll is granted but Read is not, and enrolling needs both")
 		}
 	} else {
-		x.refuse("%s may not enroll: %s", x.who(), x.d.why(a.Enroll))
+		x.refuse("%s may not enroll: %s", who, x.d.why(a.Enroll))
 	}
 
 	var why []string
@@ -236,9 +245,7 @@ func (x *decider) templateRules() {
 			x.refuse("the template is for users and the account is a computer")
 		}
 	}
-	if t.RASignatures > 0 {
-		x.refuse("the template needs %d enrollment agent signature(s) (msPKI-RA-Signature); not supported", t.RASignatures)
-	}
+	x.agents()
 	if t.PrivateKeyFlags&PrivateKeyRequireArchival != 0 && !x.in.KeyArchived {
 		x.refuse("the template requires private key archival: send the private key for archival with the request " +
 			"(a CMC key archival request to the CA exchange certificate), or have the CA make the key (PKCS, aectl pkcs12 issue) " +
@@ -820,18 +827,27 @@ func ProtectedGroup(a Account) string {
 
 func protectedByToken(a Account) string {
 	for _, sid := range a.Token {
-		switch {
-		case sid.Equal(administrators):
-			return "Administrators"
-		case sid.Authority == 5 && len(sid.Sub) == 5 && sid.Sub[0] == 21:
-			switch sid.Sub[4] {
-			case 512:
-				return "Domain Admins"
-			case 518:
-				return "Schema Admins"
-			case 519:
-				return "Enterprise Admins"
-			}
+		if g := protectedGroupName(sid); g != "" {
+			return g
+		}
+	}
+	return ""
+}
+
+// protectedGroupName names sid when it is an administrative group: Administrators, or a domain's
+// Domain Admins, Schema Admins or Enterprise Admins.
+func protectedGroupName(sid secdesc.SID) string {
+	switch {
+	case sid.Equal(administrators):
+		return "Administrators"
+	case sid.Authority == 5 && len(sid.Sub) == 5 && sid.Sub[0] == 21:
+		switch sid.Sub[4] {
+		case 512:
+			return "Domain Admins"
+		case 518:
+			return "Schema Admins"
+		case 519:
+			return "Enterprise Admins"
 		}
 	}
 	return ""

@@ -53,6 +53,7 @@ type Template struct {
 	Supersedes            []string // msPKI-Supersede-Templates (template cn values)
 	RASignatures          int      // msPKI-RA-Signature
 	RAApplicationPolicies []string // msPKI-RA-Application-Policies (schema < 4: OIDs)
+	RAIssuancePolicies    []string // msPKI-RA-Policies: issuance policy OIDs an agent's certificate must hold
 
 	SD *secdesc.SD // nTSecurityDescriptor
 }
@@ -84,6 +85,7 @@ const (
 	attrSupersede       = "mspki-supersede-templates"
 	attrRASignature     = "mspki-ra-signature"
 	attrRAAppPolicies   = "mspki-ra-application-policies"
+	attrRAPolicies      = "mspki-ra-policies"
 	attrSecurityDescr   = "ntsecuritydescriptor"
 	privateKeyVersionMk = 0x000F0000 | 0x0F000000
 )
@@ -137,9 +139,13 @@ func ParseTemplate(attrs map[string][][]byte) (Template, error) {
 		}
 		t.KeyAlgorithm = props["mspki-asymmetric-algorithm"]
 		t.HashAlgorithm = props["mspki-hash-algorithm"]
+		if p := props["mspki-ra-application-policies"]; p != "" {
+			t.RAApplicationPolicies = []string{p}
+		}
 	} else {
 		t.RAApplicationPolicies = ra
 	}
+	t.RAIssuancePolicies = a.strs(attrRAPolicies)
 	if a.err == nil {
 		sdBytes := attrs[attrSecurityDescr]
 		switch {
