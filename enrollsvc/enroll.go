@@ -27,6 +27,8 @@ type Directory interface {
 	DNSNameHolders(ctx context.Context, names []string) (map[string][]string, error)
 	// UPNHolders names every account holding each UPN, explicitly or implicitly.
 	UPNHolders(ctx context.Context, upns []string) (map[string][]string, error)
+	// Principal finds a user, computer or group by name or SID: its SID and sAMAccountName.
+	Principal(ctx context.Context, name string) (secdesc.SID, string, error)
 }
 
 // TemplateSettings are the appliance's additions to a directory template.
@@ -324,6 +326,9 @@ type EnrollRequest struct {
 	// The template must require archival and the key must be the request's, or the request is
 	// refused; the key is archived for the recovery agents before anything is issued.
 	ArchivedKey []byte
+	// OnBehalf, for a request an enrollment agent made for Account (the target as the request
+	// names it), says who the agent is and what signed it.
+	OnBehalf *OnBehalf
 }
 
 // Outcomes of Enroll.
@@ -388,6 +393,20 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return s.refuse(ctx, meta, reasons, nil)
 	}
 	meta.Account = accountName(a)
+	var agent *policy.Account
+	var agentSigs []policy.AgentSignature
+	var restrictions []policy.AgentRestriction
+	if er.OnBehalf != nil {
+		meta.Agent = er.OnBehalf.Agent
+		agent, agentSigs, restrictions, reasons, err = s.agentInput(ctx, dc, er.OnBehalf)
+		if err != nil {
+			return nil, err
+		}
+		if reasons != nil {
+			return s.refuse(ctx, meta, reasons, nil)
+		}
+		meta.Agent = accountName(agent)
+	}
 	var clientKey crypto.Signer // the key the client archives, once checked
 	if er.ArchivedKey != nil {
 		if t.PrivateKeyFlags&policy.PrivateKeyRequireArchival == 0 {
@@ -408,6 +427,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return nil, err
 	}
 	in.KeyArchived, in.NamedByConnector = er.KeyArchived || clientKey != nil, er.NamedByConnector
+	in.Agent, in.AgentSignatures, in.AgentRestrictions = agent, agentSigs, restrictions
 	d := policy.Decide(in)
 	if d.Outcome == policy.Refuse {
 		return s.refuse(ctx, meta, d.Reasons, &d)
@@ -438,7 +458,16 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		}
 		return &EnrollResult{Status: StatusPending, RequestID: id, Reasons: d.Reasons, Decision: &d}, nil
 	}
-	res, err := s.issueOrder(ctx, d.Order, meta)
+	var extra []store.Event
+	if agent != nil {
+		serials := make([]string, len(agentSigs))
+		for i, sig := range agentSigs {
+			serials[i] = sig.Serial
+		}
+		extra = append(extra, events.New(s.rec.Now(), events.RequestOnBehalf, "", "agent", meta.Agent, "agent_sid", agent.SID.String(),
+			"target", meta.Account, "target_sid", a.SID.String(), "template", t.Name, "agent_certificates", serials, "requester", meta.Requester))
+	}
+	res, err := s.issueOrder(ctx, d.Order, meta, extra...)
 	if err != nil {
 		s.dropArchive(ctx, archived, "the request was not issued: "+err.Error())
 		return nil, err
@@ -463,8 +492,8 @@ func accountName(a *policy.Account) string {
 // refuse records a request policy refused and returns the result that says why.
 func (s *Service) refuse(ctx context.Context, m Meta, reasons []string, d *policy.Decision) (*EnrollResult, error) {
 	now := s.rec.Now()
-	ev := events.New(now, events.RequestRefused, "", "account", m.Account, "template", m.Template,
-		"requester", m.Requester, "reasons", slices.Clone(reasons))
+	ev := events.New(now, events.RequestRefused, "", append([]any{"account", m.Account, "template", m.Template,
+		"requester", m.Requester, "reasons", slices.Clone(reasons)}, m.fields()...)...)
 	id, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestDenied, Template: m.Template,
 		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now,
 		Reason: strings.Join(reasons, "; ")}, ev)

@@ -126,6 +126,16 @@ type Meta struct {
 	Account   string // whom the certificate is for
 	Template  string // template or profile name
 	CSR       []byte // the request as received (DER), kept with the request
+	Agent     string // the enrollment agent that asked on Account's behalf ("" none)
+}
+
+// fields are the audit fields of m besides account, template and requester: the agent's name
+// when there is one.
+func (m Meta) fields() []any {
+	if m.Agent == "" {
+		return nil
+	}
+	return []any{"agent", m.Agent}
 }
 
 // Issued is the result of a successful issuance.
@@ -197,8 +207,8 @@ func (s *Service) gateRefusal(err error, template string) (Kind, store.Event) {
 // the "issued" event and extra (which get the serial and request ID).
 func (s *Service) signAndCommit(ctx context.Context, p *issue.Prepared, m Meta, begin func(before ...store.Event) (int64, error), extra []store.Event) (*Issued, error) {
 	serial := p.Serial()
-	fields := []any{"serial", serial, "subject", p.Subject(), "account", m.Account, "template", m.Template,
-		"requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}
+	fields := append([]any{"serial", serial, "subject", p.Subject(), "account", m.Account, "template", m.Template,
+		"requester", m.Requester, "not_after", p.NotAfter().Format(time.RFC3339)}, m.fields()...)
 	before := events.New(s.rec.Now(), events.SigningStarted, "", fields...)
 	reqID, err := begin(before)
 	if err != nil {

@@ -293,6 +293,61 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	return a, nil
 }
 
+// Principal finds a user, computer or group by sAMAccountName, DOMAIN\name, UPN, DN or SID
+// text ("S-1-5-21-..."), and returns its objectSid and sAMAccountName. ErrNotFound or
+// ErrAmbiguous as Account.
+func (c *Client) Principal(ctx context.Context, name string) (secdesc.SID, string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return secdesc.SID{}, "", fmt.Errorf("ldap: empty name: %w", ErrNotFound)
+	}
+	lookup := name
+	if domain, n, ok := strings.Cut(name, `\`); ok && !isDN(name) {
+		nb, err := c.NetBIOSName(ctx)
+		if err != nil {
+			return secdesc.SID{}, "", err
+		}
+		if n == "" || !strings.EqualFold(domain, nb) && !strings.EqualFold(domain, c.RootDSE().DomainDNS) {
+			return secdesc.SID{}, "", fmt.Errorf("ldap: %q: the domain is not %s: %w", name, nb, ErrNotFound)
+		}
+		lookup = n
+	}
+	spec := searchSpec{base: c.RootDSE().DefaultNamingContext, scope: goldap.ScopeWholeSubtree,
+		attrs: []string{"objectSid", "sAMAccountName"}}
+	esc := goldap.EscapeFilter(lookup)
+	switch sid, err := secdesc.ParseSID(lookup); {
+	case err == nil:
+		spec.filter = "(&(|(objectClass=user)(objectClass=group))(objectSid=" + escapeBinary(sid.Bytes()) + "))"
+	case isDN(lookup):
+		spec.base, spec.scope, spec.filter = lookup, goldap.ScopeBaseObject, "(|(objectClass=user)(objectClass=group))"
+	default:
+		spec.filter = "(&(|(objectClass=user)(objectClass=group))(|(sAMAccountName=" + esc + ")(userPrincipalName=" + esc + ")))"
+	}
+	entries, err := c.search(ctx, "find principal", spec)
+	if notFound(err) {
+		return secdesc.SID{}, "", fmt.Errorf("ldap: %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return secdesc.SID{}, "", err
+	}
+	switch len(entries) {
+	case 0:
+		return secdesc.SID{}, "", fmt.Errorf("ldap: %q: %w", name, ErrNotFound)
+	case 1:
+	default:
+		return secdesc.SID{}, "", fmt.Errorf("ldap: %q names %d objects: %w", name, len(entries), ErrAmbiguous)
+	}
+	raw := entries[0].Raw("objectSid")
+	if len(raw) != 1 {
+		return secdesc.SID{}, "", fmt.Errorf("ldap: %s has no objectSid: %w", entries[0].DN, ErrNotFound)
+	}
+	sid, err := secdesc.DecodeSID(raw[0])
+	if err != nil {
+		return secdesc.SID{}, "", fmt.Errorf("ldap: %s: objectSid: %w", entries[0].DN, err)
+	}
+	return sid, entries[0].Get("sAMAccountName"), nil
+}
+
 // NetBIOSName is the domain's NetBIOS name (nETBIOSName of its crossRef in the Partitions
 // container, MS-ADTS 6.1.1.2.1.1.6), read once per cache lifetime.
 func (c *Client) NetBIOSName(ctx context.Context) (string, error) {

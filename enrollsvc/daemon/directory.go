@@ -127,6 +127,14 @@ func (l *lazyDirectory) UPNHolders(ctx context.Context, upns []string) (map[stri
 	return c.UPNHolders(ctx, upns)
 }
 
+func (l *lazyDirectory) Principal(ctx context.Context, name string) (secdesc.SID, string, error) {
+	c, err := l.client(ctx)
+	if err != nil {
+		return secdesc.SID{}, "", err
+	}
+	return c.Principal(ctx, name)
+}
+
 func (l *lazyDirectory) SIDNames(ctx context.Context, sids []secdesc.SID) (map[string]string, error) {
 	c, err := l.client(ctx)
 	if err != nil {

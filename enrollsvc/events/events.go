@@ -66,6 +66,9 @@ const (
 	RequestDenied   ID = 2003
 	RequestFailed   ID = 2004
 	RequestRefused  ID = 2005
+	// RequestOnBehalf: an enrollment agent's request for another account was issued; it names the
+	// agent, the target and the agent certificates that signed.
+	RequestOnBehalf ID = 2010
 
 	SigningStarted         ID = 2100
 	CertificateIssued      ID = 2101
@@ -116,6 +119,9 @@ const (
 	// KRAAdded and KRARemoved: an administrator registered or withdrew a key recovery agent.
 	KRAAdded   ID = 3080
 	KRARemoved ID = 3081
+	// Enrollment agent restrictions added or removed by an administrator.
+	AgentRestrictionAdded   ID = 3090
+	AgentRestrictionRemoved ID = 3091
 	// Limits: each recorded at most once per key (client address, account) per window.
 	APILockout      ID = 3040
 	RateLimited     ID = 3041
@@ -195,6 +201,7 @@ func init() {
 	def(RequestDenied, "request denied", Admin, slog.LevelWarn)
 	def(RequestFailed, "request failed", Operational, slog.LevelError)
 	def(RequestRefused, "request refused by policy", Operational, slog.LevelWarn)
+	def(RequestOnBehalf, "certificate issued to an enrollment agent on behalf of another account", Admin, slog.LevelInfo)
 	def(CertificatePublished, "certificate published to the directory", Operational, slog.LevelInfo)
 	def(PublishFailed, "publishing to the directory failed", Operational, slog.LevelError)
 	def(CertificateUnpublished, "certificate removed from the directory", Operational, slog.LevelInfo)
@@ -208,6 +215,8 @@ func init() {
 	def(KeyRecovered, "archived private key recovered", Admin, slog.LevelWarn)
 	def(KeyArchiveDropped, "archive of a key that was not certified removed", Operational, slog.LevelInfo)
 	def(KRAAdded, "key recovery agent registered", Admin, slog.LevelWarn)
+	def(AgentRestrictionAdded, "enrollment agent restriction added", Admin, slog.LevelWarn)
+	def(AgentRestrictionRemoved, "enrollment agent restriction removed", Admin, slog.LevelWarn)
 	def(KRARemoved, "key recovery agent removed", Admin, slog.LevelWarn)
 	def(CertificateRevoked, "certificate revoked", Admin, slog.LevelWarn)
 	def(CRLPublished, "CRL published", Operational, slog.LevelInfo)

@@ -153,16 +153,7 @@ func SignArchival(csr []byte, key crypto.Signer, envelope []byte) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	id, err := asn1.Marshal(int64(1))
-	if err != nil {
-		return nil, err
-	}
-	tcr, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(id, csr...)})
-	if err != nil {
-		return nil, err
-	}
-	pd, err := asn1.Marshal(struct{ Controls, Requests, CMS, OtherMsgs []asn1.RawValue }{
-		[]asn1.RawValue{{FullBytes: ctrl}}, []asn1.RawValue{{FullBytes: tcr}}, []asn1.RawValue{}, []asn1.RawValue{}})
+	pd, err := newPKIData(csr, ctrl)
 	if err != nil {
 		return nil, err
 	}

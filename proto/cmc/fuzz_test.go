@@ -29,6 +29,10 @@ func FuzzParseRequest(f *testing.F) {
 			f.Add(der)
 		}
 	}
+	agent := ca.issue(f, oldKey.Public(), "agent", 4)
+	if der, err := SignOnBehalf(csr, `CORP\alice`, nil, agent, oldKey); err == nil {
+		f.Add(der)
+	}
 	if der, err := FailureResponse(1, FailBadRequest, "x"); err == nil {
 		f.Add(der)
 	}
@@ -44,6 +48,10 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("accepted request is incomplete: %+v", r)
 		}
 		switch r.Kind {
+		case OnBehalf:
+			if r.RequesterName == "" || len(r.Agents) == 0 || r.OldCert != nil {
+				t.Fatalf("on-behalf request without requester or agent, or with an old certificate")
+			}
 		case PKCS10, CMC:
 			if r.ArchivedKey != nil && (r.Kind != CMC || !r.SignerIsRequestKey || r.EncryptedKeyHash == nil) {
 				t.Fatalf("archived key accepted in a %v request (signed by the request key: %v)", r.Kind, r.SignerIsRequestKey)

@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -23,6 +24,9 @@ const (
 	CMC
 	// Renewal is a SignedData signed with the key of the certificate being renewed.
 	Renewal
+	// OnBehalf is a CMC or PKCS#7 request signed by one or more enrollment agents' certificates
+	// for the account its RequesterName names (MS-WCCE enroll on behalf of).
+	OnBehalf
 )
 
 func (k Kind) String() string {
@@ -33,6 +37,8 @@ func (k Kind) String() string {
 		return "CMC"
 	case Renewal:
 		return "Renewal"
+	case OnBehalf:
+		return "OnBehalf"
 	}
 	return "unknown"
 }
@@ -76,7 +82,16 @@ type Request struct {
 	ArchivedKey      []byte
 	EncryptedKeyHash []byte
 	KeyHash          crypto.Hash
+	// RequesterName, for Kind OnBehalf, is the account the request is for, as the agent named it
+	// in the "RequesterName" request attribute (e.g. CORP\alice); Agents are the certificates of
+	// every signer other than the request key, each signature verified. The caller checks that
+	// they are enrollment agents' certificates of its own, and decides.
+	RequesterName string
+	Agents        []*x509.Certificate
 }
+
+// requesterNameAttr is the request attribute naming the account an enrollment agent enrolls for.
+const requesterNameAttr = "RequesterName"
 
 // NameValue returns the value of the request attribute name, compared case-insensitively.
 func (r *Request) NameValue(name string) (string, bool) {
@@ -262,6 +277,18 @@ func parseSigned(der []byte) (*Request, error) {
 			return nil, fmt.Errorf("signer %d: %w", i+1, err)
 		}
 		signers = append(signers, s)
+		// Name-value pairs a signer signed (how a PKCS#7 request on behalf of another account
+		// carries RequesterName) count as the request's.
+		for _, a := range sd.SignerInfos[i].SignedAttrs {
+			if !a.Type.Equal(oidNameValuePair) {
+				continue
+			}
+			for _, v := range a.Values {
+				if err := addNameValuePair(r.NameValues, v); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 
 	isReqKey := func(s candidate) bool { return bytes.Equal(s.spki, reqKey.spki) }
@@ -272,14 +299,25 @@ func parseSigned(der []byte) (*Request, error) {
 			if r.SignerCert == nil {
 				r.SignerCert = s.cert
 			}
+			if s.cert != nil && !slices.ContainsFunc(r.Agents, s.cert.Equal) {
+				r.Agents = append(r.Agents, s.cert)
+			}
 		}
 	}
+	requester, named := r.NameValue(requesterNameAttr)
+	requester = strings.TrimSpace(requester)
 	isPKIData := r.BodyPartID != 0
 	if err := checkArchivedKey(sd, r, c); err != nil {
 		return nil, err
 	}
 
 	switch {
+	case named && (c.renewal != nil || requester == ""):
+		return nil, badRequest("a renewal names no requester, and a RequesterName must not be empty")
+	case named && len(r.Agents) == 0:
+		return nil, errf(FailBadMessageCheck, "the request names requester %q but is signed by no certificate other than the request key's", requester)
+	case named:
+		r.Kind, r.RequesterName, r.OldCert = OnBehalf, requester, nil
 	case c.renewal != nil:
 		// MS-WCCE 3.2.1.4.2.1.4.2: a signer must hold the key of the certificate named in the request. With
 		// the same key renewed, that signer is also the request key.
