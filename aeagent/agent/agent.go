@@ -244,12 +244,7 @@ func (p *pass) heldOf(ctx context.Context, c store.Cert) (plan.Held, error) {
 	}
 	chain := append([]*x509.Certificate{c.Certificate}, c.Chain...)
 	// The chain up to a trusted root, when the store's chain.pem stops short of it.
-	inter := x509.NewCertPool()
-	for _, ca := range c.Chain {
-		inter.AddCert(ca)
-	}
-	if chains, err := c.Certificate.Verify(x509.VerifyOptions{Roots: p.a.roots, Intermediates: inter, CurrentTime: p.now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+	if chains, err := verifyIssued(c.Certificate, c.Chain, p.a.roots, p.now); err == nil {
 		chain = chains[0]
 	}
 	i, r := p.a.rev.CheckChain(ctx, chain)

@@ -379,12 +379,7 @@ func (x *executor) install(ctx context.Context, t wsclient.Template, res *wsclie
 	if cert == nil {
 		return "", errors.New("the reply says issued but holds no certificate")
 	}
-	inter := x509.NewCertPool()
-	for _, c := range res.Chain {
-		inter.AddCert(c)
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: x.a.roots, Intermediates: inter, CurrentTime: x.now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := verifyIssued(cert, res.Chain, x.a.roots, x.now); err != nil {
 		return "", fmt.Errorf("the issued certificate %s does not chain to a trusted CA: %w", serialOf(cert), err)
 	}
 	if oid, name, _, _ := templateInfo(cert); (t.OID != "" && oid != "" && oid != t.OID) || (oid == "" && name != "" && name != t.Name) {

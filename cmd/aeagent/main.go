@@ -47,6 +47,13 @@ Commands:
   status [--json]     managed certificates, their templates, expiry and renewal dates
   plan [--at TIME] [--json]
                       what a pass would do now or at TIME (RFC 3339 or 2006-01-02), and why
+  enroll-on-behalf --template T --target DOMAIN\user --agent-cert FILE --agent-key FILE|pkcs11:URI
+                   --csr FILE --out FILE
+                      as an enrollment agent (a smart-card station), request a certificate for
+                      another account: CSR is the target's request (its key stays where it is),
+                      signed with the agent certificate's key (a PEM file, or a key in a PKCS#11
+                      token: pkcs11:token=...;object=...?module-path=...&pin-source=FILE, else the
+                      PIN in $AEAGENT_PKCS11_PIN); the certificate is written to --out (PEM)
 
 Flags (each overrides the configuration file):
   --config FILE        JSON configuration file (see README: "aeagent")
@@ -76,6 +83,8 @@ type options struct {
 	cfg              agent.Config
 	machine, userCtx bool
 	at               string
+	// enroll-on-behalf
+	template, target, agentCert, agentKey, csr, out string
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -100,8 +109,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if cmd != "plan" && o.at != "" {
 		return fmt.Errorf("%w: --at is for plan", errUsage)
 	}
+	obo := o.template != "" || o.target != "" || o.agentCert != "" || o.agentKey != "" || o.csr != "" || o.out != ""
+	if obo && cmd != "enroll-on-behalf" {
+		return fmt.Errorf("%w: --template, --target, --agent-cert, --agent-key, --csr and --out are for enroll-on-behalf", errUsage)
+	}
 	switch cmd {
-	case "pulse", "run", "status", "plan":
+	case "pulse", "run", "status", "plan", "enroll-on-behalf":
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
@@ -121,6 +134,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch cmd {
+	case "enroll-on-behalf":
+		return o.enrollOnBehalf(ctx, a, stdout)
 	case "pulse":
 		rep, err := a.Pulse(ctx)
 		if perr := printOut(stdout, o.json, rep, func(w io.Writer) { printReport(w, rep) }); perr != nil && err == nil {
@@ -191,6 +206,12 @@ func newFlagSet(name string, stderr io.Writer, o *options) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level")
 	fs.BoolVar(&o.json, "json", false, "JSON output")
 	fs.StringVar(&o.at, "at", "", "plan: the time to plan for")
+	fs.StringVar(&o.template, "template", "", "enroll-on-behalf: the template")
+	fs.StringVar(&o.target, "target", "", `enroll-on-behalf: the account (DOMAIN\user)`)
+	fs.StringVar(&o.agentCert, "agent-cert", "", "enroll-on-behalf: the agent's certificate (PEM)")
+	fs.StringVar(&o.agentKey, "agent-key", "", "enroll-on-behalf: the agent's key (PEM file or pkcs11: URI)")
+	fs.StringVar(&o.csr, "csr", "", "enroll-on-behalf: the target's request (PEM or DER)")
+	fs.StringVar(&o.out, "out", "", "enroll-on-behalf: where to write the certificate (PEM)")
 	return fs
 }
 

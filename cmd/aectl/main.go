@@ -106,6 +106,11 @@ Commands:
                               key recovery agents: keys of templates that require archival
                               are encrypted to their certificates (RSA, Key Recovery Agent EKU)
   recover SERIAL --out FILE   the archived key of a certificate, encrypted to the agents (CMS)
+  agent-restrictions [list] | agent-restrictions remove N
+  agent-restrictions add --agent A --target T [--target T...] [--template T...] [--deny]
+                              enrollment agent restrictions: which agent (user, computer or
+                              group) may enroll which templates for whom; a matching deny wins;
+                              none set: unrestricted except for administrative accounts
   pkcs12 issue --template T --account A (--password-file F | --recipient-cert F) --out FILE
                               a key pair made by the appliance, issued by directory policy: a
                               PKCS#12 encrypted to the password, or a CMS envelope to the

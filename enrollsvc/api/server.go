@@ -98,6 +98,8 @@ type Config struct {
 	MDM MDMConnector
 	// Archive is key archival: the recovery agents and recovery (nil: 503).
 	Archive Archiver
+	// Agents manages the enrollment agent restrictions (nil: 503).
+	Agents AgentRestrictions
 }
 
 // OpsSettings are the operations settings of the running service, shared by the instances of its
@@ -217,6 +219,9 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/kra", s.kras)
 	g.POST("/kra", s.addKRA)
 	g.DELETE("/kra/:thumbprint", s.removeKRA)
+	g.GET("/agent-restrictions", s.agentRestrictions)
+	g.POST("/agent-restrictions", s.addAgentRestriction)
+	g.DELETE("/agent-restrictions/:n", s.removeAgentRestriction)
 	g.GET("/certificates/:serial/archived-key", s.recoverKey)
 	g.GET("/mdm/clients", s.mdmClients)
 	g.POST("/mdm/clients", s.addMDMClient)

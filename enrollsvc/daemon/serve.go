@@ -220,6 +220,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if rt.directory != nil {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
+		acfg.Agents = rt.Service
 		if ms, ok := rt.Store.(mdm.Store); ok {
 			importCert, importKey, err := rt.ensureRAKey(ctx, mdmImport)
 			if err != nil {

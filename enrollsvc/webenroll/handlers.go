@@ -131,7 +131,8 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
 			return
 		case cr.Kind == cmc.CMC && !cr.SignerIsRequestKey:
-			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, "enrollment on behalf of another account is not allowed",
+			s.fault(w, http.StatusInternalServerError, true, c.env.MessageID,
+				"the request is signed by another certificate but names no account to enroll for (RequesterName)",
 				wstep.FaultDetail(hrTemplateDenied, 0, false, nil))
 			return
 		}
@@ -148,6 +149,11 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 			// Signed with the old certificate's key: for that certificate's account and template.
 			res, err = s.cfg.Core.Renew(c.r.Context(), enrollsvc.RenewRequest{OldCert: cr.OldCert, CSR: cr.CSR,
 				Template: template, Requester: c.who()})
+		} else if cr.Kind == cmc.OnBehalf {
+			// An enrollment agent (the authenticated caller, whose certificates signed) for the
+			// account the request names: policy decides with both.
+			res, err = s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: cr.RequesterName,
+				Requester: c.who(), CSR: cr.CSR, OnBehalf: &enrollsvc.OnBehalf{Agent: c.account, Signers: cr.Agents}})
 		} else {
 			res, err = s.cfg.Core.Enroll(c.r.Context(), enrollsvc.EnrollRequest{Template: template, Account: c.account,
 				Requester: c.who(), CSR: cr.CSR, ArchivedKey: cr.ArchivedKey})
