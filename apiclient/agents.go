@@ -55,3 +55,16 @@ func (c *Client) AddAgentRestriction(ctx context.Context, spec AgentRestrictionS
 func (c *Client) RemoveAgentRestriction(ctx context.Context, n int) error {
 	return c.do(ctx, "DELETE", AgentRestrictionsPath+"/"+strconv.Itoa(n), nil, nil)
 }
+
+// AgentLogonPath is where a sign-on server (Citrix FAS style), authenticated by its enrollment
+// agent certificate over TLS and nothing else, asks for a user's logon certificate.
+const AgentLogonPath = "/api/v1/agent/logon-certificate"
+
+// AgentLogonRequest asks for a certificate on template for target (DOMAIN\user, a UPN or a
+// sAMAccountName) for the key of CSR (PEM PKCS#10), which the sign-on server made. The answer is
+// an IssueResponse; the template decides the validity (e.g. 8 hours).
+type AgentLogonRequest struct {
+	Template string `json:"template"`
+	Target   string `json:"target"`
+	CSR      string `json:"csr"`
+}

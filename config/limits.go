@@ -21,6 +21,9 @@ type Limits struct {
 	OCSPPerSource    *RateLimit `json:"ocsp_per_source,omitempty"`
 	// HealthPerSource limits the local API's unauthenticated health check.
 	HealthPerSource *RateLimit `json:"health_per_source,omitempty"`
+	// AgentLogonPerAgent limits the logon certificates a sign-on server (an enrollment agent
+	// authenticated by its certificate) asks the API for, per agent account.
+	AgentLogonPerAgent *RateLimit `json:"agent_logon_per_agent,omitempty"`
 	// Password stops password guessing before the domain locks the account out.
 	Password *PasswordLimits `json:"password,omitempty"`
 }
@@ -54,7 +57,9 @@ var (
 	DefaultSCEPPerSource    = RateLimit{PerMinute: 1200, Burst: 2000}
 	DefaultOCSPPerSource    = RateLimit{PerMinute: 6000, Burst: 10000}
 	DefaultHealthPerSource  = RateLimit{PerMinute: 120, Burst: 60}
-	DefaultPasswordLimits   = PasswordLimits{LockoutMargin: 2, NoLockoutCap: 10, NoLockoutWindow: "30m", PolicyRefresh: "15m"}
+	// A sign-on server asks for one certificate per user logon: a morning's logon storm.
+	DefaultAgentLogonPerAgent = RateLimit{PerMinute: 1200, Burst: 2000}
+	DefaultPasswordLimits     = PasswordLimits{LockoutMargin: 2, NoLockoutCap: 10, NoLockoutWindow: "30m", PolicyRefresh: "15m"}
 )
 
 // LimitsOrDefault is l with every missing field set to its default.
@@ -74,6 +79,7 @@ func (c *Config) LimitsOrDefault() Limits {
 	l.SCEPPerSource = or(l.SCEPPerSource, DefaultSCEPPerSource)
 	l.OCSPPerSource = or(l.OCSPPerSource, DefaultOCSPPerSource)
 	l.HealthPerSource = or(l.HealthPerSource, DefaultHealthPerSource)
+	l.AgentLogonPerAgent = or(l.AgentLogonPerAgent, DefaultAgentLogonPerAgent)
 	p := DefaultPasswordLimits
 	if l.Password != nil {
 		if l.Password.LockoutMargin != 0 {
@@ -113,7 +119,8 @@ func (c *Config) validateLimits() error {
 	}
 	l := c.LimitsOrDefault()
 	for name, r := range map[string]*RateLimit{"enroll_per_source": l.EnrollPerSource, "enroll_per_account": l.EnrollPerAccount,
-		"scep_per_source": l.SCEPPerSource, "ocsp_per_source": l.OCSPPerSource, "health_per_source": l.HealthPerSource} {
+		"scep_per_source": l.SCEPPerSource, "ocsp_per_source": l.OCSPPerSource, "health_per_source": l.HealthPerSource,
+		"agent_logon_per_agent": l.AgentLogonPerAgent} {
 		if r.PerMinute <= 0 || r.Burst < 1 {
 			return fmt.Errorf("limits.%s: per_minute must be positive and burst at least 1", name)
 		}

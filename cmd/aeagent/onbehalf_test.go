@@ -5,7 +5,9 @@ package main
 // `aeagent enroll-on-behalf`, and every way of getting it wrong is refused with its reason.
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/tls"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -13,7 +15,9 @@ import (
 	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +58,8 @@ func TestEnrollOnBehalf(t *testing.T) {
 	smartcard := []string{ldaptest.EKUClientAuth, "1.3.6.1.4.1.311.20.2.2"}
 	dc.AddTemplate(t, s, ldaptest.NewTemplate{CN: "SmartcardLogon", OIDArc: 24, EKUs: smartcard, Validity: 8 * time.Hour,
 		NameFlag: ldaptest.NameAltRequireUPN, RASignatures: 1, RAApplicationPolicies: []string{oidCRA}, Enroll: []ldaptest.Principal{station}})
+	dc.AddTemplate(t, s, ldaptest.NewTemplate{CN: "SignOnAgent", OIDArc: 26, EKUs: []string{oidCRA, ldaptest.EKUClientAuth},
+		NameFlag: ldaptest.NameAltRequireUPN, Enroll: []ldaptest.Principal{station}})
 	dc.AddTemplate(t, s, ldaptest.NewTemplate{CN: "DualControlLogon", OIDArc: 25, EKUs: smartcard,
 		NameFlag: ldaptest.NameAltRequireUPN, RASignatures: 2, RAApplicationPolicies: []string{oidCRA}, Enroll: []ldaptest.Principal{station}})
 	srv := daemontest.Start(t, dc, s, daemontest.Options{CAName: "Agents CA"})
@@ -211,6 +217,56 @@ func TestEnrollOnBehalf(t *testing.T) {
 		}
 	}
 
+	// The sign-on server API (Citrix FAS style): the agent certificate (Certificate Request Agent
+	// and Client Authentication) over TLS, a key the server made; an ordinary certificate of the
+	// same account, or the admin token, gets nothing.
+	fasKey := newKey()
+	fasPEM, _ := issue("SignOnAgent", fasKey)
+	logon := func(certFile string, key *rsa.PrivateKey, token string) (int, apiclient.IssueResponse, string) {
+		t.Helper()
+		certPEM, _ := os.ReadFile(certFile)
+		keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+		kp, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: srv.Roots, Certificates: []tls.Certificate{kp}}}}
+		body, _ := json.Marshal(apiclient.AgentLogonRequest{Template: "SmartcardLogon", Target: ldaptest.Domain + `\alice`,
+			CSR: string(csrPEM(newKey(), pkix.Name{CommonName: "fas"}))})
+		req, _ := http.NewRequest("POST", srv.API+apiclient.AgentLogonPath, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out apiclient.IssueResponse
+		json.Unmarshal(raw, &out)
+		return resp.StatusCode, out, string(raw)
+	}
+	code, fas, raw := logon(fasPEM, fasKey, "")
+	if code != http.StatusOK || fas.Status != "issued" {
+		t.Fatalf("the sign-on server's logon certificate for alice: %d %s", code, raw)
+	}
+	blk, _ = pem.Decode([]byte(fas.Certificate))
+	fasCert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sid, _, _ := policy.CertificateSID(fasCert); sid != s.Alice.SID.String() || fasCert.NotAfter.Sub(fasCert.NotBefore) > 9*time.Hour {
+		t.Errorf("the logon certificate: SID %s, lifetime %s; want alice's, 8 hours", sid, fasCert.NotAfter.Sub(fasCert.NotBefore))
+	}
+	if code, _, raw := logon(plainPEM, plainKey, ""); code != http.StatusUnprocessableEntity || !strings.Contains(raw, "lacks application policy "+oidCRA) {
+		t.Errorf("the same call with an ordinary certificate: %d %s", code, raw)
+	}
+	if code, _, raw := logon(plainPEM, plainKey, srv.APIToken); code != http.StatusUnauthorized {
+		t.Errorf("the same call with the admin token: %d %s", code, raw)
+	}
+
 	// Restrictions: the station may enroll SmartcardLogon for PKI-Users only.
 	if out, err := aectl("agent-restrictions", "add", "--agent", "station", "--template", "SmartcardLogon", "--target", "PKI-Users"); err != nil {
 		t.Fatalf("aectl agent-restrictions add: %v\n%s", err, out)
@@ -253,8 +309,8 @@ func TestEnrollOnBehalf(t *testing.T) {
 			refusedByAgent++
 		}
 	}
-	if onBehalfEvents != 2 || refusedByAgent < 5 {
-		t.Errorf("events: %d issued on behalf of alice (want 2), %d refusals naming the agent (want at least 5)", onBehalfEvents, refusedByAgent)
+	if onBehalfEvents != 3 || refusedByAgent < 5 {
+		t.Errorf("events: %d issued on behalf of alice (want 3), %d refusals naming the agent (want at least 5)", onBehalfEvents, refusedByAgent)
 	}
 }
 

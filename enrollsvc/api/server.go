@@ -100,6 +100,10 @@ type Config struct {
 	Archive Archiver
 	// Agents manages the enrollment agent restrictions (nil: 503).
 	Agents AgentRestrictions
+	// AgentAuth tells who holds a sign-on server's agent certificate, AgentLimit limits its
+	// logon certificates per agent (AgentLogonPath; nil AgentAuth: 401).
+	AgentAuth  AgentAuthenticator
+	AgentLimit *ratelimit.Limiter
 }
 
 // OpsSettings are the operations settings of the running service, shared by the instances of its
@@ -222,6 +226,7 @@ func New(cfg Config) (*Server, error) {
 	g.GET("/agent-restrictions", s.agentRestrictions)
 	g.POST("/agent-restrictions", s.addAgentRestriction)
 	g.DELETE("/agent-restrictions/:n", s.removeAgentRestriction)
+	g.POST(strings.TrimPrefix(apiclient.AgentLogonPath, "/api/v1"), s.agentLogon)
 	g.GET("/certificates/:serial/archived-key", s.recoverKey)
 	g.GET("/mdm/clients", s.mdmClients)
 	g.POST("/mdm/clients", s.addMDMClient)
@@ -291,11 +296,23 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		reason := ""
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
 		token, ok := strings.CutPrefix(h, "Bearer ")
-		if cs := c.Request().TLS; h == "" && s.cfg.MDM != nil && cs != nil && len(cs.VerifiedChains) > 0 {
-			// A client certificate this CA issued to an MDM (the TLS layer verified the chain).
-			if name, ok := s.cfg.MDM.AuthenticateCert(c.Request().Context(), cs.VerifiedChains[0][0]); ok {
+		// A client certificate: the TLS layer verified that it chains to this CA
+		// (certutil.ClientCertVerifier); the store says whose it is.
+		if cs := c.Request().TLS; h == "" && s.cfg.MDM != nil && cs != nil && len(cs.PeerCertificates) > 0 {
+			// A client certificate this CA issued to an MDM.
+			if name, ok := s.cfg.MDM.AuthenticateCert(c.Request().Context(), cs.PeerCertificates[0]); ok {
 				return s.mdmOnly(c, name, next)
 			}
+		}
+		if c.Request().URL.Path == apiclient.AgentLogonPath {
+			// A sign-on server: its enrollment agent certificate (which the TLS layer verified
+			// chains to this CA) and nothing else; the handler checks the rest.
+			if cs := c.Request().TLS; h == "" && cs != nil && len(cs.PeerCertificates) > 0 {
+				c.Set(callerKey, "agent-certificate")
+				c.Set(agentCertKey, cs.PeerCertificates[0])
+				return next(c)
+			}
+			return echo.NewHTTPError(http.StatusUnauthorized, "a sign-on server authenticates with its enrollment agent certificate (TLS client authentication), not a token")
 		}
 		switch {
 		case h == "":

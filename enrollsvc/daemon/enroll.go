@@ -16,6 +16,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/metrics"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/webenroll"
 	"github.com/enrollment-appliance/aeappliance/ldap/secdesc"
+	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 )
 
 // Authenticate checks a user's password against the directory and returns who the DC
@@ -121,7 +122,8 @@ func (rt *Runtime) startEnroll(ctx context.Context, override string) (string, <-
 		pool := x509.NewCertPool()
 		pool.AddCert(rt.CACert)
 		done <- api.ServeTLS(ctx, handler, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}, rt.Log, api.MaxNegotiateHeaderBytes)
+			ClientAuth: tls.RequestClientCert, ClientCAs: pool, VerifyPeerCertificate: certutil.ClientCertVerifier(pool)},
+			rt.Log, api.MaxNegotiateHeaderBytes)
 	}()
 	return addr, done, nil
 }

@@ -24,6 +24,7 @@ type limits struct {
 	proxies                     ratelimit.Proxies
 	enrollSource, enrollAccount *ratelimit.Limiter
 	scep, ocsp, health          *ratelimit.Limiter
+	agentLogon                  *ratelimit.Limiter
 	password                    config.PasswordLimits
 }
 
@@ -40,7 +41,7 @@ func newLimits(cfg *config.Config, now func() time.Time) (*limits, error) {
 		name string
 	}{{&out.enrollSource, l.EnrollPerSource, "enroll_per_source"}, {&out.enrollAccount, l.EnrollPerAccount, "enroll_per_account"},
 		{&out.scep, l.SCEPPerSource, "scep_per_source"}, {&out.ocsp, l.OCSPPerSource, "ocsp_per_source"},
-		{&out.health, l.HealthPerSource, "health_per_source"}} {
+		{&out.health, l.HealthPerSource, "health_per_source"}, {&out.agentLogon, l.AgentLogonPerAgent, "agent_logon_per_agent"}} {
 		if *x.to, err = ratelimit.NewLimiter(ratelimit.Options{Rate: ratelimit.Rate{PerSecond: x.from.PerMinute / 60,
 			Burst: x.from.Burst}, Now: now}); err != nil {
 			return nil, fmt.Errorf("limits.%s: %w", x.name, err)

@@ -221,6 +221,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		acfg.Enroller = rt.Service
 		acfg.SCEP = rt.Service
 		acfg.Agents = rt.Service
+		acfg.AgentAuth, acfg.AgentLimit = rt.Service, lim.agentLogon
 		if ms, ok := rt.Store.(mdm.Store); ok {
 			importCert, importKey, err := rt.ensureRAKey(ctx, mdmImport)
 			if err != nil {
@@ -322,12 +323,13 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); rt.logTee.Run(mctx) }()
 	}
-	// A client certificate is asked for and, when given, must chain to this CA: MDMs may
-	// authenticate with one (the API checks it against the store); everyone else sends a token.
+	// A client certificate is asked for and, when given, must chain to this CA: MDMs and sign-on
+	// servers may authenticate with one (the API checks it against the store); everyone else
+	// sends a token.
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(rt.CACert)
 	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs})
+		ClientAuth: tls.RequestClientCert, ClientCAs: clientCAs, VerifyPeerCertificate: certutil.ClientCertVerifier(clientCAs)})
 	stop()
 	wg.Wait()
 	_ = rt.Recorder.Record(context.WithoutCancel(ctx), events.ServiceStopping, "", "api", addr)
