@@ -7,9 +7,9 @@ package main
 import (
 	"bytes"
 	"crypto"
-	"crypto/tls"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
