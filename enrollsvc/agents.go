@@ -215,15 +215,23 @@ func (s *Service) agentInput(ctx context.Context, dc *DirectoryConfig, ob *OnBeh
 		return nil, nil, nil, []string{"the request is signed by no enrollment agent certificate"}, nil
 	}
 	var sigs []policy.AgentSignature
+	own := false
 	for _, c := range ob.Signers {
-		sig, why, err := s.agentSignature(ctx, dc, c, agent)
+		sig, holder, why, err := s.agentSignature(ctx, dc, c)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
 		if why != "" {
 			return nil, nil, nil, []string{fmt.Sprintf("the signing certificate %s (%s): %s", certutil.SerialString(c.SerialNumber), c.Subject, why)}, nil
 		}
+		own = own || holder.SID.Equal(agent.SID)
 		sigs = append(sigs, sig)
+	}
+	if !own {
+		// Other agents may co-sign (msPKI-RA-Signature above 1), but the one that sends the
+		// request signs it too: a certificate alone does not make its holder the sender.
+		return nil, nil, nil, []string{fmt.Sprintf("none of the signing certificates was issued to the enrollment agent %s that sent the request",
+			agent.SAMAccountName)}, nil
 	}
 	rs, err := s.policyRestrictions(ctx)
 	if err != nil {
@@ -239,39 +247,40 @@ func prefixed(p string, reasons []string) []string {
 	return reasons
 }
 
-// agentSignature checks one signing certificate and describes it for policy; why is the reason it
-// does not count at all.
-func (s *Service) agentSignature(ctx context.Context, dc *DirectoryConfig, c *x509.Certificate, agent *policy.Account) (policy.AgentSignature, string, error) {
+// agentSignature checks one signing certificate and describes it for policy, with the account it
+// was issued to; why is the reason it does not count at all.
+func (s *Service) agentSignature(ctx context.Context, dc *DirectoryConfig, c *x509.Certificate) (policy.AgentSignature, *policy.Account, string, error) {
 	serial := certutil.SerialString(c.SerialNumber)
+	none := policy.AgentSignature{}
 	if err := c.CheckSignatureFrom(s.issuer.CACert()); err != nil {
-		return policy.AgentSignature{}, "not issued by this CA", nil
+		return none, nil, "not issued by this CA", nil
 	}
 	sc, err := s.store.GetCertificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) || err == nil && !bytes.Equal(sc.DER, c.Raw) {
-		return policy.AgentSignature{}, "not a certificate this CA recorded", nil
+		return none, nil, "not a certificate this CA recorded", nil
 	}
 	if err != nil {
-		return policy.AgentSignature{}, "", &Error{Kind: KindInternal, Op: "reading certificate " + serial, Err: err}
+		return none, nil, "", &Error{Kind: KindInternal, Op: "reading certificate " + serial, Err: err}
 	}
 	now := s.rec.Now()
 	switch {
 	case sc.Status == store.CertRevoked:
-		return policy.AgentSignature{}, "revoked", nil
+		return none, nil, "revoked", nil
 	case now.Before(c.NotBefore) || !now.Before(c.NotAfter):
-		return policy.AgentSignature{}, fmt.Sprintf("not valid now (%s to %s)", c.NotBefore.UTC().Format("2006-01-02 15:04Z"), c.NotAfter.UTC().Format("2006-01-02 15:04Z")), nil
+		return none, nil, fmt.Sprintf("not valid now (%s to %s)", c.NotBefore.UTC().Format("2006-01-02 15:04Z"), c.NotAfter.UTC().Format("2006-01-02 15:04Z")), nil
 	}
 	owner, err := holder(c, sc)
 	if err != nil {
-		return policy.AgentSignature{}, "its holder cannot be told: " + err.Error(), nil
+		return none, nil, "its holder cannot be told: " + err.Error(), nil
 	}
 	a, reasons, err := s.account(ctx, dc, owner, nil)
 	if err != nil {
-		return policy.AgentSignature{}, "", err
+		return none, nil, "", err
 	}
-	if reasons != nil || !a.SID.Equal(agent.SID) {
-		return policy.AgentSignature{}, fmt.Sprintf("issued to %s, not to the enrollment agent %s that sent the request", sc.Account, agent.SAMAccountName), nil
+	if reasons != nil {
+		return none, nil, "its holder " + sc.Account + ": " + strings.Join(reasons, "; "), nil
 	}
-	return policy.AgentSignature{Serial: serial, ApplicationPolicies: applicationPolicies(c), IssuancePolicies: issuancePolicies(c)}, "", nil
+	return policy.AgentSignature{Serial: serial, ApplicationPolicies: applicationPolicies(c), IssuancePolicies: issuancePolicies(c)}, a, "", nil
 }
 
 // OIDs of the extended key usage and Microsoft application policies extensions.
