@@ -371,6 +371,9 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return nil, &Error{Kind: KindBadRequest, Op: "reading the request", Err: errors.New("no template: name one, or put the template extension in the request")}
 	}
 	meta := Meta{Requester: er.Requester, Account: er.Account, Template: name, CSR: er.CSR}
+	if er.OnBehalf != nil {
+		meta.Agent = er.OnBehalf.Agent // as authenticated; its sAMAccountName once looked up
+	}
 	t, reasons, err := s.template(ctx, dc, name)
 	if err != nil {
 		return nil, err
@@ -397,7 +400,6 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	var agentSigs []policy.AgentSignature
 	var restrictions []policy.AgentRestriction
 	if er.OnBehalf != nil {
-		meta.Agent = er.OnBehalf.Agent
 		agent, agentSigs, restrictions, reasons, err = s.agentInput(ctx, dc, er.OnBehalf)
 		if err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/enrollment-appliance/aeappliance/enrollsvc"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/events"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/policy"
 	"github.com/enrollment-appliance/aeappliance/proto/cmc"
 	"github.com/enrollment-appliance/aeappliance/proto/wstep"
@@ -120,6 +121,12 @@ func (s *Server) enroll(w http.ResponseWriter, c caller) {
 	case wstep.Issue:
 		cr, err := cmc.ParseRequest(req.Token)
 		if err != nil {
+			// An authenticated caller's request that cannot be read (a bad signature, a requester
+			// named twice, ...) is recorded: nothing of it is kept but the reason.
+			if s.cfg.Recorder != nil {
+				_ = s.cfg.Recorder.Record(c.r.Context(), events.RequestRefused, "", "requester", c.who(),
+					"template", req.Context["CertificateTemplate"], "reasons", []string{"the request cannot be read: " + err.Error()})
+			}
 			bin, _ := cmc.FailureResponse(1, cmc.FailInfoOf(err), err.Error())
 			s.fault(w, http.StatusBadRequest, true, c.env.MessageID, "the request cannot be read: "+err.Error(), wstep.FaultDetail(hrInvalidArg, 0, true, bin))
 			return
