@@ -329,6 +329,9 @@ type EnrollRequest struct {
 	// OnBehalf, for a request an enrollment agent made for Account (the target as the request
 	// names it), says who the agent is and what signed it.
 	OnBehalf *OnBehalf
+	// Reenrollment: a renewal of a valid certificate of the template (Renew checked it):
+	// policy.Input.Reenrollment.
+	Reenrollment bool
 }
 
 // Outcomes of Enroll.
@@ -430,6 +433,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	}
 	in.KeyArchived, in.NamedByConnector = er.KeyArchived || clientKey != nil, er.NamedByConnector
 	in.Agent, in.AgentSignatures, in.AgentRestrictions = agent, agentSigs, restrictions
+	in.Reenrollment = er.Reenrollment
 	d := policy.Decide(in)
 	if d.Outcome == policy.Refuse {
 		return s.refuse(ctx, meta, d.Reasons, &d)

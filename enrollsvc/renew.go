@@ -79,7 +79,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + "): " + err.Error()}, nil)
 	}
 	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: account, Requester: meta.Requester, CSR: rr.CSR,
-		KeyArchived: s.sameKeyArchived(ctx, rr)})
+		KeyArchived: s.sameKeyArchived(ctx, rr), Reenrollment: true})
 }
 
 // sameKeyArchived reports whether a renewal keeps the old certificate's key and that key is

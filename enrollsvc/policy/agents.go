@@ -52,6 +52,10 @@ func (x *decider) agents() {
 	if need == 0 {
 		return
 	}
+	if x.previousApproval() {
+		x.note("a renewal with a valid certificate of the template needs no agent signature again (PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT)")
+		return
+	}
 	var wantApp []string
 	if in.Agent != nil {
 		wantApp = append(wantApp, OIDCertificateRequestAgent.String())

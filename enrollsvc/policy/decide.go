@@ -79,6 +79,11 @@ type Input struct {
 	Agent             *Account
 	AgentSignatures   []AgentSignature
 	AgentRestrictions []AgentRestriction
+	// Reenrollment says the request renews a valid certificate of this template for this account,
+	// signed with its key (the caller checked): with PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT
+	// ("Valid existing certificate" for reenrollment) it needs neither agent signatures nor a
+	// certificate manager's approval again.
+	Reenrollment bool
 }
 
 // Decision is policy's answer, with every reason for it.
@@ -668,12 +673,21 @@ func (x *decider) outcome() {
 		x.d.Publish = true
 		x.note("the certificate will be published to the account's userCertificate (PUBLISH_TO_DS)")
 	}
-	if t.EnrollmentFlags&EnrollPendAllRequests != 0 {
+	if t.EnrollmentFlags&EnrollPendAllRequests != 0 && x.previousApproval() {
+		x.note("a renewal with a valid certificate of the template is not held again (PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT)")
+	} else if t.EnrollmentFlags&EnrollPendAllRequests != 0 {
 		x.d.Outcome = Pend
 		x.note("template requires approval by a certificate manager (PEND_ALL_REQUESTS)")
 		return
 	}
 	x.d.Outcome = Issue
+}
+
+// previousApproval reports whether the template's issuance requirements were met when the
+// certificate being renewed was issued, and need not be again (MS-WCCE 3.2.2.6.2.1.4.5.x,
+// CT_FLAG_PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT).
+func (x *decider) previousApproval() bool {
+	return x.in.Reenrollment && x.in.Agent == nil && x.in.Template.EnrollmentFlags&EnrollPreviousApprovalValidateReenroll != 0
 }
 
 // heldAlone reports whether the account alone holds name (a DNS name of its dNSHostName, or its
