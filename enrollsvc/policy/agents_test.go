@@ -78,7 +78,7 @@ func TestDecideAgents(t *testing.T) {
 		{name: "deny wins over allow", input: onBehalf(agentIn, one, all,
 			AgentRestriction{Agent: sidAgents, Targets: []secdesc.SID{sidNested}, Deny: true}), want: Refuse, wantReason: "restriction 2 denies"},
 		{name: "a renewal with a valid certificate needs no agent again (PREVIOUS_APPROVAL_VALIDATE_REENROLLMENT)",
-			tmpl: func(m attrs) { raTemplate(1, cra)(m); withFlag("mspki-enrollment-flag", 0x40)(m) },
+			tmpl:  func(m attrs) { raTemplate(1, cra)(m); withFlag("mspki-enrollment-flag", 0x40)(m) },
 			input: func(in *Input) { in.Reenrollment = true }, want: Issue, wantReason: "needs no agent signature again"},
 		{name: "without the flag a renewal needs the agent's signature", tmpl: raTemplate(1, cra),
 			input: func(in *Input) { in.Reenrollment = true }, want: Refuse, wantReason: "the request has 0"},
