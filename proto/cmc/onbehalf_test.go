@@ -70,4 +70,13 @@ func TestOnBehalfRequest(t *testing.T) {
 	if _, err := SignOnBehalf(csr, " ", nil, agent, agentKey); err == nil {
 		t.Error("SignOnBehalf without a requester")
 	}
+
+	// Dual control: two agents sign the same request (msPKI-RA-Signature 2); both are Agents.
+	otherKey := newECKey(t)
+	other := ca.issue(t, otherKey.Public(), "officer", 13)
+	dual := signedDataT(t, oidPKIData, pkiDataT(t, 1, csr, control(t, 2, oidCMCRegInfo, mustMarshal(t, []byte(`RequesterName=CORP%5Calice`)))),
+		[]*x509.Certificate{agent, other}, testSigner{key: agentKey, cert: agent}, testSigner{key: otherKey, cert: other})
+	if r, err := ParseRequest(dual); err != nil || r.Kind != OnBehalf || r.RequesterName != `CORP\alice` || len(r.Agents) != 2 {
+		t.Errorf("two agents' signatures: %v %+v", err, r)
+	}
 }
