@@ -307,3 +307,29 @@ func TestPublishCertificate(t *testing.T) {
 		t.Errorf("after publishing, the cached account still shows %d certificates", len(a.Raw("userCertificate")))
 	}
 }
+
+// TestPrincipal: users, computers and groups by name, down-level name, UPN, DN or SID text; an
+// unknown name is ErrNotFound.
+func TestPrincipal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.s
+	for _, tc := range []struct {
+		name string
+		want ldaptest.Principal
+	}{
+		{"alice", s.Alice}, {ldaptest.Domain + `\alice`, s.Alice}, {"alice@corp.example.test", s.Alice}, {s.Alice.SID.String(), s.Alice},
+		{"PKI-Users", s.PKIUsers}, {ldaptest.Domain + `\PKI-Users`, s.PKIUsers}, {s.PKIUsers.DN, s.PKIUsers}, {"WS1$", s.WS1},
+	} {
+		sid, name, err := e.c.Principal(ctx, tc.name)
+		if err != nil || !sid.Equal(tc.want.SID) || !strings.EqualFold(name, tc.want.Name) {
+			t.Errorf("Principal(%q) = %s %q %v, want %s %s", tc.name, sid, name, err, tc.want.SID, tc.want.Name)
+		}
+	}
+	for _, name := range []string{"nobody-here", `OTHER\alice`, "S-1-5-21-1-2-3-4"} {
+		if _, _, err := e.c.Principal(ctx, name); !errors.Is(err, ldap.ErrNotFound) {
+			t.Errorf("Principal(%q) = %v, want ErrNotFound", name, err)
+		}
+	}
+}
