@@ -348,6 +348,8 @@ type EnrollResult struct {
 	Certificate *x509.Certificate
 	Reasons     []string
 	Decision    *policy.Decision
+	// Code is the AD CS error of a refusal that has a specific one (policy.Code...), else "".
+	Code string
 }
 
 // Enroll runs a request through the directory's policy: issue, hold for approval or refuse.
@@ -415,8 +417,12 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	var clientKey crypto.Signer // the key the client archives, once checked
 	if er.ArchivedKey != nil {
 		if t.PrivateKeyFlags&policy.PrivateKeyRequireArchival == 0 {
-			return s.refuse(ctx, meta, []string{fmt.Sprintf("the request carries its private key for archival, and template %s "+
+			res, err := s.refuse(ctx, meta, []string{fmt.Sprintf("the request carries its private key for archival, and template %s "+
 				"does not archive keys (CERTSRV_E_ARCHIVED_KEY_UNEXPECTED)", t.Name)}, nil)
+			if res != nil {
+				res.Code = policy.CodeArchivedKeyUnexpected
+			}
+			return res, err
 		}
 		k, reason, err := s.openArchivedKey(ctx, er.ArchivedKey, req.PublicKey)
 		if err != nil {
@@ -508,7 +514,11 @@ func (s *Service) refuse(ctx context.Context, m Meta, reasons []string, d *polic
 	}
 	ev.Fields["request_id"] = id
 	s.rec.Log(ctx, ev)
-	return &EnrollResult{Status: StatusDenied, RequestID: id, Reasons: reasons, Decision: d}, nil
+	res := &EnrollResult{Status: StatusDenied, RequestID: id, Reasons: reasons, Decision: d}
+	if d != nil {
+		res.Code = d.Code
+	}
+	return res, nil
 }
 
 // ApproveRequest is Approve with the directory as publisher.

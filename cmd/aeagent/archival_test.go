@@ -204,7 +204,8 @@ func TestKeyArchivalEnrollment(t *testing.T) {
 		t.Errorf("another key archived than the request's: %+v", res)
 	}
 	token, _ = request(k1, k1)
-	if res := issue("AEUserV2", token); res.Status != wsclient.StatusDenied || !strings.Contains(res.Reason, "does not archive keys") {
+	if res := issue("AEUserV2", token); res.Status != wsclient.StatusDenied || !strings.Contains(res.Reason, "does not archive keys") ||
+		uint32(res.ErrorCode) != 0x80094810 { // CERTSRV_E_ARCHIVED_KEY_UNEXPECTED
 		t.Errorf("an archived key on a template that does not archive: %+v", res)
 	}
 	if archived(t, srv, &k1.PublicKey) {
@@ -212,7 +213,8 @@ func TestKeyArchivalEnrollment(t *testing.T) {
 	}
 	// An archival template without the key: refused.
 	plainCSR, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice"}}, k1)
-	if res := issue("AEUser", plainCSR); res.Status != wsclient.StatusDenied || !strings.Contains(res.Reason, "requires private key archival") {
+	if res := issue("AEUser", plainCSR); res.Status != wsclient.StatusDenied || !strings.Contains(res.Reason, "requires private key archival") ||
+		uint32(res.ErrorCode) != 0x80094804 { // CERTSRV_E_ARCHIVED_KEY_REQUIRED
 		t.Errorf("an archival template without the key: %+v", res)
 	}
 	token, hash := request(k1, k1)

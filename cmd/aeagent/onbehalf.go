@@ -51,7 +51,7 @@ func (o *options) enrollOnBehalf(ctx context.Context, a *agent.Agent, stdout io.
 	}
 	switch res.Status {
 	case wsclient.StatusDenied:
-		return fmt.Errorf("the CA denied the request for %s: %s", o.target, res.Reason)
+		return fmt.Errorf("the CA denied the request for %s (0x%08X): %s", o.target, uint32(res.ErrorCode), res.Reason)
 	case wsclient.StatusPending:
 		return printOut(stdout, o.json, res, func(w io.Writer) {
 			fmt.Fprintf(w, "request %d for %s waits for a certificate manager's approval\n", res.RequestID, o.target)

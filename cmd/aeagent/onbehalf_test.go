@@ -220,6 +220,11 @@ func TestEnrollOnBehalf(t *testing.T) {
 		if _, err := os.Stat(out); err == nil {
 			t.Errorf("%s: a refused request wrote %s", tc.name, out)
 		}
+		// The fault's ErrorCode is AD CS's for these two (CERTSRV_E_SIGNATURE_COUNT, _RESTRICTEDOFFICER).
+		if hr := map[string]string{"DualControlLogon": "(0x8009480A)", `CORP\Administrator`: "(0x80094009)"}; hr[tc.template]+hr[tc.target] != "" &&
+			!strings.Contains(msg, hr[tc.template]+hr[tc.target]) {
+			t.Errorf("%s: the refusal does not carry %s:\n%s", tc.name, hr[tc.template]+hr[tc.target], msg)
+		}
 		if !strings.Contains(msg, "not a request the service can read") {
 			// aeagent itself refuses to send a request naming the target twice (nothing
 			// reaches the appliance, which would refuse it alike: proto/cmc's tests).

@@ -91,8 +91,12 @@ func (x *decider) agents() {
 		if len(wantApp)+len(wantIss) > 0 {
 			what = " by certificates holding " + strings.Join(append(slices.Clone(wantApp), wantIss...), ", ")
 		}
-		x.refuse("the template needs %d enrollment agent signature(s)%s (msPKI-RA-Signature); the request has %d (CERTSRV_E_SIGNATURE_COUNT)",
-			need, what, counted)
+		code := CodeSignatureCount
+		if len(in.AgentSignatures) > counted {
+			code = CodeSignatureRejected // signatures there are, but by certificates without the policies
+		}
+		x.refuseAs(code, "the template needs %d enrollment agent signature(s)%s (msPKI-RA-Signature); the request has %d (%s)",
+			need, what, counted, code)
 	}
 	if in.Agent != nil {
 		x.restrictions()
@@ -137,13 +141,13 @@ func (x *decider) restrictions() {
 	agentName := agent.SAMAccountName
 	switch {
 	case len(denies) > 0:
-		x.refuse("enrollment agent restriction %d denies agent %s enrolling %s for %s (deny wins)", denies[0], agentName, t.Name, x.who())
+		x.refuseAs(CodeRestrictedOfficer, "enrollment agent restriction %d denies agent %s enrolling %s for %s (deny wins)", denies[0], agentName, t.Name, x.who())
 	case len(in.AgentRestrictions) == 0 && prot == "":
 		x.note("enrollment agents are not restricted: agent %s may enroll for %s", agentName, x.who())
 	case len(in.AgentRestrictions) == 0 || len(allows) == 0 && prot != "":
-		x.refuse("%s is protected (%s): no enrollment agent restriction names it for agent %s on %s", x.who(), prot, agentName, t.Name)
+		x.refuseAs(CodeRestrictedOfficer, "%s is protected (%s): no enrollment agent restriction names it for agent %s on %s", x.who(), prot, agentName, t.Name)
 	case len(allows) == 0:
-		x.refuse("no enrollment agent restriction lets agent %s enroll %s for %s", agentName, t.Name, x.who())
+		x.refuseAs(CodeRestrictedOfficer, "no enrollment agent restriction lets agent %s enroll %s for %s", agentName, t.Name, x.who())
 	default:
 		x.note("enrollment agent restriction %d lets agent %s enroll %s for %s", allows[0], agentName, t.Name, x.who())
 	}

@@ -36,6 +36,15 @@ func onBehalf(groups []secdesc.SID, sigs [][]string, rs ...AgentRestriction) fun
 	}
 }
 
+// wantCode checks the AD CS error a refusal carries.
+func wantCode(code string) func(*testing.T, Decision) {
+	return func(t *testing.T, d Decision) {
+		if d.Code != code {
+			t.Errorf("Code = %q, want %s", d.Code, code)
+		}
+	}
+}
+
 func TestDecideAgents(t *testing.T) {
 	agentIn := []secdesc.SID{sidDomainUsers, sidNested, sidPKIUsers, sidAgents}
 	one := [][]string{{cra}}
@@ -50,19 +59,19 @@ func TestDecideAgents(t *testing.T) {
 	all := AgentRestriction{Agent: sidAgents, Targets: []secdesc.SID{secdesc.Everyone}}
 	cases := []decideCase{
 		{name: "an agent enrolls for alice: unrestricted, alice's names", input: onBehalf(agentIn, one), want: Issue,
-			wantReason: "enrollment agents are not restricted"},
+			wantReason: "enrollment agents are not restricted", check: wantCode("")},
 		{name: "the agent's signature counts once the template needs one", tmpl: raTemplate(1, cra), input: onBehalf(agentIn, one), want: Issue,
 			wantReason: "signature of enrollment agent certificate a counts"},
 		{name: "a signature without the Certificate Request Agent policy", input: onBehalf(agentIn, [][]string{{"1.3.6.1.5.5.7.3.2"}}),
-			want: Refuse, wantReason: "lacks application policy 1.3.6.1.4.1.311.20.2.1"},
+			want: Refuse, wantReason: "lacks application policy 1.3.6.1.4.1.311.20.2.1", check: wantCode(CodeSignatureRejected)},
 		{name: "fewer signatures than the template needs", tmpl: raTemplate(2, cra), input: onBehalf(agentIn, one),
-			want: Refuse, wantReason: "needs 2 enrollment agent signature(s)"},
+			want: Refuse, wantReason: "needs 2 enrollment agent signature(s)", check: wantCode(CodeSignatureCount)},
 		{name: "no agent signature on a template that needs one", tmpl: raTemplate(1), want: Refuse,
 			wantReason: "the request has 0"},
 		{name: "the agent may not enroll on the template", input: onBehalf([]secdesc.SID{sidDomainUsers, sidAgents}, one),
 			want: Refuse, wantReason: `enrollment agent user "bob" may not enroll`},
 		{name: "an agent never enrolls for a Domain Admin by default", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers, rid(512)),
-			input: onBehalf(agentIn, one), want: Refuse, wantReason: "is protected (Domain Admins)"},
+			input: onBehalf(agentIn, one), want: Refuse, wantReason: "is protected (Domain Admins)", check: wantCode(CodeRestrictedOfficer)},
 		{name: "nor through a restriction for Everyone", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers, rid(512)),
 			input: onBehalf(agentIn, one, all), want: Refuse, wantReason: "is protected (Domain Admins)"},
 		{name: "a restriction that names Domain Admins lets the agent", account: aliceIn(sidDomainUsers, sidNested, sidPKIUsers, rid(512)),

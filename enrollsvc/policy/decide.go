@@ -105,6 +105,9 @@ type Decision struct {
 	Publish  bool
 	Template string
 	Names    map[string]string // Input.Names, for explanations
+	// Code is the AD CS error (CERTSRV_E_...) of the first refusal that has a specific one, for
+	// protocols that report it (MS-WSTEP faults); "" for the others (template denied).
+	Code string
 }
 
 // Decide applies the template's rules to the account and request. It does no I/O and never
@@ -133,6 +136,23 @@ func (x *decider) refuse(format string, args ...any) {
 	x.d.Reasons = append(x.d.Reasons, msg)
 	x.d.Refusals = append(x.d.Refusals, msg)
 }
+
+// refuseAs refuses with the AD CS error of the refusal (Decision.Code).
+func (x *decider) refuseAs(code, format string, args ...any) {
+	if x.d.Code == "" {
+		x.d.Code = code
+	}
+	x.refuse(format, args...)
+}
+
+// AD CS errors (MS-WCCE 2.2.2.9.x, winerror.h) a decision's refusal may carry.
+const (
+	CodeRestrictedOfficer     = "CERTSRV_E_RESTRICTEDOFFICER"       // 0x80094009
+	CodeSignatureCount        = "CERTSRV_E_SIGNATURE_COUNT"         // 0x8009480A
+	CodeSignatureRejected     = "CERTSRV_E_SIGNATURE_REJECTED"      // 0x8009480B
+	CodeArchivedKeyRequired   = "CERTSRV_E_ARCHIVED_KEY_REQUIRED"   // 0x80094804
+	CodeArchivedKeyUnexpected = "CERTSRV_E_ARCHIVED_KEY_UNEXPECTED" // 0x80094810
+)
 
 func (x *decider) note(format string, args ...any) {
 	x.d.Reasons = append(x.d.Reasons, fmt.Sprintf(format, args...))
@@ -252,8 +272,8 @@ func (x *decider) templateRules() {
 	}
 	x.agents()
 	if t.PrivateKeyFlags&PrivateKeyRequireArchival != 0 && !x.in.KeyArchived {
-		x.refuse("the template requires private key archival: send the private key for archival with the request " +
-			"(a CMC key archival request to the CA exchange certificate), or have the CA make the key (PKCS, aectl pkcs12 issue) " +
+		x.refuseAs(CodeArchivedKeyRequired, "the template requires private key archival: send the private key for archival with the request "+
+			"(a CMC key archival request to the CA exchange certificate), or have the CA make the key (PKCS, aectl pkcs12 issue) "+
 			"(CERTSRV_E_ARCHIVED_KEY_REQUIRED)")
 	}
 	if t.PrivateKeyFlags&PrivateKeyAttestRequired != 0 {

@@ -32,6 +32,16 @@ const (
 	hrFail           = -2147467259 // 0x80004005 E_FAIL
 )
 
+// hrOfCode is the HRESULT of a refusal's AD CS error (policy.Code...); others are
+// CERTSRV_E_TEMPLATE_DENIED.
+var hrOfCode = map[string]int32{
+	policy.CodeRestrictedOfficer:     -2146877431, // 0x80094009
+	policy.CodeSignatureCount:        -2146875382, // 0x8009480A
+	policy.CodeSignatureRejected:     -2146875381, // 0x8009480B
+	policy.CodeArchivedKeyRequired:   -2146875388, // 0x80094804
+	policy.CodeArchivedKeyUnexpected: -2146875376, // 0x80094810
+}
+
 func (s *Server) getPolicies(w http.ResponseWriter, c caller) {
 	req, err := xcep.ParseRequest(c.env)
 	if err != nil {
@@ -240,7 +250,11 @@ func (s *Server) answer(w http.ResponseWriter, c caller, res *enrollsvc.EnrollRe
 		if len(res.Reasons) > 0 {
 			reason = "the request was denied: " + strings.Join(res.Reasons, "; ")
 		}
-		s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, reason, wstep.FaultDetail(hrTemplateDenied, res.RequestID, false, nil))
+		hr, ok := hrOfCode[res.Code]
+		if !ok {
+			hr = hrTemplateDenied
+		}
+		s.fault(w, http.StatusInternalServerError, true, c.env.MessageID, reason, wstep.FaultDetail(hr, res.RequestID, false, nil))
 	}
 }
 
