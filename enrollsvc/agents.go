@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,20 +46,9 @@ type restrictionSetting struct {
 
 // AgentRestrictions lists the enrollment agent restrictions, in the order they are numbered.
 func (s *Service) AgentRestrictions(ctx context.Context) ([]AgentRestriction, error) {
-	ss, err := s.settings("listing the enrollment agent restrictions")
-	if err != nil {
-		return nil, err
-	}
-	st, err := ss.GetSetting(ctx, settingAgentRestrictions)
-	if errors.Is(err, store.ErrNotFound) {
-		return []AgentRestriction{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var rs restrictionSetting
-	if err := json.Unmarshal(st.Value, &rs); err != nil {
-		return nil, fmt.Errorf("setting %q: %w", settingAgentRestrictions, err)
+	if _, err := s.readSetting(ctx, "listing the enrollment agent restrictions", settingAgentRestrictions, &rs); err != nil {
+		return nil, err
 	}
 	if rs.Restrictions == nil {
 		rs.Restrictions = []AgentRestriction{}
@@ -69,19 +57,7 @@ func (s *Service) AgentRestrictions(ctx context.Context) ([]AgentRestriction, er
 }
 
 func (s *Service) putRestrictions(ctx context.Context, rs []AgentRestriction, ev store.Event, by string) error {
-	ss, err := s.settings("changing the enrollment agent restrictions")
-	if err != nil {
-		return err
-	}
-	v, err := json.Marshal(restrictionSetting{Restrictions: rs})
-	if err != nil {
-		return err
-	}
-	if err := ss.PutSetting(ctx, store.Setting{Name: settingAgentRestrictions, Value: v, Updated: ev.Time, By: by}, ev); err != nil {
-		return &Error{Kind: KindOf(err), Op: "changing the enrollment agent restrictions", Err: err}
-	}
-	s.rec.Log(ctx, ev)
-	return nil
+	return s.writeSetting(ctx, "changing the enrollment agent restrictions", settingAgentRestrictions, restrictionSetting{Restrictions: rs}, ev, by)
 }
 
 // AddAgentRestriction adds a restriction: the agent and the targets are directory users,

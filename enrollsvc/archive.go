@@ -54,35 +54,52 @@ func (s *Service) settings(op string) (store.SettingsStore, error) {
 
 // KRAs lists the registered key recovery agents.
 func (s *Service) KRAs(ctx context.Context) ([]KRA, error) {
-	ss, err := s.settings("listing the key recovery agents")
-	if err != nil {
-		return nil, err
-	}
 	var ks kraSetting
-	st, err := ss.GetSetting(ctx, settingKRAs)
-	if errors.Is(err, store.ErrNotFound) {
-		return []KRA{}, nil
-	}
+	found, err := s.readSetting(ctx, "listing the key recovery agents", settingKRAs, &ks)
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(st.Value, &ks); err != nil {
-		return nil, fmt.Errorf("setting %q: %w", settingKRAs, err)
+	if !found {
+		return []KRA{}, nil
 	}
 	return ks.KRAs, nil
 }
 
 func (s *Service) putKRAs(ctx context.Context, ks []KRA, ev store.Event, by string) error {
-	ss, err := s.settings("changing the key recovery agents")
+	return s.writeSetting(ctx, "changing the key recovery agents", settingKRAs, kraSetting{KRAs: ks}, ev, by)
+}
+
+// readSetting decodes the shared JSON setting name into v; found is false when it was never set.
+func (s *Service) readSetting(ctx context.Context, op, name string, v any) (found bool, err error) {
+	ss, err := s.settings(op)
+	if err != nil {
+		return false, err
+	}
+	st, err := ss.GetSetting(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(st.Value, v); err != nil {
+		return false, fmt.Errorf("setting %q: %w", name, err)
+	}
+	return true, nil
+}
+
+// writeSetting stores v as the JSON setting name together with its audit event ev, and logs ev.
+func (s *Service) writeSetting(ctx context.Context, op, name string, v any, ev store.Event, by string) error {
+	ss, err := s.settings(op)
 	if err != nil {
 		return err
 	}
-	v, err := json.Marshal(kraSetting{KRAs: ks})
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := ss.PutSetting(ctx, store.Setting{Name: settingKRAs, Value: v, Updated: ev.Time, By: by}, ev); err != nil {
-		return &Error{Kind: KindOf(err), Op: "changing the key recovery agents", Err: err}
+	if err := ss.PutSetting(ctx, store.Setting{Name: name, Value: b, Updated: ev.Time, By: by}, ev); err != nil {
+		return &Error{Kind: KindOf(err), Op: op, Err: err}
 	}
 	s.rec.Log(ctx, ev)
 	return nil
@@ -238,6 +255,20 @@ func (s *Service) openArchivedKey(ctx context.Context, envelope []byte, pub cryp
 		return nil, "the archived private key is not the key of the request", nil
 	}
 	return key, "", nil
+}
+
+// isArchived reports whether the key whose public half is pub is archived.
+func (s *Service) isArchived(ctx context.Context, pub crypto.PublicKey) bool {
+	as, ok := s.store.(store.ArchiveStore)
+	if !ok {
+		return false
+	}
+	h, err := spkiHash(pub)
+	if err != nil {
+		return false
+	}
+	_, err = as.GetArchivedKey(ctx, h)
+	return err == nil
 }
 
 // dropArchive removes the archive of a key that was not certified after all.

@@ -438,6 +438,11 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 		return nil, err
 	}
 	in.KeyArchived, in.NamedByConnector = er.KeyArchived || clientKey != nil, er.NamedByConnector
+	if !in.KeyArchived && er.Reenrollment && t.PrivateKeyFlags&policy.PrivateKeyRequireArchival != 0 {
+		// A renewal whose key is archived already (the same key renewed) needs no new archive:
+		// MS-WCCE 3.2.2.6.2.1.4.5.7 has the CA ignore the archival flag on same-key renewals.
+		in.KeyArchived = s.isArchived(ctx, req.PublicKey)
+	}
 	in.Agent, in.AgentSignatures, in.AgentRestrictions = agent, agentSigs, restrictions
 	in.Reenrollment = er.Reenrollment
 	d := policy.Decide(in)

@@ -79,27 +79,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + "): " + err.Error()}, nil)
 	}
 	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: account, Requester: meta.Requester, CSR: rr.CSR,
-		KeyArchived: s.sameKeyArchived(ctx, rr), Reenrollment: true})
-}
-
-// sameKeyArchived reports whether a renewal keeps the old certificate's key and that key is
-// archived already: a template that requires archival then needs nothing more (MS-WCCE
-// 3.2.2.6.2.1.4.5.7 has the CA ignore the archival flag on same-key renewals).
-func (s *Service) sameKeyArchived(ctx context.Context, rr RenewRequest) bool {
-	as, ok := s.store.(store.ArchiveStore)
-	if !ok {
-		return false
-	}
-	csr, err := x509.ParseCertificateRequest(rr.CSR)
-	if err != nil || !certutil.PublicKeysEqual(rr.OldCert.PublicKey, csr.PublicKey) {
-		return false
-	}
-	h, err := spkiHash(csr.PublicKey)
-	if err != nil {
-		return false
-	}
-	_, err = as.GetArchivedKey(ctx, h)
-	return err == nil
+		Reenrollment: true})
 }
 
 // CertificateAccount authenticates a TLS client certificate: it must be one this CA issued and

@@ -235,18 +235,9 @@ func (c *Client) Account(ctx context.Context, name string, extraAttrs ...string)
 	c.misses.Add(1)
 	attrs := append(slices.Clone(AccountAttributes), extraAttrs...)
 	var e Entry
-	lookup := name
-	if domain, user, ok := strings.Cut(name, `\`); ok && !isDN(name) {
-		// DOMAIN\user (a down-level logon name, as requesters are named in
-		// enroll-on-behalf requests): the domain must be this directory's, by NetBIOS or DNS name.
-		nb, err := c.NetBIOSName(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if user == "" || strings.Contains(user, `\`) || !strings.EqualFold(domain, nb) && !strings.EqualFold(domain, c.RootDSE().DomainDNS) {
-			return nil, fmt.Errorf("ldap: account %q: the domain is not %s (%s): %w", name, nb, c.RootDSE().DomainDNS, ErrNotFound)
-		}
-		lookup = user
+	lookup, err := c.downLevel(ctx, name)
+	if err != nil {
+		return nil, err
 	}
 	base, byBase := lookup, isDN(lookup)
 	if sid, ok := sidOf(name); ok {
@@ -301,16 +292,9 @@ func (c *Client) Principal(ctx context.Context, name string) (secdesc.SID, strin
 	if name == "" {
 		return secdesc.SID{}, "", fmt.Errorf("ldap: empty name: %w", ErrNotFound)
 	}
-	lookup := name
-	if domain, n, ok := strings.Cut(name, `\`); ok && !isDN(name) {
-		nb, err := c.NetBIOSName(ctx)
-		if err != nil {
-			return secdesc.SID{}, "", err
-		}
-		if n == "" || !strings.EqualFold(domain, nb) && !strings.EqualFold(domain, c.RootDSE().DomainDNS) {
-			return secdesc.SID{}, "", fmt.Errorf("ldap: %q: the domain is not %s: %w", name, nb, ErrNotFound)
-		}
-		lookup = n
+	lookup, err := c.downLevel(ctx, name)
+	if err != nil {
+		return secdesc.SID{}, "", err
 	}
 	spec := searchSpec{base: c.RootDSE().DefaultNamingContext, scope: goldap.ScopeWholeSubtree,
 		attrs: []string{"objectSid", "sAMAccountName"}}
@@ -346,6 +330,24 @@ func (c *Client) Principal(ctx context.Context, name string) (secdesc.SID, strin
 		return secdesc.SID{}, "", fmt.Errorf("ldap: %s: objectSid: %w", entries[0].DN, err)
 	}
 	return sid, entries[0].Get("sAMAccountName"), nil
+}
+
+// downLevel turns a down-level logon name, DOMAIN\name (as requesters are named in
+// enroll-on-behalf requests), into the name to look up; the domain must be this directory's, by
+// NetBIOS or DNS name (else ErrNotFound). Other names are returned as they are.
+func (c *Client) downLevel(ctx context.Context, name string) (string, error) {
+	domain, user, ok := strings.Cut(name, `\`)
+	if !ok || isDN(name) {
+		return name, nil
+	}
+	nb, err := c.NetBIOSName(ctx)
+	if err != nil {
+		return "", err
+	}
+	if user == "" || strings.Contains(user, `\`) || !strings.EqualFold(domain, nb) && !strings.EqualFold(domain, c.RootDSE().DomainDNS) {
+		return "", fmt.Errorf("ldap: %q: the domain is not %s (%s): %w", name, nb, c.RootDSE().DomainDNS, ErrNotFound)
+	}
+	return user, nil
 }
 
 // NetBIOSName is the domain's NetBIOS name (nETBIOSName of its crossRef in the Partitions

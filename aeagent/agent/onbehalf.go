@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -80,19 +78,13 @@ func (a *Agent) EnrollOnBehalf(ctx context.Context, r OnBehalfRequest) (*wsclien
 	return res, nil
 }
 
-// oidSubjectAltName is the subjectAltName extension.
-var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
-
-// verifyIssued checks that cert chains to roots (through chain) at now, for any usage. A
-// certificate with an empty subject has a critical subjectAltName (RFC 5280 4.2.1.6), which Go's
-// verifier counts as unhandled when it holds only names it does not parse (a Windows logon
-// certificate's UPN otherName); no name is matched here, so that extension is not held against it.
+// verifyIssued checks that cert chains to roots (through chain) at now, for any usage; no name is
+// matched, so a logon certificate's critical UPN-only subjectAltName is no obstacle.
 func verifyIssued(cert *x509.Certificate, chain []*x509.Certificate, roots *x509.CertPool, now time.Time) ([][]*x509.Certificate, error) {
 	inter := x509.NewCertPool()
 	for _, c := range chain {
 		inter.AddCert(c)
 	}
-	leaf := *cert
-	leaf.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions), oidSubjectAltName.Equal)
-	return leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return certutil.VerifyNameless(cert, x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 }

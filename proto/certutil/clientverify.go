@@ -38,11 +38,22 @@ func ClientCertVerifier(roots *x509.CertPool) func(raw [][]byte, _ [][]*x509.Cer
 		for _, c := range certs[1:] {
 			inter.AddCert(c)
 		}
-		leaf := *certs[0]
-		leaf.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(leaf.UnhandledCriticalExtensions), oidSubjectAltName.Equal)
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		if _, err := VerifyNameless(certs[0], x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			return fmt.Errorf("tls: client certificate: %w", err)
 		}
 		return nil
 	}
+}
+
+// VerifyNameless is c.Verify(opts) for a caller that matches no name in c: a critical
+// subjectAltName holding only names Go does not parse (a UPN otherName; RFC 5280 4.2.1.6 makes the
+// extension critical when the subject is empty, as in Windows logon certificates) is not counted
+// as an unhandled critical extension. opts.DNSName must be empty.
+func VerifyNameless(c *x509.Certificate, opts x509.VerifyOptions) ([][]*x509.Certificate, error) {
+	if opts.DNSName != "" {
+		return nil, errors.New("certutil: VerifyNameless matches no name")
+	}
+	leaf := *c
+	leaf.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(c.UnhandledCriticalExtensions), oidSubjectAltName.Equal)
+	return leaf.Verify(opts)
 }

@@ -3,9 +3,7 @@ package cmc
 import (
 	"bytes"
 	"crypto"
-	"crypto/sha1"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 
@@ -42,13 +40,8 @@ func certCandidate(c *x509.Certificate) candidate {
 // request's SKI extension, or the SHA-1 of the public key bits, RFC 5280 4.2.1.2 method 1).
 func requestCandidate(csr *x509.CertificateRequest) candidate {
 	c := candidate{pub: csr.PublicKey, spki: csr.RawSubjectPublicKeyInfo}
-	var spki struct {
-		Alg pkix.AlgorithmIdentifier
-		Key asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(csr.RawSubjectPublicKeyInfo, &spki); err == nil {
-		h := sha1.Sum(spki.Key.Bytes)
-		c.skis = append(c.skis, h[:])
+	if id := keyID(csr.RawSubjectPublicKeyInfo); id != nil {
+		c.skis = append(c.skis, id)
 	}
 	for _, ext := range csr.Extensions {
 		var ski []byte
