@@ -235,6 +235,14 @@ func openContext(cfg *Config, path string) (*crypto11.Context, slotInfo, error) 
 	if err == nil {
 		err = checkPIN(l.p, path, si, cfg.PIN)
 	}
+	// A second handle keeps the module and the libraries it needs mapped (dlopen counts
+	// references) while the first is released and crypto11 loads it again: otherwise the
+	// module is unloaded and loaded afresh, its libraries relocated and initialised twice
+	// (SoftHSM: OpenSSL and the C++ runtime; a tenth of the service's start under TCG).
+	hold := pkcs11.New(path)
+	if hold != nil {
+		defer hold.Destroy()
+	}
 	l.release()
 	if err != nil {
 		return nil, slotInfo{}, err

@@ -273,8 +273,7 @@ Flags:
 	}
 	var confinement []string
 	if landlock {
-		// Runs the program again inside the Landlock domain (it returns there); temporary files
-		// (SQLite's) go beneath the data directory too.
+		// Temporary files (SQLite's) go beneath the data directory too.
 		writable := []string{dir}
 		if firmwareDir != "" {
 			writable = append(writable, firmwareDir)
@@ -283,7 +282,10 @@ Flags:
 		if err := os.MkdirAll(tmp, 0o700); err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}
-		abi, err := sandbox.RestrictWrites(writable, "TMPDIR="+tmp)
+		if err := os.Setenv("TMPDIR", tmp); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		abi, err := sandbox.RestrictWrites(writable)
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
 		}

@@ -4,32 +4,24 @@
 // removing or linking an entry, or making a device node, socket, FIFO or symbolic link.
 //
 // A Landlock domain belongs to a thread (landlock_restrict_self(2) restricts the caller only),
-// and the Go runtime runs many threads, some before main starts; kernels before the
-// LANDLOCK_RESTRICT_SELF_TSYNC flag cannot restrict them all. A domain is, however, kept across
-// execve(2), so RestrictWrites restricts the calling thread and executes the program again from
-// it: the new process, and every thread it ever has, starts inside the domain.
-//
-// The system calls are made directly (golang.org/x/sys/unix): the go-landlock library restricts
-// every thread with libpsx, which needs cgo hooks into thread creation, and the re-execution
-// makes that unnecessary.
+// and the Go runtime runs many threads, some before main starts; kernels before Landlock ABI 8
+// (LANDLOCK_RESTRICT_SELF_TSYNC) cannot restrict them all at once. The rules are enforced by
+// github.com/landlock-lsm/go-landlock, which on such kernels makes the same system calls on every
+// thread with libpsx (it wraps pthread_create, so it knows the threads the Go runtime and the
+// PKCS#11 module start) and uses TSYNC where the kernel has it. This replaces running the program
+// again from a restricted thread, which cost a second start of the service: about half a second
+// of the appliance's boot under TCG.
 
 package sandbox
 
 import (
 	"errors"
 	"fmt"
-	"os"
-	"runtime"
-	"strconv"
 	"syscall"
-	"unsafe"
 
+	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 )
-
-// LandlockedEnv marks, in the environment of the re-executed program, that it runs inside the
-// domain, with the Landlock ABI version it was made with.
-const LandlockedEnv = "AE_LANDLOCKED"
 
 // writeAccess is every file-system change Landlock ABI 1 can handle; ABI 2 adds REFER (linking
 // or renaming into another directory) and ABI 3 TRUNCATE.
@@ -40,13 +32,6 @@ const writeAccess = unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS
 
 // ErrNoLandlock: the kernel has no Landlock (not built, or not in the lsm= list).
 var ErrNoLandlock = errors.New("sandbox: the kernel has no Landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock)")
-
-// Landlocked reports the Landlock ABI version the process was restricted with by RestrictWrites
-// (0: it was not).
-func Landlocked() int {
-	v, _ := strconv.Atoi(os.Getenv(LandlockedEnv))
-	return v
-}
 
 // LandlockABI is the kernel's Landlock ABI version, or ErrNoLandlock.
 func LandlockABI() (int, error) {
@@ -60,69 +45,34 @@ func LandlockABI() (int, error) {
 	return int(v), nil
 }
 
-// RestrictWrites confines the process so that it can change the file system only beneath dirs.
-// In a process not yet restricted it never returns on success: it sets no_new_privs, restricts
-// the calling thread and executes the program again (/proc/self/exe, the same arguments, the
-// environment plus LandlockedEnv and env). In the re-executed process it returns the ABI version
-// at once. A directory that cannot be opened is an error; so is a kernel without Landlock.
-func RestrictWrites(dirs []string, env ...string) (int, error) {
-	if v := Landlocked(); v > 0 {
-		return v, nil
-	}
+// RestrictWrites confines the process, every thread of it, so that it can change the file
+// system only beneath dirs, and sets no_new_privs; it returns the kernel's Landlock ABI version.
+// A directory that cannot be opened is an error; so is a kernel without Landlock.
+func RestrictWrites(dirs []string) (int, error) {
 	abi, err := LandlockABI()
 	if err != nil {
 		return 0, err
 	}
-	handled := uint64(writeAccess)
+	handled := landlock.AccessFSSet(writeAccess)
 	if abi >= 2 {
 		handled |= unix.LANDLOCK_ACCESS_FS_REFER
 	}
 	if abi >= 3 {
 		handled |= unix.LANDLOCK_ACCESS_FS_TRUNCATE
 	}
-	// Only handled_access_fs, the first field of struct landlock_ruleset_attr in every ABI.
-	attr := struct{ handledAccessFS uint64 }{handled}
-	fd, _, e := syscall.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
-	if e != 0 {
-		return 0, fmt.Errorf("sandbox: landlock_create_ruleset: %w", e)
+	cfg, err := landlock.NewConfig(handled)
+	if err != nil {
+		return 0, fmt.Errorf("sandbox: the Landlock rules: %w", err)
 	}
-	ruleset := int(fd)
-	defer syscall.Close(ruleset)
-	for _, d := range dirs {
-		if err := allowBeneath(ruleset, d, handled); err != nil {
-			return 0, err
+	for _, d := range dirs { // the library's error would not say which
+		fd, err := unix.Open(d, unix.O_PATH|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return 0, fmt.Errorf("sandbox: opening %s for its Landlock rule: %w", d, err)
 		}
+		unix.Close(fd)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return 0, fmt.Errorf("sandbox: finding the program to run again: %w", err)
+	if err := cfg.RestrictPaths(landlock.PathAccess(handled, dirs...)); err != nil {
+		return 0, fmt.Errorf("sandbox: restricting writes to %v: %w", dirs, err)
 	}
-	environ := append(os.Environ(), env...)
-	environ = append(environ, LandlockedEnv+"="+strconv.Itoa(abi))
-
-	// From here on the thread is changed for good: it must be the one that executes.
-	runtime.LockOSThread()
-	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
-		return 0, fmt.Errorf("sandbox: prctl(PR_SET_NO_NEW_PRIVS): %w", e)
-	}
-	if _, _, e := syscall.RawSyscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(ruleset), 0, 0); e != 0 {
-		return 0, fmt.Errorf("sandbox: landlock_restrict_self: %w", e)
-	}
-	err = syscall.Exec(exe, os.Args, environ)
-	return 0, fmt.Errorf("sandbox: running %s again inside the Landlock domain: %w", exe, err)
-}
-
-func allowBeneath(ruleset int, dir string, access uint64) error {
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return fmt.Errorf("sandbox: opening %s for its Landlock rule: %w", dir, err)
-	}
-	defer unix.Close(fd)
-	rule := unix.LandlockPathBeneathAttr{Allowed_access: access, Parent_fd: int32(fd)}
-	// struct landlock_path_beneath_attr is packed: 8 bytes of access, then the descriptor.
-	if _, _, e := syscall.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, uintptr(ruleset), unix.LANDLOCK_RULE_PATH_BENEATH,
-		uintptr(unsafe.Pointer(&rule)), 0, 0, 0); e != 0 {
-		return fmt.Errorf("sandbox: landlock_add_rule for %s: %w", dir, e)
-	}
-	return nil
+	return abi, nil
 }

@@ -161,11 +161,18 @@ func TestForbiddenCallKillsTheProcess(t *testing.T) {
 	}
 }
 
-// landlockChild restricts writes to $LANDLOCK_ALLOWED (RestrictWrites runs the binary again),
-// then tries to change the file system inside and outside it and prints what each attempt gave.
+// landlockChild restricts writes to $LANDLOCK_ALLOWED, then tries to change the file system
+// inside and outside it and prints what each attempt gave; one attempt comes from a thread that
+// existed before the restriction (a goroutine locked to it), as the Go runtime's threads do.
 func landlockChild() {
 	allowed, other := os.Getenv("LANDLOCK_ALLOWED"), os.Getenv("LANDLOCK_OTHER")
-	abi, err := sandbox.RestrictWrites([]string{allowed}, "LANDLOCK_EXTRA=kept")
+	start, done := make(chan struct{}), make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread ends with the goroutine
+		<-start
+		done <- os.WriteFile(filepath.Join(other, "from-old-thread"), []byte("x"), 0o600)
+	}()
+	abi, err := sandbox.RestrictWrites([]string{allowed})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -181,7 +188,9 @@ func landlockChild() {
 			fmt.Printf("%s: %v\n", name, err)
 		}
 	}
-	fmt.Printf("abi %d, extra %s\n", abi, os.Getenv("LANDLOCK_EXTRA"))
+	fmt.Printf("abi %d\n", abi)
+	close(start)
+	res("create outside from an older thread", <-done)
 	res("create inside", os.WriteFile(filepath.Join(allowed, "new"), []byte("x"), 0o600))
 	res("rename inside", os.Rename(filepath.Join(allowed, "new"), filepath.Join(allowed, "renamed")))
 	res("mkdir inside", os.Mkdir(filepath.Join(allowed, "d"), 0o700))
@@ -200,8 +209,8 @@ func landlockChild() {
 	os.Exit(0)
 }
 
-// TestRestrictWrites: after RestrictWrites the process (every thread of it, since it runs again
-// inside the domain) changes the file system only beneath the directory it was given, whatever
+// TestRestrictWrites: after RestrictWrites the process (every thread of it, those it had before
+// as well) changes the file system only beneath the directory it was given, whatever
 // the file permissions allow (the test runs as root); it still reads elsewhere.
 func TestRestrictWrites(t *testing.T) {
 	if _, err := sandbox.LandlockABI(); err != nil {
@@ -221,7 +230,7 @@ func TestRestrictWrites(t *testing.T) {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 	got := string(out)
-	for _, want := range []string{"extra kept", "create inside: ok", "rename inside: ok", "mkdir inside: ok",
+	for _, want := range []string{"create outside from an older thread: permission denied", "create inside: ok", "rename inside: ok", "mkdir inside: ok",
 		"create outside: permission denied", "write outside: permission denied", "remove outside: permission denied",
 		"mkdir outside: permission denied", "symlink outside: permission denied", "read outside: ok"} {
 		if !strings.Contains(got, want+"\n") {
