@@ -71,6 +71,10 @@ func (a *Appliance) cmdStatus(ctx context.Context, _ []string, w io.Writer) erro
 	if !a.o.Dev {
 		row("Boot", a.boot.String())
 	}
+	// The service's own start, step by step (it writes it once its API serves).
+	if b, err := os.ReadFile(config.Path(a.varDir(), config.StartupFile)); err == nil {
+		row("Service start", strings.TrimSpace(string(b)))
+	}
 	disk, ok := a.diskReady()
 	switch {
 	case ok && a.o.Dev:

@@ -35,6 +35,8 @@ const (
 	APIAddrFile   = "api/address" // written by serve once it listens
 	// ConfinementFile is written by serve once confined: its Landlock and seccomp state, one line.
 	ConfinementFile = "confinement"
+	// StartupFile is written by serve once its API serves: how long each step of its start took.
+	StartupFile     = "startup"
 	LDAPDir         = "ldap"
 	LDAPPassword    = "ldap/password" // the directory service account's password (mode 0600)
 	LDAPCAFile      = "ldap/ca.pem"   // the CA that issued the domain controllers' certificates

@@ -297,9 +297,10 @@ func logBoot(t *testing.T, vm *VM, toServing time.Duration) {
 	t.Helper()
 	re := regexp.MustCompile(`Boot:\s+(.*?service done ([0-9.]+)s after the kernel started)`)
 	var m []string
+	var out string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
 		// The appliance marks the service once it has seen its API answer, a moment after the host.
-		out := command(t, vm, "status", 30*time.Second)
+		out = command(t, vm, "status", 30*time.Second)
 		if m = re.FindStringSubmatch(out); m != nil {
 			break
 		}
@@ -311,6 +312,9 @@ func logBoot(t *testing.T, vm *VM, toServing time.Duration) {
 	guest, _ := time.ParseDuration(m[2] + "s")
 	t.Logf("boot to serving %s (TCG): firmware, boot loader and kernel decompression %s (host), then %s",
 		toServing.Round(100*time.Millisecond), (toServing - guest).Round(100*time.Millisecond), m[1])
+	if s := regexp.MustCompile(`Service start:\s+(.*)`).FindStringSubmatch(out); s != nil {
+		t.Logf("the service's start (from its process's creation to its API serving): %s", s[1])
+	}
 }
 
 // pasteLines types text line by line, then an empty line, slowly enough for a serial line

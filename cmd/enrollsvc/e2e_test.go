@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -191,6 +192,18 @@ func TestServeAndAectl(t *testing.T) {
 	s := startServe(t, dir)
 	if !strings.Contains(s.output(), "Local API listening on https://127.0.0.1:") || !strings.Contains(s.output(), "aectl --data") {
 		t.Errorf("serve printed %q, want where the API listens and how to use aectl", s.output())
+	}
+
+	// Once the API serves, the service has written how long each step of its start took (the
+	// appliance's status shows it): from its process's creation, every step named, in order.
+	startup, err := os.ReadFile(filepath.Join(dir, config.StartupFile))
+	if err != nil {
+		t.Fatalf("the start's timeline: %v", err)
+	}
+	if !regexp.MustCompile(`^[0-9]+\.[0-9]{2}s: program load and init [0-9.]+s, configuration and confinement [0-9.]+s, HSM [0-9.]+s, ` +
+		`store [0-9.]+s, API certificate and settings [0-9.]+s, first CRLs and SCEP [0-9.]+s, health check [0-9.]+s, ` +
+		`API and start event [0-9.]+s, other listeners [0-9.]+s, background tasks [0-9.]+s\n$`).Match(startup) {
+		t.Errorf("the start's timeline: %q", startup)
 	}
 
 	var st apiclient.Status

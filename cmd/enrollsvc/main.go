@@ -28,7 +28,11 @@ import (
 	"github.com/enrollment-appliance/aeappliance/provisioning/ceremony"
 )
 
+// mainStarted is when main began: the program loaded and its packages initialised.
+var mainStarted time.Time
+
 func main() {
+	mainStarted = time.Now()
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "enrollsvc:", err)
@@ -317,6 +321,11 @@ Flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if ps := daemon.ProcessStart(); !ps.IsZero() {
+		so.ProcessStart = ps
+		so.Began = fmt.Sprintf("program load and init %.2fs, ", mainStarted.Sub(ps).Seconds())
+	}
+	so.Began += fmt.Sprintf("configuration and confinement %.2fs", time.Since(mainStarted).Seconds())
 	rt, err := daemon.Open(ctx, dir, log)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

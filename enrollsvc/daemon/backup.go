@@ -47,7 +47,7 @@ type backupLast struct {
 func skipInBackup(store string) backup.Skip {
 	return func(rel string) bool {
 		switch rel {
-		case config.APIAddrFile, config.EnrollAddr, config.ConfinementFile, BackupTmpDir, BackupsDir:
+		case config.APIAddrFile, config.EnrollAddr, config.ConfinementFile, config.StartupFile, BackupTmpDir, BackupsDir:
 			return true
 		}
 		if store != "" && (rel == store || strings.HasPrefix(rel, store+"-")) { // -wal, -shm, -journal

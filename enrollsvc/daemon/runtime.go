@@ -72,6 +72,8 @@ type Runtime struct {
 	limitsOnce sync.Once
 	limits     *limits // limitsOf
 	limitsErr  error
+
+	startup *startup // the start's steps, written once the API serves (config.StartupFile)
 }
 
 // Open opens the data directory dir: configuration, HSM and CA key, store. On error nothing
@@ -80,6 +82,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if log == nil {
 		log = slog.Default()
 	}
+	began := time.Now()
 	cfg, err := config.Load(dir)
 	if err != nil {
 		return nil, err
@@ -88,7 +91,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{Dir: dir, Config: cfg, CACert: caCert, Log: log, Started: time.Now()}
+	rt := &Runtime{Dir: dir, Config: cfg, CACert: caCert, Log: log, Started: began, startup: newStartup(began)}
 	if cfg.CAChain != "" {
 		if rt.CAChain, err = ReadCAChain(config.Path(dir, cfg.CAChain), caCert); err != nil {
 			return nil, err
@@ -125,6 +128,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if !certutil.PublicKeysEqual(caCert.PublicKey, rt.Key.Public()) {
 		return nil, fmt.Errorf("the CA key %s in the HSM does not match the CA certificate %s", uri, config.Path(dir, cfg.CACert))
 	}
+	rt.startup.step("HSM")
 	rt.Store, err = OpenStore(ctx, dir, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
@@ -132,6 +136,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (_ *Runtime, err er
 	if err := rt.checkCluster(ctx); err != nil {
 		return nil, err
 	}
+	rt.startup.step("store")
 	rt.Recorder = events.NewRecorder(rt.Store, log, nil)
 	rt.Issuer, err = issue.New(issue.Config{CACert: caCert, Signer: rt.Key, CRLURLs: cfg.CRLURLs,
 		OCSPURLs: cfg.OCSPURLs, CAIssuerURLs: cfg.CAIssuerURLs})

@@ -127,6 +127,11 @@ type ServeOptions struct {
 	// LogTee is the service's log handler, which the remote syslog setting connects to a
 	// server (nil: the operational log stays local; the audit stream is sent regardless).
 	LogTee *remotelog.Tee
+	// Began is how the command's start went before Open, steps as the startup file shows
+	// them ("program load and init 0.35s, confinement 0.02s"), and ProcessStart when the
+	// process was created (ProcessStart()); both may be empty.
+	Began        string
+	ProcessStart time.Time
 }
 
 // Check refuses options that cannot take effect with the configuration cfg: an address for a
@@ -197,10 +202,13 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 		return fmt.Errorf("reading the operations settings: %w", err)
 	}
 	mon := &monitor{rt: rt}
+	rt.startup.step("API certificate and settings")
 	if err := rt.startRevocation(ctx); err != nil {
 		return err
 	}
+	rt.startup.step("first CRLs and SCEP")
 	mon.check(ctx) // the health check has a verdict before the API answers
+	rt.startup.step("health check")
 	lim, err := rt.limitsOf()
 	if err != nil {
 		return err
@@ -261,6 +269,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if o.OnListen != nil {
 		o.OnListen(addr)
 	}
+	rt.startup.step("API and start event")
 	ectx, stopEnroll := context.WithCancel(ctx)
 	defer stopEnroll()
 	enrollAddr, enrollDone, err := rt.startEnroll(ectx, o.EnrollListen)
@@ -283,6 +292,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	if err != nil {
 		return err
 	}
+	rt.startup.step("other listeners")
 	if httpDone != nil {
 		defer func() {
 			stopEnroll()
@@ -328,6 +338,9 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 	// sends a token.
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(rt.CACert)
+	rt.startup.step("background tasks")
+	rt.writeStartup(o)
+	defer os.Remove(config.Path(dir, config.StartupFile))
 	err = srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12,
 		ClientAuth: tls.RequestClientCert, ClientCAs: clientCAs, VerifyPeerCertificate: certutil.ClientCertVerifier(clientCAs)})
 	stop()
