@@ -238,7 +238,7 @@ func openContext(cfg *Config, path string) (*crypto11.Context, slotInfo, error) 
 	// A second handle keeps the module and the libraries it needs mapped (dlopen counts
 	// references) while the first is released and crypto11 loads it again: otherwise the
 	// module is unloaded and loaded afresh, its libraries relocated and initialised twice
-	// (SoftHSM: OpenSSL and the C++ runtime; a tenth of the service's start under TCG).
+	// (SoftHSM: OpenSSL and the C++ runtime).
 	hold := pkcs11.New(path)
 	if hold != nil {
 		defer hold.Destroy()

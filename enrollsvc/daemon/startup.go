@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,9 +14,9 @@ import (
 
 // startup records how long each step of the service's start took, from the process's creation
 // to the API answering, and writes it to config.StartupFile once the API serves: the appliance's
-// status shows it beside the boot's timeline (issue 16's "where every millisecond goes").
+// status shows it beside the boot's timeline (issue 16's "where every millisecond goes"). Only
+// Open and Serve, one after the other on one goroutine, record steps.
 type startup struct {
-	mu    sync.Mutex
 	last  time.Time
 	steps []string
 }
@@ -27,21 +26,9 @@ func newStartup(began time.Time) *startup { return &startup{last: began} }
 
 // step records that the step named name ended now.
 func (s *startup) step(name string) {
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := time.Now()
 	s.steps = append(s.steps, fmt.Sprintf("%s %.2fs", name, now.Sub(s.last).Seconds()))
 	s.last = now
-}
-
-// String is the steps in order, with the total.
-func (s *startup) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Join(s.steps, ", ")
 }
 
 // ProcessStart is when this process was created (proc(5): /proc/self/stat, starttime, in clock
@@ -81,7 +68,7 @@ func ProcessStart() time.Time {
 // writeStartup writes the start's steps to config.StartupFile, after the command's own (o.Began),
 // with the total since o.ProcessStart (since Open without it).
 func (rt *Runtime) writeStartup(o ServeOptions) {
-	line := rt.startup.String()
+	line := strings.Join(rt.startup.steps, ", ")
 	if o.Began != "" {
 		line = o.Began + ", " + line
 	}
