@@ -100,7 +100,7 @@ bench: build
 
 # The appliance image (firmware/): build/appliance/vmlinuz (Debian's linux-image-amd64, fetched
 # with apt-get download into build/cache, never installed) and build/appliance/initramfs.cpio.zst
-# (u-root: init, cmd/appinit, enrollsvc built with cgo, SoftHSM, e2fsprogs, kernel modules).
+# (a u-root archive: cmd/appinit as /init, enrollsvc built with cgo, SoftHSM, e2fsprogs, kernel modules).
 # Reproducible: the same sources, VERSION, SOURCE_DATE_EPOCH, Go toolchain, kernel package and
 # host packages give the same bytes (build/appliance/manifest.json records them). The VM test in
 # testvm/ (part of make test) builds the same image the same way.

@@ -1,5 +1,6 @@
 // Package appliance is the on-device wiring of the appliance image: the boot sequence
-// the init payload (cmd/appinit) runs after u-root's init, and the admin console.
+// of the init payload (cmd/appinit, which process 1 starts: appliance/initproc), and the admin
+// console.
 //
 // Boot: check the basic mounts, load the kernel modules the image lists, configure the
 // network in the background (loopback, DHCP on the management interface), find, check
@@ -173,9 +174,9 @@ func Run(ctx context.Context, o Options) error {
 		if err := checkImage(o.ReleaseFile); err != nil {
 			return err
 		}
-		// u-root's init gives the payload a pipe as standard output and copies it to the
-		// console itself: what is still in that pipe when the machine powers down is
-		// lost, and a pipe cannot be drained. The console writes to the device instead.
+		// The console writes to the device itself, whatever standard output is (u-root's
+		// init, which started the payload before appliance/initproc, gave it a pipe that
+		// could not be drained before powering down).
 		if _, out, err := o.ReopenConsole(); err == nil {
 			o.Out, a.o.Out = out, out
 		} else {
@@ -215,6 +216,10 @@ func Run(ctx context.Context, o Options) error {
 	if o.Dev {
 		a.net.SetConfigured(netcfg.Config{Interface: "lo", Method: "development mode", Addr: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}})
 	} else {
+		// /proc, /sys and /dev first: the kernel's log (/dev/kmsg) gives the boot's first phases.
+		for _, err := range ensureMounts() {
+			a.con.Printf("boot: %v", err)
+		}
 		if err := a.boot.kernelMarks("/dev/kmsg"); err != nil {
 			a.log.Warn("reading the kernel log for the boot timeline", "err", err)
 		}
@@ -292,14 +297,11 @@ func (a *Appliance) consoleLoop(ctx context.Context) error {
 	}
 }
 
-// bootSystem does the image-only steps before the data disk: mounts, console line
-// settings and kernel modules.
+// bootSystem does the image-only steps before the data disk: console line settings,
+// directories and kernel modules.
 func (a *Appliance) bootSystem() {
 	if f, ok := a.o.In.(*os.File); ok {
 		setupTTY(f)
-	}
-	for _, err := range ensureMounts() {
-		a.con.Printf("boot: %v", err)
 	}
 	// /run as on any Linux system (0755: the provisioning API relay's user enters its directory
 	// there), then cryptsetup's lock directory (cryptsetup(8), --disable-locks is not used).
@@ -466,7 +468,7 @@ func checkImage(releaseFile string) error {
 	return nil
 }
 
-// ensureMounts mounts /proc, /sys and /dev when u-root's init has not.
+// ensureMounts mounts /proc, /sys and /dev unless mounted (process 1 mounts nothing).
 func ensureMounts() []error {
 	var errs []error
 	for _, m := range []struct{ src, dir, fs string }{

@@ -23,7 +23,7 @@ const (
 	bootKernel    = "kernel"           // the kernel's own initialisation, to the initramfs
 	bootInitramfs = "initramfs unpack" // the kernel unpacks the initramfs
 	bootToInit    = "kernel to /init"  // the rest of the kernel's start, to running /init
-	bootInit      = "init"             // from the kernel's handing over to /init to appinit's start (u-root's init)
+	bootInit      = "init"             // from the kernel's running /init (process 1) to its payload's start
 	bootModules   = "mounts and modules"
 	bootDisk      = "data disk" // find, unlock (TPM), check, mount
 	bootNetwork   = "network"   // the management address (DHCP or static)

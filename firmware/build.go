@@ -1,6 +1,6 @@
 // Package firmware composes the appliance image: Debian's kernel (fetched with apt, never
-// installed on the build host) and a u-root initramfs holding u-root's init, the init
-// payload cmd/appinit, enrollsvc built with cgo, the PKCS#11 module (SoftHSM2 or a
+// installed on the build host) and a u-root initramfs holding the init, cmd/appinit (as
+// /init: process 1, which starts itself again as the payload), enrollsvc built with cgo, the PKCS#11 module (SoftHSM2 or a
 // vendor's, with the libraries it needs), the e2fsprogs tools the data disk needs, the
 // kernel modules to load and the files under rootfs/.
 //
@@ -465,10 +465,10 @@ func (o Options) buildBusybox(ctx context.Context, out string) error {
 }
 
 // uroot runs the u-root tool pinned in go.mod to compose the archive: its base (device
-// nodes, directories), /init -> bin/init (u-root's init), bin/uinit -> appinit (the
-// payload init starts; the command itself is not named uinit, which init would run
-// twice), no default shell (a debug image stages its own), and every staged top-level
-// directory added as is, symlinks kept.
+// nodes, directories), /init -> bin/appinit (process 1, which starts itself again as the
+// payload: appliance/initproc; u-root's own init is not in the image), no uinit, no default
+// shell (a debug image stages its own), and every staged top-level directory added as is,
+// symlinks kept.
 //
 // The Go commands are built beforehand with go build (-nocmd here): u-root's builder
 // always rebuilds the standard library (go build -a), a minute per image, where the
@@ -476,7 +476,7 @@ func (o Options) buildBusybox(ctx context.Context, out string) error {
 // staging (-skip-ldd), so the archive does not depend on what else the host has.
 func (o Options) uroot(ctx context.Context, stage, tmpDir, out string) error {
 	args := []string{"tool", "u-root", "-nocmd", "-o", out, "-tmp-dir", tmpDir, "-skip-ldd",
-		"-initcmd=/bin/init", "-uinitcmd=/bin/appinit", "-defaultsh="}
+		"-initcmd=/bin/appinit", "-uinitcmd=", "-defaultsh="}
 	ents, err := os.ReadDir(stage)
 	if err != nil {
 		return err

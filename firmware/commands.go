@@ -49,7 +49,6 @@ type goCommand struct {
 func imageCommands() []goCommand {
 	return []goCommand{
 		{Pkg: "./cmd/enrollsvc", Out: "bin/enrollsvc", CGO: true},
-		{Pkg: uRootCmds + "init", Out: "bin/init"},
 		{Pkg: "./cmd/appinit", Out: "bin/appinit"},
 	}
 }
@@ -73,9 +72,9 @@ func makebbArgs(out string) []string {
 
 // imageSymlinks are the symlinks a build adds (image path -> target). A debug image has
 // release.ShellPath and /bin/TOOL pointing at its busybox, which runs the command its
-// last symlink names, and /bin/sh -> gosh. u-root's init starts /bin/sh on the console
-// when appinit exits, so a debug image drops to a shell there and a release image
-// (without /bin/sh) does not.
+// last symlink names, and /bin/sh -> gosh. Process 1 (appinit, appliance/initproc) starts
+// release.ShellPath on the console when its payload exits, so a debug image drops to a
+// shell there and a release image (without one) does not.
 func imageSymlinks(debug bool) map[string]string {
 	links := map[string]string{}
 	if !debug {

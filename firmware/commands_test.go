@@ -30,8 +30,8 @@ func imageNames(debug bool) []string {
 	return names
 }
 
-// TestReleaseHasNoShell: the release image's commands hold no shell, not even one
-// u-root's init would start when appinit exits.
+// TestReleaseHasNoShell: the release image's commands hold no shell, not even one process 1
+// would start when appinit's payload exits.
 func TestReleaseHasNoShell(t *testing.T) {
 	names := imageNames(false)
 	for _, n := range names {
@@ -44,7 +44,7 @@ func TestReleaseHasNoShell(t *testing.T) {
 	if err := checkShells(names, false); err != nil {
 		t.Error(err)
 	}
-	if want := []string{"bin/enrollsvc", "bin/init", "bin/appinit"}; !reflect.DeepEqual(names, want) {
+	if want := []string{"bin/enrollsvc", "bin/appinit"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("release commands = %v, want %v", names, want)
 	}
 }
@@ -78,7 +78,7 @@ func prefixed(p string, s []string) []string {
 }
 
 func TestCheckShells(t *testing.T) {
-	base := []string{"init", "bin/init", "bin/appinit", "bin/enrollsvc", "etc/appliance/release.json"}
+	base := []string{"init", "bin/appinit", "bin/enrollsvc", "etc/appliance/release.json"}
 	for _, c := range []struct {
 		names []string
 		debug bool

@@ -1,7 +1,8 @@
-// Command appinit is the appliance image's init payload. u-root's init starts it (as
-// bin/uinit, a link to appinit) on the serial console after setting up the root file
-// system; appinit loads the kernel modules, prepares the data disk, configures the
-// network, supervises enrollsvc and runs the admin console. It never exits on the image.
+// Command appinit is the appliance image's init (/init). Run by the kernel as process 1, it
+// starts itself again as the payload (appliance/initproc: process 1 only reaps orphans and
+// restarts the machine should the payload end); the payload, on the serial console, mounts
+// the kernel's file systems, loads the kernel modules, prepares the data disk, configures
+// the network, supervises enrollsvc and runs the admin console. It never exits on the image.
 //
 // With -dev it runs the same console on a workstation's terminal, on an ordinary data
 // directory, without touching modules, disks or the network.
@@ -19,12 +20,15 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance"
 	"github.com/enrollment-appliance/aeappliance/appliance/datadisk"
+	"github.com/enrollment-appliance/aeappliance/appliance/initproc"
+	"github.com/enrollment-appliance/aeappliance/appliance/release"
 )
 
 const usage = `appinit - the appliance's init payload and serial console
 
 Usage:
-  appinit [flags]          on the appliance image (started by u-root's init)
+  appinit [flags]          on the appliance image (/init: as process 1, it
+                           starts itself again, without arguments, as payload)
   appinit -dev [flags]     the console on this terminal, for development
 
 On the image, appinit loads the kernel modules listed in -modules,
@@ -41,6 +45,13 @@ Flags:
 `
 
 func main() {
+	if os.Getpid() == 1 {
+		// The kernel's /init. The words of the kernel's command line it did not recognise are
+		// our arguments: they are not the payload's.
+		err := initproc.Run(initproc.Config{Payload: os.Args[0], Shell: release.ShellPath})
+		fmt.Fprintln(os.Stderr, "appinit:", err)
+		os.Exit(1)
+	}
 	err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -48,8 +59,8 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "appinit:", err)
 		if !isDev(os.Args[1:]) && os.Getppid() == 1 {
-			// Started by init on the image: an exiting payload hangs up the
-			// console. Keep it, and let the operator read why.
+			// The payload on the image: process 1 restarts the machine when it
+			// ends. Keep the console, and let the operator read why.
 			for {
 				time.Sleep(time.Hour)
 			}

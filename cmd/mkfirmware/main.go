@@ -43,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Version, "version", "", "image version (default: git describe --always --dirty)")
 	fs.Int64Var(&sde, "source-date-epoch", -1, "build date (default: $SOURCE_DATE_EPOCH, else the last commit's time)")
 	fs.StringVar(&o.KernelPackage, "kernel-package", "linux-image-amd64", "Debian kernel package")
-	fs.IntVar(&o.ZstdLevel, "zstd-level", 19, "zstd compression level of the initramfs (the VM tests build at 12, which is faster)")
+	fs.IntVar(&o.ZstdLevel, "zstd-level", 19, "zstd compression level of the initramfs (the VM tests build at 3, which is faster)")
 	fs.IntVar(&o.ZstdWindowLog, "zstd-window-log", firmware.ZstdWindowLogDefault, "zstd window of the initramfs, log2 of its octets (--long; the kernel allocates it while unpacking)")
 	fs.StringVar(&o.HSMModule, "hsm-module", firmware.DefaultHSMModule, "PKCS#11 module to bundle (symlinks are followed; its libraries come along)")
 	fs.BoolVar(&o.Debug, "debug", false, "build a debug image: with a shell (/bin/gosh, /bin/sh) and tools, version suffixed -debug; not for production")
