@@ -332,6 +332,8 @@ type EnrollRequest struct {
 	// Reenrollment: a renewal of a valid certificate of the template (Renew checked it):
 	// policy.Input.Reenrollment.
 	Reenrollment bool
+	// SCEP is the SCEP transaction the request came with: Meta.SCEP.
+	SCEP *store.SCEPTransaction
 }
 
 // Outcomes of Enroll.
@@ -375,7 +377,7 @@ func (s *Service) Enroll(ctx context.Context, er EnrollRequest) (*EnrollResult, 
 	if name == "" {
 		return nil, &Error{Kind: KindBadRequest, Op: "reading the request", Err: errors.New("no template: name one, or put the template extension in the request")}
 	}
-	meta := Meta{Requester: er.Requester, Account: er.Account, Template: name, CSR: er.CSR}
+	meta := Meta{Requester: er.Requester, Account: er.Account, Template: name, CSR: er.CSR, SCEP: er.SCEP}
 	if er.OnBehalf != nil {
 		meta.Agent = er.OnBehalf.Agent // as authenticated; its sAMAccountName once looked up
 	}
@@ -513,7 +515,7 @@ func (s *Service) refuse(ctx context.Context, m Meta, reasons []string, d *polic
 		"requester", m.Requester, "reasons", slices.Clone(reasons)}, m.fields()...)...)
 	id, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestDenied, Template: m.Template,
 		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now,
-		Reason: strings.Join(reasons, "; ")}, ev)
+		Reason: strings.Join(reasons, "; "), SCEP: m.SCEP}, ev)
 	if err != nil {
 		return nil, &Error{Kind: KindInternal, Op: "recording refused request", Err: err}
 	}

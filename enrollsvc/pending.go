@@ -174,7 +174,7 @@ func (s *Service) Hold(ctx context.Context, o issue.Order, h Held, m Meta) (int6
 		"subject", h.Subject, "sans", h.SANs)
 	id, err := s.store.CreateRequest(ctx, store.Request{State: store.RequestPending, Template: m.Template,
 		Requester: m.Requester, Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now,
-		Reason: "waiting for approval by a certificate manager", Decision: b}, ev)
+		Reason: "waiting for approval by a certificate manager", Decision: b, SCEP: m.SCEP}, ev)
 	if err != nil {
 		return 0, &Error{Kind: KindInternal, Op: "recording pending request", Err: err}
 	}

@@ -18,9 +18,10 @@ import (
 // (the signature has been verified by the protocol edge).
 type RenewRequest struct {
 	OldCert   *x509.Certificate
-	CSR       []byte // DER PKCS#10 for the new certificate
-	Template  string // the template the request names, if any
-	Requester string // the authenticated caller
+	CSR       []byte                 // DER PKCS#10 for the new certificate
+	Template  string                 // the template the request names, if any
+	Requester string                 // the authenticated caller
+	SCEP      *store.SCEPTransaction // the SCEP transaction the renewal came with: Meta.SCEP
 }
 
 // Renew issues the renewal of a certificate. It is for the old certificate's account and
@@ -32,7 +33,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 		return nil, &Error{Kind: KindBadRequest, Op: "renewing", Err: fmt.Errorf("no certificate to renew")}
 	}
 	serial := certutil.SerialString(rr.OldCert.SerialNumber)
-	meta := Meta{Requester: "renewal by " + rr.Requester, Template: rr.Template, CSR: rr.CSR}
+	meta := Meta{Requester: "renewal by " + rr.Requester, Template: rr.Template, CSR: rr.CSR, SCEP: rr.SCEP}
 	if err := rr.OldCert.CheckSignatureFrom(s.issuer.CACert()); err != nil {
 		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + ") was not issued by this CA"}, nil)
 	}
@@ -79,7 +80,7 @@ func (s *Service) Renew(ctx context.Context, rr RenewRequest) (*EnrollResult, er
 		return s.refuse(ctx, meta, []string{"the certificate being renewed (serial " + serial + "): " + err.Error()}, nil)
 	}
 	return s.Enroll(ctx, EnrollRequest{Template: sc.Template, Account: account, Requester: meta.Requester, CSR: rr.CSR,
-		Reenrollment: true})
+		Reenrollment: true, SCEP: rr.SCEP})
 }
 
 // CertificateAccount authenticates a TLS client certificate: it must be one this CA issued and

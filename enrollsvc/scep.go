@@ -32,7 +32,6 @@ type SCEPStore interface {
 	AddSCEPChallenge(ctx context.Context, c store.SCEPChallenge, e store.Event) error
 	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (store.SCEPChallenge, error)
 	GetSCEPTransaction(ctx context.Context, profile, id string) (store.SCEPTransaction, error)
-	AddSCEPTransaction(ctx context.Context, t store.SCEPTransaction) error
 	SCEPTransactionOfRequest(ctx context.Context, id int64) (store.SCEPTransaction, error)
 	SpendSCEPChallenge(ctx context.Context, profile string, sha []byte, now, expires time.Time) error
 	SCEPChallengeSpent(ctx context.Context, sha []byte) (bool, error)
@@ -295,32 +294,43 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 	}
 	h := sha256.Sum256(r.CSR)
 	txKey := transactionKey(r.TransactionID, r.Renewing)
-	tx, err := ss.GetSCEPTransaction(ctx, p.Name, txKey)
-	switch {
-	case err == nil && subtle.ConstantTimeCompare(tx.BodySHA256, h[:]) != 1:
-		return s.refuse(ctx, Meta{Requester: "scep:" + p.Name, Template: p.Template},
-			[]string{"transaction ID " + r.TransactionID + " was used before with another request"}, nil)
-	case err == nil:
-		return s.requestState(ctx, tx.RequestID, op) // a retry: the same request's state
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, &Error{Kind: KindInternal, Op: op, Err: err}
+	seen := func() (*EnrollResult, bool, error) {
+		tx, err := ss.GetSCEPTransaction(ctx, p.Name, txKey)
+		switch {
+		case err == nil && subtle.ConstantTimeCompare(tx.BodySHA256, h[:]) != 1:
+			res, err := s.refuse(ctx, Meta{Requester: "scep:" + p.Name, Template: p.Template},
+				[]string{"transaction ID " + r.TransactionID + " was used before with another request"}, nil)
+			return res, true, err
+		case err == nil:
+			res, err := s.requestState(ctx, tx.RequestID, op) // a retry: the same request's state
+			return res, true, err
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, true, &Error{Kind: KindInternal, Op: op, Err: err}
+		}
+		return nil, false, nil
+	}
+	if res, ok, err := seen(); ok {
+		return res, err
 	}
 
+	// The transaction is recorded with the request it makes, in the same commit (store.Request.SCEP):
+	// the same transaction sent again while this one is being signed finds it, or, if it gets
+	// there first, makes this one fail before anything is signed.
+	tx := &store.SCEPTransaction{Profile: p.Name, TransactionID: txKey, BodySHA256: h[:], Created: s.rec.Now()}
 	var res *EnrollResult
 	if r.Renewing != nil {
-		res, err = s.Renew(ctx, RenewRequest{OldCert: r.Renewing, CSR: r.CSR, Template: p.Template, Requester: "scep:" + p.Name})
+		res, err = s.Renew(ctx, RenewRequest{OldCert: r.Renewing, CSR: r.CSR, Template: p.Template, Requester: "scep:" + p.Name, SCEP: tx})
 	} else {
-		res, err = s.scepNew(ctx, ss, p, r)
+		res, err = s.scepNew(ctx, ss, p, r, tx)
 	}
 	if err != nil {
+		if errors.Is(err, store.ErrTransactionRecorded) {
+			// Recorded meanwhile by the same transaction sent concurrently: answer as to a retry.
+			if res, ok, serr := seen(); ok {
+				return res, serr
+			}
+		}
 		return nil, err
-	}
-	if res.RequestID == 0 {
-		return res, nil // refused anonymously: nothing recorded, a retry is judged again
-	}
-	if err := ss.AddSCEPTransaction(ctx, store.SCEPTransaction{Profile: p.Name, TransactionID: txKey,
-		BodySHA256: h[:], RequestID: res.RequestID, Created: s.rec.Now()}); err != nil {
-		s.log.Warn("recording the SCEP transaction", "transaction", txKey, "err", err)
 	}
 	return res, nil
 }
@@ -385,10 +395,10 @@ func transactionKey(id string, renewing *x509.Certificate) string {
 
 // scepNew authorises a PKCSReq by its challenge and enrolls it for the profile's or the
 // challenge's account.
-func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile, r SCEPRequest) (*EnrollResult, error) {
+func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile, r SCEPRequest, tx *store.SCEPTransaction) (*EnrollResult, error) {
 	// Until the challenge is right the sender is anonymous: its refusal is counted, not recorded
 	// as a request (refuseAnonymous), so that a flood of them cannot fill the store.
-	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template}
+	meta := Meta{Requester: "scep:" + p.Name, Account: p.Account, Template: p.Template, SCEP: tx}
 	account, sid := p.Account, p.AccountSID
 	h := sha256.Sum256([]byte(r.Challenge))
 	switch {
@@ -434,7 +444,7 @@ func (s *Service) scepNew(ctx context.Context, ss SCEPStore, p store.SCEPProfile
 		}
 		account = ldap.SIDAccount(v)
 	}
-	return s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR})
+	return s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR, SCEP: meta.SCEP})
 }
 
 // requestNamesOnly reports whether every name csr carries is name (compared case-insensitively):

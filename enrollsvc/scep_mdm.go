@@ -73,7 +73,7 @@ func (s *Service) scepByMDM(ctx context.Context, ss SCEPStore, p store.SCEPProfi
 		// An account the MDM named (not the profile's, which an administrator chose) is never a
 		// protected one.
 		res, err = s.Enroll(ctx, EnrollRequest{Template: p.Template, Account: account, Requester: "scep:" + p.Name, CSR: r.CSR,
-			NamedByConnector: v.Account != ""})
+			NamedByConnector: v.Account != "", SCEP: meta.SCEP})
 	}
 	out := SCEPOutcome{Profile: p.Name, TransactionID: r.TransactionID}
 	switch {

@@ -127,6 +127,9 @@ type Meta struct {
 	Template  string // template or profile name
 	CSR       []byte // the request as received (DER), kept with the request
 	Agent     string // the enrollment agent that asked on Account's behalf ("" none)
+	// SCEP is the SCEP transaction the request came with ("" none): recorded with the request
+	// (store.Request.SCEP), whatever becomes of it.
+	SCEP *store.SCEPTransaction
 }
 
 // fields are the audit fields of m besides account, template and requester: the agent's name
@@ -151,7 +154,7 @@ type Issued struct {
 func (s *Service) issueOrder(ctx context.Context, o issue.Order, m Meta, extra ...store.Event) (*Issued, error) {
 	now := s.rec.Now()
 	req := store.Request{State: store.RequestPending, Template: m.Template, Requester: m.Requester,
-		Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now}
+		Account: m.Account, CSR: m.CSR, Submitted: now, Updated: now, SCEP: m.SCEP}
 	p, err := s.issuer.Prepare(o)
 	if err != nil {
 		kind, ev := s.gateRefusal(err, m.Template)

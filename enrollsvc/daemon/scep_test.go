@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,6 +88,33 @@ func TestSCEPRules(t *testing.T) {
 	if n := certs(); n != base+1 {
 		t.Errorf("%d certificates issued, want 1", n-base)
 	}
+	// The same transaction sent eight times at once (a client retrying while the first is still
+	// being signed): one certificate; every answer is that certificate or "pending" (a copy that
+	// came while it was being signed), none an error.
+	csrB := rsaCSR(t, pkix.Name{CommonName: "router2.corp.example.test"})
+	var wg sync.WaitGroup
+	answers := make([]*enrollsvc.EnrollResult, 8)
+	errs := make([]error, len(answers))
+	for i := range answers {
+		wg.Go(func() {
+			answers[i], errs[i] = svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-burst", CSR: csrB, Challenge: "long enough secret"})
+		})
+	}
+	wg.Wait()
+	var issued *x509.Certificate
+	for i, res := range answers {
+		switch {
+		case errs[i] != nil:
+			t.Errorf("copy %d of tx-burst: %v", i, errs[i])
+		case res.Status == enrollsvc.StatusIssued && (issued == nil || issued.Equal(res.Certificate)):
+			issued = res.Certificate
+		case res.Status != enrollsvc.StatusPending:
+			t.Errorf("copy %d of tx-burst = %+v, want the one certificate or pending", i, res)
+		}
+	}
+	if n := certs(); n != base+2 {
+		t.Errorf("tx-burst sent 8 times at once issued %d certificates, want 1", n-base-1)
+	}
 
 	ch, exp, err := svc.NewSCEPChallenge(ctx, enrollsvc.SCEPChallengeSpec{Profile: "devices", Account: "dave",
 		Subject: "phone1.corp.example.test", TTL: time.Hour}, "test")
@@ -126,8 +154,8 @@ func TestSCEPRules(t *testing.T) {
 	if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "used before") {
 		t.Errorf("a reused one-time challenge = %+v, %v, want denied", res, err)
 	}
-	if n := certs(); n != base+2 {
-		t.Errorf("%d certificates issued, want 2", n-base)
+	if n := certs(); n != base+3 {
+		t.Errorf("%d certificates issued, want 3 (with tx-burst's)", n-base)
 	}
 	if _, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "nope", TransactionID: "tx-6", CSR: csrA}); enrollsvc.KindOf(err) != enrollsvc.KindNotFound {
 		t.Errorf("unknown profile = %v, want not found", err)

@@ -57,6 +57,11 @@ func (s *core) prepareRequest(r Request) (requestInserter, error) {
 	if err := checkTimes(r.Submitted, r.Updated); err != nil {
 		return nil, err
 	}
+	if r.SCEP != nil {
+		if err := r.SCEP.check(); err != nil {
+			return nil, err
+		}
+	}
 	return func(ctx context.Context, tx conn) (int64, error) {
 		var id int64
 		err := tx.queryRow(ctx, `INSERT INTO requests
@@ -66,6 +71,13 @@ func (s *core) prepareRequest(r Request) (requestInserter, error) {
 			nullString(r.Serial), r.Decision).Scan(&id)
 		if err != nil {
 			return 0, fmt.Errorf("store: create request: %w", err)
+		}
+		if r.SCEP != nil {
+			t := *r.SCEP
+			t.RequestID = id
+			if err := insertSCEPTransaction(ctx, tx, t); err != nil {
+				return 0, err
+			}
 		}
 		return id, nil
 	}, nil

@@ -234,19 +234,32 @@ func (s *core) SCEPTransactionOfRequest(ctx context.Context, id int64) (SCEPTran
 }
 
 // AddSCEPTransaction records a transaction. ErrConflict if (profile, id) is recorded already.
+// The service records a request's transaction with the request (Request.SCEP).
 func (s *core) AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	return s.eng.write(ctx, func(ctx context.Context, tx conn) error { return insertSCEPTransaction(ctx, tx, t) })
+}
+
+// check refuses a transaction without its ID, body hash or time.
+func (t SCEPTransaction) check() error {
 	if t.Created.IsZero() || checkTimes(t.Created) != nil || strings.TrimSpace(t.TransactionID) == "" || len(t.BodySHA256) != 32 {
 		return errors.New("store: SCEP transaction: id, body hash and time are required")
 	}
-	return s.eng.write(ctx, func(ctx context.Context, tx conn) error {
-		n, err := tx.exec(ctx, `INSERT INTO scep_transactions (profile, transaction_id, body_sha256, request_id, created)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, t.Profile, t.TransactionID, t.BodySHA256, nullInt64(t.RequestID), t.Created)
-		if err != nil {
-			return fmt.Errorf("store: recording SCEP transaction %q: %w", t.TransactionID, err)
-		}
-		if n == 0 {
-			return fmt.Errorf("store: SCEP transaction %q exists: %w", t.TransactionID, ErrConflict)
-		}
-		return nil
-	})
+	return nil
+}
+
+// insertSCEPTransaction inserts t inside a write transaction; ErrConflict if (profile, id) is
+// recorded already, by this transaction's commit or a concurrent one's.
+func insertSCEPTransaction(ctx context.Context, tx conn, t SCEPTransaction) error {
+	n, err := tx.exec(ctx, `INSERT INTO scep_transactions (profile, transaction_id, body_sha256, request_id, created)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, t.Profile, t.TransactionID, t.BodySHA256, nullInt64(t.RequestID), t.Created)
+	if err != nil {
+		return fmt.Errorf("store: recording SCEP transaction %q: %w", t.TransactionID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store: SCEP transaction %q: %w", t.TransactionID, ErrTransactionRecorded)
+	}
+	return nil
 }

@@ -145,3 +145,66 @@ func testSCEPProfilesAndChallenges(t *testing.T, s Store) {
 		t.Errorf("SCEPTransactionOfRequest = %+v, %v", got, err)
 	}
 }
+
+func TestSCEPTransactionWithRequest(t *testing.T) { eachStore(t, testSCEPTransactionWithRequest) }
+
+// testSCEPTransactionWithRequest: a request's SCEP transaction is recorded in the request's own
+// commit, with its ID; a second request with the same transaction writes nothing at all (no
+// request, no serial, no event) and fails with ErrConflict, so that no second certificate is
+// signed for one transaction.
+func testSCEPTransactionWithRequest(t *testing.T, s Store) {
+	ctx := context.Background()
+	body := sha256.Sum256([]byte("csr"))
+	tx := &SCEPTransaction{Profile: "devices", TransactionID: "T1", BodySHA256: body[:], Created: epoch}
+	serial := newSerial(t)
+	id, err := s.BeginIssuance(ctx, Request{Template: "Device", Account: "d1", SCEP: tx}, serial, ev(2100, "signing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetSCEPTransaction(ctx, "devices", "T1"); err != nil || got.RequestID != id || string(got.BodySHA256) != string(body[:]) {
+		t.Errorf("GetSCEPTransaction = %+v, %v; want request %d", got, err, id)
+	}
+	if tx.RequestID != 0 {
+		t.Errorf("the caller's transaction was changed: %+v", tx)
+	}
+	// counts is how many requests and events the store holds.
+	counts := func() (requests, events int) {
+		t.Helper()
+		rs, err := s.ListRequests(ctx, RequestFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := s.ListEvents(ctx, EventFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs), len(evs)
+	}
+	reqsBefore, evsBefore := counts()
+	other := newSerial(t)
+	if _, err := s.BeginIssuance(ctx, Request{Template: "Device", Account: "d1", SCEP: tx}, other, ev(2100, "signing")); !errors.Is(err, ErrTransactionRecorded) {
+		t.Errorf("BeginIssuance with a recorded transaction = %v, want ErrTransactionRecorded", err)
+	}
+	if _, err := s.CreateRequest(ctx, Request{State: RequestDenied, Template: "Device", SCEP: tx}, ev(2002, "refused")); !errors.Is(err, ErrConflict) {
+		t.Errorf("CreateRequest with a recorded transaction = %v, want ErrConflict", err)
+	}
+	reqsAfter, evsAfter := counts()
+	if reqsAfter != reqsBefore || evsAfter != evsBefore {
+		t.Errorf("the refused requests wrote something: %d -> %d requests, %d -> %d events", reqsBefore, reqsAfter, evsBefore, evsAfter)
+	}
+	if err := s.ReserveSerial(ctx, other); err != nil {
+		t.Errorf("the refused issuance's serial was reserved: %v", err)
+	}
+	// A request refused by policy keeps its transaction too.
+	refused := &SCEPTransaction{Profile: "devices", TransactionID: "T2", BodySHA256: body[:], Created: epoch}
+	rid, err := s.CreateRequest(ctx, Request{State: RequestDenied, Template: "Device", SCEP: refused}, ev(2002, "refused"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SCEPTransactionOfRequest(ctx, rid); err != nil || got.TransactionID != "T2" {
+		t.Errorf("SCEPTransactionOfRequest(%d) = %+v, %v", rid, got, err)
+	}
+	if _, err := s.CreateRequest(ctx, Request{Template: "Device", SCEP: &SCEPTransaction{Profile: "devices", TransactionID: " "}}); err == nil {
+		t.Error("a transaction without its ID, hash and time was accepted")
+	}
+}

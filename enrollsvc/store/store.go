@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -19,6 +20,9 @@ var (
 	ErrSerialUsed = errors.New("store: serial number already used")
 	// ErrConflict: the change does not fit the current state (e.g. approving an issued request).
 	ErrConflict = errors.New("store: conflicting state")
+	// ErrTransactionRecorded: the SCEP transaction (profile, ID) is recorded already, with
+	// another request. It is also an ErrConflict.
+	ErrTransactionRecorded = fmt.Errorf("%w: the SCEP transaction is recorded already", ErrConflict)
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
 	// ErrUnavailable: the database cannot be reached now (a shared PostgreSQL server down or
@@ -60,6 +64,12 @@ type Request struct {
 	Reason    string       `json:"reason,omitempty"`   // why denied/failed/pending
 	Serial    string       `json:"serial,omitempty"`   // serial of the issued certificate
 	Decision  []byte       `json:"decision,omitempty"` // policy's decision (JSON), kept for approval
+	// SCEP, when set, is the SCEP transaction the request came with (RFC 8894 §3.2.1.1), recorded
+	// in the request's own transaction with its new ID (CreateRequest, BeginIssuance): a retry
+	// finds the request from its first answer on, and a second request with the same transaction
+	// ID fails with ErrConflict, writing nothing, before any certificate is signed. Not stored in
+	// the request's row (see SCEPTransactionOfRequest).
+	SCEP *SCEPTransaction `json:"-"`
 }
 
 // CertStatus is the revocation status of an issued certificate. Expiry is derived from NotAfter.
