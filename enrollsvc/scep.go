@@ -302,7 +302,16 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 				[]string{"transaction ID " + r.TransactionID + " was used before with another request"}, nil)
 			return res, true, err
 		case err == nil:
-			res, err := s.requestState(ctx, tx.RequestID, op) // a retry: the same request's state
+			// A retry: the same request's state, unless that request failed or its issuance was
+			// interrupted; then the retry is a new attempt, whose request takes the transaction over.
+			req, err := s.transactionRequest(ctx, tx, r.TransactionID, op)
+			if err != nil {
+				return nil, true, err
+			}
+			if req.State == store.RequestFailed {
+				return nil, false, nil
+			}
+			res, err := s.resultOf(ctx, req, op)
 			return res, true, err
 		case !errors.Is(err, store.ErrNotFound):
 			return nil, true, &Error{Kind: KindInternal, Op: op, Err: err}
@@ -334,6 +343,12 @@ func (s *Service) SCEPEnroll(ctx context.Context, r SCEPRequest) (*EnrollResult,
 	}
 	return res, nil
 }
+
+// StaleIssuance is how long after its request an issuance without a certificate is taken for
+// interrupted, when its SCEP transaction is sent again: issuing takes milliseconds (seconds with a
+// slow HSM or store), and the client then gets a new attempt instead of "pending" until the
+// request expires (PendingLifetime).
+const StaleIssuance = 2 * time.Minute
 
 // SCEPRefusalWindow is the window over which anonymous SCEP refusals are counted: the first of a
 // profile in a window is recorded at once (event SCEPAnonymousRefused), the others are counted and
@@ -515,14 +530,35 @@ func (s *Service) SCEPPoll(ctx context.Context, profile, transactionID string, r
 	if err != nil {
 		return nil, &Error{Kind: KindOf(err), Op: op, Err: err}
 	}
-	return s.requestState(ctx, tx.RequestID, op)
+	req, err := s.transactionRequest(ctx, tx, transactionID, op)
+	if err != nil {
+		return nil, err
+	}
+	return s.resultOf(ctx, req, op) // an interrupted issuance is now failed: the client starts again
 }
 
-// requestState is what became of request id (issued with its certificate, pending, denied).
-func (s *Service) requestState(ctx context.Context, id int64, op string) (*EnrollResult, error) {
-	r, err := s.store.GetRequest(ctx, id)
+// transactionRequest is the request of SCEP transaction tx (ID as the client sent it). Pending
+// without a held decision is an issuance in progress; one older than StaleIssuance was interrupted
+// (the service stopped between recording the request and committing its certificate), and is
+// marked failed here, so that the client's retry is a new attempt (store.Request.SCEP) instead of
+// "pending" until the request expires.
+func (s *Service) transactionRequest(ctx context.Context, tx store.SCEPTransaction, id, op string) (store.Request, error) {
+	req, err := s.store.GetRequest(ctx, tx.RequestID)
 	if err != nil {
-		return nil, &Error{Kind: KindOf(err), Op: op, RequestID: id, Err: err}
+		return req, &Error{Kind: KindOf(err), Op: op, RequestID: tx.RequestID, Err: err}
 	}
-	return s.resultOf(ctx, r, op)
+	if req.State != store.RequestPending || len(req.Decision) != 0 || s.rec.Now().Sub(req.Updated) <= StaleIssuance {
+		return req, nil
+	}
+	cause := fmt.Errorf("the issuance was interrupted: no certificate committed within %v; SCEP transaction %s "+
+		"was sent again", StaleIssuance, id)
+	if err := s.fail(ctx, req.ID, req.Template, events.RequestFailed, cause); err == nil {
+		req.State, req.Reason = store.RequestFailed, cause.Error()
+		return req, nil
+	}
+	req, err = s.store.GetRequest(ctx, tx.RequestID) // it finished meanwhile
+	if err != nil {
+		return req, &Error{Kind: KindOf(err), Op: op, RequestID: tx.RequestID, Err: err}
+	}
+	return req, nil
 }

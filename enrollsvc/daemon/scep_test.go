@@ -2,11 +2,14 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
 	"github.com/enrollment-appliance/aeappliance/config"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -115,6 +118,45 @@ func TestSCEPRules(t *testing.T) {
 	if n := certs(); n != base+2 {
 		t.Errorf("tx-burst sent 8 times at once issued %d certificates, want 1", n-base-1)
 	}
+	// A transaction whose request failed (the HSM or the store did), sent again: a new attempt.
+	// One whose issuance was interrupted (recorded, then the service stopped before the
+	// certificate's commit) is failed once older than StaleIssuance: a poll says so, a retry is a
+	// new attempt. One still being issued is answered "pending".
+	txOf := func(id string, csr []byte, ago time.Duration) *store.SCEPTransaction {
+		h := sha256.Sum256(csr)
+		return &store.SCEPTransaction{Profile: "static", TransactionID: id, BodySHA256: h[:], Created: time.Now().Add(-ago)}
+	}
+	csrC, csrD, csrE := rsaCSR(t, pkix.Name{CommonName: "router3.corp.example.test"}), rsaCSR(t, pkix.Name{CommonName: "router4.corp.example.test"}),
+		rsaCSR(t, pkix.Name{CommonName: "router5.corp.example.test"})
+	if _, err := f.rt.Store.CreateRequest(ctx, store.Request{State: store.RequestFailed, Template: "SuppliesSubject",
+		Reason: "HSM unavailable", SCEP: txOf("tx-failed", csrC, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-failed", CSR: csrC, Challenge: "long enough secret"}); err != nil || res.Status != enrollsvc.StatusIssued {
+		t.Errorf("a failed transaction sent again = %+v, %v, want issued", res, err)
+	}
+	ago := enrollsvc.StaleIssuance + time.Minute
+	for _, c := range []struct {
+		id  string
+		csr []byte
+		ago time.Duration
+	}{{"tx-interrupted", csrD, ago}, {"tx-in-flight", csrE, 0}} {
+		when := time.Now().Add(-c.ago)
+		if _, err := f.rt.Store.BeginIssuance(ctx, store.Request{Template: "SuppliesSubject", Account: "dave", Submitted: when, Updated: when,
+			SCEP: txOf(c.id, c.csr, c.ago)}, newSerialString(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := svc.SCEPPoll(ctx, "static", "tx-interrupted", nil); err != nil || res.Status != enrollsvc.StatusDenied ||
+		!strings.Contains(strings.Join(res.Reasons, ";"), "interrupted") {
+		t.Errorf("polling an interrupted issuance = %+v, %v, want denied as interrupted", res, err)
+	}
+	if res, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-interrupted", CSR: csrD, Challenge: "long enough secret"}); err != nil || res.Status != enrollsvc.StatusIssued {
+		t.Errorf("an interrupted transaction sent again = %+v, %v, want issued", res, err)
+	}
+	if res, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "static", TransactionID: "tx-in-flight", CSR: csrE, Challenge: "long enough secret"}); err != nil || res.Status != enrollsvc.StatusPending {
+		t.Errorf("a transaction being issued, sent again = %+v, %v, want pending", res, err)
+	}
 
 	ch, exp, err := svc.NewSCEPChallenge(ctx, enrollsvc.SCEPChallengeSpec{Profile: "devices", Account: "dave",
 		Subject: "phone1.corp.example.test", TTL: time.Hour}, "test")
@@ -154,8 +196,8 @@ func TestSCEPRules(t *testing.T) {
 	if err != nil || res.Status != enrollsvc.StatusDenied || !strings.Contains(strings.Join(res.Reasons, ";"), "used before") {
 		t.Errorf("a reused one-time challenge = %+v, %v, want denied", res, err)
 	}
-	if n := certs(); n != base+3 {
-		t.Errorf("%d certificates issued, want 3 (with tx-burst's)", n-base)
+	if n := certs(); n != base+5 {
+		t.Errorf("%d certificates issued, want 5 (with tx-burst's, tx-failed's and tx-interrupted's)", n-base)
 	}
 	if _, err := svc.SCEPEnroll(ctx, enrollsvc.SCEPRequest{Profile: "nope", TransactionID: "tx-6", CSR: csrA}); enrollsvc.KindOf(err) != enrollsvc.KindNotFound {
 		t.Errorf("unknown profile = %v, want not found", err)
@@ -187,6 +229,15 @@ func TestSCEPRules(t *testing.T) {
 }
 
 func fmtSerial(c *x509.Certificate) string { return certutil.SerialString(c.SerialNumber) }
+
+// newSerialString is a random positive 128-bit serial as the store writes serials.
+func newSerialString(t *testing.T) string {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certutil.SerialString(n.Add(n, big.NewInt(1)))
+}
 
 // sanExt is a subjectAltName extension of DNS names.
 func sanExt(t *testing.T, names ...string) pkix.Extension {

@@ -250,11 +250,18 @@ func (t SCEPTransaction) check() error {
 	return nil
 }
 
-// insertSCEPTransaction inserts t inside a write transaction; ErrConflict if (profile, id) is
-// recorded already, by this transaction's commit or a concurrent one's.
+// insertSCEPTransaction inserts t inside a write transaction; ErrTransactionRecorded if (profile,
+// id) is recorded already, by this transaction's commit or a concurrent one's. One exception: a
+// transaction recorded with the same body for a request that failed (the HSM or the store
+// failed, or an interrupted issuance was marked failed) is taken over by t's request, so that the
+// client's retry is a new attempt rather than the old failure again.
 func insertSCEPTransaction(ctx context.Context, tx conn, t SCEPTransaction) error {
 	n, err := tx.exec(ctx, `INSERT INTO scep_transactions (profile, transaction_id, body_sha256, request_id, created)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, t.Profile, t.TransactionID, t.BodySHA256, nullInt64(t.RequestID), t.Created)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (profile, transaction_id) DO UPDATE SET request_id = excluded.request_id, created = excluded.created
+		WHERE scep_transactions.body_sha256 = excluded.body_sha256 AND excluded.request_id IS NOT NULL
+			AND scep_transactions.request_id IN (SELECT id FROM requests WHERE state = 'failed')`,
+		t.Profile, t.TransactionID, t.BodySHA256, nullInt64(t.RequestID), t.Created)
 	if err != nil {
 		return fmt.Errorf("store: recording SCEP transaction %q: %w", t.TransactionID, err)
 	}

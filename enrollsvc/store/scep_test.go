@@ -207,4 +207,34 @@ func testSCEPTransactionWithRequest(t *testing.T, s Store) {
 	if _, err := s.CreateRequest(ctx, Request{Template: "Device", SCEP: &SCEPTransaction{Profile: "devices", TransactionID: " "}}); err == nil {
 		t.Error("a transaction without its ID, hash and time was accepted")
 	}
+
+	// A transaction whose request failed (the HSM or the store failed; an interrupted issuance
+	// marked failed) is taken over by the next request with the same body: the retry is a new
+	// attempt. With another body it is not, nor while its request is pending or refused.
+	failing := &SCEPTransaction{Profile: "devices", TransactionID: "T3", BodySHA256: body[:], Created: epoch}
+	fid, err := s.BeginIssuance(ctx, Request{Template: "Device", Account: "d1", SCEP: failing}, newSerial(t), ev(2100, "signing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.BeginIssuance(ctx, Request{Template: "Device", Account: "d1", SCEP: failing}, newSerial(t)); !errors.Is(err, ErrTransactionRecorded) {
+		t.Errorf("a pending request's transaction was taken over: %v", err)
+	}
+	if err := s.SetRequestState(ctx, fid, RequestFailed, "HSM down", ev(2003, "failed")); err != nil {
+		t.Fatal(err)
+	}
+	otherBody := sha256.Sum256([]byte("another csr"))
+	if _, err := s.BeginIssuance(ctx, Request{Template: "Device", SCEP: &SCEPTransaction{Profile: "devices", TransactionID: "T3",
+		BodySHA256: otherBody[:], Created: epoch}}, newSerial(t)); !errors.Is(err, ErrTransactionRecorded) {
+		t.Errorf("a failed request's transaction was taken over with another body: %v", err)
+	}
+	nid, err := s.BeginIssuance(ctx, Request{Template: "Device", Account: "d1", SCEP: failing}, newSerial(t), ev(2100, "signing"))
+	if err != nil {
+		t.Fatalf("retrying a failed request's transaction: %v", err)
+	}
+	if got, err := s.GetSCEPTransaction(ctx, "devices", "T3"); err != nil || got.RequestID != nid || nid == fid {
+		t.Errorf("after the retry the transaction = %+v, %v; want request %d", got, err, nid)
+	}
+	if _, err := s.CreateRequest(ctx, Request{State: RequestDenied, Template: "Device", SCEP: refused}); !errors.Is(err, ErrTransactionRecorded) {
+		t.Errorf("a refused request's transaction was taken over: %v", err)
+	}
 }
