@@ -67,8 +67,10 @@ type Request struct {
 	// SCEP, when set, is the SCEP transaction the request came with (RFC 8894 §3.2.1.1), recorded
 	// in the request's own transaction with its new ID (CreateRequest, BeginIssuance): a retry
 	// finds the request from its first answer on, and a second request with the same transaction
-	// ID fails with ErrConflict, writing nothing, before any certificate is signed. Not stored in
-	// the request's row (see SCEPTransactionOfRequest).
+	// ID fails with ErrTransactionRecorded, writing nothing, before any certificate is signed,
+	// unless the recorded request failed and the body is the same: then the new request takes the
+	// transaction over (a retry after a failure is a new attempt). Not stored in the request's row
+	// (see SCEPTransactionOfRequest).
 	SCEP *SCEPTransaction `json:"-"`
 }
 
