@@ -41,6 +41,8 @@ var importRules = []importRule{
 		Only: []string{module + "apiclient", module + "config"}},
 	{From: []string{"./ratelimit/..."}, Why: "the limiter is a leaf every edge may use",
 		Only: []string{module + "ratelimit"}},
+	{From: []string{"./internal/freeport"}, Why: "the test port picker is a leaf",
+		Only: []string{module + "internal/freeport"}},
 }
 
 // deps is `go list -deps` of pattern: every package the matched packages depend on (tests not

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/appliance/tpmseal"
 	"github.com/enrollment-appliance/aeappliance/hsm/softhsm"
+	"github.com/enrollment-appliance/aeappliance/internal/freeport"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provapi"
 	"github.com/enrollment-appliance/aeappliance/provisioning/provtest"
 	"github.com/enrollment-appliance/aeappliance/testvm/swtpm/swtpmtest"
@@ -59,14 +59,14 @@ var (
 	enrollsvcErr  error
 )
 
+// freePort is a port for the service started as a command (freeport says why not port 0).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // TestDevConsoleCeremony drives the whole ceremony through the console (development

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/enrollment-appliance/aeappliance/firmware"
+	"github.com/enrollment-appliance/aeappliance/internal/freeport"
 	"github.com/enrollment-appliance/aeappliance/testvm/swtpm"
 )
 
@@ -126,15 +126,10 @@ func NewDisk(path string, size int64) error {
 	return f.Close()
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("testvm: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, outside the kernel's
+// ephemeral range (freeport), so that no other test's listener on port 0 takes it before QEMU
+// forwards it.
+func FreePort() (int, error) { return freeport.Port() }
 
 // Options describe a machine.
 type Options struct {

@@ -40,6 +40,7 @@ import (
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
+	"github.com/enrollment-appliance/aeappliance/internal/freeport"
 	"github.com/enrollment-appliance/aeappliance/ldap/ldaptest"
 	"github.com/enrollment-appliance/aeappliance/proto/certutil"
 	"github.com/enrollment-appliance/aeappliance/proto/cms"
@@ -418,14 +419,14 @@ func startStormEnv(ctx context.Context, o stormOptions) (*stormEnv, error) {
 	return env, nil
 }
 
+// freePort is a port for a server started as a command (freeport: outside the kernel's
+// ephemeral range, where no other listener on port 0 takes it first).
 func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port, nil
+	return strconv.Itoa(p), nil
 }
 
 // serve runs `enrollsvc serve` confined as the appliance runs it and waits for its API and

@@ -4,28 +4,29 @@ import (
 	"context"
 	"encoding/pem"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
+	"github.com/enrollment-appliance/aeappliance/internal/freeport"
 )
 
 // freePort returns a loopback port nobody listens on (for addresses that must be known before
 // the service starts, as the URLs written into certificates are).
+// It comes from outside the kernel's ephemeral range (freeport), where another test's listener on
+// port 0 cannot take it before the service binds it.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	return strconv.Itoa(p)
 }
 
 // httpGet fetches a URL of the plain-HTTP listener.

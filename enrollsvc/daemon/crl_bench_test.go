@@ -39,8 +39,8 @@ func BenchmarkCRLMillion(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer l.Close() // Serve takes it; this is for a failure before Serve
 	httpListen := l.Addr().String()
-	l.Close()
 	dir := filepath.Join(b.TempDir(), "var")
 	if _, err := ceremony.Init(ctx, ceremony.InitOptions{Dir: dir, CAName: "CRL Bench CA", KeyType: "ecdsa-p256",
 		HTTPURL: "http://" + httpListen, HTTPListen: httpListen, Logger: quiet}); err != nil {
@@ -57,16 +57,18 @@ func BenchmarkCRLMillion(b *testing.B) {
 		b.Fatal(err)
 	}
 	up := make(chan struct{})
-	done := make(chan error, 1)
+	done := make(chan struct{}) // closed when Serve returned, with serveErr
+	var serveErr error
 	go func() {
-		done <- daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", HTTPListen: httpListen,
+		defer close(done)
+		serveErr = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", HTTPListener: l,
 			OnHTTPListen: func(string) { close(up) }}, rt)
 	}()
 	defer func() { cancel(); <-done; rt.Close() }()
 	select {
 	case <-up:
-	case err := <-done:
-		b.Fatalf("Serve: %v", err)
+	case <-done:
+		b.Fatalf("Serve: %v", serveErr)
 	}
 	for b.Loop() {
 		runtime.GC()

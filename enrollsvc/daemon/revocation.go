@@ -280,8 +280,9 @@ func (rt *Runtime) httpHandler(l *limits) http.Handler {
 	return rt.limitedHTTP(l, sc, rev)
 }
 
-// startHTTP serves httpHandler over plain HTTP on the configured (or override) address.
-func (rt *Runtime) startHTTP(ctx context.Context, override string) (string, <-chan error, error) {
+// startHTTP serves httpHandler over plain HTTP on bound, when the caller bound it, or else on the
+// configured (or override) address.
+func (rt *Runtime) startHTTP(ctx context.Context, override string, bound net.Listener) (string, <-chan error, error) {
 	if rt.Config.HTTP == nil {
 		return "", nil, nil
 	}
@@ -293,9 +294,11 @@ func (rt *Runtime) startHTTP(ctx context.Context, override string) (string, <-ch
 	if err != nil {
 		return "", nil, err
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return "", nil, fmt.Errorf("listening for CRLs, OCSP and SCEP: %w", err)
+	ln := bound
+	if ln == nil {
+		if ln, err = net.Listen("tcp", listen); err != nil {
+			return "", nil, fmt.Errorf("listening for CRLs, OCSP and SCEP: %w", err)
+		}
 	}
 	srv := &http.Server{Handler: http.MaxBytesHandler(rt.httpHandler(l), 1<<20), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute}

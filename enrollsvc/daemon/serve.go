@@ -116,6 +116,11 @@ type ServeOptions struct {
 	// OnHTTPListen is called once it listens (only when configured: init --http-url).
 	HTTPListen   string
 	OnHTTPListen func(addr string)
+	// HTTPListener, when set, is the plain-HTTP listener's socket, bound by the caller (it takes
+	// precedence over HTTPListen). A caller that writes the listener's address into the CA's
+	// URLs before the service starts (the tests) binds it first, so that nothing else can take
+	// the port in between. Serve closes it when it returns.
+	HTTPListener net.Listener
 	// HealthInterval is how often HSM and store are checked for the audit log (default 30s).
 	HealthInterval time.Duration
 	// Version is the service's version, shown by status and recorded when it starts (default
@@ -137,7 +142,7 @@ type ServeOptions struct {
 // Check refuses options that cannot take effect with the configuration cfg: an address for a
 // listener the configuration does not have would otherwise be ignored without a word.
 func (o ServeOptions) Check(cfg *config.Config) error {
-	if o.HTTPListen != "" && cfg.HTTP == nil {
+	if (o.HTTPListen != "" || o.HTTPListener != nil) && cfg.HTTP == nil {
 		return errors.New("--http-listen: the plain-HTTP listener is not configured (enrollsvc init --http-url, or provision finish --http-url)")
 	}
 	if o.EnrollListen != "" && cfg.Enroll == nil {
@@ -149,6 +154,9 @@ func (o ServeOptions) Check(cfg *config.Config) error {
 // Serve runs the service on the data directory dir until ctx ends. It changes nothing when o
 // does not pass Check.
 func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
+	if o.HTTPListener != nil {
+		defer o.HTTPListener.Close() // already closed when the listener served; harmless then
+	}
 	if err := o.Check(rt.Config); err != nil {
 		return err
 	}
@@ -288,7 +296,7 @@ func Serve(ctx context.Context, dir string, o ServeOptions, rt *Runtime) error {
 			o.OnEnrollListen(enrollAddr)
 		}
 	}
-	httpAddr, httpDone, err := rt.startHTTP(ectx, o.HTTPListen)
+	httpAddr, httpDone, err := rt.startHTTP(ectx, o.HTTPListen, o.HTTPListener)
 	if err != nil {
 		return err
 	}

@@ -94,13 +94,17 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 	}
 	dir := filepath.Join(tmp, "var")
 	var httpBase, httpListen string
+	var httpListener net.Listener
 	if o.HTTP {
+		// Bound now and handed to Serve: the address goes into the CA's URLs at provisioning,
+		// and a port let go in between can be taken by any other test's listener.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { l.Close() }) // Serve closes it too; this is for a failure before Serve
+		httpListener = l
 		httpListen = l.Addr().String()
-		l.Close()
 		httpBase = "http://" + httpListen
 	}
 	if _, err := ceremony.Init(ctx, ceremony.InitOptions{Dir: dir, CAName: o.CAName, Logger: o.Logger, Keytab: o.Keytab,
@@ -132,34 +136,40 @@ func Start(t testing.TB, dc *ldaptest.DC, s *ldaptest.Sample, o Options) *Server
 	}
 	addrc := make(chan string, 1)
 	httpUp := make(chan struct{})
-	done := make(chan error, 1)
+	// done is closed when Serve has returned, its error in serveErr: both the waits below and
+	// the cleanup read it (a channel value could be received only once, and a cleanup waiting
+	// for a value already taken would hang the test binary until its timeout).
+	done := make(chan struct{})
+	var serveErr error
 	go func() {
+		defer close(done)
 		// The plain-HTTP listener starts after the enrollment web services: Start returns once
 		// both listen, so that a test's first request to either finds it.
-		done <- daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", EnrollListen: "127.0.0.1:0",
-			HTTPListen: httpListen, OnEnrollListen: func(addr string) { addrc <- addr },
+		serveErr = daemon.Serve(ctx, dir, daemon.ServeOptions{APIListen: "127.0.0.1:0", EnrollListen: "127.0.0.1:0",
+			HTTPListener: httpListener, OnEnrollListen: func(addr string) { addrc <- addr },
 			OnHTTPListen: func(string) { close(httpUp) }}, rt)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("daemon.Serve: %v", err)
+		<-done
+		if serveErr != nil && !errors.Is(serveErr, context.Canceled) {
+			t.Errorf("daemon.Serve: %v", serveErr)
 		}
 		rt.Close()
 	})
 	var addr string
 	select {
 	case addr = <-addrc:
-	case err := <-done:
-		t.Fatalf("daemon.Serve ended before listening: %v", err)
+	case <-done:
+		t.Fatalf("daemon.Serve ended before listening: %v", serveErr)
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the enrollment web services did not start")
 	}
 	if o.HTTP {
 		select {
 		case <-httpUp:
-		case err := <-done:
-			t.Fatalf("daemon.Serve ended before the plain-HTTP listener started: %v", err)
+		case <-done:
+			t.Fatalf("daemon.Serve ended before the plain-HTTP listener started: %v", serveErr)
 		case <-time.After(2 * time.Minute):
 			t.Fatal("the plain-HTTP listener did not start")
 		}

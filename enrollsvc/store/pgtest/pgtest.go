@@ -36,6 +36,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/enrollment-appliance/aeappliance/internal/freeport"
 )
 
 // BinDir holds the PostgreSQL 15 server binaries of Debian's postgresql-15 package.
@@ -525,15 +527,9 @@ func (s *Server) withAdmin(ctx context.Context, db string, f func(*pgx.Conn) err
 	return f(conn)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on now (freeport: outside the
+// kernel's ephemeral range).
+func freePort() (int, error) { return freeport.Port() }
 
 // lockDir takes an exclusive flock on dir/owner.lock for as long as this process lives.
 func lockDir(dir string) (*os.File, error) {
