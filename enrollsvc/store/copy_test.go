@@ -20,9 +20,14 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	ctx := context.Background()
 	src, _ := openTest(t)
 	var reqIDs []int64
+	h := sha256.Sum256([]byte("one-time"))
 	for i := range 5 {
+		var tx *SCEPTransaction // the second request came with a SCEP transaction
+		if i == 1 {
+			tx = &SCEPTransaction{Profile: "mdm", TransactionID: "tx1", BodySHA256: h[:], Created: epoch}
+		}
 		id, err := src.CreateRequest(ctx, Request{State: RequestPending, Template: "T", Requester: "r", Account: "alice",
-			CSR: []byte{0x30, byte(i)}, Submitted: epoch, Updated: epoch, Decision: []byte(`{"outcome":"pend"}`)}, ev(2001, "pending"))
+			CSR: []byte{0x30, byte(i)}, Submitted: epoch, Updated: epoch, Decision: []byte(`{"outcome":"pend"}`), SCEP: tx}, ev(2001, "pending"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,15 +41,11 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	if err := src.RevokeCertificate(ctx, serials[0], 1, epoch.Add(time.Minute), ev(2200, "revoked")); err != nil {
 		t.Fatal(err)
 	}
-	h := sha256.Sum256([]byte("one-time"))
 	if err := src.AddSCEPProfile(ctx, SCEPProfile{Name: "mdm", Template: "T", Account: "alice", AccountSID: "S-1-5-21-1-2-3-1105",
 		Mode: SCEPOneTime, Created: epoch, AllowDES: true}, ev(3010, "profile")); err != nil {
 		t.Fatal(err)
 	}
 	if err := src.AddSCEPChallenge(ctx, SCEPChallenge{SHA256: h[:], Profile: "mdm", Created: epoch, Expires: epoch.Add(time.Hour)}, ev(3011, "c")); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.AddSCEPTransaction(ctx, SCEPTransaction{Profile: "mdm", TransactionID: "tx1", BodySHA256: h[:], RequestID: reqIDs[1], Created: epoch}); err != nil {
 		t.Fatal(err)
 	}
 	if err := src.InitCluster(ctx, Cluster{CACert: []byte{0x30, 1}, KeyURI: "pkcs11:object=ca", Settings: []byte(`{}`), Created: epoch}, ev(3050, "ca")); err != nil {

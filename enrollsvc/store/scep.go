@@ -233,15 +233,6 @@ func (s *core) SCEPTransactionOfRequest(ctx context.Context, id int64) (SCEPTran
 	return t, err
 }
 
-// AddSCEPTransaction records a transaction. ErrConflict if (profile, id) is recorded already.
-// The service records a request's transaction with the request (Request.SCEP).
-func (s *core) AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error {
-	if err := t.check(); err != nil {
-		return err
-	}
-	return s.eng.write(ctx, func(ctx context.Context, tx conn) error { return insertSCEPTransaction(ctx, tx, t) })
-}
-
 // check refuses a transaction without its ID, body hash or time.
 func (t SCEPTransaction) check() error {
 	if t.Created.IsZero() || checkTimes(t.Created) != nil || strings.TrimSpace(t.TransactionID) == "" || len(t.BodySHA256) != 32 {

@@ -116,30 +116,32 @@ func testSCEPProfilesAndChallenges(t *testing.T, s Store) {
 		t.Errorf("using a challenge twice = %v, want ErrConflict", err)
 	}
 
-	tx := SCEPTransaction{Profile: "mdm", TransactionID: "abc", BodySHA256: one[:], Created: epoch}
-	if _, err := s.GetSCEPTransaction(ctx, "mdm", "abc"); !errors.Is(err, ErrNotFound) {
+	// A transaction is recorded with its request (Request.SCEP), once; the request's transaction
+	// is found from the request (an MDM is told about a held request once it is decided).
+	if _, err := s.GetSCEPTransaction(ctx, "mdm", "held"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("GetSCEPTransaction before = %v", err)
 	}
-	if err := s.AddSCEPTransaction(ctx, tx); err != nil {
-		t.Fatal(err)
+	held := func(tx *SCEPTransaction) Request {
+		return Request{State: RequestPending, Template: "PendUser", Requester: "scep:mdm", Account: "dave",
+			Submitted: epoch, Updated: epoch, SCEP: tx}
 	}
-	if err := s.AddSCEPTransaction(ctx, tx); !errors.Is(err, ErrConflict) {
-		t.Errorf("AddSCEPTransaction twice = %v, want ErrConflict", err)
-	}
-	if got, err := s.GetSCEPTransaction(ctx, "mdm", "abc"); err != nil || string(got.BodySHA256) != string(one[:]) {
-		t.Errorf("GetSCEPTransaction = %+v, %v", got, err)
-	}
-	// The transaction of a request (an MDM is told about a held request once it is decided).
-	id, err := s.CreateRequest(ctx, Request{State: RequestPending, Template: "PendUser", Requester: "scep:mdm", Account: "dave",
-		Submitted: epoch, Updated: epoch}, ev(2001, "pending"))
+	plain, err := s.CreateRequest(ctx, held(nil), ev(2001, "pending"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SCEPTransactionOfRequest(ctx, id); !errors.Is(err, ErrNotFound) {
-		t.Errorf("SCEPTransactionOfRequest before = %v, want ErrNotFound", err)
+	if _, err := s.SCEPTransactionOfRequest(ctx, plain); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SCEPTransactionOfRequest of a request without one = %v, want ErrNotFound", err)
 	}
-	if err := s.AddSCEPTransaction(ctx, SCEPTransaction{Profile: "mdm", TransactionID: "held", BodySHA256: one[:], RequestID: id, Created: epoch}); err != nil {
+	tx := &SCEPTransaction{Profile: "mdm", TransactionID: "held", BodySHA256: one[:], Created: epoch}
+	id, err := s.CreateRequest(ctx, held(tx), ev(2001, "pending"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.CreateRequest(ctx, held(tx), ev(2001, "pending")); !errors.Is(err, ErrConflict) {
+		t.Errorf("a second request with the transaction = %v, want ErrConflict", err)
+	}
+	if got, err := s.GetSCEPTransaction(ctx, "mdm", "held"); err != nil || string(got.BodySHA256) != string(one[:]) || got.RequestID != id {
+		t.Errorf("GetSCEPTransaction = %+v, %v; want request %d", got, err, id)
 	}
 	if got, err := s.SCEPTransactionOfRequest(ctx, id); err != nil || got.TransactionID != "held" || got.Profile != "mdm" || got.RequestID != id {
 		t.Errorf("SCEPTransactionOfRequest = %+v, %v", got, err)

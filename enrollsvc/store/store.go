@@ -184,14 +184,14 @@ type Store interface {
 	EachRevoked(ctx context.Context, since time.Time, fn func(RevokedEntry) error) error
 	NextCRLNumber(ctx context.Context) (int64, error)
 
-	// SCEP profiles, one-time challenges (by hash) and transactions (scep.go).
+	// SCEP profiles, one-time challenges (by hash) and transactions (scep.go; a transaction is
+	// recorded with its request: Request.SCEP).
 	AddSCEPProfile(ctx context.Context, p SCEPProfile, e Event) error
 	GetSCEPProfile(ctx context.Context, name string) (SCEPProfile, error)
 	ListSCEPProfiles(ctx context.Context) ([]SCEPProfile, error)
 	AddSCEPChallenge(ctx context.Context, c SCEPChallenge, e Event) error
 	UseSCEPChallenge(ctx context.Context, profile string, sha []byte, now time.Time) (SCEPChallenge, error)
 	GetSCEPTransaction(ctx context.Context, profile, id string) (SCEPTransaction, error)
-	AddSCEPTransaction(ctx context.Context, t SCEPTransaction) error
 	SCEPTransactionOfRequest(ctx context.Context, id int64) (SCEPTransaction, error)
 
 	// AppendEvent stores an audit event and returns its Seq.
