@@ -127,7 +127,7 @@ type Meta struct {
 	Template  string // template or profile name
 	CSR       []byte // the request as received (DER), kept with the request
 	Agent     string // the enrollment agent that asked on Account's behalf ("" none)
-	// SCEP is the SCEP transaction the request came with ("" none): recorded with the request
+	// SCEP is the SCEP transaction the request came with (nil: none): recorded with the request
 	// (store.Request.SCEP), whatever becomes of it.
 	SCEP *store.SCEPTransaction
 }
