@@ -30,8 +30,13 @@ type BackupInfo struct {
 	Error string    `json:"error,omitempty"`
 }
 
-// Activity is what this instance did since it started, from its metrics.
+// Activity is what this instance did since it started, from its metrics, and what the CA issued
+// today, from the store.
 type Activity struct {
+	// IssuedToday counts the certificates issued since 00:00 UTC by every instance of the CA;
+	// Pending the requests waiting for a certificate manager (-1 each: the store could not say).
+	IssuedToday int64   `json:"issued_today"`
+	Pending     int64   `json:"pending"`
 	Issued      int64   `json:"issued"`       // certificates, every protocol
 	Failed      int64   `json:"failed"`       // requests that failed inside the service
 	Refused     int64   `json:"refused"`      // by policy, the key checks or lint
@@ -385,8 +390,13 @@ func (st Status) OpsRows() [][2]string {
 	if a.HSMSignP50 > 0 {
 		sign = fmt.Sprintf("p50 <= %s, p99 <= %s", secs(a.HSMSignP50), secs(a.HSMSignP99))
 	}
+	today := "unknown (the store did not answer)"
+	if a.IssuedToday >= 0 && a.Pending >= 0 {
+		today = fmt.Sprintf("%d issued since 00:00 UTC (every instance); %d pending approval", a.IssuedToday, a.Pending)
+	}
 	return [][2]string{
 		{"Last backup", backup},
+		{"Today", today},
 		{"Since start", fmt.Sprintf("%d issued, %d refused, %d failed", a.Issued, a.Refused, a.Failed)},
 		{"HSM", fmt.Sprintf("signatures %s; %d errors; sessions %s", sign, a.HSMErrors, a.HSMSessions)},
 	}

@@ -229,7 +229,8 @@ func TestApplianceRestore(t *testing.T) {
 	// This appliance has not been backed up itself (the backup's own record is written after its
 	// snapshot), and it issued one certificate since it started.
 	for _, want := range []string{"State:          provisioned (CA CN=Restore Test Root CA)", "Last backup:    never",
-		"Since start:    1 issued, 0 refused, 0 failed", "HSM:            signatures p50 <= "} {
+		"Since start:    1 issued, 0 refused, 0 failed", "HSM:            signatures p50 <= ",
+		"issued since 00:00 UTC (every instance); 0 pending approval"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status after the restore lacks %q:\n%s", want, status)
 		}

@@ -47,8 +47,12 @@ Commands:
   requests [--state pending|issued|denied|failed] [--account A] [--after ID] [--limit N]
   request ID                  one request
   events  [--after SEQ] [--id N] [--category Admin|Operational] [--limit N] [--newest]
-  events verify               check the audit trail's hash chains from the first event to the
-                              last; names the first broken link (exit status 1)
+  events verify [--anchor SEQ:HASH]...
+                              check the audit trail's hash chains from the first event to the
+                              last; names the first broken link (exit status 1). Each anchor (an
+                              event's seq and hash as the remote syslog server received them,
+                              or a head an earlier verify printed) must be there unchanged:
+                              that catches a trail cut short or rewritten with new hashes
   ready                       whether the service is ready for work: HSM, store, CA, directory,
                               CRLs (exit status 1 when not)
   metrics                     the Prometheus metrics (GET /metrics)
@@ -532,12 +536,20 @@ var commands = map[string]func(fs *flag.FlagSet) runner{
 		fs.StringVar(&q.Category, "category", "", "Admin or Operational")
 		fs.IntVar(&q.Limit, "limit", 100, "at most this many")
 		fs.BoolVar(&q.Newest, "newest", false, "the last --limit events instead of the first")
+		var anchors listFlag
+		fs.Var(&anchors, "anchor", "verify: SEQ:HASH of an event as a copy kept outside the appliance holds it (the remote\n"+
+			"syslog's seq and hash, a head an earlier verify printed); repeatable")
 		return func(ctx context.Context, e *env) error {
 			switch {
 			case len(e.args) == 1 && e.args[0] == "verify":
-				return verifyEvents(ctx, e)
+				if err := refuseFlags(fs, "events verify (it reads the whole trail)", "after", "id", "category", "limit", "newest"); err != nil {
+					return err
+				}
+				return verifyEvents(ctx, e, anchors)
 			case len(e.args) > 0:
 				return fmt.Errorf("%w: aectl events takes no arguments (but verify), got %q", errUsage, e.args)
+			case len(anchors) > 0:
+				return fmt.Errorf("%w: --anchor goes with events verify", errUsage)
 			}
 			list, err := e.cl.Events(ctx, q)
 			if err != nil {

@@ -20,9 +20,19 @@ var errTrailBroken = errors.New("the audit trail does not verify")
 
 // verifyEvents reads every audit event, oldest first, and checks each instance's hash chain
 // (proto/auditlog) here, on the administrator's side, from what the API returns: the first
-// broken link is named with its sequence number and why.
-func verifyEvents(ctx context.Context, e *env) error {
+// broken link is named with its sequence number and why. Each anchor (SEQ:HASH) must be found
+// with its hash.
+func verifyEvents(ctx context.Context, e *env, anchors []string) error {
 	v := auditlog.NewVerifier()
+	for _, a := range anchors {
+		seq, h, err := auditlog.ParseAnchor(a)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if err := v.Anchor(seq, h); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
 	var after int64
 	for {
 		page, err := e.cl.Events(ctx, apiclient.EventQuery{After: after, Limit: 1000})
@@ -46,6 +56,7 @@ func verifyEvents(ctx context.Context, e *env) error {
 			break
 		}
 	}
+	v.End()
 	res := v.Result()
 	if err := e.print(res, func(w io.Writer) {
 		fmt.Fprintf(w, "Chained events:\t%d\n", res.Events)
@@ -59,9 +70,15 @@ func verifyEvents(ctx context.Context, e *env) error {
 			}
 			fmt.Fprintf(w, "Chain %s:\t%d events, last seq %d, head %s\n", name, c.Events, c.LastSeq, c.Head)
 		}
-		if b := res.Broken; b != nil {
+		if len(anchors) > 0 {
+			fmt.Fprintf(w, "Anchors found:\t%d of %d\n", res.Anchors, len(anchors))
+		}
+		switch b := res.Broken; {
+		case b != nil && b.N == 0:
+			fmt.Fprintf(w, "BROKEN at seq %d:\t%s\n", b.Seq, b.Reason)
+		case b != nil:
 			fmt.Fprintf(w, "BROKEN at seq %d (chain %q, #%d):\t%s\n", b.Seq, b.Instance, b.N, b.Reason)
-		} else {
+		default:
 			fmt.Fprintln(w, "Verified:\tevery chain is whole")
 		}
 	}); err != nil {

@@ -61,6 +61,7 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 		wg        sync.WaitGroup
 		issuedAll int
 	)
+	loadDay := time.Now().UTC().Format(time.DateOnly)
 	for range 3 {
 		wg.Go(func() {
 			for {
@@ -103,8 +104,13 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 	}
 	var st apiclient.Status
 	aectlJSON(t, dir, &st, "status")
-	if st.Backup.Last.IsZero() || st.Activity.Issued < int64(issuedAll) {
+	if st.Backup.Last.IsZero() || st.Activity.Issued < int64(issuedAll) || st.Activity.Pending < 0 {
 		t.Errorf("status after the backup: backup %+v, activity %+v", st.Backup, st.Activity)
+	}
+	// Issued today counts from the store (every instance, since 00:00 UTC): the load's, unless
+	// the UTC day changed while it ran.
+	if loadDay == time.Now().UTC().Format(time.DateOnly) && st.Activity.IssuedToday < int64(issuedAll) {
+		t.Errorf("status: %d issued today; the load alone issued %d", st.Activity.IssuedToday, issuedAll)
 	}
 	if _, _, err := runBin(t, "aectl", "--data", dir, "backup", "--out", out, "--passphrase-file", pass); err == nil {
 		t.Error("aectl backup over an existing file succeeded")

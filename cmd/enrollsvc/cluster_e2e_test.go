@@ -356,7 +356,9 @@ func TestPostgresOutageRiddenOut(t *testing.T) {
 
 // With the directory (Samba) and two instances on one PostgreSQL: alice's request for a
 // PEND_ALL_REQUESTS template, held by A, approved on A, is delivered by B's QueryTokenStatus
-// (MS-WSTEP), once; join refuses to go without the directory's password.
+// (MS-WSTEP), once; join refuses to go without the directory's password. A backup of B taken
+// while the request was held restores with the request still pending, and the restored
+// appliance issues it on approval, under the same CA.
 func TestHeldRequestAcrossInstances(t *testing.T) {
 	s, dirA, join := directoryInstance(t)
 	if _, errOut, err := join(filepath.Join(t.TempDir(), "nopw"), false); err == nil || !strings.Contains(errOut, "--ldap-password-file") {
@@ -367,7 +369,7 @@ func TestHeldRequestAcrossInstances(t *testing.T) {
 		t.Fatalf("enrollsvc join: %v\n%s%s", err, out, errOut)
 	}
 	startServe(t, dirA)
-	startServe(t, dirB)
+	srvB := startServe(t, dirB)
 	ctx := context.Background()
 	wsFor := func(dir string) (*wsclient.Client, string) {
 		w := newWSClient(t, dir, "E2E Root CA")
@@ -390,6 +392,12 @@ func TestHeldRequestAcrossInstances(t *testing.T) {
 	if r, err := wb.QueryTokenStatus(ctx, cesB, held.RequestID); err != nil || r.Status != wsclient.StatusPending {
 		t.Errorf("B's QueryTokenStatus before approval = %+v, %v; want pending", r, err)
 	}
+	tmp := t.TempDir()
+	pass, backupFile := filepath.Join(tmp, "pass"), filepath.Join(tmp, "b.backup")
+	os.WriteFile(pass, []byte("correct horse battery staple\n"), 0o600)
+	if o, errOut, err := runBin(t, "aectl", "--data", dirB, "backup", "--out", backupFile, "--passphrase-file", pass); err != nil {
+		t.Fatalf("aectl backup of B while the request is held: %v\n%s%s", err, o, errOut)
+	}
 	clA, err := apiclient.DialDataDir(dirA)
 	if err != nil {
 		t.Fatal(err)
@@ -411,6 +419,53 @@ func TestHeldRequestAcrossInstances(t *testing.T) {
 	if err != nil || len(certs) != 1 {
 		t.Errorf("alice's certificates = %d, %v; want the one approved", len(certs), err)
 	}
+
+	// The backup taken while the request was held: restored, it is still pending there (the
+	// restore is of that moment), and approving it issues under the same CA.
+	srvB.cmd.Process.Signal(os.Interrupt)
+	<-srvB.done
+	restored := filepath.Join(tmp, "restored")
+	if o, errOut, err := runBin(t, "enrollsvc", "restore", "--data", restored, "--from", backupFile, "--passphrase-file", pass); err != nil {
+		t.Fatalf("enrollsvc restore: %v\n%s%s", err, o, errOut)
+	}
+	startServe(t, restored)
+	clR, err := apiclient.DialDataDir(restored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := clR.Requests(ctx, apiclient.RequestQuery{State: apiclient.RequestPending, Limit: 100})
+	if err != nil || len(pending) != 1 || pending[0].ID != held.RequestID || pending[0].Template != "PendUser" {
+		t.Fatalf("pending requests on the restored appliance = %+v, %v; want request %d for PendUser", pending, err, held.RequestID)
+	}
+	again, err := clR.Approve(ctx, held.RequestID)
+	if err != nil || again.Status != "issued" {
+		t.Fatalf("approve on the restored appliance = %+v, %v", again, err)
+	}
+	c, err := clR.Certificate(ctx, again.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chainsTo(t, dirA, c.PEM); err != nil {
+		t.Errorf("the certificate the restored appliance issued does not chain to the CA: %v", err)
+	}
+}
+
+// chainsTo verifies the PEM certificate against the CA certificate of the data directory dir.
+func chainsTo(t *testing.T, dir, certPEM string) error {
+	t.Helper()
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	blk, _ := pem.Decode([]byte(certPEM))
+	if blk == nil {
+		t.Fatalf("no PEM certificate in %q", certPEM)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 // Clients fail over: the MS-XCEP policy of A lists the enrollment services of A and of B (every
@@ -712,15 +767,7 @@ func TestJoinWithATokenBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, _ := os.ReadFile(filepath.Join(dirA, "ca.pem"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	blk, _ := pem.Decode([]byte(res.Certificate))
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if err := chainsTo(t, dirA, res.Certificate); err != nil {
 		t.Errorf("the joined instance's certificate does not chain to A's CA: %v", err)
 	}
 	evs, err := clB.Events(ctx, apiclient.EventQuery{ID: 1104, Limit: 10})

@@ -385,6 +385,14 @@ func (rt *Runtime) Status(ctx context.Context, addr, version string) apiclient.S
 	inUse, size := rt.KeyStore.Sessions()
 	st.Activity = apiclient.Activity{Issued: sum.Issued, Failed: sum.Failed, Refused: sum.Refused, HSMErrors: sum.HSMErrors,
 		HSMSignP50: sum.HSMSignP50, HSMSignP99: sum.HSMSignP99, HSMSessions: fmt.Sprintf("%d/%d", inUse, size)}
+	if ops, err := opsStats(ctx, rt.Store, rt.Recorder.Now()); err != nil {
+		st.Activity.IssuedToday, st.Activity.Pending = -1, -1
+		if st.Store.OK {
+			st.Store.OK, st.Store.Error = false, err.Error()
+		}
+	} else {
+		st.Activity.IssuedToday, st.Activity.Pending = ops.IssuedToday, ops.Pending
+	}
 	st.Healthy = st.HSM.OK && st.Store.OK && time.Now().Before(rt.CACert.NotAfter) && (!st.Directory.Configured || st.Directory.OK)
 	return st
 }

@@ -275,10 +275,13 @@ func testOpsStats(t *testing.T, s Store) {
 	if _, err := s.CreateRequest(ctx, Request{State: RequestPending, Template: "T", Account: "a"}, ev(2001, "held")); err != nil {
 		t.Fatal(err)
 	}
-	soon := issue(t, s, Certificate{NotAfter: epoch.Add(10 * 24 * time.Hour)})
-	issue(t, s, Certificate{NotAfter: epoch.Add(40 * 24 * time.Hour)})
-	issue(t, s, Certificate{NotAfter: epoch.Add(-time.Hour)})
-	revoked := issue(t, s, Certificate{NotAfter: epoch.Add(5 * 24 * time.Hour)})
+	// epoch is 03:04:05 UTC: its day began 3 hours before; the certificate issued 4 hours before
+	// was issued the day before.
+	dayStart := time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)
+	soon := issue(t, s, Certificate{NotAfter: epoch.Add(10 * 24 * time.Hour), IssuedAt: epoch.Add(-time.Hour)})
+	issue(t, s, Certificate{NotAfter: epoch.Add(40 * 24 * time.Hour), IssuedAt: dayStart})
+	issue(t, s, Certificate{NotAfter: epoch.Add(-time.Hour), IssuedAt: dayStart.Add(-time.Microsecond)})
+	revoked := issue(t, s, Certificate{NotAfter: epoch.Add(5 * 24 * time.Hour), IssuedAt: epoch.Add(-4 * time.Hour)})
 	if err := s.RevokeCertificate(ctx, revoked.Serial, 1, epoch, ev(2200, "revoked")); err != nil {
 		t.Fatal(err)
 	}
@@ -288,8 +291,15 @@ func testOpsStats(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Pending != 1 || st.Expiring != 1 || st.Size <= 0 {
-		t.Fatalf("stats %+v; want 1 pending, 1 expiring (%s) and a size", st, soon.Serial)
+	if st.Pending != 1 || st.Expiring != 1 || st.IssuedToday != 2 || st.Size <= 0 {
+		t.Fatalf("stats %+v; want 1 pending, 1 expiring (%s), 2 issued since 00:00 UTC and a size", st, soon.Serial)
+	}
+	// The same instant in another zone is the same UTC day.
+	st, err = s.(interface {
+		OpsStats(context.Context, time.Time, time.Duration) (OpsStats, error)
+	}).OpsStats(ctx, epoch.In(time.FixedZone("UTC-5", -5*3600)), 30*24*time.Hour)
+	if err != nil || st.IssuedToday != 2 {
+		t.Fatalf("stats at epoch in UTC-5: %+v, %v; want 2 issued today (UTC)", st, err)
 	}
 }
 

@@ -74,11 +74,15 @@ func (s *core) PutSetting(ctx context.Context, st Setting, e Event) error {
 type OpsStats struct {
 	Pending  int64 // requests waiting for a certificate manager
 	Expiring int64 // valid certificates whose notAfter is within the window asked for
-	Size     int64 // bytes the database takes
+	// IssuedToday counts the certificates issued since 00:00 UTC of now's day, by every
+	// instance of the CA.
+	IssuedToday int64
+	Size        int64 // bytes the database takes
 }
 
-// OpsStats counts pending requests, valid certificates expiring between now and now+within, and
-// the database's size. Each is one indexed count.
+// OpsStats counts pending requests, valid certificates expiring between now and now+within,
+// certificates issued since now's day began (UTC), and the database's size. Each is one indexed
+// count.
 func (s *core) opsStats(ctx context.Context, now time.Time, within time.Duration, sizeQuery string) (OpsStats, error) {
 	var st OpsStats
 	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
@@ -87,6 +91,10 @@ func (s *core) opsStats(ctx context.Context, now time.Time, within time.Duration
 		}
 		if err := db.queryRow(ctx, "SELECT count(*) FROM certificates WHERE status = 'valid' AND not_after > ? AND not_after <= ?",
 			now, now.Add(within)).Scan(&st.Expiring); err != nil {
+			return err
+		}
+		day := now.UTC().Truncate(24 * time.Hour) // UTC days are 24 hours from the epoch
+		if err := db.queryRow(ctx, "SELECT count(*) FROM certificates WHERE issued_at >= ?", day).Scan(&st.IssuedToday); err != nil {
 			return err
 		}
 		return db.queryRow(ctx, sizeQuery).Scan(&st.Size)

@@ -9,8 +9,9 @@
 // event changes its hash; recomputing that hash breaks the next event's Prev; removing or
 // reordering events breaks the numbering. What a chain cannot show by itself is that its newest
 // events were cut off, or that the whole chain was rewritten by someone who can write the store:
-// the copy of each event's hash that leaves the appliance (remote syslog, backups) is the anchor
-// for that.
+// the copy of each event's hash that leaves the appliance (remote syslog, backups, a head an
+// earlier verification printed) is the anchor for that. Verifier.Anchor takes such copies: the
+// event with that sequence number must be there, with that hash.
 package auditlog
 
 import (
@@ -22,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -136,6 +138,9 @@ type Break struct {
 }
 
 func (b *Break) Error() string {
+	if b.N == 0 { // past the trail's end, or before its chains
+		return fmt.Sprintf("audit trail broken at event seq %d: %s", b.Seq, b.Reason)
+	}
 	return fmt.Sprintf("audit trail broken at event seq %d (chain %q, #%d): %s", b.Seq, b.Instance, b.N, b.Reason)
 }
 
@@ -154,11 +159,43 @@ type Verifier struct {
 	unchained int64 // events from before the trail was chained
 	lastSeq   int64
 	broken    *Break
+	anchors   map[int64][]byte // seq -> the hash a copy kept elsewhere holds
+	anchored  int              // anchors matched
 }
 
 // NewVerifier returns a Verifier that has seen nothing.
 func NewVerifier() *Verifier {
-	return &Verifier{chains: map[string]*Chain{}, prev: map[string][]byte{}}
+	return &Verifier{chains: map[string]*Chain{}, prev: map[string][]byte{}, anchors: map[int64][]byte{}}
+}
+
+// Anchor says that the event with sequence number seq has hash h, as a copy kept outside the
+// store says (the remote syslog server received seq="..." hash="..."; an earlier verification
+// printed a chain's head). Add fails at that event when its hash differs, or when events go past
+// seq without it; End fails when the trail stops before seq. Anchors are given before the first
+// Add.
+func (v *Verifier) Anchor(seq int64, h []byte) error {
+	if seq < 1 || len(h) != HashSize {
+		return fmt.Errorf("auditlog: an anchor is a sequence number from 1 and a %d-byte hash", HashSize)
+	}
+	if old, ok := v.anchors[seq]; ok && !bytes.Equal(old, h) {
+		return fmt.Errorf("auditlog: two anchors for seq %d with different hashes", seq)
+	}
+	v.anchors[seq] = h
+	return nil
+}
+
+// ParseAnchor reads an anchor written SEQ:HASH (hexadecimal).
+func ParseAnchor(s string) (int64, []byte, error) {
+	a, b, ok := strings.Cut(s, ":")
+	seq, err := strconv.ParseInt(a, 10, 64)
+	if !ok || err != nil || seq < 1 {
+		return 0, nil, fmt.Errorf("anchor %q: want SEQ:HASH (a sequence number and its event's hash in hex)", s)
+	}
+	h, err := hex.DecodeString(b)
+	if err != nil || len(h) != HashSize {
+		return 0, nil, fmt.Errorf("anchor %q: the hash is not %d bytes of hex", s, HashSize)
+	}
+	return seq, h, nil
 }
 
 // Add checks the next event. It returns the first Break (and keeps returning it); events after
@@ -174,7 +211,18 @@ func (v *Verifier) Add(r Record) error {
 	if r.Seq <= v.lastSeq {
 		return fail("out of order: seq %d follows %d", r.Seq, v.lastSeq)
 	}
+	for seq := range v.anchors {
+		if seq > v.lastSeq && seq < r.Seq {
+			return fail("anchored event seq %d is missing: it was removed from the store", seq)
+		}
+	}
 	v.lastSeq = r.Seq
+	if want, ok := v.anchors[r.Seq]; ok {
+		if r.Hash == nil || subtle.ConstantTimeCompare(want, r.Hash) != 1 {
+			return fail("its hash is not the anchor's (the copy kept outside the store): the trail was rewritten")
+		}
+		v.anchored++
+	}
 	if r.Hash == nil {
 		if len(v.chains) > 0 {
 			return fail("the event has no hash, but the trail was chained before it: its hash was removed")
@@ -214,17 +262,38 @@ func (v *Verifier) Add(r Record) error {
 	return nil
 }
 
+// End says the trail has no more events: an anchor past its last event means its newest events
+// were cut off. It returns the first Break, as Add does.
+func (v *Verifier) End() error {
+	if v.broken != nil {
+		return v.broken
+	}
+	var missing []int64
+	for seq := range v.anchors {
+		if seq > v.lastSeq {
+			missing = append(missing, seq)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		v.broken = &Break{Seq: missing[0], Reason: fmt.Sprintf("the trail ends at seq %d, before anchored event seq %d: its newest events were removed",
+			v.lastSeq, missing[0])}
+	}
+	return v.broken
+}
+
 // Result summarises what was verified.
 type Result struct {
 	Events    int64   `json:"events"`    // chained events checked
 	Unchained int64   `json:"unchained"` // events from before the trail was chained (not covered)
 	Chains    []Chain `json:"chains"`
+	Anchors   int     `json:"anchors"` // anchors found with their hashes
 	Broken    *Break  `json:"broken,omitempty"`
 }
 
 // Result returns the summary so far, chains by instance name.
 func (v *Verifier) Result() Result {
-	res := Result{Unchained: v.unchained, Broken: v.broken}
+	res := Result{Unchained: v.unchained, Broken: v.broken, Anchors: v.anchored}
 	for _, c := range v.chains {
 		res.Events += c.Events
 		res.Chains = append(res.Chains, *c)

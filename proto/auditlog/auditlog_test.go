@@ -148,3 +148,85 @@ func TestVerifier(t *testing.T) {
 		t.Errorf("a chain whose first event was removed: %v", err)
 	}
 }
+
+// Anchors (hashes kept outside the store, as the remote syslog server received them) catch what
+// a chain alone cannot: a trail whose newest events were removed, and one rewritten from some
+// event on with every hash recomputed.
+func TestAnchors(t *testing.T) {
+	chain := func(n int, msg string) []Record {
+		var out []Record
+		prev := Zero()
+		for i := 1; i <= n; i++ {
+			r := rec(int64(i), prev, "event")
+			if i >= 3 { // events #1 and #2 are the same in every chain made here
+				r.Message = msg
+			}
+			r.Seq = int64(10 + i)
+			r.Hash, _ = Hash(r)
+			prev = r.Hash
+			out = append(out, r)
+		}
+		return out
+	}
+	orig := chain(5, "event")
+	run := func(recs []Record, anchors ...Record) Result {
+		t.Helper()
+		v := NewVerifier()
+		for _, a := range anchors {
+			if err := v.Anchor(a.Seq, a.Hash); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, r := range recs {
+			if v.Add(r) != nil {
+				break
+			}
+		}
+		v.End()
+		return v.Result()
+	}
+	if res := run(orig, orig[1], orig[4]); res.Broken != nil || res.Anchors != 2 {
+		t.Fatalf("the trail the anchors were taken from: %+v", res)
+	}
+	// The newest two events removed: the chain alone is whole, the anchor is not reached.
+	if res := run(orig[:3]); res.Broken != nil {
+		t.Fatalf("a cut chain without anchors: %+v (a chain alone cannot show it)", res)
+	}
+	res := run(orig[:3], orig[4])
+	if res.Broken == nil || res.Broken.Seq != 15 || !strings.Contains(res.Broken.Reason, "ends at seq 13") {
+		t.Errorf("a cut chain with an anchor at seq 15: %+v", res.Broken)
+	}
+	// Rewritten from #3 on with every hash recomputed: whole by itself, caught at the anchor.
+	forged := chain(5, "forged")
+	if res := run(forged); res.Broken != nil {
+		t.Fatalf("the forged chain should verify by itself: %+v", res.Broken)
+	}
+	res = run(forged, orig[1], orig[3])
+	if res.Broken == nil || res.Broken.Seq != 14 || !strings.Contains(res.Broken.Reason, "not the anchor's") {
+		t.Errorf("a rewritten chain with an anchor at seq 14: %+v", res.Broken)
+	}
+	// The anchored event removed from the middle, the chain renumbered around it by a forger.
+	gap := []Record{orig[0], orig[1], orig[3], orig[4]}
+	res = run(gap, orig[2])
+	if res.Broken == nil || !strings.Contains(res.Broken.Reason, "seq 13 is missing") {
+		t.Errorf("a removed anchored event: %+v", res.Broken)
+	}
+
+	v := NewVerifier()
+	if v.Anchor(0, orig[0].Hash) == nil || v.Anchor(1, []byte{1}) == nil {
+		t.Error("a malformed anchor was taken")
+	}
+	v.Anchor(11, orig[0].Hash)
+	if v.Anchor(11, orig[1].Hash) == nil {
+		t.Error("two different hashes for one seq were taken")
+	}
+	seq, h, err := ParseAnchor("14:" + hex.EncodeToString(orig[3].Hash))
+	if err != nil || seq != 14 || !bytes.Equal(h, orig[3].Hash) {
+		t.Errorf("ParseAnchor = %d %x %v", seq, h, err)
+	}
+	for _, bad := range []string{"", "14", "x:00", "0:" + hex.EncodeToString(orig[3].Hash), "14:abcd", "14:" + strings.Repeat("g", 64)} {
+		if _, _, err := ParseAnchor(bad); err == nil {
+			t.Errorf("ParseAnchor(%q) passed", bad)
+		}
+	}
+}
