@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"golang.org/x/sys/unix"
 )
 
 // Format is the version of the archive's layout this code writes and reads.
@@ -290,10 +291,6 @@ func Extract(r io.Reader, passphrase string, identityFile []byte, dst string, pr
 	if err != nil {
 		return nil, fmt.Errorf("backup: cannot decrypt (wrong passphrase or identity, or not a backup): %w", err)
 	}
-	gz, err := gzip.NewReader(ar)
-	if err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
-	}
 	parent := filepath.Dir(dst)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
@@ -308,6 +305,64 @@ func Extract(r io.Reader, passphrase string, identityFile []byte, dst string, pr
 			os.RemoveAll(tmp)
 		}
 	}()
+	m, err := extractArchive(ar, tmp)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	if prepare != nil {
+		if err := prepare(tmp, m); err != nil {
+			return nil, err
+		}
+	}
+	// Everything on disk before the directory appears at dst, and its name after: one syncfs(2)
+	// for the files (rather than an fsync each), then the parent directory.
+	if err := syncFS(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return nil, err
+	}
+	done = true
+	return m, syncDir(parent)
+}
+
+// syncFS writes the file system holding dir to disk (syncfs(2)).
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("backup: syncfs: %w", err)
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("backup: %s: %w", dir, err)
+	}
+	return nil
+}
+
+// extractArchive reads the decrypted archive (gzip, tar) from r into the directory tmp and
+// checks every file against the manifest, which it returns. It reads r to its end: the age
+// stream's last chunk's authentication says nothing was cut.
+func extractArchive(r io.Reader, tmp string) (*Manifest, error) {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
 	tr := tar.NewReader(gz)
 	got := map[string]File{}
 	var m *Manifest
@@ -337,6 +392,10 @@ func Extract(r io.Reader, passphrase string, identityFile []byte, dst string, pr
 		if !ok || hdr.Typeflag != tar.TypeReg || !fs.ValidPath(rel) || rel == "." || path.Clean(rel) != rel {
 			return nil, fmt.Errorf("backup: unexpected entry %q", hdr.Name)
 		}
+		if sparse(hdr) {
+			// A few bytes that read as gigabytes of zeros: backups hold no sparse files.
+			return nil, fmt.Errorf("backup: %s is a sparse file", hdr.Name)
+		}
 		if _, dup := got[rel]; dup {
 			return nil, fmt.Errorf("backup: %s twice", rel)
 		}
@@ -347,7 +406,7 @@ func Extract(r io.Reader, passphrase string, identityFile []byte, dst string, pr
 		got[rel] = f
 	}
 	// Read to the end of the age stream: its last chunk's authentication says nothing was cut.
-	if _, err := io.Copy(io.Discard, ar); err != nil {
+	if _, err := io.Copy(io.Discard, r); err != nil {
 		return nil, fmt.Errorf("backup: damaged or changed: %w", err)
 	}
 	if m == nil {
@@ -364,19 +423,18 @@ func Extract(r io.Reader, passphrase string, identityFile []byte, dst string, pr
 			return nil, fmt.Errorf("backup: %s does not match the manifest", want.Path)
 		}
 	}
-	if err := os.Chmod(tmp, 0o700); err != nil {
-		return nil, err
-	}
-	if prepare != nil {
-		if err := prepare(tmp, m); err != nil {
-			return nil, err
+	return m, nil
+}
+
+// sparse reports whether hdr is a GNU sparse file in PAX form (GNU.sparse.* records), which
+// archive/tar expands as it reads.
+func sparse(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
 		}
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return nil, err
-	}
-	done = true
-	return m, nil
+	return false
 }
 
 func extractFile(root, rel string, mode fs.FileMode, r io.Reader) (File, error) {
@@ -390,9 +448,6 @@ func extractFile(root, rel string, mode fs.FileMode, r io.Reader) (File, error) 
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), r)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
