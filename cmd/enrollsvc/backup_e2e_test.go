@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/enrollment-appliance/aeappliance/apiclient"
 	"github.com/enrollment-appliance/aeappliance/config"
+	"github.com/enrollment-appliance/aeappliance/enrollsvc/store"
 	"github.com/enrollment-appliance/aeappliance/enrollsvc/store/pgtest"
 )
 
@@ -27,6 +29,10 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 	port := freePort(t)
 	base := "http://127.0.0.1:" + port
 	dir := initDir(t, "--http-url", base, "--http-listen", "127.0.0.1:"+port)
+	// Two requests the snapshot will hold pending: one held for a certificate manager (its
+	// decision kept), one an issuance in progress (recorded, no certificate yet: what the
+	// snapshot catches when it falls between an issuance's two commits).
+	heldID, inProgressID := pendingRequests(t, dir)
 	srv := startServe(t, dir)
 	tmp := t.TempDir()
 	caFile := filepath.Join(tmp, "ca.pem")
@@ -184,6 +190,15 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 	if after.Number <= crl.DeltaNumber || after.Number <= crl.Number {
 		t.Errorf("CRL number %d after the restore; before the backup %d (delta %d): numbers must go on upward", after.Number, crl.Number, crl.DeltaNumber)
 	}
+	// The held request is still pending; the issuance in progress at the snapshot is failed
+	// (nothing on the restored appliance would finish it), with its reason in the trail.
+	var held, inProgress apiclient.Request
+	aectlJSON(t, newDir, &held, "request", strconv.FormatInt(heldID, 10))
+	aectlJSON(t, newDir, &inProgress, "request", strconv.FormatInt(inProgressID, 10))
+	if held.State != apiclient.RequestPending || inProgress.State != apiclient.RequestFailed ||
+		!strings.Contains(inProgress.Reason, "in progress when the backup's snapshot was taken") {
+		t.Errorf("after the restore: held request %+v, in-progress request %+v; want pending and failed", held, inProgress)
+	}
 	var restoredEv []apiclient.Event
 	aectlJSON(t, newDir, &restoredEv, "events", "--id", "3053")
 	if len(restoredEv) != 1 {
@@ -265,4 +280,31 @@ func TestBackupOfAPostgresInstance(t *testing.T) {
 	if o, errOut, err := runBin(t, "aectl", "--data", restored, "events", "verify"); err != nil {
 		t.Errorf("the restored trail: %v\n%s%s", err, o, errOut)
 	}
+}
+
+// pendingRequests records, in the store of the stopped service at dir, a request held for
+// approval (a decision kept) and one issuance in progress (pending without one), as the service
+// leaves them; it returns their IDs.
+func pendingRequests(t *testing.T, dir string) (held, inProgress int64) {
+	t.Helper()
+	cfg, err := config.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, config.Path(dir, cfg.Store), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	csr := []byte("request body")
+	if held, err = st.CreateRequest(ctx, store.Request{State: store.RequestPending, Template: "held", Requester: "e2e", Account: "a",
+		CSR: csr, Decision: []byte(`{"held":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if inProgress, err = st.CreateRequest(ctx, store.Request{State: store.RequestPending, Template: "admin:server", Requester: "e2e",
+		Account: "b", CSR: csr}); err != nil {
+		t.Fatal(err)
+	}
+	return held, inProgress
 }

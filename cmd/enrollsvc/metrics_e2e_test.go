@@ -131,6 +131,29 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if after[sign] < before[sign]+1 {
 		t.Errorf("%s went from %v to %v; want the issuance's signature counted", sign, before[sign], after[sign])
 	}
+	// The buckets fit the HSM: every real SoftHSM signature so far fell within the finite
+	// buckets (the unit test checks their span and resolution).
+	out, _, err = runBin(t, "aectl", "--data", dir, "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range fams["aeappliance_hsm_operation_duration_seconds"].GetMetric() {
+		if m.GetLabel()[0].GetValue() != "sign" {
+			continue
+		}
+		h := m.GetHistogram()
+		b := h.GetBucket()
+		if top := b[len(b)-1]; top.GetCumulativeCount() != h.GetSampleCount() {
+			t.Errorf("%d of %d HSM signatures took longer than the largest bucket (%v s)", h.GetSampleCount()-top.GetCumulativeCount(),
+				h.GetSampleCount(), top.GetUpperBound())
+		}
+		t.Logf("HSM signatures: %d, mean %.2f ms", h.GetSampleCount(), 1000*h.GetSampleSum()/float64(h.GetSampleCount()))
+	}
 	if after["aeappliance_hsm_up{}"] != 1 || after["aeappliance_store_up{}"] != 1 || after["aeappliance_ready{}"] != 1 {
 		t.Errorf("up gauges: hsm %v store %v ready %v; want 1", after["aeappliance_hsm_up{}"], after["aeappliance_store_up{}"], after["aeappliance_ready{}"])
 	}

@@ -180,8 +180,9 @@ type RestoreOptions struct {
 
 // Restore writes the data directory a backup holds into dir (which must not exist), ready to
 // serve on this machine: the SoftHSM configuration points at the restored token where it now
-// is, a SoftHSM module path the machine lacks is replaced by its own, and the store records the
-// restore (event 3053). Nothing is written at dir unless all of it succeeds.
+// is, a SoftHSM module path the machine lacks is replaced by its own, the store records the
+// restore (event 3053), and issuances in progress at the snapshot are marked failed (requests
+// held for approval stay pending). Nothing is written at dir unless all of it succeeds.
 func Restore(ctx context.Context, r io.Reader, dir string, o RestoreOptions) (*backup.Manifest, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -241,9 +242,40 @@ func Restore(ctx context.Context, r io.Reader, dir string, o RestoreOptions) (*b
 		ev := events.New(time.Now(), events.StoreRestored, "", "backup_created", m.Created.Format(time.RFC3339),
 			"from_instance", m.Instance, "from_version", m.Version, "certificates", m.Store.Certificates,
 			"last_event_seq", m.Store.LastSeq, "crl_number", m.Store.CRLNumber)
-		_, err = st.AppendEvent(ctx, ev)
-		return err
+		if _, err = st.AppendEvent(ctx, ev); err != nil {
+			return err
+		}
+		return failInProgress(ctx, st, m.Created)
 	})
+}
+
+// failInProgress marks failed the requests a restored store holds as issuances in progress
+// (pending without a decision held for approval): the snapshot was taken between their record
+// and their certificate's, and nothing on the restored appliance will finish them. Their serials
+// stay reserved. Each is event 2004 (request failed), so the trail says why.
+func failInProgress(ctx context.Context, st store.Store, snapshot time.Time) error {
+	var after int64
+	for {
+		page, err := st.ListRequests(ctx, store.RequestFilter{State: store.RequestPending, AfterID: after, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("the backup's requests: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for _, r := range page {
+			after = r.ID
+			if len(r.Decision) > 0 { // held for a certificate manager: it stays pending
+				continue
+			}
+			reason := fmt.Sprintf("the issuance was in progress when the backup's snapshot was taken (%s): the restored "+
+				"appliance has no certificate for it; the client asks again", snapshot.UTC().Format(time.RFC3339))
+			ev := events.New(time.Now(), events.RequestFailed, "", "error", reason, "template", r.Template)
+			if err := st.SetRequestState(ctx, r.ID, store.RequestFailed, reason, ev); err != nil {
+				return fmt.Errorf("the backup's request %d: %w", r.ID, err)
+			}
+		}
+	}
 }
 
 func parseCertPEM(b []byte) (*x509.Certificate, error) {

@@ -13,6 +13,7 @@ package metrics
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -229,13 +230,14 @@ func (m *Metrics) Summary() Summary {
 	return s
 }
 
-// quantile is the upper bound of the bucket holding quantile q of h (+Inf: the largest bound).
+// quantile is the upper bound of the bucket holding quantile q of h (+Inf: the largest bound):
+// the bucket of the nearest-rank sample, the ceil(q*n)-th smallest.
 func quantile(h *dto.Histogram, q float64) float64 {
 	n := h.GetSampleCount()
 	if n == 0 {
 		return 0
 	}
-	rank := uint64(q * float64(n))
+	rank := uint64(math.Ceil(q * float64(n)))
 	if rank == 0 {
 		rank = 1
 	}

@@ -8,6 +8,11 @@ import (
 	"strings"
 )
 
+// heldRequests selects the requests held for a certificate manager: pending with the policy's
+// decision kept for approval. A pending request without one is an issuance in progress (recorded,
+// its certificate not yet committed), or one a stop interrupted.
+const heldRequests = "state = 'pending' AND length(decision) > 0"
+
 const requestColumns = "id, state, template, requester, account, csr, submitted, updated, reason, serial, decision"
 
 // CreateRequest records r and its audit events evs in one transaction and returns the new

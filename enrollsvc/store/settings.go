@@ -72,7 +72,7 @@ func (s *core) PutSetting(ctx context.Context, st Setting, e Event) error {
 
 // OpsStats are the figures monitoring reads from the store.
 type OpsStats struct {
-	Pending  int64 // requests waiting for a certificate manager
+	Pending  int64 // requests held for a certificate manager (not issuances in progress)
 	Expiring int64 // valid certificates whose notAfter is within the window asked for
 	// IssuedToday counts the certificates issued since 00:00 UTC of now's day, by every
 	// instance of the CA.
@@ -86,7 +86,7 @@ type OpsStats struct {
 func (s *core) opsStats(ctx context.Context, now time.Time, within time.Duration, sizeQuery string) (OpsStats, error) {
 	var st OpsStats
 	err := s.eng.read(ctx, func(ctx context.Context, db conn) error {
-		if err := db.queryRow(ctx, "SELECT count(*) FROM requests WHERE state = 'pending'").Scan(&st.Pending); err != nil {
+		if err := db.queryRow(ctx, "SELECT count(*) FROM requests WHERE "+heldRequests).Scan(&st.Pending); err != nil {
 			return err
 		}
 		if err := db.queryRow(ctx, "SELECT count(*) FROM certificates WHERE status = 'valid' AND not_after > ? AND not_after <= ?",

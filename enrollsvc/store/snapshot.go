@@ -44,7 +44,7 @@ type Summary struct {
 }
 
 // SummarizeFile opens the SQLite file at path read-only and counts its certificates, revoked
-// certificates, pending requests and events, and reads its last event Seq and CRL number.
+// certificates, requests held for approval and events, and reads its last event Seq and CRL number.
 func SummarizeFile(ctx context.Context, path string) (Summary, error) {
 	var sum Summary
 	if _, err := os.Stat(path); err != nil {
@@ -61,7 +61,7 @@ func SummarizeFile(ctx context.Context, path string) (Summary, error) {
 	}{
 		{"SELECT count(*) FROM certificates", &sum.Certificates},
 		{"SELECT count(*) FROM certificates WHERE status = 'revoked'", &sum.Revoked},
-		{"SELECT count(*) FROM requests WHERE state = 'pending'", &sum.Pending},
+		{"SELECT count(*) FROM requests WHERE " + heldRequests, &sum.Pending},
 		{"SELECT count(*) FROM events", &sum.Events},
 		{"SELECT COALESCE(max(seq), 0) FROM events", &sum.LastSeq},
 		{"SELECT COALESCE((SELECT number FROM crl_numbers WHERE id = 1), 0)", &sum.CRLNumber},
