@@ -367,6 +367,20 @@ func Path(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
+// SyncDir syncs directory dir, so that a file created, renamed or removed in it stays so after a
+// crash (fsync(2) of the directory).
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // WriteFileAtomic writes data to a temporary file beside name, syncs it and renames it over name.
 func WriteFileAtomic(name string, data []byte, mode os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")

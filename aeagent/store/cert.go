@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // Files of a certificate directory.
@@ -173,7 +175,7 @@ func (s *Store) Install(template string, cert *x509.Certificate, chain []*x509.C
 		}
 		return nil, err
 	}
-	return old, syncDir(s.dir)
+	return old, config.SyncDir(s.dir)
 }
 
 // Archive moves the current certificate of template to the archive if its serial number is
@@ -192,7 +194,7 @@ func (s *Store) Archive(template string, serial *big.Int) (archived *Cert, err e
 	if c.Path, err = s.moveToArchive(c, enc); err != nil {
 		return nil, err
 	}
-	return c, syncDir(s.dir)
+	return c, config.SyncDir(s.dir)
 }
 
 // Remove deletes the current certificate of template and its key if its serial number is serial.
@@ -263,7 +265,7 @@ func (s *Store) moveToArchive(c *Cert, enc string) (string, error) {
 	if err := os.Rename(c.Path, dst); err != nil {
 		return "", err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := config.SyncDir(dir); err != nil {
 		if berr := os.Rename(dst, c.Path); berr != nil {
 			return "", errors.Join(err, fmt.Errorf("moving %s back from %s: %w", c.Path, dst, berr))
 		}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // requestFile holds a PendingRequest in pending/<template>/.
@@ -92,7 +94,7 @@ func (s *Store) AddPending(p PendingRequest) (err error) {
 		os.RemoveAll(staging)
 		return err
 	}
-	return syncDir(parent)
+	return config.SyncDir(parent)
 }
 
 // DropPending deletes the pending request of template with requestID and its key. If template

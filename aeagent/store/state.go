@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // checkStateName accepts the names of state files: plain file names ending in ".json" that do not
@@ -72,5 +74,5 @@ func (s *Store) WriteJSON(name string, v any) (err error) {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(s.dir)
+	return config.SyncDir(s.dir)
 }

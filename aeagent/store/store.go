@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 var (
@@ -114,7 +116,7 @@ func (s *Store) removeStaging() error {
 		}
 	}
 	if removed {
-		return syncDir(s.dir)
+		return config.SyncDir(s.dir)
 	}
 	return nil
 }
@@ -227,7 +229,7 @@ func (s *Store) stage(files []file) (string, error) {
 		}
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = config.SyncDir(dir)
 	}
 	if err != nil {
 		os.RemoveAll(dir)
@@ -248,7 +250,7 @@ func (s *Store) discard(dir string) error {
 		os.Remove(tmp)
 		return err
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := config.SyncDir(filepath.Dir(dir)); err != nil {
 		return err // tmp stays for Open to remove: dir is already out of place
 	}
 	return os.RemoveAll(tmp)
@@ -261,19 +263,6 @@ func rename(from, to string) error {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
 	}
 	return nil
-}
-
-// syncDir makes the entries of a directory durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // mkdirs makes dir (below DIR) and the missing directories above it, mode 0700, and syncs the
@@ -289,5 +278,5 @@ func mkdirs(dir string) error {
 	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
+	return config.SyncDir(parent)
 }

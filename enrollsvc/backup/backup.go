@@ -35,6 +35,8 @@ import (
 
 	"filippo.io/age"
 	"golang.org/x/sys/unix"
+
+	"github.com/enrollment-appliance/aeappliance/config"
 )
 
 // Format is the version of the archive's layout this code writes and reads.
@@ -326,7 +328,10 @@ func Extract(r io.Reader, passphrase string, identityFile []byte, dst string, pr
 		return nil, err
 	}
 	done = true
-	return m, syncDir(parent)
+	if err := config.SyncDir(parent); err != nil {
+		return m, fmt.Errorf("backup: %s: %w", parent, err)
+	}
+	return m, nil
 }
 
 // syncFS writes the file system holding dir to disk (syncfs(2)).
@@ -338,19 +343,6 @@ func syncFS(dir string) error {
 	defer f.Close()
 	if err := unix.Syncfs(int(f.Fd())); err != nil {
 		return fmt.Errorf("backup: syncfs: %w", err)
-	}
-	return nil
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("backup: %s: %w", dir, err)
 	}
 	return nil
 }
