@@ -142,10 +142,12 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	signs := 0
 	for _, m := range fams["aeappliance_hsm_operation_duration_seconds"].GetMetric() {
 		if m.GetLabel()[0].GetValue() != "sign" {
 			continue
 		}
+		signs++
 		h := m.GetHistogram()
 		b := h.GetBucket()
 		if top := b[len(b)-1]; top.GetCumulativeCount() != h.GetSampleCount() {
@@ -153,6 +155,9 @@ func TestMetricsAndReadiness(t *testing.T) {
 				h.GetSampleCount(), top.GetUpperBound())
 		}
 		t.Logf("HSM signatures: %d, mean %.2f ms", h.GetSampleCount(), 1000*h.GetSampleSum()/float64(h.GetSampleCount()))
+	}
+	if signs != 1 {
+		t.Errorf("%d series of HSM signature latency, want 1", signs)
 	}
 	if after["aeappliance_hsm_up{}"] != 1 || after["aeappliance_store_up{}"] != 1 || after["aeappliance_ready{}"] != 1 {
 		t.Errorf("up gauges: hsm %v store %v ready %v; want 1", after["aeappliance_hsm_up{}"], after["aeappliance_store_up{}"], after["aeappliance_ready{}"])
